@@ -1,0 +1,107 @@
+//! The immutable, versioned configuration snapshot the data plane reads.
+//!
+//! A [`MeshConfig`] is complete by construction: every cluster a route or mirror names exists.
+//! Both sources (Istio YAML, xDS) build one and publish it whole; the data plane loads it once
+//! per request, so a request never sees two versions and never a dangling reference.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use crate::{Action, Cluster, Error, RouteTable, ServerPolicy};
+
+/// One complete configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MeshConfig {
+    version: Arc<str>,
+    listeners: BTreeMap<Arc<str>, Arc<RouteTable>>,
+    clusters: BTreeMap<Arc<str>, Arc<Cluster>>,
+    server: Arc<ServerPolicy>,
+}
+
+// === impl MeshConfig ===
+
+impl MeshConfig {
+    /// Builds a snapshot; every cluster referenced by a route or a mirror must be present.
+    ///
+    /// `listeners` maps a target (`host:port`, or `host` for every port) to its routes.
+    pub fn new(
+        version: impl Into<Arc<str>>,
+        listeners: BTreeMap<Arc<str>, Arc<RouteTable>>,
+        clusters: BTreeMap<Arc<str>, Arc<Cluster>>,
+        server: ServerPolicy,
+    ) -> Result<Self, Error> {
+        for (target, table) in &listeners {
+            for vh in table.virtual_hosts() {
+                for (i, route) in vh.routes().iter().enumerate() {
+                    let Action::Forward(fwd) = &route.action else {
+                        continue;
+                    };
+                    let names = fwd
+                        .clusters
+                        .clusters()
+                        .iter()
+                        .map(|c| &c.name)
+                        .chain(fwd.mirrors.iter().map(|m| &m.cluster));
+                    for name in names {
+                        if !clusters.contains_key(name) {
+                            return Err(Error::invalid(format!(
+                                "listener `{target}`, virtual host `{}`, route {i}: cluster `{name}` does not exist",
+                                vh.name()
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            version: version.into(),
+            listeners,
+            clusters,
+            server: Arc::new(server),
+        })
+    }
+
+    /// An empty snapshot: no listeners, no clusters, default server policy.
+    pub fn empty() -> Self {
+        Self {
+            version: "".into(),
+            listeners: BTreeMap::new(),
+            clusters: BTreeMap::new(),
+            server: Arc::default(),
+        }
+    }
+
+    /// The version label of the snapshot.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The routes for a target: `host:port` exactly, else the `host` entry that serves every
+    /// port.
+    pub fn listener(&self, target: &str) -> Option<&Arc<RouteTable>> {
+        self.listeners.get(target).or_else(|| {
+            let (host, port) = target.rsplit_once(':')?;
+            port.parse::<u16>().ok()?;
+            self.listeners.get(host)
+        })
+    }
+
+    /// All listeners by target.
+    pub fn listeners(&self) -> &BTreeMap<Arc<str>, Arc<RouteTable>> {
+        &self.listeners
+    }
+
+    /// A cluster by name.
+    pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.clusters.get(name)
+    }
+
+    /// All clusters by name.
+    pub fn clusters(&self) -> &BTreeMap<Arc<str>, Arc<Cluster>> {
+        &self.clusters
+    }
+
+    /// The server-side policy.
+    pub fn server(&self) -> &Arc<ServerPolicy> {
+        &self.server
+    }
+}

@@ -1,0 +1,52 @@
+//! The policy model of the proxyless mesh, and every policy decision, as plain data and pure
+//! functions.
+//!
+//! Nothing here performs I/O, reads a clock, or draws random numbers: time (`now`) and uniform
+//! random draws (`u64`) are arguments, so every decision is reproducible in a unit test and the
+//! data plane (`mesh-tower`) owns all effects. Policy types are validated on construction and
+//! are `Clone + Debug + PartialEq + Eq + Hash`; collections are `Arc<[T]>` so snapshots share
+//! structure cheaply.
+//!
+//! - [`route`]: virtual hosts, routes, matching and weighted cluster choice.
+//! - [`RetryPolicy`], [`FaultPolicy`], [`Cluster`], [`Endpoint`], [`ServerPolicy`]: the policies.
+//! - [`Outcome`]: the one failure classifier every policy reads.
+//! - [`MeshConfig`]: one complete, immutable snapshot.
+
+#![forbid(unsafe_code)]
+
+mod classify;
+mod cluster;
+mod config;
+mod endpoint;
+mod error;
+mod fault;
+mod grpc;
+pub mod matcher;
+mod percentage;
+mod retry;
+pub mod route;
+mod server;
+#[cfg(test)]
+mod test_rng;
+
+pub use self::{
+    classify::{Origin, Outcome},
+    cluster::{
+        BreakerResource, CertificateSource, CircuitBreakers, Cluster, ConsecutiveRule,
+        FailurePercentageRule, LbPolicy, OutlierDetection, SanKind, SanMatcher, SuccessRateRule,
+        TlsMode, UpstreamTls,
+    },
+    config::MeshConfig,
+    endpoint::{Endpoint, EndpointAddress, HealthStatus, Labels, Locality},
+    error::Error,
+    fault::{AbortStatus, FaultAbort, FaultDecision, FaultDelay, FaultPolicy},
+    grpc::GrpcCode,
+    percentage::Percentage,
+    retry::{Backoff, HedgePolicy, RetryBudget, RetryOn, RetryPolicy},
+    route::{Action, RouteTable},
+    server::{
+        AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzOperation, AuthzRule, AuthzSource,
+        ConditionKey, IstioString, LocalRateLimit, MtlsMode, PeerAuthentication, ServerPolicy,
+        WorkloadScope,
+    },
+};
