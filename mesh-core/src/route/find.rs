@@ -1,10 +1,11 @@
 //! Route lookup: the virtual host by domain specificity, then the first matching route.
 //!
 //! Virtual-host choice follows Envoy's documented search order: an exact domain, then the
-//! longest `*.suffix`, then the longest `prefix*`, then `*`. The full authority (with port) is
-//! tried first and the authority without its port second, so `reviews:9080` matches a domain
-//! written either as `reviews:9080` or as `reviews` — Istio generates both forms, gRPC's xDS
-//! client matches the target as given.
+//! longest `*.suffix`, then the longest `prefix*`, then `*`. At each step the full authority
+//! (with port) is tried before the authority without its port, so `reviews:9080` matches a
+//! domain written either as `reviews:9080` or as `reviews` — Istio generates both forms, gRPC's
+//! xDS client matches the target as given — and an exact domain without port still beats any
+//! wildcard (Envoy, which compares the port-ful authority only, would pick `reviews.*` there).
 
 use std::collections::HashMap;
 
@@ -74,23 +75,23 @@ impl DomainIndex {
         index
     }
 
-    fn lookup(&self, host: &str) -> Option<usize> {
-        if let Some(i) = self.exact.get(host) {
-            return Some(*i);
-        }
-        // A wildcard must stand for at least one character, as in Envoy.
-        let by_suffix = self
-            .suffixes
+    fn exact(&self, host: &str) -> Option<usize> {
+        self.exact.get(host).copied()
+    }
+
+    // A wildcard must stand for at least one character, as in Envoy.
+    fn suffix(&self, host: &str) -> Option<usize> {
+        self.suffixes
             .iter()
-            .find(|(s, _)| host.len() > s.len() && host.ends_with(s.as_str()));
-        if let Some((_, i)) = by_suffix {
-            return Some(*i);
-        }
-        let by_prefix = self
-            .prefixes
+            .find(|(s, _)| host.len() > s.len() && host.ends_with(s.as_str()))
+            .map(|(_, i)| *i)
+    }
+
+    fn prefix(&self, host: &str) -> Option<usize> {
+        self.prefixes
             .iter()
-            .find(|(p, _)| host.len() > p.len() && host.starts_with(p.as_str()));
-        by_prefix.map(|(_, i)| *i)
+            .find(|(p, _)| host.len() > p.len() && host.starts_with(p.as_str()))
+            .map(|(_, i)| *i)
     }
 
     fn select(&self, authority: &str) -> Option<usize> {
@@ -101,8 +102,13 @@ impl DomainIndex {
         } else {
             authority
         };
-        self.lookup(host)
-            .or_else(|| strip_port(host).and_then(|h| self.lookup(h)))
+        let portless = strip_port(host);
+        let both = |f: fn(&Self, &str) -> Option<usize>| {
+            f(self, host).or_else(|| portless.and_then(|h| f(self, h)))
+        };
+        both(Self::exact)
+            .or_else(|| both(Self::suffix))
+            .or_else(|| both(Self::prefix))
             .or(self.any)
     }
 }

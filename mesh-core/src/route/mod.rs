@@ -440,3 +440,6 @@ impl HeaderMutations {
 pub(crate) fn method_matches(cond: &Option<StringMatcher>, method: &Method) -> bool {
     cond.as_ref().is_none_or(|m| m.matches(method.as_str()))
 }
+
+#[cfg(test)]
+mod tests;
