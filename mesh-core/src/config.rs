@@ -105,3 +105,91 @@ impl MeshConfig {
         &self.server
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::{
+        Domain, Forward, Mirror, Route, RouteMatcher, VirtualHost, WeightedCluster,
+        WeightedClusters,
+    };
+
+    fn table(clusters: &[&str], mirror: Option<&str>) -> Arc<RouteTable> {
+        let mut fwd = Forward::to(
+            WeightedClusters::new(
+                clusters
+                    .iter()
+                    .map(|c| WeightedCluster::new(*c, 1))
+                    .collect(),
+            )
+            .unwrap(),
+        );
+        fwd.mirrors = mirror
+            .map(|m| {
+                Arc::from([Mirror {
+                    cluster: m.into(),
+                    percentage: crate::Percentage::HUNDRED,
+                }])
+            })
+            .unwrap_or_else(|| Arc::from([]));
+        let route = Route::new(RouteMatcher::default(), Action::Forward(Arc::new(fwd)));
+        let vh = VirtualHost::new(
+            "reviews",
+            vec![Domain::parse("reviews").unwrap()],
+            vec![route],
+        )
+        .unwrap();
+        Arc::new(RouteTable::new("reviews:9080", vec![vh]).unwrap())
+    }
+
+    fn clusters(names: &[&str]) -> BTreeMap<Arc<str>, Arc<Cluster>> {
+        names
+            .iter()
+            .map(|n| (Arc::from(*n), Arc::new(Cluster::new(*n, vec![]))))
+            .collect()
+    }
+
+    #[test]
+    fn a_route_never_points_at_a_missing_cluster() {
+        let listeners = BTreeMap::from([(Arc::from("reviews:9080"), table(&["v1", "v2"], None))]);
+        let err = MeshConfig::new(
+            "1",
+            listeners.clone(),
+            clusters(&["v1"]),
+            ServerPolicy::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.message().contains("cluster `v2` does not exist"),
+            "{err}"
+        );
+        let ok = MeshConfig::new(
+            "1",
+            listeners,
+            clusters(&["v1", "v2"]),
+            ServerPolicy::default(),
+        )
+        .unwrap();
+        assert_eq!(ok.version(), "1");
+    }
+
+    #[test]
+    fn mirrors_must_exist_too() {
+        let listeners =
+            BTreeMap::from([(Arc::from("reviews:9080"), table(&["v1"], Some("shadow")))]);
+        assert!(
+            MeshConfig::new("1", listeners, clusters(&["v1"]), ServerPolicy::default()).is_err()
+        );
+    }
+
+    #[test]
+    fn a_portless_listener_serves_every_port() {
+        let listeners = BTreeMap::from([(Arc::from("reviews"), table(&["v1"], None))]);
+        let config =
+            MeshConfig::new("1", listeners, clusters(&["v1"]), ServerPolicy::default()).unwrap();
+        assert!(config.listener("reviews:9080").is_some());
+        assert!(config.listener("reviews").is_some());
+        assert!(config.listener("ratings:9080").is_none());
+        assert!(config.listener("reviews:notaport").is_none());
+    }
+}
