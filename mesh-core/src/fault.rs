@@ -120,6 +120,8 @@ impl FaultDecision {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn policy(max: Option<u32>) -> FaultPolicy {
@@ -171,5 +173,34 @@ mod tests {
             .count();
         let share = aborted as f64 / n as f64;
         assert!((share - 0.30).abs() < 0.01, "{share}");
+    }
+
+    proptest! {
+        /// At or above the bound nothing is injected; below it, each fault is injected exactly
+        /// when its draw falls inside its percentage.
+        #[test]
+        fn decisions_follow_the_draws_and_the_bound(
+            delay_ppm in 0u32..=1_000_000,
+            abort_ppm in 0u32..=1_000_000,
+            max in proptest::option::of(0u32..10),
+            active in 0u32..20,
+            delay_draw: u64,
+            abort_draw: u64,
+        ) {
+            let delay_pct = Percentage::from_ppm(delay_ppm).unwrap();
+            let abort_pct = Percentage::from_ppm(abort_ppm).unwrap();
+            let p = FaultPolicy {
+                delay: Some(FaultDelay { duration: Duration::from_millis(5), percentage: delay_pct }),
+                abort: Some(FaultAbort { status: AbortStatus::Grpc(GrpcCode::Unavailable), percentage: abort_pct }),
+                max_active_faults: max,
+            };
+            let d = p.decide(active, delay_draw, abort_draw);
+            if max.is_some_and(|m| active >= m) {
+                prop_assert!(!d.is_fault());
+            } else {
+                prop_assert_eq!(d.delay.is_some(), delay_pct.sample(delay_draw));
+                prop_assert_eq!(d.abort.is_some(), abort_pct.sample(abort_draw));
+            }
+        }
     }
 }
