@@ -150,6 +150,48 @@ struct Facts<'a> {
 /// [`DEFAULT_ROOT_NAMESPACE`](super::DEFAULT_ROOT_NAMESPACE).
 ///
 /// See the module documentation for the exact semantics.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use mesh_core::{
+///     AuthorizationPolicy, AuthzAction, AuthzReason, AuthzRequest, AuthzRule, AuthzSource,
+///     DEFAULT_ROOT_NAMESPACE, IstioString, Labels, WorkloadScope, authorize,
+/// };
+///
+/// // Only callers from the `default` namespace may reach workloads of `default`.
+/// let policy = AuthorizationPolicy {
+///     name: "same-namespace".into(),
+///     scope: WorkloadScope { namespace: "default".into(), selector: None },
+///     action: AuthzAction::Allow,
+///     rules: Arc::from([AuthzRule {
+///         from: Arc::from([AuthzSource {
+///             namespaces: Arc::from([IstioString::parse("default")?]),
+///             ..AuthzSource::default()
+///         }]),
+///         ..AuthzRule::default()
+///     }]),
+///     dry_run: false,
+/// };
+/// let headers = http::HeaderMap::new();
+/// let request = AuthzRequest {
+///     principal: Some("cluster.local/ns/prod/sa/frontend"),
+///     source_namespace: None,
+///     source_ip: None,
+///     destination_port: 8080,
+///     host: "reviews.default.svc",
+///     method: "POST",
+///     path: "/reviews.v1.Reviews/Get",
+///     headers: &headers,
+/// };
+/// let labels = Labels::new([("app", "reviews")])?;
+/// let decision = authorize(&[policy], "default", &labels, DEFAULT_ROOT_NAMESPACE, &request);
+/// assert!(!decision.allowed);
+/// assert_eq!(decision.reason, AuthzReason::NoAllowMatched);
+/// # Ok::<(), mesh_core::Error>(())
+/// ```
 pub fn authorize(
     policies: &[AuthorizationPolicy],
     workload_namespace: &str,
@@ -380,11 +422,14 @@ fn matches_bytes(pattern: &IstioString, value: &[u8]) -> bool {
     }
 }
 
-/// The namespace in a SPIFFE path: the segment after `ns`
-/// (`cluster.local/ns/<namespace>/sa/<account>`).
+/// The namespace of an Istio SPIFFE identity `<trust-domain>/ns/<namespace>/sa/<account>`.
+/// A trust domain cannot contain `/`, so the position is fixed.
 fn namespace_of(principal: &str) -> Option<&str> {
     let mut segments = principal.split('/');
-    segments.find(|s| *s == "ns")?;
+    let _trust_domain = segments.next()?;
+    if segments.next()? != "ns" {
+        return None;
+    }
     segments.next().filter(|ns| !ns.is_empty())
 }
 

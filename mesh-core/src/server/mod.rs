@@ -204,6 +204,44 @@ pub struct LocalRateLimit {
     fill_interval: Duration,
 }
 
+// === impl ServerPolicy ===
+
+impl ServerPolicy {
+    /// [`authorize`] under this policy's authorization policies.
+    pub fn authorize(
+        &self,
+        workload_namespace: &str,
+        labels: &Labels,
+        root_namespace: &str,
+        request: &AuthzRequest<'_>,
+    ) -> AuthzDecision {
+        authorize(
+            &self.authorization,
+            workload_namespace,
+            labels,
+            root_namespace,
+            request,
+        )
+    }
+
+    /// [`mtls_mode`] under this policy's peer-authentication policies.
+    pub fn mtls_mode(
+        &self,
+        workload_namespace: &str,
+        labels: &Labels,
+        port: u16,
+        root_namespace: &str,
+    ) -> MtlsMode {
+        mtls_mode(
+            &self.peer_authentication,
+            workload_namespace,
+            labels,
+            port,
+            root_namespace,
+        )
+    }
+}
+
 // === impl WorkloadScope ===
 
 impl WorkloadScope {

@@ -1136,6 +1136,8 @@ fn namespaces_are_read_from_spiffe_paths() {
     assert_eq!(namespace_of("td/ns//sa/x"), None);
     assert_eq!(namespace_of("cluster.local/sa/reviews"), None);
     assert_eq!(namespace_of("ns"), None);
+    assert_eq!(namespace_of("ns/ns/prod/sa/x"), Some("prod"));
+    assert_eq!(namespace_of("td/sa/x/ns/prod"), None);
 }
 
 /// Laws over random policy sets and requests drawn from a small vocabulary, so that matches
