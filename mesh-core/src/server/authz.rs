@@ -58,7 +58,8 @@
 //! never dodge a path rule. A `spiffe://` prefix on the principal is dropped too. IPv4-mapped
 //! IPv6 source addresses are compared as IPv4. Hosts compare ASCII case-insensitively; methods,
 //! paths, principals and namespaces compare exactly. Several values of one header are joined
-//! with `,` before matching, as Envoy does.
+//! with `,` before matching, as Envoy does, and a header value of `*` means "present" (even
+//! if empty), as istiod generates it.
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -511,6 +512,10 @@ impl<'a> Facts<'a> {
         let Some(first) = values.next() else {
             return Tri::No;
         };
+        if *pattern == IstioString::Any {
+            // Istio turns `*` into Envoy's `present_match`: an empty value counts.
+            return Tri::Yes;
+        }
         // Envoy matches several values of one header as their comma-joined concatenation.
         let mut joined: Vec<u8> = first.as_bytes().to_vec();
         for value in values {

@@ -738,6 +738,12 @@ fn conditions_all_must_hold() {
             DENIED,
         ),
         (
+            "`*` means present, even with an empty value",
+            allow_when(when(header("x-user"), &["*"], &[])),
+            req().header("x-user", ""),
+            ALLOWED,
+        ),
+        (
             "missing header is not in notValues",
             allow_when(when(header("x-user"), &[], &["mallory"])),
             req(),
