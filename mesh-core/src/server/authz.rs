@@ -3,8 +3,8 @@
 //!
 //! # Decision
 //!
-//! Only policies that apply to the workload count (see [`WorkloadScope::applies_to`](super::WorkloadScope::applies_to)). Then, as
-//! in Istio:
+//! Only policies that apply to the workload count (see
+//! [`WorkloadScope::applies_to`](super::WorkloadScope::applies_to)). Then, as in Istio:
 //!
 //! 1. If any enforced DENY policy matches, the request is denied (the first such policy, in
 //!    slice order, is named in the decision).
@@ -516,9 +516,13 @@ impl<'a> Facts<'a> {
             // Istio turns `*` into Envoy's `present_match`: an empty value counts.
             return Tri::Yes;
         }
+        let Some(second) = values.next() else {
+            // The common case: one value, matched in place.
+            return Tri::from(matches_bytes(pattern, first.as_bytes()));
+        };
         // Envoy matches several values of one header as their comma-joined concatenation.
         let mut joined: Vec<u8> = first.as_bytes().to_vec();
-        for value in values {
+        for value in std::iter::once(second).chain(values) {
             joined.push(b',');
             joined.extend_from_slice(value.as_bytes());
         }
