@@ -45,8 +45,9 @@ pub use self::{
     retry::{Backoff, HedgePolicy, RetryBudget, RetryOn, RetryPolicy},
     route::{Action, RouteTable},
     server::{
-        AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzOperation, AuthzRule, AuthzSource,
-        ConditionKey, IstioString, LocalRateLimit, MtlsMode, PeerAuthentication, ServerPolicy,
-        WorkloadScope,
+        AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzDecision, AuthzOperation,
+        AuthzReason, AuthzRequest, AuthzRule, AuthzSource, ConditionKey, DEFAULT_ROOT_NAMESPACE,
+        IstioString, LocalRateLimit, MtlsMode, PeerAuthentication, ServerPolicy, TokenBucket,
+        WorkloadScope, authorize, mtls_mode,
     },
 };

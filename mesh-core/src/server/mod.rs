@@ -6,12 +6,30 @@
 //! and a policy matches when any of its rules does. A request is denied when any DENY policy
 //! matches, else allowed when no ALLOW policy applies to the workload, else allowed only when
 //! an ALLOW policy matches. AUDIT policies only mark the request for logging.
+//!
+//! The model lives here; the decisions live in submodules, one per concern:
+//! [`authorize`] (authorization), [`mtls_mode`] (peer authentication) and [`TokenBucket`]
+//! (local rate limiting). All are pure: the caller passes the request view, the workload's
+//! identity and, for the bucket, the current time.
 
 use std::{sync::Arc, time::Duration};
 
 use ipnet::IpNet;
 
 use crate::{Error, FaultPolicy, Labels};
+
+mod authz;
+mod peer_auth;
+mod rate_limit;
+
+pub use self::{
+    authz::{AuthzDecision, AuthzReason, AuthzRequest, authorize},
+    peer_auth::mtls_mode,
+    rate_limit::TokenBucket,
+};
+
+/// Istio's default root namespace: policies there without a selector are mesh-wide.
+pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
 
 /// Everything the server side of a workload enforces.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -184,6 +202,75 @@ pub struct LocalRateLimit {
     max_tokens: u32,
     tokens_per_fill: u32,
     fill_interval: Duration,
+}
+
+// === impl ServerPolicy ===
+
+impl ServerPolicy {
+    /// [`authorize`] under this policy's authorization policies.
+    pub fn authorize(
+        &self,
+        workload_namespace: &str,
+        labels: &Labels,
+        root_namespace: &str,
+        request: &AuthzRequest<'_>,
+    ) -> AuthzDecision {
+        authorize(
+            &self.authorization,
+            workload_namespace,
+            labels,
+            root_namespace,
+            request,
+        )
+    }
+
+    /// [`mtls_mode`] under this policy's peer-authentication policies.
+    pub fn mtls_mode(
+        &self,
+        workload_namespace: &str,
+        labels: &Labels,
+        port: u16,
+        root_namespace: &str,
+    ) -> MtlsMode {
+        mtls_mode(
+            &self.peer_authentication,
+            workload_namespace,
+            labels,
+            port,
+            root_namespace,
+        )
+    }
+}
+
+// === impl WorkloadScope ===
+
+impl WorkloadScope {
+    /// Whether a policy with this scope applies to a workload in `workload_namespace` with
+    /// `labels`, as Istio selects `AuthorizationPolicy`: the policy must live in the workload's
+    /// namespace or in the mesh's `root_namespace`, and its selector (if any) must be a subset
+    /// of the workload's labels. So a root-namespace policy without selector is mesh-wide, and
+    /// one with a selector applies to matching workloads of every namespace.
+    ///
+    /// Peer authentication uses a stricter rule (see [`mtls_mode`]).
+    pub fn applies_to(
+        &self,
+        workload_namespace: &str,
+        labels: &Labels,
+        root_namespace: &str,
+    ) -> bool {
+        let in_scope = &*self.namespace == workload_namespace || &*self.namespace == root_namespace;
+        in_scope
+            && self
+                .selector
+                .as_ref()
+                .is_none_or(|selector| labels.contains_all(selector))
+    }
+
+    /// Whether the selector is missing or empty: Istio treats an empty `matchLabels` like no
+    /// selector at all.
+    pub(crate) fn is_namespace_wide(&self) -> bool {
+        self.selector.as_ref().is_none_or(Labels::is_empty)
+    }
 }
 
 // === impl IstioString ===
