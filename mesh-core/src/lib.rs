@@ -23,6 +23,7 @@ mod fault;
 mod grpc;
 pub mod lb;
 pub mod matcher;
+pub mod outlier;
 mod percentage;
 mod retry;
 pub mod route;

@@ -206,8 +206,9 @@ mod tests {
 
     #[test]
     fn adding_one_host_to_ten_moves_between_one_and_two_tenths_of_keys() {
-        // Measured with these addresses: 14.8 % moves (1/11 = 9.1 % go to the new host; the
-        // rest follow the entries the old hosts lost when the ring was rescaled).
+        // Measured with these addresses: 15.5 % of keys move, 9.45 % of them to the new host
+        // (its fair share is 1/11 = 9.1 %); the rest follow the entries the old hosts lost
+        // when the ring was rescaled from 103 to 94 entries per host.
         const N: usize = 10;
         let eps = endpoints(N + 1);
         let before = Ring::new(&eps, &(0..N).collect::<Vec<_>>(), 1024, 1 << 23);
@@ -229,9 +230,9 @@ mod tests {
             (1.0 / (N as f64 + 1.0) * 0.8..2.0 / N as f64).contains(&share),
             "{share}"
         );
-        // A key that moves goes to the new host or away from a removed entry, never between
-        // two unchanged entries: most movement is toward the new host.
-        assert!(to_new * 2 > moved, "{to_new} of {moved}");
+        // The new host gets about its fair share, 1/(N+1).
+        let new_share = to_new as f64 / f64::from(keys);
+        assert!((0.07..0.11).contains(&new_share), "{new_share}");
     }
 
     #[test]
