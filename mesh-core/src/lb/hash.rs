@@ -100,10 +100,12 @@ fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 fn query_value<'p>(path_and_query: &'p str, name: &str) -> Option<&'p str> {
     let (_, query) = path_and_query.split_once('?')?;
     let query = query.split_once('#').map_or(query, |(q, _)| q);
-    query.split('&').find_map(|pair| match pair.split_once('=') {
-        Some((k, v)) => (k == name).then_some(v),
-        None => (pair == name).then_some(""),
-    })
+    query
+        .split('&')
+        .find_map(|pair| match pair.split_once('=') {
+            Some((k, v)) => (k == name).then_some(v),
+            None => (pair == name).then_some(""),
+        })
 }
 
 #[cfg(test)]
@@ -144,14 +146,20 @@ mod tests {
     fn each_source_hashes_its_value_with_xxh64_seed_zero() {
         let mut h = HeaderMap::new();
         h.insert("x-user", HeaderValue::from_static("alice"));
-        h.insert(COOKIE, HeaderValue::from_static("theme=dark; session=\"abc\"; x=1"));
+        h.insert(
+            COOKIE,
+            HeaderValue::from_static("theme=dark; session=\"abc\"; x=1"),
+        );
         let ip: IpAddr = "10.1.2.3".parse().unwrap();
         let r = view(&h, "/cart?lang=en&user=42&flag", Some(ip));
         let one = |s| request_hash(&[policy(s, false)], &r);
         assert_eq!(one(header("x-user")), Some(x("alice")));
         assert_eq!(one(cookie("session")), Some(x("abc")));
         assert_eq!(one(HashSource::SourceIp), Some(x("10.1.2.3")));
-        assert_eq!(one(HashSource::QueryParameter("user".into())), Some(x("42")));
+        assert_eq!(
+            one(HashSource::QueryParameter("user".into())),
+            Some(x("42"))
+        );
         assert_eq!(one(HashSource::QueryParameter("flag".into())), Some(x("")));
         assert_eq!(one(HashSource::QueryParameter("nope".into())), None);
         assert_eq!(one(cookie("nope")), None);

@@ -218,7 +218,9 @@ mod tests {
             for h in 0..hosts {
                 let n = eps.len();
                 let mut e = Endpoint::new(EndpointAddress::Socket(
-                    format!("10.0.{}.{}:80", n / 200, n % 200 + 1).parse().unwrap(),
+                    format!("10.0.{}.{}:80", n / 200, n % 200 + 1)
+                        .parse()
+                        .unwrap(),
                 ));
                 e.priority = priority;
                 eps.push(e);

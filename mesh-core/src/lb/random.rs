@@ -53,7 +53,10 @@ mod tests {
         for (i, &c) in counts.iter().enumerate() {
             let share = f64::from(c) / f64::from(DRAWS);
             let expected = f64::from(weights[i]) / f64::from(total);
-            assert!((share - expected).abs() < 0.01, "host {i}: {share} vs {expected}");
+            assert!(
+                (share - expected).abs() < 0.01,
+                "host {i}: {share} vs {expected}"
+            );
         }
     }
 
@@ -72,7 +75,10 @@ mod tests {
         // The smallest draw lands on the first candidate, the largest on the last.
         let w = [1u32, 1, 1];
         assert_eq!(pick_weighted_random(&[2, 0, 1], |i| w[i], 0), Some(2));
-        assert_eq!(pick_weighted_random(&[2, 0, 1], |i| w[i], u64::MAX), Some(1));
+        assert_eq!(
+            pick_weighted_random(&[2, 0, 1], |i| w[i], u64::MAX),
+            Some(1)
+        );
     }
 
     proptest! {

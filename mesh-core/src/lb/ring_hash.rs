@@ -88,7 +88,7 @@ impl Ring {
             }
         }
         // Stable sort on the hash alone: equal hashes keep host order, deterministically.
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_by_key(|e| e.0);
         Self {
             entries: entries.into(),
         }
@@ -134,7 +134,9 @@ mod tests {
         (0..n)
             .map(|i| {
                 Endpoint::new(EndpointAddress::Socket(
-                    format!("10.0.{}.{}:8080", i / 250, i % 250 + 1).parse().unwrap(),
+                    format!("10.0.{}.{}:8080", i / 250, i % 250 + 1)
+                        .parse()
+                        .unwrap(),
                 ))
             })
             .collect()

@@ -84,7 +84,9 @@ mod tests {
     #[test]
     fn equal_weights_rotate_in_candidate_order() {
         let mut rr = WeightedRoundRobin::new();
-        let picks: Vec<_> = (0..7).map(|_| rr.pick(&[4, 1, 7], |_| 1).unwrap()).collect();
+        let picks: Vec<_> = (0..7)
+            .map(|_| rr.pick(&[4, 1, 7], |_| 1).unwrap())
+            .collect();
         assert_eq!(picks, [4, 1, 7, 4, 1, 7, 4]);
     }
 
@@ -93,7 +95,9 @@ mod tests {
         // Weights 5:1:1 — nginx's classic example: a a b a c a a, never five a's in a row.
         let w = [5u32, 1, 1];
         let mut rr = WeightedRoundRobin::new();
-        let picks: Vec<_> = (0..7).map(|_| rr.pick(&[0, 1, 2], |i| w[i]).unwrap()).collect();
+        let picks: Vec<_> = (0..7)
+            .map(|_| rr.pick(&[0, 1, 2], |i| w[i]).unwrap())
+            .collect();
         assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);
     }
 

@@ -92,7 +92,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{EndpointAddress, Origin, OutlierDetection, Outcome, lb::Draws};
+use crate::{EndpointAddress, Origin, Outcome, OutlierDetection, lb::Draws};
 
 /// The outlier detector of one cluster, over hosts identified by `K` (by default their
 /// address).
@@ -186,12 +186,13 @@ impl<K: Clone + Eq + Hash> OutlierDetector<K> {
     /// new hosts start in service; a repeated key counts once. If fewer hosts now make the
     /// current ejections exceed the cap (law 1), the hosts whose ejections end soonest return
     /// at `now`, and those returns are the events.
-    pub fn set_hosts(&mut self, hosts: impl IntoIterator<Item = K>, now: Instant) -> Vec<OutlierEvent<K>> {
-        let mut old: HashMap<K, Host<K>> = self
-            .hosts
-            .drain(..)
-            .map(|h| (h.key.clone(), h))
-            .collect();
+    pub fn set_hosts(
+        &mut self,
+        hosts: impl IntoIterator<Item = K>,
+        now: Instant,
+    ) -> Vec<OutlierEvent<K>> {
+        let mut old: HashMap<K, Host<K>> =
+            self.hosts.drain(..).map(|h| (h.key.clone(), h)).collect();
         self.index.clear();
         for key in hosts {
             if self.index.contains_key(&key) {
@@ -201,7 +202,11 @@ impl<K: Clone + Eq + Hash> OutlierDetector<K> {
             self.index.insert(key, self.hosts.len());
             self.hosts.push(host);
         }
-        self.ejected = self.hosts.iter().filter(|h| h.ejected_until.is_some()).count();
+        self.ejected = self
+            .hosts
+            .iter()
+            .filter(|h| h.ejected_until.is_some())
+            .count();
 
         let mut events = Vec::new();
         while self.ejected > self.max_ejected() {
@@ -270,7 +275,9 @@ impl<K: Clone + Eq + Hash> OutlierDetector<K> {
             (EjectionReason::Consecutive5xx, self.config.consecutive_5xx),
             (
                 EjectionReason::ConsecutiveLocalOriginFailure,
-                self.config.consecutive_local_origin_failure.filter(|_| split),
+                self.config
+                    .consecutive_local_origin_failure
+                    .filter(|_| split),
             ),
         ];
         for (reason, rule) in rules {
@@ -304,7 +311,9 @@ impl<K: Clone + Eq + Hash> OutlierDetector<K> {
                 h.ejected_until = None;
                 h.returned_at = Some(now);
                 self.ejected -= 1;
-                events.push(OutlierEvent::Returned { host: h.key.clone() });
+                events.push(OutlierEvent::Returned {
+                    host: h.key.clone(),
+                });
             }
         }
         if now < self.next_tick {
@@ -330,7 +339,10 @@ impl<K: Clone + Eq + Hash> OutlierDetector<K> {
             };
             let enforced = enforcing.is_some_and(|e| e.sample(draws.next().unwrap_or(random)));
             let in_service = self.hosts.get(i).is_some_and(|h| h.ejected_until.is_none());
-            if enforced && in_service && let Some(event) = self.eject(i, reason, now) {
+            if enforced
+                && in_service
+                && let Some(event) = self.eject(i, reason, now)
+            {
                 events.push(event);
             }
         }
@@ -434,7 +446,11 @@ impl<K: Clone + Eq + Hash> OutlierDetector<K> {
                 let mut below: Vec<(usize, f64)> =
                     valid.into_iter().filter(|(_, r)| *r < threshold).collect();
                 below.sort_by(|a, b| a.1.total_cmp(&b.1));
-                out.extend(below.into_iter().map(|(i, _)| (i, EjectionReason::SuccessRate)));
+                out.extend(
+                    below
+                        .into_iter()
+                        .map(|(i, _)| (i, EjectionReason::SuccessRate)),
+                );
             }
         }
 

@@ -38,29 +38,53 @@ fn detector(config: OutlierDetection, hosts: u32, now: Instant) -> OutlierDetect
     d
 }
 
-fn fail_n(d: &mut OutlierDetector<u32>, host: u32, o: Outcome, n: u32, now: Instant) -> Vec<OutlierEvent<u32>> {
+fn fail_n(
+    d: &mut OutlierDetector<u32>,
+    host: u32,
+    o: Outcome,
+    n: u32,
+    now: Instant,
+) -> Vec<OutlierEvent<u32>> {
     (0..n).filter_map(|_| d.record(&host, o, now, 0)).collect()
 }
 
 fn ejected(host: u32, reason: EjectionReason, until: Instant) -> OutlierEvent<u32> {
-    OutlierEvent::Ejected { host, reason, until }
+    OutlierEvent::Ejected {
+        host,
+        reason,
+        until,
+    }
 }
 
 #[test]
 fn five_5xx_in_a_row_eject_and_a_success_in_between_forgives() {
     let t0 = Instant::now();
-    let mut d = detector(OutlierDetection { consecutive_5xx: rule(5), ..config() }, 4, t0);
+    let mut d = detector(
+        OutlierDetection {
+            consecutive_5xx: rule(5),
+            ..config()
+        },
+        4,
+        t0,
+    );
     assert!(fail_n(&mut d, 0, Outcome::http(500), 4, t0).is_empty());
     assert_eq!(d.record(&0, Outcome::http(200), t0, 0), None);
     // 404 is the caller's problem: a success for health.
     assert!(fail_n(&mut d, 0, Outcome::http(500), 4, t0).is_empty());
     assert_eq!(d.record(&0, Outcome::http(404), t0, 0), None);
     let events = fail_n(&mut d, 0, Outcome::grpc(GrpcCode::Internal), 5, t0);
-    assert_eq!(events, [ejected(0, EjectionReason::Consecutive5xx, t0 + 30 * S)]);
+    assert_eq!(
+        events,
+        [ejected(0, EjectionReason::Consecutive5xx, t0 + 30 * S)]
+    );
     assert!(d.is_ejected(&0) && !d.is_ejected(&1));
     // Outcomes of requests still in flight to an ejected host are ignored.
     assert!(fail_n(&mut d, 0, Outcome::http(500), 10, t0).is_empty());
-    assert_eq!(d.poll_timeout(), Some(t0 + 10 * S), "the interval tick comes first");
+    assert_eq!(
+        d.poll_timeout(),
+        Some(t0 + 10 * S),
+        "the interval tick comes first"
+    );
 }
 
 #[test]
@@ -76,7 +100,14 @@ fn a_plain_500_breaks_a_gateway_failure_streak_but_counts_as_5xx() {
     assert!(fail_n(&mut d, 1, Outcome::http(500), 1, t0).is_empty());
     assert!(fail_n(&mut d, 1, Outcome::http(502), 2, t0).is_empty());
     let e = fail_n(&mut d, 1, Outcome::grpc(GrpcCode::Unavailable), 1, t0);
-    assert_eq!(e, [ejected(1, EjectionReason::ConsecutiveGatewayFailure, t0 + 30 * S)]);
+    assert_eq!(
+        e,
+        [ejected(
+            1,
+            EjectionReason::ConsecutiveGatewayFailure,
+            t0 + 30 * S
+        )]
+    );
 }
 
 #[test]
@@ -114,14 +145,24 @@ fn with_the_split_local_failures_only_count_as_local_origin() {
     assert!(fail_n(&mut d, 1, Outcome::http(200), 1, t0).is_empty());
     assert!(fail_n(&mut d, 1, Outcome::ConnectFailure, 2, t0).is_empty());
     let e = fail_n(&mut d, 1, Outcome::RefusedStream, 1, t0);
-    assert_eq!(e, [ejected(1, EjectionReason::ConsecutiveLocalOriginFailure, t0 + 30 * S)]);
+    assert_eq!(
+        e,
+        [ejected(
+            1,
+            EjectionReason::ConsecutiveLocalOriginFailure,
+            t0 + 30 * S
+        )]
+    );
 }
 
 #[test]
 fn an_unenforced_trigger_restarts_the_count() {
     let t0 = Instant::now();
     let c = OutlierDetection {
-        consecutive_5xx: Some(ConsecutiveRule { threshold: 2, enforcing: pct(50) }),
+        consecutive_5xx: Some(ConsecutiveRule {
+            threshold: 2,
+            enforcing: pct(50),
+        }),
         ..config()
     };
     let mut d = detector(c, 4, t0);
@@ -133,19 +174,36 @@ fn an_unenforced_trigger_restarts_the_count() {
     while not_enforced.is_none() || enforced.is_none() {
         let r = rng.next();
         let first = Draws::new(r).next().unwrap();
-        if pct(50).sample(first) { enforced.get_or_insert(r); } else { not_enforced.get_or_insert(r); }
+        if pct(50).sample(first) {
+            enforced.get_or_insert(r);
+        } else {
+            not_enforced.get_or_insert(r);
+        }
     }
-    assert_eq!(d.record(&0, Outcome::http(500), t0, not_enforced.unwrap()), None);
+    assert_eq!(
+        d.record(&0, Outcome::http(500), t0, not_enforced.unwrap()),
+        None
+    );
     // The streak restarted: one more failure is not enough, two are.
-    assert_eq!(d.record(&0, Outcome::http(500), t0, enforced.unwrap()), None);
-    assert!(d.record(&0, Outcome::http(500), t0, enforced.unwrap()).is_some());
+    assert_eq!(
+        d.record(&0, Outcome::http(500), t0, enforced.unwrap()),
+        None
+    );
+    assert!(
+        d.record(&0, Outcome::http(500), t0, enforced.unwrap())
+            .is_some()
+    );
 }
 
 #[test]
 fn the_cap_is_strict_and_one_host_always_stays() {
     let t0 = Instant::now();
     // 20 % of 10 hosts: two ejections, the third is skipped.
-    let c = OutlierDetection { consecutive_5xx: rule(1), max_ejection_percent: pct(20), ..config() };
+    let c = OutlierDetection {
+        consecutive_5xx: rule(1),
+        max_ejection_percent: pct(20),
+        ..config()
+    };
     let mut d = detector(c.clone(), 10, t0);
     for h in 0..5 {
         d.record(&h, Outcome::http(500), t0, 0);
@@ -153,10 +211,24 @@ fn the_cap_is_strict_and_one_host_always_stays() {
     assert_eq!(d.ejected_count(), 2);
     assert!(d.is_ejected(&0) && d.is_ejected(&1) && !d.is_ejected(&2));
     // 10 % of 3 hosts rounds to zero: Envoy would eject one anyway, we eject none.
-    let mut d = detector(OutlierDetection { max_ejection_percent: pct(10), ..c.clone() }, 3, t0);
+    let mut d = detector(
+        OutlierDetection {
+            max_ejection_percent: pct(10),
+            ..c.clone()
+        },
+        3,
+        t0,
+    );
     assert_eq!(d.record(&0, Outcome::http(500), t0, 0), None);
     // 100 % still leaves one host in service.
-    let mut d = detector(OutlierDetection { max_ejection_percent: pct(100), ..c }, 3, t0);
+    let mut d = detector(
+        OutlierDetection {
+            max_ejection_percent: pct(100),
+            ..c
+        },
+        3,
+        t0,
+    );
     for h in 0..3 {
         d.record(&h, Outcome::http(500), t0, 0);
     }
@@ -176,7 +248,8 @@ fn ejections_grow_while_a_host_flaps_and_shrink_while_it_behaves() {
     let mut now = t0;
     let mut lengths = Vec::new();
     for _ in 0..4 {
-        let Some(OutlierEvent::Ejected { until, .. }) = d.record(&0, Outcome::http(500), now, 0) else {
+        let Some(OutlierEvent::Ejected { until, .. }) = d.record(&0, Outcome::http(500), now, 0)
+        else {
             panic!("not ejected");
         };
         lengths.push((until - now).as_secs());
@@ -202,7 +275,10 @@ fn ejections_grow_while_a_host_flaps_and_shrink_while_it_behaves() {
 #[test]
 fn success_rate_ejects_the_host_far_below_the_mean() {
     let t0 = Instant::now();
-    let c = OutlierDetection { success_rate: Some(SuccessRateRule::default()), ..config() };
+    let c = OutlierDetection {
+        success_rate: Some(SuccessRateRule::default()),
+        ..config()
+    };
     let mut d = detector(c, 6, t0);
     // Five hosts at 100 %, one at 50 %: mean 91.7, stdev 18.6, threshold 91.7 − 1.9 × 18.6
     // = 56.3 > 50.
@@ -213,9 +289,15 @@ fn success_rate_ejects_the_host_far_below_the_mean() {
         }
     }
     assert_eq!(d.poll_timeout(), Some(t0 + 10 * S));
-    assert!(d.on_timeout(t0 + 5 * S, 0).is_empty(), "early: nothing to do");
+    assert!(
+        d.on_timeout(t0 + 5 * S, 0).is_empty(),
+        "early: nothing to do"
+    );
     let now = t0 + 10 * S;
-    assert_eq!(d.on_timeout(now, 0), [ejected(5, EjectionReason::SuccessRate, now + 30 * S)]);
+    assert_eq!(
+        d.on_timeout(now, 0),
+        [ejected(5, EjectionReason::SuccessRate, now + 30 * S)]
+    );
     assert_eq!(d.poll_timeout(), Some(now + 10 * S));
     // Counts restarted: the next interval has no volume and ejects nobody.
     assert!(d.on_timeout(now + 10 * S, 0).is_empty());
@@ -224,7 +306,10 @@ fn success_rate_ejects_the_host_far_below_the_mean() {
 #[test]
 fn success_rate_needs_enough_hosts_with_enough_volume() {
     let t0 = Instant::now();
-    let c = OutlierDetection { success_rate: Some(SuccessRateRule::default()), ..config() };
+    let c = OutlierDetection {
+        success_rate: Some(SuccessRateRule::default()),
+        ..config()
+    };
     let mut d = detector(c, 6, t0);
     for h in 0..6 {
         // Host 4 has too little volume, so only 5 hosts... and host 3 too: 4 < 5.
@@ -252,29 +337,50 @@ fn failure_percentage_ejects_at_or_above_the_threshold_worst_first() {
     // Failure shares: 0 %, 84 %, 85 %, 90 % over 100 requests; 25 % of 4 is one ejection.
     for (h, failures) in [(0, 0), (1, 84), (2, 85), (3, 90)] {
         for i in 0..100 {
-            d.record(&h, Outcome::http(if i < failures { 503 } else { 200 }), t0, 0);
+            d.record(
+                &h,
+                Outcome::http(if i < failures { 503 } else { 200 }),
+                t0,
+                0,
+            );
         }
     }
     let now = t0 + 10 * S;
     // 2 and 3 qualify; the cap allows one: the worst, 3.
-    assert_eq!(d.on_timeout(now, 0), [ejected(3, EjectionReason::FailurePercentage, now + 30 * S)]);
+    assert_eq!(
+        d.on_timeout(now, 0),
+        [ejected(3, EjectionReason::FailurePercentage, now + 30 * S)]
+    );
 }
 
 #[test]
 fn hosts_that_stay_keep_their_state_and_a_smaller_set_restores_the_cap() {
     let t0 = Instant::now();
-    let c = OutlierDetection { consecutive_5xx: rule(2), ..config() };
+    let c = OutlierDetection {
+        consecutive_5xx: rule(2),
+        ..config()
+    };
     let mut d = detector(c, 4, t0);
     d.record(&0, Outcome::http(500), t0, 0);
     assert!(d.set_hosts([3, 2, 1, 0, 7], t0).is_empty());
-    assert!(d.record(&0, Outcome::http(500), t0, 0).is_some(), "the streak survived");
+    assert!(
+        d.record(&0, Outcome::http(500), t0, 0).is_some(),
+        "the streak survived"
+    );
     d.record(&1, Outcome::http(500), t0 + S, 0);
     d.record(&1, Outcome::http(500), t0 + S, 0);
     assert_eq!(d.ejected_count(), 2);
     // Three hosts allow one ejection at 50 %: host 0's ends first, so it returns.
-    assert_eq!(d.set_hosts([0, 1, 2], t0 + 2 * S), [OutlierEvent::Returned { host: 0 }]);
+    assert_eq!(
+        d.set_hosts([0, 1, 2], t0 + 2 * S),
+        [OutlierEvent::Returned { host: 0 }]
+    );
     assert!(d.is_ejected(&1) && !d.is_ejected(&0));
-    assert_eq!(d.record(&9, Outcome::http(500), t0, 0), None, "unknown hosts are ignored");
+    assert_eq!(
+        d.record(&9, Outcome::http(500), t0, 0),
+        None,
+        "unknown hosts are ignored"
+    );
     assert!(d.set_hosts([], t0).is_empty());
     assert_eq!(d.poll_timeout(), None);
 }
@@ -283,11 +389,24 @@ fn hosts_that_stay_keep_their_state_and_a_smaller_set_restores_the_cap() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Record { host: u32, outcome: Outcome, advance_ms: u64, random: u64 },
-    Tick { advance_ms: u64, random: u64 },
+    Record {
+        host: u32,
+        outcome: Outcome,
+        advance_ms: u64,
+        random: u64,
+    },
+    Tick {
+        advance_ms: u64,
+        random: u64,
+    },
     /// Sleep until the detector's deadline, then handle it.
-    Poll { random: u64 },
-    SetHosts { mask: u16, advance_ms: u64 },
+    Poll {
+        random: u64,
+    },
+    SetHosts {
+        mask: u16,
+        advance_ms: u64,
+    },
 }
 
 fn outcome() -> impl Strategy<Value = Outcome> {
@@ -314,11 +433,20 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn enforcing() -> impl Strategy<Value = Percentage> {
-    prop_oneof![Just(Percentage::HUNDRED), Just(pct(50)), Just(Percentage::ZERO)]
+    prop_oneof![
+        Just(Percentage::HUNDRED),
+        Just(pct(50)),
+        Just(Percentage::ZERO)
+    ]
 }
 
 fn consecutive() -> impl Strategy<Value = Option<ConsecutiveRule>> {
-    proptest::option::of((1u32..4, enforcing()).prop_map(|(threshold, enforcing)| ConsecutiveRule { threshold, enforcing }))
+    proptest::option::of((1u32..4, enforcing()).prop_map(|(threshold, enforcing)| {
+        ConsecutiveRule {
+            threshold,
+            enforcing,
+        }
+    }))
 }
 
 fn detection() -> impl Strategy<Value = OutlierDetection> {
@@ -342,18 +470,20 @@ fn detection() -> impl Strategy<Value = OutlierDetection> {
         )),
         (1u64..20_000, 1u64..40_000, 0u64..120_000, 0u32..=100),
     )
-        .prop_map(|((c5xx, gw, local, split), sr, fp, (interval, base, max, cap))| OutlierDetection {
-            consecutive_5xx: c5xx,
-            consecutive_gateway_failure: gw,
-            consecutive_local_origin_failure: local,
-            split_external_local_origin_errors: split,
-            success_rate: sr,
-            failure_percentage: fp,
-            interval: Duration::from_millis(interval),
-            base_ejection_time: Duration::from_millis(base),
-            max_ejection_time: Duration::from_millis(max),
-            max_ejection_percent: pct(cap),
-        })
+        .prop_map(
+            |((c5xx, gw, local, split), sr, fp, (interval, base, max, cap))| OutlierDetection {
+                consecutive_5xx: c5xx,
+                consecutive_gateway_failure: gw,
+                consecutive_local_origin_failure: local,
+                split_external_local_origin_errors: split,
+                success_rate: sr,
+                failure_percentage: fp,
+                interval: Duration::from_millis(interval),
+                base_ejection_time: Duration::from_millis(base),
+                max_ejection_time: Duration::from_millis(max),
+                max_ejection_percent: pct(cap),
+            },
+        )
 }
 
 /// What the test remembers of one host, from the events alone.
@@ -410,7 +540,7 @@ proptest! {
                         let length = until - now;
                         // Law 2: a whole multiple of base within [base, cap], or the cap.
                         prop_assert!(length >= base && length <= cap, "{length:?}");
-                        prop_assert!(length == cap || length.as_nanos() % base.as_nanos() == 0);
+                        prop_assert!(length == cap || length.as_nanos().is_multiple_of(base.as_nanos()));
                         if let (Some(prev), Some(back)) = (s.last_length, s.returned_at)
                             && now - back < base
                         {
