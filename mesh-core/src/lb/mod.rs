@@ -13,6 +13,9 @@
 //! | `LeastRequest` | [`pick_least_request`] | none (loads are read through a closure) |
 //! | `RingHash` | [`Ring::pick`], keyed by [`request_hash`] | the ring, rebuilt on host changes |
 //!
+//! [`Balancer`] puts these together for one cluster: priorities (optionally by the caller's
+//! locality, [`locality_priority`]), panic mode, and the cluster's policy, in one `pick`.
+//!
 //! Weights and loads are read through closures (`Fn(usize) -> u32`) so the data plane can feed
 //! effective weights (e.g. locality-scaled) without copying. Random input is always a `u64`
 //! argument; where an algorithm needs several draws it expands the one it is given with
@@ -21,16 +24,20 @@
 //! `PeakEwma` is latency-aware and belongs to the data plane (`tower::load::PeakEwma` with
 //! `tower::balance::p2c`); nothing here models it.
 
+mod balancer;
 mod hash;
 mod least_request;
+mod locality;
 mod priority;
 mod random;
 mod ring_hash;
 mod round_robin;
 
 pub use self::{
+    balancer::Balancer,
     hash::{RequestView, request_hash},
     least_request::pick_least_request,
+    locality::{locality_priority, locality_tier},
     priority::{Candidates, PrioritySet, healthy_flags},
     random::pick_weighted_random,
     ring_hash::Ring,

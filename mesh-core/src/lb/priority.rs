@@ -65,6 +65,8 @@ struct Level {
 /// The hosts one pick may choose from, with where they came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Candidates<'a> {
+    /// The level's position among the set's levels (0 for the lowest priority present).
+    pub level: usize,
     /// The priority level chosen.
     pub priority: u32,
     /// Whether that level is in panic, so `hosts` includes unhealthy and ejected hosts.
@@ -93,10 +95,23 @@ impl PrioritySet {
     /// `healthy[i]` says whether endpoint `i` may take traffic outside panic; a missing flag
     /// counts as unhealthy.
     pub fn new(endpoints: &[Endpoint], healthy: &[bool], panic_threshold: Percentage) -> Self {
+        Self::with_priorities(endpoints, |_, e| e.priority, healthy, panic_threshold)
+    }
+
+    /// Like [`new`](Self::new), with each endpoint's effective priority given by `priority`
+    /// (for instance [`locality_priority`](super::locality_priority) when the cluster prefers
+    /// the caller's locality).
+    pub fn with_priorities(
+        endpoints: &[Endpoint],
+        priority: impl Fn(usize, &Endpoint) -> u32,
+        healthy: &[bool],
+        panic_threshold: Percentage,
+    ) -> Self {
         let mut by_priority: BTreeMap<u32, Level> = BTreeMap::new();
         for (i, e) in endpoints.iter().enumerate() {
-            let level = by_priority.entry(e.priority).or_insert_with(|| Level {
-                priority: e.priority,
+            let p = priority(i, e);
+            let level = by_priority.entry(p).or_insert_with(|| Level {
+                priority: p,
                 ..Level::default()
             });
             let w = u64::from(e.weight.get());
@@ -151,10 +166,10 @@ impl PrioritySet {
     /// `None` when the cluster has no endpoints.
     pub fn choose(&self, random: u64) -> Option<Candidates<'_>> {
         let mut point = random % 100;
-        let level = self
+        let index = self
             .levels
             .iter()
-            .find(|l| {
+            .position(|l| {
                 if point < l.load {
                     return true;
                 }
@@ -163,15 +178,17 @@ impl PrioritySet {
             })
             // Loads sum to 100, so the search always succeeds; the first level is a safe
             // answer all the same.
-            .or_else(|| self.levels.first())?;
-        Some(Candidates {
-            priority: level.priority,
-            panic: level.panic,
-            hosts: if level.panic {
-                &level.hosts
-            } else {
-                &level.healthy
-            },
+            .unwrap_or(0);
+        self.levels().nth(index)
+    }
+
+    /// Every level's candidates, in priority order (e.g. to build one hash ring per level).
+    pub fn levels(&self) -> impl Iterator<Item = Candidates<'_>> {
+        self.levels.iter().enumerate().map(|(index, l)| Candidates {
+            level: index,
+            priority: l.priority,
+            panic: l.panic,
+            hosts: if l.panic { &l.hosts } else { &l.healthy },
         })
     }
 }
