@@ -22,9 +22,9 @@
 //!   When a counter reaches its rule's threshold the rule triggers and the counter restarts
 //!   (so a host that keeps failing triggers again every `threshold` failures); the ejection is
 //!   enforced with the rule's `enforcing` chance.
-//! - **Every `interval`** ([`on_timeout`](OutlierDetector::on_timeout)): hosts in service
-//!   that returned at least `base_ejection_time` ago (or never were ejected) have their
-//!   ejection multiplier decreased by one; then the statistical rules run over the interval's
+//! - **Every `interval`** ([`on_timeout`](OutlierDetector::on_timeout)): hosts that were in
+//!   service for the whole interval just ended have their ejection multiplier decreased by one
+//!   (Envoy's `checkHostForUneject`); then the statistical rules run over the interval's
 //!   counts, and the counts restart.
 //!   - *Success rate*: hosts with ≥ `request_volume` requests are valid; with at least
 //!     `minimum_hosts` of them, a host is ejected when its success rate is below
@@ -50,9 +50,9 @@
 //!    [`set_hosts`](OutlierDetector::set_hosts) restores the cap when the host count
 //!    shrinks, returning the hosts whose ejection ends soonest.
 //! 2. **Growth.** Every ejection lasts `ejection_duration(k)` for some `k ≥ 1`: at least
-//!    `base_ejection_time`, at most the cap. If a host is ejected again less than
-//!    `base_ejection_time` after it returned, the new ejection is longer than the previous
-//!    one, or both are at the cap.
+//!    `base_ejection_time`, at most the cap. If a host is ejected again less than one
+//!    `interval` after it returned (so no whole interval in service has taken a step off), the
+//!    new ejection is longer than the previous one, or both are at the cap.
 //! 3. **Return.** A host ejected `until` a deadline is back in service after any
 //!    `on_timeout(now)` with `now ≥ until`, and never returns earlier through `on_timeout`.
 //! 4. **Deadline.** `poll_timeout()` is the earliest of the next interval tick and every
@@ -73,7 +73,9 @@
 //!   and ejecting every host turns a partial outage into a total one (panic mode would then
 //!   send traffic to ejected hosts anyway). Set a higher percentage to eject in small clusters.
 //! - **Returns happen at `until`**, not at the first interval tick after it (Envoy checks only
-//!   at ticks, so its ejections last up to one interval longer).
+//!   at ticks, so its ejections last up to one interval longer). Because a host can now
+//!   return between ticks, the multiplier steps down only after a *whole* interval in service,
+//!   which is what Envoy's "not ejected at this tick" amounts to when returns happen at ticks.
 //! - **No ejection-time jitter** (`max_ejection_time_jitter` is not in the model).
 //! - **Outcomes for an ejected host are ignored**, and ejection clears the host's counters: a
 //!   returning host starts clean instead of being judged on requests that were already in
@@ -107,6 +109,8 @@ pub struct OutlierDetector<K = EndpointAddress> {
     ejected: usize,
     /// When the next interval evaluation is due.
     next_tick: Instant,
+    /// When the current interval started (the last evaluation, or creation).
+    interval_start: Instant,
 }
 
 /// Why a host was ejected.
@@ -174,6 +178,7 @@ impl<K: Clone + Eq + Hash> OutlierDetector<K> {
             index: HashMap::new(),
             ejected: 0,
             next_tick,
+            interval_start: now,
         }
     }
 
@@ -320,13 +325,12 @@ impl<K: Clone + Eq + Hash> OutlierDetector<K> {
             return events;
         }
         self.next_tick = after(now, interval(&self.config));
+        let interval_start = std::mem::replace(&mut self.interval_start, now);
 
-        let base = self.config.base_ejection_time;
+        // A step off the multiplier for every host in service for the whole interval.
         for h in &mut self.hosts {
-            let rested = h
-                .returned_at
-                .is_none_or(|t| now.saturating_duration_since(t) >= base);
-            if h.ejected_until.is_none() && rested {
+            let whole_interval = h.returned_at.is_none_or(|t| t <= interval_start);
+            if h.ejected_until.is_none() && whole_interval {
                 h.multiplier = h.multiplier.saturating_sub(1);
             }
         }

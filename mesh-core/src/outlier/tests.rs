@@ -258,11 +258,11 @@ fn ejections_grow_while_a_host_flaps_and_shrink_while_it_behaves() {
     }
     // 30, 60, then capped at 80.
     assert_eq!(lengths, [30, 60, 80, 80]);
-    // Behaving: once back in service for a base ejection time (30 s), each interval tick
-    // takes one step off the multiplier (3 after the capped growth). Ticks at +10 s and +20 s
-    // are too soon; +30 s and +40 s leave 1, so the next ejection is the second step: 60 s.
+    // Behaving: each interval tick after a whole interval in service takes one step off the
+    // multiplier (3 after the capped growth). The host returned at a tick; the ticks at +10 s
+    // and +20 s leave 1, so the next ejection is the second step: 60 s.
     let back = now;
-    for secs in [10, 20, 30, 40] {
+    for secs in [10, 20] {
         now = back + secs * S;
         assert!(d.on_timeout(now, 0).is_empty());
     }
@@ -542,7 +542,7 @@ proptest! {
                         prop_assert!(length >= base && length <= cap, "{length:?}");
                         prop_assert!(length == cap || length.as_nanos().is_multiple_of(base.as_nanos()));
                         if let (Some(prev), Some(back)) = (s.last_length, s.returned_at)
-                            && now - back < base
+                            && now - back < config.interval
                         {
                             prop_assert!(length > prev || (length == cap && prev == cap),
                                 "{prev:?} then {length:?}");
