@@ -8,6 +8,9 @@
 //! structure cheaply.
 //!
 //! - [`route`]: virtual hosts, routes, matching and weighted cluster choice.
+//! - [`lb`]: endpoint choice: priority levels and panic mode, weighted round robin, weighted
+//!   random, least request, ring hash and the request hash.
+//! - [`outlier`]: outlier detection as a state machine (events and `now` in, ejections out).
 //! - [`RetryPolicy`], [`FaultPolicy`], [`Cluster`], [`Endpoint`], [`ServerPolicy`]: the policies.
 //! - [`Outcome`]: the one failure classifier every policy reads.
 //! - [`MeshConfig`]: one complete, immutable snapshot.
@@ -21,7 +24,9 @@ mod endpoint;
 mod error;
 mod fault;
 mod grpc;
+pub mod lb;
 pub mod matcher;
+pub mod outlier;
 mod percentage;
 mod retry;
 pub mod route;
@@ -41,6 +46,7 @@ pub use self::{
     error::Error,
     fault::{AbortStatus, FaultAbort, FaultDecision, FaultDelay, FaultPolicy},
     grpc::GrpcCode,
+    outlier::{EjectionReason, OutlierDetector, OutlierEvent},
     percentage::Percentage,
     retry::{Backoff, HedgePolicy, RetryBudget, RetryOn, RetryPolicy},
     route::{Action, RouteTable},
