@@ -1,19 +1,36 @@
-//! Tower layers and ready-made client/server stacks that enforce `mesh-core` policies in-process
-//! around tonic and axum.
-//!
-//! **Status: skeleton.** The foundation (the policy model and every pure decision) lives in
-//! [`mesh_core`]; this crate receives the data plane next. Its planned shape, one middleware per
-//! module as in tower:
+//! Tower layers and the client stack that enforce `mesh-core` policies in-process, around tonic
+//! and axum.
 //!
 //! ```text
-//! client: trace → route → fault → timeout → retry → breaker → balance → endpoint (hyper h2, rustls)
-//! server: TLS accept → trace → metrics → authz → fault → rate limit → handler
+//! Mesh::channel(target):  route → fault → timeout → balance → endpoint (HTTP/2)
 //! ```
 //!
-//! The `route` layer loads the `Arc<MeshConfig>` snapshot once per request and carries the chosen
-//! route and cluster in request extensions, so no later layer reloads configuration and a request
-//! never sees two versions.
+//! - [`Mesh`] holds the configuration snapshot and the per-cluster runtime state; publish a new
+//!   [`MeshConfig`](mesh_core::MeshConfig) with [`Mesh::publish`].
+//! - [`Channel`] is the client stack for one target; tonic clients accept it unchanged.
+//! - Each middleware is its own module ([`route`], [`fault`], [`timeout`], [`balance`],
+//!   [`endpoint`]). The route layer loads the snapshot once per request and puts its
+//!   [`RouteDecision`] in the request's extensions; later layers read only that, so a request
+//!   never sees two configuration versions.
+//!
+//! Failures the mesh decides (no route, fault abort, timeout, breaker overflow, no endpoint,
+//! connect failure) are answered with a gRPC-correct response for gRPC callers (trailers-only,
+//! `grpc-status`) and an HTTP status for HTTP callers; see [`ResponseFlags`].
 
 #![forbid(unsafe_code)]
 
+pub mod balance;
+pub mod body;
+mod channel;
+mod decision;
+pub mod endpoint;
+pub mod fault;
+mod mesh;
+mod rng;
+pub mod route;
+mod synthesize;
+pub mod timeout;
+
 pub use mesh_core;
+
+pub use self::{channel::Channel, decision::RouteDecision, mesh::Mesh, synthesize::ResponseFlags};

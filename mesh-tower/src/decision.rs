@@ -1,0 +1,37 @@
+//! What the route layer decided for a request, carried in its extensions to every later layer.
+
+use std::sync::Arc;
+
+use mesh_core::{
+    FaultPolicy,
+    route::{Forward, HeaderMutations},
+};
+
+use crate::mesh::ClusterEntry;
+
+/// The route and cluster chosen for a request, from the one snapshot it was routed with.
+///
+/// Later layers read this instead of the live configuration, so a request never sees two
+/// configuration versions.
+#[derive(Clone, Debug)]
+pub struct RouteDecision {
+    /// The forwarding policy of the matched route.
+    pub forward: Arc<Forward>,
+    /// The fault policy in force: the weighted cluster's override, else the route's.
+    pub fault: Option<Arc<FaultPolicy>>,
+    /// Whether the caller speaks gRPC (decides how synthesized failures are encoded).
+    pub is_grpc: bool,
+    /// The route's name, when it has one.
+    pub route_name: Option<Arc<str>>,
+    pub(crate) cluster: ClusterEntry,
+    pub(crate) response_headers: [HeaderMutations; 2],
+}
+
+// === impl RouteDecision ===
+
+impl RouteDecision {
+    /// The chosen cluster's name.
+    pub fn cluster_name(&self) -> &str {
+        &self.cluster.policy.name
+    }
+}

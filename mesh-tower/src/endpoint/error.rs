@@ -1,0 +1,35 @@
+//! Why an endpoint's connection could not be made.
+
+use std::{fmt, net::SocketAddr, sync::Arc};
+
+/// Connecting to an endpoint failed (refused, unreachable, timed out, handshake failed); cheap to clone so one failed connect can answer every
+/// request that waited for it.
+#[derive(Clone, Debug)]
+pub struct ConnectError {
+    address: SocketAddr,
+    reason: Arc<str>,
+}
+
+// === impl ConnectError ===
+
+impl ConnectError {
+    pub(crate) fn connect(address: SocketAddr, reason: impl fmt::Display) -> Self {
+        Self {
+            address,
+            reason: reason.to_string().into(),
+        }
+    }
+
+    /// The endpoint.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "connecting to {} failed: {}", self.address, self.reason)
+    }
+}
+
+impl std::error::Error for ConnectError {}

@@ -1,0 +1,214 @@
+//! One HTTP/2 connection per endpoint, shared by every request to it.
+//!
+//! The connection is made lazily by the first request, reused by all later ones (HTTP/2
+//! multiplexes them), and remade when it closes. A failed connect puts the endpoint in a
+//! jittered exponential backoff (100 ms × 2ⁿ up to 10 s) during which requests fail at once with
+//! a connect failure instead of waiting: the balancer and retries can go elsewhere, and a dead
+//! endpoint costs nothing per request.
+//!
+//! Draining is by ownership: the mesh drops an [`Endpoint`] removed from the configuration;
+//! requests in flight hold their own handle to the connection, and hyper closes it once the last
+//! one finishes.
+
+mod error;
+
+use std::{net::SocketAddr, sync::Mutex, time::Duration};
+
+use futures::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
+
+pub use self::error::ConnectError;
+use crate::body::RequestBody;
+
+type Connecting = Shared<BoxFuture<'static, Result<SendRequest<RequestBody>, ConnectError>>>;
+
+/// An upstream endpoint and its connection.
+#[derive(Debug)]
+pub struct Endpoint {
+    address: SocketAddr,
+    connect_timeout: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+enum State {
+    #[default]
+    Idle,
+    Connecting {
+        future: ConnectingDebug,
+        /// Failed connects before this one, for the next backoff.
+        failures: u32,
+    },
+    Ready(SendRequest<RequestBody>),
+    BackingOff {
+        until: Instant,
+        failures: u32,
+        error: ConnectError,
+    },
+}
+
+/// `Shared` is not `Debug`; this wrapper keeps `State` printable.
+struct ConnectingDebug(Connecting);
+
+impl std::fmt::Debug for ConnectingDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connecting")
+    }
+}
+
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// An endpoint at `address`; nothing is connected until the first request.
+    pub fn new(address: SocketAddr, connect_timeout: Duration) -> Self {
+        Self {
+            address,
+            connect_timeout,
+            state: Mutex::new(State::Idle),
+        }
+    }
+
+    /// The endpoint's address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// A handle to the endpoint's connection, connecting first when there is none. Fails at once
+    /// while the endpoint is backing off after a failed connect.
+    pub async fn connection(&self) -> Result<SendRequest<RequestBody>, ConnectError> {
+        let connecting = {
+            let mut state = self.lock();
+            match &*state {
+                State::Ready(sender) if !sender.is_closed() => return Ok(sender.clone()),
+                State::Connecting { future, .. } => future.0.clone(),
+                State::BackingOff { until, error, .. } if Instant::now() < *until => {
+                    return Err(error.clone());
+                }
+                _ => {
+                    let failures = match &*state {
+                        State::BackingOff { failures, .. } => *failures,
+                        _ => 0,
+                    };
+                    let future = connect(self.address, self.connect_timeout).boxed().shared();
+                    *state = State::Connecting {
+                        future: ConnectingDebug(future.clone()),
+                        failures,
+                    };
+                    future
+                }
+            }
+        };
+        let result = connecting.await;
+        self.record(&result);
+        result
+    }
+
+    /// Records a finished connect. Every waiter calls this, so the result is recorded even when
+    /// the request that started the connect was cancelled; only the first call changes state.
+    fn record(&self, result: &Result<SendRequest<RequestBody>, ConnectError>) {
+        let mut state = self.lock();
+        let State::Connecting { failures, .. } = &*state else {
+            return;
+        };
+        *state = match result {
+            Ok(sender) => State::Ready(sender.clone()),
+            Err(error) => {
+                let failures = failures.saturating_add(1);
+                State::BackingOff {
+                    until: Instant::now() + backoff(failures, crate::rng::draw()),
+                    failures,
+                    error: error.clone(),
+                }
+            }
+        };
+    }
+
+    /// Whether the endpoint is backing off after a failed connect (for the balancer).
+    pub fn is_backing_off(&self) -> bool {
+        matches!(&*self.lock(), State::BackingOff { until, .. } if Instant::now() < *until)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave `State` inconsistent (every write is a
+        // single assignment), so a poisoned lock is safe to use.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Jittered exponential backoff after `failures` failed connects: uniform in
+/// `[d/2, d]` with `d = min(base × 2^(failures-1), max)`.
+fn backoff(failures: u32, random: u64) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    let d = BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX);
+    let half = d / 2;
+    let jitter_nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
+    half + Duration::from_nanos(random % jitter_nanos)
+}
+
+async fn connect(
+    address: SocketAddr,
+    timeout: Duration,
+) -> Result<SendRequest<RequestBody>, ConnectError> {
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address))
+        .await
+        .map_err(|_| ConnectError::connect(address, "connect timed out"))?
+        .map_err(|e| ConnectError::connect(address, e))?;
+    // Latency matters more than packet count for RPCs.
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ConnectError::connect(address, e))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%address, %error, "upstream connection closed with an error");
+        }
+    });
+    Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        for failures in 1..40 {
+            for random in [0, u64::MAX / 3, u64::MAX] {
+                let d = backoff(failures, random);
+                assert!(d <= BACKOFF_MAX, "{failures}: {d:?}");
+                assert!(d >= BACKOFF_BASE / 2);
+            }
+        }
+        assert!(backoff(1, u64::MAX) <= BACKOFF_BASE);
+        assert!(
+            backoff(8, 0) >= Duration::from_secs(5),
+            "capped at 10s, jitter keeps at least half"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_fails_fast_until_the_backoff_ends() {
+        // Bind then drop a listener to get a loopback port nothing listens on.
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let ep = Endpoint::new(addr, Duration::from_secs(1));
+        let first = ep.connection().await.unwrap_err();
+        assert_eq!(first.address(), addr);
+        assert!(ep.is_backing_off());
+        // Served from the backoff state: the same error, without a new connect.
+        let second = ep.connection().await.unwrap_err();
+        assert_eq!(second.to_string(), first.to_string());
+    }
+}

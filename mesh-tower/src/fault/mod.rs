@@ -1,0 +1,124 @@
+//! The fault layer: injects the route's delay and abort faults.
+//!
+//! The decision is `mesh-core`'s [`FaultPolicy::decide`](mesh_core::FaultPolicy::decide), fed
+//! with the process-wide count of active faults and two random draws. An abort is answered, not
+//! failed: a gRPC caller gets a trailers-only response with the configured gRPC status (or the
+//! gRPC mapping of the configured HTTP status), an HTTP caller the HTTP status; the message says
+//! the failure was injected and the response carries [`ResponseFlags::FaultInjected`].
+//!
+//! After a delay the request is sent with a clone of the inner service; every layer of the mesh
+//! stack is always ready (admission happens in the breaker), so the clone needs no readiness.
+
+mod future;
+
+use std::{
+    sync::atomic::Ordering,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response, StatusCode};
+use tower::Service;
+
+pub use self::future::FaultFuture;
+use crate::{
+    Mesh,
+    body::{BoxError, RequestBody, ResponseBody},
+    decision::RouteDecision,
+    rng,
+    synthesize::{Failure, ResponseFlags},
+};
+
+/// Injects faults; see the module docs.
+#[derive(Clone, Debug)]
+pub struct Fault<S> {
+    mesh: Mesh,
+    inner: S,
+}
+
+/// Counts a fault in flight for `max_active_faults` until dropped.
+#[derive(Debug)]
+pub(crate) struct ActiveFault(Mesh);
+
+// === impl Fault ===
+
+impl<S> Fault<S> {
+    /// Injects the faults of each request's route, then calls `inner`.
+    pub fn new(mesh: Mesh, inner: S) -> Self {
+        Self { mesh, inner }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> Service<Request<RequestBody>> for Fault<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError> + Clone,
+{
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = FaultFuture<S>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
+        let Some((policy, is_grpc)) = req
+            .extensions()
+            .get::<RouteDecision>()
+            .and_then(|d| Some((d.fault.clone()?, d.is_grpc)))
+        else {
+            return FaultFuture::forward(self.inner.call(req));
+        };
+        let active = self.mesh.active_faults().load(Ordering::Relaxed);
+        let decision = policy.decide(active, rng::draw(), rng::draw());
+        if !decision.is_fault() {
+            return FaultFuture::forward(self.inner.call(req));
+        }
+        let guard = ActiveFault::new(&self.mesh);
+        let abort = decision.abort.map(|status| {
+            let http = StatusCode::from_u16(status.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Failure::new(
+                status.grpc_code(),
+                http,
+                ResponseFlags::FaultInjected,
+                format!(
+                    "injected fault: abort with {}",
+                    match status {
+                        mesh_core::AbortStatus::Http(s) => format!("HTTP {s}"),
+                        mesh_core::AbortStatus::Grpc(c) => format!("gRPC {c}"),
+                    }
+                ),
+            )
+            .into_response(is_grpc)
+        });
+        match decision.delay {
+            Some(delay) => FaultFuture::delay(delay, req, abort, self.inner.clone(), guard),
+            None => FaultFuture::abort(abort, guard),
+        }
+    }
+}
+
+// === impl ActiveFault ===
+
+impl ActiveFault {
+    fn new(mesh: &Mesh) -> Self {
+        mesh.active_faults().fetch_add(1, Ordering::Relaxed);
+        Self(mesh.clone())
+    }
+}
+
+impl Drop for ActiveFault {
+    fn drop(&mut self) {
+        self.0.active_faults().fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,309 @@
+//! The route layer: loads the configuration snapshot once, matches the request, picks the
+//! weighted cluster, rewrites the request, and answers redirects, direct responses and
+//! "no route" itself.
+//!
+//! Its decision travels in the request's extensions as a [`RouteDecision`]; no later layer
+//! reads the live configuration. A request that cannot be routed is answered, not failed: a
+//! gRPC caller gets `UNAVAILABLE` (as gRPC's own xDS client answers an unmatched RPC), an HTTP
+//! caller 404, and the message says what was missing.
+
+mod future;
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
+use mesh_core::{
+    Action, GrpcCode,
+    matcher::PathMatch,
+    route::{DirectResponse, Forward, PathRewrite, Redirect, RequestHead, Route as RouteRule},
+};
+use tower::Service;
+
+pub use self::future::RouteFuture;
+use crate::{
+    Mesh,
+    body::{BoxError, RequestBody, ResponseBody},
+    decision::RouteDecision,
+    mesh::Snapshot,
+    rng,
+    synthesize::{Failure, ResponseFlags},
+};
+
+/// Routes requests for one target; see the module docs.
+#[derive(Clone, Debug)]
+pub struct Route<S> {
+    mesh: Mesh,
+    target: Arc<str>,
+    inner: S,
+}
+
+// === impl Route ===
+
+impl<S> Route<S> {
+    /// Routes requests for `target` with `mesh`'s configuration, then calls `inner`.
+    pub fn new(mesh: Mesh, target: Arc<str>, inner: S) -> Self {
+        Self {
+            mesh,
+            target,
+            inner,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> Service<Request<RequestBody>> for Route<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = RouteFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<RequestBody>) -> Self::Future {
+        let is_grpc = mesh_core::route::is_grpc(req.headers());
+        let snapshot = self.mesh.snapshot();
+        match route(&snapshot, &self.target, &mut req, is_grpc) {
+            Ok(decision) => {
+                let response_headers = decision.response_headers.clone();
+                req.extensions_mut().insert(decision);
+                RouteFuture::inner(self.inner.call(req), response_headers)
+            }
+            Err(response) => RouteFuture::ready(response),
+        }
+    }
+}
+
+/// Matches `req` and prepares it for its cluster, or says how to answer it.
+fn route(
+    snapshot: &Snapshot,
+    target: &str,
+    req: &mut Request<RequestBody>,
+    is_grpc: bool,
+) -> Result<RouteDecision, Response<ResponseBody>> {
+    let no_route = |message: String| {
+        Failure::new(
+            GrpcCode::Unavailable,
+            StatusCode::NOT_FOUND,
+            ResponseFlags::NoRoute,
+            message,
+        )
+        .into_response(is_grpc)
+    };
+    let Some(table) = snapshot.config.listener(target) else {
+        return Err(no_route(format!(
+            "no route configuration for target `{target}`"
+        )));
+    };
+    let authority = request_authority(req, target);
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or("/", PathAndQuery::as_str)
+        .to_owned();
+    let head = RequestHead {
+        method: req.method(),
+        authority: &authority,
+        path_and_query: &path_and_query,
+        headers: req.headers(),
+    };
+    let Some(matched) = table.find(&head) else {
+        return Err(no_route(format!(
+            "no route matches `{authority}{path_and_query}` for target `{target}`"
+        )));
+    };
+    let rule = matched.route;
+    let forward = match &rule.action {
+        Action::Forward(forward) => forward,
+        Action::DirectResponse(direct) => return Err(direct_response(direct, is_grpc)),
+        Action::Redirect(redirect) => {
+            return Err(redirect_response(
+                redirect,
+                &authority,
+                &path_and_query,
+                is_grpc,
+            ));
+        }
+    };
+    let weighted = forward.clusters.pick(rng::draw());
+    let Some(cluster) = snapshot.clusters.get(&weighted.name) else {
+        // `MeshConfig` guarantees the cluster exists; answer rather than panic if it ever does not.
+        return Err(Failure::new(
+            GrpcCode::Unavailable,
+            StatusCode::SERVICE_UNAVAILABLE,
+            ResponseFlags::NoCluster,
+            format!("cluster `{}` is not configured", weighted.name),
+        )
+        .into_response(is_grpc));
+    };
+    rewrite(req, rule, forward, &authority, &path_and_query).map_err(|message| {
+        Failure::new(
+            GrpcCode::Internal,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ResponseFlags::NoRoute,
+            message,
+        )
+        .into_response(is_grpc)
+    })?;
+    rule.request_headers.apply(req.headers_mut());
+    weighted.request_headers.apply(req.headers_mut());
+    Ok(RouteDecision {
+        forward: forward.clone(),
+        fault: weighted.fault.clone().or_else(|| rule.fault.clone()),
+        is_grpc,
+        route_name: rule.name.clone(),
+        cluster: cluster.clone(),
+        response_headers: [
+            rule.response_headers.clone(),
+            weighted.response_headers.clone(),
+        ],
+    })
+}
+
+/// The authority the caller addressed: the URI's, else `Host`, else the channel's target.
+fn request_authority(req: &Request<RequestBody>, target: &str) -> String {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or(target)
+        .to_owned()
+}
+
+/// Applies path and authority rewrites and makes the URI absolute (`http://authority/path`), as
+/// an HTTP/2 client needs it.
+fn rewrite(
+    req: &mut Request<RequestBody>,
+    rule: &RouteRule,
+    forward: &Forward,
+    authority: &str,
+    path_and_query: &str,
+) -> Result<(), String> {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let new_path = match &forward.path_rewrite {
+        None => None,
+        Some(PathRewrite::FullPath(full)) => Some(full.clone()),
+        Some(PathRewrite::Regex(rw)) => Some(rw.apply(path).into_owned()),
+        Some(PathRewrite::Prefix(prefix)) => Some(match rule.matcher.path.kind() {
+            PathMatch::Prefix(matched) => {
+                format!("{prefix}{}", path.get(matched.len()..).unwrap_or(""))
+            }
+            PathMatch::Exact(_) => prefix.clone(),
+            PathMatch::Any => format!("{prefix}{}", path.strip_prefix('/').unwrap_or(path)),
+            PathMatch::Regex(_) => prefix.clone(),
+        }),
+    };
+    let authority = match &forward.authority_rewrite {
+        Some(a) => {
+            req.headers_mut().insert(header::HOST, a.clone());
+            a.to_str()
+                .map_err(|e| format!("authority rewrite is not text: {e}"))?
+                .to_owned()
+        }
+        None => authority.to_owned(),
+    };
+    let path_and_query = match (new_path, query) {
+        (Some(p), Some(q)) => format!("{p}?{q}"),
+        (Some(p), None) => p,
+        (None, _) => path_and_query.to_owned(),
+    };
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| format!("rewritten request URI is invalid: {e}"))?;
+    *req.uri_mut() = uri;
+    Ok(())
+}
+
+fn direct_response(direct: &DirectResponse, is_grpc: bool) -> Response<ResponseBody> {
+    let body = direct.body.as_deref().unwrap_or("");
+    if is_grpc {
+        let code = GrpcCode::from_http_status(direct.status);
+        let mut r = Failure::new(code, StatusCode::OK, ResponseFlags::DirectResponse, body)
+            .into_response(true);
+        r.extensions_mut().insert(ResponseFlags::DirectResponse);
+        return r;
+    }
+    let mut r = Response::new(ResponseBody::full(body.to_owned()));
+    *r.status_mut() =
+        StatusCode::from_u16(direct.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.extensions_mut().insert(ResponseFlags::DirectResponse);
+    r
+}
+
+fn redirect_response(
+    redirect: &Redirect,
+    authority: &str,
+    path_and_query: &str,
+    is_grpc: bool,
+) -> Response<ResponseBody> {
+    let scheme = redirect.scheme.as_deref().unwrap_or("http");
+    let host = redirect
+        .host
+        .as_deref()
+        .unwrap_or_else(|| authority.rsplit_once(':').map_or(authority, |(h, _)| h));
+    let port = redirect
+        .port
+        .map(|p| format!(":{p}"))
+        .or_else(|| {
+            (redirect.host.is_none())
+                .then(|| authority.rsplit_once(':').map(|(_, p)| format!(":{p}")))
+                .flatten()
+        })
+        .unwrap_or_default();
+    let (path, query) = path_and_query
+        .split_once('?')
+        .map_or((path_and_query, None), |(p, q)| (p, Some(q)));
+    let path = match &redirect.path {
+        Some(PathRewrite::FullPath(p) | PathRewrite::Prefix(p)) => p.clone(),
+        Some(PathRewrite::Regex(rw)) => rw.apply(path).into_owned(),
+        None => path.to_owned(),
+    };
+    let query = match query {
+        Some(q) if !redirect.strip_query => format!("?{q}"),
+        _ => String::new(),
+    };
+    let location = format!("{scheme}://{host}{port}{path}{query}");
+    if is_grpc {
+        // gRPC clients do not follow redirects: say where the service went.
+        return Failure::new(
+            GrpcCode::Unavailable,
+            StatusCode::OK,
+            ResponseFlags::DirectResponse,
+            format!("redirected to {location}"),
+        )
+        .into_response(true);
+    }
+    let mut r = Response::new(ResponseBody::empty());
+    *r.status_mut() =
+        StatusCode::from_u16(redirect.status.as_u16()).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r.extensions_mut().insert(ResponseFlags::DirectResponse);
+    r
+}

@@ -1,0 +1,78 @@
+//! The timeout layer's response future.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{Response, StatusCode};
+use mesh_core::GrpcCode;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use crate::{
+    body::{BoxError, ResponseBody},
+    synthesize::{Failure, ResponseFlags},
+};
+
+pin_project! {
+    /// The inner response, or a timeout answer when the bound expires first.
+    #[derive(Debug)]
+    pub struct TimeoutFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: Option<Sleep>,
+        bound: Duration,
+        is_grpc: bool,
+    }
+}
+
+impl<F> TimeoutFuture<F> {
+    pub(crate) fn unbounded(inner: F) -> Self {
+        Self {
+            inner,
+            sleep: None,
+            bound: Duration::ZERO,
+            is_grpc: false,
+        }
+    }
+
+    pub(crate) fn bounded(inner: F, bound: Duration, is_grpc: bool) -> Self {
+        Self {
+            inner,
+            sleep: Some(tokio::time::sleep(bound)),
+            bound,
+            is_grpc,
+        }
+    }
+}
+
+impl<F> Future for TimeoutFuture<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, BoxError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.inner.poll(cx) {
+            return Poll::Ready(out);
+        }
+        match this.sleep.as_pin_mut() {
+            Some(sleep) => {
+                std::task::ready!(sleep.poll(cx));
+                Poll::Ready(Ok(Failure::new(
+                    GrpcCode::DeadlineExceeded,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    ResponseFlags::UpstreamRequestTimeout,
+                    format!("request timed out after {:?}", this.bound),
+                )
+                .into_response(*this.is_grpc)))
+            }
+            None => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The timeout layer: the route's timeout over the whole request (every attempt and backoff
+//! included), tightened by the caller's `grpc-timeout`.
+//!
+//! The bound in force is `min(route timeout, caller's grpc-timeout capped by the route's
+//! grpc_timeout_max)`. It is sent upstream as `grpc-timeout` so the server knows its deadline.
+//! On expiry the request is answered, not failed: `DEADLINE_EXCEEDED` for a gRPC caller, 504
+//! for an HTTP caller, flagged [`ResponseFlags::UpstreamRequestTimeout`]. The bound covers the
+//! wait for the response head; a streaming body, once started, is the caller's to bound (as with
+//! Envoy's `timeout` on streaming routes).
+
+mod future;
+mod grpc_timeout;
+
+use std::{
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{Request, Response};
+use tower::Service;
+
+pub use self::future::TimeoutFuture;
+use crate::{
+    body::{BoxError, RequestBody, ResponseBody},
+    decision::RouteDecision,
+};
+
+/// Bounds each request by its route's timeout; see the module docs.
+#[derive(Clone, Debug)]
+pub struct Timeout<S> {
+    inner: S,
+}
+
+// === impl Timeout ===
+
+impl<S> Timeout<S> {
+    /// Bounds the requests sent to `inner`.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> Service<Request<RequestBody>> for Timeout<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = TimeoutFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<RequestBody>) -> Self::Future {
+        let (bound, is_grpc) = match req.extensions().get::<RouteDecision>() {
+            Some(d) => (effective_timeout(&req, d), d.is_grpc),
+            None => (None, false),
+        };
+        let Some(bound) = bound else {
+            return TimeoutFuture::unbounded(self.inner.call(req));
+        };
+        if is_grpc {
+            req.headers_mut()
+                .insert("grpc-timeout", grpc_timeout::encode(bound));
+        }
+        TimeoutFuture::bounded(self.inner.call(req), bound, is_grpc)
+    }
+}
+
+/// The bound in force for `req`, if any.
+fn effective_timeout(req: &Request<RequestBody>, decision: &RouteDecision) -> Option<Duration> {
+    let route = decision.forward.timeout.filter(|t| !t.is_zero());
+    let caller = req
+        .headers()
+        .get("grpc-timeout")
+        .and_then(|v| grpc_timeout::parse(v.as_bytes()))
+        .map(|t| {
+            decision
+                .forward
+                .grpc_timeout_max
+                .filter(|m| !m.is_zero())
+                .map_or(t, |max| t.min(max))
+        });
+    match (route, caller) {
+        (Some(r), Some(c)) => Some(r.min(c)),
+        (r, c) => r.or(c),
+    }
+}
