@@ -21,6 +21,7 @@ mod endpoint;
 mod error;
 mod fault;
 mod grpc;
+pub mod istio;
 pub mod matcher;
 mod percentage;
 mod retry;
