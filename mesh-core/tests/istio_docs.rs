@@ -33,7 +33,13 @@ fn table<'a>(config: &'a MeshConfig, target: &str) -> &'a RouteTable {
         .unwrap_or_else(|| panic!("no listener {target}: {:?}", config.listeners().keys()))
 }
 
-fn forward_of(config: &MeshConfig, target: &str, authority: &str, path: &str, headers: &HeaderMap) -> Forward {
+fn forward_of(
+    config: &MeshConfig,
+    target: &str,
+    authority: &str,
+    path: &str,
+    headers: &HeaderMap,
+) -> Forward {
     let head = RequestHead {
         method: &Method::GET,
         authority,
@@ -66,36 +72,69 @@ fn services_become_clusters_and_listeners() {
     ] {
         assert!(c.cluster(name).is_some(), "{name}");
     }
-    assert_eq!(c.cluster(&format!("outbound|9080||{REVIEWS}")).unwrap().endpoints.len(), 3);
+    assert_eq!(
+        c.cluster(&format!("outbound|9080||{REVIEWS}"))
+            .unwrap()
+            .endpoints
+            .len(),
+        3
+    );
     let v2 = c.cluster(&format!("outbound|9080|v2|{REVIEWS}")).unwrap();
     assert_eq!(v2.endpoints.len(), 1);
     assert_eq!(v2.endpoints[0].address.to_string(), "10.0.0.2:9080");
     // The default route goes to the whole service, with Istio's default retries.
-    let f = forward_of(c, &format!("{REVIEWS}:9080"), "reviews:9080", "/", &HeaderMap::new());
+    let f = forward_of(
+        c,
+        &format!("{REVIEWS}:9080"),
+        "reviews:9080",
+        "/",
+        &HeaderMap::new(),
+    );
     assert_eq!(only_cluster(&f), format!("outbound|9080||{REVIEWS}"));
     let retry = f.retry.expect("istio's default retry policy");
     assert_eq!(retry.max_retries, 2);
-    assert!(retry.retry_on.contains(RetryOn::CONNECT_FAILURE | RetryOn::RETRIABLE_STATUS_CODES));
+    assert!(
+        retry
+            .retry_on
+            .contains(RetryOn::CONNECT_FAILURE | RetryOn::RETRIABLE_STATUS_CODES)
+    );
     assert_eq!(&*retry.retriable_status_codes, &[503]);
     // Istio's short host forms reach the same virtual host.
-    for authority in ["reviews", "reviews.default", "reviews.default.svc:9080", REVIEWS] {
+    for authority in [
+        "reviews",
+        "reviews.default",
+        "reviews.default.svc:9080",
+        REVIEWS,
+    ] {
         let head = RequestHead {
             method: &Method::GET,
             authority,
             path_and_query: "/",
             headers: &HeaderMap::new(),
         };
-        assert!(table(c, &format!("{REVIEWS}:9080")).find(&head).is_some(), "{authority}");
+        assert!(
+            table(c, &format!("{REVIEWS}:9080")).find(&head).is_some(),
+            "{authority}"
+        );
     }
     // Equal input, equal version.
-    assert_eq!(c.version(), load_with_services("empty.yaml", "").config.version());
+    assert_eq!(
+        c.version(),
+        load_with_services("empty.yaml", "").config.version()
+    );
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
 }
 
 #[test]
 fn canary_splits_90_10_across_subsets() {
     let l = load_with_services("canary.yaml", include_str!("fixtures/canary.yaml"));
-    let f = forward_of(&l.config, &format!("{REVIEWS}:9080"), "reviews", "/", &HeaderMap::new());
+    let f = forward_of(
+        &l.config,
+        &format!("{REVIEWS}:9080"),
+        "reviews",
+        "/",
+        &HeaderMap::new(),
+    );
     let got: Vec<(String, u32)> = f
         .clusters
         .clusters()
@@ -113,13 +152,22 @@ fn canary_splits_90_10_across_subsets() {
 
 #[test]
 fn header_routing_sends_jason_to_v2_and_others_to_v1() {
-    let l = load_with_services("header-routing.yaml", include_str!("fixtures/header-routing.yaml"));
+    let l = load_with_services(
+        "header-routing.yaml",
+        include_str!("fixtures/header-routing.yaml"),
+    );
     let target = format!("{REVIEWS}:9080");
     let mut jason = HeaderMap::new();
     jason.insert("end-user", "jason".parse().unwrap());
     let f = forward_of(&l.config, &target, "reviews:9080", "/reviews/1", &jason);
     assert_eq!(only_cluster(&f), format!("outbound|9080|v2|{REVIEWS}"));
-    let f = forward_of(&l.config, &target, "reviews:9080", "/reviews/1", &HeaderMap::new());
+    let f = forward_of(
+        &l.config,
+        &target,
+        "reviews:9080",
+        "/reviews/1",
+        &HeaderMap::new(),
+    );
     assert_eq!(only_cluster(&f), format!("outbound|9080|v1|{REVIEWS}"));
     let mut other = HeaderMap::new();
     other.insert("end-user", "mary".parse().unwrap());
@@ -135,7 +183,10 @@ fn uri_prefix_routing_with_rewrite() {
     for path in ["/wpcatalog/x", "/consumercatalog"] {
         let f = forward_of(&l.config, &target, REVIEWS, path, &h);
         assert_eq!(only_cluster(&f), format!("outbound|9080|v2|{REVIEWS}"));
-        assert_eq!(f.path_rewrite, Some(PathRewrite::Prefix("/newcatalog".into())));
+        assert_eq!(
+            f.path_rewrite,
+            Some(PathRewrite::Prefix("/newcatalog".into()))
+        );
     }
     let f = forward_of(&l.config, &target, REVIEWS, "/other", &h);
     assert_eq!(only_cluster(&f), format!("outbound|9080|v1|{REVIEWS}"));
@@ -148,7 +199,13 @@ fn uri_prefix_routing_with_rewrite() {
 #[test]
 fn retries_and_timeout() {
     let l = load_with_services("retries.yaml", include_str!("fixtures/retries.yaml"));
-    let f = forward_of(&l.config, &format!("{RATINGS}:9080"), "ratings", "/", &HeaderMap::new());
+    let f = forward_of(
+        &l.config,
+        &format!("{RATINGS}:9080"),
+        "ratings",
+        "/",
+        &HeaderMap::new(),
+    );
     assert_eq!(f.timeout, Some(Duration::from_secs(10)));
     let r = f.retry.expect("retries");
     assert_eq!(r.max_retries, 3);
@@ -196,22 +253,57 @@ fn destination_rule_policies() {
         Err(e) => panic!("{e}"),
     };
     let c = &l.config;
-    let cl = |h: &str| c.cluster(&format!("outbound|8000||{h}.default.svc.cluster.local")).unwrap().clone();
+    let cl = |h: &str| {
+        c.cluster(&format!("outbound|8000||{h}.default.svc.cluster.local"))
+            .unwrap()
+            .clone()
+    };
 
     // Consistent hash by cookie: ring hash on the cluster, cookie hash on the route.
     let pp = cl("productpage");
-    assert!(matches!(pp.lb, LbPolicy::RingHash { min_ring_size: 1024, .. }));
-    let f = forward_of(c, "productpage.default.svc.cluster.local:8000", "productpage", "/", &HeaderMap::new());
+    assert!(matches!(
+        pp.lb,
+        LbPolicy::RingHash {
+            min_ring_size: 1024,
+            ..
+        }
+    ));
+    let f = forward_of(
+        c,
+        "productpage.default.svc.cluster.local:8000",
+        "productpage",
+        "/",
+        &HeaderMap::new(),
+    );
     assert_eq!(
         f.hash_policy[0].source,
-        HashSource::Cookie { name: "user".into(), ttl: None, path: None }
+        HashSource::Cookie {
+            name: "user".into(),
+            ttl: None,
+            path: None
+        }
     );
 
     // By header, with a ring size, and mutual TLS with files.
     let details = cl("details");
-    assert!(matches!(details.lb, LbPolicy::RingHash { min_ring_size: 2048, .. }));
-    let f = forward_of(c, "details.default.svc.cluster.local:8000", "details", "/", &HeaderMap::new());
-    assert_eq!(f.hash_policy[0].source, HashSource::Header("x-user".parse().unwrap()));
+    assert!(matches!(
+        details.lb,
+        LbPolicy::RingHash {
+            min_ring_size: 2048,
+            ..
+        }
+    ));
+    let f = forward_of(
+        c,
+        "details.default.svc.cluster.local:8000",
+        "details",
+        "/",
+        &HeaderMap::new(),
+    );
+    assert_eq!(
+        f.hash_policy[0].source,
+        HashSource::Header("x-user".parse().unwrap())
+    );
     assert_eq!(details.tls.mode, TlsMode::Mutual);
     assert_eq!(details.tls.sni.as_deref(), Some("details.example.com"));
     assert!(details.tls.client_certificate.is_some() && details.tls.trust_bundle.is_some());
@@ -247,7 +339,10 @@ fn peer_authentication_and_authorization() {
     assert_eq!(pa[0].mode, Some(MtlsMode::Strict));
     assert_eq!(&*pa[0].scope.namespace, "istio-system");
     assert_eq!(&*pa[1].port_modes, &[(8080, MtlsMode::Disable)]);
-    assert_eq!(pa[1].scope.selector.as_ref().unwrap().get("app"), Some("ratings"));
+    assert_eq!(
+        pa[1].scope.selector.as_ref().unwrap().get("app"),
+        Some("ratings")
+    );
     let az = &server.authorization;
     assert_eq!(az.len(), 2);
     assert_eq!(az[0].action, AuthzAction::Allow);

@@ -245,10 +245,15 @@ impl Reader<'_> {
         let route_path = h.at("route");
         let mut dests = Vec::new();
         let mut weights: Vec<(u32, bool)> = Vec::new();
+        // A wrong sum is reported on the last weight written, the one that tips it.
+        let mut sum_path = route_path.clone();
         for n in h.list("route") {
             let Some(mut d) = n.obj() else { continue };
             let cluster = d.obj("destination").and_then(|dst| self.destination(dst));
-            let weight = d.node("weight").and_then(|w| w.uint(u64::from(u32::MAX)));
+            let weight = d.node("weight").and_then(|w| {
+                sum_path.clone_from(&w.path);
+                w.uint(u64::from(u32::MAX))
+            });
             let (req, resp) = d.obj("headers").map(read_headers).unwrap_or_default();
             if let Some(c) = cluster {
                 let mut wc = WeightedCluster::new(c, 0);
@@ -265,7 +270,7 @@ impl Reader<'_> {
             [] => {}
             [(w, given)] => {
                 if *given && *w != 0 && *w != 100 {
-                    cx.error(&route_path, format!("weights sum to {w}, must be 100"));
+                    cx.error(&sum_path, format!("weights sum to {w}, must be 100"));
                 }
                 if let Some(d) = dests.first_mut() {
                     d.weight = 100;
@@ -274,7 +279,7 @@ impl Reader<'_> {
             many => {
                 let sum: u64 = many.iter().map(|(w, _)| u64::from(*w)).sum();
                 if sum != 100 {
-                    cx.error(&route_path, format!("weights sum to {sum}, must be 100"));
+                    cx.error(&sum_path, format!("weights sum to {sum}, must be 100"));
                 }
                 for (d, (w, _)) in dests.iter_mut().zip(many) {
                     d.weight = *w;
