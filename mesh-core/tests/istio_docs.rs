@@ -1,5 +1,8 @@
 //! The examples of Istio's documentation load with their documented meaning.
 
+// A test crate: its helpers may panic, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use http::{HeaderMap, Method};
