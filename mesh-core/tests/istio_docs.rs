@@ -358,3 +358,105 @@ fn peer_authentication_and_authorization() {
     assert_eq!(az[1].action, AuthzAction::Deny);
     assert!(az[1].dry_run);
 }
+
+#[test]
+fn workload_entries_dns_ports_redirects_rewrites_and_mirrors() {
+    let l =
+        match mesh_core::istio::load_str("more.yaml", include_str!("fixtures/more-routing.yaml")) {
+            Ok(l) => l,
+            Err(e) => panic!("{e}"),
+        };
+    let c = &l.config;
+    let legacy = "legacy.default.svc.cluster.local";
+
+    // WorkloadEntries: IP and DNS addresses, targetPort and per-name port overrides.
+    let http = c.cluster(&format!("outbound|80||{legacy}")).unwrap();
+    let addrs: Vec<String> = http
+        .endpoints
+        .iter()
+        .map(|e| e.address.to_string())
+        .collect();
+    assert_eq!(addrs, vec!["10.1.0.1:8080", "vm-2.example.internal:8080"]);
+    assert_eq!(http.endpoints[0].weight.get(), 3);
+    assert_eq!(&*http.endpoints[0].locality.zone, "us-east1-b");
+    let grpc = c.cluster(&format!("outbound|7070||{legacy}")).unwrap();
+    let addrs: Vec<String> = grpc
+        .endpoints
+        .iter()
+        .map(|e| e.address.to_string())
+        .collect();
+    assert_eq!(addrs, vec!["10.1.0.1:7070", "vm-2.example.internal:7070"]);
+    // DNS resolution without endpoints: the host itself.
+    let ext = c.cluster("outbound|443||api.example.com").unwrap();
+    assert_eq!(ext.endpoints[0].address.to_string(), "api.example.com:443");
+
+    // Port-level settings and subset overrides, group by group.
+    assert!(matches!(http.lb, LbPolicy::LeastRequest { .. }));
+    assert_eq!(http.breaker.max_requests, 10);
+    assert_eq!(grpc.lb, LbPolicy::Random);
+    let v2 = c.cluster(&format!("outbound|7070|v2|{legacy}")).unwrap();
+    assert_eq!(v2.lb, LbPolicy::Random);
+    assert_eq!(v2.breaker.max_requests, 20);
+    assert_eq!(v2.endpoints.len(), 1);
+
+    // Port-scoped match: only on the 7070 listener.
+    let h = HeaderMap::new();
+    let f = forward_of(c, &format!("{legacy}:7070"), "legacy:7070", "/anything", &h);
+    assert_eq!(only_cluster(&f), format!("outbound|7070|v2|{legacy}"));
+    let t80 = table(c, &format!("{legacy}:80"));
+    assert_eq!(t80.virtual_hosts()[0].routes().len(), 4);
+
+    let find = |path: &'static str, method: &'static Method| {
+        let head = RequestHead {
+            method,
+            authority: "legacy",
+            path_and_query: path,
+            headers: Box::leak(Box::new(HeaderMap::new())),
+        };
+        t80.find(&head).map(|m| m.route.action.clone())
+    };
+    match find("/old", &Method::GET) {
+        Some(Action::Redirect(r)) => {
+            assert_eq!(r.status.as_u16(), 308);
+            assert_eq!(r.host.as_deref(), Some("new.example.com"));
+            assert_eq!(r.path, Some(PathRewrite::FullPath("/new".into())));
+        }
+        other => panic!("{other:?}"),
+    }
+    match find("/healthz", &Method::GET) {
+        Some(Action::DirectResponse(d)) => {
+            assert_eq!((d.status, d.body.as_deref()), (200, Some("ok")))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        find("/healthz", &Method::POST).is_none(),
+        "method must match"
+    );
+    match find("/v2/books", &Method::GET) {
+        Some(Action::Forward(f)) => {
+            assert!(
+                matches!(&f.path_rewrite, Some(PathRewrite::Regex(re)) if re.pattern() == "^/v[0-9]+/")
+            );
+            assert_eq!(
+                f.mirrors[0].cluster.as_ref(),
+                "outbound|443||api.example.com"
+            );
+            assert_eq!(f.mirrors[0].percentage.ppm(), 125_000);
+        }
+        other => panic!("{other:?}"),
+    }
+    match find("/exact", &Method::GET) {
+        Some(Action::Forward(f)) => {
+            assert_eq!(
+                f.path_rewrite,
+                Some(PathRewrite::FullPath("/replaced".into()))
+            );
+            assert!(f.retry.is_none(), "attempts: 0 disables retries");
+            let wc = &f.clusters.clusters()[0];
+            assert_eq!(wc.request_headers.set[0].0.as_str(), "x-canary");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}

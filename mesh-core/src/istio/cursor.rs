@@ -379,6 +379,11 @@ impl<'a> Obj<'a> {
         self.node(key).map(|n| n.str_map()).unwrap_or_default()
     }
 
+    /// Takes every field as read, without looking at any (a document that is not ours).
+    pub(super) fn ignore_rest(&mut self) {
+        self.all_used = true;
+    }
+
     /// Every entry as (key, value); entries whose key is not a string are reported. Marks the
     /// whole mapping as read.
     pub(super) fn entries(&mut self) -> Vec<(&'a str, Node<'a>)> {

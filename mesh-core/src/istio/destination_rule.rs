@@ -357,9 +357,11 @@ fn read_tls(mut o: Obj<'_>) -> Option<UpstreamTls> {
     }
     if o.has("credentialName") {
         o.skip("credentialName");
-        o.error(
+        // Not an error: without the secret's files, MUTUAL is rejected below for lack of a
+        // client certificate, and SIMPLE verifies against the mesh trust bundle, never less.
+        o.warn(
             "credentialName",
-            "credentialName (certificates from a Kubernetes secret) is not supported; use clientCertificate, privateKey and caCertificates",
+            "credentialName (certificates from a Kubernetes secret) is not supported, ignored; use clientCertificate, privateKey and caCertificates",
         );
     }
     if o.bool("insecureSkipVerify") == Some(true) {

@@ -220,7 +220,7 @@ fn read_document<'a>(
     };
     let Some((_, group)) = KINDS.iter().find(|(k, _)| *k == kind) else {
         // Not ours: take the whole document as read, with one warning.
-        doc.entries();
+        doc.ignore_rest();
         cx.warn("", format!("kind {kind} is not an Istio policy, ignored"));
         return;
     };

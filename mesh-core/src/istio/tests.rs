@@ -287,7 +287,7 @@ spec:
 }
 
 /// The valid fixtures, mutated by the property test below.
-const FIXTURES: [&str; 8] = [
+const FIXTURES: [&str; 9] = [
     include_str!("../../tests/fixtures/bookinfo-services.yaml"),
     include_str!("../../tests/fixtures/canary.yaml"),
     include_str!("../../tests/fixtures/header-routing.yaml"),
@@ -296,6 +296,7 @@ const FIXTURES: [&str; 8] = [
     include_str!("../../tests/fixtures/faults.yaml"),
     include_str!("../../tests/fixtures/destination-policies.yaml"),
     include_str!("../../tests/fixtures/security.yaml"),
+    include_str!("../../tests/fixtures/more-routing.yaml"),
 ];
 
 #[derive(Clone, Debug)]

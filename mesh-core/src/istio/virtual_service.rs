@@ -306,8 +306,9 @@ impl Reader<'_> {
                     percentage: pct,
                 });
             }
-        } else {
+        } else if h.has("mirrorPercentage") {
             h.skip("mirrorPercentage");
+            h.warn("mirrorPercentage", "has no effect without mirror, ignored");
         }
         for n in h.list("mirrors") {
             let Some(mut m) = n.obj() else { continue };
