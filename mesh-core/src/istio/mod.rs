@@ -51,7 +51,7 @@ pub struct Source<'a> {
 pub struct Loaded {
     /// The configuration.
     pub config: MeshConfig,
-    /// Everything that was ignored or is not supported; never empty by accident.
+    /// Everything that was ignored because it is unknown or not supported.
     pub warnings: Vec<Diagnostic>,
 }
 
@@ -110,17 +110,16 @@ struct Resources<'a> {
 
 /// Loads every source into one configuration, or returns every error found.
 ///
-/// The configuration's version is the hex xxh64 of the source texts, so equal input gives an
-/// equal version.
+/// The configuration's version is the hex xxh64 of the source texts (not their names), so
+/// equal input gives an equal version.
 pub fn load(sources: &[Source<'_>]) -> Result<Loaded, LoadError> {
     let diags = RefCell::new(Diags::default());
     let mut values: Vec<(Ctx, Value)> = Vec::new();
     let mut hasher = xxhash_rust::xxh64::Xxh64::new(0);
     for source in sources {
-        hasher.update(source.name.as_bytes());
-        hasher.update(&[0]);
+        // Length-prefixed, so that moving text between sources changes the version.
+        hasher.update(&(source.text.len() as u64).to_le_bytes());
         hasher.update(source.text.as_bytes());
-        hasher.update(&[0]);
         split_documents(source, &diags, &mut values);
     }
     let version = format!("{:016x}", hasher.digest());
