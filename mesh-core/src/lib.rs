@@ -24,6 +24,7 @@ mod endpoint;
 mod error;
 mod fault;
 mod grpc;
+pub mod istio;
 pub mod lb;
 pub mod matcher;
 pub mod outlier;

@@ -1,0 +1,378 @@
+//! Error reporting of the Istio loader, and the guarantee that no input panics.
+
+use proptest::prelude::*;
+
+use super::*;
+
+const SERVICE: &str = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  ports:
+  - number: 9080
+    name: http
+  resolution: STATIC
+  endpoints:
+  - address: 10.0.0.1
+    labels: {version: v1}
+  - address: 10.0.0.2
+    labels: {version: v2}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata:
+  name: reviews
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels: {version: v1}
+  - name: v2
+    labels: {version: v2}
+";
+
+fn errors(text: &str) -> Vec<String> {
+    match load_str("mesh.yaml", text) {
+        Ok(l) => panic!("expected errors, loaded with warnings {:?}", l.warnings),
+        Err(e) => e.errors().iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn vs(http: &str) -> String {
+    format!(
+        "{SERVICE}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+{http}"
+    )
+}
+
+#[test]
+fn weights_must_sum_to_100() {
+    let text = vs("  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 90
+    - destination: {host: reviews, subset: v2}
+      weight: 20
+");
+    assert_eq!(
+        errors(&text),
+        vec![
+            "mesh.yaml: document 3 (VirtualService reviews): spec.http[0].route[1].weight: weights sum to 110, must be 100"
+        ]
+    );
+}
+
+#[test]
+fn bad_duration_is_an_error_with_its_path() {
+    let text = vs("  - route:
+    - destination: {host: reviews}
+    timeout: 10 seconds
+");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "mesh.yaml: document 3 (VirtualService reviews): spec.http[0].timeout: `10 seconds` is not a duration"
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn unknown_subset_is_an_error() {
+    let text = vs("  - route:
+    - destination: {host: reviews, subset: v9}
+");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("spec.http[0].route[0].destination.subset: unknown subset `v9`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn unknown_host_is_an_error() {
+    let text = vs("  - route:
+    - destination: {host: nowhere}
+");
+    let e = errors(&text);
+    assert!(
+        e[0].contains("spec.http[0].route[0].destination.host: host `nowhere`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn insecure_skip_verify_is_rejected() {
+    let text = format!(
+        "{SERVICE}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: other
+  namespace: prod
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy:
+    tls:
+      mode: SIMPLE
+      insecureSkipVerify: true
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: mutual
+spec:
+  host: other.example.com
+  trafficPolicy:
+    tls:
+      mode: MUTUAL
+"
+    );
+    let e = errors(&text);
+    assert!(
+        e.iter().any(|e| e.contains(
+            "document 3 (DestinationRule other): spec.trafficPolicy.tls.insecureSkipVerify: insecureSkipVerify is rejected"
+        )),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|e| e.contains("spec.trafficPolicy.tls: mode MUTUAL requires clientCertificate")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn unknown_fields_are_warnings_with_their_path() {
+    let text = vs("  - route:
+    - destination: {host: reviews}
+    corsPolicy: {allowOrigins: [{exact: x}]}
+    colour: blue
+");
+    let l = load_str("mesh.yaml", &text).unwrap();
+    let w: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        w.contains(&"mesh.yaml: document 3 (VirtualService reviews): spec.http[0].colour: unknown or unsupported field, ignored".to_string()),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.contains("spec.http[0].corsPolicy: field is not supported")),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn other_kinds_are_ignored_with_a_warning() {
+    let text = format!(
+        "{SERVICE}---
+apiVersion: v1
+kind: Service
+metadata: {{name: reviews}}
+spec: {{ports: [{{port: 9080}}]}}
+"
+    );
+    let l = load_str("mesh.yaml", &text).unwrap();
+    assert_eq!(
+        l.warnings[0].to_string(),
+        "mesh.yaml: document 3 (Service reviews): kind Service is not an Istio policy, ignored"
+    );
+}
+
+#[test]
+fn yaml_syntax_error_names_the_document() {
+    let text = format!("{SERVICE}---\nkind: VirtualService\nspec: [unclosed\n");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("mesh.yaml: document 3: invalid YAML:"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn wrong_api_version_and_duplicates_are_errors() {
+    let text = format!(
+        "{SERVICE}---
+apiVersion: security.istio.io/v1
+kind: VirtualService
+metadata: {{name: x}}
+spec: {{}}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {{name: reviews}}
+spec:
+  hosts: [other]
+  ports: [{{number: 80, name: http}}]
+"
+    );
+    let e = errors(&text);
+    assert!(e[0].contains("document 3 (VirtualService x): apiVersion: `security.istio.io/v1` is not an apiVersion of VirtualService"), "{e:?}");
+    assert!(e[1].contains("document 4 (ServiceEntry reviews): metadata.name: duplicate ServiceEntry `reviews` in namespace `default`"), "{e:?}");
+}
+
+#[test]
+fn every_error_of_a_file_is_reported() {
+    let text = vs("  - route:
+    - destination: {host: reviews, subset: v9}
+    timeout: soon
+    retries: {attempts: -1, retryOn: sometimes}
+    fault: {abort: {httpStatus: 99}}
+  - route:
+    - destination: {host: reviews}
+      weight: 50
+    - destination: {host: reviews, port: {number: 1}}
+      weight: 50
+");
+    let e = errors(&text);
+    let want = [
+        "spec.http[0].route[0].destination.subset",
+        "spec.http[0].timeout",
+        "spec.http[0].retries.attempts",
+        "spec.http[0].retries.retryOn",
+        "spec.http[0].fault.abort.httpStatus",
+        "spec.http[1].route[1].destination.port.number",
+    ];
+    for w in want {
+        assert!(
+            e.iter().any(|e| e.contains(&format!(": {w}: "))),
+            "{w} missing from {e:#?}"
+        );
+    }
+    let display = load_str("mesh.yaml", &text).unwrap_err().to_string();
+    assert!(
+        display.starts_with(&format!("{} errors", e.len())),
+        "{display}"
+    );
+}
+
+#[test]
+fn authorization_rejects_what_it_cannot_enforce() {
+    let text = "\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: jwt}
+spec:
+  action: CUSTOM
+  rules:
+  - from:
+    - source: {requestPrincipals: [\"*\"]}
+    when:
+    - key: request.auth.claims[group]
+      values: [admin]
+    - key: source.ip
+      valuse: [10.0.0.1]
+";
+    let e = errors(text);
+    for w in [
+        "spec.action: CUSTOM",
+        "spec.rules[0].from[0].source.requestPrincipals:",
+        "spec.rules[0].when[0].key: `request.auth.claims[group]`",
+        "spec.rules[0].when[1].valuse: unknown or unsupported field in a security policy",
+    ] {
+        assert!(e.iter().any(|e| e.contains(w)), "{w} missing from {e:#?}");
+    }
+}
+
+/// The valid fixtures, mutated by the property test below.
+const FIXTURES: [&str; 9] = [
+    include_str!("../../tests/fixtures/bookinfo-services.yaml"),
+    include_str!("../../tests/fixtures/canary.yaml"),
+    include_str!("../../tests/fixtures/header-routing.yaml"),
+    include_str!("../../tests/fixtures/uri-prefix.yaml"),
+    include_str!("../../tests/fixtures/retries.yaml"),
+    include_str!("../../tests/fixtures/faults.yaml"),
+    include_str!("../../tests/fixtures/destination-policies.yaml"),
+    include_str!("../../tests/fixtures/security.yaml"),
+    include_str!("../../tests/fixtures/more-routing.yaml"),
+];
+
+#[derive(Clone, Debug)]
+enum Mutation {
+    Delete(usize),
+    Insert(usize, u8),
+    Replace(usize, u8),
+    SwapLines(usize, usize),
+}
+
+fn mutate(text: &str, mutations: &[Mutation]) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    for m in mutations {
+        match *m {
+            Mutation::Delete(i) if !bytes.is_empty() => {
+                bytes.remove(i % bytes.len());
+            }
+            Mutation::Insert(i, b) => {
+                let at = i % (bytes.len() + 1);
+                bytes.insert(at, b);
+            }
+            Mutation::Replace(i, b) if !bytes.is_empty() => {
+                let at = i % bytes.len();
+                bytes[at] = b;
+            }
+            Mutation::SwapLines(a, b) => {
+                let s = String::from_utf8_lossy(&bytes).into_owned();
+                let mut lines: Vec<&str> = s.lines().collect();
+                if !lines.is_empty() {
+                    let (a, b) = (a % lines.len(), b % lines.len());
+                    lines.swap(a, b);
+                }
+                bytes = lines.join("\n").into_bytes();
+            }
+            _ => {}
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Bytes that matter to YAML and to the loader's parsers.
+fn interesting_byte() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        prop::sample::select(b" \n:-[]{}*&!|>'\"#%@`,.0123456789/".to_vec()),
+        any::<u8>(),
+    ]
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        any::<usize>().prop_map(Mutation::Delete),
+        (any::<usize>(), interesting_byte()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+        (any::<usize>(), interesting_byte()).prop_map(|(i, b)| Mutation::Replace(i, b)),
+        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::SwapLines(a, b)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_text_never_panics(text in any::<String>()) {
+        let _ = load_str("fuzz.yaml", &text);
+    }
+
+    #[test]
+    fn mutated_fixtures_never_panic(
+        which in 0..FIXTURES.len(),
+        mutations in prop::collection::vec(mutation(), 1..8),
+    ) {
+        let base = FIXTURES.get(which).copied().unwrap_or_default();
+        let text = mutate(base, &mutations);
+        // With the services, so that routes get resolved as deep as possible.
+        let _ = load(&[
+            Source { name: "services.yaml", text: FIXTURES[0] },
+            Source { name: "fuzz.yaml", text: &text },
+        ]);
+    }
+}
