@@ -79,14 +79,20 @@ where
         let is_grpc = mesh_core::route::is_grpc(req.headers());
         let snapshot = self.mesh.snapshot();
         match route(&snapshot, &self.target, &mut req, is_grpc) {
-            Ok(decision) => {
+            Routed::Forward(decision) => {
                 let response_headers = decision.response_headers.clone();
-                req.extensions_mut().insert(decision);
+                req.extensions_mut().insert(*decision);
                 RouteFuture::inner(self.inner.call(req), response_headers)
             }
-            Err(response) => RouteFuture::ready(response),
+            Routed::Answer(response) => RouteFuture::ready(response),
         }
     }
+}
+
+/// What routing decided: forward upstream, or answer here.
+enum Routed {
+    Forward(Box<RouteDecision>),
+    Answer(Response<ResponseBody>),
 }
 
 /// Matches `req` and prepares it for its cluster, or says how to answer it.
@@ -95,7 +101,20 @@ fn route(
     target: &str,
     req: &mut Request<RequestBody>,
     is_grpc: bool,
-) -> Result<RouteDecision, Response<ResponseBody>> {
+) -> Routed {
+    match decide(snapshot, target, req, is_grpc) {
+        Ok(decision) => Routed::Forward(Box::new(decision)),
+        Err(answer) => Routed::Answer(*answer),
+    }
+}
+
+/// `route`, with `?` for the early answers.
+fn decide(
+    snapshot: &Snapshot,
+    target: &str,
+    req: &mut Request<RequestBody>,
+    is_grpc: bool,
+) -> Result<RouteDecision, Box<Response<ResponseBody>>> {
     let no_route = |message: String| {
         Failure::new(
             GrpcCode::Unavailable,
@@ -104,6 +123,7 @@ fn route(
             message,
         )
         .into_response(is_grpc)
+        .into()
     };
     let Some(table) = snapshot.config.listener(target) else {
         return Err(no_route(format!(
@@ -130,26 +150,23 @@ fn route(
     let rule = matched.route;
     let forward = match &rule.action {
         Action::Forward(forward) => forward,
-        Action::DirectResponse(direct) => return Err(direct_response(direct, is_grpc)),
+        Action::DirectResponse(direct) => return Err(direct_response(direct, is_grpc).into()),
         Action::Redirect(redirect) => {
-            return Err(redirect_response(
-                redirect,
-                &authority,
-                &path_and_query,
-                is_grpc,
-            ));
+            return Err(redirect_response(redirect, &authority, &path_and_query, is_grpc).into());
         }
     };
     let weighted = forward.clusters.pick(rng::draw());
     let Some(cluster) = snapshot.clusters.get(&weighted.name) else {
         // `MeshConfig` guarantees the cluster exists; answer rather than panic if it ever does not.
-        return Err(Failure::new(
-            GrpcCode::Unavailable,
-            StatusCode::SERVICE_UNAVAILABLE,
-            ResponseFlags::NoCluster,
-            format!("cluster `{}` is not configured", weighted.name),
-        )
-        .into_response(is_grpc));
+        return Err(Box::new(
+            Failure::new(
+                GrpcCode::Unavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                ResponseFlags::NoCluster,
+                format!("cluster `{}` is not configured", weighted.name),
+            )
+            .into_response(is_grpc),
+        ));
     };
     rewrite(req, rule, forward, &authority, &path_and_query).map_err(|message| {
         Failure::new(

@@ -1,0 +1,170 @@
+//! Routing through a mesh channel to real tonic servers on 127.0.0.1: weighted splits, header
+//! and URI-prefix routing, hot weight changes, and the answers for what is missing.
+
+// A test crate: its helpers may panic, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashMap;
+
+use support::*;
+use tonic::Code;
+
+fn canary(v1: u32, v2: u32) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo}}
+spec:
+  hosts: [{HOST}]
+  http:
+  - route:
+    - destination: {{host: {HOST}, subset: v1}}
+      weight: {v1}
+    - destination: {{host: {HOST}, subset: v2}}
+      weight: {v2}
+"
+    )
+}
+
+async fn count_by_server(
+    client: &mut EchoClient<mesh_tower::Channel>,
+    n: usize,
+) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for i in 0..n {
+        let reply = client
+            .say(request(&i.to_string()))
+            .await
+            .expect("rpc succeeds");
+        *counts.entry(reply.into_inner().served_by).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn a_ninety_ten_split_holds_and_moves_at_once_when_republished() {
+    let v1 = spawn_echo("v1", Behavior::default()).await;
+    let v2 = spawn_echo("v2", Behavior::default()).await;
+    let servers = [("v1", v1.addr), ("v2", v2.addr)];
+    let mesh = mesh(&servers, &canary(90, 10));
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+
+    let counts = count_by_server(&mut client, 2_000).await;
+    let share_v2 = counts.get("v2").copied().unwrap_or(0) as f64 / 2_000.0;
+    assert!(
+        (share_v2 - 0.10).abs() <= 0.03,
+        "v2 got {share_v2}: {counts:?}"
+    );
+
+    // Moving all weight to v2 applies to the very next request.
+    mesh.publish(
+        config(&format!(
+            "{}---\n{}",
+            services_yaml(&servers),
+            canary(0, 100)
+        ))
+        .into(),
+    );
+    let counts = count_by_server(&mut client, 200).await;
+    assert_eq!(counts.get("v2"), Some(&200), "{counts:?}");
+}
+
+#[tokio::test]
+async fn beta_users_go_to_v2_and_uri_prefixes_route_by_method() {
+    let v1 = spawn_echo("v1", Behavior::default()).await;
+    let v2 = spawn_echo("v2", Behavior::default()).await;
+    let policy = format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo}}
+spec:
+  hosts: [{HOST}]
+  http:
+  - match:
+    - headers:
+        x-beta-user: {{exact: \"true\"}}
+    route:
+    - destination: {{host: {HOST}, subset: v2}}
+  - match:
+    - uri: {{prefix: /echo.Echo/Shout}}
+    route:
+    - destination: {{host: {HOST}, subset: v2}}
+  - route:
+    - destination: {{host: {HOST}, subset: v1}}
+"
+    );
+    let mesh = mesh(&[("v1", v1.addr), ("v2", v2.addr)], &policy);
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    for _ in 0..20 {
+        let mut beta = request("hi");
+        beta.metadata_mut()
+            .insert("x-beta-user", "true".parse().unwrap());
+        assert_eq!(client.say(beta).await.unwrap().into_inner().served_by, "v2");
+        assert_eq!(
+            client
+                .say(request("hi"))
+                .await
+                .unwrap()
+                .into_inner()
+                .served_by,
+            "v1"
+        );
+        let shouted = client.shout(request("hi")).await.unwrap().into_inner();
+        assert_eq!(
+            (shouted.served_by.as_str(), shouted.message.as_str()),
+            ("v2", "HI")
+        );
+    }
+}
+
+#[tokio::test]
+async fn what_is_missing_is_named_in_the_status() {
+    let v1 = spawn_echo("v1", Behavior::default()).await;
+    let mesh = mesh(&[("v1", v1.addr)], "");
+
+    // A target with no configuration.
+    let mut unknown = EchoClient::new(mesh.channel("ratings.default.svc.cluster.local:9080"));
+    let status = unknown.say(request("x")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status
+            .message()
+            .contains("no route configuration for target `ratings.default.svc.cluster.local:9080`"),
+        "{status:?}"
+    );
+
+    // An unreachable endpoint: connect failure, answered at once on the next try (backoff).
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mesh = support::mesh(&[("v1", dead)], "");
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    for _ in 0..2 {
+        let status = client.say(request("x")).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status.message().contains("upstream connect error"),
+            "{status:?}"
+        );
+        assert!(status.message().contains(&dead.to_string()), "{status:?}");
+    }
+
+    // A service whose ServiceEntry lists no endpoints.
+    let empty = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: empty}
+spec:
+  hosts: [empty.default.svc.cluster.local]
+  resolution: STATIC
+  ports:
+  - {number: 50051, name: grpc, protocol: GRPC}
+";
+    let mesh = support::mesh(&[("v1", v1.addr)], empty);
+    let mut client = EchoClient::new(mesh.channel("empty.default.svc.cluster.local:50051"));
+    let status = client.say(request("x")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("has no endpoints"), "{status:?}");
+}
