@@ -29,6 +29,8 @@ mod mesh;
 mod rng;
 pub mod route;
 mod synthesize;
+#[cfg(test)]
+mod test_util;
 pub mod timeout;
 
 pub use mesh_core;

@@ -118,6 +118,8 @@ where
                     if let Some(response) = abort.take() {
                         return Poll::Ready(Ok(response));
                     }
+                    // The clone taken at `call` must be ready before it takes the request.
+                    std::task::ready!(inner.poll_ready(cx))?;
                     let Some(request) = request.take() else {
                         return Poll::Ready(Err("fault future polled after completion".into()));
                     };

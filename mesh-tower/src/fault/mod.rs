@@ -6,8 +6,7 @@
 //! gRPC mapping of the configured HTTP status), an HTTP caller the HTTP status; the message says
 //! the failure was injected and the response carries [`ResponseFlags::FaultInjected`].
 //!
-//! After a delay the request is sent with a clone of the inner service; every layer of the mesh
-//! stack is always ready (admission happens in the breaker), so the clone needs no readiness.
+//! After a delay the request is sent with a clone of the inner service, made ready first.
 
 mod future;
 
@@ -122,3 +121,6 @@ impl Drop for ActiveFault {
         self.0.active_faults().fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -97,3 +97,6 @@ fn effective_timeout(req: &Request<RequestBody>, decision: &RouteDecision) -> Op
         (r, c) => r.or(c),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,64 @@
+//! Helpers for the layers' unit tests: a mesh from Istio YAML and requests to send through it.
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Uri, header};
+use http_body_util::{BodyExt, Empty};
+
+use crate::{
+    Mesh,
+    body::{RequestBody, ResponseBody},
+};
+
+pub(crate) const TARGET: &str = "echo.default.svc.cluster.local:50051";
+
+/// A mesh with an `echo` service (never contacted: tests replace the balancer with a mock) and
+/// `route_yaml` as the body of its VirtualService's single `http` route, e.g. `timeout: 2s`.
+pub(crate) fn mesh_with_route(route_yaml: &str) -> Mesh {
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo}}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{{number: 50051, name: grpc, protocol: GRPC}}]
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo}}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  http:
+  - route: [{{destination: {{host: echo.default.svc.cluster.local}}}}]
+{route_yaml}"
+    );
+    match mesh_core::istio::load_str("test.yaml", &yaml) {
+        Ok(loaded) => Mesh::new(loaded.config),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A gRPC request for `/echo.Echo/Say` with an empty body.
+pub(crate) fn grpc_request() -> Request<RequestBody> {
+    let mut req = http_request();
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = Uri::from_static("/echo.Echo/Say");
+    req.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    req
+}
+
+/// A plain HTTP `GET /`.
+pub(crate) fn http_request() -> Request<RequestBody> {
+    let mut req = Request::new(Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync());
+    *req.uri_mut() = Uri::from_static("/");
+    req
+}
+
+/// An upstream stand-in answering gRPC OK.
+pub(crate) fn grpc_ok() -> http::Response<ResponseBody> {
+    crate::synthesize::grpc_status_response(mesh_core::GrpcCode::Ok, "")
+}
