@@ -5,14 +5,22 @@
 //! body the mesh synthesized (a fault abort, a timeout, a rejection): [`ResponseBody`].
 
 use std::{
+    net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Full, combinators::UnsyncBoxBody};
+use mesh_core::{GrpcCode, Outcome};
 use pin_project_lite::pin_project;
+
+use crate::{
+    endpoint::ActiveRequest,
+    mesh::{ClusterState, RequestGuard},
+};
 
 /// The error type of bodies and services in the stack.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -40,20 +48,88 @@ pin_project! {
     }
 }
 
-/// Keeps a request counted as in flight (for the circuit breaker) until the body is dropped.
+/// A response in flight: holds its breaker slot and its endpoint's load count until the body
+/// ends, and judges the outcome for outlier detection then (see [`crate::balance`]).
 #[derive(Debug)]
 pub struct InFlight {
-    _guard: crate::mesh::RequestGuard,
+    _request: RequestGuard,
+    _endpoint: ActiveRequest,
+    judge: Option<Judge>,
+}
+
+/// What is known of a response's outcome until its end.
+#[derive(Debug)]
+struct Judge {
+    state: Arc<ClusterState>,
+    host: SocketAddr,
+    http_status: u16,
+    grpc_status: Option<GrpcCode>,
+}
+
+impl InFlight {
+    pub(crate) fn new(
+        request: RequestGuard,
+        endpoint: ActiveRequest,
+        state: Arc<ClusterState>,
+        host: SocketAddr,
+    ) -> Self {
+        Self {
+            _request: request,
+            _endpoint: endpoint,
+            judge: Some(Judge {
+                state,
+                host,
+                http_status: 0,
+                grpc_status: None,
+            }),
+        }
+    }
+
+    /// Judges now when the head says everything (trailers-only gRPC, or no body to wait for).
+    pub(crate) fn start(&mut self, head: &http::response::Parts, body_ended: bool) {
+        let Some(judge) = self.judge.as_mut() else {
+            return;
+        };
+        judge.http_status = head.status.as_u16();
+        judge.grpc_status = grpc_status(&head.headers);
+        if judge.grpc_status.is_some() || body_ended {
+            self.finish();
+        }
+    }
+
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        if let Some(judge) = self.judge.as_mut()
+            && let Some(status) = grpc_status(trailers)
+        {
+            judge.grpc_status = Some(status);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(j) = self.judge.take() {
+            let outcome = Outcome::Response {
+                http_status: j.http_status,
+                grpc_status: j.grpc_status,
+            };
+            j.state.record_outcome(j.host, outcome);
+        }
+    }
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<GrpcCode> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| GrpcCode::from_header_bytes(v.as_bytes()))
 }
 
 // === impl ResponseBody ===
 
 impl ResponseBody {
-    pub(crate) fn upstream(body: hyper::body::Incoming, guard: crate::mesh::RequestGuard) -> Self {
+    pub(crate) fn upstream(body: hyper::body::Incoming, in_flight: InFlight) -> Self {
         Self {
             kind: Kind::Upstream {
                 body,
-                in_flight: Some(InFlight { _guard: guard }),
+                in_flight: Some(in_flight),
             },
         }
     }
@@ -84,9 +160,18 @@ impl Body for ResponseBody {
         match self.project().kind.project() {
             KindProj::Upstream { body, in_flight } => {
                 let frame = std::task::ready!(body.poll_frame(cx));
-                if frame.is_none() {
-                    // The response is complete: free the breaker slot now, not at drop.
-                    in_flight.take();
+                match (&frame, in_flight.as_mut()) {
+                    (Some(Ok(f)), Some(flight)) => {
+                        if let Some(trailers) = f.trailers_ref() {
+                            flight.trailers(trailers);
+                        }
+                    }
+                    (None, Some(flight)) => {
+                        // Complete: judge it and free its slots now, not at drop.
+                        flight.finish();
+                        in_flight.take();
+                    }
+                    _ => {}
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }

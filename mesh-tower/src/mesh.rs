@@ -19,9 +19,13 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use mesh_core::{Cluster, EndpointAddress, MeshConfig, lb::Balancer};
+use mesh_core::{
+    Cluster, EndpointAddress, LbPolicy, MeshConfig, Outcome, OutlierDetector, OutlierEvent,
+    lb::Balancer,
+};
+use tokio::time::Instant;
 
-use crate::{Channel, endpoint::Endpoint};
+use crate::{Channel, endpoint::Endpoint, rng};
 
 /// The mesh of this process: cheap to clone, shared by every channel.
 #[derive(Clone, Debug)]
@@ -53,20 +57,32 @@ pub(crate) struct ClusterEntry {
     /// endpoint that cannot be connected to (a DNS name, until resolution lands).
     pub(crate) connections: Arc<[Option<Arc<Endpoint>>]>,
     /// The balancer of this configuration of the cluster.
-    pub(crate) balancer: Arc<Mutex<Balancer>>,
+    pub(crate) balancer: Arc<Mutex<BalancerState>>,
     /// State that outlives configuration versions.
     pub(crate) state: Arc<ClusterState>,
 }
 
-/// Per-cluster counters shared by all snapshots in which the cluster exists.
-#[derive(Debug, Default)]
-pub(crate) struct ClusterState {
-    /// Requests in flight (the `max_requests` breaker).
-    pub(crate) active_requests: AtomicU32,
-    /// Requests rejected by a breaker.
-    pub(crate) overflows: AtomicU64,
+/// A balancer and the health generation its health flags reflect.
+#[derive(Debug)]
+pub(crate) struct BalancerState {
+    balancer: Balancer,
+    generation: u64,
 }
 
+/// Per-cluster state shared by all snapshots in which the cluster exists.
+#[derive(Debug, Default)]
+pub(crate) struct ClusterState {
+    /// Requests in flight (the `max_requests` breaker, the retry budget).
+    pub(crate) active_requests: AtomicU32,
+    /// Retries in flight (the `max_retries` breaker, the retry budget).
+    pub(crate) active_retries: AtomicU32,
+    /// Requests rejected by a breaker.
+    pub(crate) overflows: AtomicU64,
+    /// Passive health: `None` when the cluster has no outlier detection.
+    outlier: Mutex<Option<OutlierDetector>>,
+    /// Bumped on every ejection and return, so balancers know to refresh health.
+    health_generation: AtomicU64,
+}
 // === impl Mesh ===
 
 impl Mesh {
@@ -160,35 +176,167 @@ impl ClusterEntry {
                 }
             })
             .collect();
-        let healthy: Vec<bool> = policy
-            .endpoints
-            .iter()
-            .zip(connections.iter())
-            .map(|(e, c)| e.is_healthy() && c.is_some())
-            .collect();
+        let state = old.map(|o| o.state.clone()).unwrap_or_default();
+        state.update_outlier(policy);
+        let generation = state.health_generation.load(Ordering::Acquire);
+        let healthy = state.healthy_flags(policy, &connections);
         Self {
-            balancer: Arc::new(Mutex::new(Balancer::new(policy, &healthy, None))),
+            balancer: Arc::new(Mutex::new(BalancerState {
+                balancer: Balancer::new(policy, &healthy, None),
+                generation,
+            })),
             policy: policy.clone(),
             connections,
-            state: old.map(|o| o.state.clone()).unwrap_or_default(),
+            state,
         }
+    }
+
+    /// Picks an endpoint index with the cluster's policy, first refreshing health if an
+    /// ejection or return happened since the balancer last looked, and running the outlier
+    /// detector's timer when it is due (it is driven by traffic: with no requests nothing needs
+    /// to return).
+    pub(crate) fn pick(&self, request_hash: Option<u64>, avoid: &[SocketAddr]) -> Option<usize> {
+        self.state.outlier_tick();
+        let mut b = self.balancer.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = self.state.health_generation.load(Ordering::Acquire);
+        if b.generation != generation {
+            let healthy = self.state.healthy_flags(&self.policy, &self.connections);
+            b.balancer.update(&self.policy, &healthy, None);
+            b.generation = generation;
+        }
+        let load = |i: usize| match (&self.policy.lb, self.connections.get(i)) {
+            (LbPolicy::PeakEwma { .. }, Some(Some(c))) => c.peak_ewma_cost(),
+            (_, Some(Some(c))) => u64::from(c.active_requests()),
+            _ => u64::MAX,
+        };
+        // A retry prefers an endpoint not tried yet (Envoy's previous-hosts predicate, which
+        // Istio sets with up to 5 selection attempts); with none left, any endpoint will do.
+        let mut picked = None;
+        for _ in 0..5 {
+            let i = b.balancer.pick(request_hash, load, rng::draw())?;
+            let tried = self
+                .connections
+                .get(i)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| avoid.contains(&c.address()));
+            picked = Some(i);
+            if !tried {
+                break;
+            }
+        }
+        picked
     }
 }
 
+// === impl ClusterState ===
+
 impl ClusterState {
-    /// Takes a request slot if the cluster is under `max_requests`; the guard frees it.
+    /// Takes a request slot if the cluster is under `max`; the guard frees it.
     pub(crate) fn try_admit_request(self: &Arc<Self>, max: u32) -> Option<RequestGuard> {
-        let admitted = self
-            .active_requests
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok();
-        if admitted {
+        if try_increment(&self.active_requests, max) {
             Some(RequestGuard(self.clone()))
         } else {
             self.overflows.fetch_add(1, Ordering::Relaxed);
             None
+        }
+    }
+
+    /// Takes a retry slot if the cluster is under `max` retries in flight.
+    pub(crate) fn try_admit_retry(self: &Arc<Self>, max: u32) -> Option<RetryGuard> {
+        if try_increment(&self.active_retries, max) {
+            Some(RetryGuard(self.clone()))
+        } else {
+            self.overflows.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+
+    /// Feeds one classified outcome of `host` to outlier detection.
+    pub(crate) fn record_outcome(&self, host: SocketAddr, outcome: Outcome) {
+        let mut outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(detector) = outlier.as_mut() else {
+            return;
+        };
+        let now = Instant::now().into_std();
+        let event = detector.record(&EndpointAddress::Socket(host), outcome, now, rng::draw());
+        if let Some(event) = event {
+            log_event(&event);
+            self.health_generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn outlier_tick(&self) {
+        let mut outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(detector) = outlier.as_mut() else {
+            return;
+        };
+        let now = Instant::now().into_std();
+        if detector.poll_timeout().is_some_and(|due| due <= now) {
+            let events = detector.on_timeout(now, rng::draw());
+            if !events.is_empty() {
+                events.iter().for_each(log_event);
+                self.health_generation.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Keeps the detector (and its ejections) across a configuration change of the same
+    /// settings; new settings start a fresh detector.
+    fn update_outlier(&self, policy: &Cluster) {
+        let now = Instant::now().into_std();
+        let mut outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
+        let hosts = policy.endpoints.iter().map(|e| e.address.clone());
+        match (&policy.outlier, outlier.as_mut()) {
+            (None, _) => *outlier = None,
+            (Some(config), Some(detector)) if detector.config() == config => {
+                let events = detector.set_hosts(hosts, now);
+                events.iter().for_each(log_event);
+            }
+            (Some(config), _) => {
+                let mut detector = OutlierDetector::new(config.clone(), now);
+                detector.set_hosts(hosts, now);
+                *outlier = Some(detector);
+            }
+        }
+        self.health_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// `healthy[i]`: the control plane says healthy, the mesh can connect to it, and outlier
+    /// detection has not ejected it.
+    fn healthy_flags(&self, policy: &Cluster, connections: &[Option<Arc<Endpoint>>]) -> Vec<bool> {
+        let outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
+        policy
+            .endpoints
+            .iter()
+            .zip(connections)
+            .map(|(e, c)| {
+                e.is_healthy()
+                    && c.is_some()
+                    && !outlier.as_ref().is_some_and(|d| d.is_ejected(&e.address))
+            })
+            .collect()
+    }
+}
+
+fn try_increment(counter: &AtomicU32, max: u32) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+fn log_event(event: &OutlierEvent) {
+    match event {
+        OutlierEvent::Ejected {
+            host,
+            reason,
+            until,
+        } => {
+            tracing::info!(%host, ?reason, ?until, "endpoint ejected by outlier detection");
+        }
+        OutlierEvent::Returned { host } => {
+            tracing::info!(%host, "endpoint returned from outlier ejection");
         }
     }
 }
@@ -200,5 +348,15 @@ pub(crate) struct RequestGuard(Arc<ClusterState>);
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.0.active_requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Holds one of the cluster's `max_retries` slots until dropped.
+#[derive(Debug)]
+pub(crate) struct RetryGuard(Arc<ClusterState>);
+
+impl Drop for RetryGuard {
+    fn drop(&mut self) {
+        self.0.active_retries.fetch_sub(1, Ordering::AcqRel);
     }
 }

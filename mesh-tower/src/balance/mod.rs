@@ -7,24 +7,32 @@
 //! / 503 (`UH`); connect failure → `UNAVAILABLE` / 503 (`UF`); the stream reset →
 //! `UNAVAILABLE` / 503 (`UR`). The breaker slot is held until the response body ends.
 //!
+//! Each outcome is classified once and fed to the cluster's outlier detection: a connect
+//! failure or reset at once; a response when its status is known — at the head for a
+//! trailers-only gRPC response or an empty body, else when the body ends, so a `grpc-status`
+//! sent in trailers counts. A response the caller abandons before its end is not judged.
+//!
 //! The response future is boxed: hyper's send future cannot be named. It is the stack's only
 //! allocation per request besides the type-erased request body.
 
 use std::{
-    sync::Arc,
+    net::SocketAddr,
     task::{Context, Poll},
 };
 
 use futures::future::BoxFuture;
 use http::{Request, Response, StatusCode};
-use mesh_core::GrpcCode;
+use http_body::Body;
+use mesh_core::{
+    GrpcCode, LbPolicy, Outcome,
+    lb::{RequestView, request_hash},
+};
+use tokio::time::Instant;
 use tower::Service;
 
 use crate::{
-    body::{BoxError, RequestBody, ResponseBody},
+    body::{BoxError, InFlight, RequestBody, ResponseBody},
     decision::RouteDecision,
-    endpoint::Endpoint,
-    rng,
     synthesize::{Failure, ResponseFlags},
 };
 
@@ -75,7 +83,23 @@ impl Service<Request<RequestBody>> for Balance {
             );
             return Box::pin(std::future::ready(Ok(failure.into_response(is_grpc))));
         };
-        let picked = pick(&decision);
+        let request_hash = if decision.forward.hash_policy.is_empty() {
+            None
+        } else {
+            let view = RequestView {
+                headers: req.headers(),
+                path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                source_ip: None,
+            };
+            request_hash(&decision.forward.hash_policy, &view)
+        };
+        let avoid = req
+            .extensions()
+            .get::<TriedEndpoints>()
+            .map_or(&[][..], |t| t.0.as_slice());
+        let picked = cluster
+            .pick(request_hash, avoid)
+            .and_then(|i| cluster.connections.get(i).cloned().flatten());
         let Some(endpoint) = picked else {
             let failure = Failure::new(
                 GrpcCode::Unavailable,
@@ -89,40 +113,66 @@ impl Service<Request<RequestBody>> for Balance {
             );
             return Box::pin(std::future::ready(Ok(failure.into_response(is_grpc))));
         };
+        let state = cluster.state.clone();
+        let ewma_decay = match cluster.policy.lb {
+            LbPolicy::PeakEwma { decay } => Some(decay),
+            _ => None,
+        };
         Box::pin(async move {
-            let sender = match endpoint.connection().await {
+            let address = endpoint.address();
+            let active = endpoint.start_request();
+            let mut sender = match endpoint.connection().await {
                 Ok(sender) => sender,
                 Err(error) => {
-                    return Ok(Failure::new(
+                    state.record_outcome(address, Outcome::ConnectFailure);
+                    let mut r = Failure::new(
                         GrpcCode::Unavailable,
                         StatusCode::SERVICE_UNAVAILABLE,
                         ResponseFlags::UpstreamConnectionFailure,
                         format!("upstream connect error: {error}"),
                     )
-                    .into_response(is_grpc));
+                    .into_response(is_grpc);
+                    r.extensions_mut().insert(UpstreamAddress(address));
+                    return Ok(r);
                 }
             };
-            let mut sender = sender;
+            let sent = Instant::now();
             match sender.send_request(req).await {
-                Ok(response) => Ok(response.map(|body| ResponseBody::upstream(body, guard))),
-                Err(error) => Ok(Failure::new(
-                    GrpcCode::Unavailable,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    ResponseFlags::UpstreamReset,
-                    format!("upstream {} reset the request: {error}", endpoint.address()),
-                )
-                .into_response(is_grpc)),
+                Ok(response) => {
+                    let now = Instant::now();
+                    if let Some(decay) = ewma_decay {
+                        endpoint.observe_latency(now - sent, decay, now);
+                    }
+                    let (mut head, body) = response.into_parts();
+                    let mut in_flight = InFlight::new(guard, active, state, address);
+                    in_flight.start(&head, body.is_end_stream());
+                    head.extensions.insert(UpstreamAddress(address));
+                    Ok(Response::from_parts(
+                        head,
+                        ResponseBody::upstream(body, in_flight),
+                    ))
+                }
+                Err(error) => {
+                    state.record_outcome(address, Outcome::Reset);
+                    let mut r = Failure::new(
+                        GrpcCode::Unavailable,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ResponseFlags::UpstreamReset,
+                        format!("upstream {address} reset the request: {error}"),
+                    )
+                    .into_response(is_grpc);
+                    r.extensions_mut().insert(UpstreamAddress(address));
+                    Ok(r)
+                }
             }
         })
     }
 }
 
-/// The endpoint for this request by the cluster's policy.
-fn pick(decision: &RouteDecision) -> Option<Arc<Endpoint>> {
-    let cluster = &decision.cluster;
-    let index = {
-        let mut balancer = cluster.balancer.lock().unwrap_or_else(|p| p.into_inner());
-        balancer.pick(None, |_| 0, rng::draw())?
-    };
-    cluster.connections.get(index)?.clone()
-}
+/// The endpoints earlier attempts of a request went to; the balancer avoids them when it can.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TriedEndpoints(pub(crate) Vec<SocketAddr>);
+
+/// The endpoint that served (or failed) a response, in its extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamAddress(pub SocketAddr);

@@ -12,7 +12,14 @@
 
 mod error;
 
-use std::{net::SocketAddr, sync::Mutex, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
 
 use futures::{
     FutureExt,
@@ -27,13 +34,29 @@ use crate::body::RequestBody;
 
 type Connecting = Shared<BoxFuture<'static, Result<SendRequest<RequestBody>, ConnectError>>>;
 
-/// An upstream endpoint and its connection.
+/// An upstream endpoint, its connection and its load.
 #[derive(Debug)]
 pub struct Endpoint {
     address: SocketAddr,
     connect_timeout: Duration,
     state: Mutex<State>,
+    /// Requests in flight to this endpoint (least request, peak EWMA).
+    active: AtomicU32,
+    /// Peak-EWMA round-trip estimate, for latency-aware balancing.
+    latency: Mutex<PeakEwma>,
 }
+
+/// Finagle's and Linkerd's peak-EWMA round-trip estimate: jumps up to a slower sample at once,
+/// decays towards faster ones with the configured time constant.
+#[derive(Debug)]
+struct PeakEwma {
+    estimate_nanos: f64,
+    updated: Option<Instant>,
+}
+
+/// Counts a request in flight to an endpoint until dropped.
+#[derive(Debug)]
+pub(crate) struct ActiveRequest(Arc<Endpoint>);
 
 #[derive(Debug, Default)]
 enum State {
@@ -61,6 +84,9 @@ impl std::fmt::Debug for ConnectingDebug {
     }
 }
 
+/// The estimate before the first sample (Linkerd's default).
+const DEFAULT_RTT: Duration = Duration::from_millis(30);
+
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -73,7 +99,51 @@ impl Endpoint {
             address,
             connect_timeout,
             state: Mutex::new(State::Idle),
+            active: AtomicU32::new(0),
+            latency: Mutex::new(PeakEwma {
+                estimate_nanos: DEFAULT_RTT.as_nanos() as f64,
+                updated: None,
+            }),
         }
+    }
+
+    /// Requests in flight to this endpoint.
+    pub fn active_requests(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the returned guard is dropped.
+    pub(crate) fn start_request(self: &Arc<Self>) -> ActiveRequest {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(self.clone())
+    }
+
+    /// Feeds one round-trip sample into the peak-EWMA estimate.
+    pub(crate) fn observe_latency(&self, rtt: Duration, decay: Duration, now: Instant) {
+        let mut ewma = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let sample = rtt.as_nanos() as f64;
+        if sample > ewma.estimate_nanos {
+            ewma.estimate_nanos = sample;
+        } else {
+            let elapsed = ewma
+                .updated
+                .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+            let w = (-elapsed / decay.as_secs_f64().max(1e-3)).exp();
+            ewma.estimate_nanos = ewma.estimate_nanos * w + sample * (1.0 - w);
+        }
+        ewma.updated = Some(now);
+    }
+
+    /// Peak-EWMA cost: the round-trip estimate × (requests in flight + 1), in nanoseconds.
+    pub(crate) fn peak_ewma_cost(&self) -> u64 {
+        let estimate = self
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .estimate_nanos;
+        let load = f64::from(self.active_requests()) + 1.0;
+        // Saturating float-to-int conversion: a huge estimate is simply the highest cost.
+        (estimate * load) as u64
     }
 
     /// The endpoint's address.
@@ -140,6 +210,12 @@ impl Endpoint {
         // A panic while holding this lock cannot leave `State` inconsistent (every write is a
         // single assignment), so a poisoned lock is safe to use.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

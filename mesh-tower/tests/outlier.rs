@@ -1,0 +1,135 @@
+//! Outlier detection through a mesh channel against real tonic servers on 127.0.0.1: a failing
+//! endpoint is ejected after its consecutive failures, gets no traffic while ejected, returns
+//! after the ejection time, and the ejection cap holds.
+//!
+//! Traffic runs in real time; only the ejection wait is skipped, by pausing the clock,
+//! advancing it and resuming — no network I/O happens while time is paused.
+
+// A test crate: its helpers may panic, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use support::*;
+
+fn with_outlier_detection(yaml: String, max_ejection_percent: u32) -> String {
+    yaml.replace(
+        "  subsets:\n",
+        &format!(
+            "  trafficPolicy:
+    loadBalancer: {{simple: ROUND_ROBIN}}
+    outlierDetection:
+      consecutive5xxErrors: 3
+      interval: 10s
+      baseEjectionTime: 30s
+      maxEjectionPercent: {max_ejection_percent}
+  subsets:\n"
+        ),
+    )
+}
+
+async fn send(client: &mut EchoClient<mesh_tower::Channel>, n: usize) -> usize {
+    let mut failures = 0;
+    for i in 0..n {
+        if client.say(request(&i.to_string())).await.is_err() {
+            failures += 1;
+        }
+    }
+    failures
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_is_ejected_and_returns_after_its_ejection_time() {
+    let good_a = spawn_echo("a", Behavior::default()).await;
+    let good_b = spawn_echo("b", Behavior::default()).await;
+    let bad = spawn_echo(
+        "bad",
+        Behavior {
+            fail: Some((1, 1)),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let yaml = with_outlier_detection(
+        services_yaml(&[("a", good_a.addr), ("b", good_b.addr), ("bad", bad.addr)]),
+        50,
+    );
+    let mesh = mesh_tower::Mesh::new(config(&yaml));
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+
+    // Round robin sends every third call to `bad` until its third consecutive failure.
+    let failures = send(&mut client, 30).await;
+    assert_eq!(failures, 3);
+    assert_eq!(
+        bad.behavior.calls.load(Ordering::SeqCst),
+        3,
+        "ejected after exactly 3 failures"
+    );
+    assert_eq!(send(&mut client, 30).await, 0, "no traffic while ejected");
+    assert_eq!(bad.behavior.calls.load(Ordering::SeqCst), 3);
+
+    // Just before the ejection ends it is still out; just after, it is back.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(29)).await;
+    tokio::time::resume();
+    assert_eq!(send(&mut client, 9).await, 0);
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(2)).await;
+    tokio::time::resume();
+    let failures = send(&mut client, 30).await;
+    assert_eq!(
+        failures, 3,
+        "back in rotation, and ejected again after 3 more failures"
+    );
+    assert_eq!(bad.behavior.calls.load(Ordering::SeqCst), 6);
+}
+
+#[tokio::test]
+async fn the_ejection_cap_keeps_a_second_failing_endpoint_in_service() {
+    let good = spawn_echo("good", Behavior::default()).await;
+    let bad1 = spawn_echo(
+        "bad1",
+        Behavior {
+            fail: Some((1, 1)),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let bad2 = spawn_echo(
+        "bad2",
+        Behavior {
+            fail: Some((1, 1)),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    // 34 % of 3 endpoints: at most one ejected at a time.
+    let yaml = with_outlier_detection(
+        services_yaml(&[
+            ("good", good.addr),
+            ("bad1", bad1.addr),
+            ("bad2", bad2.addr),
+        ]),
+        34,
+    );
+    let mesh = mesh_tower::Mesh::new(config(&yaml));
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    send(&mut client, 60).await;
+    let before = (
+        bad1.behavior.calls.load(Ordering::SeqCst),
+        bad2.behavior.calls.load(Ordering::SeqCst),
+    );
+    send(&mut client, 60).await;
+    let after = (
+        bad1.behavior.calls.load(Ordering::SeqCst),
+        bad2.behavior.calls.load(Ordering::SeqCst),
+    );
+    let served = (after.0 - before.0, after.1 - before.1);
+    // Exactly one failing endpoint is out; the other still takes its share (the cap holds).
+    assert!(
+        (served.0 == 0 && served.1 > 0) || (served.1 == 0 && served.0 > 0),
+        "{served:?}"
+    );
+}
