@@ -6,7 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::{Endpoint, Error, Percentage, matcher::StringMatcher};
+use crate::{Endpoint, Error, Percentage, RetryBudget, matcher::StringMatcher};
 
 /// An upstream cluster: a set of endpoints and how traffic to them is managed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -75,8 +75,11 @@ pub struct CircuitBreakers {
     pub max_pending_requests: u32,
     /// Requests in flight. Default is 1,024.
     pub max_requests: u32,
-    /// Retries in flight. Default is 3.
+    /// Retries in flight. Default is 3. Ignored when `retry_budget` is set.
     pub max_retries: u32,
+    /// Retries in flight as a share of active requests (Envoy's `retry_budget`); replaces
+    /// `max_retries` when set. Default is `None`.
+    pub retry_budget: Option<RetryBudget>,
 }
 
 /// Which breaker threshold a request or connection counts against.
@@ -305,6 +308,15 @@ impl CircuitBreakers {
     pub fn admits(&self, resource: BreakerResource, current: u32) -> bool {
         current < self.limit(resource)
     }
+
+    /// Whether one more retry may start with `active_requests` requests and `active_retries`
+    /// retries in flight: by the retry budget when there is one, else by `max_retries`.
+    pub fn admits_retry(&self, active_requests: u32, active_retries: u32) -> bool {
+        match &self.retry_budget {
+            Some(budget) => budget.allows(u64::from(active_requests), u64::from(active_retries)),
+            None => active_retries < self.max_retries,
+        }
+    }
 }
 
 impl Default for CircuitBreakers {
@@ -314,6 +326,7 @@ impl Default for CircuitBreakers {
             max_pending_requests: 1024,
             max_requests: 1024,
             max_retries: 3,
+            retry_budget: None,
         }
     }
 }
@@ -407,6 +420,14 @@ mod tests {
         assert!(!b.admits(BreakerResource::Request, 2));
         assert!(b.admits(BreakerResource::Retry, 2));
         assert!(!b.admits(BreakerResource::Retry, 3));
+        assert!(b.admits_retry(0, 2));
+        assert!(!b.admits_retry(0, 3));
+        let budgeted = CircuitBreakers {
+            retry_budget: Some(RetryBudget::default()),
+            ..b
+        };
+        assert!(budgeted.admits_retry(100, 19), "20% of 100 active requests");
+        assert!(!budgeted.admits_retry(100, 20));
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //!   `refused-stream` only their own.
 //! - Backoff is Envoy's fully jittered exponential: the n-th retry waits a uniform random time
 //!   in `[0, min(base × 2ⁿ, max))`. Defaults: base 25 ms, max 10 × base.
-//! - The budget is Envoy's `retry_budget`: retries in flight may not exceed
-//!   `max(min_concurrency, budget_percent × active requests)`.
+//! - The budget is Envoy's `retry_budget`, a cluster setting (see
+//!   [`CircuitBreakers::retry_budget`](crate::CircuitBreakers::retry_budget)): retries in flight
+//!   may not exceed `max(min_concurrency, budget_percent × active requests)`.
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -28,9 +29,6 @@ pub struct RetryPolicy {
     pub retriable_status_codes: Arc<[u16]>,
     /// Wait between attempts.
     pub backoff: Backoff,
-    /// Share of the cluster's active requests that may be retries; `None` falls back to the
-    /// cluster's `max_retries` circuit-breaker threshold alone (Envoy's behaviour).
-    pub budget: Option<RetryBudget>,
     /// Send a retry to a different endpoint than the ones already tried when one exists
     /// (Envoy's `previous_hosts` predicate, which Istio always configures). Default is `true`.
     pub prefer_other_endpoint: bool,
@@ -326,8 +324,8 @@ impl Default for HedgePolicy {
 // === impl RetryPolicy ===
 
 impl RetryPolicy {
-    /// A policy with `max_retries` on `retry_on`, Envoy's default backoff, no per-try timeout,
-    /// no budget and no hedging.
+    /// A policy with `max_retries` on `retry_on`, Envoy's default backoff, no per-try timeout
+    /// and no hedging.
     pub fn new(max_retries: u32, retry_on: RetryOn) -> Self {
         Self {
             max_retries,
@@ -335,7 +333,6 @@ impl RetryPolicy {
             retry_on,
             retriable_status_codes: Arc::from([]),
             backoff: Backoff::default(),
-            budget: None,
             prefer_other_endpoint: true,
             hedge: None,
         }
@@ -343,7 +340,8 @@ impl RetryPolicy {
 
     /// Whether the attempt numbered `attempt` (1 for the first) that ended with `outcome`
     /// should be followed by another: the outcome is retriable and retries remain.
-    /// Budget and breaker admission are separate checks made by the data plane at that moment.
+    /// The cluster's retry budget or `max_retries` threshold is a separate check made by the
+    /// data plane at that moment.
     pub fn should_retry(&self, attempt: u32, outcome: Outcome) -> bool {
         attempt <= self.max_retries
             && self

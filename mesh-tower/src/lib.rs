@@ -28,6 +28,7 @@ pub mod fault;
 mod mesh;
 mod rng;
 pub mod route;
+mod static_config;
 mod synthesize;
 #[cfg(test)]
 mod test_util;
