@@ -1,6 +1,6 @@
 //! The route layer: loads the configuration snapshot once, matches the request, picks the
-//! weighted cluster, rewrites the request, and answers redirects, direct responses and
-//! "no route" itself.
+//! weighted cluster, rewrites the request, starts mirrors, and answers redirects, direct
+//! responses and "no route" itself.
 //!
 //! Its decision travels in the request's extensions as a [`RouteDecision`]; no later layer
 //! reads the live configuration. A request that cannot be routed is answered, not failed: a
@@ -8,6 +8,7 @@
 //! caller 404, and the message says what was missing.
 
 mod future;
+mod mirror;
 
 use std::{
     sync::Arc,
@@ -81,6 +82,10 @@ where
         match route(&snapshot, &self.target, &mut req, is_grpc) {
             Routed::Forward(decision) => {
                 let response_headers = decision.response_headers.clone();
+                if !decision.forward.mirrors.is_empty() {
+                    let forward = decision.forward.clone();
+                    req = mirror::start(&snapshot, &forward, &decision, req);
+                }
                 req.extensions_mut().insert(*decision);
                 RouteFuture::inner(self.inner.call(req), response_headers)
             }
