@@ -80,41 +80,23 @@ where
         let is_grpc = mesh_core::route::is_grpc(req.headers());
         let snapshot = self.mesh.snapshot();
         match route(&snapshot, &self.target, &mut req, is_grpc) {
-            Routed::Forward(decision) => {
+            Ok(decision) => {
                 let response_headers = decision.response_headers.clone();
                 if !decision.forward.mirrors.is_empty() {
                     let forward = decision.forward.clone();
                     req = mirror::start(&snapshot, &forward, &decision, req);
                 }
-                req.extensions_mut().insert(*decision);
+                req.extensions_mut().insert(decision);
                 RouteFuture::inner(self.inner.call(req), response_headers)
             }
-            Routed::Answer(response) => RouteFuture::ready(response),
+            Err(response) => RouteFuture::ready(*response),
         }
     }
 }
 
-/// What routing decided: forward upstream, or answer here.
-enum Routed {
-    Forward(Box<RouteDecision>),
-    Answer(Response<ResponseBody>),
-}
-
-/// Matches `req` and prepares it for its cluster, or says how to answer it.
+/// Matches `req` and prepares it for its cluster, or says how to answer it (boxed: the answer
+/// is the rare path).
 fn route(
-    snapshot: &Snapshot,
-    target: &str,
-    req: &mut Request<RequestBody>,
-    is_grpc: bool,
-) -> Routed {
-    match decide(snapshot, target, req, is_grpc) {
-        Ok(decision) => Routed::Forward(Box::new(decision)),
-        Err(answer) => Routed::Answer(*answer),
-    }
-}
-
-/// `route`, with `?` for the early answers.
-fn decide(
     snapshot: &Snapshot,
     target: &str,
     req: &mut Request<RequestBody>,
