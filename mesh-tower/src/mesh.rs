@@ -20,8 +20,8 @@ use std::{
 
 use arc_swap::ArcSwap;
 use mesh_core::{
-    Cluster, EndpointAddress, LbPolicy, MeshConfig, Outcome, OutlierDetector, OutlierEvent,
-    lb::Balancer,
+    CircuitBreakers, Cluster, EndpointAddress, LbPolicy, MeshConfig, Outcome, OutlierDetector,
+    OutlierEvent, lb::Balancer,
 };
 use tokio::time::Instant;
 
@@ -241,9 +241,22 @@ impl ClusterState {
         }
     }
 
-    /// Takes a retry slot if the cluster is under `max` retries in flight.
-    pub(crate) fn try_admit_retry(self: &Arc<Self>, max: u32) -> Option<RetryGuard> {
-        if try_increment(&self.active_retries, max) {
+    /// Takes a retry slot if the cluster's retry budget (or, without one, its `max_retries`
+    /// threshold) allows one more retry in flight.
+    pub(crate) fn try_admit_retry(
+        self: &Arc<Self>,
+        breakers: &CircuitBreakers,
+    ) -> Option<RetryGuard> {
+        let admitted = self
+            .active_retries
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |retries| {
+                let requests = self.active_requests.load(Ordering::Acquire);
+                breakers
+                    .admits_retry(requests, retries)
+                    .then_some(retries + 1)
+            })
+            .is_ok();
+        if admitted {
             Some(RetryGuard(self.clone()))
         } else {
             self.overflows.fetch_add(1, Ordering::Relaxed);

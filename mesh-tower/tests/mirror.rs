@@ -16,19 +16,13 @@ use support::*;
 use tokio::sync::Semaphore;
 
 fn mirrored(percent: u32) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: echo}}
-spec:
-  hosts: [{HOST}]
-  http:
-  - route:
+    virtual_service(&format!(
+        "  - route:
     - destination: {{host: {HOST}, subset: v1}}
     mirror: {{host: {HOST}, subset: v2}}
     mirrorPercentage: {{value: {percent}}}
 "
-    )
+    ))
 }
 
 /// Waits (bounded) until `server` has seen `n` calls: mirrors complete after the primary.

@@ -19,19 +19,13 @@ use tonic::Code;
 #[tokio::test]
 async fn a_thirty_percent_abort_fails_thirty_percent_with_the_configured_status() {
     let v1 = spawn_echo("v1", Behavior::default()).await;
-    let policy = format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: echo}}
-spec:
-  hosts: [{HOST}]
-  http:
-  - fault:
+    let policy = virtual_service(&format!(
+        "  - fault:
       abort: {{httpStatus: 404, percentage: {{value: 30}}}}
     route:
     - destination: {{host: {HOST}}}
 "
-    );
+    ));
     let mesh = mesh(&[("v1", v1.addr)], &policy);
     let mut client = EchoClient::new(mesh.channel(TARGET));
     let n = 2_000;
@@ -114,14 +108,8 @@ async fn the_breaker_rejects_exactly_the_excess_over_its_limit() {
 }
 
 fn versioned(k: usize, v2_weight: u32) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: echo}}
-spec:
-  hosts: [{HOST}]
-  http:
-  - headers:
+    virtual_service(&format!(
+        "  - headers:
       request: {{set: {{x-config-version: \"{k}\"}}}}
       response: {{set: {{x-config-version: \"{k}\"}}}}
     route:
@@ -131,7 +119,7 @@ spec:
       weight: {v2_weight}
 ",
         100 - v2_weight
-    )
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,20 +12,14 @@ use support::*;
 use tonic::Code;
 
 fn canary(v1: u32, v2: u32) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: echo}}
-spec:
-  hosts: [{HOST}]
-  http:
-  - route:
+    virtual_service(&format!(
+        "  - route:
     - destination: {{host: {HOST}, subset: v1}}
       weight: {v1}
     - destination: {{host: {HOST}, subset: v2}}
       weight: {v2}
 "
-    )
+    ))
 }
 
 async fn count_by_server(
@@ -75,14 +69,8 @@ async fn a_ninety_ten_split_holds_and_moves_at_once_when_republished() {
 async fn beta_users_go_to_v2_and_uri_prefixes_route_by_method() {
     let v1 = spawn_echo("v1", Behavior::default()).await;
     let v2 = spawn_echo("v2", Behavior::default()).await;
-    let policy = format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: echo}}
-spec:
-  hosts: [{HOST}]
-  http:
-  - match:
+    let policy = virtual_service(&format!(
+        "  - match:
     - headers:
         x-beta-user: {{exact: \"true\"}}
     route:
@@ -94,7 +82,7 @@ spec:
   - route:
     - destination: {{host: {HOST}, subset: v1}}
 "
-    );
+    ));
     let mesh = mesh(&[("v1", v1.addr), ("v2", v2.addr)], &policy);
     let mut client = EchoClient::new(mesh.channel(TARGET));
     for _ in 0..20 {

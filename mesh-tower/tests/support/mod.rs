@@ -102,6 +102,9 @@ pub struct Behavior {
     /// Each call takes a permit and holds it until the call ends; tests hand out permits to
     /// release held calls.
     pub hold: Option<Arc<Semaphore>>,
+    /// First attempts (`x-envoy-attempt-count: 1`) fail at once with UNAVAILABLE; retries wait
+    /// for a permit, then succeed. Lets a test count the retries in flight.
+    pub hold_retries: Option<Arc<Semaphore>>,
     pub calls: AtomicU32,
     pub in_flight: AtomicU32,
 }
@@ -159,6 +162,19 @@ impl tower::Service<tonic::Request<EchoRequest>> for Handler {
         Box::pin(async move {
             let b = &this.behavior;
             let n = b.calls.fetch_add(1, Ordering::SeqCst);
+            if let Some(sem) = &b.hold_retries {
+                let attempt = req
+                    .metadata()
+                    .get("x-envoy-attempt-count")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("1");
+                if attempt == "1" {
+                    return Err(Status::unavailable("first attempts fail"));
+                }
+                b.in_flight.fetch_add(1, Ordering::SeqCst);
+                let _permit = sem.acquire().await.expect("semaphore open");
+                b.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
             b.in_flight.fetch_add(1, Ordering::SeqCst);
             let _permit = match &b.hold {
                 Some(sem) => Some(sem.acquire().await.expect("semaphore open")),
@@ -255,6 +271,19 @@ spec:
   host: {HOST}
   subsets:
 {subsets}"
+    )
+}
+
+/// A VirtualService for the echo host with the given `http:` list (indented by two spaces).
+pub fn virtual_service(http: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo}}
+spec:
+  hosts: [{HOST}]
+  http:
+{http}"
     )
 }
 
