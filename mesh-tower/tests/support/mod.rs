@@ -213,6 +213,62 @@ impl tower::Service<tonic::Request<EchoRequest>> for Handler {
 pub struct Running {
     pub addr: SocketAddr,
     pub behavior: Arc<Behavior>,
+    pub connections: Arc<Connections>,
+}
+
+/// TCP connections a server accepted, and how many are still open.
+#[derive(Debug, Default)]
+pub struct Connections {
+    pub accepted: AtomicU32,
+    pub open: AtomicU32,
+}
+
+/// A server-side connection that keeps [`Connections::open`] honest.
+struct Counted {
+    inner: tokio::net::TcpStream,
+    connections: Arc<Connections>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.connections.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Counted {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
 }
 
 /// Starts an echo server named `name` on 127.0.0.1.
@@ -224,12 +280,29 @@ pub async fn spawn_echo(name: &str, behavior: Behavior) -> Running {
         name: name.into(),
         behavior: behavior.clone(),
     };
+    let connections = Arc::new(Connections::default());
+    let counting = connections.clone();
+    let incoming = futures::stream::unfold(listener, move |listener| {
+        let connections = counting.clone();
+        async move {
+            let accepted = listener.accept().await.map(|(inner, _)| {
+                connections.accepted.fetch_add(1, Ordering::SeqCst);
+                connections.open.fetch_add(1, Ordering::SeqCst);
+                Counted { inner, connections }
+            });
+            Some((accepted, listener))
+        }
+    });
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(server)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+            .serve_with_incoming(incoming),
     );
-    Running { addr, behavior }
+    Running {
+        addr,
+        behavior,
+        connections,
+    }
 }
 
 pub const HOST: &str = "echo.default.svc.cluster.local";
