@@ -26,6 +26,7 @@ mod decision;
 pub mod endpoint;
 pub mod fault;
 mod mesh;
+pub mod retry;
 mod rng;
 pub mod route;
 mod static_config;
