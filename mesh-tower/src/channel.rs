@@ -16,13 +16,15 @@ use crate::{
     balance::Balance,
     body::{BoxError, ResponseBody},
     fault::Fault,
+    retry::Retry,
     route::{Route, RouteFuture},
     timeout::Timeout,
 };
 
-type Stack = Route<Fault<Timeout<Balance>>>;
+type Stack = Route<Fault<Timeout<Retry<Balance>>>>;
 
-/// A channel to one target (`host:port`): route → fault → timeout → balance → endpoint.
+/// A channel to one target (`host:port`): route → fault → timeout → retry → breaker and
+/// balance → endpoint.
 ///
 /// It is a `tower::Service<http::Request<B>>` for any body `B`, so a tonic-generated client
 /// takes it as is (`ReviewsClient::new(mesh.channel("reviews.default.svc.cluster.local:9080"))`)
@@ -41,7 +43,7 @@ impl Channel {
         let stack = Route::new(
             mesh.clone(),
             target,
-            Fault::new(mesh, Timeout::new(Balance::new())),
+            Fault::new(mesh, Timeout::new(Retry::new(Balance::new()))),
         );
         Self { stack }
     }
@@ -55,7 +57,7 @@ where
     type Response = Response<ResponseBody>;
     type Error = BoxError;
     type Future = RouteFuture<
-        <Fault<Timeout<Balance>> as Service<Request<crate::body::RequestBody>>>::Future,
+        <Fault<Timeout<Retry<Balance>>> as Service<Request<crate::body::RequestBody>>>::Future,
     >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {

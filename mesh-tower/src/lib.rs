@@ -2,14 +2,14 @@
 //! and axum.
 //!
 //! ```text
-//! Mesh::channel(target):  route → fault → timeout → balance → endpoint (HTTP/2)
+//! Mesh::channel(target):  route → fault → timeout → retry → breaker + balance → endpoint (HTTP/2)
 //! ```
 //!
 //! - [`Mesh`] holds the configuration snapshot and the per-cluster runtime state; publish a new
 //!   [`MeshConfig`](mesh_core::MeshConfig) with [`Mesh::publish`].
 //! - [`Channel`] is the client stack for one target; tonic clients accept it unchanged.
-//! - Each middleware is its own module ([`route`], [`fault`], [`timeout`], [`balance`],
-//!   [`endpoint`]). The route layer loads the snapshot once per request and puts its
+//! - Each middleware is its own module ([`route`], [`fault`], [`timeout`], [`retry`],
+//!   [`balance`], [`endpoint`]). The route layer loads the snapshot once per request and puts its
 //!   [`RouteDecision`] in the request's extensions; later layers read only that, so a request
 //!   never sees two configuration versions.
 //!

@@ -209,22 +209,35 @@ impl ClusterEntry {
             (_, Some(Some(c))) => u64::from(c.active_requests()),
             _ => u64::MAX,
         };
-        // A retry prefers an endpoint not tried yet (Envoy's previous-hosts predicate, which
-        // Istio sets with up to 5 selection attempts); with none left, any endpoint will do.
-        let mut picked = None;
-        for _ in 0..5 {
-            let i = b.balancer.pick(request_hash, load, rng::draw())?;
-            let tried = self
-                .connections
+        let tried = |i: usize| {
+            self.connections
                 .get(i)
                 .and_then(Option::as_ref)
-                .is_some_and(|c| avoid.contains(&c.address()));
-            picked = Some(i);
-            if !tried {
-                break;
+                .is_some_and(|c| avoid.contains(&c.address()))
+        };
+        // A retry prefers an endpoint not tried yet (Envoy's previous-hosts predicate, which
+        // Istio sets with up to 5 selection attempts)...
+        let mut picked = b.balancer.pick(request_hash, load, rng::draw())?;
+        for _ in 1..5 {
+            if !tried(picked) {
+                return Some(picked);
             }
+            picked = b.balancer.pick(request_hash, load, rng::draw())?;
         }
-        picked
+        if !tried(picked) {
+            return Some(picked);
+        }
+        drop(b);
+        // ...and, unlike Envoy, does not give up after those: any healthy untried endpoint,
+        // from a random start, beats a second try of one that just failed. With none left,
+        // the balancer's choice stands.
+        let healthy = self.state.healthy_flags(&self.policy, &self.connections);
+        let n = healthy.len();
+        let start = usize::try_from(rng::draw() % n.max(1) as u64).unwrap_or(0);
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| healthy.get(i).copied().unwrap_or(false) && !tried(i))
+            .or(Some(picked))
     }
 }
 

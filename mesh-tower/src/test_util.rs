@@ -62,3 +62,21 @@ pub(crate) fn http_request() -> Request<RequestBody> {
 pub(crate) fn grpc_ok() -> http::Response<ResponseBody> {
     crate::synthesize::grpc_status_response(mesh_core::GrpcCode::Ok, "")
 }
+
+/// The mock's handle, as the layers' tests use it.
+pub(crate) type Handle =
+    tower_test::mock::Handle<Request<RequestBody>, http::Response<ResponseBody>>;
+
+/// The next request the mock receives; fails (rather than hangs) when none comes within a
+/// minute of (paused) time.
+pub(crate) async fn next(
+    handle: &mut Handle,
+) -> (
+    Request<RequestBody>,
+    tower_test::mock::SendResponse<http::Response<ResponseBody>>,
+) {
+    tokio::time::timeout(std::time::Duration::from_secs(60), handle.next_request())
+        .await
+        .expect("an attempt arrives")
+        .expect("the mock is alive")
+}

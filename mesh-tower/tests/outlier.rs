@@ -14,8 +14,13 @@ use std::{sync::atomic::Ordering, time::Duration};
 
 use support::*;
 
+/// The services with outlier detection on, and retries off so every failure reaches the caller
+/// (Istio's default retries would hide them).
 fn with_outlier_detection(yaml: String, max_ejection_percent: u32) -> String {
-    yaml.replace(
+    let no_retries = virtual_service(&format!(
+        "  - retries: {{attempts: 0}}\n    route:\n    - destination: {{host: {HOST}}}\n"
+    ));
+    let yaml = yaml.replace(
         "  subsets:\n",
         &format!(
             "  trafficPolicy:
@@ -27,7 +32,8 @@ fn with_outlier_detection(yaml: String, max_ejection_percent: u32) -> String {
       maxEjectionPercent: {max_ejection_percent}
   subsets:\n"
         ),
-    )
+    );
+    format!("{yaml}---\n{no_retries}")
 }
 
 async fn send(client: &mut EchoClient<mesh_tower::Channel>, n: usize) -> usize {

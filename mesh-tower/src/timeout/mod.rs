@@ -4,7 +4,7 @@
 //! The bound in force is `min(route timeout, caller's grpc-timeout capped by the route's
 //! grpc_timeout_max)`. It is sent upstream as `grpc-timeout` so the server knows its deadline.
 //! On expiry the request is answered, not failed: `DEADLINE_EXCEEDED` for a gRPC caller, 504
-//! for an HTTP caller, flagged [`ResponseFlags::UpstreamRequestTimeout`]. The bound covers the
+//! for an HTTP caller, flagged [`ResponseFlags::UpstreamRequestTimeout`](crate::ResponseFlags::UpstreamRequestTimeout). The bound covers the
 //! wait for the response head; a streaming body, once started, is the caller's to bound (as with
 //! Envoy's `timeout` on streaming routes).
 
