@@ -1,4 +1,16 @@
-//! A channel to one target: the client stack as a single `tower::Service`.
+//! A channel to one target: the client stack as a single `tower::Service`, and where your own
+//! layers go.
+//!
+//! # Your layers
+//! There are two documented points:
+//! - **Around the channel**, e.g. `ServiceBuilder::new().layer(auth).service(mesh.channel(t))`:
+//!   the layer sees each call once, before routing — authentication headers, client-side rate
+//!   limits, logging of what the application asked for.
+//! - **Per attempt**, with [`Mesh::channel_with_attempt_layer`]: the layer sits between the retry
+//!   layer and the balancer and sees every attempt, with the [`RouteDecision`](crate::RouteDecision)
+//!   in the request's extensions and `x-envoy-attempt-count` set — per-attempt spans and
+//!   metrics, request signing that must be fresh per attempt. Its service must be always ready
+//!   or cheap to make ready, like the balancer it wraps.
 
 use std::{
     sync::Arc,
@@ -9,22 +21,20 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
-use tower::Service;
+use tower::{Layer, Service};
 
 use crate::{
     Mesh,
     balance::Balance,
-    body::{BoxError, ResponseBody},
+    body::{BoxError, RequestBody, ResponseBody},
     fault::Fault,
     retry::Retry,
     route::{Route, RouteFuture},
     timeout::Timeout,
 };
 
-type Stack = Route<Fault<Timeout<Retry<Balance>>>>;
-
-/// A channel to one target (`host:port`): route → fault → timeout → retry → breaker and
-/// balance → endpoint.
+/// A channel to one target (`host:port`): route → fault → timeout → retry → (your per-attempt
+/// layer) → breaker and balance → endpoint.
 ///
 /// It is a `tower::Service<http::Request<B>>` for any body `B`, so a tonic-generated client
 /// takes it as is (`ReviewsClient::new(mesh.channel("reviews.default.svc.cluster.local:9080"))`)
@@ -32,33 +42,59 @@ type Stack = Route<Fault<Timeout<Retry<Balance>>>>;
 /// the mesh's connections. The channel is always ready: admission is decided per request by the
 /// cluster's circuit breaker, which answers an overflow at once.
 #[derive(Clone, Debug)]
-pub struct Channel {
-    stack: Stack,
+pub struct Channel<S = Balance> {
+    stack: Route<Fault<Timeout<Retry<S>>>>,
+}
+
+// === impl Mesh ===
+
+impl Mesh {
+    /// A channel to `target` (`host:port`, e.g. `reviews.default.svc.cluster.local:9080`):
+    /// a `tower::Service` that tonic clients accept unchanged and plain HTTP callers can use.
+    pub fn channel(&self, target: impl Into<Arc<str>>) -> Channel {
+        Channel::with_attempt_service(self.clone(), target.into(), Balance::new())
+    }
+
+    /// A channel to `target` whose every attempt also passes through `layer`, between the retry
+    /// layer and the balancer (see the [module docs](crate::channel)).
+    pub fn channel_with_attempt_layer<L>(
+        &self,
+        target: impl Into<Arc<str>>,
+        layer: L,
+    ) -> Channel<L::Service>
+    where
+        L: Layer<Balance>,
+    {
+        Channel::with_attempt_service(self.clone(), target.into(), layer.layer(Balance::new()))
+    }
 }
 
 // === impl Channel ===
 
-impl Channel {
-    pub(crate) fn new(mesh: Mesh, target: Arc<str>) -> Self {
+impl<S> Channel<S> {
+    fn with_attempt_service(mesh: Mesh, target: Arc<str>, attempt: S) -> Self {
         let stack = Route::new(
             mesh.clone(),
             target,
-            Fault::new(mesh, Timeout::new(Retry::new(Balance::new()))),
+            Fault::new(mesh, Timeout::new(Retry::new(attempt))),
         );
         Self { stack }
     }
 }
 
-impl<B> Service<Request<B>> for Channel
+impl<S, B> Service<Request<B>> for Channel<S>
 where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     type Response = Response<ResponseBody>;
     type Error = BoxError;
-    type Future = RouteFuture<
-        <Fault<Timeout<Retry<Balance>>> as Service<Request<crate::body::RequestBody>>>::Future,
-    >;
+    type Future = RouteFuture<<Fault<Timeout<Retry<S>>> as Service<Request<RequestBody>>>::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.stack.poll_ready(cx)

@@ -21,7 +21,7 @@
 
 pub mod balance;
 pub mod body;
-mod channel;
+pub mod channel;
 mod decision;
 pub mod endpoint;
 pub mod fault;

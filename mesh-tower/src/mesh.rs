@@ -25,7 +25,7 @@ use mesh_core::{
 };
 use tokio::time::Instant;
 
-use crate::{Channel, endpoint::Endpoint, rng};
+use crate::{endpoint::Endpoint, rng};
 
 /// The mesh of this process: cheap to clone, shared by every channel.
 #[derive(Clone, Debug)]
@@ -126,12 +126,6 @@ impl Mesh {
     /// The configuration currently served.
     pub fn config(&self) -> Arc<MeshConfig> {
         self.inner.snapshot.load().config.clone()
-    }
-
-    /// A channel to `target` (`host:port`, e.g. `reviews.default.svc.cluster.local:9080`):
-    /// a `tower::Service` that tonic clients accept unchanged and plain HTTP callers can use.
-    pub fn channel(&self, target: impl Into<Arc<str>>) -> Channel {
-        Channel::new(self.clone(), target.into())
     }
 
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {

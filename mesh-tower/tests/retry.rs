@@ -211,3 +211,70 @@ async fn with_every_first_attempt_failing_the_budget_keeps_retries_to_its_share(
     assert_eq!(held as usize + answered, N);
     hold.add_permits(N);
 }
+
+/// A user's per-attempt layer: records each attempt's cluster and attempt count.
+#[derive(Clone)]
+struct Recording<S> {
+    inner: S,
+    seen: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Recording<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> S::Future {
+        let cluster = req
+            .extensions()
+            .get::<mesh_tower::RouteDecision>()
+            .map(|d| d.cluster_name().to_owned())
+            .unwrap_or_default();
+        let attempt = req.headers()["x-envoy-attempt-count"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        self.seen.lock().unwrap().push((cluster, attempt));
+        self.inner.call(req)
+    }
+}
+
+#[tokio::test]
+async fn a_per_attempt_layer_sees_every_attempt_with_its_route_decision() {
+    let flaky = spawn_echo(
+        "flaky",
+        Behavior {
+            fail: Some((2, 3)),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let mesh = mesh_with(&[("flaky", flaky.addr)], &retries(2, "ROUND_ROBIN"));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = seen.clone();
+    let layer = tower::layer::layer_fn(move |inner| Recording {
+        inner,
+        seen: recorder.clone(),
+    });
+    let mut client = EchoClient::new(mesh.channel_with_attempt_layer(TARGET, layer));
+    client.say(request("x")).await.unwrap();
+    let cluster = format!("outbound|50051||{HOST}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (cluster.clone(), "1".into()),
+            (cluster.clone(), "2".into()),
+            (cluster, "3".into())
+        ]
+    );
+}

@@ -12,6 +12,11 @@
 //! trailers-only gRPC response or an empty body, else when the body ends, so a `grpc-status`
 //! sent in trailers counts. A response the caller abandons before its end is not judged.
 //!
+//! Why not `tower::balance::p2c` and `tower::limit`: Envoy's balancing needs priorities, panic
+//! mode, weights, ring hash and outlier ejection over a cluster shared by every channel, which
+//! `mesh_core::lb::Balancer` decides purely; and an Envoy breaker fails fast per cluster, where
+//! `ConcurrencyLimit` waits per service.
+//!
 //! The response future is boxed: hyper's send future cannot be named. It is the stack's only
 //! allocation per request besides the type-erased request body.
 

@@ -19,6 +19,10 @@
 //! - Backoff between attempts is `mesh-core`'s jittered exponential
 //!   [`Backoff`](mesh_core::Backoff).
 //!
+//! Why not `tower::retry`: its `Policy` clones whole requests (no capped, streaming replay) and
+//! its budget is a per-service token bucket, while Envoy's budget bounds *concurrent* retries
+//! per cluster as a share of active requests, shared by every channel of the process.
+//!
 //! Hedging is not implemented yet: a route's hedge policy is ignored here (and reported by the
 //! loaders as unsupported where it can be configured).
 

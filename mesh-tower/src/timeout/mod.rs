@@ -7,6 +7,10 @@
 //! for an HTTP caller, flagged [`ResponseFlags::UpstreamRequestTimeout`](crate::ResponseFlags::UpstreamRequestTimeout). The bound covers the
 //! wait for the response head; a streaming body, once started, is the caller's to bound (as with
 //! Envoy's `timeout` on streaming routes).
+//!
+//! Why not `tower::timeout`: it fails with an error, while a mesh must answer a gRPC caller
+//! with a `DEADLINE_EXCEEDED` status and an HTTP caller with 504, and it cannot read the bound
+//! from each request's route and `grpc-timeout`.
 
 mod future;
 mod grpc_timeout;
