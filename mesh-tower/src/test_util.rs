@@ -14,6 +14,60 @@ pub(crate) const TARGET: &str = "echo.default.svc.cluster.local:50051";
 /// A mesh with an `echo` service (never contacted: tests replace the balancer with a mock) and
 /// `route_yaml` as the body of its VirtualService's single `http` route, e.g. `timeout: 2s`.
 pub(crate) fn mesh_with_route(route_yaml: &str) -> Mesh {
+    Mesh::new(config_with_route(route_yaml))
+}
+
+/// [`mesh_with_route`] with `policy` as the route's retry policy (for what Istio's YAML cannot
+/// express, such as hedging).
+pub(crate) fn mesh_with_retry_policy(policy: mesh_core::RetryPolicy) -> Mesh {
+    use std::sync::Arc;
+
+    use mesh_core::{
+        Action, MeshConfig,
+        route::{RouteTable, VirtualHost},
+    };
+    let base = config_with_route("");
+    let policy = Arc::new(policy);
+    let listeners = base
+        .listeners()
+        .iter()
+        .map(|(name, table)| {
+            let vhosts = table
+                .virtual_hosts()
+                .iter()
+                .map(|vh| {
+                    let routes = vh
+                        .routes()
+                        .iter()
+                        .map(|r| {
+                            let mut r = r.clone();
+                            if let Action::Forward(f) = &r.action {
+                                let mut f = (**f).clone();
+                                f.retry = Some(policy.clone());
+                                r.action = Action::Forward(Arc::new(f));
+                            }
+                            r
+                        })
+                        .collect();
+                    VirtualHost::new(vh.name(), vh.domains().to_vec(), routes).unwrap()
+                })
+                .collect();
+            (
+                name.clone(),
+                Arc::new(RouteTable::new(table.name(), vhosts).unwrap()),
+            )
+        })
+        .collect();
+    let config = MeshConfig::new(
+        "custom",
+        listeners,
+        base.clusters().clone(),
+        (**base.server()).clone(),
+    );
+    Mesh::new(config.unwrap())
+}
+
+fn config_with_route(route_yaml: &str) -> mesh_core::MeshConfig {
     let yaml = format!(
         "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -34,7 +88,7 @@ spec:
 {route_yaml}"
     );
     match mesh_core::istio::load_str("test.yaml", &yaml) {
-        Ok(loaded) => Mesh::new(loaded.config),
+        Ok(loaded) => loaded.config,
         Err(e) => panic!("{e}"),
     }
 }

@@ -23,8 +23,12 @@
 //! its budget is a per-service token bucket, while Envoy's budget bounds *concurrent* retries
 //! per cluster as a share of active requests, shared by every channel of the process.
 //!
-//! Hedging is not implemented yet: a route's hedge policy is ignored here (and reported by the
-//! loaders as unsupported where it can be configured).
+//! **Hedging** (Envoy's `HedgePolicy`): `initial_requests` (plus `additional_request_chance`)
+//! attempts start at once, and with `hedge_on_per_try_timeout` an attempt whose per-try timeout
+//! fires keeps running while another starts; the first answer that is not retriable wins and
+//! the others are cancelled. Concurrent attempts need the whole request body in hand, so they
+//! start only once it is fully known (an empty or fully buffered body — for a unary call, by the
+//! time a per-try timeout fires); otherwise the slow attempt is cancelled and retried as usual.
 
 mod future;
 mod replay;
@@ -32,6 +36,7 @@ mod replay;
 use std::{
     future::Future,
     net::SocketAddr,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
@@ -39,6 +44,7 @@ use std::{
 
 use futures::future::BoxFuture;
 use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::Body;
 use http_body_util::BodyExt;
 use mesh_core::{GrpcCode, Outcome, RetryPolicy};
 use tower::Service;
@@ -128,74 +134,212 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let mut inner = inner;
     async move {
         let (parts, body) = req.into_parts();
-        let mut body = ReplayBody::new(body, REPLAY_BUFFER_BYTES);
-        let mut tried: Vec<SocketAddr> = Vec::new();
-        let mut attempt: u32 = 1;
-        // Holds the cluster's retry slot through the backoff and the retry it admitted.
-        let mut _retry_slot = None;
+        let mut a = Attempts {
+            inner,
+            policy: policy.clone(),
+            decision,
+            parts,
+            body: ReplayBody::new(body, REPLAY_BUFFER_BYTES),
+            started: 0,
+            tried: Vec::new(),
+            retry_slots: Vec::new(),
+        };
+        let hedge = policy.hedge;
+        let initial = match hedge {
+            Some(h) if a.body_complete() => h.initial_attempts(rng::draw()),
+            _ => 1,
+        };
+        let mut outstanding = Vec::new();
+        for _ in 0..initial {
+            outstanding.push(a.start().await?);
+        }
+        let mut timer = PerTryTimer::new(policy.per_try_timeout);
         loop {
-            let next_body = body.try_clone();
-            let mut req = Request::new(body.boxed_unsync());
-            *req.method_mut() = parts.method.clone();
-            *req.uri_mut() = parts.uri.clone();
-            *req.version_mut() = parts.version;
-            *req.headers_mut() = parts.headers.clone();
-            *req.extensions_mut() = parts.extensions.clone();
-            req.headers_mut()
-                .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
-            if !tried.is_empty() {
-                req.extensions_mut().insert(TriedEndpoints(tried.clone()));
-            }
-            if attempt > 1 {
-                std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
-            }
-            // Boxed to a concrete future: holding the generic `S::Future` across an await keeps
-            // rustc from proving this future `Send` (a known higher-ranked inference limit).
-            let call: BoxFuture<'static, Result<Response<ResponseBody>, BoxError>> =
-                Box::pin(inner.call(req));
-            let (outcome, response) = match policy.per_try_timeout {
-                Some(bound) => match tokio::time::timeout(bound, call).await {
-                    Ok(result) => {
-                        let response = result?;
-                        (classify(&response), Some(response))
+            match next_event(&mut outstanding, &mut timer).await {
+                Event::Done(result) => {
+                    let response = result?;
+                    a.release_finished(outstanding.len());
+                    let retriable =
+                        classify(&response).is_some_and(|o| policy.should_retry(a.started, o));
+                    if !retriable {
+                        return Ok(response);
                     }
-                    Err(_) => (Some(Outcome::Timeout), None),
-                },
-                None => {
-                    let response = call.await?;
-                    (classify(&response), Some(response))
+                    a.note_tried(&response);
+                    if !outstanding.is_empty() {
+                        // A hedged attempt is still running and may yet succeed.
+                        continue;
+                    }
+                    if !a.admit_retry() {
+                        return Ok(response);
+                    }
+                    drop(response);
+                    tokio::time::sleep(policy.backoff.delay(a.started, rng::draw())).await;
+                    outstanding.push(a.start().await?);
+                    timer.restart();
                 }
-            };
-            let retriable = outcome.is_some_and(|o| policy.should_retry(attempt, o));
-            let slot = match (&next_body, retriable) {
-                (Some(_), true) => decision
-                    .cluster
-                    .state
-                    .try_admit_retry(&decision.cluster.policy.breaker),
-                _ => None,
-            };
-            let (Some(next), Some(slot)) = (next_body, slot) else {
-                return Ok(response.unwrap_or_else(|| {
-                    per_try_timeout_answer(policy.per_try_timeout, attempt, decision.is_grpc)
-                }));
-            };
-            if let Some(addr) = response
-                .as_ref()
-                .and_then(|r| r.extensions().get::<UpstreamAddress>())
-            {
-                tried.push(addr.0);
+                Event::PerTryTimeout => {
+                    let hedging =
+                        hedge.is_some_and(|h| h.hedge_on_per_try_timeout) && a.body_complete();
+                    if hedging {
+                        // Race a new attempt against the slow one instead of cancelling it.
+                        if a.admit_retry() {
+                            outstanding.push(a.start().await?);
+                            timer.restart();
+                        } else {
+                            timer.stop();
+                        }
+                        continue;
+                    }
+                    outstanding.clear();
+                    a.release_finished(0);
+                    if policy.should_retry(a.started, Outcome::Timeout) && a.admit_retry() {
+                        tokio::time::sleep(policy.backoff.delay(a.started, rng::draw())).await;
+                        outstanding.push(a.start().await?);
+                        timer.restart();
+                    } else {
+                        return Ok(per_try_timeout_answer(
+                            policy.per_try_timeout,
+                            a.started,
+                            a.decision.is_grpc,
+                        ));
+                    }
+                }
             }
-            // The failed attempt's response is discarded (its body drops with it).
-            drop(response);
-            _retry_slot = Some(slot);
-            tokio::time::sleep(policy.backoff.delay(attempt, rng::draw())).await;
-            attempt = attempt.saturating_add(1);
-            body = next;
         }
     }
+}
+
+/// The state of one request's attempts.
+struct Attempts<S> {
+    inner: S,
+    policy: Arc<RetryPolicy>,
+    decision: RouteDecision,
+    parts: http::request::Parts,
+    /// The handle each attempt's body is cloned from; never sent itself.
+    body: ReplayBody,
+    started: u32,
+    tried: Vec<SocketAddr>,
+    /// The cluster's retry slots held by the retries in flight.
+    retry_slots: Vec<crate::mesh::RetryGuard>,
+}
+
+type AttemptFuture = BoxFuture<'static, Result<Response<ResponseBody>, BoxError>>;
+
+impl<S> Attempts<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    /// Sends the next attempt.
+    async fn start(&mut self) -> Result<AttemptFuture, BoxError> {
+        let body = self
+            .body
+            .try_clone()
+            .ok_or("request body exceeded the replay buffer and cannot be sent again")?;
+        self.started = self.started.saturating_add(1);
+        let mut req = Request::new(body.boxed_unsync());
+        *req.method_mut() = self.parts.method.clone();
+        *req.uri_mut() = self.parts.uri.clone();
+        *req.version_mut() = self.parts.version;
+        *req.headers_mut() = self.parts.headers.clone();
+        *req.extensions_mut() = self.parts.extensions.clone();
+        req.headers_mut()
+            .insert("x-envoy-attempt-count", HeaderValue::from(self.started));
+        if !self.tried.is_empty() {
+            req.extensions_mut()
+                .insert(TriedEndpoints(self.tried.clone()));
+        }
+        if self.started > 1 {
+            std::future::poll_fn(|cx| self.inner.poll_ready(cx)).await?;
+        }
+        // Boxed to a concrete future: holding the generic `S::Future` across an await keeps
+        // rustc from proving this future `Send` (a known higher-ranked inference limit).
+        Ok(Box::pin(self.inner.call(req)))
+    }
+
+    /// Whether another attempt may start: retries remain, the body can be replayed, and the
+    /// cluster's retry budget (or `max_retries`) admits it — whose slot is then held.
+    fn admit_retry(&mut self) -> bool {
+        if self.started > self.policy.max_retries || !self.body.is_replayable() {
+            return false;
+        }
+        let cluster = &self.decision.cluster;
+        match cluster.state.try_admit_retry(&cluster.policy.breaker) {
+            Some(slot) => {
+                self.retry_slots.push(slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Frees the retry slots of attempts no longer in flight.
+    fn release_finished(&mut self, outstanding: usize) {
+        self.retry_slots.truncate(outstanding);
+    }
+
+    /// Whether the whole request body is known, so concurrent (hedged) attempts can each
+    /// replay it without waiting on one another.
+    fn body_complete(&self) -> bool {
+        self.body
+            .try_clone()
+            .is_some_and(|clone| clone.size_hint().exact().is_some())
+    }
+
+    fn note_tried(&mut self, response: &Response<ResponseBody>) {
+        if let Some(addr) = response.extensions().get::<UpstreamAddress>() {
+            self.tried.push(addr.0);
+        }
+    }
+}
+
+/// The per-try timeout of the latest attempt.
+struct PerTryTimer {
+    bound: Option<Duration>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl PerTryTimer {
+    fn new(bound: Option<Duration>) -> Self {
+        let mut t = Self { bound, sleep: None };
+        t.restart();
+        t
+    }
+
+    fn restart(&mut self) {
+        self.sleep = self.bound.map(|b| Box::pin(tokio::time::sleep(b)));
+    }
+
+    fn stop(&mut self) {
+        self.sleep = None;
+    }
+}
+
+enum Event {
+    Done(Result<Response<ResponseBody>, BoxError>),
+    PerTryTimeout,
+}
+
+/// The first attempt to finish (removed from `outstanding`), or the per-try timer.
+async fn next_event(outstanding: &mut Vec<AttemptFuture>, timer: &mut PerTryTimer) -> Event {
+    std::future::poll_fn(|cx| {
+        for i in 0..outstanding.len() {
+            if let Some(Poll::Ready(result)) = outstanding.get_mut(i).map(|f| f.as_mut().poll(cx)) {
+                drop(outstanding.swap_remove(i));
+                return Poll::Ready(Event::Done(result));
+            }
+        }
+        if let Some(sleep) = timer.sleep.as_mut()
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            timer.stop();
+            return Poll::Ready(Event::PerTryTimeout);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// The outcome of an attempt, or `None` for an answer the mesh made that is never retried.

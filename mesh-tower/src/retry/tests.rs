@@ -96,3 +96,57 @@ async fn a_per_try_timeout_is_not_retried_under_grpc_conditions_alone() {
     assert_eq!(call.await.unwrap().unwrap().headers()["grpc-status"], "4");
     assert!(futures::FutureExt::now_or_never(handle.next_request()).is_none());
 }
+
+fn hedged(initial_requests: u32, hedge_on_per_try_timeout: bool) -> mesh_core::RetryPolicy {
+    let (retry_on, _) = mesh_core::RetryOn::parse("reset,unavailable").unwrap();
+    let mut policy = mesh_core::RetryPolicy::new(1, retry_on);
+    policy.per_try_timeout = Some(Duration::from_millis(100));
+    policy.hedge = Some(mesh_core::HedgePolicy {
+        initial_requests,
+        additional_request_chance: mesh_core::Percentage::ZERO,
+        hedge_on_per_try_timeout,
+    });
+    policy
+}
+
+fn answered_by(name: &'static str) -> http::Response<crate::body::ResponseBody> {
+    let mut r = grpc_ok();
+    r.headers_mut()
+        .insert("x-answered-by", http::HeaderValue::from_static(name));
+    r
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_races_the_slow_attempt_instead_of_cancelling_it() {
+    let mesh = crate::test_util::mesh_with_retry_policy(hedged(1, true));
+    let (mock, mut handle) = tower_test::mock::pair();
+    let mut svc = Route::new(mesh, TARGET.into(), Retry::new(mock));
+    let start = Instant::now();
+    let call = tokio::spawn(svc.ready().await.unwrap().call(grpc_request()));
+
+    let (_first, respond_first) = next(&mut handle).await;
+    let (second, _respond_second) = next(&mut handle).await;
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(100),
+        "hedged at the per-try timeout, no backoff"
+    );
+    assert_eq!(second.headers()["x-envoy-attempt-count"], "2");
+    // The slow first attempt was kept, and its answer wins.
+    respond_first.send_response(answered_by("first"));
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.headers()["x-answered-by"], "first");
+}
+
+#[tokio::test(start_paused = true)]
+async fn initial_requests_start_together_and_the_first_answer_wins() {
+    let mesh = crate::test_util::mesh_with_retry_policy(hedged(2, false));
+    let (mock, mut handle) = tower_test::mock::pair();
+    let mut svc = Route::new(mesh, TARGET.into(), Retry::new(mock));
+    let call = tokio::spawn(svc.ready().await.unwrap().call(grpc_request()));
+    let (_a, _respond_a) = next(&mut handle).await;
+    let (_b, respond_b) = next(&mut handle).await;
+    respond_b.send_response(answered_by("second"));
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.headers()["x-answered-by"], "second");
+}
