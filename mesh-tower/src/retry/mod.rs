@@ -122,89 +122,87 @@ where
 
 /// The attempts of one request.
 ///
-fn attempts<S>(
+async fn attempts<S>(
     inner: S,
     policy: Arc<RetryPolicy>,
     decision: RouteDecision,
     req: Request<RequestBody>,
-) -> impl Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static
+) -> Result<Response<ResponseBody>, BoxError>
 where
     S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>
         + Send
         + 'static,
     S::Future: Send + 'static,
 {
-    async move {
-        let (parts, body) = req.into_parts();
-        let mut a = Attempts {
-            inner,
-            policy: policy.clone(),
-            decision,
-            parts,
-            body: ReplayBody::new(body, REPLAY_BUFFER_BYTES),
-            started: 0,
-            tried: Vec::new(),
-            retry_slots: Vec::new(),
-        };
-        let hedge = policy.hedge;
-        let initial = match hedge {
-            Some(h) if a.body_complete() => h.initial_attempts(rng::draw()),
-            _ => 1,
-        };
-        let mut outstanding = Vec::new();
-        for _ in 0..initial {
-            outstanding.push(a.start().await?);
-        }
-        let mut timer = PerTryTimer::new(policy.per_try_timeout);
-        loop {
-            match next_event(&mut outstanding, &mut timer).await {
-                Event::Done(result) => {
-                    let response = result?;
-                    a.release_finished(outstanding.len());
-                    let retriable =
-                        classify(&response).is_some_and(|o| policy.should_retry(a.started, o));
-                    if !retriable {
-                        return Ok(response);
-                    }
-                    a.note_tried(&response);
-                    if !outstanding.is_empty() {
-                        // A hedged attempt is still running and may yet succeed.
-                        continue;
-                    }
-                    if !a.admit_retry() {
-                        return Ok(response);
-                    }
-                    drop(response);
-                    tokio::time::sleep(policy.backoff.delay(a.started, rng::draw())).await;
-                    outstanding.push(a.start().await?);
-                    timer.restart();
+    let (parts, body) = req.into_parts();
+    let mut a = Attempts {
+        inner,
+        policy: policy.clone(),
+        decision,
+        parts,
+        body: ReplayBody::new(body, REPLAY_BUFFER_BYTES),
+        started: 0,
+        tried: Vec::new(),
+        retry_slots: Vec::new(),
+    };
+    let hedge = policy.hedge;
+    let initial = match hedge {
+        Some(h) if a.body_complete() => h.initial_attempts(rng::draw()),
+        _ => 1,
+    };
+    let mut outstanding = Vec::new();
+    for _ in 0..initial {
+        outstanding.push(a.start().await?);
+    }
+    let mut timer = PerTryTimer::new(policy.per_try_timeout);
+    loop {
+        match next_event(&mut outstanding, &mut timer).await {
+            Event::Done(result) => {
+                let response = result?;
+                a.release_finished(outstanding.len());
+                let retriable =
+                    classify(&response).is_some_and(|o| policy.should_retry(a.started, o));
+                if !retriable {
+                    return Ok(response);
                 }
-                Event::PerTryTimeout => {
-                    let hedging =
-                        hedge.is_some_and(|h| h.hedge_on_per_try_timeout) && a.body_complete();
-                    if hedging {
-                        // Race a new attempt against the slow one instead of cancelling it.
-                        if a.admit_retry() {
-                            outstanding.push(a.start().await?);
-                            timer.restart();
-                        } else {
-                            timer.stop();
-                        }
-                        continue;
-                    }
-                    outstanding.clear();
-                    a.release_finished(0);
-                    if policy.should_retry(a.started, Outcome::Timeout) && a.admit_retry() {
-                        tokio::time::sleep(policy.backoff.delay(a.started, rng::draw())).await;
+                a.note_tried(&response);
+                if !outstanding.is_empty() {
+                    // A hedged attempt is still running and may yet succeed.
+                    continue;
+                }
+                if !a.admit_retry() {
+                    return Ok(response);
+                }
+                drop(response);
+                tokio::time::sleep(policy.backoff.delay(a.started, rng::draw())).await;
+                outstanding.push(a.start().await?);
+                timer.restart();
+            }
+            Event::PerTryTimeout => {
+                let hedging =
+                    hedge.is_some_and(|h| h.hedge_on_per_try_timeout) && a.body_complete();
+                if hedging {
+                    // Race a new attempt against the slow one instead of cancelling it.
+                    if a.admit_retry() {
                         outstanding.push(a.start().await?);
                         timer.restart();
                     } else {
-                        return Ok(per_try_timeout_answer(
-                            policy.per_try_timeout,
-                            a.started,
-                            a.decision.is_grpc,
-                        ));
+                        timer.stop();
                     }
+                    continue;
+                }
+                outstanding.clear();
+                a.release_finished(0);
+                if policy.should_retry(a.started, Outcome::Timeout) && a.admit_retry() {
+                    tokio::time::sleep(policy.backoff.delay(a.started, rng::draw())).await;
+                    outstanding.push(a.start().await?);
+                    timer.restart();
+                } else {
+                    return Ok(per_try_timeout_answer(
+                        policy.per_try_timeout,
+                        a.started,
+                        a.decision.is_grpc,
+                    ));
                 }
             }
         }
@@ -317,6 +315,8 @@ impl PerTryTimer {
     }
 }
 
+// A transient value on the stack: boxing the response would cost an allocation per attempt.
+#[allow(clippy::large_enum_variant)]
 enum Event {
     Done(Result<Response<ResponseBody>, BoxError>),
     PerTryTimeout,
