@@ -5,7 +5,6 @@
 //! body the mesh synthesized (a fault abort, a timeout, a rejection): [`ResponseBody`].
 
 use std::{
-    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -14,7 +13,7 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Full, combinators::UnsyncBoxBody};
-use mesh_core::{GrpcCode, Outcome};
+use mesh_core::{EndpointAddress, GrpcCode, Outcome};
 use pin_project_lite::pin_project;
 
 use crate::{
@@ -61,7 +60,7 @@ pub struct InFlight {
 #[derive(Debug)]
 struct Judge {
     state: Arc<ClusterState>,
-    host: SocketAddr,
+    host: EndpointAddress,
     http_status: u16,
     grpc_status: Option<GrpcCode>,
 }
@@ -71,7 +70,7 @@ impl InFlight {
         request: RequestGuard,
         endpoint: ActiveRequest,
         state: Arc<ClusterState>,
-        host: SocketAddr,
+        host: EndpointAddress,
     ) -> Self {
         Self {
             _request: request,
@@ -111,7 +110,7 @@ impl InFlight {
                 http_status: j.http_status,
                 grpc_status: j.grpc_status,
             };
-            j.state.record_outcome(j.host, outcome);
+            j.state.record_outcome(&j.host, outcome);
         }
     }
 }

@@ -11,7 +11,6 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU32, AtomicU64, Ordering},
@@ -53,9 +52,8 @@ pub(crate) struct Snapshot {
 #[derive(Clone, Debug)]
 pub(crate) struct ClusterEntry {
     pub(crate) policy: Arc<Cluster>,
-    /// The connection of each of the policy's endpoints, by the same index; `None` for an
-    /// endpoint that cannot be connected to (a DNS name, until resolution lands).
-    pub(crate) connections: Arc<[Option<Arc<Endpoint>>]>,
+    /// The connection of each of the policy's endpoints, by the same index.
+    pub(crate) connections: Arc<[Arc<Endpoint>]>,
     /// The balancer of this configuration of the cluster.
     pub(crate) balancer: Arc<Mutex<BalancerState>>,
     /// State that outlives configuration versions.
@@ -141,39 +139,21 @@ impl Mesh {
 
 impl ClusterEntry {
     fn build(policy: &Arc<Cluster>, old: Option<&ClusterEntry>) -> Self {
-        let reusable: HashMap<SocketAddr, &Arc<Endpoint>> = old
-            .map(|o| {
-                o.connections
-                    .iter()
-                    .flatten()
-                    .map(|c| (c.address(), c))
-                    .collect()
-            })
+        let reusable: HashMap<&EndpointAddress, &Arc<Endpoint>> = old
+            .map(|o| o.connections.iter().map(|c| (c.address(), c)).collect())
             .unwrap_or_default();
-        let connections: Arc<[Option<Arc<Endpoint>>]> = policy
+        let connections: Arc<[Arc<Endpoint>]> = policy
             .endpoints
             .iter()
-            .map(|e| match &e.address {
-                EndpointAddress::Socket(addr) => Some(
-                    reusable
-                        .get(addr)
-                        .map(|c| Arc::clone(c))
-                        .unwrap_or_else(|| Arc::new(Endpoint::new(*addr, policy.connect_timeout))),
-                ),
-                EndpointAddress::Dns { host, port } => {
-                    tracing::warn!(
-                        cluster = %policy.name,
-                        endpoint = %format_args!("{host}:{port}"),
-                        "DNS endpoints are not resolved yet; endpoint skipped"
-                    );
-                    None
-                }
+            .map(|e| match reusable.get(&e.address) {
+                Some(kept) => Arc::clone(kept),
+                None => Arc::new(Endpoint::new(e.address.clone(), policy.connect_timeout)),
             })
             .collect();
         let state = old.map(|o| o.state.clone()).unwrap_or_default();
         state.update_outlier(policy);
         let generation = state.health_generation.load(Ordering::Acquire);
-        let healthy = state.healthy_flags(policy, &connections);
+        let healthy = state.healthy_flags(policy);
         Self {
             balancer: Arc::new(Mutex::new(BalancerState {
                 balancer: Balancer::new(policy, &healthy, None),
@@ -189,25 +169,28 @@ impl ClusterEntry {
     /// ejection or return happened since the balancer last looked, and running the outlier
     /// detector's timer when it is due (it is driven by traffic: with no requests nothing needs
     /// to return).
-    pub(crate) fn pick(&self, request_hash: Option<u64>, avoid: &[SocketAddr]) -> Option<usize> {
+    pub(crate) fn pick(
+        &self,
+        request_hash: Option<u64>,
+        avoid: &[EndpointAddress],
+    ) -> Option<usize> {
         self.state.outlier_tick();
         let mut b = self.balancer.lock().unwrap_or_else(|p| p.into_inner());
         let generation = self.state.health_generation.load(Ordering::Acquire);
         if b.generation != generation {
-            let healthy = self.state.healthy_flags(&self.policy, &self.connections);
+            let healthy = self.state.healthy_flags(&self.policy);
             b.balancer.update(&self.policy, &healthy, None);
             b.generation = generation;
         }
         let load = |i: usize| match (&self.policy.lb, self.connections.get(i)) {
-            (LbPolicy::PeakEwma { .. }, Some(Some(c))) => c.peak_ewma_cost(),
-            (_, Some(Some(c))) => u64::from(c.active_requests()),
+            (LbPolicy::PeakEwma { .. }, Some(c)) => c.peak_ewma_cost(),
+            (_, Some(c)) => u64::from(c.active_requests()),
             _ => u64::MAX,
         };
         let tried = |i: usize| {
             self.connections
                 .get(i)
-                .and_then(Option::as_ref)
-                .is_some_and(|c| avoid.contains(&c.address()))
+                .is_some_and(|c| avoid.contains(c.address()))
         };
         // A retry prefers an endpoint not tried yet (Envoy's previous-hosts predicate, which
         // Istio sets with up to 5 selection attempts)...
@@ -225,7 +208,7 @@ impl ClusterEntry {
         // ...and, unlike Envoy, does not give up after those: any healthy untried endpoint,
         // from a random start, beats a second try of one that just failed. With none left,
         // the balancer's choice stands.
-        let healthy = self.state.healthy_flags(&self.policy, &self.connections);
+        let healthy = self.state.healthy_flags(&self.policy);
         let n = healthy.len();
         let start = usize::try_from(rng::draw() % n.max(1) as u64).unwrap_or(0);
         (0..n)
@@ -272,13 +255,13 @@ impl ClusterState {
     }
 
     /// Feeds one classified outcome of `host` to outlier detection.
-    pub(crate) fn record_outcome(&self, host: SocketAddr, outcome: Outcome) {
+    pub(crate) fn record_outcome(&self, host: &EndpointAddress, outcome: Outcome) {
         let mut outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
         let Some(detector) = outlier.as_mut() else {
             return;
         };
         let now = Instant::now().into_std();
-        let event = detector.record(&EndpointAddress::Socket(host), outcome, now, rng::draw());
+        let event = detector.record(host, outcome, now, rng::draw());
         if let Some(event) = event {
             log_event(&event);
             self.health_generation.fetch_add(1, Ordering::AcqRel);
@@ -321,19 +304,13 @@ impl ClusterState {
         self.health_generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// `healthy[i]`: the control plane says healthy, the mesh can connect to it, and outlier
-    /// detection has not ejected it.
-    fn healthy_flags(&self, policy: &Cluster, connections: &[Option<Arc<Endpoint>>]) -> Vec<bool> {
+    /// `healthy[i]`: the control plane says healthy and outlier detection has not ejected it.
+    fn healthy_flags(&self, policy: &Cluster) -> Vec<bool> {
         let outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
         policy
             .endpoints
             .iter()
-            .zip(connections)
-            .map(|(e, c)| {
-                e.is_healthy()
-                    && c.is_some()
-                    && !outlier.as_ref().is_some_and(|d| d.is_ejected(&e.address))
-            })
+            .map(|e| e.is_healthy() && !outlier.as_ref().is_some_and(|d| d.is_ejected(&e.address)))
             .collect()
     }
 }

@@ -114,3 +114,30 @@ async fn connections_are_shared_kept_across_changes_and_drained_on_removal() {
     );
     assert_eq!(v1.connections.open.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_dns_endpoint_is_resolved_when_connecting() {
+    let server = spawn_echo("dns", Behavior::default()).await;
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo}}
+spec:
+  hosts: [{HOST}]
+  resolution: DNS
+  ports:
+  - {{number: 50051, name: grpc, protocol: GRPC}}
+  endpoints:
+  - address: localhost
+    ports: {{grpc: {}}}
+",
+        server.addr.port()
+    );
+    let mesh = mesh_tower::Mesh::new(config(&yaml));
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    // `localhost` resolves from /etc/hosts (no DNS traffic leaves the machine) and may give ::1
+    // first; the server listens on 127.0.0.1 only, so this also shows that every resolved
+    // address is tried.
+    let reply = client.say(request("hi")).await.unwrap().into_inner();
+    assert_eq!(reply.served_by, "dns");
+}

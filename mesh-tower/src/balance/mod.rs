@@ -20,16 +20,13 @@
 //! The response future is boxed: hyper's send future cannot be named. It is the stack's only
 //! allocation per request besides the type-erased request body.
 
-use std::{
-    net::SocketAddr,
-    task::{Context, Poll},
-};
+use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use mesh_core::{
-    GrpcCode, LbPolicy, Outcome,
+    EndpointAddress, GrpcCode, LbPolicy, Outcome,
     lb::{RequestView, request_hash},
 };
 use tokio::time::Instant;
@@ -104,7 +101,7 @@ impl Service<Request<RequestBody>> for Balance {
             .map_or(&[][..], |t| t.0.as_slice());
         let picked = cluster
             .pick(request_hash, avoid)
-            .and_then(|i| cluster.connections.get(i).cloned().flatten());
+            .and_then(|i| cluster.connections.get(i).cloned());
         let Some(endpoint) = picked else {
             let failure = Failure::new(
                 GrpcCode::Unavailable,
@@ -124,12 +121,12 @@ impl Service<Request<RequestBody>> for Balance {
             _ => None,
         };
         Box::pin(async move {
-            let address = endpoint.address();
+            let address = endpoint.address().clone();
             let active = endpoint.start_request();
             let mut sender = match endpoint.connection().await {
                 Ok(sender) => sender,
                 Err(error) => {
-                    state.record_outcome(address, Outcome::ConnectFailure);
+                    state.record_outcome(&address, Outcome::ConnectFailure);
                     let mut r = Failure::new(
                         GrpcCode::Unavailable,
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -149,7 +146,7 @@ impl Service<Request<RequestBody>> for Balance {
                         endpoint.observe_latency(now - sent, decay, now);
                     }
                     let (mut head, body) = response.into_parts();
-                    let mut in_flight = InFlight::new(guard, active, state, address);
+                    let mut in_flight = InFlight::new(guard, active, state, address.clone());
                     in_flight.start(&head, body.is_end_stream());
                     head.extensions.insert(UpstreamAddress(address));
                     Ok(Response::from_parts(
@@ -158,7 +155,7 @@ impl Service<Request<RequestBody>> for Balance {
                     ))
                 }
                 Err(error) => {
-                    state.record_outcome(address, Outcome::Reset);
+                    state.record_outcome(&address, Outcome::Reset);
                     let mut r = Failure::new(
                         GrpcCode::Unavailable,
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -176,8 +173,8 @@ impl Service<Request<RequestBody>> for Balance {
 
 /// The endpoints earlier attempts of a request went to; the balancer avoids them when it can.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct TriedEndpoints(pub(crate) Vec<SocketAddr>);
+pub(crate) struct TriedEndpoints(pub(crate) Vec<EndpointAddress>);
 
 /// The endpoint that served (or failed) a response, in its extensions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UpstreamAddress(pub SocketAddr);
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamAddress(pub EndpointAddress);

@@ -13,7 +13,6 @@
 mod error;
 
 use std::{
-    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU32, Ordering},
@@ -27,6 +26,8 @@ use futures::{
 };
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use mesh_core::EndpointAddress;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 pub use self::error::ConnectError;
@@ -37,7 +38,7 @@ type Connecting = Shared<BoxFuture<'static, Result<SendRequest<RequestBody>, Con
 /// An upstream endpoint, its connection and its load.
 #[derive(Debug)]
 pub struct Endpoint {
-    address: SocketAddr,
+    address: EndpointAddress,
     connect_timeout: Duration,
     state: Mutex<State>,
     /// Requests in flight to this endpoint (least request, peak EWMA).
@@ -94,7 +95,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 impl Endpoint {
     /// An endpoint at `address`; nothing is connected until the first request.
-    pub fn new(address: SocketAddr, connect_timeout: Duration) -> Self {
+    pub fn new(address: EndpointAddress, connect_timeout: Duration) -> Self {
         Self {
             address,
             connect_timeout,
@@ -147,8 +148,8 @@ impl Endpoint {
     }
 
     /// The endpoint's address.
-    pub fn address(&self) -> SocketAddr {
-        self.address
+    pub fn address(&self) -> &EndpointAddress {
+        &self.address
     }
 
     /// A handle to the endpoint's connection, connecting first when there is none. Fails at once
@@ -167,7 +168,9 @@ impl Endpoint {
                         State::BackingOff { failures, .. } => *failures,
                         _ => 0,
                     };
-                    let future = connect(self.address, self.connect_timeout).boxed().shared();
+                    let future = connect(self.address.clone(), self.connect_timeout)
+                        .boxed()
+                        .shared();
                     *state = State::Connecting {
                         future: ConnectingDebug(future.clone()),
                         failures,
@@ -229,27 +232,52 @@ fn backoff(failures: u32, random: u64) -> Duration {
     half + Duration::from_nanos(random % jitter_nanos)
 }
 
+/// Connects to `address`: an IP directly, a DNS name by resolving it now and trying each
+/// address in turn (so a reconnect follows DNS changes). The timeout bounds the whole attempt.
 async fn connect(
-    address: SocketAddr,
+    address: EndpointAddress,
     timeout: Duration,
 ) -> Result<SendRequest<RequestBody>, ConnectError> {
-    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address))
+    let stream = tokio::time::timeout(timeout, open(&address))
         .await
-        .map_err(|_| ConnectError::connect(address, "connect timed out"))?
-        .map_err(|e| ConnectError::connect(address, e))?;
+        .map_err(|_| ConnectError::connect(&address, "connect timed out"))??;
     // Latency matters more than packet count for RPCs.
     let _ = stream.set_nodelay(true);
     let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| ConnectError::connect(address, e))?;
+        .map_err(|e| ConnectError::connect(&address, e))?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%address, %error, "upstream connection closed with an error");
         }
     });
     Ok(sender)
+}
+
+async fn open(address: &EndpointAddress) -> Result<TcpStream, ConnectError> {
+    match address {
+        EndpointAddress::Socket(addr) => TcpStream::connect(addr)
+            .await
+            .map_err(|e| ConnectError::connect(address, e)),
+        EndpointAddress::Dns { host, port } => {
+            let resolved = tokio::net::lookup_host((&**host, *port))
+                .await
+                .map_err(|e| ConnectError::connect(address, format!("resolving failed: {e}")))?;
+            let mut last = None;
+            for addr in resolved {
+                match TcpStream::connect(addr).await {
+                    Ok(stream) => return Ok(stream),
+                    Err(e) => last = Some(format!("{addr}: {e}")),
+                }
+            }
+            Err(ConnectError::connect(
+                address,
+                last.unwrap_or_else(|| "the name resolved to no address".into()),
+            ))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -279,9 +307,9 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
-        let ep = Endpoint::new(addr, Duration::from_secs(1));
+        let ep = Endpoint::new(EndpointAddress::Socket(addr), Duration::from_secs(1));
         let first = ep.connection().await.unwrap_err();
-        assert_eq!(first.address(), addr);
+        assert_eq!(first.address(), &EndpointAddress::Socket(addr));
         assert!(ep.is_backing_off());
         // Served from the backoff state: the same error, without a new connect.
         let second = ep.connection().await.unwrap_err();

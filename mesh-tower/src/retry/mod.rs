@@ -35,7 +35,6 @@ mod replay;
 
 use std::{
     future::Future,
-    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -46,7 +45,7 @@ use futures::future::BoxFuture;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
-use mesh_core::{GrpcCode, Outcome, RetryPolicy};
+use mesh_core::{EndpointAddress, GrpcCode, Outcome, RetryPolicy};
 use tower::Service;
 
 pub use self::{
@@ -218,7 +217,7 @@ struct Attempts<S> {
     /// The handle each attempt's body is cloned from; never sent itself.
     body: ReplayBody,
     started: u32,
-    tried: Vec<SocketAddr>,
+    tried: Vec<EndpointAddress>,
     /// The cluster's retry slots held by the retries in flight.
     retry_slots: Vec<crate::mesh::RetryGuard>,
 }
@@ -288,7 +287,7 @@ where
 
     fn note_tried(&mut self, response: &Response<ResponseBody>) {
         if let Some(addr) = response.extensions().get::<UpstreamAddress>() {
-            self.tried.push(addr.0);
+            self.tried.push(addr.0.clone());
         }
     }
 }
