@@ -156,3 +156,28 @@ spec:
     assert_eq!(status.code(), Code::Unavailable);
     assert!(status.message().contains("has no endpoints"), "{status:?}");
 }
+
+#[tokio::test]
+async fn a_plain_http_caller_gets_http_statuses_for_what_is_missing() {
+    use http_body_util::{BodyExt, Empty};
+    use tower::ServiceExt;
+
+    let v1 = spawn_echo("v1", Behavior::default()).await;
+    let mesh = mesh(&[("v1", v1.addr)], "");
+    // An authority that no virtual host of the target claims.
+    let req = http::Request::get("http://unknown.example.com/anything")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = mesh.channel(TARGET).oneshot(req).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::NOT_FOUND);
+    assert!(
+        response.headers().get("grpc-status").is_none(),
+        "an HTTP caller gets HTTP"
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("no route matches `unknown.example.com/anything`"),
+        "{text}"
+    );
+}
