@@ -67,17 +67,40 @@ pub(crate) fn mesh_with_retry_policy(policy: mesh_core::RetryPolicy) -> Mesh {
     Mesh::new(config.unwrap())
 }
 
-fn config_with_route(route_yaml: &str) -> mesh_core::MeshConfig {
-    let yaml = format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
+/// A mesh with the `echo` service and `http_yaml` as its VirtualService's whole `http:` list.
+pub(crate) fn mesh_with_http(http_yaml: &str) -> Mesh {
+    Mesh::new(load(&format!(
+        "{SERVICE_ENTRY}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
 metadata: {{name: echo}}
 spec:
   hosts: [echo.default.svc.cluster.local]
+  http:
+{http_yaml}"
+    )))
+}
+
+const SERVICE_ENTRY: &str = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: echo}
+spec:
+  hosts: [echo.default.svc.cluster.local]
   resolution: STATIC
-  ports: [{{number: 50051, name: grpc, protocol: GRPC}}]
-  endpoints: [{{address: 127.0.0.1}}]
----
+  ports: [{number: 50051, name: grpc, protocol: GRPC}]
+  endpoints: [{address: 127.0.0.1}]
+";
+
+fn load(yaml: &str) -> mesh_core::MeshConfig {
+    match mesh_core::istio::load_str("test.yaml", yaml) {
+        Ok(loaded) => loaded.config,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn config_with_route(route_yaml: &str) -> mesh_core::MeshConfig {
+    load(&format!(
+        "{SERVICE_ENTRY}---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: echo}}
@@ -86,11 +109,7 @@ spec:
   http:
   - route: [{{destination: {{host: echo.default.svc.cluster.local}}}}]
 {route_yaml}"
-    );
-    match mesh_core::istio::load_str("test.yaml", &yaml) {
-        Ok(loaded) => loaded.config,
-        Err(e) => panic!("{e}"),
-    }
+    ))
 }
 
 /// A gRPC request for `/echo.Echo/Say` with an empty body.

@@ -311,3 +311,6 @@ fn redirect_response(
     r.extensions_mut().insert(ResponseFlags::DirectResponse);
     r
 }
+
+#[cfg(test)]
+mod tests;
