@@ -18,7 +18,7 @@ use pin_project_lite::pin_project;
 
 use crate::{
     endpoint::ActiveRequest,
-    mesh::{ClusterState, RequestGuard},
+    mesh::{ClusterState, Slot},
 };
 
 /// The error type of bodies and services in the stack.
@@ -51,7 +51,7 @@ pin_project! {
 /// ends, and judges the outcome for outlier detection then (see [`crate::balance`]).
 #[derive(Debug)]
 pub struct InFlight {
-    _request: RequestGuard,
+    _request: Slot,
     _endpoint: ActiveRequest,
     judge: Option<Judge>,
 }
@@ -67,7 +67,7 @@ struct Judge {
 
 impl InFlight {
     pub(crate) fn new(
-        request: RequestGuard,
+        request: Slot,
         endpoint: ActiveRequest,
         state: Arc<ClusterState>,
         host: EndpointAddress,

@@ -74,6 +74,8 @@ pub(crate) struct ClusterState {
     pub(crate) active_requests: AtomicU32,
     /// Retries in flight (the `max_retries` breaker, the retry budget).
     pub(crate) active_retries: AtomicU32,
+    /// Requests waiting for a connection to be made (the `max_pending_requests` breaker).
+    pub(crate) pending_requests: AtomicU32,
     /// Requests rejected by a breaker.
     pub(crate) overflows: AtomicU64,
     /// Passive health: `None` when the cluster has no outlier detection.
@@ -221,36 +223,49 @@ impl ClusterEntry {
 // === impl ClusterState ===
 
 impl ClusterState {
-    /// Takes a request slot if the cluster is under `max`; the guard frees it.
-    pub(crate) fn try_admit_request(self: &Arc<Self>, max: u32) -> Option<RequestGuard> {
-        if try_increment(&self.active_requests, max) {
-            Some(RequestGuard(self.clone()))
+    /// Takes a request slot if the cluster is under `max_requests`.
+    pub(crate) fn try_admit_request(self: &Arc<Self>, max: u32) -> Option<Slot> {
+        self.try_admit(SlotKind::Request, |n| n < max)
+    }
+
+    /// Takes a pending slot (a request waiting for its endpoint's connection to be made) if the
+    /// cluster is under `max_pending_requests`.
+    pub(crate) fn try_admit_pending(self: &Arc<Self>, max: u32) -> Option<Slot> {
+        self.try_admit(SlotKind::Pending, |n| n < max)
+    }
+
+    /// Takes a retry slot if the cluster's retry budget (or, without one, its `max_retries`
+    /// threshold) allows one more retry in flight.
+    pub(crate) fn try_admit_retry(self: &Arc<Self>, breakers: &CircuitBreakers) -> Option<Slot> {
+        self.try_admit(SlotKind::Retry, |retries| {
+            breakers.admits_retry(self.active_requests.load(Ordering::Acquire), retries)
+        })
+    }
+
+    /// Increments `kind`'s counter if `admits` it; counts an overflow otherwise.
+    fn try_admit(self: &Arc<Self>, kind: SlotKind, admits: impl Fn(u32) -> bool) -> Option<Slot> {
+        let admitted = self
+            .counter(kind)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                admits(n).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            Some(Slot {
+                state: self.clone(),
+                kind,
+            })
         } else {
             self.overflows.fetch_add(1, Ordering::Relaxed);
             None
         }
     }
 
-    /// Takes a retry slot if the cluster's retry budget (or, without one, its `max_retries`
-    /// threshold) allows one more retry in flight.
-    pub(crate) fn try_admit_retry(
-        self: &Arc<Self>,
-        breakers: &CircuitBreakers,
-    ) -> Option<RetryGuard> {
-        let admitted = self
-            .active_retries
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |retries| {
-                let requests = self.active_requests.load(Ordering::Acquire);
-                breakers
-                    .admits_retry(requests, retries)
-                    .then_some(retries + 1)
-            })
-            .is_ok();
-        if admitted {
-            Some(RetryGuard(self.clone()))
-        } else {
-            self.overflows.fetch_add(1, Ordering::Relaxed);
-            None
+    fn counter(&self, kind: SlotKind) -> &AtomicU32 {
+        match kind {
+            SlotKind::Request => &self.active_requests,
+            SlotKind::Pending => &self.pending_requests,
+            SlotKind::Retry => &self.active_retries,
         }
     }
 
@@ -315,14 +330,6 @@ impl ClusterState {
     }
 }
 
-fn try_increment(counter: &AtomicU32, max: u32) -> bool {
-    counter
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .is_ok()
-}
-
 fn log_event(event: &OutlierEvent) {
     match event {
         OutlierEvent::Ejected {
@@ -338,22 +345,73 @@ fn log_event(event: &OutlierEvent) {
     }
 }
 
-/// Holds one of the cluster's `max_requests` slots until dropped.
+/// One of the cluster's breaker slots (a request, a pending request or a retry), held until
+/// dropped.
 #[derive(Debug)]
-pub(crate) struct RequestGuard(Arc<ClusterState>);
+pub(crate) struct Slot {
+    state: Arc<ClusterState>,
+    kind: SlotKind,
+}
 
-impl Drop for RequestGuard {
+#[derive(Clone, Copy, Debug)]
+enum SlotKind {
+    Request,
+    Pending,
+    Retry,
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.active_requests.fetch_sub(1, Ordering::AcqRel);
+        self.state.counter(self.kind).fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// Holds one of the cluster's `max_retries` slots until dropped.
-#[derive(Debug)]
-pub(crate) struct RetryGuard(Arc<ClusterState>);
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
 
-impl Drop for RetryGuard {
-    fn drop(&mut self) {
-        self.0.active_retries.fetch_sub(1, Ordering::AcqRel);
+    use super::*;
+
+    #[test]
+    fn slots_admit_up_to_their_limit_and_free_on_drop() {
+        let state = Arc::new(ClusterState::default());
+        let a = state.try_admit_pending(2).expect("first");
+        let _b = state.try_admit_pending(2).expect("second");
+        assert!(
+            state.try_admit_pending(2).is_none(),
+            "over max_pending_requests"
+        );
+        assert_eq!(state.overflows.load(Ordering::Relaxed), 1);
+        drop(a);
+        assert!(
+            state.try_admit_pending(2).is_some(),
+            "a dropped slot is free again"
+        );
+        // Kinds are counted apart.
+        assert!(state.try_admit_request(1).is_some());
+    }
+
+    #[test]
+    fn retries_are_admitted_by_the_budget_when_there_is_one() {
+        let state = Arc::new(ClusterState::default());
+        let breakers = CircuitBreakers {
+            max_retries: 1,
+            ..CircuitBreakers::default()
+        };
+        let first = state.try_admit_retry(&breakers).expect("one retry");
+        assert!(state.try_admit_retry(&breakers).is_none(), "max_retries 1");
+        drop(first);
+        let budgeted = CircuitBreakers {
+            retry_budget: Some(mesh_core::RetryBudget::default()),
+            ..breakers
+        };
+        let held: Vec<_> = (0..3)
+            .map_while(|_| state.try_admit_retry(&budgeted))
+            .collect();
+        assert_eq!(
+            held.len(),
+            3,
+            "the budget's floor of 3 replaces max_retries"
+        );
     }
 }

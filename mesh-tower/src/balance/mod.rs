@@ -6,6 +6,10 @@
 //! that names it: over `max_requests` → `UNAVAILABLE` / 503 (`UO`); no endpoint → `UNAVAILABLE`
 //! / 503 (`UH`); connect failure → `UNAVAILABLE` / 503 (`UF`); the stream reset →
 //! `UNAVAILABLE` / 503 (`UR`). The breaker slot is held until the response body ends.
+//! A request waiting for its endpoint's connection to be made is *pending* and counts against
+//! `max_pending_requests`. `max_connections` bounds nothing more here: with one HTTP/2
+//! connection per endpoint it is met by construction (Envoy documents it as an HTTP/1.1
+//! pool limit too).
 //!
 //! Each outcome is classified once and fed to the cluster's outlier detection: a connect
 //! failure or reset at once; a response when its status is known — at the head for a
@@ -116,15 +120,39 @@ impl Service<Request<RequestBody>> for Balance {
             return Box::pin(std::future::ready(Ok(failure.into_response(is_grpc))));
         };
         let state = cluster.state.clone();
+        let max_pending = cluster.policy.breaker.max_pending_requests;
+        let cluster_name = cluster.policy.name.clone();
         let ewma_decay = match cluster.policy.lb {
             LbPolicy::PeakEwma { decay } => Some(decay),
             _ => None,
         };
         Box::pin(async move {
             let address = endpoint.address().clone();
+            // Waiting for a connection to be made is "pending" (Envoy's max_pending_requests).
+            let pending = if endpoint.is_connected() {
+                None
+            } else {
+                match state.try_admit_pending(max_pending) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        let mut r = Failure::new(
+                            GrpcCode::Unavailable,
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            ResponseFlags::UpstreamOverflow,
+                            format!("cluster `{cluster_name}`: circuit breaker open, {max_pending} requests already waiting for a connection"),
+                        )
+                        .into_response(is_grpc);
+                        r.extensions_mut().insert(UpstreamAddress(address));
+                        return Ok(r);
+                    }
+                }
+            };
             let active = endpoint.start_request();
             let mut sender = match endpoint.connection().await {
-                Ok(sender) => sender,
+                Ok(sender) => {
+                    drop(pending);
+                    sender
+                }
                 Err(error) => {
                     state.record_outcome(&address, Outcome::ConnectFailure);
                     let mut r = Failure::new(

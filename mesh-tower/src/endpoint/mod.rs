@@ -204,6 +204,11 @@ impl Endpoint {
         };
     }
 
+    /// Whether a live connection is in hand (a request need not wait to be sent).
+    pub(crate) fn is_connected(&self) -> bool {
+        matches!(&*self.lock(), State::Ready(sender) if !sender.is_closed())
+    }
+
     /// Whether the endpoint is backing off after a failed connect (for the balancer).
     pub fn is_backing_off(&self) -> bool {
         matches!(&*self.lock(), State::BackingOff { until, .. } if Instant::now() < *until)

@@ -219,7 +219,7 @@ struct Attempts<S> {
     started: u32,
     tried: Vec<EndpointAddress>,
     /// The cluster's retry slots held by the retries in flight.
-    retry_slots: Vec<crate::mesh::RetryGuard>,
+    retry_slots: Vec<crate::mesh::Slot>,
 }
 
 type AttemptFuture = BoxFuture<'static, Result<Response<ResponseBody>, BoxError>>;
