@@ -34,7 +34,7 @@ use envoy_types::pb::envoy::{
             CircuitBreakers as PbBreakers, Cluster, OutlierDetection as PbOutlier,
             cluster::{self, ClusterDiscoveryType, DiscoveryType, common_lb_config},
         },
-        core::v3::{self as core, RoutingPriority},
+        core::v3::{self as core, RoutingPriority, config_source},
     },
     extensions::upstreams::http::v3::HttpProtocolOptions,
 };
@@ -147,6 +147,22 @@ fn endpoint_source(ctx: &mut Ctx, c: &Cluster) -> Result<EndpointSource, DecodeE
                 Some(eds) if !eds.service_name.is_empty() => eds.service_name.clone(),
                 _ => c.name.clone(),
             };
+            let ads = matches!(
+                c.eds_cluster_config
+                    .as_ref()
+                    .and_then(|e| e.eds_config.as_ref())
+                    .map(|s| &s.config_source_specifier),
+                None | Some(Some(
+                    config_source::ConfigSourceSpecifier::Ads(_)
+                        | config_source::ConfigSourceSpecifier::Self_(_)
+                ))
+            );
+            if !ads {
+                ctx.unsupported(
+                    "eds_cluster_config.eds_config",
+                    "ignored: endpoints are fetched over the ADS stream",
+                );
+            }
             if c.load_assignment.is_some() {
                 ctx.unsupported(
                     "load_assignment",
