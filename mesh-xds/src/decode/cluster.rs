@@ -38,6 +38,7 @@ use envoy_types::pb::envoy::{
     },
     extensions::upstreams::http::v3::HttpProtocolOptions,
 };
+use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 use mesh_core::{
     CircuitBreakers, Cluster as MeshCluster, ConsecutiveRule, Endpoint, EndpointAddress,
     FailurePercentageRule, OutlierDetection, Percentage, RetryBudget, SuccessRateRule,
@@ -185,16 +186,15 @@ fn endpoint_source(ctx: &mut Ctx, c: &Cluster) -> Result<EndpointSource, DecodeE
         Some(cla) => endpoint::endpoints(ctx, "load_assignment.", cla)?,
         None => Vec::new(),
     };
-    if inline == InlineKind::Static {
-        if let Some(i) = endpoints
+    if inline == InlineKind::Static
+        && let Some(i) = endpoints
             .iter()
             .position(|e| matches!(e.address, EndpointAddress::Dns { .. }))
-        {
-            return Err(ctx.error(
-                "load_assignment",
-                format!("endpoint {i} has a host name, a STATIC cluster needs IP addresses"),
-            ));
-        }
+    {
+        return Err(ctx.error(
+            "load_assignment",
+            format!("endpoint {i} has a host name, a STATIC cluster needs IP addresses"),
+        ));
     }
     if inline == InlineKind::LogicalDns && endpoints.len() > 1 {
         return Err(ctx.error(
@@ -273,11 +273,13 @@ fn breakers(ctx: &mut Ctx, cb: &PbBreakers) -> Result<CircuitBreakers, DecodeErr
 /// Outlier detection with Envoy's defaults for every unset field.
 fn outlier(ctx: &mut Ctx, od: &PbOutlier) -> Result<OutlierDetection, DecodeError> {
     const P: &str = "outlier_detection";
-    let pct = |ctx: &Ctx, field: &str, v: Option<u32>, default: u32| {
-        proto::whole_percent(ctx, &format!("{P}.{field}"), v.unwrap_or(default))
+    let pct = |ctx: &Ctx, field: &str, v: Option<UInt32Value>, default: u32| {
+        proto::whole_percent(ctx, &format!("{P}.{field}"), v.map_or(default, |v| v.value))
     };
-    let val = |v: Option<envoy_types::pb::google::protobuf::UInt32Value>, d: u32| {
-        v.map_or(d, |v| v.value)
+    let val = |v: Option<UInt32Value>, default: u32| v.map_or(default, |v| v.value);
+    let time = |ctx: &Ctx, field: &str, v: &Option<PbDuration>, default: Duration| match v {
+        Some(d) => proto::positive_duration(ctx, &format!("{P}.{field}"), d),
+        None => Ok(default),
     };
     // A consecutive rule is off when its threshold or its enforcement is zero.
     let rule = |threshold: u32, enforcing: Percentage| {
@@ -286,36 +288,33 @@ fn outlier(ctx: &mut Ctx, od: &PbOutlier) -> Result<OutlierDetection, DecodeErro
             enforcing,
         })
     };
-    let mut out = OutlierDetection::default();
-    out.consecutive_5xx = rule(
+    let defaults = OutlierDetection::default();
+    let consecutive_5xx = rule(
         val(od.consecutive_5xx, 5),
         pct(
             ctx,
             "enforcing_consecutive_5xx",
-            od.enforcing_consecutive_5xx.map(|v| v.value),
+            od.enforcing_consecutive_5xx,
             100,
         )?,
     );
-    out.consecutive_gateway_failure = rule(
+    let consecutive_gateway_failure = rule(
         val(od.consecutive_gateway_failure, 5),
         pct(
             ctx,
             "enforcing_consecutive_gateway_failure",
-            od.enforcing_consecutive_gateway_failure.map(|v| v.value),
+            od.enforcing_consecutive_gateway_failure,
             0,
         )?,
     );
-    out.split_external_local_origin_errors = od.split_external_local_origin_errors;
     let local_enforcing = pct(
         ctx,
         "enforcing_consecutive_local_origin_failure",
-        od.enforcing_consecutive_local_origin_failure
-            .map(|v| v.value),
+        od.enforcing_consecutive_local_origin_failure,
         100,
     )?;
-    if od.split_external_local_origin_errors {
-        out.consecutive_local_origin_failure =
-            rule(val(od.consecutive_local_origin_failure, 5), local_enforcing);
+    let consecutive_local_origin_failure = if od.split_external_local_origin_errors {
+        rule(val(od.consecutive_local_origin_failure, 5), local_enforcing)
     } else {
         for (set, field) in [
             (
@@ -334,54 +333,58 @@ fn outlier(ctx: &mut Ctx, od: &PbOutlier) -> Result<OutlierDetection, DecodeErro
                 );
             }
         }
-    }
-    if let Some(d) = &od.interval {
-        out.interval = proto::positive_duration(ctx, &format!("{P}.interval"), d)?;
-    }
-    if let Some(d) = &od.base_ejection_time {
-        out.base_ejection_time =
-            proto::positive_duration(ctx, &format!("{P}.base_ejection_time"), d)?;
-    }
-    if let Some(d) = &od.max_ejection_time {
-        out.max_ejection_time =
-            proto::positive_duration(ctx, &format!("{P}.max_ejection_time"), d)?;
-    }
-    out.max_ejection_percent = pct(
-        ctx,
-        "max_ejection_percent",
-        od.max_ejection_percent.map(|v| v.value),
-        10,
-    )?;
+        None
+    };
     let sr_enforcing = pct(
         ctx,
         "enforcing_success_rate",
-        od.enforcing_success_rate.map(|v| v.value),
+        od.enforcing_success_rate,
         100,
     )?;
-    out.success_rate = (sr_enforcing > Percentage::ZERO).then_some(SuccessRateRule {
-        stdev_factor_milli: val(od.success_rate_stdev_factor, 1900),
-        minimum_hosts: val(od.success_rate_minimum_hosts, 5),
-        request_volume: val(od.success_rate_request_volume, 100),
-        enforcing: sr_enforcing,
-    });
     let fp_enforcing = pct(
         ctx,
         "enforcing_failure_percentage",
-        od.enforcing_failure_percentage.map(|v| v.value),
+        od.enforcing_failure_percentage,
         0,
     )?;
     let fp_threshold = pct(
         ctx,
         "failure_percentage_threshold",
-        od.failure_percentage_threshold.map(|v| v.value),
+        od.failure_percentage_threshold,
         85,
     )?;
-    out.failure_percentage = (fp_enforcing > Percentage::ZERO).then_some(FailurePercentageRule {
-        threshold: fp_threshold,
-        minimum_hosts: val(od.failure_percentage_minimum_hosts, 5),
-        request_volume: val(od.failure_percentage_request_volume, 50),
-        enforcing: fp_enforcing,
-    });
+    let out = OutlierDetection {
+        consecutive_5xx,
+        consecutive_gateway_failure,
+        consecutive_local_origin_failure,
+        split_external_local_origin_errors: od.split_external_local_origin_errors,
+        success_rate: (sr_enforcing > Percentage::ZERO).then_some(SuccessRateRule {
+            stdev_factor_milli: val(od.success_rate_stdev_factor, 1900),
+            minimum_hosts: val(od.success_rate_minimum_hosts, 5),
+            request_volume: val(od.success_rate_request_volume, 100),
+            enforcing: sr_enforcing,
+        }),
+        failure_percentage: (fp_enforcing > Percentage::ZERO).then_some(FailurePercentageRule {
+            threshold: fp_threshold,
+            minimum_hosts: val(od.failure_percentage_minimum_hosts, 5),
+            request_volume: val(od.failure_percentage_request_volume, 50),
+            enforcing: fp_enforcing,
+        }),
+        interval: time(ctx, "interval", &od.interval, defaults.interval)?,
+        base_ejection_time: time(
+            ctx,
+            "base_ejection_time",
+            &od.base_ejection_time,
+            defaults.base_ejection_time,
+        )?,
+        max_ejection_time: time(
+            ctx,
+            "max_ejection_time",
+            &od.max_ejection_time,
+            defaults.max_ejection_time,
+        )?,
+        max_ejection_percent: pct(ctx, "max_ejection_percent", od.max_ejection_percent, 10)?,
+    };
     for (set, field) in [
         (
             od.enforcing_local_origin_success_rate.is_some(),

@@ -120,13 +120,13 @@ pub(crate) fn endpoints(
                 "ignored: nothing is dropped",
             );
         }
-        if let Some(f) = policy.overprovisioning_factor {
-            if f.value != DEFAULT_OVERPROVISIONING_FACTOR {
-                ctx.unsupported(
-                    format!("{path}.overprovisioning_factor"),
-                    "ignored: the default 140 is used",
-                );
-            }
+        if let Some(f) = policy.overprovisioning_factor
+            && f.value != DEFAULT_OVERPROVISIONING_FACTOR
+        {
+            ctx.unsupported(
+                format!("{path}.overprovisioning_factor"),
+                "ignored: the default 140 is used",
+            );
         }
         if policy.endpoint_stale_after.is_some() {
             ctx.unsupported(format!("{path}.endpoint_stale_after"), "ignored");

@@ -66,10 +66,10 @@ pub(super) fn policy(ctx: &mut Ctx, c: &Cluster) -> Result<(LbPolicy, bool), Dec
     let cfg = c.lb_config.as_ref();
     let policy = match lp {
         cluster::LbPolicy::RoundRobin => {
-            if let Some(LbConfig::RoundRobinLbConfig(rr)) = cfg {
-                if rr.slow_start_config.is_some() {
-                    ctx.unsupported("round_robin_lb_config.slow_start_config", "ignored");
-                }
+            if let Some(LbConfig::RoundRobinLbConfig(rr)) = cfg
+                && rr.slow_start_config.is_some()
+            {
+                ctx.unsupported("round_robin_lb_config.slow_start_config", "ignored");
             }
             LbPolicy::RoundRobin
         }

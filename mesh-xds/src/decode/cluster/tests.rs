@@ -477,10 +477,9 @@ fn weakening_tls_is_an_error() {
         .common_tls_context
         .as_mut()
         .and_then(|c| c.validation_context_type.as_mut())
+        && let Some(cvc) = comb.default_validation_context.as_mut()
     {
-        if let Some(cvc) = comb.default_validation_context.as_mut() {
-            cvc.trust_chain_verification = TrustChainVerification::AcceptUntrusted as i32;
-        }
+        cvc.trust_chain_verification = TrustChainVerification::AcceptUntrusted as i32;
     }
     let c = Cluster {
         transport_socket: tls_socket(&untrusted),
