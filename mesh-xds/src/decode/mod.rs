@@ -8,6 +8,13 @@
 
 use std::fmt;
 
+mod fields;
+pub mod filter;
+pub mod listener;
+pub mod route;
+
+pub use self::filter::{FaultFilter, HttpFilters};
+
 /// A resource that could not be decoded: which resource, which field, why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{kind} {name}: {field}: {message}")]
@@ -64,7 +71,11 @@ impl Ctx {
     }
 
     /// An error at `field`.
-    pub(crate) fn error(&self, field: impl Into<String>, message: impl fmt::Display) -> DecodeError {
+    pub(crate) fn error(
+        &self,
+        field: impl Into<String>,
+        message: impl fmt::Display,
+    ) -> DecodeError {
         DecodeError {
             kind: self.kind,
             name: self.name.clone(),
@@ -94,6 +105,10 @@ impl Ctx {
 
 impl fmt::Display for Unsupported {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}: not supported, {}", self.kind, self.name, self.field, self.note)
+        write!(
+            f,
+            "{} {}: {}: not supported, {}",
+            self.kind, self.name, self.field, self.note
+        )
     }
 }

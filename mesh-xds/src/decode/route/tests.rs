@@ -1,0 +1,1 @@
+//! Route decoding tests.
