@@ -342,7 +342,7 @@ pub(crate) fn cluster_fault(o: Option<FaultOverride>) -> Option<Arc<FaultPolicy>
 
 impl Scope<'_> {
     /// The levels of a route in application order.
-    fn levels<'l>(&'l self, own: Level, outer: &'l [Level]) -> Vec<Level> {
+    fn levels(&self, own: Level, outer: &[Level]) -> Vec<Level> {
         let mut all = Vec::with_capacity(outer.len() + 1);
         all.push(own);
         all.extend(outer.iter().cloned());
