@@ -1,4 +1,5 @@
-//! The HTTP filter chain of an `HttpConnectionManager`, and fault injection configs
+//! The HTTP filter chain of an `HttpConnectionManager` (and the one connection-manager setting
+//! routes inherit), and fault injection configs
 //! (`envoy.extensions.filters.http.fault.v3.HTTPFault`) at the filter and per-route levels.
 //!
 //! The chain decides what per-route configs mean: a fault config under
@@ -10,7 +11,7 @@
 //! `upstream_cluster`, header-controlled delays or aborts) is *dropped*, not widened: injecting
 //! fewer faults than asked is the safe side of that mistake. Each drop is reported.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use envoy_types::pb::{
     envoy::{
@@ -49,6 +50,11 @@ pub struct HttpFilters {
     pub rbac: Option<String>,
     /// Every filter's name, in chain order, for the config dump.
     pub names: Vec<String>,
+    /// The connection manager's `common_http_protocol_options.max_stream_duration`: the
+    /// timeout of routes that set no `max_stream_duration` of their own, replacing their
+    /// `timeout` as gRPC's xDS client does. Not a filter, but the routes need it alongside the
+    /// filters. Default is `None`.
+    pub max_stream_duration: Option<Duration>,
 }
 
 /// The fault filter of a chain.
@@ -83,6 +89,7 @@ impl HttpFilters {
                 FAULT_FILTER.to_string(),
                 "envoy.filters.http.router".to_string(),
             ],
+            max_stream_duration: None,
         }
     }
 }

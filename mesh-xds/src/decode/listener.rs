@@ -7,9 +7,11 @@
 //! HTTP filter chain is decoded into [`HttpFilters`], which the routes need to interpret
 //! their per-filter configs.
 
+use std::time::Duration;
+
 use envoy_types::pb::envoy::{
     config::{
-        core::v3::{ConfigSource, config_source::ConfigSourceSpecifier},
+        core::v3::{ConfigSource, HttpProtocolOptions, config_source::ConfigSourceSpecifier},
         listener::v3::{ApiListener, Listener},
     },
     extensions::filters::network::http_connection_manager::v3::{
@@ -20,7 +22,7 @@ use mesh_core::RouteTable;
 
 use super::{
     Ctx, DecodeError, Decoded, HttpFilters,
-    fields::{any, at, ignore_fields},
+    fields::{any, at, duration, ignore_fields, nonzero},
     filter,
     route::route_configuration,
 };
@@ -187,7 +189,7 @@ fn connection_manager(
         strip_port_mode,
     } = hcm;
     ignore_fields!(ctx, HCM;
-        codec_type, add_user_agent, tracing, common_http_protocol_options,
+        codec_type, add_user_agent, tracing,
         http1_safe_max_connection_duration, http_protocol_options, http2_protocol_options,
         http3_protocol_options, server_name, server_header_transformation,
         scheme_header_transformation, max_request_headers_kb, stream_idle_timeout,
@@ -206,7 +208,10 @@ fn connection_manager(
         typed_header_validation_config, append_x_forwarded_port, append_local_overload,
         add_proxy_protocol_connection_state, forward_proto_config, strip_port_mode,
     );
-    let filters = filter::http_filters(ctx, HCM, http_filters)?;
+    let mut filters = filter::http_filters(ctx, HCM, http_filters)?;
+    if let Some(opts) = common_http_protocol_options {
+        filters.max_stream_duration = protocol_options(ctx, opts)?;
+    }
     let routes = match route_specifier {
         Some(RouteSpecifier::Rds(Rds {
             config_source,
@@ -233,6 +238,38 @@ fn connection_manager(
         None => return Err(ctx.error(HCM, "one of rds or route_config is required")),
     };
     Ok(DecodedListener { routes, filters })
+}
+
+/// `common_http_protocol_options`: only `max_stream_duration` is read, the bound of routes
+/// without their own (Envoy's and gRPC's rule).
+fn protocol_options(
+    ctx: &mut Ctx,
+    opts: &HttpProtocolOptions,
+) -> Result<Option<Duration>, DecodeError> {
+    let path = at(HCM, "common_http_protocol_options");
+    let HttpProtocolOptions {
+        idle_timeout,
+        max_connection_duration,
+        max_connection_duration_jitter,
+        max_headers_count,
+        max_response_headers_kb,
+        max_stream_duration,
+        headers_with_underscores_action,
+        max_requests_per_connection,
+    } = opts;
+    ignore_fields!(ctx, &path;
+        idle_timeout, max_connection_duration, max_connection_duration_jitter,
+        max_headers_count, max_response_headers_kb, headers_with_underscores_action,
+        max_requests_per_connection,
+    );
+    match max_stream_duration {
+        Some(d) => Ok(nonzero(duration(
+            ctx,
+            &at(&path, "max_stream_duration"),
+            d,
+        )?)),
+        None => Ok(None),
+    }
 }
 
 /// RDS must come over the same ADS stream (`ads` or `self`); anything else is reported and

@@ -1,9 +1,14 @@
 //! Listener decoding tests: api listeners with RDS and inline routes, and the filter chain.
 
+use std::time::Duration;
+
 use envoy_types::pb::{
     envoy::{
         config::{
-            core::v3::{AggregatedConfigSource, ConfigSource, PathConfigSource, config_source},
+            core::v3::{
+                AggregatedConfigSource, ConfigSource, HttpProtocolOptions, PathConfigSource,
+                config_source,
+            },
             listener::v3::{ApiListener, Filter, FilterChain, Listener},
             route::v3::{self as rpb, route_match::PathSpecifier},
         },
@@ -180,6 +185,79 @@ fn an_inline_route_config_is_decoded_with_the_listeners_filters() {
     assert_eq!(
         e.field,
         "api_listener.api_listener.route_config.virtual_hosts[0].domains"
+    );
+}
+
+#[test]
+fn the_connection_managers_max_stream_duration_bounds_routes() {
+    let route = |msd: Option<i64>| rpb::Route {
+        r#match: Some(rpb::RouteMatch {
+            path_specifier: Some(PathSpecifier::Prefix(
+                if msd.is_some() { "/own" } else { "/" }.into(),
+            )),
+            ..Default::default()
+        }),
+        action: Some(rpb::route::Action::Route(rpb::RouteAction {
+            cluster_specifier: Some(rpb::route_action::ClusterSpecifier::Cluster("c".into())),
+            max_stream_duration: msd.map(|s| rpb::route_action::MaxStreamDuration {
+                max_stream_duration: Some(PbDuration {
+                    seconds: s,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let rc = rpb::RouteConfiguration {
+        virtual_hosts: vec![rpb::VirtualHost {
+            name: "vh".into(),
+            domains: vec!["*".into()],
+            routes: vec![route(Some(3)), route(None)],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let hcm = HttpConnectionManager {
+        http_filters: vec![router()],
+        route_specifier: Some(RouteSpecifier::RouteConfig(rc)),
+        common_http_protocol_options: Some(HttpProtocolOptions {
+            max_stream_duration: Some(PbDuration {
+                seconds: 30,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let l = Listener {
+        name: TARGET.into(),
+        api_listener: Some(ApiListener {
+            api_listener: Some(pack(&hcm)),
+        }),
+        ..Default::default()
+    };
+    let d = decode_listener(&l).unwrap();
+    assert!(d.unsupported.is_empty(), "{:?}", d.unsupported);
+    assert_eq!(
+        d.value.filters.max_stream_duration,
+        Some(Duration::from_secs(30))
+    );
+    let ListenerRoutes::Inline(table) = &d.value.routes else {
+        panic!("inline routes expected");
+    };
+    let timeouts: Vec<_> = table.virtual_hosts()[0]
+        .routes()
+        .iter()
+        .map(|r| match &r.action {
+            Action::Forward(f) => f.timeout,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        timeouts,
+        [Some(Duration::from_secs(3)), Some(Duration::from_secs(30))]
     );
 }
 

@@ -3,7 +3,9 @@
 //!
 //! Defaults are Envoy's: a route `timeout` left unset is 15 s and 0 disables it;
 //! `max_stream_duration.max_stream_duration`, when set, replaces `timeout` (0 = none), as
-//! gRPC's xDS client does; `num_retries` left unset is 1; retry backoff is 25 ms base and
+//! gRPC's xDS client does, and so does the connection manager's
+//! `common_http_protocol_options.max_stream_duration` for routes without their own;
+//! `num_retries` left unset is 1; retry backoff is 25 ms base and
 //! 10 × base max. A single `cluster` gets weight 100, as the Istio loader writes it.
 
 use std::{sync::Arc, time::Duration};
@@ -152,6 +154,9 @@ pub(super) fn forward(
         None => Some(DEFAULT_TIMEOUT),
         Some(d) => nonzero(duration(ctx, &at(base, "timeout"), d)?),
     };
+    if let Some(d) = scope.filters.max_stream_duration {
+        fwd.timeout = Some(d);
+    }
     if let Some(msd) = max_stream_duration {
         let path = at(base, "max_stream_duration");
         let MaxStreamDuration {

@@ -508,6 +508,17 @@ fn header_mutations_follow_envoys_level_order() {
         ["virtual_hosts[0].routes[0].request_headers_to_add[5].append_action"]
     );
 
+    // With `most_specific_header_mutations_wins` the order reverses: the route writes last.
+    let mut reversed = rc.clone();
+    reversed.most_specific_header_mutations_wins = true;
+    let d = decode(&reversed);
+    let req = &only_route(&d).request_headers;
+    assert!(pairs(&req.set).contains(&("x-both".into(), "vhost".into())));
+    assert!(pairs(&req.add).contains(&("x-both".into(), "route".into())));
+    // The vhost's removal now comes first: the caller's header goes, the route's value stays.
+    assert_eq!(&*req.remove, [HeaderName::from_static("x-removed-later")]);
+    assert!(pairs(&req.add).contains(&("x-removed-later".into(), "r".into())));
+
     let mut bad = rc.clone();
     bad.virtual_hosts[0].routes[0].request_headers_to_add = vec![hvo("x", "y", 2, Some(true))];
     assert_eq!(
