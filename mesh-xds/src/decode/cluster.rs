@@ -44,7 +44,7 @@ use mesh_core::{
     FailurePercentageRule, OutlierDetection, Percentage, RetryBudget, SuccessRateRule,
 };
 
-use super::{Ctx, DecodeError, Decoded, endpoint, proto};
+use super::{Ctx, DecodeError, Decoded, endpoint, fields};
 
 /// Envoy's default `connect_timeout`.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -103,7 +103,7 @@ pub fn decode_cluster(c: &Cluster) -> Result<Decoded<DecodedCluster>, DecodeErro
     let endpoints = endpoint_source(&mut ctx, c)?;
     let mut mc = MeshCluster::new(c.name.as_str(), Vec::new());
     mc.connect_timeout = match &c.connect_timeout {
-        Some(d) => proto::positive_duration(&ctx, "connect_timeout", d)?,
+        Some(d) => fields::positive_duration(&ctx, "connect_timeout", d)?,
         None => DEFAULT_CONNECT_TIMEOUT,
     };
     mc.idle_timeout = Some(DEFAULT_IDLE_TIMEOUT);
@@ -247,7 +247,7 @@ fn breakers(ctx: &mut Ctx, cb: &PbBreakers) -> Result<CircuitBreakers, DecodeErr
             let mut budget = RetryBudget::default();
             if let Some(p) = &rb.budget_percent {
                 budget.budget_percent =
-                    proto::percent(ctx, &format!("{path}.retry_budget.budget_percent"), p)?;
+                    fields::percent(ctx, &format!("{path}.retry_budget.budget_percent"), p)?;
             }
             if let Some(m) = rb.min_retry_concurrency {
                 budget.min_retry_concurrency = m.value;
@@ -274,11 +274,11 @@ fn breakers(ctx: &mut Ctx, cb: &PbBreakers) -> Result<CircuitBreakers, DecodeErr
 fn outlier(ctx: &mut Ctx, od: &PbOutlier) -> Result<OutlierDetection, DecodeError> {
     const P: &str = "outlier_detection";
     let pct = |ctx: &Ctx, field: &str, v: Option<UInt32Value>, default: u32| {
-        proto::whole_percent(ctx, &format!("{P}.{field}"), v.map_or(default, |v| v.value))
+        fields::whole_percent(ctx, &format!("{P}.{field}"), v.map_or(default, |v| v.value))
     };
     let val = |v: Option<UInt32Value>, default: u32| v.map_or(default, |v| v.value);
     let time = |ctx: &Ctx, field: &str, v: &Option<PbDuration>, default: Duration| match v {
-        Some(d) => proto::positive_duration(ctx, &format!("{P}.{field}"), d),
+        Some(d) => fields::positive_duration(ctx, &format!("{P}.{field}"), d),
         None => Ok(default),
     };
     // A consecutive rule is off when its threshold or its enforcement is zero.
@@ -427,7 +427,7 @@ fn common_lb(
 ) -> Result<(), DecodeError> {
     const P: &str = "common_lb_config";
     if let Some(p) = &common.healthy_panic_threshold {
-        mc.panic_threshold = proto::percent(ctx, &format!("{P}.healthy_panic_threshold"), p)?;
+        mc.panic_threshold = fields::percent(ctx, &format!("{P}.healthy_panic_threshold"), p)?;
     }
     match &common.locality_config_specifier {
         None => {}
@@ -484,7 +484,7 @@ fn protocol_options(ctx: &mut Ctx, c: &Cluster, mc: &mut MeshCluster) -> Result<
             ctx.unsupported(path, "ignored");
             continue;
         }
-        let opts: HttpProtocolOptions = proto::unpack(ctx, &path, any)?;
+        let opts: HttpProtocolOptions = fields::unpack(ctx, &path, any)?;
         if let Some(common) = &opts.common_http_protocol_options {
             common_http(
                 ctx,
@@ -532,7 +532,7 @@ fn common_http(
 ) -> Result<(), DecodeError> {
     if let Some(d) = &o.idle_timeout {
         // Zero disables the idle timeout, as in Envoy.
-        let d = proto::duration(ctx, &format!("{path}.idle_timeout"), d)?;
+        let d = fields::duration(ctx, &format!("{path}.idle_timeout"), d)?;
         mc.idle_timeout = (!d.is_zero()).then_some(d);
     }
     if let Some(v) = o.max_requests_per_connection {

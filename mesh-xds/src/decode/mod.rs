@@ -10,11 +10,15 @@ use std::fmt;
 
 pub mod cluster;
 pub mod endpoint;
-mod proto;
+mod fields;
+pub mod filter;
+pub mod listener;
+pub mod route;
 
 pub use self::{
     cluster::{DecodedCluster, EndpointSource, InlineKind, decode_cluster},
     endpoint::decode_load_assignment,
+    filter::{FaultFilter, HttpFilters},
 };
 
 /// A resource that could not be decoded: which resource, which field, why.

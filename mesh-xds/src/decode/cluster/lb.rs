@@ -30,7 +30,7 @@ use envoy_types::pb::{
 };
 use mesh_core::LbPolicy;
 
-use super::super::{Ctx, DecodeError, proto};
+use super::super::{Ctx, DecodeError, fields};
 
 /// Envoy's largest ring, and the default maximum.
 const MAX_RING_SIZE: u64 = 8_388_608;
@@ -254,14 +254,14 @@ fn typed_one(
 ) -> Result<Option<(LbPolicy, bool)>, DecodeError> {
     let url = any.type_url.as_str();
     let found = if url == <RoundRobin as prost::Name>::type_url() {
-        let rr: RoundRobin = proto::unpack(ctx, path, any)?;
+        let rr: RoundRobin = fields::unpack(ctx, path, any)?;
         if rr.slow_start_config.is_some() {
             ctx.unsupported(format!("{path}.slow_start_config"), "ignored");
         }
         let lw = locality(ctx, path, rr.locality_lb_config.as_ref());
         (LbPolicy::RoundRobin, lw)
     } else if url == <LeastRequest as prost::Name>::type_url() {
-        let lr: LeastRequest = proto::unpack(ctx, path, any)?;
+        let lr: LeastRequest = fields::unpack(ctx, path, any)?;
         for (set, field) in [
             (lr.active_request_bias.is_some(), "active_request_bias"),
             (lr.slow_start_config.is_some(), "slow_start_config"),
@@ -281,7 +281,7 @@ fn typed_one(
             lw,
         )
     } else if url == <RingHash as prost::Name>::type_url() {
-        let rh: RingHash = proto::unpack(ctx, path, any)?;
+        let rh: RingHash = fields::unpack(ctx, path, any)?;
         match ring_hash::HashFunction::try_from(rh.hash_function) {
             Ok(ring_hash::HashFunction::DefaultHash | ring_hash::HashFunction::XxHash) => {}
             Ok(ring_hash::HashFunction::MurmurHash2) => {
@@ -317,14 +317,14 @@ fn typed_one(
         )?;
         (policy, rh.locality_weighted_lb_config.is_some())
     } else if url == <Random as prost::Name>::type_url() {
-        let r: Random = proto::unpack(ctx, path, any)?;
+        let r: Random = fields::unpack(ctx, path, any)?;
         let lw = locality(ctx, path, r.locality_lb_config.as_ref());
         (LbPolicy::Random, lw)
     } else if url == <WrrLocality as prost::Name>::type_url() {
         if depth >= MAX_DEPTH {
             return Err(ctx.error(path, "wrr_locality nested too deeply"));
         }
-        let w: WrrLocality = proto::unpack(ctx, path, any)?;
+        let w: WrrLocality = fields::unpack(ctx, path, any)?;
         let inner_path = format!("{path}.endpoint_picking_policy");
         let Some(inner) = &w.endpoint_picking_policy else {
             return Err(ctx.error(inner_path, "required"));

@@ -45,7 +45,7 @@ use mesh_core::{
     matcher::{Regex, StringMatch, StringMatcher},
 };
 
-use super::super::{Ctx, DecodeError, proto};
+use super::super::{Ctx, DecodeError, fields};
 
 /// The conventional name of the plaintext transport socket.
 const RAW_BUFFER_NAME: &str = "envoy.transport_sockets.raw_buffer";
@@ -84,7 +84,7 @@ pub(super) fn transport_socket(ctx: &mut Ctx, c: &Cluster) -> Result<UpstreamTls
         }
     };
     if any.type_url == <UpstreamTlsContext as prost::Name>::type_url() {
-        let tls: UpstreamTlsContext = proto::unpack(ctx, path, any)?;
+        let tls: UpstreamTlsContext = fields::unpack(ctx, path, any)?;
         upstream_tls(ctx, path, &tls)
     } else if any.type_url == RAW_BUFFER_URL {
         Ok(UpstreamTls::default())

@@ -1,0 +1,346 @@
+//! The HTTP filter chain of an `HttpConnectionManager` (and the one connection-manager setting
+//! routes inherit), and fault injection configs
+//! (`envoy.extensions.filters.http.fault.v3.HTTPFault`) at the filter and per-route levels.
+//!
+//! The chain decides what per-route configs mean: a fault config under
+//! `typed_per_filter_config` only acts when a fault filter of that name is in the chain, as in
+//! Envoy. The most specific fault config wins: weighted cluster, then route, then virtual host,
+//! then route configuration, then the filter's own top-level config.
+//!
+//! A fault whose conditions the mesh cannot evaluate (`headers`, `downstream_nodes`,
+//! `upstream_cluster`, header-controlled delays or aborts) is *dropped*, not widened: injecting
+//! fewer faults than asked is the safe side of that mistake. Each drop is reported.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use envoy_types::pb::{
+    envoy::{
+        config::route::v3::FilterConfig,
+        extensions::filters::{
+            common::fault::v3::{FaultDelay as PbDelay, fault_delay::FaultDelaySecifier},
+            http::{
+                fault::v3::{FaultAbort as PbAbort, HttpFault, fault_abort::ErrorType},
+                rbac::v3::Rbac,
+                router::v3::Router,
+            },
+            network::http_connection_manager::v3::{HttpFilter, http_filter::ConfigType},
+        },
+    },
+    google::protobuf::Any,
+};
+use mesh_core::{AbortStatus, FaultAbort, FaultDelay, FaultPolicy, GrpcCode};
+use prost::Name;
+
+use super::{
+    Ctx, DecodeError,
+    fields::{at, duration, fraction, idx, ignore_fields, unpack},
+};
+
+/// The standard name of the fault filter, used by istiod and as the per-route config key.
+pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
+
+/// What the HTTP filter chain of a listener means for its routes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpFilters {
+    /// The fault filter; `None` when the chain has none, and then per-route fault configs have
+    /// no effect (they are reported). Default is `None`.
+    pub fault: Option<FaultFilter>,
+    /// The name of the RBAC filter, if the chain has one. Client-side RBAC is not enforced (the
+    /// server side is where the mesh authorizes); its presence is reported. Default is `None`.
+    pub rbac: Option<String>,
+    /// Every filter's name, in chain order, for the config dump.
+    pub names: Vec<String>,
+    /// The connection manager's `common_http_protocol_options.max_stream_duration`: the
+    /// timeout of routes that set no `max_stream_duration` of their own, replacing their
+    /// `timeout` as gRPC's xDS client does. Not a filter, but the routes need it alongside the
+    /// filters. Default is `None`.
+    pub max_stream_duration: Option<Duration>,
+}
+
+/// The fault filter of a chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultFilter {
+    /// Its name in the chain: the key of its `typed_per_filter_config` entries.
+    pub name: String,
+    /// Its top-level policy, the default of routes without an override; `None` injects nothing
+    /// (an empty config, or a filter `disabled` until a route enables it).
+    pub default: Option<Arc<FaultPolicy>>,
+}
+
+/// A fault config found at one level: `None` disables faults there (a `FilterConfig` with
+/// `disabled: true`), `Some` replaces the less specific policy.
+pub(crate) type FaultOverride = Option<Arc<FaultPolicy>>;
+
+// === impl HttpFilters ===
+
+impl HttpFilters {
+    /// A chain with a fault filter named [`FAULT_FILTER`] whose top-level policy is `default`,
+    /// followed by the router.
+    pub fn with_fault(default: Option<FaultPolicy>) -> Self {
+        Self {
+            fault: Some(FaultFilter {
+                name: FAULT_FILTER.to_string(),
+                default: default
+                    .filter(|p| *p != FaultPolicy::default())
+                    .map(Arc::new),
+            }),
+            rbac: None,
+            names: vec![
+                FAULT_FILTER.to_string(),
+                "envoy.filters.http.router".to_string(),
+            ],
+            max_stream_duration: None,
+        }
+    }
+}
+
+/// Decodes an HCM's `http_filters` at `base` (the path of the list's owner).
+pub(crate) fn http_filters(
+    ctx: &mut Ctx,
+    base: &str,
+    filters: &[HttpFilter],
+) -> Result<HttpFilters, DecodeError> {
+    let mut out = HttpFilters::default();
+    let mut router_at = None;
+    for (i, f) in filters.iter().enumerate() {
+        let path = idx(base, "http_filters", i);
+        let HttpFilter {
+            name,
+            is_optional,
+            disabled,
+            config_type,
+        } = f;
+        out.names.push(name.clone());
+        let typed = match config_type {
+            Some(ConfigType::TypedConfig(a)) => a,
+            Some(ConfigType::ConfigDiscovery(_)) if *is_optional => {
+                ctx.unsupported(at(&path, "config_discovery"), "optional filter skipped");
+                continue;
+            }
+            Some(ConfigType::ConfigDiscovery(_)) => {
+                return Err(ctx.error(
+                    at(&path, "config_discovery"),
+                    "filter config discovery is not supported",
+                ));
+            }
+            None => {
+                return Err(ctx.error(at(&path, "typed_config"), "required field is missing"));
+            }
+        };
+        let cfg = at(&path, "typed_config");
+        if router_at.is_some() {
+            return Err(ctx.error(&path, "the router filter must be the last filter"));
+        }
+        if typed.type_url == HttpFault::type_url() {
+            if out.fault.is_some() {
+                ctx.unsupported(&path, "ignored: a second fault filter");
+                continue;
+            }
+            let policy = http_fault(ctx, &cfg, &unpack(ctx, &cfg, typed)?)?;
+            out.fault = Some(FaultFilter {
+                name: name.clone(),
+                default: if *disabled { None } else { policy.flatten() },
+            });
+        } else if typed.type_url == Router::type_url() {
+            let router: Router = unpack(ctx, &cfg, typed)?;
+            if router != Router::default() {
+                ctx.unsupported(&cfg, "ignored");
+            }
+            router_at = Some(i);
+        } else if typed.type_url == Rbac::type_url() {
+            ctx.unsupported(&path, "ignored: RBAC is not enforced on the client side");
+            out.rbac = Some(name.clone());
+        } else if *is_optional {
+            ctx.unsupported(
+                &path,
+                format!("optional filter `{}` skipped", typed.type_url),
+            );
+        } else {
+            return Err(ctx.error(
+                &cfg,
+                format!("filter type `{}` is not supported", typed.type_url),
+            ));
+        }
+    }
+    if router_at.is_none() {
+        return Err(ctx.error(
+            at(base, "http_filters"),
+            "the router filter (envoy.extensions.filters.http.router.v3.Router) must be last",
+        ));
+    }
+    Ok(out)
+}
+
+/// The fault override at one level (`base` is the owner of `typed_per_filter_config`);
+/// `None` when this level has none. Other entries are reported as ignored.
+pub(crate) fn fault_override(
+    ctx: &mut Ctx,
+    base: &str,
+    configs: &HashMap<String, Any>,
+    filters: &HttpFilters,
+) -> Result<Option<FaultOverride>, DecodeError> {
+    let mut keys: Vec<&String> = configs.keys().collect();
+    keys.sort();
+    let mut found = None;
+    for key in keys {
+        let Some(value) = configs.get(key) else {
+            continue;
+        };
+        let path = format!("{}[{key}]", at(base, "typed_per_filter_config"));
+        match &filters.fault {
+            Some(f) if f.name == *key => found = Some(per_route_fault(ctx, &path, value)?),
+            None if key == FAULT_FILTER => {
+                ctx.unsupported(path, "ignored: the listener has no fault filter");
+            }
+            _ if filters.rbac.as_deref() == Some(key.as_str()) => {
+                ctx.unsupported(path, "ignored: RBAC is not enforced on the client side");
+            }
+            _ => ctx.unsupported(path, "ignored"),
+        }
+    }
+    Ok(found)
+}
+
+/// A per-route fault config: an `HTTPFault`, or a `FilterConfig` wrapping one (or disabling
+/// the filter for this scope).
+fn per_route_fault(ctx: &mut Ctx, path: &str, value: &Any) -> Result<FaultOverride, DecodeError> {
+    if value.type_url == FilterConfig::type_url() {
+        let FilterConfig {
+            config,
+            is_optional: _,
+            disabled,
+        } = unpack(ctx, path, value)?;
+        if disabled {
+            return Ok(None);
+        }
+        let inner = at(path, "config");
+        return match config {
+            Some(c) => Ok(http_fault(ctx, &inner, &unpack(ctx, &inner, &c)?)?.flatten()),
+            None => Err(ctx.error(inner, "required field is missing")),
+        };
+    }
+    Ok(http_fault(ctx, path, &unpack(ctx, path, value)?)?.flatten())
+}
+
+/// An `HTTPFault`: `Some(None)` when it injects nothing, `None` when it was dropped because
+/// its conditions cannot be evaluated.
+pub(crate) fn http_fault(
+    ctx: &mut Ctx,
+    path: &str,
+    f: &HttpFault,
+) -> Result<Option<Option<Arc<FaultPolicy>>>, DecodeError> {
+    let HttpFault {
+        delay,
+        abort,
+        upstream_cluster,
+        headers,
+        downstream_nodes,
+        max_active_faults,
+        response_rate_limit,
+        delay_percent_runtime,
+        abort_percent_runtime,
+        delay_duration_runtime,
+        abort_http_status_runtime,
+        max_active_faults_runtime,
+        response_rate_limit_percent_runtime,
+        abort_grpc_status_runtime,
+        disable_downstream_cluster_stats,
+        filter_metadata,
+    } = f;
+    ignore_fields!(ctx, path;
+        response_rate_limit, delay_percent_runtime, abort_percent_runtime,
+        delay_duration_runtime, abort_http_status_runtime, max_active_faults_runtime,
+        response_rate_limit_percent_runtime, abort_grpc_status_runtime,
+        disable_downstream_cluster_stats, filter_metadata,
+    );
+    let mut conditional = false;
+    for (field, set) in [
+        ("upstream_cluster", !upstream_cluster.is_empty()),
+        ("headers", !headers.is_empty()),
+        ("downstream_nodes", !downstream_nodes.is_empty()),
+    ] {
+        if set {
+            ctx.unsupported(
+                at(path, field),
+                "fault dropped: its condition cannot be evaluated",
+            );
+            conditional = true;
+        }
+    }
+    let mut policy = FaultPolicy {
+        max_active_faults: max_active_faults.map(|m| m.value),
+        ..FaultPolicy::default()
+    };
+    if let Some(d) = delay {
+        policy.delay = fault_delay(ctx, &at(path, "delay"), d)?;
+    }
+    if let Some(a) = abort {
+        policy.abort = fault_abort(ctx, &at(path, "abort"), a)?;
+    }
+    if conditional {
+        return Ok(None);
+    }
+    let injects = policy.delay.is_some() || policy.abort.is_some();
+    Ok(Some(injects.then(|| Arc::new(policy))))
+}
+
+fn fault_delay(ctx: &mut Ctx, path: &str, d: &PbDelay) -> Result<Option<FaultDelay>, DecodeError> {
+    let PbDelay {
+        percentage,
+        fault_delay_secifier,
+    } = d;
+    // Envoy reads an unset percentage as 0/100: the delay never fires.
+    let percentage = match percentage {
+        Some(p) => fraction(ctx, &at(path, "percentage"), p)?,
+        None => mesh_core::Percentage::ZERO,
+    };
+    match fault_delay_secifier {
+        Some(FaultDelaySecifier::FixedDelay(fd)) => Ok(Some(FaultDelay {
+            duration: duration(ctx, &at(path, "fixed_delay"), fd)?,
+            percentage,
+        })),
+        Some(FaultDelaySecifier::HeaderDelay(_)) => {
+            ctx.unsupported(at(path, "header_delay"), "delay dropped");
+            Ok(None)
+        }
+        None => Err(ctx.error(path, "fixed_delay is required")),
+    }
+}
+
+fn fault_abort(ctx: &mut Ctx, path: &str, a: &PbAbort) -> Result<Option<FaultAbort>, DecodeError> {
+    let PbAbort {
+        percentage,
+        response_body,
+        error_type,
+    } = a;
+    ignore_fields!(ctx, path; response_body);
+    let percentage = match percentage {
+        Some(p) => fraction(ctx, &at(path, "percentage"), p)?,
+        None => mesh_core::Percentage::ZERO,
+    };
+    let status = match error_type {
+        Some(ErrorType::HttpStatus(s)) => u16::try_from(*s)
+            .map_err(|_| {
+                ctx.error(
+                    at(path, "http_status"),
+                    format!("{s} is not an HTTP status"),
+                )
+            })
+            .and_then(|s| {
+                AbortStatus::http(s).map_err(|e| ctx.error(at(path, "http_status"), e.message()))
+            })?,
+        Some(ErrorType::GrpcStatus(s)) => i32::try_from(*s)
+            .ok()
+            .and_then(GrpcCode::from_i32)
+            .map(AbortStatus::Grpc)
+            .ok_or_else(|| {
+                ctx.error(at(path, "grpc_status"), format!("{s} is not a gRPC status"))
+            })?,
+        Some(ErrorType::HeaderAbort(_)) => {
+            ctx.unsupported(at(path, "header_abort"), "abort dropped");
+            return Ok(None);
+        }
+        None => return Err(ctx.error(path, "http_status or grpc_status is required")),
+    };
+    Ok(Some(FaultAbort { status, percentage }))
+}
