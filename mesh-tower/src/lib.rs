@@ -26,6 +26,7 @@ mod decision;
 pub mod endpoint;
 pub mod fault;
 mod mesh;
+pub mod peer;
 pub mod retry;
 mod rng;
 pub mod route;
@@ -37,4 +38,6 @@ pub mod timeout;
 
 pub use mesh_core;
 
-pub use self::{channel::Channel, decision::RouteDecision, mesh::Mesh, synthesize::ResponseFlags};
+pub use self::{
+    channel::Channel, decision::RouteDecision, mesh::Mesh, peer::Peer, synthesize::ResponseFlags,
+};

@@ -1,0 +1,34 @@
+//! Who is on the other end of an incoming request.
+//!
+//! The server side of the mesh puts one [`Peer`] in every request's extensions: the TLS acceptor
+//! fills in the verified identity, the connection gives the address. Authorization, metrics
+//! (`source_principal`) and handlers read it from there; nothing re-parses certificates per
+//! request.
+
+use std::{net::SocketAddr, sync::Arc};
+
+/// The caller of an incoming request, as the connection established it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// The remote address of the connection; `None` when the transport has none (in-memory).
+    pub address: Option<SocketAddr>,
+    /// The verified identity of an mTLS peer; `None` for plaintext peers.
+    pub identity: Option<PeerIdentity>,
+}
+
+/// The identity an mTLS peer proved with its certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The SPIFFE ID from the certificate's URI SAN, without `spiffe://`
+    /// (`cluster.local/ns/default/sa/reviews`): Istio's *principal*.
+    pub principal: Option<Arc<str>>,
+    /// The certificate's DNS SANs.
+    pub dns_names: Arc<[Arc<str>]>,
+}
+
+impl Peer {
+    /// The principal, when the peer proved one.
+    pub fn principal(&self) -> Option<&str> {
+        self.identity.as_ref()?.principal.as_deref()
+    }
+}
