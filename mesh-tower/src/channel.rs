@@ -27,6 +27,7 @@ use crate::{
     Mesh,
     balance::Balance,
     body::{BoxError, RequestBody, ResponseBody},
+    discovery,
     fault::Fault,
     retry::Retry,
     route::{Route, RouteFuture},
@@ -51,6 +52,9 @@ pub struct Channel<S = Balance> {
 impl Mesh {
     /// A channel to `target` (`host:port`, e.g. `reviews.default.svc.cluster.local:9080`):
     /// a `tower::Service` that tonic clients accept unchanged and plain HTTP callers can use.
+    ///
+    /// An `xds:///host:port` target is resolved through the mesh's [`Discovery`](crate::Discovery)
+    /// source, which is asked to watch it now.
     pub fn channel(&self, target: impl Into<Arc<str>>) -> Channel {
         Channel::with_attempt_service(self.clone(), target.into(), Balance::new())
     }
@@ -73,6 +77,15 @@ impl Mesh {
 
 impl<S> Channel<S> {
     fn with_attempt_service(mesh: Mesh, target: Arc<str>, attempt: S) -> Self {
+        let target = match discovery::strip_scheme(&target) {
+            Some(name) => {
+                if let Some(discovery) = mesh.discovery() {
+                    discovery.watch(name);
+                }
+                Arc::from(name)
+            }
+            None => target,
+        };
         let stack = Route::new(
             mesh.clone(),
             target,

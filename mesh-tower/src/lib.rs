@@ -23,6 +23,7 @@ pub mod balance;
 pub mod body;
 pub mod channel;
 mod decision;
+pub mod discovery;
 pub mod endpoint;
 pub mod fault;
 mod mesh;
@@ -39,5 +40,6 @@ pub mod timeout;
 pub use mesh_core;
 
 pub use self::{
-    channel::Channel, decision::RouteDecision, mesh::Mesh, peer::Peer, synthesize::ResponseFlags,
+    channel::Channel, decision::RouteDecision, discovery::Discovery, mesh::Mesh, peer::Peer,
+    synthesize::ResponseFlags,
 };

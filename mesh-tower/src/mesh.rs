@@ -12,7 +12,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU32, AtomicU64, Ordering},
     },
 };
@@ -22,9 +22,9 @@ use mesh_core::{
     CircuitBreakers, Cluster, EndpointAddress, LbPolicy, MeshConfig, Outcome, OutlierDetector,
     OutlierEvent, lb::Balancer,
 };
-use tokio::time::Instant;
+use tokio::{sync::watch, time::Instant};
 
-use crate::{endpoint::Endpoint, rng};
+use crate::{Discovery, endpoint::Endpoint, rng};
 
 /// The mesh of this process: cheap to clone, shared by every channel.
 #[derive(Clone, Debug)]
@@ -39,6 +39,10 @@ struct Inner {
     publish: Mutex<()>,
     /// Faults in flight across the process (for `max_active_faults`).
     pub(crate) active_faults: AtomicU32,
+    /// Where `xds:///` targets are resolved; set once.
+    discovery: OnceLock<Arc<dyn Discovery>>,
+    /// Bumped on every publish, so requests waiting for a pending target wake up.
+    published: watch::Sender<u64>,
 }
 
 /// One configuration with the runtime entries of its clusters.
@@ -97,6 +101,8 @@ impl Mesh {
                 snapshot: ArcSwap::from_pointee(empty),
                 publish: Mutex::new(()),
                 active_faults: AtomicU32::new(0),
+                discovery: OnceLock::new(),
+                published: watch::Sender::new(0),
             }),
         };
         mesh.publish(Arc::new(config));
@@ -121,6 +127,24 @@ impl Mesh {
         self.inner
             .snapshot
             .store(Arc::new(Snapshot { config, clusters }));
+        self.inner.published.send_modify(|n| *n += 1);
+    }
+
+    /// Makes `discovery` the resolver of `xds:///` targets. Only the first call takes effect; it
+    /// returns `false` when a discovery source was already set.
+    pub fn set_discovery(&self, discovery: Arc<dyn Discovery>) -> bool {
+        self.inner.discovery.set(discovery).is_ok()
+    }
+
+    /// The discovery source, when one is set.
+    pub fn discovery(&self) -> Option<&Arc<dyn Discovery>> {
+        self.inner.discovery.get()
+    }
+
+    /// A receiver that changes on every publish.
+    #[allow(dead_code)] // The route layer's wait for pending targets uses it next.
+    pub(crate) fn published(&self) -> watch::Receiver<u64> {
+        self.inner.published.subscribe()
     }
 
     /// The configuration currently served.
