@@ -142,7 +142,6 @@ impl Mesh {
     }
 
     /// A receiver that changes on every publish.
-    #[allow(dead_code)] // The route layer's wait for pending targets uses it next.
     pub(crate) fn published(&self) -> watch::Receiver<u64> {
         self.inner.published.subscribe()
     }

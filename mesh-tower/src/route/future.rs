@@ -1,6 +1,7 @@
 //! The route layer's response future.
 
 use std::{
+    fmt,
     future::Future,
     pin::Pin,
     task::{Context, Poll},
@@ -28,6 +29,7 @@ pin_project! {
     enum Kind<F> {
         Inner { #[pin] future: F, response_headers: [HeaderMutations; 2] },
         Ready { response: Option<Response<ResponseBody>> },
+        Waiting { pending: Pending<F> },
     }
 }
 
@@ -37,6 +39,20 @@ impl<F> RouteFuture<F> {
             kind: Kind::Inner {
                 future,
                 response_headers,
+            },
+        }
+    }
+
+    pub(crate) fn waiting(
+        wait: Pin<Box<dyn Future<Output = ()> + Send>>,
+        then: Box<dyn FnOnce() -> Self + Send>,
+    ) -> Self {
+        Self {
+            kind: Kind::Waiting {
+                pending: Pending {
+                    wait,
+                    then: Some(then),
+                },
             },
         }
     }
@@ -56,8 +72,8 @@ where
 {
     type Output = Result<Response<ResponseBody>, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.as_mut().project().kind.project() {
             KindProj::Inner {
                 future,
                 response_headers,
@@ -68,10 +84,31 @@ where
                 }
                 Poll::Ready(Ok(response))
             }
+            KindProj::Waiting { pending } => {
+                std::task::ready!(pending.wait.as_mut().poll(cx));
+                let Some(then) = pending.then.take() else {
+                    return Poll::Ready(Err("route future polled after completion".into()));
+                };
+                self.set(then());
+                self.poll(cx)
+            }
             KindProj::Ready { response } => match response.take() {
                 Some(r) => Poll::Ready(Ok(r)),
                 None => Poll::Ready(Err("route future polled after completion".into())),
             },
         }
+    }
+}
+
+/// A request waiting for its target's configuration, and what it does once resolved: route and
+/// call the inner service.
+pub(crate) struct Pending<F> {
+    wait: Pin<Box<dyn Future<Output = ()> + Send>>,
+    then: Option<Box<dyn FnOnce() -> RouteFuture<F> + Send>>,
+}
+
+impl<F> fmt::Debug for Pending<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending").finish_non_exhaustive()
     }
 }

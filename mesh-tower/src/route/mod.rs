@@ -13,6 +13,7 @@ mod mirror;
 use std::{
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
@@ -66,7 +67,11 @@ impl<S> Route<S> {
 
 impl<S> Service<Request<RequestBody>> for Route<S>
 where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>,
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
 {
     type Response = Response<ResponseBody>;
     type Error = BoxError;
@@ -76,22 +81,79 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<RequestBody>) -> Self::Future {
-        let is_grpc = mesh_core::route::is_grpc(req.headers());
+    fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
         let snapshot = self.mesh.snapshot();
-        match route(&snapshot, &self.target, &mut req, is_grpc) {
-            Ok(decision) => {
-                let response_headers = decision.response_headers.clone();
-                if !decision.forward.mirrors.is_empty() {
-                    let forward = decision.forward.clone();
-                    req = mirror::start(&snapshot, &forward, &decision, req);
-                }
-                req.extensions_mut().insert(decision);
-                RouteFuture::inner(self.inner.call(req), response_headers)
-            }
-            Err(response) => RouteFuture::ready(*response),
+        if snapshot.config.listener(&self.target).is_none() && self.is_pending() {
+            // The rare path: the target's configuration is still being discovered. The inner
+            // service that was made ready goes with the request, a clone stays (tower's rule).
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            let (mesh, target) = (self.mesh.clone(), self.target.clone());
+            let bound =
+                crate::timeout::caller_deadline(req.headers()).unwrap_or(PENDING_TARGET_WAIT);
+            let wait = wait_for_target(mesh.clone(), target.clone(), bound);
+            return RouteFuture::waiting(
+                Box::pin(wait),
+                Box::new(move || dispatch(&mesh.snapshot(), &target, &mut inner, req)),
+            );
         }
+        dispatch(&snapshot, &self.target, &mut self.inner, req)
     }
+}
+
+impl<S> Route<S> {
+    fn is_pending(&self) -> bool {
+        self.mesh
+            .discovery()
+            .is_some_and(|d| d.is_pending(&self.target))
+    }
+}
+
+/// How long a request waits for a pending target's configuration when its caller set no
+/// `grpc-timeout`: long enough for a control plane that is slow to answer, short enough that a
+/// caller without a deadline is not held forever.
+const PENDING_TARGET_WAIT: Duration = Duration::from_secs(30);
+
+/// Routes `req` with `snapshot` and calls `inner` (which must be ready).
+fn dispatch<S>(
+    snapshot: &Snapshot,
+    target: &str,
+    inner: &mut S,
+    mut req: Request<RequestBody>,
+) -> RouteFuture<S::Future>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>,
+{
+    let is_grpc = mesh_core::route::is_grpc(req.headers());
+    match route(snapshot, target, &mut req, is_grpc) {
+        Ok(decision) => {
+            let response_headers = decision.response_headers.clone();
+            if !decision.forward.mirrors.is_empty() {
+                let forward = decision.forward.clone();
+                req = mirror::start(snapshot, &forward, &decision, req);
+            }
+            req.extensions_mut().insert(decision);
+            RouteFuture::inner(inner.call(req), response_headers)
+        }
+        Err(response) => RouteFuture::ready(*response),
+    }
+}
+
+/// Waits until `target` has configuration or stops being pending (the discovery source learnt
+/// it does not exist), bounded by `bound`. Expiry is not an error: routing then answers the
+/// still-missing target like any unknown one.
+async fn wait_for_target(mesh: Mesh, target: Arc<str>, bound: Duration) {
+    let mut published = mesh.published();
+    let arrived = async {
+        loop {
+            let resolved = mesh.snapshot().config.listener(&target).is_some()
+                || !mesh.discovery().is_some_and(|d| d.is_pending(&target));
+            if resolved || published.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let _expired = tokio::time::timeout(bound, arrived).await;
 }
 
 /// Matches `req` and prepares it for its cluster, or says how to answer it (boxed: the answer

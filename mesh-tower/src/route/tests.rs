@@ -121,3 +121,99 @@ async fn response_header_changes_apply_to_the_upstreams_answer() {
     assert_eq!(r.headers()["x-served-via"], "mesh");
     assert!(r.headers().get("server").is_none());
 }
+
+/// A discovery source whose targets stay pending until told otherwise.
+#[derive(Debug, Default)]
+struct FakeDiscovery {
+    watched: std::sync::Mutex<Vec<String>>,
+    pending: std::sync::atomic::AtomicBool,
+}
+
+impl crate::Discovery for FakeDiscovery {
+    fn watch(&self, target: &str) {
+        self.watched.lock().unwrap().push(target.to_owned());
+    }
+
+    fn is_pending(&self, _: &str) -> bool {
+        self.pending.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn discovering_mesh() -> (crate::Mesh, std::sync::Arc<FakeDiscovery>) {
+    let mesh = crate::Mesh::new(mesh_core::MeshConfig::empty());
+    let discovery = std::sync::Arc::new(FakeDiscovery::default());
+    discovery
+        .pending
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(mesh.set_discovery(discovery.clone()));
+    (mesh, discovery)
+}
+
+#[tokio::test]
+async fn an_xds_target_is_watched_without_its_scheme() {
+    let (mesh, discovery) = discovering_mesh();
+    let _channel = mesh.channel(format!("xds:///{TARGET}"));
+    let _plain = mesh.channel(TARGET);
+    assert_eq!(*discovery.watched.lock().unwrap(), [TARGET]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_for_a_pending_target_waits_for_its_configuration() {
+    let (mesh, _discovery) = discovering_mesh();
+    let (mock, mut handle) = tower_test::mock::pair();
+    let mut svc = Route::new(mesh.clone(), TARGET.into(), mock);
+    let call = tokio::spawn(svc.ready().await.unwrap().call(grpc_request()));
+
+    // A minute of nothing: the request neither fails nor reaches the upstream.
+    tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    assert!(!call.is_finished(), "held while the target is pending");
+
+    let configured =
+        mesh_with_http("  - route: [{destination: {host: echo.default.svc.cluster.local}}]\n");
+    mesh.publish(configured.config());
+    let (req, respond) = next(&mut handle).await;
+    assert!(req.extensions().get::<RouteDecision>().is_some());
+    respond.send_response(grpc_ok());
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.headers()["grpc-status"], "0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_target_answers_no_route_at_the_callers_deadline_or_once_known_absent() {
+    let (mesh, discovery) = discovering_mesh();
+    let (mock, _handle) = tower_test::mock::pair();
+    let mut svc = Route::new(mesh.clone(), TARGET.into(), mock);
+
+    let mut req = grpc_request();
+    req.headers_mut()
+        .insert("grpc-timeout", http::HeaderValue::from_static("2S"));
+    let started = tokio::time::Instant::now();
+    let response = svc.ready().await.unwrap().call(req).await.unwrap();
+    assert_eq!(started.elapsed(), std::time::Duration::from_secs(2));
+    assert_eq!(response.headers()["grpc-status"], "14");
+    assert_eq!(
+        response.extensions().get::<ResponseFlags>(),
+        Some(&ResponseFlags::NoRoute)
+    );
+
+    // The discovery source learns the target does not exist: waiting requests are answered at
+    // the next publish, and new ones at once.
+    let waiting = tokio::spawn(svc.ready().await.unwrap().call(grpc_request()));
+    tokio::task::yield_now().await;
+    discovery
+        .pending
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    mesh.publish(std::sync::Arc::new(mesh_core::MeshConfig::empty()));
+    let started = tokio::time::Instant::now();
+    let response = waiting.await.unwrap().unwrap();
+    assert_eq!(started.elapsed(), std::time::Duration::ZERO);
+    assert_eq!(response.headers()["grpc-status"], "14");
+    let response = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(grpc_request())
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["grpc-status"], "14");
+}

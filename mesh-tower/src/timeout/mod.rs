@@ -82,20 +82,23 @@ where
     }
 }
 
+/// The deadline the caller sent in `grpc-timeout`, if any.
+pub(crate) fn caller_deadline(headers: &http::HeaderMap) -> Option<Duration> {
+    headers
+        .get("grpc-timeout")
+        .and_then(|v| grpc_timeout::parse(v.as_bytes()))
+}
+
 /// The bound in force for `req`, if any.
 fn effective_timeout(req: &Request<RequestBody>, decision: &RouteDecision) -> Option<Duration> {
     let route = decision.forward.timeout.filter(|t| !t.is_zero());
-    let caller = req
-        .headers()
-        .get("grpc-timeout")
-        .and_then(|v| grpc_timeout::parse(v.as_bytes()))
-        .map(|t| {
-            decision
-                .forward
-                .grpc_timeout_max
-                .filter(|m| !m.is_zero())
-                .map_or(t, |max| t.min(max))
-        });
+    let caller = caller_deadline(req.headers()).map(|t| {
+        decision
+            .forward
+            .grpc_timeout_max
+            .filter(|m| !m.is_zero())
+            .map_or(t, |max| t.min(max))
+    });
     match (route, caller) {
         (Some(r), Some(c)) => Some(r.min(c)),
         (r, c) => r.or(c),
