@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bookinfo;
 pub mod echo;
 pub mod load;
 
