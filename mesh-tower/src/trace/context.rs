@@ -80,8 +80,10 @@ impl TraceContext {
         }
     }
 
-    /// The same context with another span id (a span recorded by a tracer gets its id there).
-    pub fn with_span_id(mut self, span_id: SpanId) -> Self {
+    /// The same context with other ids: a span recorded by a tracer takes the ids the tracer
+    /// gave it (the trace id changes only for a root span).
+    pub fn with_ids(mut self, trace_id: TraceId, span_id: SpanId) -> Self {
+        self.trace_id = trace_id;
         self.span_id = span_id;
         self
     }
@@ -319,6 +321,8 @@ impl Propagation {
     pub const B3_MULTI: Self = Self(2);
     /// The B3 single `b3` header.
     pub const B3_SINGLE: Self = Self(4);
+    /// W3C + B3 multi-header: what Istio's proxies send.
+    pub const DEFAULT: Self = Self(Self::W3C.0 | Self::B3_MULTI.0);
 
     /// Whether every format of `other` is in `self`.
     pub fn contains(self, other: Self) -> bool {
@@ -336,6 +340,6 @@ impl BitOr for Propagation {
 
 impl Default for Propagation {
     fn default() -> Self {
-        Self::W3C | Self::B3_MULTI
+        Self::DEFAULT
     }
 }

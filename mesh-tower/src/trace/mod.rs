@@ -31,11 +31,17 @@
 //! `trace_headers` fuzz target check that).
 
 mod b3;
+mod client;
 mod context;
+mod export;
 mod hex;
 mod request_id;
+mod scope;
+mod server;
 mod w3c;
 
+#[cfg(test)]
+mod layer_tests;
 #[cfg(test)]
 mod tests;
 
@@ -43,10 +49,15 @@ use opentelemetry::trace::{SpanId, TraceId};
 
 pub use self::{
     b3::{B3, X_B3_FLAGS, X_B3_PARENTSPANID, X_B3_SAMPLED, X_B3_SPANID, X_B3_TRACEID},
+    client::{ClientTrace, ClientTraceFuture, ClientTraceLayer},
     context::{Propagation, Sampling, TraceContext},
+    export::Tracing,
     request_id::{RequestId, X_REQUEST_ID},
+    scope::{RequestTrace, current, scope},
+    server::{ServerTrace, ServerTraceFuture, ServerTraceLayer},
     w3c::{TRACEPARENT, TRACESTATE},
 };
+pub(crate) use self::{client::pin_caller_trace, export::DEFAULT as DEFAULT_TRACING};
 use crate::rng;
 
 /// A random, valid (non-zero) trace id.
