@@ -320,3 +320,82 @@ async fn each_attempt_of_a_retried_call_is_its_own_span() {
         "attempts of one call share its request id"
     );
 }
+
+/// Collects the spans a tracer provider exports.
+#[derive(Clone, Debug, Default)]
+struct Collected(Arc<Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+impl opentelemetry_sdk::trace::SpanExporter for Collected {
+    fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> impl Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
+        self.0.lock().unwrap().extend(batch);
+        std::future::ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn with_a_tracer_provider_a_server_span_and_a_client_span_per_attempt_are_exported() {
+    use opentelemetry::trace::SpanKind;
+
+    let spans = Collected::default();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(spans.clone())
+        .build();
+    let chain = chain(
+        &retries(),
+        true,
+        Tracing::new().with_tracer_provider(&provider),
+    )
+    .await;
+    call_from_outside(
+        chain.a,
+        &[("traceparent", &format!("00-{TRACE}-{SPAN}-01"))],
+    )
+    .await;
+
+    let spans = spans.0.lock().unwrap().clone();
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.span_context.trace_id().to_string() == TRACE)
+    );
+    let server: Vec<_> = spans
+        .iter()
+        .filter(|s| s.span_kind == SpanKind::Server)
+        .collect();
+    let client: Vec<_> = spans
+        .iter()
+        .filter(|s| s.span_kind == SpanKind::Client)
+        .collect();
+    assert_eq!((server.len(), client.len()), (1, 2), "{spans:#?}");
+    let server = server[0];
+    assert_eq!(server.parent_span_id.to_string(), SPAN);
+    assert_eq!(server.name, "/echo.Echo/Say");
+
+    // What B received are the recorded spans' ids: each attempt is a child of A's server span.
+    let at_b = chain.b_log.lock().unwrap().clone();
+    assert_eq!(at_b.len(), 2);
+    for (attempt, seen) in client.iter().zip(&at_b) {
+        assert_eq!(attempt.parent_span_id, server.span_context.span_id());
+        assert_eq!(
+            header(&seen.headers, "x-b3-spanid"),
+            attempt.span_context.span_id().to_string()
+        );
+        assert_eq!(
+            header(&seen.headers, "x-b3-parentspanid"),
+            server.span_context.span_id().to_string()
+        );
+    }
+    assert_ne!(
+        client[0].span_context.span_id(),
+        client[1].span_context.span_id()
+    );
+    assert_eq!(
+        client[0].status,
+        opentelemetry::trace::Status::error(""),
+        "UNAVAILABLE"
+    );
+    assert_eq!(client[1].status, opentelemetry::trace::Status::Unset);
+}
