@@ -24,7 +24,12 @@ use mesh_core::{
 };
 use tokio::{sync::watch, time::Instant};
 
-use crate::{Discovery, endpoint::Endpoint, rng};
+use crate::{
+    Discovery,
+    endpoint::Endpoint,
+    rng,
+    trace::{self, Tracing},
+};
 
 /// The mesh of this process: cheap to clone, shared by every channel.
 #[derive(Clone, Debug)]
@@ -43,6 +48,8 @@ struct Inner {
     discovery: OnceLock<Arc<dyn Discovery>>,
     /// Bumped on every publish, so requests waiting for a pending target wake up.
     published: watch::Sender<u64>,
+    /// Trace propagation and span recording of every channel; set once.
+    tracing: Arc<OnceLock<Tracing>>,
 }
 
 /// One configuration with the runtime entries of its clusters.
@@ -103,6 +110,7 @@ impl Mesh {
                 active_faults: AtomicU32::new(0),
                 discovery: OnceLock::new(),
                 published: watch::Sender::new(0),
+                tracing: Arc::default(),
             }),
         };
         mesh.publish(Arc::new(config));
@@ -139,6 +147,23 @@ impl Mesh {
     /// The discovery source, when one is set.
     pub fn discovery(&self) -> Option<&Arc<dyn Discovery>> {
         self.inner.discovery.get()
+    }
+
+    /// Makes `tracing` the trace settings of every channel of this mesh, including those made
+    /// already. Only the first call takes effect; it returns `false` when tracing was already
+    /// set. Until then channels propagate W3C + B3 headers and record no spans.
+    pub fn set_tracing(&self, tracing: Tracing) -> bool {
+        self.inner.tracing.set(tracing).is_ok()
+    }
+
+    /// The trace settings of this mesh's channels.
+    pub fn tracing(&self) -> &Tracing {
+        self.inner.tracing.get().unwrap_or(&trace::DEFAULT_TRACING)
+    }
+
+    /// The trace settings, shared with channels that read them per request.
+    pub(crate) fn shared_tracing(&self) -> Arc<OnceLock<Tracing>> {
+        self.inner.tracing.clone()
     }
 
     /// A receiver that changes on every publish.
