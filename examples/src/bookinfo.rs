@@ -12,7 +12,7 @@ use axum::{
     routing::get,
 };
 use mesh_tower::Channel;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use crate::echo::Knobs;
@@ -153,7 +153,7 @@ impl reviews_server::Reviews for ReviewsService {
 }
 
 /// What the product page answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ProductPage {
     /// The product.
     pub product_id: u32,

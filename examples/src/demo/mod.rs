@@ -221,6 +221,27 @@ impl Demo {
                 )
             }
             Kind::Outlier => self.outlier(&mut show).await?,
+            Kind::Trace => {
+                self.apply(&Policy {
+                    reviews_http: route_to("v2"),
+                    ..Policy::default()
+                })?;
+                match traffic::product_page(client).await {
+                    Ok(page) => {
+                        let ids = &page.trace_ids;
+                        let ok = ids.len() == 3
+                            && ids.iter().all(|id| !id.is_empty() && *id == ids[0])
+                            && page.error.is_empty();
+                        let shown: Vec<&str> =
+                            ids.iter().map(|id| id.get(..12).unwrap_or(id)).collect();
+                        verdict(
+                            format!("trace ids seen by each hop: {}", shown.join(" → ")),
+                            ok,
+                        )
+                    }
+                    Err(e) => verdict(e, false),
+                }
+            }
         })
     }
 
@@ -285,6 +306,7 @@ enum Kind {
     Retries,
     Breaker,
     Outlier,
+    Trace,
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -337,6 +359,11 @@ const SCENARIOS: &[Scenario] = &[
         name: "outlier ejection and return",
         expected: |_| "≤ 3 errors, then ejected; back after its ejection time".into(),
         kind: Kind::Outlier,
+    },
+    Scenario {
+        name: "one trace through three services",
+        expected: |_| "productpage → reviews → ratings share one trace id".into(),
+        kind: Kind::Trace,
     },
 ];
 

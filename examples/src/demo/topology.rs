@@ -9,7 +9,7 @@
 use std::{fmt::Write as _, net::SocketAddr, sync::Arc};
 
 use mesh_core::MeshConfig;
-use mesh_tower::Mesh;
+use mesh_tower::{Mesh, trace::ServerTraceLayer};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::transport::server::TcpIncoming;
 
@@ -89,6 +89,7 @@ impl Topology {
             let service = RatingsService::new(address, knobs.clone()).into_server();
             tasks.push(tokio::spawn(async move {
                 let _ = tonic::transport::Server::builder()
+                    .layer(ServerTraceLayer::new())
                     .add_service(service)
                     .serve_with_incoming(TcpIncoming::from(listener))
                     .await;
@@ -111,6 +112,7 @@ impl Topology {
             meshes.push(mesh);
             tasks.push(tokio::spawn(async move {
                 let _ = tonic::transport::Server::builder()
+                    .layer(ServerTraceLayer::new())
                     .add_service(service)
                     .serve_with_incoming(TcpIncoming::from(listener))
                     .await;
@@ -125,7 +127,7 @@ impl Topology {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let productpage = listener.local_addr()?;
         let mesh = Mesh::new(MeshConfig::empty());
-        let router = bookinfo::product_page(mesh.channel(REVIEWS));
+        let router = bookinfo::product_page(mesh.channel(REVIEWS)).layer(ServerTraceLayer::new());
         meshes.push(mesh);
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;

@@ -10,7 +10,8 @@ use mesh_tower::Mesh;
 use tonic::{Code, metadata::MetadataValue};
 
 use crate::{
-    bookinfo::{RATINGS, REVIEWS},
+    bookinfo::{ProductPage, RATINGS, REVIEWS},
+    demo::PRODUCTPAGE,
     load::code_name,
     proto::bookinfo::{
         RatingsRequest, ReviewsRequest, ratings_client::RatingsClient,
@@ -166,4 +167,29 @@ async fn collect(
         progress(&tally);
     }
     tally
+}
+
+/// Asks the product page for product 1 over plain HTTP through the mesh, with no trace
+/// headers: the mesh starts the trace.
+pub(crate) async fn product_page(mesh: &Mesh) -> Result<ProductPage, String> {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let request = http::Request::get(format!("http://{PRODUCTPAGE}/productpage/1"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = mesh
+        .channel(PRODUCTPAGE)
+        .oneshot(request)
+        .await
+        .map_err(|e| format!("product page unreachable: {e}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("product page body: {e}"))?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| format!("product page answered {status} with an unreadable body: {e}"))
 }
