@@ -22,7 +22,7 @@
 //! all header values slice (one buffer per attempt for all trace headers: its bytes and the
 //! shared handle `bytes` makes on the first slice); `tracestate` is passed on as the same bytes.
 //! Measured by `cargo bench -p mesh-benches --bench trace_headers`, next to the propagator. They produce and accept OpenTelemetry's own types
-//! ([`TraceId`](opentelemetry::trace::TraceId), [`SpanId`](opentelemetry::trace::SpanId),
+//! ([`TraceId`], [`SpanId`],
 //! [`TraceFlags`](opentelemetry::trace::TraceFlags),
 //! [`SpanContext`](opentelemetry::trace::SpanContext) via [`TraceContext::span_context`]), so
 //! they interoperate with an OpenTelemetry SDK and its propagators.
