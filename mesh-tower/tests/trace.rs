@@ -399,3 +399,54 @@ async fn with_a_tracer_provider_a_server_span_and_a_client_span_per_attempt_are_
     );
     assert_eq!(client[1].status, opentelemetry::trace::Status::Unset);
 }
+
+#[tokio::test]
+async fn an_axum_router_behind_the_layer_continues_the_trace_in_its_handlers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let b_log = Log::default();
+    let b = serve(
+        Hop {
+            log: b_log.clone(),
+            next: None,
+            fail_first_attempts: false,
+        },
+        ServerTraceLayer::new(),
+    )
+    .await;
+    let mesh = Mesh::new(config(&services_yaml(&[("b", b)])));
+    let router = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || {
+                let mesh = mesh.clone();
+                async move {
+                    EchoClient::new(mesh.channel(TARGET))
+                        .say(request("from axum"))
+                        .await
+                        .unwrap();
+                    let current = mesh_tower::trace::current().unwrap();
+                    current.context().trace_id().to_string()
+                }
+            }),
+        )
+        .layer(ServerTraceLayer::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head =
+        format!("GET / HTTP/1.1\r\nhost: a\r\nb3: {TRACE}-{SPAN}-1\r\nconnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.ends_with(TRACE),
+        "the handler saw the caller's trace: {response}"
+    );
+    let at_b = one(&b_log).headers;
+    assert_eq!(header(&at_b, "x-b3-traceid"), TRACE);
+    assert_eq!(header(&at_b, "x-b3-parentspanid"), SPAN);
+}

@@ -187,7 +187,7 @@ impl TraceContext {
     /// (of any format, so no stale span id survives).
     ///
     /// All the ids are written into one buffer and each header value is a slice of it: one
-    /// allocation for all the headers, no intermediate strings.
+    /// buffer for all the headers, no intermediate strings.
     pub fn inject(&self, propagation: Propagation, headers: &mut HeaderMap) {
         remove_trace_headers(headers);
         if propagation == Propagation::NONE {

@@ -194,7 +194,7 @@ fn b3_single_header_is_decoded() {
         format!("{TRACE}-{SPAN}-x"),
         format!("{TRACE}-{SPAN}-1-{PARENT}-more"),
         format!("{TRACE}-{SPAN}-1-zz"),
-        format!("{TRACE}"),
+        TRACE.to_owned(),
         "2".to_owned(),
     ] {
         assert_eq!(context(&[("b3", &bad)]), None, "{bad:?}");
