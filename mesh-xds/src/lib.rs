@@ -8,5 +8,6 @@
 #![forbid(unsafe_code)]
 
 pub mod decode;
+pub mod encode;
 
 pub use mesh_core;
