@@ -40,6 +40,11 @@ pub mod timeout;
 pub use mesh_core;
 
 pub use self::{
-    channel::Channel, decision::RouteDecision, discovery::Discovery, mesh::Mesh, peer::Peer,
+    channel::Channel,
+    decision::RouteDecision,
+    discovery::Discovery,
+    mesh::Mesh,
+    peer::Peer,
+    static_config::{ConfigWatch, StaticConfigError, WatchStatus},
     synthesize::ResponseFlags,
 };

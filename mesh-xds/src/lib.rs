@@ -9,5 +9,6 @@
 
 pub mod decode;
 pub mod encode;
+pub mod server;
 
 pub use mesh_core;
