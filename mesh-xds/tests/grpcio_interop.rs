@@ -163,6 +163,11 @@ struct Observed {
 
 /// Runs gRPC C-core's xDS client for `calls` calls to the target through `control_plane`.
 async fn grpcio_calls(control_plane: SocketAddr, calls: u32) -> Observed {
+    grpcio_run(control_plane, calls, 20).await
+}
+
+/// Runs `calls` calls, each bounded by `timeout_secs` (the first waits for xDS).
+async fn grpcio_run(control_plane: SocketAddr, calls: u32, timeout_secs: u32) -> Observed {
     let bootstrap = serde_json::json!({
         "xds_servers": [{
             "server_uri": control_plane.to_string(),
@@ -175,7 +180,12 @@ async fn grpcio_calls(control_plane: SocketAddr, calls: u32) -> Observed {
     let output = tokio::process::Command::new(python())
         .arg(&script)
         .arg(format!("xds:///{TARGET}"))
-        .args(["--calls", &calls.to_string(), "--timeout", "20"])
+        .args([
+            "--calls",
+            &calls.to_string(),
+            "--timeout",
+            &timeout_secs.to_string(),
+        ])
         .env("GRPC_XDS_BOOTSTRAP_CONFIG", bootstrap.to_string())
         .env_remove("GRPC_XDS_BOOTSTRAP")
         .kill_on_drop(true)
@@ -268,4 +278,89 @@ async fn grpc_c_core_accepts_the_resources_and_routes_as_configured() {
         "no ACK of the routes with the fault: {:#?}",
         log.acks
     );
+}
+
+/// Serves `resources` (from `cp`'s config, edited) and returns what gRPC made of it.
+async fn with_resources(
+    cp: &ControlPlane,
+    addr: SocketAddr,
+    edit: impl FnOnce(&mut encode::Resources),
+) -> (String, Observed) {
+    let mut resources = encode::encode(&cp.snapshot().config);
+    edit(&mut resources);
+    let version = cp.set_resources(&resources);
+    let observed = grpcio_calls_with_timeout(addr, 2, 3).await;
+    (version, observed)
+}
+
+async fn grpcio_calls_with_timeout(addr: SocketAddr, calls: u32, timeout_secs: u32) -> Observed {
+    grpcio_run(addr, calls, timeout_secs).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_grpc_c_core_requires_of_the_resources() {
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    use prost::Message;
+
+    python();
+    let (v1, v2) = (echo_server("v1").await, echo_server("v2").await);
+    let cp = ControlPlane::new(config(v1, v2, ""));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = cp.clone();
+    tokio::spawn(async move { server.serve(listener).await });
+
+    // Without the router filter, C-core NACKs the listener, with a detail naming it, and
+    // the NACK is recorded.
+    let (version, observed) = with_resources(&cp, addr, |r| {
+        for l in &mut r.listeners {
+            let any = l
+                .api_listener
+                .as_mut()
+                .unwrap()
+                .api_listener
+                .as_mut()
+                .unwrap();
+            let mut hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+            hcm.http_filters.clear();
+            any.value = hcm.encode_to_vec();
+        }
+    })
+    .await;
+    assert_eq!(observed.by_status.get("OK"), None, "{observed:?}");
+    let nacks = cp.nacks();
+    let nack = nacks
+        .iter()
+        .find(|n| n.type_url == encode::LISTENER_TYPE)
+        .unwrap_or_else(|| panic!("no NACK of the listener without a router: {nacks:#?}"));
+    assert!(
+        nack.error.contains(TARGET),
+        "the detail names the listener: {}",
+        nack.error
+    );
+    assert_eq!(nack.node, "grpcio-interop");
+    assert!(!version.is_empty());
+
+    // Without locality weights, C-core ignores the endpoints: every call fails UNAVAILABLE,
+    // though nothing is NACKed.
+    let nacks_before = cp.nacks().len();
+    let (_, observed) = with_resources(&cp, addr, |r| {
+        for cla in &mut r.load_assignments {
+            for group in &mut cla.endpoints {
+                group.load_balancing_weight = None;
+            }
+        }
+    })
+    .await;
+    assert_eq!(observed.by_status.get("OK"), None, "{observed:?}");
+    assert!(
+        observed.by_status.contains_key("UNAVAILABLE"),
+        "{observed:?}"
+    );
+    assert_eq!(cp.nacks().len(), nacks_before, "{:#?}", cp.nacks());
+
+    // The encoder's own resources work.
+    cp.set_config(config(v1, v2, ""));
+    let observed = grpcio_calls_with_timeout(addr, 2, 10).await;
+    assert_eq!(observed.by_status.get("OK"), Some(&2), "{observed:?}");
 }

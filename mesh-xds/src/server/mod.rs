@@ -48,7 +48,7 @@ pub use self::files::FileWatch;
 pub struct Snapshot {
     /// The `version_info` of every response built from it.
     pub version: String,
-    /// The configuration it was encoded from.
+    /// The configuration it was encoded from (see [`ControlPlane::set_resources`]).
     pub config: Arc<MeshConfig>,
     /// Resources by type URL, then by name.
     pub resources: BTreeMap<&'static str, BTreeMap<String, Any>>,
@@ -144,6 +144,26 @@ impl ControlPlane {
         self.shared.snapshot.borrow().clone()
     }
 
+    /// Serves `resources` as they are, pushing them to every open stream; returns their
+    /// version. For tests and experiments with resources the encoder would not write (what a
+    /// client does with a malformed or differently shaped resource); [`Snapshot::config`]
+    /// stays the last configuration set.
+    pub fn set_resources(&self, resources: &encode::Resources) -> String {
+        let _serial = self
+            .shared
+            .publishing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let version = (self.shared.versions.fetch_add(1, Ordering::SeqCst) + 1).to_string();
+        let config = self.snapshot().config.clone();
+        self.shared.snapshot.send_replace(Arc::new(Snapshot {
+            version: version.clone(),
+            config,
+            resources: Snapshot::index(resources),
+        }));
+        version
+    }
+
     /// A receiver of every snapshot served from now on.
     pub fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.shared.snapshot.subscribe()
@@ -198,15 +218,18 @@ impl ControlPlane {
 
 impl Snapshot {
     fn new(version: String, config: MeshConfig) -> Self {
-        let encoded = encode::encode(&config);
-        let resources = TYPE_URLS
-            .into_iter()
-            .map(|t| (t, encoded.by_type(t)))
-            .collect();
+        let resources = Self::index(&encode::encode(&config));
         Self {
             version,
             config: Arc::new(config),
             resources,
         }
+    }
+
+    fn index(resources: &encode::Resources) -> BTreeMap<&'static str, BTreeMap<String, Any>> {
+        TYPE_URLS
+            .into_iter()
+            .map(|t| (t, resources.by_type(t)))
+            .collect()
     }
 }
