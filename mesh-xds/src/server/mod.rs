@@ -2,7 +2,7 @@
 //! (state of the world), and pushes every change to every open stream.
 //!
 //! It is what istiod is to a proxyless gRPC client, for a laptop, a test or a demo: the
-//! resources are [`encode`](crate::encode)d as istiod shapes them, so gRPC's own xDS client
+//! resources are encoded ([`crate::encode`]) as istiod shapes them, so gRPC's own xDS client
 //! accepts them, and the protocol follows Envoy's xDS rules:
 //!
 //! - Per stream and type URL, the client's subscription is the `resource_names` of its last
@@ -18,6 +18,22 @@
 //!   stream then sends every subscribed type whose resources changed.
 //!
 //! The incremental (delta) protocol is not served: it answers `UNIMPLEMENTED`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn run(config: mesh_core::MeshConfig, newer: mesh_core::MeshConfig) {
+//! use mesh_xds::server::ControlPlane;
+//!
+//! let cp = ControlPlane::new(config);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! let addr = listener.local_addr().unwrap(); // Point a gRPC bootstrap's `server_uri` here.
+//! let server = cp.clone();
+//! tokio::spawn(async move { server.serve(listener).await });
+//! cp.set_config(newer); // Pushed to every open stream.
+//! assert!(cp.nacks().is_empty());
+//! # }
+//! ```
 
 use std::{
     collections::BTreeMap,
