@@ -41,6 +41,11 @@ pub mod trace;
 pub use mesh_core;
 
 pub use self::{
-    channel::Channel, decision::RouteDecision, discovery::Discovery, mesh::Mesh, peer::Peer,
+    channel::Channel,
+    decision::RouteDecision,
+    discovery::Discovery,
+    mesh::Mesh,
+    peer::Peer,
+    static_config::{ConfigWatch, StaticConfigError, WatchStatus},
     synthesize::ResponseFlags,
 };
