@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bootstrap;
 pub mod decode;
 
 pub use mesh_core;
