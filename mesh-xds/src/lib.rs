@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
+pub mod client;
 pub mod decode;
 
 pub use mesh_core;
