@@ -172,6 +172,22 @@ pub fn bad_cluster(name: &str) -> Any {
     })
 }
 
+/// Endpoints the client must reject: a port above 65535.
+pub fn bad_endpoints(name: &str) -> Any {
+    let mut any = endpoints(name, &["127.0.0.1:1".parse().unwrap()]);
+    let mut cla = ClusterLoadAssignment::decode(any.value.as_slice()).unwrap();
+    if let Some(lb_endpoint::HostIdentifier::Endpoint(e)) =
+        &mut cla.endpoints[0].lb_endpoints[0].host_identifier
+        && let Some(Address {
+            address: Some(address::Address::SocketAddress(sa)),
+        }) = &mut e.address
+    {
+        sa.port_specifier = Some(socket_address::PortSpecifier::PortValue(65_536));
+    }
+    any.value = cla.encode_to_vec();
+    any
+}
+
 /// The endpoints of `name`, in one locality.
 pub fn endpoints(name: &str, addrs: &[SocketAddr]) -> Any {
     pack(&ClusterLoadAssignment {
