@@ -97,7 +97,7 @@ pub enum Resource {
         table: RouteTable,
     },
     /// A Cluster.
-    Cluster(DecodedCluster),
+    Cluster(Box<DecodedCluster>),
     /// The endpoints of a ClusterLoadAssignment.
     Endpoints(Vec<Endpoint>),
 }
@@ -618,7 +618,7 @@ impl AdsState {
             ResourceType::Cluster => {
                 let c = Cluster::decode(bytes).map_err(malformed)?;
                 let d = decode_cluster(&c).map_err(DecodeFailure::from)?;
-                Ok((c.name, d.map(Resource::Cluster)))
+                Ok((c.name, d.map(|c| Resource::Cluster(Box::new(c)))))
             }
             ResourceType::ClusterLoadAssignment => {
                 let cla = ClusterLoadAssignment::decode(bytes).map_err(malformed)?;
