@@ -427,3 +427,94 @@ async fn weight_changes_pushed_under_load_fail_no_rpc() {
     let mut client = client.clone();
     assert_eq!(count(&mut client, 20).await["v2"], 20);
 }
+
+#[tokio::test]
+async fn unsupported_fields_are_counted_dumped_and_served_over_csds() {
+    use envoy_types::pb::envoy::{
+        admin::v3::ClientResourceStatus,
+        config::cluster::v3::Cluster,
+        service::status::v3::{
+            ClientStatusRequest,
+            client_status_discovery_service_client::ClientStatusDiscoveryServiceClient,
+        },
+    };
+    use prost::Message;
+
+    let a = echo("a").await;
+    let server = AdsServer::start().await;
+    // A cluster with a field the mesh does not act on.
+    let mut c = Cluster::decode(cluster(V1).value.as_slice()).unwrap();
+    c.alt_stat_name = "reviews_stats".into();
+    let mut s = snapshot("1", &[(V1, 100, &[a.addr])]);
+    s.resources.insert(CDS.into(), vec![(V1.into(), pack(&c))]);
+    server.set_snapshot(s);
+    let (_mesh, xds, mut client) = start(&[server.addr]);
+    assert_eq!(
+        say(&mut client).await.unwrap(),
+        "a",
+        "an unsupported field is no reason to NACK"
+    );
+    assert_eq!(xds.counters().unsupported_fields, 1);
+    let dump = xds.config_dump();
+    let entry = dump.resources.iter().find(|r| r.type_url == CDS).unwrap();
+    assert_eq!(entry.unsupported.len(), 1);
+    assert!(
+        entry.unsupported[0].contains("alt_stat_name"),
+        "{:?}",
+        entry.unsupported
+    );
+
+    // CSDS, mounted on a tonic server as an application would.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let csds_addr = listener.local_addr().unwrap();
+    let incoming = futures::stream::unfold(listener, |l| async move {
+        Some((l.accept().await.map(|(s, _)| s), l))
+    });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(xds.csds().into_server())
+            .serve_with_incoming(incoming),
+    );
+    let mut csds = ClientStatusDiscoveryServiceClient::connect(format!("http://{csds_addr}"))
+        .await
+        .unwrap();
+    let status = csds
+        .fetch_client_status(ClientStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let config = &status.config[0];
+    assert_eq!(config.node.as_ref().unwrap().id, "test-node");
+    let types: Vec<_> = config
+        .generic_xds_configs
+        .iter()
+        .map(|g| (g.type_url.as_str(), g.name.as_str()))
+        .collect();
+    assert_eq!(types, [(LDS, TARGET), (RDS, ROUTE), (CDS, V1), (EDS, V1)]);
+    for g in &config.generic_xds_configs {
+        assert_eq!(g.client_status, ClientResourceStatus::Acked as i32);
+        assert_eq!(g.version_info, "1");
+        assert!(g.xds_config.is_some() && g.last_updated.is_some());
+    }
+    let cds = &config.generic_xds_configs[2];
+    assert_eq!(
+        Cluster::decode(cds.xds_config.as_ref().unwrap().value.as_slice())
+            .unwrap()
+            .alt_stat_name,
+        "reviews_stats"
+    );
+    let without = csds
+        .fetch_client_status(ClientStatusRequest {
+            exclude_resource_contents: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        without.config[0]
+            .generic_xds_configs
+            .iter()
+            .all(|g| g.xds_config.is_none())
+    );
+}
