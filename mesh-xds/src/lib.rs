@@ -1,9 +1,12 @@
 //! The xDS client (ADS over tonic with Envoy v3 resources and gRPC's bootstrap format) that feeds
 //! `mesh-core` snapshots to the mesh, and a small development control plane.
 //!
-//! **Status: decoding in progress; the ADS client and control plane are not written yet.** Decoding Envoy resources will map onto the same [`mesh_core`] model the
-//! Istio YAML loader produces (clusters named `outbound|<port>|<subset>|<host>`, one route table
-//! per `host:port` listener), so both sources yield identical snapshots.
+//! - [`bootstrap`]: gRPC's bootstrap JSON (`GRPC_XDS_BOOTSTRAP`, `GRPC_XDS_BOOTSTRAP_CONFIG`).
+//! - [`decode`]: Envoy v3 resources into the same [`mesh_core`] model the Istio YAML loader
+//!   produces (clusters named `outbound|<port>|<subset>|<host>`, one route table per
+//!   `host:port` listener), so both sources yield identical snapshots.
+//! - [`client`]: the ADS client, [`client::XdsClient`], which resolves a mesh's `xds:///`
+//!   targets and publishes complete snapshots; its config dump and CSDS service.
 
 #![forbid(unsafe_code)]
 
