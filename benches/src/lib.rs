@@ -1,9 +1,22 @@
-//! Benchmarks of the proxyless mesh: criterion micro-benchmarks (`benches/`) and, later, the load
-//! comparison against plain tonic and a sidecar-proxy hop.
+//! Benchmarks of the proxyless mesh: criterion micro-benchmarks (`benches/`) and the load
+//! comparison against plain tonic and a sidecar-proxy hop (the `mesh-bench` tool; `benches/run`
+//! runs everything and writes `benches/RESULTS.md`).
 //!
-//! The library part holds fixtures shared by the benchmarks.
+//! - [`variant`]: what each variant's client and server are, and the hooks for parts of the
+//!   mesh that have not landed.
+//! - [`cell`]: one variant under one load shape, measured by its own client process.
+//! - [`compare`]: the interleaved comparison of all variants; [`nginx`]: the sidecar hops.
+//! - [`process`]: CPU time and memory per process from `/proc`.
+//!
+//! The library also holds fixtures shared by the criterion benchmarks.
 
 #![forbid(unsafe_code)]
+
+pub mod cell;
+pub mod compare;
+pub mod nginx;
+pub mod process;
+pub mod variant;
 
 use std::sync::Arc;
 

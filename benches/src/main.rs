@@ -1,0 +1,177 @@
+//! `mesh-bench`: the load comparison of the proxyless mesh against plain tonic and nginx
+//! sidecar hops, instruction counts under callgrind, and configuration scale.
+//!
+//! ```text
+//! mesh-bench compare --rounds 5 --secs 5 --json target/bench/load.json   # interleaved variants
+//! mesh-bench serve --stack plain --listen 127.0.0.1:0                    # (internal) a server
+//! mesh-bench client --variant b --port 4000 --shape c16 --secs 5 ...     # (internal) one cell
+//! ```
+//!
+//! `benches/run` runs every part and writes `benches/RESULTS.md`.
+
+#![forbid(unsafe_code)]
+
+use std::{fs, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use mesh_benches::{
+    cell::{self, Shape, Watched},
+    compare::{self, CompareSpec},
+    variant::{self, ServerStack, Variant},
+};
+
+/// The load comparison of the proxyless mesh.
+#[derive(Debug, Parser)]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Runs the variants interleaved (a b c1 c2 a b c1 c2 …) and writes a JSON report.
+    Compare {
+        /// Rounds of every (shape, variant) cell.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Measured seconds per cell.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Variants, comma-separated (a, b, c1, c2, d-tls, d-mtls).
+        #[arg(long, value_delimiter = ',', default_value = "a,b,c1,c2,d-tls,d-mtls")]
+        variants: Vec<Variant>,
+        /// Load shapes, comma-separated: c<concurrency> or open<calls per second>.
+        #[arg(long, value_delimiter = ',', default_value = "c1,c16,c64,open2000")]
+        shapes: Vec<Shape>,
+        /// Where nginx configurations and histograms go.
+        #[arg(long, default_value = "target/bench/work")]
+        work_dir: PathBuf,
+        /// Where to write the JSON report.
+        #[arg(long)]
+        json: PathBuf,
+    },
+    /// (internal) Serves the echo service and prints `listening on <address>`.
+    Serve {
+        /// `plain` or `mesh`.
+        #[arg(long, value_parser = parse_stack)]
+        stack: ServerStack,
+        /// Where to listen (port 0: any free port).
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// (internal) Runs one cell and prints its result as JSON.
+    Client {
+        /// The variant.
+        #[arg(long)]
+        variant: Variant,
+        /// The loopback port to send to.
+        #[arg(long)]
+        port: u16,
+        /// The load shape.
+        #[arg(long)]
+        shape: Shape,
+        /// Measured seconds.
+        #[arg(long)]
+        secs: f64,
+        /// Processes to measure, `role=pid[,pid…]` (repeatable).
+        #[arg(long)]
+        watch: Vec<Watched>,
+        /// Where to write the latency histogram (HdrHistogram V2).
+        #[arg(long)]
+        histogram_out: PathBuf,
+    },
+}
+
+fn parse_stack(s: &str) -> Result<ServerStack, String> {
+    match s {
+        "plain" => Ok(ServerStack::Plain),
+        "mesh" => Ok(ServerStack::Mesh),
+        _ => Err(format!("`{s}`: expected plain or mesh")),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mesh-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))
+}
+
+fn run(cmd: Cmd) -> Result<(), String> {
+    match cmd {
+        Cmd::Compare {
+            rounds,
+            secs,
+            variants,
+            shapes,
+            work_dir,
+            json,
+        } => {
+            if secs.is_nan() || secs <= 0.0 || rounds == 0 {
+                return Err("--secs and --rounds must be positive".into());
+            }
+            let spec = CompareSpec {
+                rounds,
+                secs,
+                shapes,
+                variants,
+                work_dir,
+            };
+            let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+            eprintln!("mesh-bench: about {} s", compare::estimate(&spec).as_secs());
+            let report = compare::run(&exe, &spec).map_err(|e| e.to_string())?;
+            write_json(&json, &report)
+        }
+        Cmd::Serve { stack, listen } => runtime()?.block_on(async {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| format!("binding {listen}: {e}"))?;
+            let address = listener.local_addr().map_err(|e| e.to_string())?;
+            // The orchestrator reads this line to learn the port.
+            println!("listening on {address}");
+            variant::serve(stack, listener, std::future::pending())
+                .await
+                .map_err(|e| e.to_string())
+        }),
+        Cmd::Client {
+            variant,
+            port,
+            shape,
+            secs,
+            watch,
+            histogram_out,
+        } => {
+            let duration =
+                Duration::try_from_secs_f64(secs).map_err(|e| format!("--secs {secs}: {e}"))?;
+            let (result, histogram) = runtime()?
+                .block_on(cell::run(variant, port, shape, duration, &watch))
+                .map_err(|e| e.to_string())?;
+            let bytes = compare::write_histogram(&histogram)?;
+            fs::write(&histogram_out, bytes)
+                .map_err(|e| format!("writing {}: {e}", histogram_out.display()))?;
+            let json = serde_json::to_string(&result).map_err(|e| e.to_string())?;
+            println!("{json}");
+            Ok(())
+        }
+    }
+}
+
+fn write_json(path: &PathBuf, value: &impl serde::Serialize) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let json = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    fs::write(path, json).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    eprintln!("mesh-bench: wrote {}", path.display());
+    Ok(())
+}
