@@ -24,11 +24,7 @@ pub const REVIEWS: &str = "reviews.default.svc.cluster.local:9080";
 pub const RATINGS: &str = "ratings.default.svc.cluster.local:9080";
 
 const REVIEWERS: [(&str, &str, u32); 2] = [
-    (
-        "Reviewer1",
-        "An extremely entertaining play by Shakespeare.",
-        5,
-    ),
+    ("Reviewer1", "An extremely entertaining play by Shakespeare.", 5),
     ("Reviewer2", "Absolutely fun and entertaining.", 4),
 ];
 
