@@ -7,6 +7,7 @@
 //! - [`cell`]: one variant under one load shape, measured by its own client process.
 //! - [`compare`]: the interleaved comparison of all variants; [`nginx`]: the sidecar hops.
 //! - [`process`]: CPU time and memory per process from `/proc`.
+//! - [`instr`]: instructions per call under callgrind, plain tonic against the mesh.
 //!
 //! The library also holds fixtures shared by the criterion benchmarks.
 
@@ -14,6 +15,7 @@
 
 pub mod cell;
 pub mod compare;
+pub mod instr;
 pub mod nginx;
 pub mod process;
 pub mod variant;

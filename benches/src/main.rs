@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use mesh_benches::{
     cell::{self, Shape, Watched},
     compare::{self, CompareSpec},
+    instr,
     variant::{self, ServerStack, Variant},
 };
 
@@ -49,6 +50,30 @@ enum Cmd {
         /// Where to write the JSON report.
         #[arg(long)]
         json: PathBuf,
+    },
+    /// Counts instructions per call under callgrind for a and b and writes a JSON report.
+    Instr {
+        /// Calls measured per variant.
+        #[arg(long, default_value_t = 2000)]
+        requests: u64,
+        /// Where callgrind's output files go.
+        #[arg(long, default_value = "target/bench/work")]
+        work_dir: PathBuf,
+        /// Where to write the JSON report.
+        #[arg(long)]
+        json: PathBuf,
+    },
+    /// (internal) Server and client in one process, run under callgrind by `instr`.
+    InstrWorker {
+        /// The variant (a or b).
+        #[arg(long)]
+        variant: Variant,
+        /// Calls measured.
+        #[arg(long)]
+        requests: u64,
+        /// Calls before measuring.
+        #[arg(long, default_value_t = 200)]
+        warmup: u64,
     },
     /// (internal) Serves the echo service and prints `listening on <address>`.
     Serve {
@@ -132,6 +157,20 @@ fn run(cmd: Cmd) -> Result<(), String> {
             let report = compare::run(&exe, &spec).map_err(|e| e.to_string())?;
             write_json(&json, &report)
         }
+        Cmd::Instr {
+            requests,
+            work_dir,
+            json,
+        } => {
+            let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+            let report = instr::run(&exe, &work_dir, requests.max(1)).map_err(|e| e.to_string())?;
+            write_json(&json, &report)
+        }
+        Cmd::InstrWorker {
+            variant,
+            requests,
+            warmup,
+        } => instr::worker(variant, requests, warmup).map_err(|e| e.to_string()),
         Cmd::Serve { stack, listen } => runtime()?.block_on(async {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
