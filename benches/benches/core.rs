@@ -1,4 +1,5 @@
-//! Micro-benchmarks of the pure decisions on the request path: route lookup and weighted pick.
+//! Micro-benchmarks of the pure decisions on the request path (route lookup, weighted pick) and
+//! of applying a large configuration (`Mesh::publish` of 1,000 clusters / 10,000 endpoints).
 
 // A benchmark with a broken fixture should stop loudly; it is test code, not library code.
 #![allow(clippy::expect_used)]
@@ -45,5 +46,37 @@ fn weighted_pick(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, route_lookup, weighted_pick);
+fn config_publish(c: &mut Criterion) {
+    use std::sync::Arc;
+
+    use mesh_core::MeshConfig;
+    use mesh_tower::Mesh;
+
+    let yaml = mesh_benches::scale::yaml(1_000, 10, false);
+    let config = Arc::new(mesh_benches::scale::load(&yaml).expect("valid config"));
+    let moved = Arc::new(
+        mesh_benches::scale::load(&mesh_benches::scale::yaml(1_000, 10, true)).expect("valid"),
+    );
+    let mut group = c.benchmark_group("config_publish_1000_clusters_10000_endpoints");
+    group.sample_size(20);
+    group.bench_function("into_empty_mesh", |b| {
+        b.iter_with_large_drop(|| {
+            let mesh = Mesh::new(MeshConfig::empty());
+            mesh.publish(config.clone());
+            mesh
+        })
+    });
+    let mesh = Mesh::new(MeshConfig::empty());
+    mesh.publish(config.clone());
+    let mut flip = false;
+    group.bench_function("one_endpoint_changed", |b| {
+        b.iter(|| {
+            flip = !flip;
+            mesh.publish(if flip { moved.clone() } else { config.clone() })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, route_lookup, weighted_pick, config_publish);
 criterion_main!(benches);

@@ -8,6 +8,7 @@
 //! - [`compare`]: the interleaved comparison of all variants; [`nginx`]: the sidecar hops.
 //! - [`process`]: CPU time and memory per process from `/proc`.
 //! - [`instr`]: instructions per call under callgrind, plain tonic against the mesh.
+//! - [`scale`]: loading and applying 1,000 clusters / 10,000 endpoints; route lookup.
 //!
 //! The library also holds fixtures shared by the criterion benchmarks.
 
@@ -18,6 +19,7 @@ pub mod compare;
 pub mod instr;
 pub mod nginx;
 pub mod process;
+pub mod scale;
 pub mod variant;
 
 use std::sync::Arc;

@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 use mesh_benches::{
     cell::{self, Shape, Watched},
     compare::{self, CompareSpec},
-    instr,
+    instr, scale,
     variant::{self, ServerStack, Variant},
 };
 
@@ -59,6 +59,21 @@ enum Cmd {
         /// Where callgrind's output files go.
         #[arg(long, default_value = "target/bench/work")]
         work_dir: PathBuf,
+        /// Where to write the JSON report.
+        #[arg(long)]
+        json: PathBuf,
+    },
+    /// Times loading and applying a large configuration and route lookups; writes JSON.
+    Scale {
+        /// Clusters.
+        #[arg(long, default_value_t = 1000)]
+        clusters: usize,
+        /// Endpoints per cluster.
+        #[arg(long, default_value_t = 10)]
+        endpoints_per_cluster: usize,
+        /// Repetitions of each timing (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
         /// Where to write the JSON report.
         #[arg(long)]
         json: PathBuf,
@@ -164,6 +179,16 @@ fn run(cmd: Cmd) -> Result<(), String> {
         } => {
             let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
             let report = instr::run(&exe, &work_dir, requests.max(1)).map_err(|e| e.to_string())?;
+            write_json(&json, &report)
+        }
+        Cmd::Scale {
+            clusters,
+            endpoints_per_cluster,
+            repeat,
+            json,
+        } => {
+            let report =
+                scale::run(clusters, endpoints_per_cluster, repeat).map_err(|e| e.to_string())?;
             write_json(&json, &report)
         }
         Cmd::InstrWorker {
