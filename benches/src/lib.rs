@@ -9,6 +9,7 @@
 //! - [`process`]: CPU time and memory per process from `/proc`.
 //! - [`instr`]: instructions per call under callgrind, plain tonic against the mesh.
 //! - [`scale`]: loading and applying 1,000 clusters / 10,000 endpoints; route lookup.
+//! - [`report`]: `benches/RESULTS.md` and its SVG chart from the parts' JSON reports.
 //!
 //! The library also holds fixtures shared by the criterion benchmarks.
 
@@ -19,6 +20,7 @@ pub mod compare;
 pub mod instr;
 pub mod nginx;
 pub mod process;
+pub mod report;
 pub mod scale;
 pub mod variant;
 

@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 use mesh_benches::{
     cell::{self, Shape, Watched},
     compare::{self, CompareSpec},
-    instr, scale,
+    instr, report, scale,
     variant::{self, ServerStack, Variant},
 };
 
@@ -77,6 +77,30 @@ enum Cmd {
         /// Where to write the JSON report.
         #[arg(long)]
         json: PathBuf,
+    },
+    /// Writes RESULTS.md (and the SVG chart) from the JSON reports that exist.
+    Report {
+        /// The JSON of `compare`.
+        #[arg(long)]
+        load: Option<PathBuf>,
+        /// The JSON of `instr`.
+        #[arg(long)]
+        instr: Option<PathBuf>,
+        /// The JSON of `scale`.
+        #[arg(long)]
+        scale: Option<PathBuf>,
+        /// Hand-written notes to append (skipped when the file does not exist).
+        #[arg(long)]
+        notes: Option<PathBuf>,
+        /// Marks the report as a smoke run, with this reason.
+        #[arg(long)]
+        smoke: Option<String>,
+        /// Where to write the markdown.
+        #[arg(long)]
+        out: PathBuf,
+        /// Where to write the chart (SVG); linked from the markdown by file name.
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
     /// (internal) Server and client in one process, run under callgrind by `instr`.
     InstrWorker {
@@ -191,6 +215,35 @@ fn run(cmd: Cmd) -> Result<(), String> {
                 scale::run(clusters, endpoints_per_cluster, repeat).map_err(|e| e.to_string())?;
             write_json(&json, &report)
         }
+        Cmd::Report {
+            load,
+            instr,
+            scale,
+            notes,
+            smoke,
+            out,
+            svg,
+        } => {
+            let mut inputs = report::Inputs {
+                load: load.as_deref().map(read_json).transpose()?,
+                instr: instr.as_deref().map(read_json).transpose()?,
+                scale: scale.as_deref().map(read_json).transpose()?,
+                smoke,
+                notes: notes.and_then(|p| fs::read_to_string(p).ok()),
+                chart: None,
+            };
+            if let (Some(svg), Some(load)) = (&svg, &inputs.load) {
+                report::chart(load, svg)?;
+                inputs.chart = svg.file_name().map(|n| n.to_string_lossy().into_owned());
+            }
+            if inputs.smoke.is_none() && cfg!(debug_assertions) {
+                inputs.smoke = Some("a debug build".into());
+            }
+            fs::write(&out, report::markdown(&inputs))
+                .map_err(|e| format!("writing {}: {e}", out.display()))?;
+            eprintln!("mesh-bench: wrote {}", out.display());
+            Ok(())
+        }
         Cmd::InstrWorker {
             variant,
             requests,
@@ -228,6 +281,11 @@ fn run(cmd: Cmd) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn write_json(path: &PathBuf, value: &impl serde::Serialize) -> Result<(), String> {
