@@ -214,3 +214,23 @@ async fn drive(client: &Client, spec: &LoadSpec) -> (load::Summary, Option<Histo
         Client::Mesh(channel, _mesh) => load::run_recorded(channel.clone(), spec).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_and_watch_lists_parse_and_print_back() {
+        for s in ["c1", "c64", "open2000"] {
+            assert_eq!(s.parse::<Shape>().unwrap().to_string(), s);
+        }
+        for bad in ["c0", "open", "x5", "c-1", "open0"] {
+            assert!(bad.parse::<Shape>().is_err(), "{bad}");
+        }
+        let w: Watched = "nginx-server-side=10,11".parse().unwrap();
+        assert_eq!(w.role, "nginx-server-side");
+        assert_eq!(w.pids, [10, 11]);
+        assert!("server".parse::<Watched>().is_err());
+        assert!("server=x".parse::<Watched>().is_err());
+    }
+}

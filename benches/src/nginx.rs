@@ -190,3 +190,18 @@ pub fn wait_listening(port: u16, limit: Duration) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hop_listens_on_h2c_and_passes_grpc_with_upstream_keepalive() {
+        let c = config(Path::new("/tmp/x"), 4001, 5001);
+        assert!(c.contains("listen 127.0.0.1:4001 http2;"), "{c}");
+        assert!(c.contains("server 127.0.0.1:5001;"), "{c}");
+        assert!(c.contains("grpc_pass grpc://backend;"), "{c}");
+        assert!(c.contains("keepalive 256;"), "{c}");
+        assert!(c.contains("pid /tmp/x/nginx.pid;"), "{c}");
+    }
+}
