@@ -1,9 +1,9 @@
 //! One cell of the comparison: one variant under one load shape, run by a client process of
 //! its own, which measures itself and the server-side processes it is told to watch.
 //!
-//! The cell first warms up (connections made, caches warm; not recorded), then — for a closed
-//! loop — sizes the measured run from the warm-up's rate so every cell lasts about as long,
-//! and reads the CPU time of every watched process right before and right after it.
+//! The cell first warms up (connections made, caches warm; not recorded) for a fifth of its
+//! time (0.2 s to 1 s), then runs for its duration, and reads the CPU time of every watched
+//! process right before and right after the measured run.
 
 use std::{fmt, str::FromStr, time::Duration};
 
@@ -155,18 +155,18 @@ pub async fn run(
         Shape::Open(_) => 1,
     };
     let warmup = LoadSpec {
-        shape: load::Shape::Closed {
-            requests: (50 * concurrency as u64).max(500),
+        shape: load::Shape::ClosedFor {
+            duration: (duration / 5).clamp(Duration::from_millis(200), Duration::from_secs(1)),
             concurrency,
         },
         headers: Vec::new(),
         timeout: None,
     };
-    let (warm, _) = drive(&client, &warmup).await;
+    drive(&client, &warmup).await;
     let measured = LoadSpec {
         shape: match shape {
-            Shape::Closed(c) => load::Shape::Closed {
-                requests: ((warm.throughput * duration.as_secs_f64()) as u64).max(1),
+            Shape::Closed(c) => load::Shape::ClosedFor {
+                duration,
                 concurrency: c.max(1),
             },
             Shape::Open(rate) => load::Shape::Open {

@@ -519,8 +519,8 @@ fn method(md: &mut String, load: Option<&LoadReport>) {
          process during the measured run, divided by the calls.\n\
          - Rounds interleave the variants (a b c1 c2 a b c1 c2 …) under each load shape so that \
          drift of the machine hits all of them; histograms of all rounds are merged.\n\
-         - Each cell warms up first (not recorded); a closed-loop cell then sends as many calls \
-         as the warm-up rate fills in the cell's time. The open loop schedules calls at a fixed \
+         - Each cell warms up first (a fifth of its time, 0.2 s to 1 s, not recorded), then runs \
+         for the cell's time; a closed loop keeps its calls in flight until then. The open loop schedules calls at a fixed \
          rate and measures each from its scheduled send time, so a stall shows as latency \
          (no coordinated omission). Latency goes into HDR histograms (3 significant digits).\n\
          - (b) is the mesh client stack (routing with a header match before the default route, \

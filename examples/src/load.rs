@@ -38,6 +38,14 @@ pub enum Shape {
         /// Calls in flight at a time (at least 1).
         concurrency: usize,
     },
+    /// `concurrency` calls in flight at a time until `duration` has passed (calls in flight
+    /// then finish and are counted), so runs of different speeds last equally long.
+    ClosedFor {
+        /// How long to start new calls.
+        duration: Duration,
+        /// Calls in flight at a time (at least 1).
+        concurrency: usize,
+    },
     /// `rate` calls per second for `duration`, whatever the latency.
     Open {
         /// Calls per second (must be positive).
@@ -209,24 +217,13 @@ where
         Shape::Closed {
             requests,
             concurrency,
+        } => closed_loop(&channel, spec, &tally, concurrency, Some(requests), None).await,
+        Shape::ClosedFor {
+            duration,
+            concurrency,
         } => {
-            let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let workers: Vec<_> = (0..concurrency.max(1))
-                .map(|_| {
-                    let (next, tally, spec) = (next.clone(), tally.clone(), spec.clone());
-                    let mut client = EchoClient::new(channel.clone());
-                    tokio::spawn(async move {
-                        while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
-                            let sent = Instant::now();
-                            let outcome = call(&mut client, &spec).await;
-                            tally.lock().await.record(sent.elapsed(), outcome);
-                        }
-                    })
-                })
-                .collect();
-            for worker in workers {
-                let _ = worker.await;
-            }
+            let deadline = started + duration;
+            closed_loop(&channel, spec, &tally, concurrency, None, Some(deadline)).await
         }
         Shape::Open { rate, duration } => {
             let interval = Duration::from_secs_f64(1.0 / rate.max(f64::MIN_POSITIVE));
@@ -251,6 +248,45 @@ where
     match Arc::try_unwrap(tally) {
         Ok(tally) => tally.into_inner().finish(elapsed),
         Err(shared) => std::mem::take(&mut *shared.lock().await).finish(elapsed),
+    }
+}
+
+/// `concurrency` workers sending one call after another, until `requests` calls were started
+/// or `deadline` passed.
+async fn closed_loop<C>(
+    channel: &C,
+    spec: &LoadSpec,
+    tally: &Arc<Mutex<Tally>>,
+    concurrency: usize,
+    requests: Option<u64>,
+    deadline: Option<Instant>,
+) where
+    C: GrpcService<tonic::body::Body> + Clone + Send + 'static,
+    C::Future: Send,
+    C::Error: Into<StdError>,
+    C::ResponseBody: Body<Data = Bytes> + Send + 'static,
+    <C::ResponseBody as Body>::Error: Into<StdError> + Send,
+{
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (next, tally, spec) = (next.clone(), tally.clone(), spec.clone());
+            let mut client = EchoClient::new(channel.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let sent = Instant::now();
+                    if requests.is_some_and(|r| n >= r) || deadline.is_some_and(|d| sent >= d) {
+                        break;
+                    }
+                    let outcome = call(&mut client, &spec).await;
+                    tally.lock().await.record(sent.elapsed(), outcome);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
     }
 }
 
