@@ -41,7 +41,8 @@ enum Cmd {
         /// Variants, comma-separated (a, b, c1, c2, d-tls, d-mtls).
         #[arg(long, value_delimiter = ',', default_value = "a,b,c1,c2,d-tls,d-mtls")]
         variants: Vec<Variant>,
-        /// Load shapes, comma-separated: c<concurrency> or open<calls per second>.
+        /// Load shapes, comma-separated: c16 is a closed loop with 16 calls in flight, open2000 an
+        /// open loop at 2000 calls per second.
         #[arg(long, value_delimiter = ',', default_value = "c1,c16,c64,open2000")]
         shapes: Vec<Shape>,
         /// Where nginx configurations and histograms go.
