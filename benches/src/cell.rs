@@ -5,7 +5,7 @@
 //! time (0.2 s to 1 s), then runs for its duration, and reads the CPU time of every watched
 //! process right before and right after the measured run.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{fmt, path::Path, str::FromStr, time::Duration};
 
 use hdrhistogram::Histogram;
 use mesh_examples::load::{self, LoadSpec};
@@ -140,16 +140,18 @@ impl FromStr for Watched {
     }
 }
 
-/// Runs one cell in this process: `variant`'s client against `port`, `shape` for about
-/// `duration`, measuring this process (`client`) and `watched`.
+/// Runs one cell in this process: `variant`'s client against `port` (trusting the certificate
+/// in `tls_dir` for `d-tls`), `shape` for about `duration`, measuring this process (`client`)
+/// and `watched`.
 pub async fn run(
     variant: Variant,
     port: u16,
+    tls_dir: &Path,
     shape: Shape,
     duration: Duration,
     watched: &[Watched],
 ) -> Result<(CellResult, Histogram<u64>), CellError> {
-    let client = variant::client(variant, port).await?;
+    let client = variant::client(variant, port, tls_dir).await?;
     let concurrency = match shape {
         Shape::Closed(c) => c.max(1),
         Shape::Open(_) => 1,

@@ -127,13 +127,15 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(exe: &Path, stack: &str) -> Result<Self, CompareError> {
+    fn start(exe: &Path, stack: &str, tls_dir: &Path) -> Result<Self, CompareError> {
         let io = |what: &str| {
             let what = format!("echo server ({stack}): {what}");
             move |source| CompareError::Io { what, source }
         };
         let mut child = Command::new(exe)
             .args(["serve", "--stack", stack, "--listen", "127.0.0.1:0"])
+            .arg("--tls-dir")
+            .arg(tls_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -178,6 +180,7 @@ impl Drop for ServerProcess {
 struct Fleet {
     plain: Option<ServerProcess>,
     mesh: Option<ServerProcess>,
+    tls: Option<ServerProcess>,
     /// The echo server behind nginx.
     proxied: Option<ServerProcess>,
     nginx_server_side: Option<Nginx>,
@@ -189,14 +192,22 @@ impl Fleet {
     fn start(exe: &Path, spec: &CompareSpec) -> Result<Self, CompareError> {
         let mut fleet = Fleet::default();
         let wants = |v: Variant| spec.variants.contains(&v) && v.availability().is_ok();
+        let tls_dir = tls_dir(spec);
         if wants(Variant::Plain) {
-            fleet.plain = Some(ServerProcess::start(exe, "plain")?);
+            fleet.plain = Some(ServerProcess::start(exe, "plain", &tls_dir)?);
         }
         if wants(Variant::Mesh) {
-            fleet.mesh = Some(ServerProcess::start(exe, "mesh")?);
+            fleet.mesh = Some(ServerProcess::start(exe, "mesh", &tls_dir)?);
+        }
+        if wants(Variant::Tls) {
+            crate::tls::write_material(&tls_dir).map_err(|e| CompareError::Io {
+                what: "TLS certificate".into(),
+                source: io::Error::other(e),
+            })?;
+            fleet.tls = Some(ServerProcess::start(exe, "tls", &tls_dir)?);
         }
         if wants(Variant::NginxOneHop) || wants(Variant::NginxTwoHop) {
-            let proxied = ServerProcess::start(exe, "plain")?;
+            let proxied = ServerProcess::start(exe, "plain", &tls_dir)?;
             match Nginx::start("nginx-server-side", &spec.work_dir, proxied.port).and_then(
                 |server_side| {
                     let client_side =
@@ -263,7 +274,8 @@ impl Fleet {
                 let (port, n1) = hop(&self.nginx_client_side)?;
                 Ok((port, vec![s, n2, n1]))
             }
-            Variant::Tls | Variant::MeshMtls => Err("not built".into()),
+            Variant::Tls => server(&self.tls).map(|(p, w)| (p, vec![w])),
+            Variant::MeshMtls => Err("not built".into()),
         }
     }
 }
@@ -394,7 +406,9 @@ fn run_cell(
         .args(["--shape", &shape.to_string()])
         .args(["--secs", &spec.secs.to_string()])
         .arg("--histogram-out")
-        .arg(&histogram_file);
+        .arg(&histogram_file)
+        .arg("--tls-dir")
+        .arg(tls_dir(spec));
     for w in watched {
         let pids: Vec<String> = w.pids.iter().map(u32::to_string).collect();
         cmd.arg("--watch")
@@ -412,6 +426,11 @@ fn run_cell(
     let bytes = fs::read(&histogram_file).map_err(|e| fail(format!("histogram: {e}")))?;
     let histogram = read_histogram(&bytes).map_err(fail)?;
     Ok((cell, histogram))
+}
+
+/// Where the d-tls certificate and key go.
+fn tls_dir(spec: &CompareSpec) -> PathBuf {
+    spec.work_dir.join("tls")
 }
 
 /// The percentiles of `h`.

@@ -131,12 +131,15 @@ pub fn worker(variant: Variant, requests: u64, warmup: u64) -> Result<(), InstrE
             .await
             .map_err(SetupError::Io)?;
         let port = listener.local_addr().map_err(SetupError::Io)?.port();
+        // Only a and b are counted; neither uses TLS material.
+        let no_tls = Path::new("");
         tokio::spawn(variant::serve(
             variant.server_stack(),
             listener,
+            no_tls,
             std::future::pending(),
         ));
-        let client = variant::client(variant, port).await?;
+        let client = variant::client(variant, port, no_tls).await?;
         sequential_calls(&client, warmup).await?;
         Ok::<_, InstrError>(client)
     })?;

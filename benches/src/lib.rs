@@ -6,6 +6,7 @@
 //!   mesh that have not landed.
 //! - [`cell`]: one variant under one load shape, measured by its own client process.
 //! - [`compare`]: the interleaved comparison of all variants; [`nginx`]: the sidecar hops.
+//! - [`tls`]: the TLS baseline of variant d (tonic over rustls).
 //! - [`process`]: CPU time and memory per process from `/proc`.
 //! - [`instr`]: instructions per call under callgrind, plain tonic against the mesh.
 //! - [`scale`]: loading and applying 1,000 clusters / 10,000 endpoints; route lookup.
@@ -22,6 +23,7 @@ pub mod nginx;
 pub mod process;
 pub mod report;
 pub mod scale;
+pub mod tls;
 pub mod variant;
 
 use std::sync::Arc;

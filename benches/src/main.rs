@@ -117,12 +117,15 @@ enum Cmd {
     },
     /// (internal) Serves the echo service and prints `listening on <address>`.
     Serve {
-        /// `plain` or `mesh`.
+        /// `plain`, `mesh` or `tls`.
         #[arg(long, value_parser = parse_stack)]
         stack: ServerStack,
         /// Where to listen (port 0: any free port).
         #[arg(long)]
         listen: SocketAddr,
+        /// The certificate and key for `tls` (written by `compare`).
+        #[arg(long, default_value = "")]
+        tls_dir: PathBuf,
     },
     /// (internal) Runs one cell and prints its result as JSON.
     Client {
@@ -144,6 +147,9 @@ enum Cmd {
         /// Where to write the latency histogram (HdrHistogram V2).
         #[arg(long)]
         histogram_out: PathBuf,
+        /// The certificate to trust for d-tls (written by `compare`).
+        #[arg(long, default_value = "")]
+        tls_dir: PathBuf,
     },
 }
 
@@ -151,7 +157,8 @@ fn parse_stack(s: &str) -> Result<ServerStack, String> {
     match s {
         "plain" => Ok(ServerStack::Plain),
         "mesh" => Ok(ServerStack::Mesh),
-        _ => Err(format!("`{s}`: expected plain or mesh")),
+        "tls" => Ok(ServerStack::Tls),
+        _ => Err(format!("`{s}`: expected plain, mesh or tls")),
     }
 }
 
@@ -250,14 +257,18 @@ fn run(cmd: Cmd) -> Result<(), String> {
             requests,
             warmup,
         } => instr::worker(variant, requests, warmup).map_err(|e| e.to_string()),
-        Cmd::Serve { stack, listen } => runtime()?.block_on(async {
+        Cmd::Serve {
+            stack,
+            listen,
+            tls_dir,
+        } => runtime()?.block_on(async {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| format!("binding {listen}: {e}"))?;
             let address = listener.local_addr().map_err(|e| e.to_string())?;
             // The orchestrator reads this line to learn the port.
             println!("listening on {address}");
-            variant::serve(stack, listener, std::future::pending())
+            variant::serve(stack, listener, &tls_dir, std::future::pending())
                 .await
                 .map_err(|e| e.to_string())
         }),
@@ -268,11 +279,12 @@ fn run(cmd: Cmd) -> Result<(), String> {
             secs,
             watch,
             histogram_out,
+            tls_dir,
         } => {
             let duration =
                 Duration::try_from_secs_f64(secs).map_err(|e| format!("--secs {secs}: {e}"))?;
             let (result, histogram) = runtime()?
-                .block_on(cell::run(variant, port, shape, duration, &watch))
+                .block_on(cell::run(variant, port, &tls_dir, shape, duration, &watch))
                 .map_err(|e| e.to_string())?;
             let bytes = compare::write_histogram(&histogram)?;
             fs::write(&histogram_out, bytes)

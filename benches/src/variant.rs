@@ -10,13 +10,13 @@
 //! | `b` | mesh client stack (routing, retries, breaker, outlier detection; no faults) | direct | mesh server stack ([hook](MESH_SERVER_STACK)) |
 //! | `c1` | plain tonic | one nginx `grpc_pass` hop (server-side sidecar) | plain tonic |
 //! | `c2` | plain tonic | two nginx hops (client- and server-side sidecars) | plain tonic |
-//! | `d-tls` | tonic over rustls TLS | direct | tonic over rustls TLS ([hook](TLS_AVAILABLE)) |
+//! | `d-tls` | tonic over rustls TLS | direct | tonic over rustls TLS ([`tls`](crate::tls)) |
 //! | `d-mtls` | mesh with mTLS | direct | mesh with mTLS ([hook](MESH_MTLS_AVAILABLE)) |
 //!
 //! A variant whose parts are missing is reported as "not yet available" with the reason;
 //! nothing is ever measured in its place.
 
-use std::{fmt, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
+use std::{fmt, net::SocketAddr, path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use mesh_examples::echo::{EchoService, Knobs};
 use mesh_tower::{Mesh, mesh_core::istio};
@@ -33,10 +33,6 @@ pub const MESH_SERVER_STACK: bool = false;
 /// (client: a mesh channel whose DestinationRule says `ISTIO_MUTUAL`; server: the mesh server
 /// stack's TLS accept with the workload certificate).
 pub const MESH_MTLS_AVAILABLE: bool = false;
-
-/// HOOK(integrator): `true` once [`Variant::Tls`] (tonic with plain rustls TLS, the baseline of
-/// `d-mtls`) is built. It lands together with `d-mtls`, so the pair is always measured together.
-pub const TLS_AVAILABLE: bool = false;
 
 /// One variant of the comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -62,6 +58,8 @@ pub enum ServerStack {
     Plain,
     /// The mesh server stack (see [`MESH_SERVER_STACK`]).
     Mesh,
+    /// tonic over rustls TLS ([`tls`](crate::tls)).
+    Tls,
 }
 
 /// The virtual host the mesh client addresses; its ServiceEntry points at the echo server.
@@ -110,9 +108,6 @@ impl Variant {
     /// `Err(reason)` when the variant cannot be measured in this build.
     pub fn availability(self) -> Result<(), &'static str> {
         match self {
-            Variant::Tls if !TLS_AVAILABLE => Err(
-                "not yet available: the TLS baseline is built together with mesh mTLS (hook TLS_AVAILABLE in benches/src/variant.rs)",
-            ),
             Variant::MeshMtls if !MESH_MTLS_AVAILABLE => Err(
                 "not yet available: mesh mTLS has not landed (hook MESH_MTLS_AVAILABLE in benches/src/variant.rs)",
             ),
@@ -129,6 +124,7 @@ impl Variant {
     pub fn server_stack(self) -> ServerStack {
         match self {
             Variant::Mesh | Variant::MeshMtls => ServerStack::Mesh,
+            Variant::Tls => ServerStack::Tls,
             _ => ServerStack::Plain,
         }
     }
@@ -171,6 +167,9 @@ pub enum SetupError {
     /// Connecting or serving failed.
     #[error("{0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS material could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A socket operation failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -223,8 +222,9 @@ pub fn mesh_for(server_port: u16) -> Result<Mesh, SetupError> {
 }
 
 /// A client of `variant` whose traffic goes to `port` on loopback (the echo server, or the
-/// first nginx hop). Connects eagerly for plain tonic so connection setup is not measured.
-pub async fn client(variant: Variant, port: u16) -> Result<Client, SetupError> {
+/// first nginx hop); `tls_dir` holds the certificate [`tls::write_material`](crate::tls::write_material)
+/// wrote, for `d-tls`. Connects eagerly for plain tonic so connection setup is not measured.
+pub async fn client(variant: Variant, port: u16, tls_dir: &Path) -> Result<Client, SetupError> {
     variant
         .availability()
         .map_err(|reason| SetupError::Unavailable { variant, reason })?;
@@ -236,8 +236,12 @@ pub async fn client(variant: Variant, port: u16) -> Result<Client, SetupError> {
                 mesh,
             ))
         }
-        // Unreachable while TLS_AVAILABLE and MESH_MTLS_AVAILABLE are false.
-        Variant::Tls | Variant::MeshMtls => Err(SetupError::Unavailable {
+        Variant::Tls => Ok(Client::Tonic(
+            crate::tls::channel(crate::tls::client_config(tls_dir)?, port).await?,
+        )),
+        // HOOK(integrator): build the mesh mTLS client here (unreachable while
+        // MESH_MTLS_AVAILABLE is false).
+        Variant::MeshMtls => Err(SetupError::Unavailable {
             variant,
             reason: "not built",
         }),
@@ -260,15 +264,24 @@ pub enum Client {
     Mesh(mesh_tower::Channel, Mesh),
 }
 
-/// Serves the echo service on `listener` behind `stack` until `shutdown` completes.
+/// Serves the echo service on `listener` behind `stack` until `shutdown` completes; `tls_dir`
+/// holds the certificate and key for [`ServerStack::Tls`].
 pub async fn serve(
     stack: ServerStack,
     listener: TcpListener,
+    tls_dir: &Path,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), SetupError> {
     let address: SocketAddr = listener.local_addr()?;
     let echo = EchoService::new("echo", "v1", address, Arc::new(Knobs::default())).into_server();
     match stack {
+        ServerStack::Tls => {
+            let config = crate::tls::server_config(tls_dir)?;
+            tonic::transport::Server::builder()
+                .add_service(echo)
+                .serve_with_incoming_shutdown(crate::tls::incoming(listener, config), shutdown)
+                .await?
+        }
         // HOOK(integrator): when MESH_SERVER_STACK is true, put the mesh server stack around
         // `echo` here (e.g. `Server::builder().layer(<the mesh server layer>)`). Until then the
         // mesh variant's server is plain tonic, and the reports say so.

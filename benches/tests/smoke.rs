@@ -1,5 +1,6 @@
-//! A seconds-long smoke of the load tool, for CI: `mesh-bench compare` on variants a and b
-//! (real server and client processes over loopback), then `mesh-bench report` on its output.
+//! A seconds-long smoke of the load tool, for CI: `mesh-bench compare` on variants a, b and
+//! d-tls (real server and client processes over loopback), then `mesh-bench report` on its
+//! output.
 //! Never the full benchmark.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,14 +18,14 @@ impl Drop for TempDir {
 }
 
 #[test]
-fn a_short_comparison_of_plain_tonic_and_the_mesh_produces_sane_numbers() {
+fn a_short_comparison_of_plain_tonic_the_mesh_and_tls_produces_sane_numbers() {
     let dir =
         TempDir(std::env::temp_dir().join(format!("mesh-bench-smoke-{}", std::process::id())));
     fs::create_dir_all(&dir.0).unwrap();
     let json = dir.0.join("load.json");
     let status = Command::new(env!("CARGO_BIN_EXE_mesh-bench"))
         .args(["compare", "--rounds", "1", "--secs", "0.5"])
-        .args(["--variants", "a,b,d-mtls", "--shapes", "c2,open100"])
+        .args(["--variants", "a,b,d-tls,d-mtls", "--shapes", "c2,open100"])
         .arg("--work-dir")
         .arg(dir.0.join("work"))
         .arg("--json")
@@ -33,7 +34,7 @@ fn a_short_comparison_of_plain_tonic_and_the_mesh_produces_sane_numbers() {
         .unwrap();
     assert!(status.success(), "mesh-bench compare: {status}");
     let report: LoadReport = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(report.results.len(), 6, "3 variants × 2 shapes");
+    assert_eq!(report.results.len(), 8, "4 variants × 2 shapes");
 
     for r in &report.results {
         let at = format!("{} {}", r.variant, r.shape);
