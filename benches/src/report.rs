@@ -342,6 +342,20 @@ fn load_section(md: &mut String, load: &LoadReport, chart: Option<&str>) {
                 a.failures
             );
         }
+        let measured = |v: Variant| {
+            rows.iter()
+                .find(|a| a.variant == v.key() && a.unavailable.is_none() && a.requests > 0)
+        };
+        if let (Some(mtls), Some(tls)) = (measured(Variant::MeshMtls), measured(Variant::Tls)) {
+            let _ = writeln!(
+                md,
+                "\nd-mtls ÷ d-tls (the mesh with mTLS against tonic with TLS): p50 {}, p99 {}, \
+                 calls/s {}.",
+                ratio(mtls.latency_us.p50 as f64, Some(tls.latency_us.p50 as f64)),
+                ratio(mtls.latency_us.p99 as f64, Some(tls.latency_us.p99 as f64)),
+                ratio(mtls.throughput, Some(tls.throughput)),
+            );
+        }
         md.push('\n');
     }
 
