@@ -7,8 +7,8 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use http::{HeaderMap, Method};
-use mesh_core::route::{RequestHead, WeightedCluster, WeightedClusters};
+use http::HeaderMap;
+use mesh_core::route::{WeightedCluster, WeightedClusters};
 
 fn route_lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("route_lookup");
@@ -16,13 +16,8 @@ fn route_lookup(c: &mut Criterion) {
     for routes in [10usize, 1_000, 10_000] {
         let table = mesh_benches::prefix_route_table(routes).expect("valid table");
         // The worst case for first-match-wins: the last specific route.
-        let path = format!("/svc{}/Method", routes.saturating_sub(2));
-        let head = RequestHead {
-            method: &Method::POST,
-            authority: "bench.default.svc.cluster.local:9080",
-            path_and_query: &path,
-            headers: &headers,
-        };
+        let path = mesh_benches::last_route_path(routes);
+        let head = mesh_benches::route_head(&path, &headers);
         group.bench_with_input(BenchmarkId::from_parameter(routes), &head, |b, head| {
             b.iter(|| black_box(table.find(black_box(head)).map(|m| m.route_index)))
         });

@@ -15,7 +15,10 @@ use std::{
     process::{Command, Stdio},
 };
 
-use mesh_examples::proto::echo::{EchoRequest, echo_client::EchoClient};
+use mesh_examples::{
+    load::Transport,
+    proto::echo::{EchoRequest, echo_client::EchoClient},
+};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 
@@ -159,13 +162,7 @@ async fn sequential_calls(client: &Client, n: u64) -> Result<(), InstrError> {
     }
 }
 
-async fn calls<C>(mut client: EchoClient<C>, n: u64) -> Result<(), InstrError>
-where
-    C: tonic::client::GrpcService<tonic::body::Body>,
-    C::Error: Into<tonic::codegen::StdError>,
-    C::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
-    <C::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
-{
+async fn calls<C: Transport>(mut client: EchoClient<C>, n: u64) -> Result<(), InstrError> {
     for _ in 0..n {
         client
             .say(EchoRequest {

@@ -28,10 +28,14 @@ pub mod variant;
 
 use std::sync::Arc;
 
+use http::{HeaderMap, Method};
 use mesh_core::{
     Action,
     matcher::{PathMatch, PathMatcher},
-    route::{Domain, Forward, Route, RouteMatcher, RouteTable, VirtualHost, WeightedClusters},
+    route::{
+        Domain, Forward, RequestHead, Route, RouteMatcher, RouteTable, VirtualHost,
+        WeightedClusters,
+    },
 };
 
 /// A route table with one virtual host of `routes` prefix routes `/svc<i>/`, the shape a large
@@ -53,6 +57,22 @@ pub fn prefix_route_table(routes: usize) -> Result<RouteTable, mesh_core::Error>
         list,
     )?;
     RouteTable::new("bench", vec![vh])
+}
+
+/// The path that matches the last specific route of [`prefix_route_table`]`(routes)`: the worst
+/// case of first-match-wins.
+pub fn last_route_path(routes: usize) -> String {
+    format!("/svc{}/Method", routes.saturating_sub(2))
+}
+
+/// A gRPC request head for `path` on the host of [`prefix_route_table`].
+pub fn route_head<'a>(path: &'a str, headers: &'a HeaderMap) -> RequestHead<'a> {
+    RequestHead {
+        method: &Method::POST,
+        authority: "bench.default.svc.cluster.local:9080",
+        path_and_query: path,
+        headers,
+    }
 }
 
 fn forward(cluster: &str) -> Action {

@@ -11,8 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use http::{HeaderMap, Method};
-use mesh_core::{MeshConfig, istio, route::RequestHead};
+use http::HeaderMap;
+use mesh_core::{MeshConfig, istio};
 use mesh_tower::Mesh;
 use serde::{Deserialize, Serialize};
 
@@ -204,13 +204,8 @@ pub fn run(
 fn route_lookup(routes: usize) -> Result<f64, ScaleError> {
     let table = crate::prefix_route_table(routes)?;
     let headers = HeaderMap::new();
-    let path = format!("/svc{}/Method", routes.saturating_sub(2));
-    let head = RequestHead {
-        method: &Method::POST,
-        authority: "bench.default.svc.cluster.local:9080",
-        path_and_query: &path,
-        headers: &headers,
-    };
+    let path = crate::last_route_path(routes);
+    let head = crate::route_head(&path, &headers);
     // About 0.2 s per table whatever its size: calibrate on a short run first.
     let mut n = 100u64;
     loop {

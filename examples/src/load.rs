@@ -28,6 +28,33 @@ pub struct LoadSpec {
     pub timeout: Option<Duration>,
 }
 
+/// A gRPC transport the load tool can drive from many tasks: a [`mesh_tower::Channel`], a plain
+/// `tonic::transport::Channel`, or anything else a tonic client accepts that is cheap to clone
+/// and `Send`.
+pub trait Transport:
+    GrpcService<
+        tonic::body::Body,
+        Future: Send,
+        Error: Into<StdError>,
+        ResponseBody: Body<Data = Bytes, Error: Into<StdError> + Send> + Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<C> Transport for C where
+    C: GrpcService<
+            tonic::body::Body,
+            Future: Send,
+            Error: Into<StdError>,
+            ResponseBody: Body<Data = Bytes, Error: Into<StdError> + Send> + Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Closed or open loop.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Shape {
@@ -186,28 +213,17 @@ fn latency_histogram() -> Option<Histogram<u64>> {
 ///
 /// `channel` is a [`mesh_tower::Channel`] or any other gRPC transport (a plain
 /// `tonic::transport::Channel`, for comparisons).
-pub async fn run<C>(channel: C, spec: &LoadSpec) -> Summary
-where
-    C: GrpcService<tonic::body::Body> + Clone + Send + 'static,
-    C::Future: Send,
-    C::Error: Into<StdError>,
-    C::ResponseBody: Body<Data = Bytes> + Send + 'static,
-    <C::ResponseBody as Body>::Error: Into<StdError> + Send,
-{
+pub async fn run<C: Transport>(channel: C, spec: &LoadSpec) -> Summary {
     run_recorded(channel, spec).await.0
 }
 
 /// Like [`run`], and also returns the latency histogram (microseconds from 1 µs to 10 minutes,
 /// 3 significant digits), so runs can be merged and percentiles read at any quantile. The
 /// histogram is `None` only if it could not be allocated.
-pub async fn run_recorded<C>(channel: C, spec: &LoadSpec) -> (Summary, Option<Histogram<u64>>)
-where
-    C: GrpcService<tonic::body::Body> + Clone + Send + 'static,
-    C::Future: Send,
-    C::Error: Into<StdError>,
-    C::ResponseBody: Body<Data = Bytes> + Send + 'static,
-    <C::ResponseBody as Body>::Error: Into<StdError> + Send,
-{
+pub async fn run_recorded<C: Transport>(
+    channel: C,
+    spec: &LoadSpec,
+) -> (Summary, Option<Histogram<u64>>) {
     let tally = Arc::new(Mutex::new(Tally {
         histogram: latency_histogram(),
         ..Tally::default()
@@ -253,20 +269,14 @@ where
 
 /// `concurrency` workers sending one call after another, until `requests` calls were started
 /// or `deadline` passed.
-async fn closed_loop<C>(
+async fn closed_loop<C: Transport>(
     channel: &C,
     spec: &LoadSpec,
     tally: &Arc<Mutex<Tally>>,
     concurrency: usize,
     requests: Option<u64>,
     deadline: Option<Instant>,
-) where
-    C: GrpcService<tonic::body::Body> + Clone + Send + 'static,
-    C::Future: Send,
-    C::Error: Into<StdError>,
-    C::ResponseBody: Body<Data = Bytes> + Send + 'static,
-    <C::ResponseBody as Body>::Error: Into<StdError> + Send,
-{
+) {
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
@@ -290,16 +300,10 @@ async fn closed_loop<C>(
     }
 }
 
-async fn call<C>(
+async fn call<C: Transport>(
     client: &mut EchoClient<C>,
     spec: &LoadSpec,
-) -> Result<crate::proto::echo::EchoReply, tonic::Status>
-where
-    C: GrpcService<tonic::body::Body>,
-    C::Error: Into<StdError>,
-    C::ResponseBody: Body<Data = Bytes> + Send + 'static,
-    <C::ResponseBody as Body>::Error: Into<StdError> + Send,
-{
+) -> Result<crate::proto::echo::EchoReply, tonic::Status> {
     let mut request = tonic::Request::new(EchoRequest {
         message: "hello".into(),
     });
