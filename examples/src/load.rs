@@ -404,4 +404,36 @@ mod tests {
             s.latency_us
         );
     }
+
+    #[tokio::test]
+    async fn a_timed_closed_loop_drives_a_plain_tonic_channel_for_its_duration() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let echo = crate::echo::EchoService::new("echo", "v1", address, Default::default());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(echo.into_server())
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let spec = LoadSpec {
+            shape: Shape::ClosedFor {
+                duration: Duration::from_millis(300),
+                concurrency: 2,
+            },
+            headers: Vec::new(),
+            timeout: None,
+        };
+        let (summary, histogram) = run_recorded(channel, &spec).await;
+        assert!(summary.total > 2, "{summary}");
+        assert_eq!(summary.status_count(Code::Ok), summary.total, "{summary}");
+        assert_eq!(summary.version_count("v1"), summary.total);
+        // Calls stop starting at the deadline; the last ones finish just after it.
+        assert!((300..5_000).contains(&summary.elapsed_ms), "{summary}");
+        assert_eq!(histogram.unwrap().len(), summary.total);
+    }
 }
