@@ -275,6 +275,8 @@ impl Fleet {
                 Ok((port, vec![s, n2, n1]))
             }
             Variant::Tls => server(&self.tls).map(|(p, w)| (p, vec![w])),
+            // HOOK(integrator): with MESH_MTLS_AVAILABLE, start a `serve --stack mesh` process
+            // with the workload certificate in `Fleet::start` and return it here.
             Variant::MeshMtls => Err("not built".into()),
         }
     }
