@@ -1,5 +1,5 @@
-//! The one-command demo: bookinfo on loopback, a configuration source, and scenarios that each
-//! change the configuration live and check what callers observe.
+//! The one-command demo: the development control plane and bookinfo on loopback, and scenarios
+//! that each push a configuration change over xDS and check what callers observe.
 //!
 //! Every scenario states its expected outcome before it runs and is judged on numbers the
 //! callers saw (replies per version, statuses, latencies), never on what the configuration
@@ -11,10 +11,11 @@ mod view;
 
 use std::time::Duration;
 
+use mesh_core::MeshConfig;
 use tonic::Code;
 
 pub use self::{
-    topology::{Instance, PRODUCTPAGE, Policy, Topology, TopologyError},
+    topology::{Instance, PRODUCTPAGE, Policy, Topology, TopologyError, xds},
     traffic::Tally,
     view::{Line, Row, Verdict, View},
 };
@@ -27,6 +28,9 @@ pub enum Pace {
     /// Fewer requests and shorter waits, with wider tolerances: for CI.
     Quick,
 }
+
+/// How long a pushed configuration may take to reach every service.
+const CONVERGENCE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The longest any one scenario may take before it counts as failed.
 const SCENARIO_DEADLINE: Duration = Duration::from_secs(40);
@@ -44,16 +48,26 @@ pub enum DemoError {
     /// Starting or configuring the services failed.
     #[error(transparent)]
     Topology(#[from] TopologyError),
+    /// A pushed configuration did not reach every service in time.
+    #[error(
+        "configuration version {version} did not reach {lagging} service(s) within {CONVERGENCE_DEADLINE:?}"
+    )]
+    NotConverged {
+        /// The control plane's version.
+        version: String,
+        /// How many meshes still served something else.
+        lagging: usize,
+    },
 }
 
 // === impl Demo ===
 
 impl Demo {
-    /// Starts bookinfo with every request going to reviews v1.
+    /// Starts the control plane and bookinfo with every request going to reviews v1.
     pub async fn start(pace: Pace) -> Result<Self, DemoError> {
         let topology = Topology::start().await?;
         let demo = Self { topology, pace };
-        demo.apply(&Policy::default())?;
+        demo.apply(&Policy::default()).await?;
         Ok(demo)
     }
 
@@ -62,13 +76,28 @@ impl Demo {
         &self.topology
     }
 
-    /// Makes `policy` the configuration of every mesh in the demo.
-    pub fn apply(&self, policy: &Policy) -> Result<(), DemoError> {
-        let config = std::sync::Arc::new(self.topology.config(policy)?);
-        for mesh in &self.topology.meshes {
-            mesh.publish(config.clone());
+    /// Pushes `policy` from the control plane and waits until every service's mesh serves it
+    /// (what each one holds for the targets it calls equals what was pushed).
+    pub async fn apply(&self, policy: &Policy) -> Result<(), DemoError> {
+        let config = self.topology.config(policy)?;
+        let expected = mesh_xds::encode::canonical(&config);
+        let version = self.topology.control_plane.set_config(config);
+        let deadline = tokio::time::Instant::now() + CONVERGENCE_DEADLINE;
+        loop {
+            let lagging = self
+                .topology
+                .meshes
+                .iter()
+                .filter(|(mesh, targets)| !serves(&mesh.config(), targets, &expected))
+                .count();
+            if lagging == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DemoError::NotConverged { version, lagging });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        Ok(())
     }
 
     /// Runs every scenario, drawing them on `view`; returns whether all passed.
@@ -110,7 +139,7 @@ impl Demo {
         let client = &self.topology.client;
         Ok(match kind {
             Kind::Canary(v1, v2) => {
-                self.apply(&canary(v1, v2))?;
+                self.apply(&canary(v1, v2)).await?;
                 let t = traffic::reviews(client, self.n(2000, 400), 16, None, &mut show).await;
                 let tolerance = tolerance(self.pace);
                 let ok = (t.percent("v1") - f64::from(v1)).abs() <= tolerance
@@ -125,7 +154,7 @@ impl Demo {
                                    - route: [{destination: {host: reviews.default.svc.cluster.local, subset: v1}}]\n"
                         .into(),
                     ..Policy::default()
-                })?;
+                }).await?;
                 let n = self.n(200, 50);
                 let beta = traffic::reviews(client, n, 8, Some("jason"), &mut show).await;
                 let rest = traffic::reviews(client, n, 8, None, &mut show).await;
@@ -146,7 +175,7 @@ impl Demo {
                         route_to("v1")
                     ),
                     ..Policy::default()
-                })?;
+                }).await?;
                 let t = traffic::reviews(client, self.n(1000, 300), 16, None, &mut show).await;
                 let aborted = t.failed_percent(Code::Unavailable);
                 let message = t.messages.get("UNAVAILABLE").cloned().unwrap_or_default();
@@ -161,7 +190,7 @@ impl Demo {
                         route_to("v1")
                     ),
                     ..Policy::default()
-                })?;
+                }).await?;
                 let t = traffic::reviews(client, self.n(40, 16), 8, None, &mut show).await;
                 let min = t.min_latency();
                 let ok = min >= Duration::from_millis(300) && t.failures() == 0;
@@ -180,7 +209,8 @@ impl Demo {
                 self.apply(&Policy {
                     reviews_http: format!("{}    retries: {{attempts: 0}}\n", route_to("v3")),
                     ..Policy::default()
-                })?;
+                })
+                .await?;
                 let bare = traffic::reviews(client, n, 1, None, &mut show).await;
                 self.apply(&Policy {
                     reviews_http: format!(
@@ -188,7 +218,8 @@ impl Demo {
                         route_to("v3")
                     ),
                     ..Policy::default()
-                })?;
+                })
+                .await?;
                 let retried = traffic::reviews(client, n, 1, None, &mut show).await;
                 let ok = bare.failed_percent(Code::Unavailable) >= 35.0 && retried.failures() == 0;
                 verdict(
@@ -208,7 +239,8 @@ impl Demo {
                     reviews_http: format!("{}    retries: {{attempts: 0}}\n", route_to("v1")),
                     reviews_traffic: "    connectionPool: {http: {http2MaxRequests: 3}}\n".into(),
                     ..Policy::default()
-                })?;
+                })
+                .await?;
                 let t = traffic::reviews(client, 12, 12, None, &mut show).await;
                 let rejected = t.failed.get("UNAVAILABLE").copied().unwrap_or(0);
                 let ok = rejected == 9 && t.answered_by.get("v1") == Some(&3);
@@ -225,7 +257,8 @@ impl Demo {
                 self.apply(&Policy {
                     reviews_http: route_to("v2"),
                     ..Policy::default()
-                })?;
+                })
+                .await?;
                 match traffic::product_page(client).await {
                     Ok(page) => {
                         let ids = &page.trace_ids;
@@ -258,7 +291,8 @@ impl Demo {
                 ejection.as_millis()
             ),
             ..Policy::default()
-        })?;
+        })
+        .await?;
         b.knobs.fail(100, Code::Internal);
         let client = &self.topology.client;
         let sick = traffic::ratings(client, self.n(60, 30), show).await;
@@ -399,4 +433,16 @@ fn canary(v1: u32, v2: u32) -> Policy {
         ),
         ..Policy::default()
     }
+}
+
+/// Whether `served` holds, for each of `targets`, the routes of `expected` and, for every
+/// cluster it holds, `expected`'s version of that cluster.
+fn serves(served: &MeshConfig, targets: &[&str], expected: &MeshConfig) -> bool {
+    targets
+        .iter()
+        .all(|t| served.listener(t).is_some() && served.listener(t) == expected.listener(t))
+        && served
+            .clusters()
+            .iter()
+            .all(|(name, cluster)| expected.cluster(name) == Some(cluster))
 }

@@ -1,15 +1,17 @@
-//! The demo's world: bookinfo's services on loopback, each with its own [`Mesh`], and the
-//! Istio YAML that describes them.
+//! The demo's world: the development control plane and bookinfo's services on loopback, each
+//! with its own [`Mesh`] and xDS client, and the Istio YAML that describes them.
 //!
 //! Every service runs as its own tonic or axum server on `127.0.0.1:0` with its own mesh
-//! handle, exactly as separate processes would: they share nothing but the network and the
-//! configuration source. They run as tasks of the demo's process so that stopping the demo —
+//! handle and its own ADS stream to the control plane, exactly as separate processes would:
+//! they share nothing but the network and the control plane. Their outgoing calls use
+//! `xds:///` targets, so every policy they enforce arrived over xDS. They run as tasks of the demo's process so that stopping the demo —
 //! normally or by Ctrl-C — can never leave a process or a port behind.
 
 use std::{fmt::Write as _, net::SocketAddr, sync::Arc};
 
 use mesh_core::MeshConfig;
 use mesh_tower::{Mesh, trace::ServerTraceLayer};
+use mesh_xds::{bootstrap::Bootstrap, client::XdsClient, server::ControlPlane};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::transport::server::TcpIncoming;
 
@@ -43,8 +45,12 @@ pub struct Topology {
     pub productpage: SocketAddr,
     /// The demo client's mesh: it calls `reviews`, `ratings` and the product page.
     pub client: Mesh,
-    /// Every mesh in the demo, the client's first.
-    pub meshes: Vec<Mesh>,
+    /// Every mesh in the demo with the targets it calls, the client's first.
+    pub meshes: Vec<(Mesh, &'static [&'static str])>,
+    /// The development control plane every mesh follows.
+    pub control_plane: ControlPlane,
+    /// The xDS clients, kept so their streams live as long as the topology.
+    xds: Vec<XdsClient>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -68,6 +74,9 @@ pub enum TopologyError {
     /// A listener could not be bound.
     #[error("binding a loopback port: {0}")]
     Bind(#[from] std::io::Error),
+    /// An xDS client could not start.
+    #[error("starting an xDS client: {0}")]
+    Xds(#[from] mesh_xds::client::StartError),
     /// The generated YAML did not load (a bug in the demo).
     #[error("the demo's own configuration is invalid: {0}")]
     Config(String),
@@ -76,10 +85,26 @@ pub enum TopologyError {
 // === impl Topology ===
 
 impl Topology {
-    /// Starts ratings ×2, reviews v1/v2/v3 and the product page, each with an empty mesh.
+    /// Starts the control plane (serving nothing yet), ratings ×2, reviews v1/v2/v3 and the
+    /// product page, and the demo client; every mesh gets its own xDS client.
     pub async fn start() -> Result<Self, TopologyError> {
         let mut tasks = Vec::new();
-        let mut meshes = vec![Mesh::new(MeshConfig::empty())];
+        let control_plane = ControlPlane::new(MeshConfig::empty());
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let xds_address = listener.local_addr()?;
+        let served = control_plane.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = served.serve(listener).await;
+        }));
+        let mut clients = Vec::new();
+        let mut new_mesh = |node: &str| -> Result<Mesh, TopologyError> {
+            let mesh = Mesh::new(MeshConfig::empty());
+            let bootstrap = Bootstrap::insecure(xds_address.to_string(), node);
+            clients.push(XdsClient::start(bootstrap, mesh.clone())?);
+            Ok(mesh)
+        };
+        let mut meshes: Vec<(Mesh, &'static [&'static str])> =
+            vec![(new_mesh("demo-client")?, &[REVIEWS, RATINGS, PRODUCTPAGE])];
 
         let mut ratings = Vec::new();
         for _ in 0..2 {
@@ -106,10 +131,10 @@ impl Topology {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let address = listener.local_addr()?;
             let knobs = Arc::new(Knobs::default());
-            let mesh = Mesh::new(MeshConfig::empty());
-            let service =
-                ReviewsService::new(version, mesh.channel(RATINGS), knobs.clone()).into_server();
-            meshes.push(mesh);
+            let mesh = new_mesh(&format!("reviews-{version}"))?;
+            let service = ReviewsService::new(version, mesh.channel(xds(RATINGS)), knobs.clone())
+                .into_server();
+            meshes.push((mesh, &[RATINGS]));
             tasks.push(tokio::spawn(async move {
                 let _ = tonic::transport::Server::builder()
                     .layer(ServerTraceLayer::new())
@@ -126,19 +151,26 @@ impl Topology {
 
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let productpage = listener.local_addr()?;
-        let mesh = Mesh::new(MeshConfig::empty());
-        let router = bookinfo::product_page(mesh.channel(REVIEWS)).layer(ServerTraceLayer::new());
-        meshes.push(mesh);
+        let mesh = new_mesh("productpage")?;
+        let router =
+            bookinfo::product_page(mesh.channel(xds(REVIEWS))).layer(ServerTraceLayer::new());
+        meshes.push((mesh, &[REVIEWS]));
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         }));
 
+        // The demo client calls these targets later; asking for them now subscribes at once.
+        for target in meshes[0].1 {
+            drop(meshes[0].0.channel(xds(target)));
+        }
         Ok(Self {
             reviews,
             ratings,
             productpage,
-            client: meshes[0].clone(),
+            client: meshes[0].0.clone(),
             meshes,
+            control_plane,
+            xds: clients,
             tasks,
         })
     }
@@ -212,10 +244,18 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        for client in &self.xds {
+            client.shutdown();
+        }
         for task in &self.tasks {
             task.abort();
         }
     }
+}
+
+/// The `xds:///` form of a target: resolved through the mesh's xDS client.
+pub fn xds(target: &str) -> String {
+    format!("xds:///{target}")
 }
 
 /// Appends a ServiceEntry for `name` with the given endpoints (address, version, instance).

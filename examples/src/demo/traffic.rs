@@ -11,7 +11,7 @@ use tonic::{Code, metadata::MetadataValue};
 
 use crate::{
     bookinfo::{ProductPage, RATINGS, REVIEWS},
-    demo::PRODUCTPAGE,
+    demo::{PRODUCTPAGE, xds},
     load::code_name,
     proto::bookinfo::{
         RatingsRequest, ReviewsRequest, ratings_client::RatingsClient,
@@ -115,7 +115,7 @@ pub(crate) async fn reviews(
     end_user: Option<&str>,
     progress: &mut dyn FnMut(&Tally),
 ) -> Tally {
-    let client = ReviewsClient::new(mesh.channel(REVIEWS));
+    let client = ReviewsClient::new(mesh.channel(xds(REVIEWS)));
     let user = end_user.and_then(|u| MetadataValue::try_from(u).ok());
     let calls = stream::iter(0..n).map(|_| {
         let mut client = client.clone();
@@ -138,7 +138,7 @@ pub(crate) async fn reviews(
 
 /// Calls `ratings` `n` times, one at a time (so consecutive failures are consecutive).
 pub(crate) async fn ratings(mesh: &Mesh, n: u32, progress: &mut dyn FnMut(&Tally)) -> Tally {
-    let client = RatingsClient::new(mesh.channel(RATINGS));
+    let client = RatingsClient::new(mesh.channel(xds(RATINGS)));
     let calls = stream::iter(0..n).map(|_| {
         let mut client = client.clone();
         async move {
@@ -179,7 +179,7 @@ pub(crate) async fn product_page(mesh: &Mesh) -> Result<ProductPage, String> {
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .map_err(|e| e.to_string())?;
     let response = mesh
-        .channel(PRODUCTPAGE)
+        .channel(xds(PRODUCTPAGE))
         .oneshot(request)
         .await
         .map_err(|e| format!("product page unreachable: {e}"))?;
