@@ -36,6 +36,7 @@ mod synthesize;
 #[cfg(test)]
 mod test_util;
 pub mod timeout;
+pub mod tls;
 
 pub use mesh_core;
 

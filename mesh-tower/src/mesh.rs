@@ -20,11 +20,16 @@ use std::{
 use arc_swap::ArcSwap;
 use mesh_core::{
     CircuitBreakers, Cluster, EndpointAddress, LbPolicy, MeshConfig, Outcome, OutlierDetector,
-    OutlierEvent, lb::Balancer,
+    OutlierEvent, TlsMode, lb::Balancer,
 };
 use tokio::{sync::watch, time::Instant};
 
-use crate::{Discovery, endpoint::Endpoint, rng};
+use crate::{
+    Discovery,
+    endpoint::Endpoint,
+    rng,
+    tls::{CertificateFiles, MeshTls, TlsError, UpstreamConnector},
+};
 
 /// The mesh of this process: cheap to clone, shared by every channel.
 #[derive(Clone, Debug)]
@@ -43,6 +48,8 @@ struct Inner {
     discovery: OnceLock<Arc<dyn Discovery>>,
     /// Bumped on every publish, so requests waiting for a pending target wake up.
     published: watch::Sender<u64>,
+    /// The workload identity, certificate providers and TLS configurations.
+    tls: MeshTls,
 }
 
 /// One configuration with the runtime entries of its clusters.
@@ -103,6 +110,7 @@ impl Mesh {
                 active_faults: AtomicU32::new(0),
                 discovery: OnceLock::new(),
                 published: watch::Sender::new(0),
+                tls: MeshTls::default(),
             }),
         };
         mesh.publish(Arc::new(config));
@@ -120,7 +128,7 @@ impl Mesh {
             .iter()
             .map(|(name, policy)| {
                 let old = previous.clusters.get(name);
-                let entry = ClusterEntry::build(policy, old);
+                let entry = ClusterEntry::build(policy, old, &self.inner.tls);
                 (name.clone(), entry)
             })
             .collect();
@@ -134,6 +142,23 @@ impl Mesh {
     /// returns `false` when a discovery source was already set.
     pub fn set_discovery(&self, discovery: Arc<dyn Discovery>) -> bool {
         self.inner.discovery.set(discovery).is_ok()
+    }
+
+    /// Sets the workload's identity: its certificate chain and private key, and the mesh trust
+    /// bundle, as PEM files (`CertificateFiles::identity(chain, key).with_trust_bundle(ca)`).
+    /// ISTIO_MUTUAL clusters present it and verify servers with the bundle; mTLS servers
+    /// ([`MeshTls::server`]) present it and verify clients with it. The files are loaded now
+    /// (an error keeps the previous identity) and polled for rotation. Connections made from
+    /// now on use it; open connections keep theirs.
+    pub fn set_workload_identity(&self, files: CertificateFiles) -> Result<(), TlsError> {
+        self.inner.tls.set_workload_identity(files)
+    }
+
+    /// The mesh's TLS context: the workload identity, the certificate-provider registry the
+    /// xDS bootstrap fills (`mesh.tls().certificate_providers().register(..)`), and server-side
+    /// acceptors.
+    pub fn tls(&self) -> &MeshTls {
+        &self.inner.tls
     }
 
     /// The discovery source, when one is set.
@@ -163,16 +188,25 @@ impl Mesh {
 // === impl ClusterEntry ===
 
 impl ClusterEntry {
-    fn build(policy: &Arc<Cluster>, old: Option<&ClusterEntry>) -> Self {
+    fn build(policy: &Arc<Cluster>, old: Option<&ClusterEntry>, tls: &MeshTls) -> Self {
+        // A connection is kept only under the same TLS settings: a changed mode, trust bundle
+        // or SAN matcher must not be served by a connection negotiated under the old ones.
         let reusable: HashMap<&EndpointAddress, &Arc<Endpoint>> = old
+            .filter(|o| o.policy.tls == policy.tls)
             .map(|o| o.connections.iter().map(|c| (c.address(), c)).collect())
             .unwrap_or_default();
+        let connector = (policy.tls.mode != TlsMode::Disable)
+            .then(|| UpstreamConnector::new(policy.tls.clone(), tls.clone()));
         let connections: Arc<[Arc<Endpoint>]> = policy
             .endpoints
             .iter()
             .map(|e| match reusable.get(&e.address) {
                 Some(kept) => Arc::clone(kept),
-                None => Arc::new(Endpoint::new(e.address.clone(), policy.connect_timeout)),
+                None => Arc::new(Endpoint::with_tls(
+                    e.address.clone(),
+                    policy.connect_timeout,
+                    connector.clone(),
+                )),
             })
             .collect();
         let state = old.map(|o| o.state.clone()).unwrap_or_default();
