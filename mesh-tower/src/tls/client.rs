@@ -40,7 +40,21 @@ impl UpstreamConnector {
         TlsConnector::from(config)
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS handshake failed: {e}"))
+            .map_err(|e| format!("TLS handshake failed: {}", describe(&e)))
+    }
+}
+
+/// The handshake error, with the mesh's own certificate errors (SAN mismatch) shown by their
+/// message: rustls prints `CertificateError::Other` with `Debug`.
+fn describe(error: &std::io::Error) -> String {
+    let rustls_error = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))) => {
+            format!("invalid peer certificate: {}", other.0)
+        }
+        _ => error.to_string(),
     }
 }
 

@@ -8,7 +8,7 @@ use std::{
 };
 
 use mesh_core::{CertificateSource, TlsMode, UpstreamTls};
-use rustls::{ClientConfig, crypto::CryptoProvider};
+use rustls::{ClientConfig, client::Resumption, crypto::CryptoProvider};
 
 use super::{
     CertificateFiles, CertificateProviders, CertificateWatcher, ServerTls, TlsError,
@@ -192,6 +192,10 @@ impl MeshTls {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        // Every connection does a full handshake, so a rotated certificate or trust bundle
+        // applies to every new connection (a resumed session would carry the old identity).
+        // Connections are long-lived (one per endpoint): resumption would save little.
+        config.resumption = Resumption::disabled();
         Ok(config)
     }
 

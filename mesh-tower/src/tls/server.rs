@@ -27,7 +27,7 @@ use std::{
 };
 
 use mesh_core::MtlsMode;
-use rustls::ServerConfig;
+use rustls::{ServerConfig, server::NoServerSessionStorage};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -116,6 +116,10 @@ impl ServerTls {
                 .with_cert_resolver(Arc::new(CurrentCertificate(identity.clone())));
             // h2 for gRPC; http/1.1 for the axum routes of the same server.
             config.alpn_protocols = vec![ALPN_H2.to_vec(), b"http/1.1".to_vec()];
+            // No resumption: every client is verified against the current trust bundle and
+            // proves its current identity (see the client side).
+            config.session_storage = Arc::new(NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
             Ok(Arc::new(config))
         };
         Ok(Self {
