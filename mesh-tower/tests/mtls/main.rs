@@ -379,6 +379,33 @@ async fn permissive_accepts_both_and_reports_the_identity_only_for_mtls() {
 }
 
 #[tokio::test]
+async fn permissive_lets_a_tls_client_without_certificate_in_without_an_identity() {
+    let pki = pki();
+    let (addr, server_tls) = server(MtlsMode::Permissive, pki.server.clone()).await;
+    let simple = format!(
+        "{{mode: SIMPLE, caCertificates: {}, subjectAltNames: [\"{}\"]}}",
+        yaml_path(&pki.dir.path("client-ca.crt")),
+        spiffe("server")
+    );
+    let reply = say(&client(None, client_config(addr, &simple)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.message.as_str(), reply.config_version.as_str()),
+        ("", "none")
+    );
+    let stats = server_tls.stats();
+    assert_eq!(
+        (
+            stats.tls_without_certificate(),
+            stats.mtls(),
+            stats.plaintext()
+        ),
+        (1, 0, 0)
+    );
+}
+
+#[tokio::test]
 async fn disable_serves_plaintext_and_refuses_tls() {
     let pki = pki();
     let (addr, server_tls) = server(MtlsMode::Disable, pki.server.clone()).await;
@@ -504,12 +531,23 @@ async fn an_axum_router_sees_the_peer() {
         .await
         .unwrap();
     let addr = listener.local_addr();
-    let router = Router::new().route(
-        "/whoami",
-        get(|ConnectInfo(peer): ConnectInfo<Peer>| async move {
-            peer.principal().unwrap_or("anonymous").to_owned()
-        }),
-    );
+    let router = Router::new()
+        .route(
+            "/whoami",
+            get(|ConnectInfo(peer): ConnectInfo<Peer>| async move {
+                peer.principal().unwrap_or("anonymous").to_owned()
+            }),
+        )
+        // What a layer shared by tonic and axum servers sees.
+        .route(
+            "/extensions",
+            get(|extensions: http::Extensions| async move {
+                Peer::from_extensions(&extensions)
+                    .and_then(Peer::principal)
+                    .unwrap_or("anonymous")
+                    .to_owned()
+            }),
+        );
     tokio::spawn(async move {
         axum::serve(
             listener,
@@ -781,4 +819,32 @@ async fn presented_certificate(addr: SocketAddr, pki: &Pki) -> Vec<u8> {
         Ok(stream) => stream.get_ref().1.peer_certificates().unwrap()[0].to_vec(),
         Err(e) => panic!("handshake with {addr}: {e}"),
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rotated_files_are_picked_up_by_polling() {
+    let pki = pki();
+    let watcher = mesh_tower::tls::CertificateWatcher::load(pki.server.clone()).unwrap();
+    watcher.watch(Duration::from_secs(5));
+    let rotated = pki.ca.workload("server");
+    pki.dir.rotate("server", &rotated);
+    // Before the first poll nothing changes...
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(watcher.reloads(), 0);
+    // ...after it, the new material serves.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(watcher.reloads(), 1);
+    assert_eq!(
+        watcher.current().leaf_certificate().map(|c| c.to_vec()),
+        Some(pem_der(&rotated.cert_pem))
+    );
+    // A broken write is reported by the poll, once, and the good material stays.
+    pki.dir.write("server.key", "garbage");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(watcher.failures(), 1);
+    assert!(matches!(
+        watcher.last_error(),
+        Some(TlsError::Invalid { .. })
+    ));
+    assert_eq!(watcher.reloads(), 1);
 }
