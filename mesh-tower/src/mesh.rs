@@ -12,15 +12,15 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, OnceLock,
+        Arc, Mutex, OnceLock, Weak,
         atomic::{AtomicU32, AtomicU64, Ordering},
     },
 };
 
 use arc_swap::ArcSwap;
 use mesh_core::{
-    CircuitBreakers, Cluster, EndpointAddress, LbPolicy, MeshConfig, Outcome, OutlierDetector,
-    OutlierEvent, TlsMode, lb::Balancer,
+    CircuitBreakers, Cluster, DEFAULT_ROOT_NAMESPACE, EndpointAddress, Labels, LbPolicy,
+    MeshConfig, Outcome, OutlierDetector, OutlierEvent, TlsMode, lb::Balancer, mtls_mode,
 };
 use tokio::{sync::watch, time::Instant};
 
@@ -28,7 +28,7 @@ use crate::{
     Discovery,
     endpoint::Endpoint,
     rng,
-    tls::{CertificateFiles, MeshTls, TlsError, UpstreamConnector},
+    tls::{CertificateFiles, MeshTls, ServerTls, TlsError, UpstreamConnector},
 };
 
 /// The mesh of this process: cheap to clone, shared by every channel.
@@ -159,6 +159,54 @@ impl Mesh {
     /// acceptors.
     pub fn tls(&self) -> &MeshTls {
         &self.inner.tls
+    }
+
+    /// The server side of this workload's `port`, in the mTLS mode the PeerAuthentication
+    /// policies of the served configuration give it ([`mtls_mode`] with the workload's
+    /// `namespace` and `labels`, root namespace `istio-system`), kept current: every publish
+    /// re-resolves the mode for new connections. Presents the workload identity and verifies
+    /// clients with its trust bundle, so one must be set
+    /// ([`set_workload_identity`](Self::set_workload_identity)) even while the mode is
+    /// PERMISSIVE or DISABLE: a later STRICT must never find the server without material.
+    /// Must run inside a tokio runtime.
+    pub fn server_tls(
+        &self,
+        namespace: impl Into<Arc<str>>,
+        labels: Labels,
+        port: u16,
+    ) -> Result<ServerTls, TlsError> {
+        let namespace = namespace.into();
+        let resolve = move |config: &MeshConfig| {
+            mtls_mode(
+                &config.server().peer_authentication,
+                &namespace,
+                &labels,
+                port,
+                DEFAULT_ROOT_NAMESPACE,
+            )
+        };
+        let server = self.inner.tls.server(resolve(&self.config()))?;
+        let mut published = self.published();
+        let mesh: Weak<Inner> = Arc::downgrade(&self.inner);
+        let follower = server.clone();
+        tokio::spawn(async move {
+            // Ends when the mesh is dropped (the sender goes) or when no listener uses the
+            // server any more (only this task's clone is left).
+            while published.changed().await.is_ok() && !follower.is_unused() {
+                let Some(inner) = mesh.upgrade() else { return };
+                let mode = resolve(&inner.snapshot.load().config);
+                if mode != follower.mode() {
+                    tracing::info!(
+                        port,
+                        ?mode,
+                        "PeerAuthentication mode changed for new connections"
+                    );
+                    // Cannot fail: the server was built with material.
+                    let _ = follower.set_mode(mode);
+                }
+            }
+        });
+        Ok(server)
     }
 
     /// The discovery source, when one is set.

@@ -1,7 +1,7 @@
 //! The server side: which connections get TLS, and what a client must prove.
 //!
 //! The mode is Istio's PeerAuthentication mode for the port (resolve it with
-//! [`mesh_core::server::mtls_mode`]):
+//! [`mesh_core::mtls_mode`], or let [`Mesh::server_tls`](crate::Mesh::server_tls) follow the configuration):
 //!
 //! | mode | first byte `0x16` (TLS ClientHello) | anything else |
 //! |---|---|---|
@@ -167,6 +167,11 @@ impl ServerTls {
     /// The accept loop's counters.
     pub fn stats(&self) -> &AcceptStats {
         &self.stats
+    }
+
+    /// Whether only one handle (the caller's) is left: no listener accepts with it.
+    pub(crate) fn is_unused(&self) -> bool {
+        Arc::strong_count(&self.mode) <= 1
     }
 
     pub(crate) fn handshake_timeout(&self) -> Duration {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use mesh_tower::{
     Mesh, Peer,
     mesh_core::{
-        CertificateSource, MtlsMode, SanKind, SanMatcher, TlsMode, UpstreamTls,
+        CertificateSource, Labels, MtlsMode, SanKind, SanMatcher, TlsMode, UpstreamTls,
         matcher::StringMatcher,
     },
     tls::{MeshListener, ProviderFiles, ServerTls},
@@ -16,7 +16,7 @@ use tonic::Code;
 use crate::{
     certs::{Ca, Validity, spiffe, yaml_path},
     harness::*,
-    support::TARGET,
+    support::{self, TARGET},
 };
 
 #[tokio::test]
@@ -388,4 +388,40 @@ async fn a_stalled_handshake_blocks_no_other_connection_and_times_out() {
     say(&mesh).await.unwrap();
     wait_for(|| server_tls.stats().handshake_timeouts() == 1).await;
     drop(silent);
+}
+
+#[tokio::test]
+async fn the_mesh_applies_peer_authentication_changes_to_new_connections() {
+    let pki = pki();
+    let peer_authentication = |mode: &str| {
+        support::config(&format!(
+            "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: default}}
+spec:
+  mtls: {{mode: {mode}}}
+"
+        ))
+    };
+    let server_mesh = Mesh::new(peer_authentication("PERMISSIVE"));
+    server_mesh
+        .set_workload_identity(pki.server.clone())
+        .unwrap();
+    let labels = Labels::new([("app", "echo")]).unwrap();
+    let server_tls = server_mesh.server_tls("default", labels, 50051).unwrap();
+    assert_eq!(server_tls.mode(), MtlsMode::Permissive);
+    let addr = serve(server_tls.clone()).await;
+    say(&client(None, client_config(addr, ""))).await.unwrap();
+
+    server_mesh.publish(peer_authentication("STRICT").into());
+    wait_for(|| server_tls.mode() == MtlsMode::Strict).await;
+    let status = say(&client(None, client_config(addr, "")))
+        .await
+        .expect_err("STRICT now");
+    assert_eq!(status.code(), Code::Unavailable);
+    let mtls = client(
+        Some(pki.client),
+        client_config(addr, &istio_mutual("server")),
+    );
+    assert_eq!(say(&mtls).await.unwrap().config_version, "mtls");
 }
