@@ -168,7 +168,7 @@ impl Mesh {
     /// clients with its trust bundle, so one must be set
     /// ([`set_workload_identity`](Self::set_workload_identity)) even while the mode is
     /// PERMISSIVE or DISABLE: a later STRICT must never find the server without material.
-    /// Must run inside a tokio runtime.
+    /// Fails outside a tokio runtime (the mode is followed by a task).
     pub fn server_tls(
         &self,
         namespace: impl Into<Arc<str>>,
@@ -185,11 +185,20 @@ impl Mesh {
                 DEFAULT_ROOT_NAMESPACE,
             )
         };
-        let server = self.inner.tls.server(resolve(&self.config()))?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            TlsError::policy("Mesh::server_tls must be called inside a tokio runtime")
+        })?;
+        // Built with material even for DISABLE: a later STRICT must not find it without any.
+        let identity = self
+            .inner
+            .tls
+            .workload_identity()
+            .ok_or(TlsError::NoWorkloadIdentity)?;
+        let server = ServerTls::new(resolve(&self.config()), identity)?;
         let mut published = self.published();
         let mesh: Weak<Inner> = Arc::downgrade(&self.inner);
         let follower = server.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             // Ends when the mesh is dropped (the sender goes) or when no listener uses the
             // server any more (only this task's clone is left).
             while published.changed().await.is_ok() && !follower.is_unused() {

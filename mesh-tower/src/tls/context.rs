@@ -168,9 +168,16 @@ impl MeshTls {
                 what: trust.files().to_string().into(),
             });
         }
+        let from_xds = matches!(
+            policy.trust_bundle,
+            Some(CertificateSource::Provider { .. })
+        );
         let check = if !policy.san_matchers.is_empty() {
             IdentityCheck::San(policy.san_matchers.clone())
-        } else if policy.mode == TlsMode::IstioMutual {
+        } else if policy.mode == TlsMode::IstioMutual || from_xds {
+            // Mesh certificates carry a SPIFFE ID, not host names; gRPC's xDS credentials
+            // likewise accept any certificate the provider's CA validates when no SAN matcher
+            // is given.
             IdentityCheck::TrustOnly
         } else {
             IdentityCheck::ServerName

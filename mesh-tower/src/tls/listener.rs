@@ -49,16 +49,17 @@ pub struct MeshListener {
 // === impl MeshListener ===
 
 impl MeshListener {
-    /// Binds `addr` and starts accepting. Must run inside a tokio runtime.
+    /// Binds `addr` and starts accepting.
     pub async fn bind(addr: impl ToSocketAddrs, tls: ServerTls) -> io::Result<Self> {
         Self::new(TcpListener::bind(addr).await?, tls)
     }
 
-    /// Starts accepting on `listener`. Must run inside a tokio runtime.
+    /// Starts accepting on `listener`. Fails outside a tokio runtime.
     pub fn new(listener: TcpListener, tls: ServerTls) -> io::Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
         let local_addr = listener.local_addr()?;
         let (tx, accepted) = mpsc::channel(ACCEPTED_BACKLOG);
-        let accept_loop = tokio::spawn(accept_loop(listener, tls.clone(), tx));
+        let accept_loop = runtime.spawn(accept_loop(listener, tls.clone(), tx));
         Ok(Self {
             local_addr,
             accepted,

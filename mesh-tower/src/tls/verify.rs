@@ -5,9 +5,11 @@
 //!   now (expired and not-yet-valid certificates fail); then the *identity* is checked: against
 //!   the cluster's SAN matchers when it has any (Istio's `subjectAltNames`, Envoy's
 //!   `match_typed_subject_alt_names`, typically the server's SPIFFE ID) instead of the host
-//!   name, else against the name the client dialled (SIMPLE/MUTUAL, as a browser would), else,
-//!   for ISTIO_MUTUAL without matchers, not at all: workload certificates carry only a SPIFFE
-//!   ID, and any workload of the mesh's trust domain is then acceptable, as with Envoy.
+//!   name, else against the name the client dialled (SIMPLE/MUTUAL from Istio YAML: the SNI, else
+//!   the endpoint's host name or IP, like Istio's `VERIFY_CERTIFICATE_AT_CLIENT`), else, for
+//!   ISTIO_MUTUAL and for xDS certificate-provider trust without matchers, not at all: workload
+//!   certificates carry only a SPIFFE ID, and any workload the trust bundle validates is then
+//!   acceptable, as with Envoy and gRPC's xDS credentials.
 //! - [`MeshClientVerifier`] (servers): the client's chain must lead to the trust bundle; a
 //!   client certificate is required (STRICT) or optional (the TLS half of PERMISSIVE).
 

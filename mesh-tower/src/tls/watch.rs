@@ -16,7 +16,7 @@
 use std::{
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -49,6 +49,8 @@ struct Inner {
     last_error: Mutex<Option<TlsError>>,
     reloads: AtomicU64,
     failures: AtomicU64,
+    /// Set by the first [`CertificateWatcher::watch`]: one polling task per watcher.
+    watching: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -84,18 +86,22 @@ impl CertificateWatcher {
                 last_error: Mutex::new(None),
                 reloads: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
+                watching: AtomicBool::new(false),
             }),
         })
     }
 
     /// Polls the files every `interval` on the current tokio runtime until the last clone of
-    /// this watcher is dropped. Without a runtime, nothing is polled (a warning says so);
-    /// [`reload`](Self::reload) still works.
+    /// this watcher is dropped. Only the first call starts a task. Without a runtime, nothing is
+    /// polled (a warning says so); [`reload`](Self::reload) still works.
     pub fn watch(&self, interval: Duration) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(files = %self.inner.files, "no tokio runtime: certificate files are not watched for rotation");
             return;
         };
+        if self.inner.watching.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         runtime.spawn(async move {
             let mut ticks = tokio::time::interval(interval);

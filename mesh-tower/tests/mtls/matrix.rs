@@ -301,17 +301,28 @@ async fn certificate_provider_instances_resolve_through_the_registry() {
     assert_tls_failure(say(&unregistered).await, "`default` is not registered");
 
     // What the xDS client does with the bootstrap's `file_watcher` instances.
-    let mesh = Mesh::new(with_tls(&client_config(addr, ""), &tls("default")));
-    mesh.tls().certificate_providers().register(
-        "default",
-        ProviderFiles {
-            certificate_file: Some(pki.dir.path("client.crt")),
-            private_key_file: Some(pki.dir.path("client.key")),
-            ca_certificate_file: Some(pki.dir.path("client-ca.crt")),
-        },
-    );
-    let reply = say(&mesh).await.unwrap();
+    let registered = |tls: &UpstreamTls| {
+        let mesh = Mesh::new(with_tls(&client_config(addr, ""), tls));
+        mesh.tls().certificate_providers().register(
+            "default",
+            ProviderFiles {
+                certificate_file: Some(pki.dir.path("client.crt")),
+                private_key_file: Some(pki.dir.path("client.key")),
+                ca_certificate_file: Some(pki.dir.path("client-ca.crt")),
+            },
+        );
+        mesh
+    };
+    let reply = say(&registered(&tls("default"))).await.unwrap();
     assert_eq!(reply.message, "cluster.local/ns/default/sa/client");
+
+    // Without SAN matchers, as gRPC's xDS credentials: any certificate the CA validates (the
+    // server's has no name matching the endpoint's IP).
+    let no_matchers = UpstreamTls {
+        san_matchers: Vec::new().into(),
+        ..tls("default")
+    };
+    say(&registered(&no_matchers)).await.unwrap();
 }
 
 #[tokio::test]
@@ -424,4 +435,14 @@ spec:
         client_config(addr, &istio_mutual("server")),
     );
     assert_eq!(say(&mtls).await.unwrap().config_version, "mtls");
+}
+
+#[tokio::test]
+async fn a_mesh_server_needs_the_workload_identity_even_when_disabled() {
+    let mesh = Mesh::new(mesh_tower::mesh_core::MeshConfig::empty());
+    let labels = Labels::new([("app", "echo")]).unwrap();
+    assert_eq!(
+        mesh.server_tls("default", labels, 50051).unwrap_err(),
+        mesh_tower::tls::TlsError::NoWorkloadIdentity
+    );
 }
