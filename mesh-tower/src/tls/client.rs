@@ -72,3 +72,32 @@ fn server_name(
     ServerName::try_from(name.clone())
         .map_err(|e| format!("TLS: `{name}` is not a valid server name: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use mesh_core::EndpointAddress;
+    use rustls::pki_types::ServerName;
+
+    use super::server_name;
+
+    #[test]
+    fn the_sni_wins_then_the_host_name_then_the_ip() {
+        let dns = EndpointAddress::Dns {
+            host: "reviews.default.svc".into(),
+            port: 9080,
+        };
+        let ip = EndpointAddress::Socket("10.0.0.7:9080".parse().unwrap());
+        let name = |sni, address| server_name(sni, address).unwrap().to_str().into_owned();
+        assert_eq!(
+            name(Some("outbound_.9080_._.reviews"), &ip),
+            "outbound_.9080_._.reviews"
+        );
+        assert_eq!(name(None, &dns), "reviews.default.svc");
+        assert!(matches!(
+            server_name(None, &ip).unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        let error = server_name(Some("not a name!"), &ip).unwrap_err();
+        assert!(error.starts_with("TLS: `not a name!`"), "{error}");
+    }
+}

@@ -92,3 +92,88 @@ impl std::fmt::Display for SubjectAltNames {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mesh_core::{
+        SanKind, SanMatcher,
+        matcher::{StringMatch, StringMatcher},
+    };
+    use rcgen::{CertificateParams, KeyPair, SanType};
+
+    use super::SubjectAltNames;
+
+    fn sans() -> SubjectAltNames {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![
+            SanType::URI(
+                "spiffe://cluster.local/ns/prod/sa/reviews"
+                    .try_into()
+                    .unwrap(),
+            ),
+            SanType::DnsName("reviews.prod.svc".try_into().unwrap()),
+            SanType::Rfc822Name("ops@example.com".try_into().unwrap()),
+            SanType::IpAddress("10.1.2.3".parse().unwrap()),
+            SanType::IpAddress("fd00::1".parse().unwrap()),
+        ];
+        let cert = params.self_signed(&KeyPair::generate().unwrap()).unwrap();
+        SubjectAltNames::of(cert.der()).unwrap()
+    }
+
+    fn matcher(kind: SanKind, matcher: StringMatcher) -> SanMatcher {
+        SanMatcher { kind, matcher }
+    }
+
+    #[test]
+    fn each_kind_matches_only_its_own_sans() {
+        let sans = sans();
+        let exact = StringMatcher::exact;
+        for (kind, value) in [
+            (SanKind::Uri, "spiffe://cluster.local/ns/prod/sa/reviews"),
+            (SanKind::Dns, "reviews.prod.svc"),
+            (SanKind::Email, "ops@example.com"),
+            (SanKind::IpAddress, "10.1.2.3"),
+            (SanKind::IpAddress, "fd00::1"),
+        ] {
+            assert!(sans.satisfies(&[matcher(kind, exact(value))]), "{value}");
+        }
+        // The right value under the wrong kind does not match.
+        assert!(!sans.satisfies(&[matcher(SanKind::Dns, exact("ops@example.com"))]));
+        assert!(!sans.satisfies(&[matcher(
+            SanKind::Uri,
+            exact("spiffe://cluster.local/ns/prod/sa/ratings")
+        )]));
+        // Any one matcher suffices; none matches nothing.
+        assert!(sans.satisfies(&[
+            matcher(SanKind::Dns, exact("nope")),
+            matcher(
+                SanKind::Uri,
+                StringMatcher::new(
+                    StringMatch::Prefix("spiffe://cluster.local/ns/prod/".into()),
+                    false
+                )
+            ),
+        ]));
+        assert!(!sans.satisfies(&[]));
+    }
+
+    #[test]
+    fn the_principal_is_the_spiffe_id_without_its_scheme() {
+        let identity = sans().into_identity();
+        assert_eq!(
+            identity.principal.as_deref(),
+            Some("cluster.local/ns/prod/sa/reviews")
+        );
+        assert_eq!(&*identity.dns_names, &["reviews.prod.svc".into()]);
+        assert_eq!(
+            sans().to_string(),
+            "URI:spiffe://cluster.local/ns/prod/sa/reviews, DNS:reviews.prod.svc, email:ops@example.com, IP:10.1.2.3, IP:fd00::1"
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(SubjectAltNames::of(b"not a certificate").is_err());
+        assert!(SubjectAltNames::of(&[]).is_err());
+    }
+}
