@@ -16,7 +16,7 @@ use mesh_tower::{
 };
 
 use crate::{
-    certs::{Leaf, Validity, spiffe, yaml_path},
+    certs::{Ca, Leaf, Validity, spiffe, yaml_path},
     harness::*,
 };
 
@@ -216,4 +216,38 @@ async fn rotated_files_are_picked_up_by_polling() {
         Some(TlsError::Invalid { .. })
     ));
     assert_eq!(watcher.reloads(), 1);
+}
+
+#[tokio::test]
+async fn a_rotated_trust_bundle_applies_to_the_next_handshake() {
+    let pki = pki();
+    // The server moves to a new CA; the client trusts only the old one at first.
+    let next_ca = Ca::new("next root");
+    let server_side = quiet_tls();
+    server_side
+        .set_workload_identity(pki.dir.identity(
+            "next-server",
+            &next_ca.workload("server"),
+            &pki.ca,
+        ))
+        .unwrap();
+    let server_tls = server_side.server(MtlsMode::Strict).unwrap();
+    let addrs = [
+        serve(server_tls.clone()).await,
+        serve(server_tls.clone()).await,
+    ];
+    let mesh = client(
+        Some(pki.client.clone()),
+        client_config(addrs[0], &istio_mutual("server")),
+    );
+    assert_tls_failure(say(&mesh).await, "UnknownIssuer");
+
+    // The client's bundle gains the new CA (as during an Istio root rotation).
+    let bundle = pki.dir.path("client-ca.crt");
+    std::fs::write(&bundle, format!("{}{}", pki.ca.pem(), next_ca.pem())).unwrap();
+    assert_eq!(mesh.tls().workload_identity().unwrap().reload(), Ok(true));
+    // A new endpoint (no backoff to wait out), the same cached client configuration.
+    mesh.publish(client_config(addrs[1], &istio_mutual("server")).into());
+    let reply = say(&mesh).await.unwrap();
+    assert_eq!(reply.message, "cluster.local/ns/default/sa/client");
 }
