@@ -12,6 +12,9 @@
 //!   [`balance`], [`endpoint`]). The route layer loads the snapshot once per request and puts its
 //!   [`RouteDecision`] in the request's extensions; later layers read only that, so a request
 //!   never sees two configuration versions.
+//! - [`tls`] is mutual TLS with SPIFFE identities: the endpoint connections follow each
+//!   cluster's `UpstreamTls`, and [`tls::MeshListener`] accepts tonic and axum connections in the
+//!   PeerAuthentication mode, putting the verified [`Peer`] in request extensions.
 //!
 //! Failures the mesh decides (no route, fault abort, timeout, breaker overflow, no endpoint,
 //! connect failure) are answered with a gRPC-correct response for gRPC callers (trailers-only,
@@ -36,6 +39,7 @@ mod synthesize;
 #[cfg(test)]
 mod test_util;
 pub mod timeout;
+pub mod tls;
 pub mod trace;
 
 pub use mesh_core;
