@@ -26,7 +26,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::{
-    RequestTrace, TraceContext, X_REQUEST_ID,
+    RequestId, RequestTrace, TraceContext,
     export::{self, DEFAULT, Tracing},
     scope,
 };
@@ -132,10 +132,12 @@ where
             (None, attempt)
         };
         attempt.inject(tracing.propagation(), req.headers_mut());
-        if let Some(request_id) = request_id {
-            request_id.insert_if_absent(req.headers_mut());
-        } else if !req.headers().contains_key(X_REQUEST_ID) {
-            super::RequestId::generate().insert_if_absent(req.headers_mut());
+        match request_id {
+            Some(request_id) => request_id.insert_if_absent(req.headers_mut()),
+            None if RequestId::from_headers(req.headers()).is_none() => {
+                RequestId::generate().insert_if_absent(req.headers_mut());
+            }
+            None => {}
         }
         ClientTraceFuture {
             inner: self.inner.call(req),
@@ -192,7 +194,7 @@ pub(crate) fn pin_caller_trace<B>(req: &mut Request<B>) {
         return;
     }
     let trace = match scope::current() {
-        Some(current) => match super::RequestId::from_headers(req.headers()) {
+        Some(current) => match RequestId::from_headers(req.headers()) {
             // The application's own id for this call wins over the handled request's.
             Some(own) => RequestTrace::new(current.context().clone(), own),
             None => current,
