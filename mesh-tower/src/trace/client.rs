@@ -13,21 +13,17 @@
 //! span, ended when the response head arrives (or the attempt fails).
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::{Arc, OnceLock},
     task::{Context, Poll},
 };
 
 use http::{Request, Response};
 use opentelemetry::{KeyValue, trace::SpanKind};
-use opentelemetry_sdk::trace::Span;
-use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::{
     RequestId, RequestTrace, TraceContext,
-    export::{self, DEFAULT, Tracing},
+    export::{self, DEFAULT, SpanFuture, Tracing},
     scope,
 };
 
@@ -44,15 +40,8 @@ pub struct ClientTraceLayer {
     tracing: Arc<OnceLock<Tracing>>,
 }
 
-pin_project! {
-    /// The response future of [`ClientTrace`]: ends the attempt's span, when one is recorded.
-    #[derive(Debug)]
-    pub struct ClientTraceFuture<F> {
-        #[pin]
-        inner: F,
-        span: Option<Span>,
-    }
-}
+/// The response future of [`ClientTrace`]: ends the attempt's span, when one is recorded.
+pub type ClientTraceFuture<F> = SpanFuture<F>;
 
 // === impl ClientTrace ===
 
@@ -139,10 +128,7 @@ where
             }
             None => {}
         }
-        ClientTraceFuture {
-            inner: self.inner.call(req),
-            span,
-        }
+        SpanFuture::new(self.inner.call(req), span)
     }
 }
 
@@ -162,28 +148,6 @@ impl<S> Layer<S> for ClientTraceLayer {
 
     fn layer(&self, inner: S) -> ClientTrace<S> {
         ClientTrace::with_shared(inner, self.tracing.clone())
-    }
-}
-
-// === impl ClientTraceFuture ===
-
-impl<F, RB, E> Future for ClientTraceFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, E>>,
-    E: std::fmt::Display,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let output = std::task::ready!(this.inner.poll(cx));
-        if let Some(span) = this.span.take() {
-            match &output {
-                Ok(response) => export::end_with_response(span, response),
-                Err(error) => export::end_with_error(span, error),
-            }
-        }
-        Poll::Ready(output)
     }
 }
 
