@@ -450,3 +450,145 @@ async fn an_axum_router_behind_the_layer_continues_the_trace_in_its_handlers() {
     assert_eq!(header(&at_b, "x-b3-traceid"), TRACE);
     assert_eq!(header(&at_b, "x-b3-parentspanid"), SPAN);
 }
+
+/// The subset of OTLP's `ExportTraceServiceRequest` a test reads (prost skips the rest).
+mod otlp {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(crate) struct ExportTraceServiceRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub(crate) resource_spans: Vec<ResourceSpans>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(crate) struct ResourceSpans {
+        #[prost(message, repeated, tag = "2")]
+        pub(crate) scope_spans: Vec<ScopeSpans>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(crate) struct ScopeSpans {
+        #[prost(message, repeated, tag = "2")]
+        pub(crate) spans: Vec<Span>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(crate) struct Span {
+        #[prost(bytes = "vec", tag = "1")]
+        pub(crate) trace_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub(crate) span_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "4")]
+        pub(crate) parent_span_id: Vec<u8>,
+        #[prost(string, tag = "5")]
+        pub(crate) name: String,
+        /// 2: server, 3: client.
+        #[prost(int32, tag = "6")]
+        pub(crate) kind: i32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(crate) struct ExportTraceServiceResponse {}
+}
+
+/// An OTLP/gRPC trace collector on 127.0.0.1 that keeps the spans it receives.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<Vec<otlp::Span>>>,
+}
+
+impl NamedService for Collector {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl tower::Service<http::Request<Body>> for Collector {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+            Ok(grpc.unary(this, req).await)
+        })
+    }
+}
+
+impl tower::Service<tonic::Request<otlp::ExportTraceServiceRequest>> for Collector {
+    type Response = tonic::Response<otlp::ExportTraceServiceResponse>;
+    type Error = Status;
+    type Future = std::future::Ready<Result<Self::Response, Status>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tonic::Request<otlp::ExportTraceServiceRequest>) -> Self::Future {
+        let spans = req
+            .into_inner()
+            .resource_spans
+            .into_iter()
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans);
+        self.spans.lock().unwrap().extend(spans);
+        std::future::ready(Ok(tonic::Response::new(
+            otlp::ExportTraceServiceResponse {},
+        )))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_grpc_to_a_collector() {
+    use opentelemetry_otlp::WithExportConfig;
+
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector_addr = listener.local_addr().unwrap();
+    let incoming = futures::stream::unfold(listener, |listener| async move {
+        Some((listener.accept().await.map(|(stream, _)| stream), listener))
+    });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(collector.clone())
+            .serve_with_incoming(incoming),
+    );
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://{collector_addr}"))
+        .build()
+        .unwrap();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .build();
+
+    let chain = chain("", false, Tracing::new().with_tracer_provider(&provider)).await;
+    call_from_outside(
+        chain.a,
+        &[("traceparent", &format!("00-{TRACE}-{SPAN}-01"))],
+    )
+    .await;
+    // Flushing blocks until the batch is exported; keep it off the runtime's workers.
+    tokio::task::spawn_blocking(move || provider.force_flush())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let spans = collector.spans.lock().unwrap().clone();
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    let server = spans.iter().find(|s| s.kind == 2).unwrap();
+    let client = spans.iter().find(|s| s.kind == 3).unwrap();
+    assert!(spans.iter().all(|s| hex(&s.trace_id) == TRACE));
+    assert_eq!(hex(&server.parent_span_id), SPAN);
+    assert_eq!(client.parent_span_id, server.span_id);
+    assert_eq!(client.name, "/echo.Echo/Say");
+    let at_b = one(&chain.b_log).headers;
+    assert_eq!(header(&at_b, "x-b3-spanid"), hex(&client.span_id));
+}

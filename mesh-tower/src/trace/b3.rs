@@ -8,6 +8,7 @@
 //! Headers carrying only a sampling decision start a new trace with that decision.
 
 use http::{HeaderMap, HeaderName};
+use opentelemetry::trace::{SpanId, TraceId};
 
 use super::{Sampling, TraceContext, hex};
 
@@ -58,23 +59,13 @@ pub(crate) fn decode_single(value: &[u8]) -> Decoded {
             None => return Decoded::Nothing,
         },
     };
-    let parent_span_id = match parts.next() {
-        None => None,
-        Some(parent) => match hex::span_id(parent) {
-            Some(parent) => Some(parent),
-            None => return Decoded::Nothing,
-        },
+    let Some(parent_span_id) = optional_span_id(parts.next()) else {
+        return Decoded::Nothing;
     };
     if parts.next().is_some() {
         return Decoded::Nothing;
     }
-    Decoded::Context(TraceContext::from_parts(
-        trace_id,
-        span_id,
-        parent_span_id,
-        sampling,
-        None,
-    ))
+    Decoded::Context(context(trace_id, span_id, parent_span_id, sampling))
 }
 
 /// Decodes the multi-header form.
@@ -102,20 +93,29 @@ pub(crate) fn decode_multi(headers: &HeaderMap) -> Decoded {
     let (Some(trace_id), Some(span_id)) = (trace_id, span_id) else {
         return Decoded::Nothing;
     };
-    let parent_span_id = match headers.get(X_B3_PARENTSPANID) {
-        None => None,
-        Some(parent) => match hex::span_id(parent.as_bytes().trim_ascii()) {
-            Some(parent) => Some(parent),
-            None => return Decoded::Nothing,
-        },
+    let parent = headers.get(X_B3_PARENTSPANID);
+    let Some(parent_span_id) = optional_span_id(parent.map(|p| p.as_bytes().trim_ascii())) else {
+        return Decoded::Nothing;
     };
-    Decoded::Context(TraceContext::from_parts(
-        trace_id,
-        span_id,
-        parent_span_id,
-        sampling,
-        None,
-    ))
+    Decoded::Context(context(trace_id, span_id, parent_span_id, sampling))
+}
+
+/// A B3 context (B3 has no `tracestate`).
+fn context(
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent: Option<SpanId>,
+    sampling: Sampling,
+) -> TraceContext {
+    TraceContext::from_parts(trace_id, span_id, parent, sampling, None)
+}
+
+/// An optional parent span id: `Some(None)` when absent, `None` when malformed.
+fn optional_span_id(hex: Option<&[u8]>) -> Option<Option<SpanId>> {
+    match hex {
+        None => Some(None),
+        Some(hex) => hex::span_id(hex).map(Some),
+    }
 }
 
 fn sampling_state(state: &[u8]) -> Option<Sampling> {

@@ -13,21 +13,17 @@
 //! span, ended when the response head arrives (or the attempt fails).
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::{Arc, OnceLock},
     task::{Context, Poll},
 };
 
 use http::{Request, Response};
 use opentelemetry::{KeyValue, trace::SpanKind};
-use opentelemetry_sdk::trace::Span;
-use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::{
-    RequestTrace, TraceContext, X_REQUEST_ID,
-    export::{self, DEFAULT, Tracing},
+    RequestId, RequestTrace, TraceContext,
+    export::{self, DEFAULT, SpanFuture, Tracing},
     scope,
 };
 
@@ -44,15 +40,8 @@ pub struct ClientTraceLayer {
     tracing: Arc<OnceLock<Tracing>>,
 }
 
-pin_project! {
-    /// The response future of [`ClientTrace`]: ends the attempt's span, when one is recorded.
-    #[derive(Debug)]
-    pub struct ClientTraceFuture<F> {
-        #[pin]
-        inner: F,
-        span: Option<Span>,
-    }
-}
+/// The response future of [`ClientTrace`]: ends the attempt's span, when one is recorded.
+pub type ClientTraceFuture<F> = SpanFuture<F>;
 
 // === impl ClientTrace ===
 
@@ -132,15 +121,14 @@ where
             (None, attempt)
         };
         attempt.inject(tracing.propagation(), req.headers_mut());
-        if let Some(request_id) = request_id {
-            request_id.insert_if_absent(req.headers_mut());
-        } else if !req.headers().contains_key(X_REQUEST_ID) {
-            super::RequestId::generate().insert_if_absent(req.headers_mut());
+        match request_id {
+            Some(request_id) => request_id.insert_if_absent(req.headers_mut()),
+            None if RequestId::from_headers(req.headers()).is_none() => {
+                RequestId::generate().insert_if_absent(req.headers_mut());
+            }
+            None => {}
         }
-        ClientTraceFuture {
-            inner: self.inner.call(req),
-            span,
-        }
+        SpanFuture::new(self.inner.call(req), span)
     }
 }
 
@@ -163,28 +151,6 @@ impl<S> Layer<S> for ClientTraceLayer {
     }
 }
 
-// === impl ClientTraceFuture ===
-
-impl<F, RB, E> Future for ClientTraceFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, E>>,
-    E: std::fmt::Display,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let output = std::task::ready!(this.inner.poll(cx));
-        if let Some(span) = this.span.take() {
-            match &output {
-                Ok(response) => export::end_with_response(span, response),
-                Err(error) => export::end_with_error(span, error),
-            }
-        }
-        Poll::Ready(output)
-    }
-}
-
 /// Pins the caller's trace to a request before its attempts are made, so that every attempt
 /// shares the trace and `x-request-id` (a call with no caller trace starts one here).
 pub(crate) fn pin_caller_trace<B>(req: &mut Request<B>) {
@@ -192,7 +158,7 @@ pub(crate) fn pin_caller_trace<B>(req: &mut Request<B>) {
         return;
     }
     let trace = match scope::current() {
-        Some(current) => match super::RequestId::from_headers(req.headers()) {
+        Some(current) => match RequestId::from_headers(req.headers()) {
             // The application's own id for this call wins over the handled request's.
             Some(own) => RequestTrace::new(current.context().clone(), own),
             None => current,

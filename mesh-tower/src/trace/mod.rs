@@ -52,7 +52,7 @@ pub use self::{
     b3::{B3, X_B3_FLAGS, X_B3_PARENTSPANID, X_B3_SAMPLED, X_B3_SPANID, X_B3_TRACEID},
     client::{ClientTrace, ClientTraceFuture, ClientTraceLayer},
     context::{Propagation, Sampling, TraceContext},
-    export::Tracing,
+    export::{SpanFuture, Tracing},
     request_id::{RequestId, X_REQUEST_ID},
     scope::{RequestTrace, current, scope},
     server::{ServerTrace, ServerTraceFuture, ServerTraceLayer},

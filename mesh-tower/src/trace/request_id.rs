@@ -23,10 +23,7 @@ pub struct RequestId(HeaderValue);
 impl RequestId {
     /// The id the headers carry, when it is not empty.
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        headers
-            .get(X_REQUEST_ID)
-            .filter(|value| !value.as_bytes().trim_ascii().is_empty())
-            .map(|value| Self(value.clone()))
+        present(headers).map(|value| Self(value.clone()))
     }
 
     /// The id the headers carry, or a new one.
@@ -69,8 +66,15 @@ impl RequestId {
 
     /// Sets `x-request-id` on `headers` unless they already carry one.
     pub fn insert_if_absent(&self, headers: &mut HeaderMap) {
-        if Self::from_headers(headers).is_none() {
+        if present(headers).is_none() {
             headers.insert(X_REQUEST_ID, self.0.clone());
         }
     }
+}
+
+/// A non-empty `x-request-id`.
+fn present(headers: &HeaderMap) -> Option<&HeaderValue> {
+    headers
+        .get(X_REQUEST_ID)
+        .filter(|value| !value.as_bytes().trim_ascii().is_empty())
 }

@@ -13,22 +13,16 @@
 //!   inside [`scope`](super::scope), so a mesh [`Channel`](crate::Channel) used by the handler
 //!   continues the trace without the handler touching headers.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll},
-};
+use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use opentelemetry::trace::SpanKind;
-use opentelemetry_sdk::trace::Span;
-use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 
 use super::{
     RequestId, RequestTrace, TraceContext, X_REQUEST_ID,
-    export::{self, Tracing},
+    export::{self, SpanFuture, Tracing},
     scope,
 };
 
@@ -45,15 +39,9 @@ pub struct ServerTraceLayer {
     tracing: Tracing,
 }
 
-pin_project! {
-    /// The response future of [`ServerTrace`]: the handler's, polled inside its trace's scope.
-    #[derive(Debug)]
-    pub struct ServerTraceFuture<F> {
-        #[pin]
-        inner: TaskLocalFuture<RequestTrace, F>,
-        span: Option<Span>,
-    }
-}
+/// The response future of [`ServerTrace`]: the handler's, polled inside its trace's scope;
+/// ends the server span, when one is recorded.
+pub type ServerTraceFuture<F> = SpanFuture<TaskLocalFuture<RequestTrace, F>>;
 
 // === impl ServerTraceLayer ===
 
@@ -141,31 +129,6 @@ where
         };
         let trace = RequestTrace::new(context, request_id);
         req.extensions_mut().insert(trace.clone());
-        ServerTraceFuture {
-            inner: scope::scope(trace, self.inner.call(req)),
-            span,
-        }
-    }
-}
-
-// === impl ServerTraceFuture ===
-
-impl<F, RB, E> Future for ServerTraceFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, E>>,
-    E: std::fmt::Display,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let output = std::task::ready!(this.inner.poll(cx));
-        if let Some(span) = this.span.take() {
-            match &output {
-                Ok(response) => export::end_with_response(span, response),
-                Err(error) => export::end_with_error(span, error),
-            }
-        }
-        Poll::Ready(output)
+        SpanFuture::new(scope::scope(trace, self.inner.call(req)), span)
     }
 }
