@@ -29,12 +29,13 @@ use crate::{
     body::{BoxError, RequestBody, ResponseBody},
     discovery,
     fault::Fault,
+    metrics::ClientMetrics,
     retry::Retry,
     route::{Route, RouteFuture},
     timeout::Timeout,
 };
 
-/// A channel to one target (`host:port`): route → fault → timeout → retry → (your per-attempt
+/// A channel to one target (`host:port`): route → metrics → fault → timeout → retry → (your per-attempt
 /// layer) → breaker and balance → endpoint.
 ///
 /// It is a `tower::Service<http::Request<B>>` for any body `B`, so a tonic-generated client
@@ -44,7 +45,7 @@ use crate::{
 /// cluster's circuit breaker, which answers an overflow at once.
 #[derive(Clone, Debug)]
 pub struct Channel<S = Balance> {
-    stack: Route<Fault<Timeout<Retry<S>>>>,
+    stack: Route<ClientMetrics<Fault<Timeout<Retry<S>>>>>,
 }
 
 // === impl Mesh ===
@@ -89,7 +90,10 @@ impl<S> Channel<S> {
         let stack = Route::new(
             mesh.clone(),
             target,
-            Fault::new(mesh, Timeout::new(Retry::new(attempt))),
+            ClientMetrics::new(
+                mesh.clone(),
+                Fault::new(mesh, Timeout::new(Retry::new(attempt))),
+            ),
         );
         Self { stack }
     }
@@ -107,7 +111,9 @@ where
 {
     type Response = Response<ResponseBody>;
     type Error = BoxError;
-    type Future = RouteFuture<<Fault<Timeout<Retry<S>>> as Service<Request<RequestBody>>>::Future>;
+    type Future = RouteFuture<
+        <ClientMetrics<Fault<Timeout<Retry<S>>>> as Service<Request<RequestBody>>>::Future,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.stack.poll_ready(cx)

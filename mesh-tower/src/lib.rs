@@ -27,10 +27,12 @@ pub mod discovery;
 pub mod endpoint;
 pub mod fault;
 mod mesh;
+pub mod metrics;
 pub mod peer;
 pub mod retry;
 mod rng;
 pub mod route;
+pub mod server;
 mod static_config;
 mod synthesize;
 #[cfg(test)]
@@ -40,6 +42,12 @@ pub mod timeout;
 pub use mesh_core;
 
 pub use self::{
-    channel::Channel, decision::RouteDecision, discovery::Discovery, mesh::Mesh, peer::Peer,
+    channel::Channel,
+    decision::RouteDecision,
+    discovery::Discovery,
+    mesh::Mesh,
+    metrics::{MeshMetrics, XdsMetrics},
+    peer::Peer,
+    server::{ServerLayer, Workload},
     synthesize::ResponseFlags,
 };
