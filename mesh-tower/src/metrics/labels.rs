@@ -236,3 +236,36 @@ impl EncodeLabelSet for PolicyLabels {
         ("policy", &*self.policy).encode(encoder.encode_label())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_come_from_istio_cluster_names() {
+        let (peer, service) = of_cluster("outbound|9080|v2|reviews.bookinfo.svc.cluster.local");
+        assert_eq!(&*service.service, "reviews.bookinfo.svc.cluster.local");
+        assert_eq!(&*service.name, "reviews");
+        assert_eq!(&*service.namespace, "bookinfo");
+        assert_eq!(&*peer.version, "v2");
+        assert_eq!(&*peer.namespace, "bookinfo");
+        let (peer, service) = of_cluster("outbound|443||api.example.com");
+        assert_eq!(
+            (&*service.name, &*service.namespace, &*peer.version),
+            ("api", UNKNOWN, UNKNOWN)
+        );
+        let (_, service) = of_cluster("echo:50051");
+        assert_eq!(&*service.service, "echo");
+    }
+
+    #[test]
+    fn a_principal_gives_the_source_namespace() {
+        let p = PeerLabels::of_principal(Some("cluster.local/ns/prod/sa/frontend"));
+        assert_eq!(&*p.namespace, "prod");
+        assert_eq!(&*p.principal, "spiffe://cluster.local/ns/prod/sa/frontend");
+        let none = PeerLabels::of_principal(None);
+        assert_eq!((&*none.namespace, &*none.principal), (UNKNOWN, UNKNOWN));
+        let odd = PeerLabels::of_principal(Some("example.org/workload"));
+        assert_eq!(&*odd.namespace, UNKNOWN);
+    }
+}

@@ -29,7 +29,7 @@ use mesh_tower::{
 use tonic::server::NamedService;
 use tower::util::MapRequestLayer;
 
-use crate::support::{EchoClient, EchoServer, spawn_echo_service};
+use crate::support::{Behavior, EchoClient, EchoServer, echo_service};
 
 /// The header the stand-in acceptor reads the caller's principal from. The real mTLS acceptor
 /// takes it from the verified certificate; these tests are about what happens after.
@@ -81,11 +81,52 @@ impl tower::Service<Request<tonic::body::Body>> for Health {
     }
 }
 
+/// `echo.Trailers/Fail`: one empty message, then `grpc-status: 13` in real trailers (what a
+/// handler failing mid-stream sends), unlike tonic's trailers-only errors.
+#[derive(Clone, Debug)]
+pub struct FailInTrailers;
+
+impl NamedService for FailInTrailers {
+    const NAME: &'static str = "echo.Trailers";
+}
+
+impl tower::Service<Request<tonic::body::Body>> for FailInTrailers {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<tonic::body::Body>) -> Self::Future {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("13"));
+        trailers.insert("grpc-message", http::HeaderValue::from_static("boom"));
+        let frames = vec![
+            Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ];
+        let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+        let response = http::Response::builder()
+            .header("content-type", "application/grpc")
+            .body(tonic::body::Body::new(body))
+            .unwrap();
+        std::future::ready(Ok(response))
+    }
+}
+
 /// A tonic echo server (with a health service) behind `layer`, on 127.0.0.1.
 pub async fn spawn_grpc(layer: ServerLayer) -> SocketAddr {
+    spawn_grpc_with(layer, Arc::new(Behavior::default())).await
+}
+
+/// A tonic echo server whose echo behaves as `behavior`, plus `grpc.health.v1.Health` and
+/// `echo.Trailers`, behind `layer`, on 127.0.0.1.
+pub async fn spawn_grpc_with(layer: ServerLayer, behavior: Arc<Behavior>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let echo = spawn_echo_service("server");
+    let echo = echo_service("server", behavior);
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     tokio::spawn(
         tonic::transport::Server::builder()
@@ -93,6 +134,7 @@ pub async fn spawn_grpc(layer: ServerLayer) -> SocketAddr {
             .layer(layer)
             .add_service(echo.clone())
             .add_service(Health(echo))
+            .add_service(FailInTrailers)
             .serve_with_incoming(incoming),
     );
     addr
@@ -189,4 +231,68 @@ pub fn with_server(config: MeshConfig, edit: impl FnOnce(&mut ServerPolicy)) -> 
 /// A mesh with only these server-side YAML documents.
 pub fn mesh(yaml: &str) -> Mesh {
     Mesh::new(crate::support::config(yaml))
+}
+
+/// One sample: name, labels, value.
+pub type Sample = (String, Vec<(String, String)>, f64);
+
+/// The samples of metric `name` (a full sample name, e.g. `istio_requests_total`) whose labels
+/// include all of `want`, summed.
+pub fn sum(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    samples(text)
+        .into_iter()
+        .filter(|(n, labels, _)| {
+            n == name
+                && want
+                    .iter()
+                    .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+/// Parses OpenMetrics text strictly enough for these tests: every line is a `# HELP`,
+/// `# TYPE`, `# UNIT` or a sample `name{k="v",...} value`, and the text ends with `# EOF`.
+pub fn samples(text: &str) -> Vec<Sample> {
+    assert!(
+        text.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let kind = rest.split(' ').next().unwrap();
+            assert!(["HELP", "TYPE", "UNIT"].contains(&kind), "bad line {line}");
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("sample line");
+        let value: f64 = value.parse().expect("sample value");
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("closing brace");
+                let mut labels = Vec::new();
+                let mut rest = body;
+                while !rest.is_empty() {
+                    let (key, after) = rest.split_once("=\"").expect("label key");
+                    let end = after.find('"').expect("label value end");
+                    labels.push((key.to_owned(), after[..end].to_owned()));
+                    rest = after[end + 1..]
+                        .strip_prefix(',')
+                        .unwrap_or(&after[end + 1..]);
+                }
+                (name, labels)
+            }
+            None => (series, Vec::new()),
+        };
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line}"
+        );
+        out.push((name.to_owned(), labels, value));
+    }
+    out
 }

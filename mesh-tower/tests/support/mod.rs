@@ -273,9 +273,14 @@ impl tonic::transport::server::Connected for Counted {
 
 /// The echo service named `name`, to serve yourself.
 pub fn spawn_echo_service(name: &str) -> EchoServer {
+    echo_service(name, Arc::new(Behavior::default()))
+}
+
+/// The echo service named `name` with `behavior`, to serve yourself.
+pub fn echo_service(name: &str, behavior: Arc<Behavior>) -> EchoServer {
     EchoServer {
         name: name.into(),
-        behavior: Arc::new(Behavior::default()),
+        behavior,
     }
 }
 
