@@ -19,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod channel;

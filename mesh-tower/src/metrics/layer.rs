@@ -29,7 +29,8 @@ use crate::{
     body::{BoxError, RequestBody, ResponseBody},
 };
 
-/// Records Istio's standard metrics for each routed call; see the [module docs](self).
+/// Records Istio's standard metrics for each routed call, after the route layer (see
+/// [`crate::metrics`]).
 #[derive(Clone, Debug)]
 pub struct ClientMetrics<S> {
     mesh: Mesh,
