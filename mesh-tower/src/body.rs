@@ -19,6 +19,7 @@ use pin_project_lite::pin_project;
 use crate::{
     endpoint::ActiveRequest,
     mesh::{ClusterState, Slot},
+    metrics::Recorder,
 };
 
 /// The error type of bodies and services in the stack.
@@ -33,6 +34,8 @@ pin_project! {
     pub struct ResponseBody {
         #[pin]
         kind: Kind,
+        // The call's metrics record, written when the body ends or is dropped.
+        recorder: Option<Recorder>,
     }
 }
 
@@ -130,6 +133,7 @@ impl ResponseBody {
                 body,
                 in_flight: Some(in_flight),
             },
+            recorder: None,
         }
     }
 
@@ -144,7 +148,14 @@ impl ResponseBody {
             kind: Kind::Synthesized {
                 body: Full::new(bytes.into()),
             },
+            recorder: None,
         }
+    }
+
+    /// This body, writing `recorder` when it ends.
+    pub(crate) fn with_recorder(mut self, recorder: Recorder) -> Self {
+        self.recorder = Some(recorder);
+        self
     }
 }
 
@@ -156,26 +167,26 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project().kind.project() {
-            KindProj::Upstream { body, in_flight } => {
-                let frame = std::task::ready!(body.poll_frame(cx));
-                match (&frame, in_flight.as_mut()) {
-                    (Some(Ok(f)), Some(flight)) => {
-                        if let Some(trailers) = f.trailers_ref() {
-                            flight.trailers(trailers);
-                        }
+        let this = self.project();
+        let frame = std::task::ready!(poll_kind(this.kind, cx));
+        if let Some(recorder) = this.recorder.as_mut() {
+            match &frame {
+                Some(Ok(f)) => {
+                    if let Some(data) = f.data_ref() {
+                        recorder.response_bytes(data.len());
+                    } else if let Some(trailers) = f.trailers_ref() {
+                        recorder.trailers(trailers);
                     }
-                    (None, Some(flight)) => {
-                        // Complete: judge it and free its slots now, not at drop.
-                        flight.finish();
-                        in_flight.take();
-                    }
-                    _ => {}
                 }
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                Some(Err(_)) => recorder.reset(),
+                None => {}
             }
-            KindProj::Synthesized { body } => body.poll_frame(cx).map_err(|e| match e {}),
+            if !matches!(frame, Some(Ok(_))) {
+                // Ended or failed: record now, not when the caller drops the body.
+                this.recorder.take();
+            }
         }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -190,5 +201,31 @@ impl Body for ResponseBody {
             Kind::Upstream { body, .. } => body.size_hint(),
             Kind::Synthesized { body } => body.size_hint(),
         }
+    }
+}
+
+fn poll_kind(
+    kind: Pin<&mut Kind>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    match kind.project() {
+        KindProj::Upstream { body, in_flight } => {
+            let frame = std::task::ready!(body.poll_frame(cx));
+            match (&frame, in_flight.as_mut()) {
+                (Some(Ok(f)), Some(flight)) => {
+                    if let Some(trailers) = f.trailers_ref() {
+                        flight.trailers(trailers);
+                    }
+                }
+                (None, Some(flight)) => {
+                    // Complete: judge it and free its slots now, not at drop.
+                    flight.finish();
+                    in_flight.take();
+                }
+                _ => {}
+            }
+            Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+        }
+        KindProj::Synthesized { body } => body.poll_frame(cx).map_err(|e| match e {}),
     }
 }

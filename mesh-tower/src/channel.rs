@@ -29,14 +29,15 @@ use crate::{
     body::{BoxError, RequestBody, ResponseBody},
     discovery,
     fault::Fault,
+    metrics::ClientMetrics,
     retry::Retry,
     route::{Route, RouteFuture},
     timeout::Timeout,
     trace::{self, ClientTrace},
 };
 
-/// A channel to one target (`host:port`): route → fault → timeout → retry → trace → (your
-/// per-attempt layer) → breaker and balance → endpoint.
+/// A channel to one target (`host:port`): route → metrics → fault → timeout → retry → trace →
+/// (your per-attempt layer) → breaker and balance → endpoint.
 ///
 /// Every attempt is a new client span of the caller's trace, written into its headers (see
 /// [`trace`]; settings from [`Mesh::set_tracing`]).
@@ -48,7 +49,7 @@ use crate::{
 /// cluster's circuit breaker, which answers an overflow at once.
 #[derive(Clone, Debug)]
 pub struct Channel<S = Balance> {
-    stack: Route<Fault<Timeout<Retry<ClientTrace<S>>>>>,
+    stack: Route<ClientMetrics<Fault<Timeout<Retry<ClientTrace<S>>>>>>,
 }
 
 // === impl Mesh ===
@@ -93,12 +94,15 @@ impl<S> Channel<S> {
         let stack = Route::new(
             mesh.clone(),
             target,
-            Fault::new(
+            ClientMetrics::new(
                 mesh.clone(),
-                Timeout::new(Retry::new(ClientTrace::with_shared(
-                    attempt,
-                    mesh.shared_tracing(),
-                ))),
+                Fault::new(
+                    mesh.clone(),
+                    Timeout::new(Retry::new(ClientTrace::with_shared(
+                        attempt,
+                        mesh.shared_tracing(),
+                    ))),
+                ),
             ),
         );
         Self { stack }
@@ -118,7 +122,7 @@ where
     type Response = Response<ResponseBody>;
     type Error = BoxError;
     type Future = RouteFuture<
-        <Fault<Timeout<Retry<ClientTrace<S>>>> as Service<Request<RequestBody>>>::Future,
+        <ClientMetrics<Fault<Timeout<Retry<ClientTrace<S>>>>> as Service<Request<RequestBody>>>::Future,
     >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {

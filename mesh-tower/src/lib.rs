@@ -22,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod channel;
@@ -30,10 +31,12 @@ pub mod discovery;
 pub mod endpoint;
 pub mod fault;
 mod mesh;
+pub mod metrics;
 pub mod peer;
 pub mod retry;
 mod rng;
 pub mod route;
+pub mod server;
 mod static_config;
 mod synthesize;
 #[cfg(test)]
@@ -49,7 +52,9 @@ pub use self::{
     decision::RouteDecision,
     discovery::Discovery,
     mesh::Mesh,
+    metrics::{MeshMetrics, XdsMetrics},
     peer::Peer,
+    server::{ServerLayer, Workload},
     static_config::{ConfigWatch, StaticConfigError, WatchStatus},
     synthesize::ResponseFlags,
 };

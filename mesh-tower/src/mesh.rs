@@ -27,9 +27,10 @@ use tokio::{sync::watch, time::Instant};
 use crate::{
     Discovery,
     endpoint::Endpoint,
+    metrics::MeshMetrics,
     rng,
-    trace::{self, Tracing},
     tls::{CertificateFiles, MeshTls, ServerTls, TlsError, UpstreamConnector},
+    trace::{self, Tracing},
 };
 
 /// The mesh of this process: cheap to clone, shared by every channel.
@@ -53,6 +54,8 @@ struct Inner {
     tracing: Arc<OnceLock<Tracing>>,
     /// The workload identity, certificate providers and TLS configurations.
     tls: MeshTls,
+    /// Where requests are recorded; set once.
+    metrics: OnceLock<MeshMetrics>,
 }
 
 /// One configuration with the runtime entries of its clusters.
@@ -74,6 +77,17 @@ pub(crate) struct ClusterEntry {
     pub(crate) state: Arc<ClusterState>,
 }
 
+/// A cluster's counters at one instant, for metrics and the admin endpoint.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ClusterStats {
+    pub(crate) active_requests: u64,
+    pub(crate) overflows: u64,
+    pub(crate) retries: u64,
+    pub(crate) ejections: u64,
+    pub(crate) endpoints: u64,
+    pub(crate) ejected: u64,
+}
+
 /// A balancer and the health generation its health flags reflect.
 #[derive(Debug)]
 pub(crate) struct BalancerState {
@@ -92,6 +106,10 @@ pub(crate) struct ClusterState {
     pub(crate) pending_requests: AtomicU32,
     /// Requests rejected by a breaker.
     pub(crate) overflows: AtomicU64,
+    /// Retries admitted.
+    pub(crate) retries: AtomicU64,
+    /// Endpoints ejected by outlier detection, ever.
+    pub(crate) ejections: AtomicU64,
     /// Passive health: `None` when the cluster has no outlier detection.
     outlier: Mutex<Option<OutlierDetector>>,
     /// Bumped on every ejection and return, so balancers know to refresh health.
@@ -115,6 +133,7 @@ impl Mesh {
                 published: watch::Sender::new(0),
                 tracing: Arc::default(),
                 tls: MeshTls::default(),
+                metrics: OnceLock::new(),
             }),
         };
         mesh.publish(Arc::new(config));
@@ -261,11 +280,34 @@ impl Mesh {
     pub(crate) fn active_faults(&self) -> &AtomicU32 {
         &self.inner.active_faults
     }
+
+    pub(crate) fn metrics_cell(&self) -> &OnceLock<MeshMetrics> {
+        &self.inner.metrics
+    }
 }
 
 // === impl ClusterEntry ===
 
 impl ClusterEntry {
+    /// The cluster's counters now.
+    pub(crate) fn stats(&self) -> ClusterStats {
+        let s = &self.state;
+        let ejected = self
+            .policy
+            .endpoints
+            .iter()
+            .filter(|e| s.is_ejected(&e.address))
+            .count();
+        ClusterStats {
+            active_requests: u64::from(s.active_requests.load(Ordering::Relaxed)),
+            overflows: s.overflows.load(Ordering::Relaxed),
+            retries: s.retries.load(Ordering::Relaxed),
+            ejections: s.ejections.load(Ordering::Relaxed),
+            endpoints: u64::try_from(self.policy.endpoints.len()).unwrap_or(u64::MAX),
+            ejected: u64::try_from(ejected).unwrap_or(u64::MAX),
+        }
+    }
+
     fn build(policy: &Arc<Cluster>, old: Option<&ClusterEntry>, tls: &MeshTls) -> Self {
         // A connection is kept only under the same TLS settings: a changed mode, trust bundle
         // or SAN matcher must not be served by a connection negotiated under the old ones.
@@ -386,6 +428,9 @@ impl ClusterState {
             })
             .is_ok();
         if admitted {
+            if matches!(kind, SlotKind::Retry) {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+            }
             Some(Slot {
                 state: self.clone(),
                 kind,
@@ -413,7 +458,7 @@ impl ClusterState {
         let now = Instant::now().into_std();
         let event = detector.record(host, outcome, now, rng::draw());
         if let Some(event) = event {
-            log_event(&event);
+            self.on_event(&event);
             self.health_generation.fetch_add(1, Ordering::AcqRel);
         }
     }
@@ -427,7 +472,7 @@ impl ClusterState {
         if detector.poll_timeout().is_some_and(|due| due <= now) {
             let events = detector.on_timeout(now, rng::draw());
             if !events.is_empty() {
-                events.iter().for_each(log_event);
+                events.iter().for_each(|e| self.on_event(e));
                 self.health_generation.fetch_add(1, Ordering::AcqRel);
             }
         }
@@ -443,7 +488,7 @@ impl ClusterState {
             (None, _) => *outlier = None,
             (Some(config), Some(detector)) if detector.config() == config => {
                 let events = detector.set_hosts(hosts, now);
-                events.iter().for_each(log_event);
+                events.iter().for_each(|e| self.on_event(e));
             }
             (Some(config), _) => {
                 let mut detector = OutlierDetector::new(config.clone(), now);
@@ -452,6 +497,20 @@ impl ClusterState {
             }
         }
         self.health_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether outlier detection has ejected `host` now.
+    pub(crate) fn is_ejected(&self, host: &EndpointAddress) -> bool {
+        let outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
+        outlier.as_ref().is_some_and(|d| d.is_ejected(host))
+    }
+
+    /// Logs an outlier event and counts ejections.
+    fn on_event(&self, event: &OutlierEvent) {
+        if matches!(event, OutlierEvent::Ejected { .. }) {
+            self.ejections.fetch_add(1, Ordering::Relaxed);
+        }
+        log_event(event);
     }
 
     /// `healthy[i]`: the control plane says healthy and outlier detection has not ejected it.

@@ -32,6 +32,34 @@ pub enum ResponseFlags {
     FaultInjected,
     /// `DR`: answered by the route's direct response or redirect.
     DirectResponse,
+    /// `DI`: the request was delayed by an injected fault (then forwarded).
+    DelayInjected,
+    /// `RL`: the local rate limit rejected the request.
+    RateLimited,
+    /// `URX`: the response is the last attempt's after the retry limit was reached.
+    UpstreamRetryLimitExceeded,
+}
+
+// === impl ResponseFlags ===
+
+impl ResponseFlags {
+    /// Envoy's short code (`UO`, `FI`, ...), as Istio's `response_flags` label shows it.
+    pub fn short_code(self) -> &'static str {
+        match self {
+            Self::NoRoute => "NR",
+            Self::NoCluster => "NC",
+            Self::NoHealthyUpstream => "UH",
+            Self::UpstreamConnectionFailure => "UF",
+            Self::UpstreamReset => "UR",
+            Self::UpstreamRequestTimeout => "UT",
+            Self::UpstreamOverflow => "UO",
+            Self::FaultInjected => "FI",
+            Self::DirectResponse => "DR",
+            Self::DelayInjected => "DI",
+            Self::RateLimited => "RL",
+            Self::UpstreamRetryLimitExceeded => "URX",
+        }
+    }
 }
 
 /// A failure to answer with; built once where it is decided.

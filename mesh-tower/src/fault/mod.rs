@@ -16,6 +16,7 @@ use std::{
 };
 
 use http::{Request, Response, StatusCode};
+use mesh_core::AbortStatus;
 use tower::Service;
 
 pub use self::future::FaultFuture;
@@ -83,23 +84,9 @@ where
             return FaultFuture::forward(self.inner.call(req));
         }
         let guard = ActiveFault::new(&self.mesh);
-        let abort = decision.abort.map(|status| {
-            let http = StatusCode::from_u16(status.http_status())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            Failure::new(
-                status.grpc_code(),
-                http,
-                ResponseFlags::FaultInjected,
-                format!(
-                    "injected fault: abort with {}",
-                    match status {
-                        mesh_core::AbortStatus::Http(s) => format!("HTTP {s}"),
-                        mesh_core::AbortStatus::Grpc(c) => format!("gRPC {c}"),
-                    }
-                ),
-            )
-            .into_response(is_grpc)
-        });
+        let abort = decision
+            .abort
+            .map(|status| injected_abort(status).into_response(is_grpc));
         match decision.delay {
             Some(delay) => FaultFuture::delay(delay, req, abort, self.inner.clone(), guard),
             None => FaultFuture::abort(abort, guard),
@@ -107,10 +94,26 @@ where
     }
 }
 
+/// The failure an injected abort answers with (client and server side alike).
+pub(crate) fn injected_abort(status: AbortStatus) -> Failure {
+    let http =
+        StatusCode::from_u16(status.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let message = match status {
+        AbortStatus::Http(s) => format!("injected fault: abort with HTTP {s}"),
+        AbortStatus::Grpc(c) => format!("injected fault: abort with gRPC {c}"),
+    };
+    Failure::new(
+        status.grpc_code(),
+        http,
+        ResponseFlags::FaultInjected,
+        message,
+    )
+}
+
 // === impl ActiveFault ===
 
 impl ActiveFault {
-    fn new(mesh: &Mesh) -> Self {
+    pub(crate) fn new(mesh: &Mesh) -> Self {
         mesh.active_faults().fetch_add(1, Ordering::Relaxed);
         Self(mesh.clone())
     }

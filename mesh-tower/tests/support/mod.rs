@@ -271,6 +271,19 @@ impl tonic::transport::server::Connected for Counted {
     }
 }
 
+/// The echo service named `name`, to serve yourself.
+pub fn spawn_echo_service(name: &str) -> EchoServer {
+    echo_service(name, Arc::new(Behavior::default()))
+}
+
+/// The echo service named `name` with `behavior`, to serve yourself.
+pub fn echo_service(name: &str, behavior: Arc<Behavior>) -> EchoServer {
+    EchoServer {
+        name: name.into(),
+        behavior,
+    }
+}
+
 /// Starts an echo server named `name` on 127.0.0.1.
 pub async fn spawn_echo(name: &str, behavior: Behavior) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,172 @@
+//! The admin endpoint: `/metrics`, `/config_dump` and `/clusters`, as an axum [`Router`] to
+//! mount in an application's router or to serve on a side port.
+//!
+//! ```rust,ignore
+//! let mut registry = Registry::default();
+//! MeshMetrics::install(&mesh, &mut registry, &workload);
+//! // On a side port...
+//! let registry = Arc::new(registry);
+//! let _admin = admin::serve("127.0.0.1:15000".parse()?, admin::router(&mesh, registry.clone())).await?;
+//! // ...or next to the application's routes.
+//! let app = Router::new().route("/", get(index)).merge(admin::router(&mesh, registry));
+//! ```
+//!
+//! - `/metrics`: the registry in OpenMetrics text (ends with `# EOF`).
+//! - `/config_dump`: the configuration the mesh serves now, as JSON, plus what each
+//!   [`ConfigDumpExtension`] adds (the xDS client adds its resources' versions and status).
+//! - `/clusters`: per cluster, its endpoints with health, outlier ejection state and requests
+//!   in flight, and its breaker overflows and retries — the state balancing decides on.
+//!
+//! The admin endpoint has no authentication of its own: serve it on loopback or an internal
+//! port, as Envoy's admin interface is.
+
+mod view;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use prometheus_client::registry::Registry;
+
+use crate::Mesh;
+
+/// Something that adds a section to `/config_dump`: the xDS client implements it to report its
+/// resources (versions, ACK/NACK status, last errors).
+///
+/// # Example
+///
+/// ```
+/// use mesh_tower::admin::ConfigDumpExtension;
+///
+/// #[derive(Debug)]
+/// struct Build;
+///
+/// impl ConfigDumpExtension for Build {
+///     fn name(&self) -> &str {
+///         "build"
+///     }
+///     fn dump(&self) -> serde_json::Value {
+///         serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })
+///     }
+/// }
+/// ```
+pub trait ConfigDumpExtension: std::fmt::Debug + Send + Sync + 'static {
+    /// The section's key in the dump's `extensions` object.
+    fn name(&self) -> &str;
+    /// The section's content, taken at request time.
+    fn dump(&self) -> serde_json::Value;
+}
+
+/// The admin endpoint's state; build its router with [`Admin::router`].
+#[derive(Clone, Debug)]
+pub struct Admin {
+    mesh: Mesh,
+    registry: Arc<Registry>,
+    extensions: Vec<Arc<dyn ConfigDumpExtension>>,
+}
+
+// === impl Admin ===
+
+impl Admin {
+    /// An admin endpoint for `mesh` whose `/metrics` encodes `registry`.
+    pub fn new(mesh: &Mesh, registry: Arc<Registry>) -> Self {
+        Self {
+            mesh: mesh.clone(),
+            registry,
+            extensions: Vec::new(),
+        }
+    }
+
+    /// Adds a `/config_dump` section.
+    pub fn with_extension(mut self, extension: Arc<dyn ConfigDumpExtension>) -> Self {
+        self.extensions.push(extension);
+        self
+    }
+
+    /// The router: `/metrics`, `/config_dump`, `/clusters`.
+    pub fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
+        Router::new()
+            .route("/metrics", get(metrics))
+            .route("/config_dump", get(config_dump))
+            .route("/clusters", get(clusters))
+            .with_state(Arc::new(self))
+    }
+}
+
+/// The admin router for `mesh` and `registry` (see [`Admin`] to add config-dump sections).
+pub fn router<S: Clone + Send + Sync + 'static>(mesh: &Mesh, registry: Arc<Registry>) -> Router<S> {
+    Admin::new(mesh, registry).router()
+}
+
+/// An admin endpoint served on its own port by [`serve`]; dropping it stops serving.
+#[derive(Debug)]
+pub struct AdminServer {
+    local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Binds `addr` (port 0 picks a free port) and serves `router` there on a spawned task, until
+/// the returned [`AdminServer`] is dropped. Bind errors are returned at once.
+pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<AdminServer> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local_addr = listener.local_addr()?;
+    let task = tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(AdminServer { local_addr, task })
+}
+
+// === impl AdminServer ===
+
+impl AdminServer {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &admin.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics failed: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+async fn config_dump(State(admin): State<Arc<Admin>>) -> Json<serde_json::Value> {
+    let config = admin.mesh.config();
+    let mut dump = view::config(&config);
+    let extensions: serde_json::Map<String, serde_json::Value> = admin
+        .extensions
+        .iter()
+        .map(|e| (e.name().to_owned(), e.dump()))
+        .collect();
+    if let Some(object) = dump.as_object_mut() {
+        object.insert("extensions".into(), extensions.into());
+    }
+    Json(dump)
+}
+
+async fn clusters(State(admin): State<Arc<Admin>>) -> Json<serde_json::Value> {
+    Json(view::clusters(&admin.mesh))
+}

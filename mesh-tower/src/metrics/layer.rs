@@ -1,0 +1,158 @@
+//! The client stack's metrics middleware (`reporter="source"`).
+//!
+//! It sits right after the route layer, where the request's
+//! [`RouteDecision`](crate::RouteDecision) names the destination cluster, and sees each call
+//! once (retries are inside it), as Istio's source reporter counts one request per call.
+//! Requests the route layer answers itself (no route, direct responses) are not recorded: they
+//! have no destination.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use pin_project_lite::pin_project;
+use tower::Service;
+
+use super::Recorder;
+use crate::{
+    Mesh, RouteDecision,
+    body::{BoxError, RequestBody, ResponseBody},
+};
+
+/// Records Istio's standard metrics for each routed call, after the route layer (see
+/// [`crate::metrics`]).
+#[derive(Clone, Debug)]
+pub struct ClientMetrics<S> {
+    mesh: Mesh,
+    inner: S,
+}
+
+pin_project! {
+    /// Attaches the record to the response body, which writes it when it ends.
+    #[derive(Debug)]
+    pub struct ClientMetricsFuture<F> {
+        #[pin]
+        inner: F,
+        recorder: Option<Recorder>,
+    }
+}
+
+pin_project! {
+    /// Counts request body bytes.
+    struct CountingBody {
+        #[pin]
+        inner: RequestBody,
+        count: Arc<AtomicU64>,
+    }
+}
+
+// === impl ClientMetrics ===
+
+impl<S> ClientMetrics<S> {
+    /// Records the calls that go through `inner`, when `mesh` has metrics.
+    pub fn new(mesh: Mesh, inner: S) -> Self {
+        Self { mesh, inner }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> Service<Request<RequestBody>> for ClientMetrics<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = ClientMetricsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
+        let recorder = req
+            .extensions()
+            .get::<RouteDecision>()
+            .and_then(|decision| Recorder::client(&self.mesh, decision));
+        let req = match &recorder {
+            Some(r) => {
+                let count = r.request_bytes();
+                req.map(|inner| CountingBody { inner, count }.boxed_unsync())
+            }
+            None => req,
+        };
+        ClientMetricsFuture {
+            inner: self.inner.call(req),
+            recorder,
+        }
+    }
+}
+
+// === impl ClientMetricsFuture ===
+
+impl<F> Future for ClientMetricsFuture<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, BoxError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let Some(mut recorder) = this.recorder.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        recorder.head(&response);
+        Poll::Ready(Ok(response.map(|body| body.with_recorder(recorder))))
+    }
+}
+
+// === impl CountingBody ===
+
+impl Body for CountingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(f)) = &frame
+            && let Some(data) = f.data_ref()
+        {
+            this.count.fetch_add(
+                u64::try_from(data.len()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

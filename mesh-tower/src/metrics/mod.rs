@@ -1,0 +1,352 @@
+//! Istio's standard metrics, reported by the client stack (`reporter="source"`) and the server
+//! stack (`reporter="destination"`), plus the mesh's internals.
+//!
+//! # Standard metrics
+//!
+//! `istio_requests_total`, `istio_request_duration_milliseconds`, `istio_request_bytes` and
+//! `istio_response_bytes`, with Istio's label names, so existing Grafana and Kiali dashboards
+//! read them unchanged. Histograms use Envoy's default bucket boundaries, which are Istio's
+//! (`0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000,
+//! 600000, 1800000, 3600000`). A request is recorded once, when its response body ends (or is
+//! dropped), with the `grpc-status` of its trailers (or of a trailers-only response).
+//!
+//! What a proxyless mesh knows about the other side is less than Envoy's metadata exchange
+//! gives: on the server, the source is known by its principal only (`source_workload_namespace`
+//! is derived from it; `source_workload`, `source_app`, `source_version` are `unknown`); on the
+//! client, the destination is known by its cluster (`destination_service*` from the host,
+//! `destination_version` from the subset; the workload is `unknown`). The client reports
+//! `connection_security_policy="unknown"`, as Istio's source reporter does.
+//!
+//! # Cost per request
+//!
+//! The labels that depend on who is talking (source and destination workload and service) are
+//! built once per principal (server) or cluster (client) and interned; a series' label set holds
+//! them by `Arc` and hashes them by address, so the per-request work is a cache read, four
+//! family lookups and atomic adds, with no `String` built.
+//!
+//! # Mesh internals
+//!
+//! [`MeshCollector`] reports per cluster, at scrape time, from the state the data plane already
+//! keeps: requests in flight, breaker overflows, retries, outlier ejections and currently ejected
+//! endpoints. [`XdsMetrics`] holds counters the xDS client updates (updates accepted and
+//! rejected per type URL) and reports the age of the configuration.
+
+mod labels;
+mod layer;
+mod recorder;
+mod xds;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{
+        MetricType,
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::ConstGauge,
+        histogram::Histogram,
+    },
+    registry::Registry,
+};
+
+use self::labels::{PeerLabels, PolicyLabels, RequestLabels, ServiceLabels};
+pub(crate) use self::recorder::Recorder as ServerRecorder;
+pub(crate) use self::recorder::Recorder;
+pub use self::{
+    layer::{ClientMetrics, ClientMetricsFuture},
+    xds::XdsMetrics,
+};
+use crate::{Mesh, server::Workload};
+
+/// Envoy's default histogram buckets, which Istio's standard histograms use.
+const BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// The destination labels of a request: its workload side and its service.
+type Destination = (Arc<PeerLabels>, Arc<ServiceLabels>);
+
+type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
+/// The mesh's request metrics: install with [`MeshMetrics::install`] (or [`Mesh::set_metrics`])
+/// and the client and server stacks record into them. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct MeshMetrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily,
+    request_bytes: HistogramFamily,
+    response_bytes: HistogramFamily,
+    authz_denied: Family<PolicyLabels, Counter>,
+    authz_dry_run_denied: Family<PolicyLabels, Counter>,
+    /// This process's workload, as the source of client requests.
+    local: Arc<PeerLabels>,
+    /// Interned peer labels (so equal labels share one `Arc`).
+    peers: Interner<PeerLabels>,
+    services: Interner<ServiceLabels>,
+    /// Source labels by principal (`""` for none), on the server side.
+    sources: RwLock<HashMap<Arc<str>, Arc<PeerLabels>>>,
+    /// Destination labels by cluster name, on the client side.
+    destinations: RwLock<HashMap<Arc<str>, Destination>>,
+    /// Destination labels by server workload, on the server side.
+    locals: RwLock<HashMap<Arc<Workload>, Destination>>,
+}
+
+/// A set of values where equal values share one `Arc`.
+#[derive(Debug)]
+struct Interner<T>(RwLock<std::collections::HashSet<Arc<T>>>);
+
+/// Reports the mesh's internal state per cluster at scrape time; see the [module docs](self).
+#[derive(Debug)]
+pub struct MeshCollector {
+    mesh: Mesh,
+}
+
+// === impl MeshMetrics ===
+
+impl MeshMetrics {
+    /// Metrics for a process running `local` (the `source_*` labels of its client requests).
+    pub fn new(local: &Workload) -> Self {
+        let peers = Interner::default();
+        let local_labels = peers.intern(PeerLabels::of_workload(local));
+        let histogram: fn() -> Histogram = || Histogram::new(BUCKETS);
+        Self {
+            inner: Arc::new(Inner {
+                requests: Family::default(),
+                duration: Family::new_with_constructor(histogram),
+                request_bytes: Family::new_with_constructor(histogram),
+                response_bytes: Family::new_with_constructor(histogram),
+                authz_denied: Family::default(),
+                authz_dry_run_denied: Family::default(),
+                local: local_labels,
+                peers,
+                services: Interner::default(),
+                sources: RwLock::default(),
+                destinations: RwLock::default(),
+                locals: RwLock::default(),
+            }),
+        }
+    }
+
+    /// Creates the metrics for `local`, registers them and the [`MeshCollector`] of `mesh` in
+    /// `registry`, and installs them in `mesh`. Returns `None` when `mesh` already had metrics.
+    pub fn install(mesh: &Mesh, registry: &mut Registry, local: &Workload) -> Option<Self> {
+        let metrics = Self::new(local);
+        if !mesh.set_metrics(metrics.clone()) {
+            return None;
+        }
+        metrics.register(registry);
+        registry.register_collector(Box::new(MeshCollector::new(mesh.clone())));
+        Some(metrics)
+    }
+
+    /// Registers the metric families in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        let i = &self.inner;
+        registry.register(
+            "istio_requests",
+            "Requests, by source, destination and response",
+            i.requests.clone(),
+        );
+        registry.register(
+            "istio_request_duration_milliseconds",
+            "Request duration in milliseconds",
+            i.duration.clone(),
+        );
+        registry.register(
+            "istio_request_bytes",
+            "Request body sizes in bytes",
+            i.request_bytes.clone(),
+        );
+        registry.register(
+            "istio_response_bytes",
+            "Response body sizes in bytes",
+            i.response_bytes.clone(),
+        );
+        registry.register(
+            "mesh_authz_denied",
+            "Requests denied by an authorization policy (policy=\"-\": no ALLOW policy matched)",
+            i.authz_denied.clone(),
+        );
+        registry.register(
+            "mesh_authz_dry_run_denied",
+            "Requests a dry-run authorization policy would have denied",
+            i.authz_dry_run_denied.clone(),
+        );
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    /// The source labels of a server-side request from `principal`.
+    fn source(&self, principal: Option<&str>) -> Arc<PeerLabels> {
+        let key = principal.unwrap_or("");
+        if let Some(found) = read(&self.sources).get(key) {
+            return found.clone();
+        }
+        let labels = self.peers.intern(PeerLabels::of_principal(principal));
+        write(&self.sources)
+            .entry(key.into())
+            .or_insert(labels)
+            .clone()
+    }
+
+    /// The destination labels of a client-side request to `cluster`.
+    fn destination(&self, cluster: &str) -> Destination {
+        if let Some(found) = read(&self.destinations).get(cluster) {
+            return found.clone();
+        }
+        let (peer, service) = labels::of_cluster(cluster);
+        let entry = (self.peers.intern(peer), self.services.intern(service));
+        write(&self.destinations)
+            .entry(cluster.into())
+            .or_insert(entry)
+            .clone()
+    }
+
+    /// The destination labels of a server workload.
+    fn local_destination(&self, workload: &Arc<Workload>) -> Destination {
+        if let Some(found) = read(&self.locals).get(workload) {
+            return found.clone();
+        }
+        let entry = (
+            self.peers.intern(PeerLabels::of_workload(workload)),
+            self.services
+                .intern(ServiceLabels::of_host(&workload.service)),
+        );
+        write(&self.locals)
+            .entry(workload.clone())
+            .or_insert(entry)
+            .clone()
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+// === impl Interner ===
+
+impl<T> Default for Interner<T> {
+    fn default() -> Self {
+        Self(RwLock::default())
+    }
+}
+
+impl<T: Eq + std::hash::Hash> Interner<T> {
+    fn intern(&self, value: T) -> Arc<T> {
+        if let Some(found) = read(&self.0).get(&value) {
+            return found.clone();
+        }
+        let mut set = write(&self.0);
+        if let Some(found) = set.get(&value) {
+            return found.clone();
+        }
+        let value = Arc::new(value);
+        set.insert(value.clone());
+        value
+    }
+}
+
+// === impl Mesh ===
+
+impl Mesh {
+    /// Makes `metrics` the metrics the mesh's client and server stacks record into. Only the
+    /// first call takes effect; it returns `false` when metrics were already set.
+    pub fn set_metrics(&self, metrics: MeshMetrics) -> bool {
+        self.metrics_cell().set(metrics).is_ok()
+    }
+
+    /// The installed metrics, if any.
+    pub fn metrics(&self) -> Option<&MeshMetrics> {
+        self.metrics_cell().get()
+    }
+}
+
+// === impl MeshCollector ===
+
+impl MeshCollector {
+    /// Reports `mesh`'s clusters.
+    pub fn new(mesh: Mesh) -> Self {
+        Self { mesh }
+    }
+}
+
+impl Collector for MeshCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let snapshot = self.mesh.snapshot();
+        let mut clusters: Vec<_> = snapshot.clusters.iter().collect();
+        clusters.sort_by(|a, b| a.0.cmp(b.0));
+        let stats: Vec<_> = clusters
+            .iter()
+            .map(|(name, entry)| ([("cluster_name", name.to_string())], entry.stats()))
+            .collect();
+
+        type Read = fn(&crate::mesh::ClusterStats) -> u64;
+        let counters: [(&str, &str, Read); 3] = [
+            (
+                "mesh_cluster_upstream_rq_overflow",
+                "Requests rejected by the cluster's circuit breakers",
+                |s| s.overflows,
+            ),
+            (
+                "mesh_cluster_upstream_rq_retry",
+                "Retries sent to the cluster",
+                |s| s.retries,
+            ),
+            (
+                "mesh_cluster_outlier_detection_ejections",
+                "Endpoints ejected by outlier detection",
+                |s| s.ejections,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (labels, s) in &stats {
+                ConstCounter::new(value(s)).encode(metric.encode_family(labels)?)?;
+            }
+        }
+        let gauges: [(&str, &str, Read); 3] = [
+            (
+                "mesh_cluster_upstream_rq_active",
+                "Requests in flight to the cluster",
+                |s| s.active_requests,
+            ),
+            ("mesh_cluster_endpoints", "Endpoints of the cluster", |s| {
+                s.endpoints
+            }),
+            (
+                "mesh_cluster_outlier_detection_ejections_active",
+                "Endpoints currently ejected by outlier detection",
+                |s| s.ejected,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (labels, s) in &stats {
+                let v = i64::try_from(value(s)).unwrap_or(i64::MAX);
+                ConstGauge::new(v).encode(metric.encode_family(labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}

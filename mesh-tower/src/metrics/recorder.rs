@@ -1,0 +1,181 @@
+//! One request's record: started when the request arrives, written when its response ends.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use http::{HeaderMap, Request, Response};
+use mesh_core::GrpcCode;
+use tokio::time::Instant;
+
+use super::{
+    Inner,
+    labels::{PolicyLabels, Reporter, RequestLabels, SecurityPolicy},
+};
+use crate::{Mesh, Peer, ResponseFlags, RouteDecision, server::Workload};
+
+/// What is known of one request until its response ends; recorded once, at the end of the
+/// response body or when it is dropped (a reset, an abandoned call).
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    metrics: Arc<Inner>,
+    labels: RequestLabels,
+    start: Instant,
+    request_bytes: Arc<AtomicU64>,
+    response_bytes: u64,
+}
+
+// === impl Recorder ===
+
+impl Recorder {
+    /// A server-side (`reporter="destination"`) record, when `mesh` has metrics.
+    pub(crate) fn start(
+        mesh: &Mesh,
+        workload: &Arc<Workload>,
+        peer: &Peer,
+        is_grpc: bool,
+    ) -> Option<Self> {
+        let metrics = mesh.metrics()?.inner().clone();
+        let (destination, service) = metrics.local_destination(workload);
+        let security = if peer.identity.is_some() {
+            SecurityPolicy::MutualTls
+        } else if peer.address.is_some() {
+            SecurityPolicy::None
+        } else {
+            SecurityPolicy::Unknown
+        };
+        let labels = RequestLabels {
+            reporter: Reporter::Destination,
+            source: metrics.source(peer.principal()),
+            destination,
+            service,
+            grpc: is_grpc,
+            response_code: 0,
+            grpc_status: None,
+            flags: None,
+            security,
+        };
+        Some(Self::new(metrics, labels))
+    }
+
+    /// A client-side (`reporter="source"`) record of a request routed by `decision`.
+    pub(crate) fn client(mesh: &Mesh, decision: &RouteDecision) -> Option<Self> {
+        let metrics = mesh.metrics()?.inner().clone();
+        let (destination, service) = metrics.destination(decision.cluster_name());
+        let labels = RequestLabels {
+            reporter: Reporter::Source,
+            source: metrics.local.clone(),
+            destination,
+            service,
+            grpc: decision.is_grpc,
+            response_code: 0,
+            grpc_status: None,
+            flags: None,
+            security: SecurityPolicy::Unknown,
+        };
+        Some(Self::new(metrics, labels))
+    }
+
+    fn new(metrics: Arc<Inner>, labels: RequestLabels) -> Self {
+        Self {
+            metrics,
+            labels,
+            start: Instant::now(),
+            request_bytes: Arc::default(),
+            response_bytes: 0,
+        }
+    }
+
+    /// The shared count of request body bytes, for a counting body.
+    pub(crate) fn request_bytes(&self) -> Arc<AtomicU64> {
+        self.request_bytes.clone()
+    }
+
+    /// Wraps `req`'s body so its bytes are counted.
+    pub(crate) fn meter_request<B: crate::server::MeteredRequestBody>(
+        &self,
+        req: Request<B>,
+    ) -> Request<B> {
+        let count = self.request_bytes();
+        req.map(|body| body.metered(count))
+    }
+
+    /// Sets a response flag (the last one set wins).
+    pub(crate) fn flag(&mut self, flag: ResponseFlags) {
+        self.labels.flags = Some(flag);
+    }
+
+    /// Reads the response head: status, a trailers-only `grpc-status`, the mesh's flags.
+    pub(crate) fn head<B>(&mut self, response: &Response<B>) {
+        self.labels.response_code = response.status().as_u16();
+        if let Some(status) = grpc_status(response.headers()) {
+            self.labels.grpc_status = Some(status);
+        }
+        if let Some(flags) = response.extensions().get::<ResponseFlags>() {
+            self.labels.flags = Some(*flags);
+        }
+    }
+
+    /// Reads the trailers' `grpc-status`.
+    pub(crate) fn trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(status) = grpc_status(trailers) {
+            self.labels.grpc_status = Some(status);
+        }
+    }
+
+    /// Counts response body bytes.
+    pub(crate) fn response_bytes(&mut self, n: usize) {
+        self.response_bytes = self
+            .response_bytes
+            .saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    /// The response body failed mid-stream (`UR`-like): Envoy reports such a stream with
+    /// `response_code` as sent and a reset flag.
+    pub(crate) fn reset(&mut self) {
+        self.labels.flags = Some(ResponseFlags::UpstreamReset);
+    }
+
+    /// Counts a denial by `policy` (`None`: no ALLOW policy matched).
+    pub(crate) fn denied(&mut self, policy: Option<&str>) {
+        let policy = PolicyLabels {
+            policy: policy.unwrap_or("-").into(),
+        };
+        self.metrics.authz_denied.get_or_create(&policy).inc();
+    }
+
+    /// Counts a dry-run denial by `policy`.
+    pub(crate) fn dry_run_denied(&self, policy: &Arc<str>) {
+        let policy = PolicyLabels {
+            policy: policy.clone(),
+        };
+        self.metrics
+            .authz_dry_run_denied
+            .get_or_create(&policy)
+            .inc();
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let m = &self.metrics;
+        let l = &self.labels;
+        #[allow(clippy::cast_precision_loss)]
+        let (ms, req, resp) = (
+            self.start.elapsed().as_secs_f64() * 1000.0,
+            self.request_bytes.load(Ordering::Relaxed) as f64,
+            self.response_bytes as f64,
+        );
+        m.requests.get_or_create(l).inc();
+        m.duration.get_or_create(l).observe(ms);
+        m.request_bytes.get_or_create(l).observe(req);
+        m.response_bytes.get_or_create(l).observe(resp);
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<GrpcCode> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| GrpcCode::from_header_bytes(v.as_bytes()))
+}

@@ -1,0 +1,123 @@
+//! Authorization: Istio `AuthorizationPolicy` for one incoming request.
+//!
+//! The decision is `mesh-core`'s pure [`authorize`](mesh_core::authorize); this module only
+//! gathers its inputs from the request (principal and address from the [`Peer`], the workload's
+//! namespace, labels and port) and answers a denial as Envoy's RBAC filter does: HTTP 403
+//! `RBAC: access denied`, or a trailers-only `PERMISSION_DENIED` for gRPC callers. Dry-run
+//! policies that would have denied are logged here and counted by the metrics recorder.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode, header};
+use mesh_core::{AuthzReason, AuthzRequest, GrpcCode, ServerPolicy};
+
+use super::Workload;
+use crate::{
+    Peer,
+    body::ResponseBody,
+    metrics::ServerRecorder,
+    synthesize::{Failure, ResponseFlags},
+};
+
+/// Envoy's RBAC denial message.
+const DENIED_MESSAGE: &str = "RBAC: access denied";
+
+/// The outcome for one request.
+#[derive(Debug)]
+pub(crate) enum Authorized {
+    /// Let it through.
+    Allowed,
+    /// Denied; the deciding policy's name, or `None` when no ALLOW policy matched.
+    Denied(Option<Arc<str>>),
+}
+
+/// Judges `req` from `peer` against `policy` for `workload`; logs and counts dry-run denials.
+pub(crate) fn authorize<B>(
+    policy: &ServerPolicy,
+    workload: &Workload,
+    peer: &Peer,
+    req: &Request<B>,
+    recorder: Option<&ServerRecorder>,
+) -> Authorized {
+    if policy.authorization.is_empty() {
+        return Authorized::Allowed;
+    }
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or_default();
+    let request = AuthzRequest {
+        principal: peer.principal(),
+        source_namespace: None,
+        source_ip: peer.address.map(|a| a.ip()),
+        destination_port: workload.port,
+        host,
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        headers: req.headers(),
+    };
+    let decision = policy.authorize(
+        &workload.namespace,
+        &workload.labels,
+        &workload.root_namespace,
+        &request,
+    );
+    for name in &decision.dry_run_denials {
+        tracing::info!(
+            policy = %name,
+            principal = request.principal.unwrap_or("-"),
+            source_ip = ?request.source_ip,
+            method = request.method,
+            path = request.path,
+            "dry-run authorization policy would have denied the request"
+        );
+        if let Some(recorder) = recorder {
+            recorder.dry_run_denied(name);
+        }
+    }
+    if decision.audit {
+        tracing::info!(
+            principal = request.principal.unwrap_or("-"),
+            method = request.method,
+            path = request.path,
+            allowed = decision.allowed,
+            "audited request"
+        );
+    }
+    if decision.allowed {
+        return Authorized::Allowed;
+    }
+    let deciding = match decision.reason {
+        AuthzReason::Denied(name) | AuthzReason::Allowed(name) => Some(name),
+        AuthzReason::NoAllowMatched | AuthzReason::NoAllowPolicies => None,
+    };
+    tracing::debug!(
+        policy = deciding.as_deref().unwrap_or("-"),
+        principal = request.principal.unwrap_or("-"),
+        source_ip = ?request.source_ip,
+        method = request.method,
+        path = request.path,
+        "request denied by authorization policy"
+    );
+    Authorized::Denied(deciding)
+}
+
+/// The response to a denied request. It carries no response flag: Envoy's RBAC filter sets
+/// none (`response_flags="-"`).
+pub(crate) fn denied_response(is_grpc: bool) -> Response<ResponseBody> {
+    let mut response = Failure::new(
+        GrpcCode::PermissionDenied,
+        StatusCode::FORBIDDEN,
+        ResponseFlags::NoRoute,
+        DENIED_MESSAGE,
+    )
+    .into_response(is_grpc);
+    response.extensions_mut().remove::<ResponseFlags>();
+    response
+}

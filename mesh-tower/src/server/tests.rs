@@ -1,0 +1,133 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use http::{Request, Response, StatusCode};
+use mesh_core::{
+    FaultDelay, FaultPolicy, Labels, LocalRateLimit, MeshConfig, Percentage, ServerPolicy,
+};
+use tokio_test::{assert_pending, assert_ready};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+use super::*;
+
+#[test]
+fn health_paths_are_recognized() {
+    assert!(is_health_check("/grpc.health.v1.Health/Check"));
+    assert!(is_health_check("/grpc.health.v1.Health/Watch"));
+    assert!(is_health_check("/healthz"));
+    assert!(!is_health_check("/healthz/extra"));
+    assert!(!is_health_check("/grpc.health.v1.HealthX/Check"));
+}
+
+#[test]
+fn workload_defaults_come_from_the_service() {
+    let w = Workload::new("default", "reviews.default.svc.cluster.local", 9080);
+    assert_eq!(&*w.name, "reviews");
+    assert_eq!(w.app(), "reviews");
+    assert_eq!(w.version(), "unknown");
+    let w = w.with_labels(Labels::new([("app", "rev"), ("version", "v2")]).unwrap());
+    assert_eq!((w.app(), w.version()), ("rev", "v2"));
+}
+
+fn mesh_with(server: ServerPolicy) -> Mesh {
+    let config = MeshConfig::new("1", Default::default(), Default::default(), server).unwrap();
+    Mesh::new(config)
+}
+
+fn handler() -> impl Service<
+    Request<axum::body::Body>,
+    Response = Response<axum::body::Body>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    service_fn(|_req: Request<axum::body::Body>| async {
+        Ok::<_, Infallible>(Response::new(axum::body::Body::from("handled")))
+    })
+}
+
+fn get() -> Request<axum::body::Body> {
+    Request::get("/hello")
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delay_fault_holds_the_request_on_tokio_time() {
+    let mesh = mesh_with(ServerPolicy {
+        fault: Some(Arc::new(FaultPolicy {
+            delay: Some(FaultDelay {
+                duration: Duration::from_secs(5),
+                percentage: Percentage::HUNDRED,
+            }),
+            ..FaultPolicy::default()
+        })),
+        ..ServerPolicy::default()
+    });
+    let svc = mesh
+        .server_layer(Workload::new("default", "echo.default.svc", 80))
+        .layer(handler());
+    let mut call = tokio_test::task::spawn(svc.oneshot(get()));
+    assert_pending!(call.poll());
+    tokio::time::advance(Duration::from_millis(4999)).await;
+    assert_pending!(call.poll());
+    assert_eq!(
+        mesh.active_faults()
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let response = assert_ready!(call.poll()).unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        mesh.active_faults()
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_bucket_refills_on_tokio_time_and_restarts_when_the_limit_changes() {
+    let limit = LocalRateLimit::new(1, 1, Duration::from_secs(1)).unwrap();
+    let mesh = mesh_with(ServerPolicy {
+        rate_limit: Some(limit),
+        ..ServerPolicy::default()
+    });
+    let mut svc = mesh
+        .server_layer(Workload::new("default", "echo.default.svc", 80))
+        .layer(handler());
+    let mut status = async || {
+        svc.ready()
+            .await
+            .unwrap()
+            .call(get())
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status().await, StatusCode::OK);
+    assert_eq!(status().await, StatusCode::TOO_MANY_REQUESTS);
+    tokio::time::advance(Duration::from_millis(999)).await;
+    assert_eq!(status().await, StatusCode::TOO_MANY_REQUESTS);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(status().await, StatusCode::OK);
+    assert_eq!(status().await, StatusCode::TOO_MANY_REQUESTS);
+
+    // A new limit starts a full bucket.
+    let bigger = LocalRateLimit::new(2, 1, Duration::from_secs(1)).unwrap();
+    mesh.publish(Arc::new(
+        MeshConfig::new(
+            "2",
+            Default::default(),
+            Default::default(),
+            ServerPolicy {
+                rate_limit: Some(bigger),
+                ..ServerPolicy::default()
+            },
+        )
+        .unwrap(),
+    ));
+    assert_eq!(status().await, StatusCode::OK);
+    assert_eq!(status().await, StatusCode::OK);
+    assert_eq!(status().await, StatusCode::TOO_MANY_REQUESTS);
+}

@@ -1,0 +1,180 @@
+//! The admin endpoint against a mesh that has served real traffic on 127.0.0.1: `/clusters`
+//! shows an endpoint ejected by outlier detection, `/metrics` is OpenMetrics text with the
+//! request counts and the ejection, `/config_dump` shows the configuration and extensions.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod server_support;
+mod support;
+
+use std::sync::Arc;
+
+use axum::{Router, routing::get};
+use mesh_tower::{
+    Mesh, MeshMetrics, Workload,
+    admin::{self, Admin, ConfigDumpExtension},
+};
+use prometheus_client::registry::Registry;
+use server_support::{http_call, http_client, samples, sum};
+use support::*;
+
+#[derive(Debug)]
+struct XdsStatus;
+
+impl ConfigDumpExtension for XdsStatus {
+    fn name(&self) -> &str {
+        "xds"
+    }
+    fn dump(&self) -> serde_json::Value {
+        serde_json::json!({ "clusters": { "version": "7", "status": "ACKED" } })
+    }
+}
+
+const CLUSTER: &str = "outbound|50051||echo.default.svc.cluster.local";
+
+#[tokio::test]
+async fn the_admin_endpoint_shows_an_ejected_endpoint_metrics_and_the_config() {
+    let good = spawn_echo("good", Behavior::default()).await;
+    let bad = spawn_echo(
+        "bad",
+        Behavior {
+            fail: Some((1, 1)),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let yaml = services_yaml(&[("good", good.addr), ("bad", bad.addr)]).replace(
+        "  subsets:\n",
+        "  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection: {consecutive5xxErrors: 3, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 50}
+  subsets:\n",
+    );
+    let no_retries = virtual_service(&format!(
+        "  - retries: {{attempts: 0}}\n    route:\n    - destination: {{host: {HOST}}}\n"
+    ));
+    let mesh = Mesh::new(config(&format!("{yaml}---\n{no_retries}")));
+    let mut registry = Registry::default();
+    let workload = Workload::new("default", "frontend.default.svc.cluster.local", 8080);
+    MeshMetrics::install(&mesh, &mut registry, &workload).unwrap();
+    let registry = Arc::new(registry);
+
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    let mut failures = 0;
+    for _ in 0..20 {
+        failures += usize::from(client.say(request("hi")).await.is_err());
+    }
+    assert_eq!(failures, 3, "ejected after three consecutive failures");
+
+    // On a side port.
+    let side = admin::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Admin::new(&mesh, registry.clone())
+            .with_extension(Arc::new(XdsStatus))
+            .router(),
+    )
+    .await
+    .unwrap();
+    let http = http_client();
+    let (status, body) = http_call(&http, side.local_addr(), "GET", "/clusters", &[]).await;
+    assert_eq!(status, 200);
+    let clusters: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let echo = clusters["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == CLUSTER)
+        .expect("the echo cluster");
+    let endpoint = |addr: std::net::SocketAddr| {
+        echo["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["address"] == addr.to_string())
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(endpoint(bad.addr)["ejected"], true, "{echo}");
+    assert_eq!(endpoint(good.addr)["ejected"], false, "{echo}");
+    assert_eq!(endpoint(good.addr)["health"], "UNKNOWN");
+    assert_eq!(endpoint(good.addr)["active_requests"], 0);
+    assert_eq!(echo["ejections"], 1);
+    assert_eq!(echo["overflows"], 0);
+
+    let response = http
+        .request(
+            http::Request::get(format!("http://{}/metrics", side.local_addr()))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let (_, text) = http_call(&http, side.local_addr(), "GET", "/metrics", &[]).await;
+    assert!(text.ends_with("# EOF\n"));
+    samples(&text); // every line is well-formed
+    let cluster = [("cluster_name", CLUSTER)];
+    assert_eq!(
+        sum(
+            &text,
+            "mesh_cluster_outlier_detection_ejections_total",
+            &cluster
+        ),
+        1.0
+    );
+    assert_eq!(
+        sum(
+            &text,
+            "mesh_cluster_outlier_detection_ejections_active",
+            &cluster
+        ),
+        1.0
+    );
+    assert_eq!(sum(&text, "mesh_cluster_endpoints", &cluster), 2.0);
+    assert_eq!(sum(&text, "istio_requests_total", &[]), 20.0);
+    assert_eq!(
+        sum(
+            &text,
+            "istio_requests_total",
+            &[("grpc_response_status", "14")]
+        ),
+        3.0
+    );
+
+    let (status, body) = http_call(&http, side.local_addr(), "GET", "/config_dump", &[]).await;
+    assert_eq!(status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(dump["extensions"]["xds"]["clusters"]["status"], "ACKED");
+    let names: Vec<_> = dump["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(names.contains(&CLUSTER.to_owned()), "{names:?}");
+    assert!(
+        dump["listeners"][0]["target"]
+            .as_str()
+            .unwrap()
+            .starts_with(HOST),
+        "{dump}"
+    );
+
+    // Mounted in an application's router.
+    let app: Router = Router::new()
+        .route("/", get(|| async { "app" }))
+        .merge(admin::router(&mesh, registry));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    assert_eq!(
+        http_call(&http, addr, "GET", "/", &[]).await,
+        (200, "app".into())
+    );
+    let (status, body) = http_call(&http, addr, "GET", "/clusters", &[]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains(CLUSTER));
+}
