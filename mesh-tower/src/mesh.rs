@@ -170,7 +170,7 @@ impl Mesh {
     /// Sets the workload's identity: its certificate chain and private key, and the mesh trust
     /// bundle, as PEM files (`CertificateFiles::identity(chain, key).with_trust_bundle(ca)`).
     /// ISTIO_MUTUAL clusters present it and verify servers with the bundle; mTLS servers
-    /// ([`MeshTls::server`]) present it and verify clients with it. The files are loaded now
+    /// ([`Mesh::server_tls`], [`MeshTls::server`]) present it and verify clients with it. The files are loaded now
     /// (an error keeps the previous identity) and polled for rotation. Connections made from
     /// now on use it; open connections keep theirs.
     pub fn set_workload_identity(&self, files: CertificateFiles) -> Result<(), TlsError> {
@@ -217,8 +217,9 @@ impl Mesh {
             .tls
             .workload_identity()
             .ok_or(TlsError::NoWorkloadIdentity)?;
-        let server = ServerTls::new(resolve(&self.config()), identity)?;
+        // Subscribed before the first resolution, so no publish in between goes unseen.
         let mut published = self.published();
+        let server = ServerTls::new(resolve(&self.config()), identity)?;
         let mesh: Weak<Inner> = Arc::downgrade(&self.inner);
         let follower = server.clone();
         runtime.spawn(async move {
