@@ -121,9 +121,12 @@ where
 {
     type Response = Response<ResponseBody>;
     type Error = BoxError;
-    type Future = RouteFuture<
-        <ClientMetrics<Fault<Timeout<Retry<ClientTrace<S>>>>> as Service<Request<RequestBody>>>::Future,
-    >;
+    type Future =
+        RouteFuture<
+            <ClientMetrics<Fault<Timeout<Retry<ClientTrace<S>>>>> as Service<
+                Request<RequestBody>,
+            >>::Future,
+        >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.stack.poll_ready(cx)

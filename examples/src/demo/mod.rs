@@ -5,6 +5,7 @@
 //! callers saw (replies per version, statuses, latencies), never on what the configuration
 //! says. The demo passes only when every scenario behaved as expected.
 
+mod pki;
 mod topology;
 mod traffic;
 mod view;
@@ -253,6 +254,7 @@ impl Demo {
                 )
             }
             Kind::Outlier => self.outlier(&mut show).await?,
+            Kind::Mtls => self.mtls(&mut show).await?,
             Kind::Trace => {
                 self.apply(&Policy {
                     reviews_http: route_to("v2"),
@@ -276,6 +278,50 @@ impl Demo {
                 }
             }
         })
+    }
+
+    async fn mtls(&self, show: &mut dyn FnMut(&Tally)) -> Result<Verdict, DemoError> {
+        let client = &self.topology.client;
+        self.apply(&Policy {
+            reviews_http: route_to("v2"),
+            ..Policy::default()
+        })
+        .await?;
+        let before = traffic::ratings(client, 5, show).await;
+        let seen: Vec<&str> = before.principals.keys().map(String::as_str).collect();
+        let plaintext = traffic::plaintext_ratings(self.topology.ratings[0].address).await;
+        let reviews_only = std::sync::Arc::new(topology::ratings_server_config(true)?);
+        for mesh in &self.topology.ratings_meshes {
+            mesh.publish(reviews_only.clone());
+        }
+        let after = traffic::ratings(client, 5, show).await;
+        let page = traffic::product_page(client).await;
+        let stars = page
+            .as_ref()
+            .map(|p| p.reviews.iter().map(|r| r.2).sum::<u32>())
+            .unwrap_or(0);
+        let denied = after.failed.get("PERMISSION_DENIED").copied().unwrap_or(0);
+        let ok = seen == [pki::principal("demo-client")]
+            && plaintext.is_err()
+            && denied == after.total()
+            && stars > 0;
+        Ok(verdict(
+            format!(
+                "seen as {}; plaintext caller {}; after ALLOW reviews-only: client {denied}/{} PERMISSION_DENIED, productpage→reviews→ratings {}",
+                seen.join(","),
+                match &plaintext {
+                    Ok(()) => "ACCEPTED".to_owned(),
+                    Err(e) => format!("refused ({e})"),
+                },
+                after.total(),
+                if stars > 0 {
+                    "shows stars"
+                } else {
+                    "has no stars"
+                }
+            ),
+            ok,
+        ))
     }
 
     async fn outlier(&self, show: &mut dyn FnMut(&Tally)) -> Result<Verdict, DemoError> {
@@ -341,6 +387,7 @@ enum Kind {
     Breaker,
     Outlier,
     Trace,
+    Mtls,
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -398,6 +445,14 @@ const SCENARIOS: &[Scenario] = &[
         name: "one trace through three services",
         expected: |_| "productpage → reviews → ratings share one trace id".into(),
         kind: Kind::Trace,
+    },
+    Scenario {
+        name: "mTLS identities, authorization deny",
+        expected: |_| {
+            "ratings sees the caller's SPIFFE id; ALLOW reviews-only denies the client, not reviews"
+                .into()
+        },
+        kind: Kind::Mtls,
     },
 ];
 

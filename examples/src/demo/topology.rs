@@ -9,12 +9,20 @@
 
 use std::{fmt::Write as _, net::SocketAddr, sync::Arc};
 
-use mesh_core::MeshConfig;
-use mesh_tower::{Mesh, trace::ServerTraceLayer};
-use mesh_xds::{bootstrap::Bootstrap, client::XdsClient, server::ControlPlane};
+use mesh_core::{Labels, MeshConfig};
+use mesh_tower::{
+    Mesh, Workload,
+    tls::{MeshListener, TlsError},
+};
+use mesh_xds::{
+    bootstrap::{Bootstrap, CertificateProvider, FileWatcherConfig},
+    client::XdsClient,
+    server::ControlPlane,
+};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::transport::server::TcpIncoming;
 
+use super::pki::{Pki, PkiError, principal};
 use crate::{
     bookinfo::{self, RATINGS, REVIEWS, RatingsService, ReviewsService},
     echo::Knobs,
@@ -49,8 +57,14 @@ pub struct Topology {
     pub meshes: Vec<(Mesh, &'static [&'static str])>,
     /// The development control plane every mesh follows.
     pub control_plane: ControlPlane,
+    /// The meshes of the ratings replicas. Ratings calls nobody, so it has no xDS client: its
+    /// server-side policy (PeerAuthentication STRICT, authorization) is Istio YAML published
+    /// to these meshes directly — the embedded, control-plane-free path.
+    pub ratings_meshes: Vec<Mesh>,
     /// The xDS clients, kept so their streams live as long as the topology.
     xds: Vec<XdsClient>,
+    /// The certificate authority; its files are removed with the topology.
+    _pki: Pki,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -77,6 +91,12 @@ pub enum TopologyError {
     /// An xDS client could not start.
     #[error("starting an xDS client: {0}")]
     Xds(#[from] mesh_xds::client::StartError),
+    /// Certificates could not be made.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// TLS could not be set up.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     /// The generated YAML did not load (a bug in the demo).
     #[error("the demo's own configuration is invalid: {0}")]
     Config(String),
@@ -96,27 +116,54 @@ impl Topology {
         tasks.push(tokio::spawn(async move {
             let _ = served.serve(listener).await;
         }));
+        let pki = Pki::new()?;
         let mut clients = Vec::new();
-        let mut new_mesh = |node: &str| -> Result<Mesh, TopologyError> {
+        let mut new_mesh = |node: &str, sa: &str| -> Result<Mesh, TopologyError> {
             let mesh = Mesh::new(MeshConfig::empty());
-            let bootstrap = Bootstrap::insecure(xds_address.to_string(), node);
+            let identity = pki.identity(sa)?;
+            // As istio-agent writes it for proxyless gRPC: one `default` file_watcher
+            // instance with the workload certificate, its key and the mesh trust bundle.
+            let mut bootstrap = Bootstrap::insecure(xds_address.to_string(), node);
+            let (chain, key) = identity.identity_files().unzip();
+            bootstrap.certificate_providers.insert(
+                "default".into(),
+                CertificateProvider::FileWatcher(FileWatcherConfig {
+                    certificate_file: chain.map(Into::into),
+                    private_key_file: key.map(Into::into),
+                    ca_certificate_file: identity.trust_bundle_file().map(Into::into),
+                    refresh_interval: std::time::Duration::from_secs(600),
+                }),
+            );
+            mesh.set_workload_identity(identity)?;
             clients.push(XdsClient::start(bootstrap, mesh.clone())?);
             Ok(mesh)
         };
-        let mut meshes: Vec<(Mesh, &'static [&'static str])> =
-            vec![(new_mesh("demo-client")?, &[REVIEWS, RATINGS, PRODUCTPAGE])];
+        let mut meshes: Vec<(Mesh, &'static [&'static str])> = vec![(
+            new_mesh("demo-client", "demo-client")?,
+            &[REVIEWS, RATINGS, PRODUCTPAGE],
+        )];
 
         let mut ratings = Vec::new();
+        let mut ratings_meshes = Vec::new();
         for _ in 0..2 {
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
-            let address = listener.local_addr()?;
+            let mesh = Mesh::new(ratings_server_config(false)?);
+            mesh.set_workload_identity(pki.identity("bookinfo-ratings")?)?;
+            let labels = app_labels("ratings", "v1")?;
+            let tls = mesh.server_tls("default", labels.clone(), 9080)?;
+            let listener = MeshListener::new(TcpListener::bind("127.0.0.1:0").await?, tls)?;
+            let address = listener.local_addr();
             let knobs = Arc::new(Knobs::default());
             let service = RatingsService::new(address, knobs.clone()).into_server();
+            let layer = mesh.server_layer(
+                Workload::new("default", "ratings.default.svc.cluster.local", 9080)
+                    .with_labels(labels)
+                    .with_principal(principal("bookinfo-ratings")),
+            );
             tasks.push(tokio::spawn(async move {
                 let _ = tonic::transport::Server::builder()
-                    .layer(ServerTraceLayer::new())
+                    .layer(layer)
                     .add_service(service)
-                    .serve_with_incoming(TcpIncoming::from(listener))
+                    .serve_with_incoming(listener)
                     .await;
             }));
             ratings.push(Instance {
@@ -124,6 +171,7 @@ impl Topology {
                 address,
                 knobs,
             });
+            ratings_meshes.push(mesh);
         }
 
         let mut reviews = Vec::new();
@@ -131,13 +179,19 @@ impl Topology {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let address = listener.local_addr()?;
             let knobs = Arc::new(Knobs::default());
-            let mesh = new_mesh(&format!("reviews-{version}"))?;
+            let mesh = new_mesh(&format!("reviews-{version}"), "bookinfo-reviews")?;
             let service = ReviewsService::new(version, mesh.channel(xds(RATINGS)), knobs.clone())
                 .into_server();
+            let layer = mesh.server_layer(
+                Workload::new("default", "reviews.default.svc.cluster.local", 9080)
+                    .with_name(format!("reviews-{version}"))
+                    .with_labels(app_labels("reviews", version)?)
+                    .with_principal(principal("bookinfo-reviews")),
+            );
             meshes.push((mesh, &[RATINGS]));
             tasks.push(tokio::spawn(async move {
                 let _ = tonic::transport::Server::builder()
-                    .layer(ServerTraceLayer::new())
+                    .layer(layer)
                     .add_service(service)
                     .serve_with_incoming(TcpIncoming::from(listener))
                     .await;
@@ -151,9 +205,13 @@ impl Topology {
 
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let productpage = listener.local_addr()?;
-        let mesh = new_mesh("productpage")?;
-        let router =
-            bookinfo::product_page(mesh.channel(xds(REVIEWS))).layer(ServerTraceLayer::new());
+        let mesh = new_mesh("productpage", "bookinfo-productpage")?;
+        let layer = mesh.server_layer(
+            Workload::new("default", "productpage.default.svc.cluster.local", 9080)
+                .with_labels(app_labels("productpage", "v1")?)
+                .with_principal(principal("bookinfo-productpage")),
+        );
+        let router = bookinfo::product_page(mesh.channel(xds(REVIEWS))).layer(layer);
         meshes.push((mesh, &[REVIEWS]));
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
@@ -170,7 +228,9 @@ impl Topology {
             client: meshes[0].0.clone(),
             meshes,
             control_plane,
+            ratings_meshes,
             xds: clients,
+            _pki: pki,
             tasks,
         })
     }
@@ -180,8 +240,14 @@ impl Topology {
         self.reviews.iter().find(|i| i.version == version)
     }
 
-    /// Heals every instance: no failures, no latency.
+    /// Heals every instance: no failures, no latency, no authorization policy.
     pub fn heal(&self) {
+        if let Ok(config) = ratings_server_config(false) {
+            let config = Arc::new(config);
+            for mesh in &self.ratings_meshes {
+                mesh.publish(config.clone());
+            }
+        }
         for instance in self.reviews.iter().chain(&self.ratings) {
             instance.knobs.fail(0, tonic::Code::Ok);
             instance.knobs.delay(std::time::Duration::ZERO);
@@ -216,7 +282,13 @@ impl Topology {
             &["v1", "v2", "v3"],
             &policy.reviews_traffic,
         );
-        destination_rule(&mut yaml, "ratings", &["v1"], &policy.ratings_traffic);
+        // Ratings requires mTLS (its PeerAuthentication is STRICT): callers use their mesh
+        // identity.
+        let ratings_traffic = format!(
+            "    tls: {{mode: ISTIO_MUTUAL}}\n{}",
+            policy.ratings_traffic
+        );
+        destination_rule(&mut yaml, "ratings", &["v1"], &ratings_traffic);
         let http = if policy.reviews_http.is_empty() {
             "  - route:\n    - destination: {host: reviews.default.svc.cluster.local, subset: v1}\n"
         } else {
@@ -251,6 +323,34 @@ impl Drop for Topology {
             task.abort();
         }
     }
+}
+
+/// The server-side policy of ratings: STRICT mTLS and, with `reviews_only`, an
+/// AuthorizationPolicy that lets only the reviews service account in.
+pub(crate) fn ratings_server_config(reviews_only: bool) -> Result<MeshConfig, TopologyError> {
+    let mut yaml = String::from(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+         metadata: {name: ratings-strict, namespace: default}\n\
+         spec: {selector: {matchLabels: {app: ratings}}, mtls: {mode: STRICT}}\n",
+    );
+    if reviews_only {
+        let _ = write!(
+            yaml,
+            "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+             metadata: {{name: ratings-from-reviews, namespace: default}}\n\
+             spec:\n  selector: {{matchLabels: {{app: ratings}}}}\n  action: ALLOW\n  \
+             rules: [{{from: [{{source: {{principals: [{}]}}}}]}}]\n",
+            principal("bookinfo-reviews")
+        );
+    }
+    mesh_core::istio::load_str("ratings-security.yaml", &yaml)
+        .map(|loaded| loaded.config)
+        .map_err(|e| TopologyError::Config(e.to_string()))
+}
+
+fn app_labels(app: &str, version: &str) -> Result<Labels, TopologyError> {
+    Labels::new([("app", app), ("version", version)])
+        .map_err(|e| TopologyError::Config(e.to_string()))
 }
 
 /// The `xds:///` form of a target: resolved through the mesh's xDS client.

@@ -193,3 +193,18 @@ pub(crate) async fn product_page(mesh: &Mesh) -> Result<ProductPage, String> {
     serde_json::from_slice(&body)
         .map_err(|e| format!("product page answered {status} with an unreadable body: {e}"))
 }
+
+/// Calls ratings at `address` as a plain gRPC client outside the mesh (no TLS): what a workload
+/// without a sidecar or mesh identity would do.
+pub(crate) async fn plaintext_ratings(address: std::net::SocketAddr) -> Result<(), String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2));
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    RatingsClient::new(channel)
+        .get_ratings(RatingsRequest { product_id: 1 })
+        .await
+        .map(drop)
+        .map_err(|status| code_name(status.code()).to_owned())
+}

@@ -52,6 +52,7 @@ use crate::{
     metrics::ServerRecorder,
     rng,
     synthesize::ResponseFlags,
+    trace::ServerTrace,
 };
 
 /// The workload a server belongs to: what authorization and peer-authentication selectors
@@ -208,13 +209,19 @@ impl ServerLayer {
 }
 
 impl<S> Layer<S> for ServerLayer {
-    type Service = MeshServer<S>;
+    type Service = ServerTrace<MeshServer<S>>;
 
-    fn layer(&self, inner: S) -> MeshServer<S> {
-        MeshServer {
-            shared: self.shared.clone(),
-            inner,
-        }
+    /// Trace extraction goes first, so the policy steps, their metrics and the handler all run
+    /// inside the request's trace.
+    fn layer(&self, inner: S) -> Self::Service {
+        let tracing = self.shared.mesh.tracing().clone();
+        ServerTrace::new(
+            MeshServer {
+                shared: self.shared.clone(),
+                inner,
+            },
+            tracing,
+        )
     }
 }
 
@@ -246,7 +253,6 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // TRACE: the trace-extraction layer goes first, here (it is provided separately).
         let shared = &self.shared;
         let config = shared.mesh.config();
         let policy = config.server();

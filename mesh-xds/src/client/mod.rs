@@ -17,14 +17,14 @@ use envoy_types::pb::envoy::{
     config::core::v3::Node,
     service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
 };
-use mesh_tower::{Discovery, Mesh};
+use mesh_tower::{Discovery, Mesh, tls::ProviderFiles};
 use tokio::{sync::Notify, task::JoinHandle};
 
 use self::{
     assembly::{TargetConfig, TargetState},
     state::AdsState,
 };
-use crate::bootstrap::Bootstrap;
+use crate::bootstrap::{Bootstrap, CertificateProvider};
 
 mod assembly;
 pub mod backoff;
@@ -112,6 +112,30 @@ impl Default for XdsClientOptions {
     }
 }
 
+/// Makes the bootstrap's `file_watcher` certificate-provider instances known to the mesh's TLS
+/// context, so the clusters that name them (istiod's `default` and `ROOTCA`) find their files.
+/// Other plugins stay unregistered: a cluster naming one fails its connections with an error
+/// that names the instance, never with plaintext.
+fn register_certificate_providers(bootstrap: &Bootstrap, mesh: &Mesh) {
+    for (name, provider) in &bootstrap.certificate_providers {
+        match provider {
+            CertificateProvider::FileWatcher(files) => {
+                mesh.tls().certificate_providers().register(
+                    name.as_str(),
+                    ProviderFiles {
+                        certificate_file: files.certificate_file.clone(),
+                        private_key_file: files.private_key_file.clone(),
+                        ca_certificate_file: files.ca_certificate_file.clone(),
+                    },
+                );
+            }
+            CertificateProvider::Unsupported { plugin_name } => {
+                tracing::warn!(instance = %name, plugin = %plugin_name, "certificate provider plugin not supported; clusters using it cannot connect");
+            }
+        }
+    }
+}
+
 // === impl XdsClient ===
 
 impl XdsClient {
@@ -154,6 +178,7 @@ impl XdsClient {
         if !mesh.set_discovery(Arc::new(client.clone())) {
             return Err(StartError::DiscoveryAlreadySet);
         }
+        register_certificate_providers(&client.inner.bootstrap, &mesh);
         let task = runtime.spawn(transport::run(client.inner.clone()));
         *client.inner.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         Ok(client)
