@@ -259,25 +259,14 @@ async fn a_nack_is_recorded_with_its_detail_and_answered_with_nothing() {
 async fn a_change_is_pushed_with_a_new_version_and_nonce_only_where_resources_changed() {
     let (cp, addr) = start(config((90, 10))).await;
     let listeners = all_names(&cp, LISTENER_TYPE);
+    let all: Vec<&str> = listeners.iter().map(String::as_str).collect();
     let mut c = Client::connect(addr).await;
     c.request(LISTENER_TYPE, &[], "", "").await;
     let lds = c.recv().await;
     c.request(LISTENER_TYPE, &[], "1", &lds.nonce).await;
-    c.request(
-        ROUTE_TYPE,
-        &listeners.iter().map(String::as_str).collect::<Vec<_>>(),
-        "",
-        "",
-    )
-    .await;
+    c.request(ROUTE_TYPE, &all, "", "").await;
     let rds = c.recv().await;
-    c.request(
-        ROUTE_TYPE,
-        &listeners.iter().map(String::as_str).collect::<Vec<_>>(),
-        "1",
-        &rds.nonce,
-    )
-    .await;
+    c.request(ROUTE_TYPE, &all, "1", &rds.nonce).await;
     cp.log().wait_for(|l| l.acks.len() == 2).await.unwrap();
 
     // A new split changes the routes, not the listeners: one RDS push, version 2.
@@ -295,20 +284,8 @@ async fn a_change_is_pushed_with_a_new_version_and_nonce_only_where_resources_ch
     assert!(changed, "the pushed routes carry the new weights");
 
     // An ACK of the push; a stale ACK (old nonce) is not recorded.
-    c.request(
-        ROUTE_TYPE,
-        &listeners.iter().map(String::as_str).collect::<Vec<_>>(),
-        "1",
-        &rds.nonce,
-    )
-    .await;
-    c.request(
-        ROUTE_TYPE,
-        &listeners.iter().map(String::as_str).collect::<Vec<_>>(),
-        "2",
-        &push.nonce,
-    )
-    .await;
+    c.request(ROUTE_TYPE, &all, "1", &rds.nonce).await;
+    c.request(ROUTE_TYPE, &all, "2", &push.nonce).await;
     cp.log().wait_for(|l| l.acks.len() == 3).await.unwrap();
     let acks = cp.acks();
     assert_eq!(

@@ -209,16 +209,22 @@ async fn grpcio_run(control_plane: SocketAddr, calls: u32, timeout_secs: u32) ->
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_c_core_accepts_the_resources_and_routes_as_configured() {
-    let python = python(); // Fail first, and clearly, when the virtualenv is missing.
-    assert!(python.exists());
+/// Echo servers `v1` and `v2`, and the control plane serving their 90/10 split.
+async fn start() -> (ControlPlane, SocketAddr, (u16, u16)) {
     let (v1, v2) = (echo_server("v1").await, echo_server("v2").await);
     let cp = ControlPlane::new(config(v1, v2, ""));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = cp.clone();
     tokio::spawn(async move { server.serve(listener).await });
+    (cp, addr, (v1, v2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_c_core_accepts_the_resources_and_routes_as_configured() {
+    let python = python(); // Fail first, and clearly, when the virtualenv is missing.
+    assert!(python.exists());
+    let (cp, addr, (v1, v2)) = start().await;
 
     // The weighted split. 1000 calls at 10 %: v2 ~ Binomial(1000, 0.1), mean 100, sd 9.5;
     // [60, 140] misses a correct split with probability below 1e-4, and catches a client that
@@ -289,12 +295,8 @@ async fn with_resources(
     let mut resources = encode::encode(&cp.snapshot().config);
     edit(&mut resources);
     let version = cp.set_resources(&resources);
-    let observed = grpcio_calls_with_timeout(addr, 2, 3).await;
+    let observed = grpcio_run(addr, 2, 3).await;
     (version, observed)
-}
-
-async fn grpcio_calls_with_timeout(addr: SocketAddr, calls: u32, timeout_secs: u32) -> Observed {
-    grpcio_run(addr, calls, timeout_secs).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,12 +305,7 @@ async fn what_grpc_c_core_requires_of_the_resources() {
     use prost::Message;
 
     python();
-    let (v1, v2) = (echo_server("v1").await, echo_server("v2").await);
-    let cp = ControlPlane::new(config(v1, v2, ""));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = cp.clone();
-    tokio::spawn(async move { server.serve(listener).await });
+    let (cp, addr, (v1, v2)) = start().await;
 
     // Without the router filter, C-core NACKs the listener, with a detail naming it, and
     // the NACK is recorded.
@@ -361,6 +358,6 @@ async fn what_grpc_c_core_requires_of_the_resources() {
 
     // The encoder's own resources work.
     cp.set_config(config(v1, v2, ""));
-    let observed = grpcio_calls_with_timeout(addr, 2, 10).await;
+    let observed = grpcio_run(addr, 2, 10).await;
     assert_eq!(observed.by_status.get("OK"), Some(&2), "{observed:?}");
 }
