@@ -31,9 +31,9 @@ use tonic::Streaming;
 
 const SERVICES: &str = include_str!("../../mesh-core/tests/fixtures/bookinfo-services.yaml");
 
-/// Reviews split `v1`/`v2` by `weights`.
-fn config(weights: (u32, u32)) -> MeshConfig {
-    let split = format!(
+/// The VirtualService splitting reviews `v1`/`v2` by `weights`.
+fn split_yaml(weights: (u32, u32)) -> String {
+    format!(
         "apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: reviews}}
@@ -47,7 +47,12 @@ spec:
       weight: {}
 ",
         weights.0, weights.1
-    );
+    )
+}
+
+/// The Bookinfo services with reviews split by `weights`.
+fn config(weights: (u32, u32)) -> MeshConfig {
+    let split = split_yaml(weights);
     let sources = [
         Source {
             name: "services.yaml",
@@ -375,22 +380,7 @@ async fn file_edits_are_pushed_and_a_bad_edit_keeps_the_last_good_config() {
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
     };
-    let split = |a: u32, b: u32| {
-        format!(
-            "{SERVICES}\n---\napiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: reviews}}
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - destination: {{host: reviews, subset: v1}}
-      weight: {a}
-    - destination: {{host: reviews, subset: v2}}
-      weight: {b}
-"
-        )
-    };
+    let split = |a: u32, b: u32| format!("{SERVICES}\n---\n{}", split_yaml((a, b)));
     write(&split(90, 10));
     let poll = Duration::from_millis(100);
     let (cp, watch) = ControlPlane::from_istio_yaml(&[&path], poll).unwrap();
