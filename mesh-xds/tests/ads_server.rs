@@ -405,3 +405,40 @@ async fn file_edits_are_pushed_and_a_bad_edit_keeps_the_last_good_config() {
     assert!(watch.status().last_error.is_none());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_change_is_pushed_to_every_open_stream() {
+    let (cp, addr) = start(config((90, 10))).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut c = Client::connect(addr).await;
+        c.request(CLUSTER_TYPE, &[], "", "").await;
+        let first = c.recv().await;
+        assert_eq!(first.version_info, "1");
+        clients.push(c);
+    }
+    let mut changed = config((90, 10));
+    changed = MeshConfig::new(
+        "x",
+        changed.listeners().clone(),
+        changed
+            .clusters()
+            .iter()
+            .map(|(n, c)| {
+                let mut c = (**c).clone();
+                c.connect_timeout = Duration::from_secs(2);
+                (n.clone(), std::sync::Arc::new(c))
+            })
+            .collect(),
+        Default::default(),
+    )
+    .unwrap();
+    cp.set_config(changed);
+    for c in &mut clients {
+        let push = c.recv().await;
+        assert_eq!(
+            (push.type_url.as_str(), push.version_info.as_str()),
+            (CLUSTER_TYPE, "2")
+        );
+    }
+}
