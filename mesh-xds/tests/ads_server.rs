@@ -66,6 +66,26 @@ fn config(weights: (u32, u32)) -> MeshConfig {
     load(&sources).unwrap_or_else(|e| panic!("{e}")).config
 }
 
+/// `config` with every cluster's connect timeout set to `timeout`: a change to every cluster.
+fn with_connect_timeout(config: MeshConfig, timeout: Duration) -> MeshConfig {
+    let clusters = config
+        .clusters()
+        .iter()
+        .map(|(n, c)| {
+            let mut c = (**c).clone();
+            c.connect_timeout = timeout;
+            (n.clone(), std::sync::Arc::new(c))
+        })
+        .collect();
+    MeshConfig::new(
+        "changed",
+        config.listeners().clone(),
+        clusters,
+        Default::default(),
+    )
+    .unwrap()
+}
+
 async fn start(config: MeshConfig) -> (ControlPlane, SocketAddr) {
     let cp = ControlPlane::new(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -236,22 +256,7 @@ async fn a_nack_is_recorded_with_its_detail_and_answered_with_nothing() {
     assert!(cp.acks().is_empty());
 
     // Nothing was sent for the NACK: the next response is the push of a new version.
-    let mut changed = config((90, 10));
-    changed = mesh_core::MeshConfig::new(
-        "other",
-        changed.listeners().clone(),
-        changed
-            .clusters()
-            .iter()
-            .map(|(n, c)| {
-                let mut c = (**c).clone();
-                c.connect_timeout = Duration::from_secs(1);
-                (n.clone(), std::sync::Arc::new(c))
-            })
-            .collect(),
-        Default::default(),
-    )
-    .unwrap();
+    let changed = with_connect_timeout(config((90, 10)), Duration::from_secs(1));
     assert_eq!(cp.set_config(changed), "2");
     let push = c.recv().await;
     assert_eq!(
@@ -417,22 +422,7 @@ async fn a_change_is_pushed_to_every_open_stream() {
         assert_eq!(first.version_info, "1");
         clients.push(c);
     }
-    let mut changed = config((90, 10));
-    changed = MeshConfig::new(
-        "x",
-        changed.listeners().clone(),
-        changed
-            .clusters()
-            .iter()
-            .map(|(n, c)| {
-                let mut c = (**c).clone();
-                c.connect_timeout = Duration::from_secs(2);
-                (n.clone(), std::sync::Arc::new(c))
-            })
-            .collect(),
-        Default::default(),
-    )
-    .unwrap();
+    let changed = with_connect_timeout(config((90, 10)), Duration::from_secs(2));
     cp.set_config(changed);
     for c in &mut clients {
         let push = c.recv().await;
