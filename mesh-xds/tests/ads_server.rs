@@ -31,9 +31,9 @@ use tonic::Streaming;
 
 const SERVICES: &str = include_str!("../../mesh-core/tests/fixtures/bookinfo-services.yaml");
 
-/// Reviews split `v1`/`v2` by `weights`.
-fn config(weights: (u32, u32)) -> MeshConfig {
-    let split = format!(
+/// The VirtualService splitting reviews `v1`/`v2` by `weights`.
+fn split_yaml(weights: (u32, u32)) -> String {
+    format!(
         "apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: reviews}}
@@ -47,7 +47,12 @@ spec:
       weight: {}
 ",
         weights.0, weights.1
-    );
+    )
+}
+
+/// The Bookinfo services with reviews split by `weights`.
+fn config(weights: (u32, u32)) -> MeshConfig {
+    let split = split_yaml(weights);
     let sources = [
         Source {
             name: "services.yaml",
@@ -59,6 +64,26 @@ spec:
         },
     ];
     load(&sources).unwrap_or_else(|e| panic!("{e}")).config
+}
+
+/// `config` with every cluster's connect timeout set to `timeout`: a change to every cluster.
+fn with_connect_timeout(config: MeshConfig, timeout: Duration) -> MeshConfig {
+    let clusters = config
+        .clusters()
+        .iter()
+        .map(|(n, c)| {
+            let mut c = (**c).clone();
+            c.connect_timeout = timeout;
+            (n.clone(), std::sync::Arc::new(c))
+        })
+        .collect();
+    MeshConfig::new(
+        "changed",
+        config.listeners().clone(),
+        clusters,
+        Default::default(),
+    )
+    .unwrap()
 }
 
 async fn start(config: MeshConfig) -> (ControlPlane, SocketAddr) {
@@ -231,22 +256,7 @@ async fn a_nack_is_recorded_with_its_detail_and_answered_with_nothing() {
     assert!(cp.acks().is_empty());
 
     // Nothing was sent for the NACK: the next response is the push of a new version.
-    let mut changed = config((90, 10));
-    changed = mesh_core::MeshConfig::new(
-        "other",
-        changed.listeners().clone(),
-        changed
-            .clusters()
-            .iter()
-            .map(|(n, c)| {
-                let mut c = (**c).clone();
-                c.connect_timeout = Duration::from_secs(1);
-                (n.clone(), std::sync::Arc::new(c))
-            })
-            .collect(),
-        Default::default(),
-    )
-    .unwrap();
+    let changed = with_connect_timeout(config((90, 10)), Duration::from_secs(1));
     assert_eq!(cp.set_config(changed), "2");
     let push = c.recv().await;
     assert_eq!(
@@ -259,25 +269,14 @@ async fn a_nack_is_recorded_with_its_detail_and_answered_with_nothing() {
 async fn a_change_is_pushed_with_a_new_version_and_nonce_only_where_resources_changed() {
     let (cp, addr) = start(config((90, 10))).await;
     let listeners = all_names(&cp, LISTENER_TYPE);
+    let all: Vec<&str> = listeners.iter().map(String::as_str).collect();
     let mut c = Client::connect(addr).await;
     c.request(LISTENER_TYPE, &[], "", "").await;
     let lds = c.recv().await;
     c.request(LISTENER_TYPE, &[], "1", &lds.nonce).await;
-    c.request(
-        ROUTE_TYPE,
-        &listeners.iter().map(String::as_str).collect::<Vec<_>>(),
-        "",
-        "",
-    )
-    .await;
+    c.request(ROUTE_TYPE, &all, "", "").await;
     let rds = c.recv().await;
-    c.request(
-        ROUTE_TYPE,
-        &listeners.iter().map(String::as_str).collect::<Vec<_>>(),
-        "1",
-        &rds.nonce,
-    )
-    .await;
+    c.request(ROUTE_TYPE, &all, "1", &rds.nonce).await;
     cp.log().wait_for(|l| l.acks.len() == 2).await.unwrap();
 
     // A new split changes the routes, not the listeners: one RDS push, version 2.
@@ -295,20 +294,8 @@ async fn a_change_is_pushed_with_a_new_version_and_nonce_only_where_resources_ch
     assert!(changed, "the pushed routes carry the new weights");
 
     // An ACK of the push; a stale ACK (old nonce) is not recorded.
-    c.request(
-        ROUTE_TYPE,
-        &listeners.iter().map(String::as_str).collect::<Vec<_>>(),
-        "1",
-        &rds.nonce,
-    )
-    .await;
-    c.request(
-        ROUTE_TYPE,
-        &listeners.iter().map(String::as_str).collect::<Vec<_>>(),
-        "2",
-        &push.nonce,
-    )
-    .await;
+    c.request(ROUTE_TYPE, &all, "1", &rds.nonce).await;
+    c.request(ROUTE_TYPE, &all, "2", &push.nonce).await;
     cp.log().wait_for(|l| l.acks.len() == 3).await.unwrap();
     let acks = cp.acks();
     assert_eq!(
@@ -398,22 +385,7 @@ async fn file_edits_are_pushed_and_a_bad_edit_keeps_the_last_good_config() {
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
     };
-    let split = |a: u32, b: u32| {
-        format!(
-            "{SERVICES}\n---\napiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: reviews}}
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - destination: {{host: reviews, subset: v1}}
-      weight: {a}
-    - destination: {{host: reviews, subset: v2}}
-      weight: {b}
-"
-        )
-    };
+    let split = |a: u32, b: u32| format!("{SERVICES}\n---\n{}", split_yaml((a, b)));
     write(&split(90, 10));
     let poll = Duration::from_millis(100);
     let (cp, watch) = ControlPlane::from_istio_yaml(&[&path], poll).unwrap();
@@ -437,4 +409,26 @@ spec:
     assert_ne!(cp.snapshot().config, served);
     assert!(watch.status().last_error.is_none());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_change_is_pushed_to_every_open_stream() {
+    let (cp, addr) = start(config((90, 10))).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut c = Client::connect(addr).await;
+        c.request(CLUSTER_TYPE, &[], "", "").await;
+        let first = c.recv().await;
+        assert_eq!(first.version_info, "1");
+        clients.push(c);
+    }
+    let changed = with_connect_timeout(config((90, 10)), Duration::from_secs(2));
+    cp.set_config(changed);
+    for c in &mut clients {
+        let push = c.recv().await;
+        assert_eq!(
+            (push.type_url.as_str(), push.version_info.as_str()),
+            (CLUSTER_TYPE, "2")
+        );
+    }
 }

@@ -265,3 +265,28 @@ fn serve_pushes_edits_and_keeps_the_last_good_config_on_a_bad_one() {
     drop(server);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn serve_refuses_to_start_on_a_bad_file_and_says_why() {
+    let dir = temp_dir("serve-bad");
+    let bad = dir.join("bad.yaml");
+    let text = std::fs::read_to_string(fixture("canary.yaml")).unwrap();
+    std::fs::write(&bad, text.replace("weight: 10", "weight: 20")).unwrap();
+    let services = fixture("bookinfo-services.yaml");
+    let o = run(&[
+        "serve",
+        "--config",
+        services.to_str().unwrap(),
+        "--config",
+        bad.to_str().unwrap(),
+        "--port",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.yaml: document 1 (VirtualService reviews)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

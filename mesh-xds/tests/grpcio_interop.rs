@@ -209,16 +209,68 @@ async fn grpcio_run(control_plane: SocketAddr, calls: u32, timeout_secs: u32) ->
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_c_core_accepts_the_resources_and_routes_as_configured() {
-    let python = python(); // Fail first, and clearly, when the virtualenv is missing.
-    assert!(python.exists());
+/// What this mesh's own client observes over `calls` calls with `config`: replies per version
+/// and calls per status, counted like grpcio_client.py counts them.
+async fn mesh_calls(config: MeshConfig, calls: u32) -> Observed {
+    let mesh = mesh_tower::Mesh::new(config);
+    let mut grpc = tonic::client::Grpc::new(mesh.channel(TARGET));
+    let mut observed = Observed {
+        by_version: HashMap::new(),
+        by_status: HashMap::new(),
+        errors: HashMap::new(),
+    };
+    for _ in 0..calls {
+        grpc.ready().await.unwrap();
+        let reply = grpc
+            .unary(
+                tonic::Request::new(EchoRequest {
+                    message: "hello".into(),
+                }),
+                http::uri::PathAndQuery::from_static("/echo.Echo/Say"),
+                tonic_prost::ProstCodec::<EchoRequest, EchoReply>::default(),
+            )
+            .await;
+        let status = match reply {
+            Ok(r) => {
+                let r = r.into_inner();
+                *observed
+                    .by_version
+                    .entry(format!("{}/{}", r.service, r.version))
+                    .or_default() += 1;
+                "OK".to_string()
+            }
+            Err(status) => {
+                let name = mesh_core::GrpcCode::from_i32(status.code() as i32)
+                    .map_or("UNKNOWN", |c| c.name())
+                    .to_string();
+                observed
+                    .errors
+                    .entry(name.clone())
+                    .or_insert_with(|| status.message().to_string());
+                name
+            }
+        };
+        *observed.by_status.entry(status).or_default() += 1;
+    }
+    observed
+}
+
+/// Echo servers `v1` and `v2`, and the control plane serving their 90/10 split.
+async fn start() -> (ControlPlane, SocketAddr, (u16, u16)) {
     let (v1, v2) = (echo_server("v1").await, echo_server("v2").await);
     let cp = ControlPlane::new(config(v1, v2, ""));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = cp.clone();
     tokio::spawn(async move { server.serve(listener).await });
+    (cp, addr, (v1, v2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_c_core_accepts_the_resources_and_routes_as_configured() {
+    let python = python(); // Fail first, and clearly, when the virtualenv is missing.
+    assert!(python.exists());
+    let (cp, addr, (v1, v2)) = start().await;
 
     // The weighted split. 1000 calls at 10 %: v2 ~ Binomial(1000, 0.1), mean 100, sd 9.5;
     // [60, 140] misses a correct split with probability below 1e-4, and catches a client that
@@ -232,6 +284,15 @@ async fn grpc_c_core_accepts_the_resources_and_routes_as_configured() {
     assert!(
         (60..=140).contains(&v2_replies),
         "v2 got {v2_replies} of {calls}: {split:?}"
+    );
+
+    // This mesh's own client, with the same YAML, observes the same split.
+    let ours = mesh_calls((*cp.snapshot().config).clone(), calls).await;
+    assert_eq!(ours.by_status.get("OK"), Some(&calls), "{ours:?}");
+    let ours_v2 = ours.by_version.get("echo/v2").copied().unwrap_or(0);
+    assert!(
+        (60..=140).contains(&ours_v2),
+        "ours: v2 got {ours_v2} of {calls}: {ours:?}"
     );
 
     // C-core ACKed every type and NACKed nothing.
@@ -269,6 +330,21 @@ async fn grpc_c_core_accepts_the_resources_and_routes_as_configured() {
     );
     let message = &faulted.errors["RESOURCE_EXHAUSTED"];
     assert!(message.contains("Fault injected"), "{message}");
+    let ours = mesh_calls((*cp.snapshot().config).clone(), calls).await;
+    let ours_aborted = ours
+        .by_status
+        .get("RESOURCE_EXHAUSTED")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        ours_aborted + ours.by_status.get("OK").copied().unwrap_or(0),
+        calls,
+        "{ours:?}"
+    );
+    assert!(
+        (420..=580).contains(&ours_aborted),
+        "ours: {ours_aborted} of {calls} aborted: {ours:?}"
+    );
     let log = cp.log().borrow().clone();
     assert!(log.nacks.is_empty(), "gRPC NACKed: {:#?}", log.nacks);
     assert!(
@@ -289,12 +365,8 @@ async fn with_resources(
     let mut resources = encode::encode(&cp.snapshot().config);
     edit(&mut resources);
     let version = cp.set_resources(&resources);
-    let observed = grpcio_calls_with_timeout(addr, 2, 3).await;
+    let observed = grpcio_run(addr, 2, 3).await;
     (version, observed)
-}
-
-async fn grpcio_calls_with_timeout(addr: SocketAddr, calls: u32, timeout_secs: u32) -> Observed {
-    grpcio_run(addr, calls, timeout_secs).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,12 +375,7 @@ async fn what_grpc_c_core_requires_of_the_resources() {
     use prost::Message;
 
     python();
-    let (v1, v2) = (echo_server("v1").await, echo_server("v2").await);
-    let cp = ControlPlane::new(config(v1, v2, ""));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = cp.clone();
-    tokio::spawn(async move { server.serve(listener).await });
+    let (cp, addr, (v1, v2)) = start().await;
 
     // Without the router filter, C-core NACKs the listener, with a detail naming it, and
     // the NACK is recorded.
@@ -361,6 +428,6 @@ async fn what_grpc_c_core_requires_of_the_resources() {
 
     // The encoder's own resources work.
     cp.set_config(config(v1, v2, ""));
-    let observed = grpcio_calls_with_timeout(addr, 2, 10).await;
+    let observed = grpcio_run(addr, 2, 10).await;
     assert_eq!(observed.by_status.get("OK"), Some(&2), "{observed:?}");
 }

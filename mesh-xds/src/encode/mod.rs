@@ -36,6 +36,7 @@
 //!   proportional).
 //! - Case-insensitivity of a regex (path, header, authority, method, query, SAN) is dropped:
 //!   Envoy ignores it for regexes, and so does the model's matcher.
+//! - A retriable status listed twice is listed once (the decoder reads the list as a set).
 //! - The server-side policy ([`MeshConfig::server`]) and the version label are not part of
 //!   the client resources.
 

@@ -518,6 +518,18 @@ pub(super) fn canonical_route(r: &mut Route) {
     }
     if let Action::Forward(fwd) = &r.action {
         let mut f = (**fwd).clone();
+        // A status listed twice is retried once: Envoy's list is a set.
+        if let Some(retry) = &f.retry {
+            let mut codes: Vec<u16> = Vec::new();
+            for c in retry.retriable_status_codes.iter() {
+                if !codes.contains(c) {
+                    codes.push(*c);
+                }
+            }
+            let mut retry = (**retry).clone();
+            retry.retriable_status_codes = codes.into();
+            f.retry = Some(Arc::new(retry));
+        }
         let clusters: Vec<_> = f
             .clusters
             .clusters()

@@ -349,4 +349,67 @@ fn a_full_path_rewrite_is_a_prefix_rewrite_under_an_exact_match_else_a_regex() {
     assert_round_trips(&config);
 }
 
+#[test]
+fn faults_that_inject_nothing_and_inert_outlier_rules_take_their_envoy_meaning() {
+    use mesh_core::{ConsecutiveRule, FaultPolicy, OutlierDetection, route::Forward};
+    let base = one_cluster(|c| {
+        c.outlier = Some(OutlierDetection {
+            // Without split_external_local_origin_errors Envoy never applies this rule.
+            consecutive_local_origin_failure: Some(ConsecutiveRule {
+                threshold: 3,
+                enforcing: Percentage::HUNDRED,
+            }),
+            ..OutlierDetection::default()
+        })
+    });
+    let (target, table) = base.listeners().iter().next().unwrap();
+    let mut vh = table.virtual_hosts()[0].clone();
+    let mut routes = vh.routes().to_vec();
+    let inert = Arc::new(FaultPolicy {
+        max_active_faults: Some(3),
+        ..FaultPolicy::default()
+    });
+    routes[0].fault = Some(inert.clone());
+    if let Action::Forward(f) = &routes[0].action {
+        let mut f: Forward = (**f).clone();
+        let mut clusters = f.clusters.clusters().to_vec();
+        clusters[0].fault = Some(inert);
+        f.clusters = mesh_core::route::WeightedClusters::new(clusters).unwrap();
+        routes[0].action = Action::Forward(Arc::new(f));
+    }
+    vh = mesh_core::route::VirtualHost::new(vh.name(), vh.domains().to_vec(), routes).unwrap();
+    let mut listeners = base.listeners().clone();
+    listeners.insert(
+        target.clone(),
+        Arc::new(RouteTable::new(table.name(), vec![vh]).unwrap()),
+    );
+    let config = MeshConfig::new(
+        "1",
+        listeners,
+        base.clusters().clone(),
+        ServerPolicy::default(),
+    )
+    .unwrap();
+    assert_round_trips(&config);
+    let decoded = round_trip(&config);
+    let route = &decoded.listeners()[target].virtual_hosts()[0].routes()[0];
+    assert_eq!(
+        route.fault, None,
+        "a route fault that injects nothing is no fault"
+    );
+    let Action::Forward(f) = &route.action else {
+        panic!("not a forward");
+    };
+    assert_eq!(
+        f.clusters.clusters()[0].fault.as_deref(),
+        Some(&FaultPolicy::default()),
+        "a weighted cluster's inert fault disables the route's"
+    );
+    assert!(decoded.clusters().values().all(|c| {
+        c.outlier
+            .as_ref()
+            .is_none_or(|o| o.consecutive_local_origin_failure.is_none())
+    }));
+}
+
 mod prop;

@@ -142,17 +142,8 @@ impl ControlPlane {
 
     /// Serves `config` from now on, pushing it to every open stream; returns its version.
     pub fn set_config(&self, config: MeshConfig) -> String {
-        let _serial = self
-            .shared
-            .publishing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let version = (self.shared.versions.fetch_add(1, Ordering::SeqCst) + 1).to_string();
-        tracing::info!(%version, mesh_version = config.version(), "configuration pushed");
-        self.shared
-            .snapshot
-            .send_replace(Arc::new(Snapshot::new(version.clone(), config)));
-        version
+        tracing::info!(mesh_version = config.version(), "configuration pushed");
+        self.publish(|version| Snapshot::new(version, config))
     }
 
     /// The snapshot being served.
@@ -165,18 +156,26 @@ impl ControlPlane {
     /// client does with a malformed or differently shaped resource); [`Snapshot::config`]
     /// stays the last configuration set.
     pub fn set_resources(&self, resources: &encode::Resources) -> String {
+        let config = self.snapshot().config.clone();
+        self.publish(|version| Snapshot {
+            version,
+            config,
+            resources: Snapshot::index(resources),
+        })
+    }
+
+    /// Publishes the snapshot `make` builds for the next version; versions are published in
+    /// order.
+    fn publish(&self, make: impl FnOnce(String) -> Snapshot) -> String {
         let _serial = self
             .shared
             .publishing
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let version = (self.shared.versions.fetch_add(1, Ordering::SeqCst) + 1).to_string();
-        let config = self.snapshot().config.clone();
-        self.shared.snapshot.send_replace(Arc::new(Snapshot {
-            version: version.clone(),
-            config,
-            resources: Snapshot::index(resources),
-        }));
+        self.shared
+            .snapshot
+            .send_replace(Arc::new(make(version.clone())));
         version
     }
 

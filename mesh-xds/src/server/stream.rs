@@ -171,12 +171,15 @@ impl StreamState {
             let wildcard = (set.is_empty() && wildcard_type) || set.contains("*");
             (!wildcard).then_some(set)
         };
+        let last_nonce = self.types.get(&req.type_url).map(|t| t.nonce.as_str());
+        if !req.response_nonce.is_empty() && last_nonce != Some(req.response_nonce.as_str()) {
+            // Not the answer to the latest response of its type (or of no response at all).
+            return (Answer::Stale, None);
+        }
         let node = self.node.clone();
         let entry = self.types.entry(req.type_url.clone()).or_default();
         let answer = if req.response_nonce.is_empty() {
             Answer::Subscribe
-        } else if req.response_nonce != entry.nonce {
-            return (Answer::Stale, None);
         } else if let Some(status) = &req.error_detail {
             Answer::Nack(Nack {
                 node,
@@ -250,5 +253,93 @@ fn select(
             .iter()
             .filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone())))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_core::istio::load_str;
+
+    use super::*;
+    use crate::encode::{ENDPOINT_TYPE, ROUTE_TYPE};
+
+    fn snapshot(version: &str) -> Snapshot {
+        let yaml = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: a}
+spec:
+  hosts: [a.default.svc.cluster.local, b.default.svc.cluster.local]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.1}]
+";
+        let config = load_str("a.yaml", yaml).unwrap().config;
+        Snapshot::new(version.into(), config)
+    }
+
+    fn request(type_url: &str, names: &[&str], nonce: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: type_url.into(),
+            resource_names: names.iter().map(|n| n.to_string()).collect(),
+            response_nonce: nonce.into(),
+            ..DiscoveryRequest::default()
+        }
+    }
+
+    #[test]
+    fn empty_names_are_a_wildcard_only_for_listeners_and_clusters() {
+        let s = snapshot("1");
+        let mut state = StreamState::default();
+        for (type_url, want) in [
+            (LISTENER_TYPE, 2),
+            (CLUSTER_TYPE, 2),
+            (ROUTE_TYPE, 0),
+            (ENDPOINT_TYPE, 0),
+        ] {
+            let (answer, response) = state.on_request(&request(type_url, &[], ""), &s);
+            assert_eq!(answer, Answer::Subscribe);
+            assert_eq!(response.unwrap().resources.len(), want, "{type_url}");
+        }
+        let (_, response) = state.on_request(&request(ROUTE_TYPE, &["*"], ""), &s);
+        assert_eq!(
+            response.unwrap().resources.len(),
+            2,
+            "`*` is a wildcard everywhere"
+        );
+    }
+
+    #[test]
+    fn a_nonce_that_is_not_the_latest_is_stale_and_changes_nothing() {
+        let s = snapshot("1");
+        let mut state = StreamState::default();
+        // A nonce for a type never sent: stale, and it does not subscribe.
+        let (answer, response) = state.on_request(&request(CLUSTER_TYPE, &[], "7"), &s);
+        assert_eq!((answer, response), (Answer::Stale, None));
+        assert!(state.on_snapshot(&snapshot("2")).is_empty());
+
+        let (_, first) = state.on_request(&request(CLUSTER_TYPE, &[], ""), &s);
+        let first = first.unwrap();
+        let (_, second) = state.on_request(&request(CLUSTER_TYPE, &["x"], ""), &s);
+        let second = second.unwrap();
+        assert_ne!(first.nonce, second.nonce);
+        let (answer, _) = state.on_request(&request(CLUSTER_TYPE, &["y"], &first.nonce), &s);
+        assert_eq!(answer, Answer::Stale);
+        let (answer, response) =
+            state.on_request(&request(CLUSTER_TYPE, &["x"], &second.nonce), &s);
+        assert!(matches!(answer, Answer::Ack(_)), "{answer:?}");
+        assert_eq!(
+            response, None,
+            "an ACK with the same subscription is not answered"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_is_sent_only_for_types_whose_resources_changed() {
+        let mut state = StreamState::default();
+        let s = snapshot("1");
+        state.on_request(&request(LISTENER_TYPE, &[], ""), &s);
+        state.on_request(&request(ENDPOINT_TYPE, &["nothing"], ""), &s);
+        // Same resources, new version: nothing to send.
+        assert!(state.on_snapshot(&snapshot("2")).is_empty());
     }
 }
