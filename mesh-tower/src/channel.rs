@@ -1,6 +1,11 @@
 //! A channel to one target: the client stack as a single `tower::Service`, and where your own
 //! layers go.
 //!
+//! The metrics layer sits right after the route layer rather than before it: it labels each
+//! call with the destination the route layer chose (the [`RouteDecision`](crate::RouteDecision)
+//! in the request's extensions), and it still sees each call once, around every retry.
+//! Calls the route layer answers itself (no route, direct responses) are therefore not counted.
+//!
 //! # Your layers
 //! There are two documented points:
 //! - **Around the channel**, e.g. `ServiceBuilder::new().layer(auth).service(mesh.channel(t))`:

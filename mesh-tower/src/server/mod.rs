@@ -246,7 +246,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // TRACE: the trace-extraction layer goes first, here (it is provided separately).
+        // TRACE EXTRACTION GOES HERE, first of all (before metrics): one call on `req`.
         let shared = &self.shared;
         let config = shared.mesh.config();
         let policy = config.server();
