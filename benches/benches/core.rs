@@ -1,4 +1,5 @@
-//! Micro-benchmarks of the pure decisions on the request path: route lookup and weighted pick.
+//! Micro-benchmarks of the pure decisions on the request path (route lookup, weighted pick) and
+//! of applying a large configuration (`Mesh::publish` of 1,000 clusters / 10,000 endpoints).
 
 // A benchmark with a broken fixture should stop loudly; it is test code, not library code.
 #![allow(clippy::expect_used)]
@@ -6,8 +7,8 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use http::{HeaderMap, Method};
-use mesh_core::route::{RequestHead, WeightedCluster, WeightedClusters};
+use http::HeaderMap;
+use mesh_core::route::{WeightedCluster, WeightedClusters};
 
 fn route_lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("route_lookup");
@@ -15,13 +16,8 @@ fn route_lookup(c: &mut Criterion) {
     for routes in [10usize, 1_000, 10_000] {
         let table = mesh_benches::prefix_route_table(routes).expect("valid table");
         // The worst case for first-match-wins: the last specific route.
-        let path = format!("/svc{}/Method", routes.saturating_sub(2));
-        let head = RequestHead {
-            method: &Method::POST,
-            authority: "bench.default.svc.cluster.local:9080",
-            path_and_query: &path,
-            headers: &headers,
-        };
+        let path = mesh_benches::last_route_path(routes);
+        let head = mesh_benches::route_head(&path, &headers);
         group.bench_with_input(BenchmarkId::from_parameter(routes), &head, |b, head| {
             b.iter(|| black_box(table.find(black_box(head)).map(|m| m.route_index)))
         });
@@ -45,5 +41,37 @@ fn weighted_pick(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, route_lookup, weighted_pick);
+fn config_publish(c: &mut Criterion) {
+    use std::sync::Arc;
+
+    use mesh_core::MeshConfig;
+    use mesh_tower::Mesh;
+
+    let yaml = mesh_benches::scale::yaml(1_000, 10, false);
+    let config = Arc::new(mesh_benches::scale::load(&yaml).expect("valid config"));
+    let moved = Arc::new(
+        mesh_benches::scale::load(&mesh_benches::scale::yaml(1_000, 10, true)).expect("valid"),
+    );
+    let mut group = c.benchmark_group("config_publish_1000_clusters_10000_endpoints");
+    group.sample_size(20);
+    group.bench_function("into_empty_mesh", |b| {
+        b.iter_with_large_drop(|| {
+            let mesh = Mesh::new(MeshConfig::empty());
+            mesh.publish(config.clone());
+            mesh
+        })
+    });
+    let mesh = Mesh::new(MeshConfig::empty());
+    mesh.publish(config.clone());
+    let mut flip = false;
+    group.bench_function("one_endpoint_changed", |b| {
+        b.iter(|| {
+            flip = !flip;
+            mesh.publish(if flip { moved.clone() } else { config.clone() })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, route_lookup, weighted_pick, config_publish);
 criterion_main!(benches);

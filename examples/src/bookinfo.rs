@@ -3,6 +3,8 @@
 //! through a mesh channel; nothing here knows about routing, retries, TLS or tracing — the
 //! mesh does that around these handlers.
 
+use std::{net::SocketAddr, sync::Arc};
+
 use axum::{
     Json, Router,
     extract::{Path, State},
@@ -10,9 +12,10 @@ use axum::{
     routing::get,
 };
 use mesh_tower::Channel;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
+use crate::echo::Knobs;
 use crate::proto::bookinfo::{
     Rating, RatingsReply, RatingsRequest, Review, ReviewsReply, ReviewsRequest,
     ratings_client::RatingsClient, ratings_server, reviews_client::ReviewsClient, reviews_server,
@@ -24,15 +27,30 @@ pub const REVIEWS: &str = "reviews.default.svc.cluster.local:9080";
 pub const RATINGS: &str = "ratings.default.svc.cluster.local:9080";
 
 const REVIEWERS: [(&str, &str, u32); 2] = [
-    ("Reviewer1", "An extremely entertaining play by Shakespeare.", 5),
+    (
+        "Reviewer1",
+        "An extremely entertaining play by Shakespeare.",
+        5,
+    ),
     ("Reviewer2", "Absolutely fun and entertaining.", 4),
 ];
 
 /// `ratings`: the stars of each review.
-#[derive(Clone, Debug, Default)]
-pub struct RatingsService;
+#[derive(Clone, Debug)]
+pub struct RatingsService {
+    instance: Arc<str>,
+    knobs: Arc<Knobs>,
+}
 
 impl RatingsService {
+    /// The instance listening on `address`, failing and slowing down as `knobs` say.
+    pub fn new(address: SocketAddr, knobs: Arc<Knobs>) -> Self {
+        Self {
+            instance: address.to_string().into(),
+            knobs,
+        }
+    }
+
     /// The tonic service to add to a server.
     pub fn into_server(self) -> ratings_server::RatingsServer<Self> {
         ratings_server::RatingsServer::new(self)
@@ -45,7 +63,9 @@ impl ratings_server::Ratings for RatingsService {
         &self,
         request: Request<RatingsRequest>,
     ) -> Result<Response<RatingsReply>, Status> {
+        self.knobs.apply("ratings").await?;
         let trace_id = crate::trace_id(request.metadata().as_ref()).unwrap_or_default();
+        let caller_principal = crate::caller_principal(&request);
         Ok(Response::new(RatingsReply {
             ratings: REVIEWERS
                 .iter()
@@ -55,6 +75,8 @@ impl ratings_server::Ratings for RatingsService {
                 })
                 .collect(),
             trace_id,
+            instance: self.instance.to_string(),
+            caller_principal,
         }))
     }
 }
@@ -64,14 +86,17 @@ impl ratings_server::Ratings for RatingsService {
 pub struct ReviewsService {
     version: String,
     ratings: Option<RatingsClient<Channel>>,
+    knobs: Arc<Knobs>,
 }
 
 impl ReviewsService {
-    /// Reviews at `version`; `ratings` is the mesh channel to ratings (ignored by v1).
-    pub fn new(version: &str, ratings: Channel) -> Self {
+    /// Reviews at `version`; `ratings` is the mesh channel to ratings (ignored by v1); `knobs`
+    /// make it fail or slow down.
+    pub fn new(version: &str, ratings: Channel, knobs: Arc<Knobs>) -> Self {
         Self {
             version: version.into(),
             ratings: (version != "v1").then(|| RatingsClient::new(ratings)),
+            knobs,
         }
     }
 
@@ -87,6 +112,9 @@ impl reviews_server::Reviews for ReviewsService {
         &self,
         request: Request<ReviewsRequest>,
     ) -> Result<Response<ReviewsReply>, Status> {
+        self.knobs
+            .apply(&format!("reviews {}", self.version))
+            .await?;
         let trace_id = crate::trace_id(request.metadata().as_ref()).unwrap_or_default();
         let product_id = request.into_inner().product_id;
         let mut reply = ReviewsReply {
@@ -101,6 +129,7 @@ impl reviews_server::Reviews for ReviewsService {
                 .collect(),
             ratings_error: String::new(),
             trace_id,
+            ratings_trace_id: String::new(),
         };
         if let Some(ratings) = &self.ratings {
             // The trace continues into this call without copying headers: the mesh's server
@@ -111,6 +140,7 @@ impl reviews_server::Reviews for ReviewsService {
                 .await
             {
                 Ok(r) => {
+                    reply.ratings_trace_id.clone_from(&r.get_ref().trace_id);
                     for (review, rating) in reply.reviews.iter_mut().zip(&r.get_ref().ratings) {
                         review.stars = rating.stars;
                     }
@@ -123,7 +153,7 @@ impl reviews_server::Reviews for ReviewsService {
 }
 
 /// What the product page answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ProductPage {
     /// The product.
     pub product_id: u32,
@@ -133,7 +163,7 @@ pub struct ProductPage {
     pub reviews: Vec<(String, String, u32)>,
     /// Why reviews or ratings are missing, when they are.
     pub error: String,
-    /// The trace id each hop saw: product page, reviews.
+    /// The trace id each hop saw: product page, reviews, and ratings when reviews called it.
     pub trace_ids: Vec<String>,
 }
 
@@ -172,6 +202,9 @@ async fn page(
                 .collect();
             page.error = reply.ratings_error;
             page.trace_ids.push(reply.trace_id);
+            if !reply.ratings_trace_id.is_empty() {
+                page.trace_ids.push(reply.ratings_trace_id);
+            }
             (StatusCode::OK, Json(page))
         }
         Err(status) => {

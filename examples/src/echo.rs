@@ -11,7 +11,6 @@ use std::{
     time::Duration,
 };
 
-use mesh_tower::Peer;
 use tonic::{Code, Request, Response, Status};
 
 use crate::proto::echo::{EchoReply, EchoRequest, echo_server};
@@ -56,6 +55,20 @@ impl Knobs {
         self.calls.load(Ordering::Relaxed)
     }
 
+    /// Counts a call, waits the configured latency, and fails it when its turn has come; `who`
+    /// goes into the failure's message.
+    pub async fn apply(&self, who: &str) -> Result<(), Status> {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        let latency = self.latency_ms.load(Ordering::Relaxed);
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+        match self.should_fail(n) {
+            Some(code) => Err(Status::new(code, format!("{who} failing on purpose"))),
+            None => Ok(()),
+        }
+    }
+
     fn should_fail(&self, n: u64) -> Option<Code> {
         let percent = u64::from(self.fail_percent.load(Ordering::Relaxed));
         let spread = (n * percent) % 100;
@@ -93,23 +106,10 @@ impl EchoService {
 #[tonic::async_trait]
 impl echo_server::Echo for EchoService {
     async fn say(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
-        let n = self.knobs.calls.fetch_add(1, Ordering::Relaxed);
-        let latency = self.knobs.latency_ms.load(Ordering::Relaxed);
-        if latency > 0 {
-            tokio::time::sleep(Duration::from_millis(latency)).await;
-        }
-        if let Some(code) = self.knobs.should_fail(n) {
-            return Err(Status::new(
-                code,
-                format!("{} {} failing on purpose", self.service, self.version),
-            ));
-        }
-        let caller_principal = request
-            .extensions()
-            .get::<Peer>()
-            .and_then(Peer::principal)
-            .unwrap_or_default()
-            .to_owned();
+        self.knobs
+            .apply(&format!("{} {}", self.service, self.version))
+            .await?;
+        let caller_principal = crate::caller_principal(&request);
         let trace_id = crate::trace_id(request.metadata().as_ref()).unwrap_or_default();
         Ok(Response::new(EchoReply {
             message: request.into_inner().message,

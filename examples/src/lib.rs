@@ -3,11 +3,14 @@
 //! outgoing call through a [`mesh_tower::Mesh`] channel.
 //!
 //! - [`echo`]: an echo server with knobs (name, version, failure rate and status, latency).
+//! - [`bookinfo`]: the product page (axum), reviews and ratings (tonic).
+//! - [`demo`]: the one-command demo's scenarios.
 //! - [`load`]: the engine of `mesh-load`, a command-line load tool for mesh targets.
 
 #![forbid(unsafe_code)]
 
 pub mod bookinfo;
+pub mod demo;
 pub mod echo;
 pub mod load;
 
@@ -44,4 +47,14 @@ pub fn trace_id(headers: &http::HeaderMap) -> Option<String> {
         .and_then(|v| v.split('-').next())
         .filter(|id| hex(id))
         .map(str::to_owned)
+}
+
+/// The SPIFFE principal of the caller of `request`, when it came over mTLS; else empty.
+pub fn caller_principal<T>(request: &tonic::Request<T>) -> String {
+    request
+        .extensions()
+        .get::<mesh_tower::Peer>()
+        .and_then(mesh_tower::Peer::principal)
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -7,12 +7,13 @@
 
 use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http::{HeaderName, HeaderValue};
-use mesh_tower::Channel;
+use http_body::Body;
 use serde::Serialize;
 use tokio::{sync::Mutex, time::Instant};
-use tonic::{Code, metadata::MetadataMap};
+use tonic::{Code, client::GrpcService, codegen::StdError, metadata::MetadataMap};
 
 use crate::proto::echo::{EchoRequest, echo_client::EchoClient};
 
@@ -27,6 +28,33 @@ pub struct LoadSpec {
     pub timeout: Option<Duration>,
 }
 
+/// A gRPC transport the load tool can drive from many tasks: a [`mesh_tower::Channel`], a plain
+/// `tonic::transport::Channel`, or anything else a tonic client accepts that is cheap to clone
+/// and `Send`.
+pub trait Transport:
+    GrpcService<
+        tonic::body::Body,
+        Future: Send,
+        Error: Into<StdError>,
+        ResponseBody: Body<Data = Bytes, Error: Into<StdError> + Send> + Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<C> Transport for C where
+    C: GrpcService<
+            tonic::body::Body,
+            Future: Send,
+            Error: Into<StdError>,
+            ResponseBody: Body<Data = Bytes, Error: Into<StdError> + Send> + Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Closed or open loop.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Shape {
@@ -34,6 +62,14 @@ pub enum Shape {
     Closed {
         /// Calls in total.
         requests: u64,
+        /// Calls in flight at a time (at least 1).
+        concurrency: usize,
+    },
+    /// `concurrency` calls in flight at a time until `duration` has passed (calls in flight
+    /// then finish and are counted), so runs of different speeds last equally long.
+    ClosedFor {
+        /// How long to start new calls.
+        duration: Duration,
         /// Calls in flight at a time (at least 1).
         concurrency: usize,
     },
@@ -143,7 +179,7 @@ impl Tally {
         }
     }
 
-    fn finish(mut self, elapsed: Duration) -> Summary {
+    fn finish(mut self, elapsed: Duration) -> (Summary, Option<Histogram<u64>>) {
         let s = &mut self.summary;
         if let Some(h) = &self.histogram
             && !h.is_empty()
@@ -163,7 +199,7 @@ impl Tally {
         } else {
             0.0
         };
-        self.summary
+        (self.summary, self.histogram)
     }
 }
 
@@ -174,7 +210,20 @@ fn latency_histogram() -> Option<Histogram<u64>> {
 }
 
 /// Runs `spec` against `channel` and summarizes the outcome.
-pub async fn run(channel: Channel, spec: &LoadSpec) -> Summary {
+///
+/// `channel` is a [`mesh_tower::Channel`] or any other gRPC transport (a plain
+/// `tonic::transport::Channel`, for comparisons).
+pub async fn run<C: Transport>(channel: C, spec: &LoadSpec) -> Summary {
+    run_recorded(channel, spec).await.0
+}
+
+/// Like [`run`], and also returns the latency histogram (microseconds from 1 µs to 10 minutes,
+/// 3 significant digits), so runs can be merged and percentiles read at any quantile. The
+/// histogram is `None` only if it could not be allocated.
+pub async fn run_recorded<C: Transport>(
+    channel: C,
+    spec: &LoadSpec,
+) -> (Summary, Option<Histogram<u64>>) {
     let tally = Arc::new(Mutex::new(Tally {
         histogram: latency_histogram(),
         ..Tally::default()
@@ -184,24 +233,13 @@ pub async fn run(channel: Channel, spec: &LoadSpec) -> Summary {
         Shape::Closed {
             requests,
             concurrency,
+        } => closed_loop(&channel, spec, &tally, concurrency, Some(requests), None).await,
+        Shape::ClosedFor {
+            duration,
+            concurrency,
         } => {
-            let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let workers: Vec<_> = (0..concurrency.max(1))
-                .map(|_| {
-                    let (next, tally, spec) = (next.clone(), tally.clone(), spec.clone());
-                    let mut client = EchoClient::new(channel.clone());
-                    tokio::spawn(async move {
-                        while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
-                            let sent = Instant::now();
-                            let outcome = call(&mut client, &spec).await;
-                            tally.lock().await.record(sent.elapsed(), outcome);
-                        }
-                    })
-                })
-                .collect();
-            for worker in workers {
-                let _ = worker.await;
-            }
+            let deadline = started + duration;
+            closed_loop(&channel, spec, &tally, concurrency, None, Some(deadline)).await
         }
         Shape::Open { rate, duration } => {
             let interval = Duration::from_secs_f64(1.0 / rate.max(f64::MIN_POSITIVE));
@@ -229,8 +267,41 @@ pub async fn run(channel: Channel, spec: &LoadSpec) -> Summary {
     }
 }
 
-async fn call(
-    client: &mut EchoClient<Channel>,
+/// `concurrency` workers sending one call after another, until `requests` calls were started
+/// or `deadline` passed.
+async fn closed_loop<C: Transport>(
+    channel: &C,
+    spec: &LoadSpec,
+    tally: &Arc<Mutex<Tally>>,
+    concurrency: usize,
+    requests: Option<u64>,
+    deadline: Option<Instant>,
+) {
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (next, tally, spec) = (next.clone(), tally.clone(), spec.clone());
+            let mut client = EchoClient::new(channel.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let sent = Instant::now();
+                    if requests.is_some_and(|r| n >= r) || deadline.is_some_and(|d| sent >= d) {
+                        break;
+                    }
+                    let outcome = call(&mut client, &spec).await;
+                    tally.lock().await.record(sent.elapsed(), outcome);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+}
+
+async fn call<C: Transport>(
+    client: &mut EchoClient<C>,
     spec: &LoadSpec,
 ) -> Result<crate::proto::echo::EchoReply, tonic::Status> {
     let mut request = tonic::Request::new(EchoRequest {
@@ -319,7 +390,7 @@ mod tests {
                 Err(tonic::Status::unavailable("down")),
             );
         }
-        let s = tally.finish(Duration::from_secs(1));
+        let (s, _) = tally.finish(Duration::from_secs(1));
         assert_eq!(s.total, 100);
         assert_eq!(s.status_count(Code::Unavailable), 100);
         assert!(
@@ -332,5 +403,37 @@ mod tests {
             "{:?}",
             s.latency_us
         );
+    }
+
+    #[tokio::test]
+    async fn a_timed_closed_loop_drives_a_plain_tonic_channel_for_its_duration() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let echo = crate::echo::EchoService::new("echo", "v1", address, Default::default());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(echo.into_server())
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let spec = LoadSpec {
+            shape: Shape::ClosedFor {
+                duration: Duration::from_millis(300),
+                concurrency: 2,
+            },
+            headers: Vec::new(),
+            timeout: None,
+        };
+        let (summary, histogram) = run_recorded(channel, &spec).await;
+        assert!(summary.total > 2, "{summary}");
+        assert_eq!(summary.status_count(Code::Ok), summary.total, "{summary}");
+        assert_eq!(summary.version_count("v1"), summary.total);
+        // Calls stop starting at the deadline; the last ones finish just after it.
+        assert!((300..5_000).contains(&summary.elapsed_ms), "{summary}");
+        assert_eq!(histogram.unwrap().len(), summary.total);
     }
 }

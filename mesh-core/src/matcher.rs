@@ -338,6 +338,11 @@ impl HeaderMatcher {
         self.invert
     }
 
+    /// Whether a missing header is treated as an empty value.
+    pub fn treat_missing_as_empty(&self) -> bool {
+        self.treat_missing_as_empty
+    }
+
     /// Whether the request's headers satisfy this condition.
     pub fn matches(&self, headers: &HeaderMap) -> bool {
         let mut values = headers.get_all(&self.name).iter();
@@ -388,6 +393,11 @@ impl QueryParamMatcher {
     /// The parameter's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The value condition; `None` means "present with any value".
+    pub fn value(&self) -> Option<&StringMatcher> {
+        self.value.as_ref()
     }
 
     /// Whether the query string (without `?`) satisfies the condition. The first occurrence of

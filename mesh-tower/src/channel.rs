@@ -38,10 +38,14 @@ use crate::{
     retry::Retry,
     route::{Route, RouteFuture},
     timeout::Timeout,
+    trace::{self, ClientTrace},
 };
 
-/// A channel to one target (`host:port`): route → metrics → fault → timeout → retry → (your per-attempt
-/// layer) → breaker and balance → endpoint.
+/// A channel to one target (`host:port`): route → metrics → fault → timeout → retry → trace →
+/// (your per-attempt layer) → breaker and balance → endpoint.
+///
+/// Every attempt is a new client span of the caller's trace, written into its headers (see
+/// [`trace`]; settings from [`Mesh::set_tracing`]).
 ///
 /// It is a `tower::Service<http::Request<B>>` for any body `B`, so a tonic-generated client
 /// takes it as is (`ReviewsClient::new(mesh.channel("reviews.default.svc.cluster.local:9080"))`)
@@ -50,8 +54,11 @@ use crate::{
 /// cluster's circuit breaker, which answers an overflow at once.
 #[derive(Clone, Debug)]
 pub struct Channel<S = Balance> {
-    stack: Route<ClientMetrics<Fault<Timeout<Retry<S>>>>>,
+    stack: Route<Routed<S>>,
 }
+
+/// The layers after the route layer, around the per-attempt service `S`.
+type Routed<S> = ClientMetrics<Fault<Timeout<Retry<ClientTrace<S>>>>>;
 
 // === impl Mesh ===
 
@@ -97,7 +104,13 @@ impl<S> Channel<S> {
             target,
             ClientMetrics::new(
                 mesh.clone(),
-                Fault::new(mesh, Timeout::new(Retry::new(attempt))),
+                Fault::new(
+                    mesh.clone(),
+                    Timeout::new(Retry::new(ClientTrace::with_shared(
+                        attempt,
+                        mesh.shared_tracing(),
+                    ))),
+                ),
             ),
         );
         Self { stack }
@@ -116,16 +129,15 @@ where
 {
     type Response = Response<ResponseBody>;
     type Error = BoxError;
-    type Future = RouteFuture<
-        <ClientMetrics<Fault<Timeout<Retry<S>>>> as Service<Request<RequestBody>>>::Future,
-    >;
+    type Future = RouteFuture<<Routed<S> as Service<Request<RequestBody>>>::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.stack.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.stack
-            .call(req.map(|body| body.map_err(Into::into).boxed_unsync()))
+        let mut req = req.map(|body| body.map_err(Into::into).boxed_unsync());
+        trace::pin_caller_trace(&mut req);
+        self.stack.call(req)
     }
 }

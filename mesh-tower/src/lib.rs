@@ -16,6 +16,9 @@
 //! - [`server`]: the server stack as one layer for tonic and axum ([`Mesh::server_layer`]).
 //! - [`metrics`]: Istio's standard metrics from both sides, and the mesh's internals
 //!   ([`MeshMetrics::install`]); [`admin`]: `/metrics`, `/config_dump`, `/clusters`.
+//! - [`tls`] is mutual TLS with SPIFFE identities: the endpoint connections follow each
+//!   cluster's `UpstreamTls`, and [`tls::MeshListener`] accepts tonic and axum connections in the
+//!   PeerAuthentication mode, putting the verified [`Peer`] in request extensions.
 //!
 //! Failures the mesh decides (no route, fault abort, timeout, breaker overflow, no endpoint,
 //! connect failure) are answered with a gRPC-correct response for gRPC callers (trailers-only,
@@ -43,6 +46,8 @@ mod synthesize;
 #[cfg(test)]
 mod test_util;
 pub mod timeout;
+pub mod tls;
+pub mod trace;
 
 pub use mesh_core;
 
@@ -54,5 +59,6 @@ pub use self::{
     metrics::{MeshMetrics, XdsMetrics},
     peer::Peer,
     server::{ServerLayer, Workload},
+    static_config::{ConfigWatch, StaticConfigError, WatchStatus},
     synthesize::ResponseFlags,
 };

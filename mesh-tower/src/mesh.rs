@@ -12,19 +12,26 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, OnceLock,
+        Arc, Mutex, OnceLock, Weak,
         atomic::{AtomicU32, AtomicU64, Ordering},
     },
 };
 
 use arc_swap::ArcSwap;
 use mesh_core::{
-    CircuitBreakers, Cluster, EndpointAddress, LbPolicy, MeshConfig, Outcome, OutlierDetector,
-    OutlierEvent, lb::Balancer,
+    CircuitBreakers, Cluster, DEFAULT_ROOT_NAMESPACE, EndpointAddress, Labels, LbPolicy,
+    MeshConfig, Outcome, OutlierDetector, OutlierEvent, TlsMode, lb::Balancer, mtls_mode,
 };
 use tokio::{sync::watch, time::Instant};
 
-use crate::{Discovery, endpoint::Endpoint, metrics::MeshMetrics, rng};
+use crate::{
+    Discovery,
+    endpoint::Endpoint,
+    metrics::MeshMetrics,
+    rng,
+    tls::{CertificateFiles, MeshTls, ServerTls, TlsError, UpstreamConnector},
+    trace::{self, Tracing},
+};
 
 /// The mesh of this process: cheap to clone, shared by every channel.
 #[derive(Clone, Debug)]
@@ -43,6 +50,10 @@ struct Inner {
     discovery: OnceLock<Arc<dyn Discovery>>,
     /// Bumped on every publish, so requests waiting for a pending target wake up.
     published: watch::Sender<u64>,
+    /// Trace propagation and span recording of every channel; set once.
+    tracing: Arc<OnceLock<Tracing>>,
+    /// The workload identity, certificate providers and TLS configurations.
+    tls: MeshTls,
     /// Where requests are recorded; set once.
     metrics: OnceLock<MeshMetrics>,
 }
@@ -120,6 +131,8 @@ impl Mesh {
                 active_faults: AtomicU32::new(0),
                 discovery: OnceLock::new(),
                 published: watch::Sender::new(0),
+                tracing: Arc::default(),
+                tls: MeshTls::default(),
                 metrics: OnceLock::new(),
             }),
         };
@@ -138,7 +151,7 @@ impl Mesh {
             .iter()
             .map(|(name, policy)| {
                 let old = previous.clusters.get(name);
-                let entry = ClusterEntry::build(policy, old);
+                let entry = ClusterEntry::build(policy, old, &self.inner.tls);
                 (name.clone(), entry)
             })
             .collect();
@@ -154,9 +167,101 @@ impl Mesh {
         self.inner.discovery.set(discovery).is_ok()
     }
 
+    /// Sets the workload's identity: its certificate chain and private key, and the mesh trust
+    /// bundle, as PEM files (`CertificateFiles::identity(chain, key).with_trust_bundle(ca)`).
+    /// ISTIO_MUTUAL clusters present it and verify servers with the bundle; mTLS servers
+    /// ([`Mesh::server_tls`], [`MeshTls::server`]) present it and verify clients with it. The files are loaded now
+    /// (an error keeps the previous identity) and polled for rotation. Connections made from
+    /// now on use it; open connections keep theirs.
+    pub fn set_workload_identity(&self, files: CertificateFiles) -> Result<(), TlsError> {
+        self.inner.tls.set_workload_identity(files)
+    }
+
+    /// The mesh's TLS context: the workload identity, the certificate-provider registry the
+    /// xDS bootstrap fills (`mesh.tls().certificate_providers().register(..)`), and server-side
+    /// acceptors.
+    pub fn tls(&self) -> &MeshTls {
+        &self.inner.tls
+    }
+
+    /// The server side of this workload's `port`, in the mTLS mode the PeerAuthentication
+    /// policies of the served configuration give it ([`mtls_mode`] with the workload's
+    /// `namespace` and `labels`, root namespace `istio-system`), kept current: every publish
+    /// re-resolves the mode for new connections. Presents the workload identity and verifies
+    /// clients with its trust bundle, so one must be set
+    /// ([`set_workload_identity`](Self::set_workload_identity)) even while the mode is
+    /// PERMISSIVE or DISABLE: a later STRICT must never find the server without material.
+    /// Fails outside a tokio runtime (the mode is followed by a task).
+    pub fn server_tls(
+        &self,
+        namespace: impl Into<Arc<str>>,
+        labels: Labels,
+        port: u16,
+    ) -> Result<ServerTls, TlsError> {
+        let namespace = namespace.into();
+        let resolve = move |config: &MeshConfig| {
+            mtls_mode(
+                &config.server().peer_authentication,
+                &namespace,
+                &labels,
+                port,
+                DEFAULT_ROOT_NAMESPACE,
+            )
+        };
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            TlsError::policy("Mesh::server_tls must be called inside a tokio runtime")
+        })?;
+        // Built with material even for DISABLE: a later STRICT must not find it without any.
+        let identity = self
+            .inner
+            .tls
+            .workload_identity()
+            .ok_or(TlsError::NoWorkloadIdentity)?;
+        // Subscribed before the first resolution, so no publish in between goes unseen.
+        let mut published = self.published();
+        let server = ServerTls::new(resolve(&self.config()), identity)?;
+        let mesh: Weak<Inner> = Arc::downgrade(&self.inner);
+        let follower = server.clone();
+        runtime.spawn(async move {
+            // Ends when the mesh is dropped (the sender goes) or when no listener uses the
+            // server any more (only this task's clone is left).
+            while published.changed().await.is_ok() && !follower.is_unused() {
+                let Some(inner) = mesh.upgrade() else { return };
+                let mode = resolve(&inner.snapshot.load().config);
+                if mode != follower.mode() {
+                    tracing::info!(
+                        port,
+                        ?mode,
+                        "PeerAuthentication mode changed for new connections"
+                    );
+                    // Cannot fail: the server was built with material.
+                    let _ = follower.set_mode(mode);
+                }
+            }
+        });
+        Ok(server)
+    }
+
     /// The discovery source, when one is set.
     pub fn discovery(&self) -> Option<&Arc<dyn Discovery>> {
         self.inner.discovery.get()
+    }
+
+    /// Makes `tracing` the trace settings of every channel of this mesh, including those made
+    /// already. Only the first call takes effect; it returns `false` when tracing was already
+    /// set. Until then channels propagate W3C + B3 headers and record no spans.
+    pub fn set_tracing(&self, tracing: Tracing) -> bool {
+        self.inner.tracing.set(tracing).is_ok()
+    }
+
+    /// The trace settings of this mesh's channels.
+    pub fn tracing(&self) -> &Tracing {
+        self.inner.tracing.get().unwrap_or(&trace::DEFAULT_TRACING)
+    }
+
+    /// The trace settings, shared with channels that read them per request.
+    pub(crate) fn shared_tracing(&self) -> Arc<OnceLock<Tracing>> {
+        self.inner.tracing.clone()
     }
 
     /// A receiver that changes on every publish.
@@ -204,16 +309,25 @@ impl ClusterEntry {
         }
     }
 
-    fn build(policy: &Arc<Cluster>, old: Option<&ClusterEntry>) -> Self {
+    fn build(policy: &Arc<Cluster>, old: Option<&ClusterEntry>, tls: &MeshTls) -> Self {
+        // A connection is kept only under the same TLS settings: a changed mode, trust bundle
+        // or SAN matcher must not be served by a connection negotiated under the old ones.
         let reusable: HashMap<&EndpointAddress, &Arc<Endpoint>> = old
+            .filter(|o| o.policy.tls == policy.tls)
             .map(|o| o.connections.iter().map(|c| (c.address(), c)).collect())
             .unwrap_or_default();
+        let connector = (policy.tls.mode != TlsMode::Disable)
+            .then(|| UpstreamConnector::new(policy.tls.clone(), tls.clone()));
         let connections: Arc<[Arc<Endpoint>]> = policy
             .endpoints
             .iter()
             .map(|e| match reusable.get(&e.address) {
                 Some(kept) => Arc::clone(kept),
-                None => Arc::new(Endpoint::new(e.address.clone(), policy.connect_timeout)),
+                None => Arc::new(Endpoint::with_tls(
+                    e.address.clone(),
+                    policy.connect_timeout,
+                    connector.clone(),
+                )),
             })
             .collect();
         let state = old.map(|o| o.state.clone()).unwrap_or_default();

@@ -27,6 +27,18 @@ pub struct PeerIdentity {
 }
 
 impl Peer {
+    /// The peer of a request, from its extensions: a tonic server on a
+    /// [`MeshListener`](crate::tls::MeshListener) puts a `Peer` there, an axum server
+    /// (`into_make_service_with_connect_info::<Peer>()`) a `ConnectInfo<Peer>`. Layers that
+    /// serve both look here.
+    pub fn from_extensions(extensions: &http::Extensions) -> Option<&Peer> {
+        extensions.get::<Peer>().or_else(|| {
+            extensions
+                .get::<axum::extract::ConnectInfo<Peer>>()
+                .map(|info| &info.0)
+        })
+    }
+
     /// The principal, when the peer proved one.
     pub fn principal(&self) -> Option<&str> {
         self.identity.as_ref()?.principal.as_deref()

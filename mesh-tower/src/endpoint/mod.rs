@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 pub use self::error::ConnectError;
-use crate::body::RequestBody;
+use crate::{body::RequestBody, tls::UpstreamConnector};
 
 type Connecting = Shared<BoxFuture<'static, Result<SendRequest<RequestBody>, ConnectError>>>;
 
@@ -40,6 +40,8 @@ type Connecting = Shared<BoxFuture<'static, Result<SendRequest<RequestBody>, Con
 pub struct Endpoint {
     address: EndpointAddress,
     connect_timeout: Duration,
+    /// TLS over the TCP connection; `None` is plaintext (the cluster's mode is DISABLE).
+    tls: Option<UpstreamConnector>,
     state: Mutex<State>,
     /// Requests in flight to this endpoint (least request, peak EWMA).
     active: AtomicU32,
@@ -96,9 +98,19 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 impl Endpoint {
     /// An endpoint at `address`; nothing is connected until the first request.
     pub fn new(address: EndpointAddress, connect_timeout: Duration) -> Self {
+        Self::with_tls(address, connect_timeout, None)
+    }
+
+    /// An endpoint whose connections run TLS with `tls`, or plaintext with `None`.
+    pub(crate) fn with_tls(
+        address: EndpointAddress,
+        connect_timeout: Duration,
+        tls: Option<UpstreamConnector>,
+    ) -> Self {
         Self {
             address,
             connect_timeout,
+            tls,
             state: Mutex::new(State::Idle),
             active: AtomicU32::new(0),
             latency: Mutex::new(PeakEwma {
@@ -168,9 +180,10 @@ impl Endpoint {
                         State::BackingOff { failures, .. } => *failures,
                         _ => 0,
                     };
-                    let future = connect(self.address.clone(), self.connect_timeout)
-                        .boxed()
-                        .shared();
+                    let future =
+                        connect(self.address.clone(), self.connect_timeout, self.tls.clone())
+                            .boxed()
+                            .shared();
                     *state = State::Connecting {
                         future: ConnectingDebug(future.clone()),
                         failures,
@@ -238,19 +251,56 @@ fn backoff(failures: u32, random: u64) -> Duration {
 }
 
 /// Connects to `address`: an IP directly, a DNS name by resolving it now and trying each
-/// address in turn (so a reconnect follows DNS changes). The timeout bounds the whole attempt.
+/// address in turn (so a reconnect follows DNS changes); then the TLS handshake when the cluster
+/// has TLS. The timeout bounds both.
 async fn connect(
     address: EndpointAddress,
     timeout: Duration,
+    tls: Option<UpstreamConnector>,
 ) -> Result<SendRequest<RequestBody>, ConnectError> {
-    let stream = tokio::time::timeout(timeout, open(&address))
+    let opened = async {
+        let stream = open(&address).await?;
+        // Latency matters more than packet count for RPCs.
+        let _ = stream.set_nodelay(true);
+        match &tls {
+            None => Ok(Transport::Plaintext(stream)),
+            Some(tls) => tls
+                .connect(&address, stream)
+                .await
+                .map(|s| Transport::Tls(Box::new(s)))
+                .map_err(|reason| ConnectError::connect(&address, reason)),
+        }
+    };
+    let what = if tls.is_some() {
+        "connect and TLS handshake timed out"
+    } else {
+        "connect timed out"
+    };
+    match tokio::time::timeout(timeout, opened)
         .await
-        .map_err(|_| ConnectError::connect(&address, "connect timed out"))??;
-    // Latency matters more than packet count for RPCs.
-    let _ = stream.set_nodelay(true);
+        .map_err(|_| ConnectError::connect(&address, what))??
+    {
+        Transport::Plaintext(stream) => http2_handshake(address, stream).await,
+        Transport::Tls(stream) => http2_handshake(address, stream).await,
+    }
+}
+
+/// The connection under HTTP/2.
+enum Transport {
+    Plaintext(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+async fn http2_handshake<T>(
+    address: EndpointAddress,
+    io: T,
+) -> Result<SendRequest<RequestBody>, ConnectError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(io))
         .await
         .map_err(|e| ConnectError::connect(&address, e))?;
     tokio::spawn(async move {

@@ -70,6 +70,8 @@ pub(super) fn route_match(
     }
     let ignore_case = case_sensitive.is_some_and(|c| !c.value);
     let path = match path_specifier {
+        // `prefix: /` is every path: the model's `Any` (case cannot matter for `/`).
+        Some(PathSpecifier::Prefix(p)) if p == "/" => PathMatcher::any(),
         Some(PathSpecifier::Prefix(p)) => {
             PathMatcher::new(PathMatch::Prefix(p.clone()), ignore_case)
         }

@@ -1,0 +1,308 @@
+//! The demo's world: the development control plane and bookinfo's services on loopback, each
+//! with its own [`Mesh`] and xDS client, and the Istio YAML that describes them.
+//!
+//! Every service runs as its own tonic or axum server on `127.0.0.1:0` with its own mesh
+//! handle and its own ADS stream to the control plane, exactly as separate processes would:
+//! they share nothing but the network and the control plane. Their outgoing calls use
+//! `xds:///` targets, so every policy they enforce arrived over xDS. They run as tasks of the demo's process so that stopping the demo —
+//! normally or by Ctrl-C — can never leave a process or a port behind.
+
+use std::{fmt::Write as _, net::SocketAddr, sync::Arc};
+
+use mesh_core::MeshConfig;
+use mesh_tower::{Mesh, trace::ServerTraceLayer};
+use mesh_xds::{bootstrap::Bootstrap, client::XdsClient, server::ControlPlane};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tonic::transport::server::TcpIncoming;
+
+use crate::{
+    bookinfo::{self, RATINGS, REVIEWS, RatingsService, ReviewsService},
+    echo::Knobs,
+};
+
+/// The product page's mesh target.
+pub const PRODUCTPAGE: &str = "productpage.default.svc.cluster.local:9080";
+
+/// One running instance and its knobs.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    /// Its version label.
+    pub version: &'static str,
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// What the demo turns to make it fail or slow down.
+    pub knobs: Arc<Knobs>,
+}
+
+/// Bookinfo on loopback.
+#[derive(Debug)]
+pub struct Topology {
+    /// `reviews` v1, v2, v3.
+    pub reviews: Vec<Instance>,
+    /// Two `ratings` replicas (both `v1`).
+    pub ratings: Vec<Instance>,
+    /// The product page.
+    pub productpage: SocketAddr,
+    /// The demo client's mesh: it calls `reviews`, `ratings` and the product page.
+    pub client: Mesh,
+    /// Every mesh in the demo with the targets it calls, the client's first.
+    pub meshes: Vec<(Mesh, &'static [&'static str])>,
+    /// The development control plane every mesh follows.
+    pub control_plane: ControlPlane,
+    /// The xDS clients, kept so their streams live as long as the topology.
+    xds: Vec<XdsClient>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The traffic policy of a scenario, spliced into the services' YAML.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// The `http:` list of the `reviews` VirtualService (each line indented by two spaces);
+    /// empty routes everything to v1.
+    pub reviews_http: String,
+    /// A `trafficPolicy:` body for `reviews` (indented by four spaces), if any.
+    pub reviews_traffic: String,
+    /// A `trafficPolicy:` body for `ratings` (indented by four spaces), if any.
+    pub ratings_traffic: String,
+    /// More documents (e.g. an AuthorizationPolicy), `---`-separated.
+    pub extra: String,
+}
+
+/// Starting the topology failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// A listener could not be bound.
+    #[error("binding a loopback port: {0}")]
+    Bind(#[from] std::io::Error),
+    /// An xDS client could not start.
+    #[error("starting an xDS client: {0}")]
+    Xds(#[from] mesh_xds::client::StartError),
+    /// The generated YAML did not load (a bug in the demo).
+    #[error("the demo's own configuration is invalid: {0}")]
+    Config(String),
+}
+
+// === impl Topology ===
+
+impl Topology {
+    /// Starts the control plane (serving nothing yet), ratings ×2, reviews v1/v2/v3 and the
+    /// product page, and the demo client; every mesh gets its own xDS client.
+    pub async fn start() -> Result<Self, TopologyError> {
+        let mut tasks = Vec::new();
+        let control_plane = ControlPlane::new(MeshConfig::empty());
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let xds_address = listener.local_addr()?;
+        let served = control_plane.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = served.serve(listener).await;
+        }));
+        let mut clients = Vec::new();
+        let mut new_mesh = |node: &str| -> Result<Mesh, TopologyError> {
+            let mesh = Mesh::new(MeshConfig::empty());
+            let bootstrap = Bootstrap::insecure(xds_address.to_string(), node);
+            clients.push(XdsClient::start(bootstrap, mesh.clone())?);
+            Ok(mesh)
+        };
+        let mut meshes: Vec<(Mesh, &'static [&'static str])> =
+            vec![(new_mesh("demo-client")?, &[REVIEWS, RATINGS, PRODUCTPAGE])];
+
+        let mut ratings = Vec::new();
+        for _ in 0..2 {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let address = listener.local_addr()?;
+            let knobs = Arc::new(Knobs::default());
+            let service = RatingsService::new(address, knobs.clone()).into_server();
+            tasks.push(tokio::spawn(async move {
+                let _ = tonic::transport::Server::builder()
+                    .layer(ServerTraceLayer::new())
+                    .add_service(service)
+                    .serve_with_incoming(TcpIncoming::from(listener))
+                    .await;
+            }));
+            ratings.push(Instance {
+                version: "v1",
+                address,
+                knobs,
+            });
+        }
+
+        let mut reviews = Vec::new();
+        for version in ["v1", "v2", "v3"] {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let address = listener.local_addr()?;
+            let knobs = Arc::new(Knobs::default());
+            let mesh = new_mesh(&format!("reviews-{version}"))?;
+            let service = ReviewsService::new(version, mesh.channel(xds(RATINGS)), knobs.clone())
+                .into_server();
+            meshes.push((mesh, &[RATINGS]));
+            tasks.push(tokio::spawn(async move {
+                let _ = tonic::transport::Server::builder()
+                    .layer(ServerTraceLayer::new())
+                    .add_service(service)
+                    .serve_with_incoming(TcpIncoming::from(listener))
+                    .await;
+            }));
+            reviews.push(Instance {
+                version,
+                address,
+                knobs,
+            });
+        }
+
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let productpage = listener.local_addr()?;
+        let mesh = new_mesh("productpage")?;
+        let router =
+            bookinfo::product_page(mesh.channel(xds(REVIEWS))).layer(ServerTraceLayer::new());
+        meshes.push((mesh, &[REVIEWS]));
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        }));
+
+        // The demo client calls these targets later; asking for them now subscribes at once.
+        for target in meshes[0].1 {
+            drop(meshes[0].0.channel(xds(target)));
+        }
+        Ok(Self {
+            reviews,
+            ratings,
+            productpage,
+            client: meshes[0].0.clone(),
+            meshes,
+            control_plane,
+            xds: clients,
+            tasks,
+        })
+    }
+
+    /// The instance of `reviews` at `version`.
+    pub fn reviews(&self, version: &str) -> Option<&Instance> {
+        self.reviews.iter().find(|i| i.version == version)
+    }
+
+    /// Heals every instance: no failures, no latency.
+    pub fn heal(&self) {
+        for instance in self.reviews.iter().chain(&self.ratings) {
+            instance.knobs.fail(0, tonic::Code::Ok);
+            instance.knobs.delay(std::time::Duration::ZERO);
+        }
+    }
+
+    /// The whole configuration for `policy`, as Istio YAML.
+    pub fn yaml(&self, policy: &Policy) -> String {
+        let mut yaml = String::new();
+        let reviews: Vec<_> = self
+            .reviews
+            .iter()
+            .map(|i| (i.address, i.version, ""))
+            .collect();
+        service_entry(&mut yaml, "reviews", &reviews, "GRPC");
+        let ratings: Vec<_> = self
+            .ratings
+            .iter()
+            .enumerate()
+            .map(|(n, i)| (i.address, i.version, if n == 0 { "a" } else { "b" }))
+            .collect();
+        service_entry(&mut yaml, "ratings", &ratings, "GRPC");
+        service_entry(
+            &mut yaml,
+            "productpage",
+            &[(self.productpage, "v1", "")],
+            "HTTP",
+        );
+        destination_rule(
+            &mut yaml,
+            "reviews",
+            &["v1", "v2", "v3"],
+            &policy.reviews_traffic,
+        );
+        destination_rule(&mut yaml, "ratings", &["v1"], &policy.ratings_traffic);
+        let http = if policy.reviews_http.is_empty() {
+            "  - route:\n    - destination: {host: reviews.default.svc.cluster.local, subset: v1}\n"
+        } else {
+            &policy.reviews_http
+        };
+        let _ = write!(
+            yaml,
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+             metadata: {{name: reviews, namespace: default}}\nspec:\n  \
+             hosts: [reviews.default.svc.cluster.local]\n  http:\n{http}"
+        );
+        if !policy.extra.is_empty() {
+            let _ = write!(yaml, "---\n{}", policy.extra);
+        }
+        yaml
+    }
+
+    /// The configuration for `policy`, loaded.
+    pub fn config(&self, policy: &Policy) -> Result<MeshConfig, TopologyError> {
+        mesh_core::istio::load_str("demo.yaml", &self.yaml(policy))
+            .map(|loaded| loaded.config)
+            .map_err(|e| TopologyError::Config(e.to_string()))
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for client in &self.xds {
+            client.shutdown();
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The `xds:///` form of a target: resolved through the mesh's xDS client.
+pub fn xds(target: &str) -> String {
+    format!("xds:///{target}")
+}
+
+/// Appends a ServiceEntry for `name` with the given endpoints (address, version, instance).
+fn service_entry(
+    yaml: &mut String,
+    name: &str,
+    endpoints: &[(SocketAddr, &str, &str)],
+    protocol: &str,
+) {
+    let _ = write!(
+        yaml,
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+         metadata: {{name: {name}, namespace: default}}\nspec:\n  \
+         hosts: [{name}.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  \
+         resolution: STATIC\n  ports: [{{number: 9080, name: main, protocol: {protocol}}}]\n  \
+         endpoints:\n"
+    );
+    for (address, version, instance) in endpoints {
+        let _ = write!(
+            yaml,
+            "  - address: {}\n    ports: {{main: {}}}\n    labels: {{app: {name}, version: {version}",
+            address.ip(),
+            address.port()
+        );
+        if !instance.is_empty() {
+            let _ = write!(yaml, ", instance: {instance}");
+        }
+        yaml.push_str("}\n");
+    }
+}
+
+/// Appends a DestinationRule for `name` with one subset per version and `traffic` as its
+/// `trafficPolicy` body.
+fn destination_rule(yaml: &mut String, name: &str, versions: &[&str], traffic: &str) {
+    let _ = write!(
+        yaml,
+        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {{name: {name}, namespace: default}}\nspec:\n  \
+         host: {name}.default.svc.cluster.local\n  subsets:\n"
+    );
+    for version in versions {
+        let _ = writeln!(
+            yaml,
+            "  - {{name: {version}, labels: {{version: {version}}}}}"
+        );
+    }
+    if !traffic.is_empty() {
+        let _ = write!(yaml, "  trafficPolicy:\n{traffic}");
+    }
+}

@@ -1,0 +1,262 @@
+//! The harness: a tonic service that reports its caller, mesh servers and clients, and the
+//! helpers the tests share.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use mesh_tower::{
+    Mesh, Peer,
+    mesh_core::{MeshConfig, MtlsMode, UpstreamTls},
+    tls::{CertificateFiles, MeshListener, MeshTls, ServerTls},
+};
+use tonic::{Code, Status, body::Body, server::NamedService};
+
+use crate::{
+    certs::{Ca, Dir, spiffe},
+    support::{self, EchoClient, EchoReply, EchoRequest, HOST, TARGET, request},
+};
+
+/// A gRPC `echo.Echo` service that answers with who called: `message` is the caller's
+/// principal (empty without one), `config_version` says whether the connection was TLS.
+#[derive(Clone)]
+pub(crate) struct WhoAmI;
+
+impl NamedService for WhoAmI {
+    const NAME: &'static str = "echo.Echo";
+}
+
+impl tower::Service<http::Request<Body>> for WhoAmI {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        Box::pin(async move {
+            let handler = tower::service_fn(|req: tonic::Request<EchoRequest>| async move {
+                let peer = req
+                    .extensions()
+                    .get::<Peer>()
+                    .cloned()
+                    .ok_or_else(|| Status::internal("no Peer in the request's extensions"))?;
+                Ok::<_, Status>(tonic::Response::new(EchoReply {
+                    message: peer.principal().unwrap_or_default().to_owned(),
+                    served_by: peer.address.map(|a| a.ip().to_string()).unwrap_or_default(),
+                    config_version: if peer.identity.is_some() {
+                        "mtls"
+                    } else {
+                        "none"
+                    }
+                    .into(),
+                }))
+            });
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+            Ok(grpc.unary(handler, req).await)
+        })
+    }
+}
+
+/// Serves [`WhoAmI`] on 127.0.0.1 with `tls`.
+pub(crate) async fn serve(tls: ServerTls) -> SocketAddr {
+    let listener = MeshListener::bind("127.0.0.1:0", tls).await.unwrap();
+    let addr = listener.local_addr();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(WhoAmI)
+            .serve_with_incoming(listener),
+    );
+    addr
+}
+
+/// A TLS context that polls only when a test asks ([`CertificateWatcher::reload`]).
+pub(crate) fn quiet_tls() -> MeshTls {
+    MeshTls::new(Duration::from_secs(3600))
+}
+
+/// A server in `mode` with the identity in `files`.
+pub(crate) async fn server(mode: MtlsMode, files: CertificateFiles) -> (SocketAddr, ServerTls) {
+    let tls = quiet_tls();
+    tls.set_workload_identity(files).unwrap();
+    let server_tls = tls.server(mode).unwrap();
+    (serve(server_tls.clone()).await, server_tls)
+}
+
+// === clients ===
+
+/// Istio YAML for the echo service at `addr` with `tls` as the DestinationRule's
+/// `trafficPolicy.tls` (flow style), or no TLS when empty.
+pub(crate) fn client_config(addr: SocketAddr, tls: &str) -> MeshConfig {
+    let traffic_policy = if tls.is_empty() {
+        String::new()
+    } else {
+        format!("  trafficPolicy:\n    tls: {tls}\n")
+    };
+    support::config(&format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo}}
+spec:
+  hosts: [{HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {{number: 50051, name: grpc, protocol: GRPC}}
+  endpoints:
+  - address: {}
+    ports: {{grpc: {}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: echo}}
+spec:
+  host: {HOST}
+{traffic_policy}---
+{}",
+        addr.ip(),
+        addr.port(),
+        support::virtual_service(&format!(
+            "  - route:\n    - destination: {{host: {HOST}}}\n"
+        ))
+    ))
+}
+
+/// `config` with every cluster's TLS replaced by `tls` (what the xDS decoder produces for
+/// certificate-provider instances, which Istio YAML cannot express).
+pub(crate) fn with_tls(config: &MeshConfig, tls: &UpstreamTls) -> MeshConfig {
+    let clusters = config
+        .clusters()
+        .iter()
+        .map(|(name, cluster)| {
+            let mut cluster = (**cluster).clone();
+            cluster.tls = tls.clone();
+            (name.clone(), Arc::new(cluster))
+        })
+        .collect();
+    MeshConfig::new(
+        "with-tls",
+        config.listeners().clone(),
+        clusters,
+        (**config.server()).clone(),
+    )
+    .unwrap()
+}
+
+/// ISTIO_MUTUAL expecting the server to be service account `server`.
+pub(crate) fn istio_mutual(sa: &str) -> String {
+    format!(
+        "{{mode: ISTIO_MUTUAL, subjectAltNames: [\"{}\"]}}",
+        spiffe(sa)
+    )
+}
+
+/// A mesh client with workload identity `files` (when given) and `config`.
+pub(crate) fn client(files: Option<CertificateFiles>, config: MeshConfig) -> Mesh {
+    let mesh = Mesh::new(config);
+    if let Some(files) = files {
+        mesh.set_workload_identity(files).unwrap();
+    }
+    mesh
+}
+
+pub(crate) async fn say(mesh: &Mesh) -> Result<EchoReply, Status> {
+    EchoClient::new(mesh.channel(TARGET))
+        .say(request("hi"))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Asserts a mesh-synthesized TLS failure: UNAVAILABLE, and a message that says TLS and
+/// contains `why`.
+pub(crate) fn assert_tls_failure(result: Result<EchoReply, Status>, why: &str) {
+    let status = result.expect_err("the call must fail");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("TLS") && status.message().contains(why),
+        "the message should say TLS and `{why}`: {}",
+        status.message()
+    );
+}
+
+/// One CA, a server `server` and a client `client`, written to files.
+pub(crate) struct Pki {
+    pub(crate) dir: Dir,
+    pub(crate) ca: Ca,
+    pub(crate) server: CertificateFiles,
+    pub(crate) client: CertificateFiles,
+}
+
+pub(crate) fn pki() -> Pki {
+    let dir = Dir::new();
+    let ca = Ca::new("mesh root");
+    let server = dir.identity("server", &ca.workload("server"), &ca);
+    let client = dir.identity("client", &ca.workload("client"), &ca);
+    Pki {
+        dir,
+        ca,
+        server,
+        client,
+    }
+}
+
+/// Waits for `condition`, polling every 10 ms for at most 5 s: for effects the server records
+/// after the client has already seen the connection fail.
+pub(crate) async fn wait_for(condition: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not met within 5 s");
+}
+
+pub(crate) fn pem_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+/// The leaf certificate the server at `addr` presents to a fresh handshake.
+pub(crate) async fn presented_certificate(addr: SocketAddr, pki: &Pki) -> Vec<u8> {
+    use rustls::{
+        ClientConfig, RootCertStore,
+        pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
+    };
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.ca.pem().as_bytes()).unwrap())
+        .unwrap();
+    let chain = CertificateDer::pem_file_iter(pki.dir.path("client.crt"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.dir.path("client.key")).unwrap();
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // rustls' stock verifier checks a name: the rotation test's server certificates carry
+    // `localhost` beside their SPIFFE ID for this.
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await;
+    match tls {
+        Ok(stream) => stream.get_ref().1.peer_certificates().unwrap()[0].to_vec(),
+        Err(e) => panic!("handshake with {addr}: {e}"),
+    }
+}

@@ -1,0 +1,13 @@
+//! mTLS between mesh clients and mesh servers on 127.0.0.1, with rcgen-made certificates:
+//! identity checks, the three PeerAuthentication modes, the peer's identity in handlers,
+//! certificate-provider instances, and rotation under load.
+
+// A test crate: its helpers may panic, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod certs;
+mod harness;
+mod matrix;
+mod rotation;
+#[path = "../support/mod.rs"]
+mod support;

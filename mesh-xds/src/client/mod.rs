@@ -1,0 +1,337 @@
+//! The xDS client: ADS state of the world over tonic, feeding complete snapshots to a mesh.
+//!
+//! Four parts, kept apart so each can be tested alone: [`state`] is the protocol as a pure
+//! state machine (subscriptions, versions, nonces, ACK/NACK, the does-not-exist timer);
+//! `transport` owns the tonic stream, reconnects and fallback; `assembly` turns the cache
+//! into a [`MeshConfig`](mesh_core::MeshConfig) only when a target is complete; [`dump`] reports
+//! everything (config dump, CSDS). [`XdsClient`] ties them to a [`Mesh`] as its
+//! [`Discovery`] source.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use envoy_types::pb::envoy::{
+    config::core::v3::Node,
+    service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
+};
+use mesh_tower::{Discovery, Mesh};
+use tokio::{sync::Notify, task::JoinHandle};
+
+use self::{
+    assembly::{TargetConfig, TargetState},
+    state::AdsState,
+};
+use crate::bootstrap::Bootstrap;
+
+mod assembly;
+pub mod backoff;
+pub mod dump;
+pub mod state;
+mod transport;
+
+pub use self::{
+    dump::{ConfigDump, CsdsService, ResourceDump},
+    state::{Counters, DEFAULT_DOES_NOT_EXIST_TIMEOUT, ResourceStatus, ResourceType},
+};
+
+/// The xDS client of a mesh: resolves `xds:///host:port` targets over ADS.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use mesh_tower::{Mesh, mesh_core::MeshConfig};
+/// use mesh_xds::{bootstrap::Bootstrap, client::XdsClient};
+///
+/// // GRPC_XDS_BOOTSTRAP=/etc/istio/proxy/grpc-bootstrap.json, as istio-agent writes it.
+/// let bootstrap = Bootstrap::from_env()?;
+/// let mesh = Mesh::new(MeshConfig::empty());
+/// let xds = XdsClient::start(bootstrap, mesh.clone())?;
+///
+/// // Requests wait until the target's Listener, routes, clusters and endpoints have arrived.
+/// let channel = mesh.channel("xds:///reviews.default.svc.cluster.local:9080");
+/// # let _ = channel;
+///
+/// // What the client holds, for an admin endpoint; or mount `xds.csds()` on a tonic server.
+/// println!("{}", serde_json::to_string_pretty(&xds.config_dump())?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct XdsClient {
+    inner: Arc<Inner>,
+}
+
+/// Options of [`XdsClient::start_with`].
+#[derive(Clone, Debug)]
+pub struct XdsClientOptions {
+    /// How long a subscribed resource may stay unanswered before it is declared missing.
+    /// Default is 15 s.
+    pub does_not_exist_timeout: Duration,
+}
+
+/// Why the client could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The mesh already has a discovery source.
+    #[error("the mesh already has a discovery source")]
+    DiscoveryAlreadySet,
+    /// Not inside a tokio runtime.
+    #[error("XdsClient::start must be called inside a tokio runtime")]
+    NoRuntime,
+}
+
+pub(crate) struct Inner {
+    pub(crate) bootstrap: Bootstrap,
+    node: Node,
+    mesh: Mesh,
+    shared: Mutex<Shared>,
+    /// Wakes the transport when a target is watched.
+    pub(crate) wake: Notify,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) state: AdsState,
+    /// The last complete configuration of each target.
+    published: BTreeMap<String, TargetConfig>,
+    /// Index in `xds_servers` of the server of the current stream.
+    pub(crate) server: Option<usize>,
+    publishes: u64,
+}
+
+// === impl XdsClientOptions ===
+
+impl Default for XdsClientOptions {
+    fn default() -> Self {
+        Self {
+            does_not_exist_timeout: DEFAULT_DOES_NOT_EXIST_TIMEOUT,
+        }
+    }
+}
+
+// === impl XdsClient ===
+
+impl XdsClient {
+    /// Starts the client on the current tokio runtime and makes it `mesh`'s discovery source.
+    /// From then on the client owns the mesh's configuration: it publishes every complete
+    /// watched target.
+    pub fn start(bootstrap: Bootstrap, mesh: Mesh) -> Result<Self, StartError> {
+        Self::start_with(bootstrap, mesh, XdsClientOptions::default())
+    }
+
+    /// [`start`](Self::start) with options.
+    pub fn start_with(
+        bootstrap: Bootstrap,
+        mesh: Mesh,
+        options: XdsClientOptions,
+    ) -> Result<Self, StartError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        let mut state = AdsState::new();
+        state.set_does_not_exist_timeout(options.does_not_exist_timeout);
+        let ignore_deletion = bootstrap.xds_servers.first().is_some_and(|s| {
+            s.server_features
+                .iter()
+                .any(|f| f == "ignore_resource_deletion")
+        });
+        state.set_ignore_resource_deletion(ignore_deletion);
+        let inner = Arc::new(Inner {
+            node: bootstrap.node.to_proto(),
+            bootstrap,
+            mesh: mesh.clone(),
+            shared: Mutex::new(Shared {
+                state,
+                published: BTreeMap::new(),
+                server: None,
+                publishes: 0,
+            }),
+            wake: Notify::new(),
+            task: Mutex::new(None),
+        });
+        let client = Self { inner };
+        if !mesh.set_discovery(Arc::new(client.clone())) {
+            return Err(StartError::DiscoveryAlreadySet);
+        }
+        let task = runtime.spawn(transport::run(client.inner.clone()));
+        *client.inner.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        Ok(client)
+    }
+
+    /// Stops talking to the management server; the last published configuration stays.
+    pub fn shutdown(&self) {
+        if let Some(task) = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+    }
+
+    /// Counts of accepted and rejected updates and unsupported fields.
+    pub fn counters(&self) -> Counters {
+        self.inner.lock().state.counters()
+    }
+
+    /// The `server_uri` of the server of the current stream, if one is up.
+    pub fn connected_server(&self) -> Option<String> {
+        let server = self.inner.lock().server?;
+        self.inner
+            .bootstrap
+            .xds_servers
+            .get(server)
+            .map(|s| s.server_uri.clone())
+    }
+
+    /// Every resource the client holds, with its status.
+    pub fn config_dump(&self) -> ConfigDump {
+        dump::config_dump(&self.inner)
+    }
+
+    /// The CSDS service (`envoy.service.status.v3.ClientStatusDiscoveryService`) over this
+    /// client, to mount on a tonic server.
+    pub fn csds(&self) -> CsdsService {
+        CsdsService::new(self.inner.clone())
+    }
+
+    /// The bootstrap the client runs with.
+    pub fn bootstrap(&self) -> &Bootstrap {
+        &self.inner.bootstrap
+    }
+}
+
+impl Discovery for XdsClient {
+    fn watch(&self, target: &str) {
+        let listener = self.inner.bootstrap.client_listener_name(target);
+        let added = self.inner.lock().state.watch(target, &listener);
+        if added {
+            tracing::debug!(%target, %listener, "watching xDS target");
+            self.inner.wake.notify_one();
+        }
+    }
+
+    fn is_pending(&self, target: &str) -> bool {
+        let shared = self.inner.lock();
+        if shared.published.contains_key(target) {
+            return false;
+        }
+        match shared.state.targets().get(target) {
+            Some(listener) => {
+                assembly::target_state(&shared.state, listener) == TargetState::Waiting
+            }
+            None => false,
+        }
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends every request the state machine has ready.
+    pub(crate) fn flush(
+        &self,
+        shared: &mut Shared,
+        tx: &tokio::sync::mpsc::UnboundedSender<DiscoveryRequest>,
+    ) {
+        let now = tokio::time::Instant::now().into_std();
+        while let Some(request) = shared.state.poll_request(now, &self.node) {
+            if tx.send(request).is_err() {
+                break; // The stream is gone; the next one resubscribes.
+            }
+        }
+    }
+
+    pub(crate) fn on_response(
+        &self,
+        response: &DiscoveryResponse,
+        tx: &tokio::sync::mpsc::UnboundedSender<DiscoveryRequest>,
+    ) {
+        let mut shared = self.lock();
+        let outcome = shared.state.on_response(response, transport::wall());
+        self.flush(&mut shared, tx);
+        if outcome.changed {
+            self.republish(&mut shared);
+        }
+    }
+
+    pub(crate) fn on_timeout(&self, tx: &tokio::sync::mpsc::UnboundedSender<DiscoveryRequest>) {
+        let mut shared = self.lock();
+        let now = tokio::time::Instant::now().into_std();
+        if shared.state.handle_timeout(now) {
+            self.flush(&mut shared, tx);
+            self.republish(&mut shared);
+        }
+        // Wake waiting requests even when nothing is published: a target may have stopped
+        // being pending.
+        self.mesh.publish(self.mesh.config());
+    }
+
+    /// Rebuilds the configuration of every watched target; publishes when any changed.
+    fn republish(&self, shared: &mut Shared) {
+        let mut changed = false;
+        let targets: Vec<(String, String)> = shared
+            .state
+            .targets()
+            .iter()
+            .map(|(t, l)| (t.clone(), l.clone()))
+            .collect();
+        for (target, listener) in targets {
+            match assembly::target_state(&shared.state, &listener) {
+                TargetState::Complete(config) => {
+                    if shared.published.get(&target) != Some(&config) {
+                        shared.published.insert(target, config);
+                        changed = true;
+                    }
+                }
+                TargetState::Gone => {
+                    if shared.published.remove(&target).is_some() {
+                        tracing::warn!(%target, "xDS Listener deleted: target no longer configured");
+                        changed = true;
+                    }
+                }
+                TargetState::Failed(reason) => {
+                    tracing::warn!(%target, %reason, "xDS target incomplete; keeping its last complete configuration");
+                }
+                TargetState::Waiting => {}
+            }
+        }
+        if !changed {
+            return;
+        }
+        shared.publishes += 1;
+        let version = format!("xds-{}", shared.publishes);
+        let server = ServerPolicyOf::of(&self.mesh);
+        match assembly::mesh_config(version, &shared.published, server) {
+            Ok(config) => self.mesh.publish(Arc::new(config)),
+            // Cannot happen: each target was assembled with every cluster it names.
+            Err(e) => {
+                tracing::error!(error = %e, "assembled xDS configuration is inconsistent; not published")
+            }
+        }
+    }
+}
+
+/// The server-side policy stays whatever the mesh has: xDS client resources do not carry it.
+struct ServerPolicyOf;
+
+impl ServerPolicyOf {
+    fn of(mesh: &Mesh) -> mesh_core::ServerPolicy {
+        (**mesh.config().server()).clone()
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdsClient")
+            .field("servers", &self.bootstrap.xds_servers)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,254 @@
+//! One ADS stream: the subscriptions, nonces and versions of one client, as a state machine
+//! fed with requests and snapshots, and the task that drives it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    pin::Pin,
+    sync::Arc,
+};
+
+use envoy_types::pb::{
+    envoy::service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+        aggregated_discovery_service_server::AggregatedDiscoveryService,
+    },
+    google::protobuf::Any,
+};
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Ack, ControlPlane, Nack, Snapshot};
+use crate::encode::{CLUSTER_TYPE, LISTENER_TYPE};
+
+/// Responses buffered per stream before the stream task waits for the client to read.
+const RESPONSE_BUFFER: usize = 16;
+
+/// The ADS service of a [`ControlPlane`].
+#[derive(Debug)]
+pub struct Ads {
+    cp: ControlPlane,
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// What one stream knows about one type URL.
+#[derive(Debug, Default)]
+struct TypeState {
+    /// The subscribed names; `None` is the wildcard.
+    names: Option<BTreeSet<String>>,
+    /// The nonce of the last response sent.
+    nonce: String,
+    /// The resources of the last response sent.
+    sent: Option<BTreeMap<String, Any>>,
+}
+
+/// The protocol state of one stream.
+#[derive(Debug, Default)]
+pub(super) struct StreamState {
+    node: String,
+    types: HashMap<String, TypeState>,
+    nonces: u64,
+}
+
+/// What a request meant.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Answer {
+    Ack(Ack),
+    Nack(Nack),
+    /// A first request for its type, or one that changed the subscription.
+    Subscribe,
+    /// A request acknowledging a response that is no longer the latest.
+    Stale,
+}
+
+// === impl Ads ===
+
+impl Ads {
+    pub(super) fn new(cp: ControlPlane) -> Self {
+        Self { cp }
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let requests = request.into_inner();
+        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        tokio::spawn(drive(self.cp.clone(), requests, tx));
+        let out = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Err(Status::unimplemented(
+            "incremental xDS is not served; use state-of-the-world ADS",
+        ))
+    }
+}
+
+/// Runs one stream until the client goes away.
+async fn drive(
+    cp: ControlPlane,
+    mut requests: Streaming<DiscoveryRequest>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+) {
+    let mut snapshots: watch::Receiver<Arc<Snapshot>> = cp.snapshots();
+    let mut state = StreamState::default();
+    loop {
+        let responses = tokio::select! {
+            message = requests.message() => match message {
+                Ok(Some(req)) => {
+                    let snapshot = snapshots.borrow_and_update().clone();
+                    let (answer, response) = state.on_request(&req, &snapshot);
+                    cp.record(|log| {
+                        log.requests += 1;
+                        match &answer {
+                            Answer::Ack(a) => log.acks.push(a.clone()),
+                            Answer::Nack(n) => {
+                                tracing::warn!(
+                                    node = %n.node, type_url = %n.type_url, nonce = %n.nonce,
+                                    error = %n.error, "client rejected a response (NACK)"
+                                );
+                                log.nacks.push(n.clone());
+                            }
+                            Answer::Subscribe | Answer::Stale => {}
+                        }
+                    });
+                    response.into_iter().collect::<Vec<_>>()
+                }
+                Ok(None) => return,
+                Err(status) => {
+                    tracing::debug!(%status, "ADS stream ended");
+                    return;
+                }
+            },
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let snapshot = snapshots.borrow_and_update().clone();
+                state.on_snapshot(&snapshot)
+            }
+        };
+        for r in responses {
+            cp.record(|log| log.responses += 1);
+            if tx.send(Ok(r)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+// === impl StreamState ===
+
+impl StreamState {
+    /// Handles a request; returns what it meant and the response to send, if any.
+    pub(super) fn on_request(
+        &mut self,
+        req: &DiscoveryRequest,
+        snapshot: &Snapshot,
+    ) -> (Answer, Option<DiscoveryResponse>) {
+        if let Some(node) = &req.node
+            && self.node.is_empty()
+        {
+            self.node = node.id.clone();
+        }
+        let wildcard_type = req.type_url == LISTENER_TYPE || req.type_url == CLUSTER_TYPE;
+        let names: Option<BTreeSet<String>> = {
+            let set: BTreeSet<String> = req.resource_names.iter().cloned().collect();
+            let wildcard = (set.is_empty() && wildcard_type) || set.contains("*");
+            (!wildcard).then_some(set)
+        };
+        let node = self.node.clone();
+        let entry = self.types.entry(req.type_url.clone()).or_default();
+        let answer = if req.response_nonce.is_empty() {
+            Answer::Subscribe
+        } else if req.response_nonce != entry.nonce {
+            return (Answer::Stale, None);
+        } else if let Some(status) = &req.error_detail {
+            Answer::Nack(Nack {
+                node,
+                type_url: req.type_url.clone(),
+                kept_version: req.version_info.clone(),
+                nonce: req.response_nonce.clone(),
+                error: status.message.clone(),
+            })
+        } else {
+            Answer::Ack(Ack {
+                node,
+                type_url: req.type_url.clone(),
+                version: req.version_info.clone(),
+                nonce: req.response_nonce.clone(),
+            })
+        };
+        let changed = entry.names != names || entry.sent.is_none();
+        entry.names = names;
+        // A first request is always answered, even with nothing; an ACK or NACK only when the
+        // subscription changed with it.
+        let respond = matches!(answer, Answer::Subscribe) || changed;
+        let response = respond.then(|| self.respond(&req.type_url, snapshot));
+        (answer, response)
+    }
+
+    /// Handles a new snapshot: a response for every subscribed type whose resources changed.
+    pub(super) fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
+        let mut types: Vec<String> = self.types.keys().cloned().collect();
+        types.sort();
+        types.retain(|t| {
+            self.types.get(t).is_some_and(|state| {
+                state.sent.as_ref() != Some(&select(snapshot, t, state.names.as_ref()))
+            })
+        });
+        types
+            .into_iter()
+            .map(|t| self.respond(&t, snapshot))
+            .collect()
+    }
+
+    fn respond(&mut self, type_url: &str, snapshot: &Snapshot) -> DiscoveryResponse {
+        self.nonces += 1;
+        let nonce = self.nonces.to_string();
+        let state = self.types.entry(type_url.to_string()).or_default();
+        let resources = select(snapshot, type_url, state.names.as_ref());
+        state.nonce = nonce.clone();
+        let response = DiscoveryResponse {
+            version_info: snapshot.version.clone(),
+            resources: resources.values().cloned().collect(),
+            type_url: type_url.to_string(),
+            nonce,
+            ..DiscoveryResponse::default()
+        };
+        state.sent = Some(resources);
+        response
+    }
+}
+
+/// The resources of `type_url` that `names` subscribes to (`None`: all).
+fn select(
+    snapshot: &Snapshot,
+    type_url: &str,
+    names: Option<&BTreeSet<String>>,
+) -> BTreeMap<String, Any> {
+    let Some(all) = snapshot.resources.get(type_url) else {
+        return BTreeMap::new();
+    };
+    match names {
+        None => all.clone(),
+        Some(names) => names
+            .iter()
+            .filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone())))
+            .collect(),
+    }
+}

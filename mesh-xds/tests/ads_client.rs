@@ -1,0 +1,520 @@
+//! The xDS client end to end: a scripted ADS server and real tonic echo servers on 127.0.0.1,
+//! requests through `mesh.channel("xds:///...")`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use mesh_tower::{Discovery, Mesh, mesh_core::MeshConfig};
+use mesh_xds::{
+    bootstrap::{Bootstrap, ChannelCreds, XdsServer},
+    client::{ResourceStatus, XdsClient, XdsClientOptions},
+};
+use support::{
+    ads::{AdsServer, Snapshot},
+    echo::{Behavior, EchoClient, Running, request, spawn_echo},
+    resources::*,
+};
+
+const HOST: &str = "echo.default.svc.cluster.local";
+const TARGET: &str = "echo.default.svc.cluster.local:50051";
+const ROUTE: &str = "echo-routes";
+const V1: &str = "outbound|50051|v1|echo.default.svc.cluster.local";
+const V2: &str = "outbound|50051|v2|echo.default.svc.cluster.local";
+
+/// LDS → RDS (the weighted split) → CDS → EDS (each cluster's endpoints).
+fn snapshot(version: &str, split: &[(&str, u32, &[SocketAddr])]) -> Snapshot {
+    let weights: Vec<(&str, u32)> = split.iter().map(|(c, w, _)| (*c, *w)).collect();
+    let mut s = Snapshot::new(version)
+        .with(LDS, TARGET, listener(TARGET, ROUTE))
+        .with(RDS, ROUTE, route(ROUTE, HOST, &weights));
+    for (c, _, addrs) in split {
+        s = s.with(CDS, c, cluster(c)).with(EDS, c, endpoints(c, addrs));
+    }
+    s
+}
+
+fn bootstrap(servers: &[SocketAddr]) -> Bootstrap {
+    let mut b = Bootstrap::insecure(servers[0].to_string(), "test-node");
+    b.xds_servers = servers
+        .iter()
+        .map(|a| XdsServer {
+            server_uri: a.to_string(),
+            channel_creds: ChannelCreds::Insecure,
+            server_features: vec!["xds_v3".into()],
+        })
+        .collect();
+    b
+}
+
+fn start(servers: &[SocketAddr]) -> (Mesh, XdsClient, EchoClient<mesh_tower::Channel>) {
+    let mesh = Mesh::new(MeshConfig::empty());
+    let xds = XdsClient::start(bootstrap(servers), mesh.clone()).unwrap();
+    let client = EchoClient::new(mesh.channel(format!("xds:///{TARGET}")));
+    (mesh, xds, client)
+}
+
+/// One RPC, bounded so a bug fails the test instead of hanging it.
+async fn say(client: &mut EchoClient<mesh_tower::Channel>) -> Result<String, tonic::Status> {
+    let mut req = request("hi");
+    req.set_timeout(Duration::from_secs(20));
+    match tokio::time::timeout(Duration::from_secs(25), client.say(req)).await {
+        Ok(r) => r.map(|r| r.into_inner().served_by),
+        Err(_) => panic!("rpc hung"),
+    }
+}
+
+async fn count(client: &mut EchoClient<mesh_tower::Channel>, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        *counts
+            .entry(say(client).await.expect("rpc succeeds"))
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// Waits (bounded) until `f` holds, checking on every mesh publish or each 10 ms.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..1_000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not within 10 s");
+}
+
+async fn echo(name: &str) -> Running {
+    spawn_echo(name, Behavior::default()).await
+}
+
+#[tokio::test]
+async fn control_plane_down_at_start_then_up() {
+    let v1 = echo("v1").await;
+    let addr = AdsServer::unused_addr().await;
+    let (_mesh, xds, mut client) = start(&[addr]);
+    // The first RPC waits while the target is pending.
+    let first = tokio::spawn(async move { say(&mut client).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!first.is_finished(), "the rpc waits for configuration");
+    assert!(xds.is_pending(TARGET));
+    assert_eq!(xds.connected_server(), None);
+    let server = AdsServer::start_on(addr).await;
+    server.set_snapshot(snapshot("1", &[(V1, 100, &[v1.addr])]));
+    assert_eq!(first.await.unwrap().unwrap(), "v1");
+    assert!(!xds.is_pending(TARGET));
+    assert_eq!(xds.connected_server(), Some(addr.to_string()));
+    let c = xds.counters();
+    assert_eq!((c.updates_accepted, c.updates_rejected), (4, 0));
+}
+
+#[tokio::test]
+async fn a_broken_stream_keeps_serving_then_resubscribes_with_known_versions() {
+    let v1 = echo("v1").await;
+    let server = AdsServer::start().await;
+    let addr = server.addr;
+    server.set_snapshot(snapshot("7", &[(V1, 100, &[v1.addr])]));
+    let (_mesh, xds, mut client) = start(&[addr]);
+    assert_eq!(say(&mut client).await.unwrap(), "v1");
+    // Under load, the control plane goes away.
+    let load = tokio::spawn({
+        let mut client = client.clone();
+        async move {
+            let mut failures = 0;
+            for _ in 0..300 {
+                if say(&mut client).await.is_err() {
+                    failures += 1;
+                }
+            }
+            failures
+        }
+    });
+    let state = server.stop().await;
+    eventually("the client notices", || xds.connected_server().is_none()).await;
+    assert_eq!(
+        load.await.unwrap(),
+        0,
+        "zero failed RPCs while the control plane is down"
+    );
+    assert_eq!(
+        count(&mut client, 20).await["v1"],
+        20,
+        "the cached config keeps serving"
+    );
+    assert!(
+        xds.config_dump()
+            .resources
+            .iter()
+            .all(|r| r.status == ResourceStatus::Acked)
+    );
+    // Back up (a fresh server process: no memory of the client): the client resubscribes with
+    // the versions it knows.
+    drop(state);
+    let server = AdsServer::start_on(addr).await;
+    let lds = server
+        .wait_request("LDS resubscription", |r| r.type_url == LDS)
+        .await;
+    assert_eq!(lds.version_info, "7");
+    assert_eq!(lds.resource_names, [TARGET]);
+    assert!(lds.node.as_ref().is_some_and(|n| n.id == "test-node"));
+    let cds = server
+        .wait_request("CDS resubscription", |r| r.type_url == CDS)
+        .await;
+    assert_eq!(
+        (cds.version_info.as_str(), cds.resource_names.as_slice()),
+        ("7", [V1.to_string()].as_slice())
+    );
+    assert_eq!(say(&mut client).await.unwrap(), "v1");
+}
+
+#[tokio::test]
+async fn a_nack_keeps_the_last_good_resource_and_carries_error_detail() {
+    let v1 = echo("v1").await;
+    let server = AdsServer::start().await;
+    server.set_snapshot(snapshot("1", &[(V1, 100, &[v1.addr])]));
+    let (_mesh, xds, mut client) = start(&[server.addr]);
+    assert_eq!(say(&mut client).await.unwrap(), "v1");
+    server.send(response(CDS, "2", "bad-nonce", vec![bad_cluster(V1)]));
+    let nack = server
+        .wait_request("a NACK", |r| r.error_detail.is_some())
+        .await;
+    assert_eq!(nack.type_url, CDS);
+    assert_eq!(
+        nack.version_info, "1",
+        "the NACK carries the last good version"
+    );
+    assert_eq!(nack.response_nonce, "bad-nonce");
+    let detail = nack.error_detail.unwrap().message;
+    assert!(
+        detail.contains(&format!("Cluster {V1}: connect_timeout")),
+        "{detail}"
+    );
+    assert_eq!(
+        count(&mut client, 20).await["v1"],
+        20,
+        "the last good cluster keeps serving"
+    );
+    let dump = xds.config_dump();
+    let entry = dump
+        .resources
+        .iter()
+        .find(|r| r.type_url == CDS && r.name == V1)
+        .unwrap();
+    assert_eq!(entry.status, ResourceStatus::Nacked);
+    assert_eq!(entry.version, "1");
+    assert_eq!(entry.error_version.as_deref(), Some("2"));
+    assert!(entry.error.as_ref().unwrap().contains("connect_timeout"));
+    assert_eq!(xds.counters().updates_rejected, 1);
+    let json = serde_json::to_value(&dump).unwrap();
+    assert!(
+        json["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["status"] == "NACKED")
+    );
+}
+
+#[tokio::test]
+async fn a_mixed_response_applies_the_valid_resources_and_keeps_the_invalid_ones_last_good() {
+    let (a, b, c) = (echo("a").await, echo("b").await, echo("c").await);
+    let server = AdsServer::start().await;
+    server.set_snapshot(snapshot("1", &[(V1, 50, &[a.addr]), (V2, 50, &[b.addr])]));
+    let (_mesh, xds, mut client) = start(&[server.addr]);
+    let before = count(&mut client, 100).await;
+    assert!(
+        before.contains_key("a") && before.contains_key("b"),
+        "{before:?}"
+    );
+    // One response: V1's endpoints move to c (valid), V2's are invalid.
+    server.send(response(
+        EDS,
+        "2",
+        "",
+        vec![endpoints(V1, &[c.addr]), bad_endpoints(V2)],
+    ));
+    let nack = server
+        .wait_request("the NACK", |r| {
+            r.type_url == EDS && r.error_detail.is_some()
+        })
+        .await;
+    let detail = nack.error_detail.unwrap().message;
+    assert!(
+        detail.contains(&format!(
+            "ClusterLoadAssignment {V2}: endpoints[0].lb_endpoints[0]"
+        )),
+        "{detail}"
+    );
+    eventually("V1 moved to c", || {
+        xds.config_dump()
+            .resources
+            .iter()
+            .any(|r| r.type_url == EDS && r.name == V1 && r.version == "2")
+    })
+    .await;
+    let after = count(&mut client, 100).await;
+    assert!(
+        !after.contains_key("a"),
+        "the valid resource was applied: {after:?}"
+    );
+    assert!(
+        after.contains_key("b") && after.contains_key("c"),
+        "{after:?}"
+    );
+    let v2 = xds
+        .config_dump()
+        .resources
+        .into_iter()
+        .find(|r| r.type_url == EDS && r.name == V2)
+        .unwrap();
+    assert_eq!(
+        (v2.status, v2.version.as_str()),
+        (ResourceStatus::Nacked, "1")
+    );
+}
+
+#[tokio::test]
+async fn deleted_resources_leave_the_config() {
+    let (a, b) = (echo("a").await, echo("b").await);
+    let server = AdsServer::start().await;
+    server.set_snapshot(snapshot("1", &[(V1, 50, &[a.addr]), (V2, 50, &[b.addr])]));
+    let (mesh, xds, mut client) = start(&[server.addr]);
+    assert_eq!(count(&mut client, 50).await.len(), 2);
+    // V2 leaves the route and CDS.
+    server.set_snapshot(snapshot("2", &[(V1, 100, &[a.addr])]));
+    eventually("V2 removed", || mesh.config().cluster(V2).is_none()).await;
+    assert_eq!(count(&mut client, 30).await["a"], 30);
+    // The Listener is deleted: the target has no configuration; RPCs fail at once, not hang.
+    server.set_snapshot(Snapshot::new("3"));
+    eventually("target removed", || {
+        mesh.config().listener(TARGET).is_none()
+    })
+    .await;
+    let err = say(&mut client).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    let dump = xds.config_dump();
+    let lds = dump.resources.iter().find(|r| r.type_url == LDS).unwrap();
+    assert_eq!(lds.status, ResourceStatus::DoesNotExist);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resource_nobody_answers_for_does_not_exist_after_the_timeout() {
+    let server = AdsServer::start().await; // No snapshot: it records and stays silent.
+    let mesh = Mesh::new(MeshConfig::empty());
+    let options = XdsClientOptions {
+        does_not_exist_timeout: Duration::from_secs(15),
+    };
+    let xds = XdsClient::start_with(bootstrap(&[server.addr]), mesh.clone(), options).unwrap();
+    let mut client = EchoClient::new(mesh.channel(format!("xds:///{TARGET}")));
+    let rpc = tokio::spawn(async move {
+        let mut req = request("hi");
+        req.set_timeout(Duration::from_secs(60));
+        client.say(req).await
+    });
+    let sent = server.wait_request("LDS", |r| r.type_url == LDS).await;
+    assert_eq!(sent.resource_names, [TARGET]);
+    let t0 = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    assert!(xds.is_pending(TARGET), "still pending before the deadline");
+    assert!(!rpc.is_finished());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!xds.is_pending(TARGET));
+    let err = rpc.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    let dump = xds.config_dump();
+    assert_eq!(dump.resources[0].status, ResourceStatus::DoesNotExist);
+}
+
+#[tokio::test]
+async fn fallback_while_the_primary_is_down_and_back_when_it_returns() {
+    let (a, b) = (echo("from-fallback").await, echo("from-primary").await);
+    let primary = AdsServer::unused_addr().await;
+    let fallback = AdsServer::start().await;
+    fallback.set_snapshot(snapshot("f1", &[(V1, 100, &[a.addr])]));
+    let (_mesh, xds, mut client) = start(&[primary, fallback.addr]);
+    assert_eq!(say(&mut client).await.unwrap(), "from-fallback");
+    assert_eq!(xds.connected_server(), Some(fallback.addr.to_string()));
+    let primary = AdsServer::start_on(primary).await;
+    primary.set_snapshot(snapshot("p1", &[(V1, 100, &[b.addr])]));
+    eventually("back on the primary", || {
+        xds.connected_server() == Some(primary.addr.to_string())
+    })
+    .await;
+    eventually("primary's config", || {
+        xds.config_dump()
+            .resources
+            .iter()
+            .any(|r| r.type_url == EDS && r.version == "p1")
+    })
+    .await;
+    assert_eq!(say(&mut client).await.unwrap(), "from-primary");
+}
+
+#[tokio::test]
+async fn no_fallback_when_everything_is_cached() {
+    let a = echo("a").await;
+    let primary = AdsServer::start().await;
+    let fallback = AdsServer::start().await;
+    primary.set_snapshot(snapshot("1", &[(V1, 100, &[a.addr])]));
+    let (_mesh, xds, mut client) = start(&[primary.addr, fallback.addr]);
+    assert_eq!(say(&mut client).await.unwrap(), "a");
+    let primary_addr = primary.addr;
+    primary.stop().await;
+    eventually("disconnected", || xds.connected_server().is_none()).await;
+    // Two reconnect attempts (≈ 1 s and 1.6 s of backoff) go by without the fallback.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        fallback
+            .state
+            .streams_opened
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    assert_eq!(say(&mut client).await.unwrap(), "a");
+    let _ = primary_addr;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weight_changes_pushed_under_load_fail_no_rpc() {
+    let (a, b) = (echo("v1").await, echo("v2").await);
+    let server = AdsServer::start().await;
+    server.set_snapshot(snapshot("1", &[(V1, 100, &[a.addr]), (V2, 0, &[b.addr])]));
+    let (mesh, _xds, client) = start(&[server.addr]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let mut client = client.clone();
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match say(&mut client).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(e),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    for (i, (w1, w2)) in [(75, 25), (50, 50), (25, 75), (0, 100)]
+        .into_iter()
+        .enumerate()
+    {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let version = (i + 2).to_string();
+        server.set_snapshot(snapshot(
+            &version,
+            &[(V1, w1, &[a.addr]), (V2, w2, &[b.addr])],
+        ));
+    }
+    // Finally V1 is removed altogether.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.set_snapshot(snapshot("6", &[(V2, 100, &[b.addr])]));
+    eventually("V1 removed", || mesh.config().cluster(V1).is_none()).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
+    for task in load {
+        let (ok, failed) = task.await.unwrap();
+        assert!(failed.is_empty(), "failed RPCs: {failed:?}");
+        total += ok;
+    }
+    assert!(total > 100, "only {total} RPCs");
+    let mut client = client.clone();
+    assert_eq!(count(&mut client, 20).await["v2"], 20);
+}
+
+#[tokio::test]
+async fn unsupported_fields_are_counted_dumped_and_served_over_csds() {
+    use envoy_types::pb::envoy::{
+        admin::v3::ClientResourceStatus,
+        config::cluster::v3::Cluster,
+        service::status::v3::{
+            ClientStatusRequest,
+            client_status_discovery_service_client::ClientStatusDiscoveryServiceClient,
+        },
+    };
+    use prost::Message;
+
+    let a = echo("a").await;
+    let server = AdsServer::start().await;
+    // A cluster with a field the mesh does not act on.
+    let mut c = Cluster::decode(cluster(V1).value.as_slice()).unwrap();
+    c.alt_stat_name = "reviews_stats".into();
+    let mut s = snapshot("1", &[(V1, 100, &[a.addr])]);
+    s.resources.insert(CDS.into(), vec![(V1.into(), pack(&c))]);
+    server.set_snapshot(s);
+    let (_mesh, xds, mut client) = start(&[server.addr]);
+    assert_eq!(
+        say(&mut client).await.unwrap(),
+        "a",
+        "an unsupported field is no reason to NACK"
+    );
+    assert_eq!(xds.counters().unsupported_fields, 1);
+    let dump = xds.config_dump();
+    let entry = dump.resources.iter().find(|r| r.type_url == CDS).unwrap();
+    assert_eq!(entry.unsupported.len(), 1);
+    assert!(
+        entry.unsupported[0].contains("alt_stat_name"),
+        "{:?}",
+        entry.unsupported
+    );
+
+    // CSDS, mounted on a tonic server as an application would.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let csds_addr = listener.local_addr().unwrap();
+    let incoming = futures::stream::unfold(listener, |l| async move {
+        Some((l.accept().await.map(|(s, _)| s), l))
+    });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(xds.csds().into_server())
+            .serve_with_incoming(incoming),
+    );
+    let mut csds = ClientStatusDiscoveryServiceClient::connect(format!("http://{csds_addr}"))
+        .await
+        .unwrap();
+    let status = csds
+        .fetch_client_status(ClientStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let config = &status.config[0];
+    assert_eq!(config.node.as_ref().unwrap().id, "test-node");
+    let types: Vec<_> = config
+        .generic_xds_configs
+        .iter()
+        .map(|g| (g.type_url.as_str(), g.name.as_str()))
+        .collect();
+    assert_eq!(types, [(LDS, TARGET), (RDS, ROUTE), (CDS, V1), (EDS, V1)]);
+    for g in &config.generic_xds_configs {
+        assert_eq!(g.client_status, ClientResourceStatus::Acked as i32);
+        assert_eq!(g.version_info, "1");
+        assert!(g.xds_config.is_some() && g.last_updated.is_some());
+    }
+    let cds = &config.generic_xds_configs[2];
+    assert_eq!(
+        Cluster::decode(cds.xds_config.as_ref().unwrap().value.as_slice())
+            .unwrap()
+            .alt_stat_name,
+        "reviews_stats"
+    );
+    let without = csds
+        .fetch_client_status(ClientStatusRequest {
+            exclude_resource_contents: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        without.config[0]
+            .generic_xds_configs
+            .iter()
+            .all(|g| g.xds_config.is_none())
+    );
+}

@@ -1,0 +1,267 @@
+//! The `mesh-xds` binary: `check` (exit codes, diagnostics with paths, `--explain`) and
+//! `serve` (serves over ADS, pushes edits, keeps the last good config on a bad edit).
+
+// A test crate: its helpers may panic, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use futures::StreamExt;
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mesh-xds");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../mesh-core/tests/fixtures")
+        .join(name)
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mesh-xds-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn check_accepts_valid_files() {
+    let services = fixture("bookinfo-services.yaml");
+    let canary = fixture("canary.yaml");
+    let o = run(&[
+        "check",
+        services.to_str().unwrap(),
+        canary.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        stdout(&o).contains("ok: 2 listener(s), 7 cluster(s), 0 warning(s)"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn check_reports_errors_with_their_path_and_fails() {
+    let dir = temp_dir("bad");
+    let bad = dir.join("bad.yaml");
+    let text = std::fs::read_to_string(fixture("canary.yaml")).unwrap();
+    std::fs::write(&bad, text.replace("weight: 10", "weight: 20")).unwrap();
+    let services = fixture("bookinfo-services.yaml");
+    let o = run(&["check", services.to_str().unwrap(), bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let out = stdout(&o);
+    assert!(
+        out.contains("bad.yaml: document 1 (VirtualService reviews): spec.http[0].route[1].weight: weights sum to 110, must be 100"),
+        "{out}"
+    );
+    assert!(out.contains("1 error(s)"), "{out}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn check_prints_warnings_and_still_succeeds() {
+    let services = fixture("bookinfo-services.yaml");
+    let faults = fixture("faults.yaml");
+    let o = run(&[
+        "check",
+        services.to_str().unwrap(),
+        faults.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        stdout(&o).contains("warning: ") && stdout(&o).contains("sourceLabels"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn explain_shows_route_clusters_weights_and_policies() {
+    let services = fixture("bookinfo-services.yaml");
+    let routing = fixture("header-routing.yaml");
+    let explain = |headers: &str| {
+        run(&[
+            "check",
+            services.to_str().unwrap(),
+            routing.to_str().unwrap(),
+            "--explain",
+            &format!("GET http://reviews.default.svc.cluster.local:9080/reviews/1{headers}"),
+        ])
+    };
+    let jason = explain(" -H end-user:jason");
+    assert!(jason.status.success(), "{jason:?}");
+    let out = stdout(&jason);
+    assert!(out.contains("route:        #0"), "{out}");
+    assert!(
+        out.contains(
+            "cluster outbound|9080|v2|reviews.default.svc.cluster.local weight 100 (100.0 %)"
+        ),
+        "{out}"
+    );
+    for policy in [
+        "timeout:",
+        "retries:",
+        "fault:",
+        "lb:",
+        "breaker:",
+        "outlier detection:",
+    ] {
+        assert!(out.contains(policy), "{policy} missing: {out}");
+    }
+    let other = stdout(&explain(" -H end-user:mary"));
+    assert!(other.contains("route:        #1"), "{other}");
+    assert!(other.contains("|v1|reviews"), "{other}");
+}
+
+#[test]
+fn explain_of_an_unknown_target_says_so_with_exit_code_3() {
+    let services = fixture("bookinfo-services.yaml");
+    let o = run(&[
+        "check",
+        services.to_str().unwrap(),
+        "--explain",
+        "GET http://nowhere:1/",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(
+        stdout(&o).contains("no listener for `nowhere:1`"),
+        "{}",
+        stdout(&o)
+    );
+    let bad = run(&["check", services.to_str().unwrap(), "--explain", "nonsense"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+}
+
+/// A child process killed when dropped, with its stdout lines on a channel.
+struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// The next line containing `needle`; 20 s bound a hang, they are not a wait.
+    fn expect(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no line containing `{needle}`"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The number of listeners an ADS wildcard LDS request to `addr` returns.
+fn listeners_served(addr: &str) -> usize {
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let request = DiscoveryRequest {
+            type_url: mesh_xds::encode::LISTENER_TYPE.into(),
+            ..DiscoveryRequest::default()
+        };
+        // The request stream stays open (pending) so the server does not end the stream.
+        let requests = futures::stream::iter([request]).chain(futures::stream::pending());
+        let mut responses = client
+            .stream_aggregated_resources(requests)
+            .await
+            .unwrap()
+            .into_inner();
+        let r = tokio::time::timeout(Duration::from_secs(20), responses.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.version_info, "1");
+        r.resources.len()
+    })
+}
+
+#[test]
+fn serve_pushes_edits_and_keeps_the_last_good_config_on_a_bad_one() {
+    let dir = temp_dir("serve");
+    let services = fixture("bookinfo-services.yaml");
+    let split = dir.join("split.yaml");
+    let canary = std::fs::read_to_string(fixture("canary.yaml")).unwrap();
+    std::fs::write(&split, &canary).unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--config",
+            services.to_str().unwrap(),
+            "--config",
+            split.to_str().unwrap(),
+            "--port",
+            "0",
+            "--poll-ms",
+            "50",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let server = Server { child, lines };
+    let first = server.expect("serving ADS on 127.0.0.1:");
+    assert!(
+        first.contains("version 1, 2 listener(s), 7 cluster(s)"),
+        "{first}"
+    );
+    let addr = first
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    assert_eq!(listeners_served(&addr), 2);
+
+    std::fs::write(&split, canary.replace("weight: 10", "weight: 20")).unwrap();
+    server.expect("rejected edit, still serving the last good configuration");
+    let why = server.expect("weights sum to 110");
+    assert!(why.contains("spec.http[0].route[1].weight"), "{why}");
+
+    std::fs::write(
+        &split,
+        canary
+            .replace("weight: 90", "weight: 50")
+            .replace("weight: 10", "weight: 50"),
+    )
+    .unwrap();
+    let pushed = server.expect("pushed version");
+    assert!(pushed.contains("pushed version 2"), "{pushed}");
+    drop(server);
+    std::fs::remove_dir_all(dir).unwrap();
+}

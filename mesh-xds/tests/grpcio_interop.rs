@@ -1,0 +1,366 @@
+//! gRPC C-core's own xDS client (Python grpcio) against this control plane: it must accept
+//! every resource (no NACK) and route as the YAML says, to real tonic echo servers on
+//! 127.0.0.1 — a 90/10 weighted split, then a 50 % fault abort with a configured status.
+//!
+//! Needs the virtualenv `scripts/python-env` creates in `target/py` (`scripts/test` runs it
+//! first). Without it the test fails and says so; it never skips.
+
+// A test crate: its helpers may panic, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use mesh_core::{MeshConfig, istio::load_str};
+use mesh_xds::{encode, server::ControlPlane};
+use tonic::{
+    body::Body,
+    codegen::{BoxFuture, Service},
+    server::{Grpc, NamedService, UnaryService},
+};
+
+/// The echo protocol of `examples/proto/echo.proto`, the fields this test reads.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EchoRequest {
+    #[prost(string, tag = "1")]
+    message: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct EchoReply {
+    #[prost(string, tag = "1")]
+    message: String,
+    #[prost(string, tag = "2")]
+    service: String,
+    #[prost(string, tag = "3")]
+    version: String,
+}
+
+/// `echo.Echo/Say`, answering with its version label: a real tonic server.
+#[derive(Clone, Debug)]
+struct Echo {
+    version: &'static str,
+}
+
+impl NamedService for Echo {
+    const NAME: &'static str = "echo.Echo";
+}
+
+impl UnaryService<EchoRequest> for Echo {
+    type Response = EchoReply;
+    type Future = BoxFuture<tonic::Response<EchoReply>, tonic::Status>;
+
+    fn call(&mut self, request: tonic::Request<EchoRequest>) -> Self::Future {
+        let reply = EchoReply {
+            message: request.into_inner().message,
+            service: "echo".into(),
+            version: self.version.into(),
+        };
+        Box::pin(async move { Ok(tonic::Response::new(reply)) })
+    }
+}
+
+impl Service<http::Request<Body>> for Echo {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let echo = self.clone();
+        Box::pin(async move {
+            let mut grpc = Grpc::new(tonic_prost::ProstCodec::<EchoReply, EchoRequest>::default());
+            Ok(grpc.unary(echo, request).await)
+        })
+    }
+}
+
+async fn echo_server(version: &'static str) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(Echo { version })
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    port
+}
+
+const TARGET: &str = "echo.default.svc.cluster.local:50051";
+
+/// Echo `v1` and `v2` on their ports, split 90/10, with `fault` (Istio YAML) on the route.
+fn config(v1: u16, v2: u16, fault: &str) -> MeshConfig {
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo, namespace: default}}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  ports: [{{number: 50051, name: grpc, protocol: GRPC}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{grpc: {v1}}}, labels: {{version: v1}}}}
+  - {{address: 127.0.0.1, ports: {{grpc: {v2}}}, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: echo, namespace: default}}
+spec:
+  host: echo.default.svc.cluster.local
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo, namespace: default}}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  http:
+  - route:
+    - destination: {{host: echo.default.svc.cluster.local, subset: v1}}
+      weight: 90
+    - destination: {{host: echo.default.svc.cluster.local, subset: v2}}
+      weight: 10
+{fault}"
+    );
+    load_str("interop.yaml", &yaml)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn python() -> PathBuf {
+    let python = repo_root().join("target/py/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `scripts/python-env` (it creates the virtualenv with grpcio; \
+         `scripts/test` runs it before the tests)",
+        python.display()
+    );
+    python
+}
+
+/// What grpcio_client.py observed.
+#[derive(Debug, serde::Deserialize)]
+struct Observed {
+    by_version: HashMap<String, u32>,
+    by_status: HashMap<String, u32>,
+    errors: HashMap<String, String>,
+}
+
+/// Runs gRPC C-core's xDS client for `calls` calls to the target through `control_plane`.
+async fn grpcio_calls(control_plane: SocketAddr, calls: u32) -> Observed {
+    grpcio_run(control_plane, calls, 20).await
+}
+
+/// Runs `calls` calls, each bounded by `timeout_secs` (the first waits for xDS).
+async fn grpcio_run(control_plane: SocketAddr, calls: u32, timeout_secs: u32) -> Observed {
+    let bootstrap = serde_json::json!({
+        "xds_servers": [{
+            "server_uri": control_plane.to_string(),
+            "channel_creds": [{"type": "insecure"}],
+            "server_features": ["xds_v3"],
+        }],
+        "node": {"id": "grpcio-interop", "locality": {"zone": "test"}},
+    });
+    let script = repo_root().join("mesh-xds/tests/interop/grpcio_client.py");
+    let output = tokio::process::Command::new(python())
+        .arg(&script)
+        .arg(format!("xds:///{TARGET}"))
+        .args([
+            "--calls",
+            &calls.to_string(),
+            "--timeout",
+            &timeout_secs.to_string(),
+        ])
+        .env("GRPC_XDS_BOOTSTRAP_CONFIG", bootstrap.to_string())
+        .env_remove("GRPC_XDS_BOOTSTRAP")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), output)
+        .await
+        .expect("grpcio_client.py did not finish within 120 s")
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "grpcio_client.py failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "grpcio_client.py printed no result ({e}): {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_c_core_accepts_the_resources_and_routes_as_configured() {
+    let python = python(); // Fail first, and clearly, when the virtualenv is missing.
+    assert!(python.exists());
+    let (v1, v2) = (echo_server("v1").await, echo_server("v2").await);
+    let cp = ControlPlane::new(config(v1, v2, ""));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = cp.clone();
+    tokio::spawn(async move { server.serve(listener).await });
+
+    // The weighted split. 1000 calls at 10 %: v2 ~ Binomial(1000, 0.1), mean 100, sd 9.5;
+    // [60, 140] misses a correct split with probability below 1e-4, and catches a client that
+    // ignores weights (0 or 500).
+    let calls = 1000;
+    let split = grpcio_calls(addr, calls).await;
+    assert_eq!(split.by_status.get("OK"), Some(&calls), "{split:?}");
+    let v2_replies = split.by_version.get("echo/v2").copied().unwrap_or(0);
+    let v1_replies = split.by_version.get("echo/v1").copied().unwrap_or(0);
+    assert_eq!(v1_replies + v2_replies, calls, "{split:?}");
+    assert!(
+        (60..=140).contains(&v2_replies),
+        "v2 got {v2_replies} of {calls}: {split:?}"
+    );
+
+    // C-core ACKed every type and NACKed nothing.
+    let log = cp.log().borrow().clone();
+    assert!(log.nacks.is_empty(), "gRPC NACKed: {:#?}", log.nacks);
+    for type_url in encode::TYPE_URLS {
+        assert!(
+            log.acks
+                .iter()
+                .any(|a| a.type_url == type_url && a.version == "1" && a.node == "grpcio-interop"),
+            "no ACK of {type_url}: {:#?}",
+            log.acks
+        );
+    }
+
+    // A fault abort of half the calls with a configured gRPC status.
+    let fault = "    fault:
+      abort:
+        percentage: {value: 50}
+        grpcStatus: RESOURCE_EXHAUSTED
+";
+    assert_eq!(cp.set_config(config(v1, v2, fault)), "2");
+    let faulted = grpcio_calls(addr, calls).await;
+    let aborted = faulted
+        .by_status
+        .get("RESOURCE_EXHAUSTED")
+        .copied()
+        .unwrap_or(0);
+    let ok = faulted.by_status.get("OK").copied().unwrap_or(0);
+    assert_eq!(aborted + ok, calls, "{faulted:?}");
+    // Binomial(1000, 0.5): sd 15.8; [420, 580] is ±5 sd.
+    assert!(
+        (420..=580).contains(&aborted),
+        "{aborted} of {calls} aborted: {faulted:?}"
+    );
+    let message = &faulted.errors["RESOURCE_EXHAUSTED"];
+    assert!(message.contains("Fault injected"), "{message}");
+    let log = cp.log().borrow().clone();
+    assert!(log.nacks.is_empty(), "gRPC NACKed: {:#?}", log.nacks);
+    assert!(
+        log.acks
+            .iter()
+            .any(|a| a.type_url == encode::ROUTE_TYPE && a.version == "2"),
+        "no ACK of the routes with the fault: {:#?}",
+        log.acks
+    );
+}
+
+/// Serves `resources` (from `cp`'s config, edited) and returns what gRPC made of it.
+async fn with_resources(
+    cp: &ControlPlane,
+    addr: SocketAddr,
+    edit: impl FnOnce(&mut encode::Resources),
+) -> (String, Observed) {
+    let mut resources = encode::encode(&cp.snapshot().config);
+    edit(&mut resources);
+    let version = cp.set_resources(&resources);
+    let observed = grpcio_calls_with_timeout(addr, 2, 3).await;
+    (version, observed)
+}
+
+async fn grpcio_calls_with_timeout(addr: SocketAddr, calls: u32, timeout_secs: u32) -> Observed {
+    grpcio_run(addr, calls, timeout_secs).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_grpc_c_core_requires_of_the_resources() {
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+    use prost::Message;
+
+    python();
+    let (v1, v2) = (echo_server("v1").await, echo_server("v2").await);
+    let cp = ControlPlane::new(config(v1, v2, ""));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = cp.clone();
+    tokio::spawn(async move { server.serve(listener).await });
+
+    // Without the router filter, C-core NACKs the listener, with a detail naming it, and
+    // the NACK is recorded.
+    let (version, observed) = with_resources(&cp, addr, |r| {
+        for l in &mut r.listeners {
+            let any = l
+                .api_listener
+                .as_mut()
+                .unwrap()
+                .api_listener
+                .as_mut()
+                .unwrap();
+            let mut hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+            hcm.http_filters.clear();
+            any.value = hcm.encode_to_vec();
+        }
+    })
+    .await;
+    assert_eq!(observed.by_status.get("OK"), None, "{observed:?}");
+    let nacks = cp.nacks();
+    let nack = nacks
+        .iter()
+        .find(|n| n.type_url == encode::LISTENER_TYPE)
+        .unwrap_or_else(|| panic!("no NACK of the listener without a router: {nacks:#?}"));
+    assert!(
+        nack.error.contains(TARGET),
+        "the detail names the listener: {}",
+        nack.error
+    );
+    assert_eq!(nack.node, "grpcio-interop");
+    assert!(!version.is_empty());
+
+    // Without locality weights, C-core ignores the endpoints: every call fails UNAVAILABLE,
+    // though nothing is NACKed.
+    let nacks_before = cp.nacks().len();
+    let (_, observed) = with_resources(&cp, addr, |r| {
+        for cla in &mut r.load_assignments {
+            for group in &mut cla.endpoints {
+                group.load_balancing_weight = None;
+            }
+        }
+    })
+    .await;
+    assert_eq!(observed.by_status.get("OK"), None, "{observed:?}");
+    assert!(
+        observed.by_status.contains_key("UNAVAILABLE"),
+        "{observed:?}"
+    );
+    assert_eq!(cp.nacks().len(), nacks_before, "{:#?}", cp.nacks());
+
+    // The encoder's own resources work.
+    cp.set_config(config(v1, v2, ""));
+    let observed = grpcio_calls_with_timeout(addr, 2, 10).await;
+    assert_eq!(observed.by_status.get("OK"), Some(&2), "{observed:?}");
+}

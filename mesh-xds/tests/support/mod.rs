@@ -1,0 +1,14 @@
+//! Test fixtures: echo servers as endpoints, a scripted ADS management server, and Envoy
+//! resources shaped as istiod sends them.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
+
+pub mod ads;
+pub mod echo;
+pub mod resources;
