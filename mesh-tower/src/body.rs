@@ -19,7 +19,7 @@ use pin_project_lite::pin_project;
 use crate::{
     endpoint::ActiveRequest,
     mesh::{ClusterState, Slot},
-    metrics::Recorder,
+    metrics::{Recorder, recorder},
 };
 
 /// The error type of bodies and services in the stack.
@@ -169,23 +169,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let frame = std::task::ready!(poll_kind(this.kind, cx));
-        if let Some(recorder) = this.recorder.as_mut() {
-            match &frame {
-                Some(Ok(f)) => {
-                    if let Some(data) = f.data_ref() {
-                        recorder.response_bytes(data.len());
-                    } else if let Some(trailers) = f.trailers_ref() {
-                        recorder.trailers(trailers);
-                    }
-                }
-                Some(Err(_)) => recorder.reset(),
-                None => {}
-            }
-            if !matches!(frame, Some(Ok(_))) {
-                // Ended or failed: record now, not when the caller drops the body.
-                this.recorder.take();
-            }
-        }
+        recorder::observe(this.recorder, &frame);
         Poll::Ready(frame)
     }
 

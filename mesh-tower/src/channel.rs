@@ -1,6 +1,11 @@
 //! A channel to one target: the client stack as a single `tower::Service`, and where your own
 //! layers go.
 //!
+//! The metrics layer sits right after the route layer rather than before it: it labels each
+//! call with the destination the route layer chose (the [`RouteDecision`](crate::RouteDecision)
+//! in the request's extensions), and it still sees each call once, around every retry.
+//! Calls the route layer answers itself (no route, direct responses) are therefore not counted.
+//!
 //! # Your layers
 //! There are two documented points:
 //! - **Around the channel**, e.g. `ServiceBuilder::new().layer(auth).service(mesh.channel(t))`:
@@ -49,8 +54,11 @@ use crate::{
 /// cluster's circuit breaker, which answers an overflow at once.
 #[derive(Clone, Debug)]
 pub struct Channel<S = Balance> {
-    stack: Route<ClientMetrics<Fault<Timeout<Retry<ClientTrace<S>>>>>>,
+    stack: Route<Routed<S>>,
 }
+
+/// The layers after the route layer, around the per-attempt service `S`.
+type Routed<S> = ClientMetrics<Fault<Timeout<Retry<ClientTrace<S>>>>>;
 
 // === impl Mesh ===
 
@@ -121,12 +129,7 @@ where
 {
     type Response = Response<ResponseBody>;
     type Error = BoxError;
-    type Future =
-        RouteFuture<
-            <ClientMetrics<Fault<Timeout<Retry<ClientTrace<S>>>>> as Service<
-                Request<RequestBody>,
-            >>::Future,
-        >;
+    type Future = RouteFuture<<Routed<S> as Service<Request<RequestBody>>>::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.stack.poll_ready(cx)

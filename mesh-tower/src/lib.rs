@@ -2,7 +2,8 @@
 //! and axum.
 //!
 //! ```text
-//! Mesh::channel(target):  route → fault → timeout → retry → breaker + balance → endpoint (HTTP/2)
+//! Mesh::channel(target):  route → metrics → fault → timeout → retry → breaker + balance → endpoint (HTTP/2)
+//! Mesh::server_layer(w):  (trace) → metrics → authorization → fault → local rate limit → handler
 //! ```
 //!
 //! - [`Mesh`] holds the configuration snapshot and the per-cluster runtime state; publish a new
@@ -12,6 +13,9 @@
 //!   [`balance`], [`endpoint`]). The route layer loads the snapshot once per request and puts its
 //!   [`RouteDecision`] in the request's extensions; later layers read only that, so a request
 //!   never sees two configuration versions.
+//! - [`server`]: the server stack as one layer for tonic and axum ([`Mesh::server_layer`]).
+//! - [`metrics`]: Istio's standard metrics from both sides, and the mesh's internals
+//!   ([`MeshMetrics::install`]); [`admin`]: `/metrics`, `/config_dump`, `/clusters`.
 //! - [`tls`] is mutual TLS with SPIFFE identities: the endpoint connections follow each
 //!   cluster's `UpstreamTls`, and [`tls::MeshListener`] accepts tonic and axum connections in the
 //!   PeerAuthentication mode, putting the verified [`Peer`] in request extensions.

@@ -68,7 +68,8 @@ pub(crate) struct Failure {
     pub(crate) grpc: GrpcCode,
     pub(crate) http: StatusCode,
     pub(crate) message: String,
-    pub(crate) flags: ResponseFlags,
+    /// `None` for answers Envoy gives no flag (an RBAC denial).
+    pub(crate) flags: Option<ResponseFlags>,
 }
 
 // === impl Failure ===
@@ -84,7 +85,17 @@ impl Failure {
             grpc,
             http,
             message: message.into(),
-            flags,
+            flags: Some(flags),
+        }
+    }
+
+    /// An answer Envoy gives no response flag (an RBAC denial: `response_flags="-"`).
+    pub(crate) fn unflagged(grpc: GrpcCode, http: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            grpc,
+            http,
+            message: message.into(),
+            flags: None,
         }
     }
 
@@ -101,7 +112,9 @@ impl Failure {
             );
             r
         };
-        response.extensions_mut().insert(self.flags);
+        if let Some(flags) = self.flags {
+            response.extensions_mut().insert(flags);
+        }
         response
     }
 }

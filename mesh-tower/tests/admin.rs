@@ -144,6 +144,15 @@ async fn the_admin_endpoint_shows_an_ejected_endpoint_metrics_and_the_config() {
         3.0
     );
 
+    // An independent OpenMetrics parser (Python's prometheus_client) accepts it and counts
+    // the same.
+    let parsed = python_openmetrics(&text);
+    assert_eq!(parsed["istio_requests"], 20.0, "{parsed}");
+    assert_eq!(
+        parsed["mesh_cluster_outlier_detection_ejections"], 1.0,
+        "{parsed}"
+    );
+
     let (status, body) = http_call(&http, side.local_addr(), "GET", "/config_dump", &[]).await;
     assert_eq!(status, 200);
     let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -177,4 +186,45 @@ async fn the_admin_endpoint_shows_an_ejected_endpoint_metrics_and_the_config() {
     let (status, body) = http_call(&http, addr, "GET", "/clusters", &[]).await;
     assert_eq!(status, 200);
     assert!(body.contains(CLUSTER));
+}
+
+/// Parses `text` with prometheus_client's strict OpenMetrics parser (from the virtualenv
+/// `scripts/python-env` makes) and returns, per family, the sum of its `_total` samples.
+fn python_openmetrics(text: &str) -> serde_json::Value {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join("target/py/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `scripts/python-env` (it creates the virtualenv with \
+         prometheus-client; `scripts/test` runs it before the tests)",
+        python.display()
+    );
+    let script = "import sys, json
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+totals = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    totals[family.name] = sum(s.value for s in family.samples if s.name.endswith('_total'))
+print(json.dumps(totals))
+";
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser rejected /metrics: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -197,6 +197,9 @@ async fn both_reporters_count_a_known_sequence_of_calls_with_istio_labels() {
             "Istio's largest duration bucket\n{text}"
         );
     }
+    // The client's 503 is the last of its three attempts: flagged URX (retry limit exceeded).
+    let urx = [("response_code", "503"), ("response_flags", "URX")];
+    assert_eq!(sum(&client_text, total, &urx), 1.0, "{client_text}");
     // The overflow is seen by the client only, flagged UO.
     let uo = [("response_flags", "UO"), ("grpc_response_status", "14")];
     assert_eq!(sum(&client_text, total, &uo), 1.0, "{client_text}");

@@ -166,16 +166,7 @@ async fn namespaces_and_ip_blocks_come_from_the_peer() {
     );
 
     // The plaintext address is the one tonic saw: a DENY on loopback catches every caller here.
-    let yaml = policy(
-        "deny-loopback",
-        "",
-        "  action: DENY
-  rules:
-  - from:
-    - source: {ipBlocks: [127.0.0.1/32]}
-",
-    );
-    let addr = spawn_grpc(mesh(&yaml).server_layer(workload())).await;
+    let addr = spawn_grpc(mesh(&deny_loopback()).server_layer(workload())).await;
     let mut client = grpc_client(addr).await;
     assert_eq!(
         grpc_code(&mut client, None, false, None).await,
@@ -216,7 +207,13 @@ async fn http_callers_get_403_from_authorization_policies() {
     );
 
     // The plaintext address axum saw (ConnectInfo) reaches ip-block rules.
-    let yaml = policy(
+    let addr = spawn_http(mesh_yaml(&deny_loopback()).server_layer(workload())).await;
+    assert_eq!(http_call(&client, addr, "GET", "/hello", &[]).await.0, 403);
+}
+
+/// DENY every caller from 127.0.0.1 (every caller of these tests).
+fn deny_loopback() -> String {
+    policy(
         "deny-loopback",
         "",
         "  action: DENY
@@ -224,9 +221,7 @@ async fn http_callers_get_403_from_authorization_policies() {
   - from:
     - source: {ipBlocks: [127.0.0.1/32]}
 ",
-    );
-    let addr = spawn_http(self::mesh_yaml(&yaml).server_layer(workload())).await;
-    assert_eq!(http_call(&client, addr, "GET", "/hello", &[]).await.0, 403);
+    )
 }
 
 fn mesh_yaml(yaml: &str) -> Mesh {

@@ -9,21 +9,15 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
     task::{Context, Poll},
 };
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::Recorder;
+use super::{CountingBody, Recorder};
 use crate::{
     Mesh, RouteDecision,
     body::{BoxError, RequestBody, ResponseBody},
@@ -44,15 +38,6 @@ pin_project! {
         #[pin]
         inner: F,
         recorder: Option<Recorder>,
-    }
-}
-
-pin_project! {
-    /// Counts request body bytes.
-    struct CountingBody {
-        #[pin]
-        inner: RequestBody,
-        count: Arc<AtomicU64>,
     }
 }
 
@@ -95,7 +80,7 @@ where
         let req = match &recorder {
             Some(r) => {
                 let count = r.request_bytes();
-                req.map(|inner| CountingBody { inner, count }.boxed_unsync())
+                req.map(|inner| CountingBody::new(inner, count).boxed_unsync())
             }
             None => req,
         };
@@ -122,37 +107,5 @@ where
         };
         recorder.head(&response);
         Poll::Ready(Ok(response.map(|body| body.with_recorder(recorder))))
-    }
-}
-
-// === impl CountingBody ===
-
-impl Body for CountingBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let frame = std::task::ready!(this.inner.poll_frame(cx));
-        if let Some(Ok(f)) = &frame
-            && let Some(data) = f.data_ref()
-        {
-            this.count.fetch_add(
-                u64::try_from(data.len()).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

@@ -33,13 +33,21 @@
 
 mod labels;
 mod layer;
-mod recorder;
+pub(crate) mod recorder;
 mod xds;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    pin::Pin,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
 };
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 
 use prometheus_client::{
     collector::Collector,
@@ -105,6 +113,16 @@ pub(crate) struct Inner {
 /// A set of values where equal values share one `Arc`.
 #[derive(Debug)]
 struct Interner<T>(RwLock<std::collections::HashSet<Arc<T>>>);
+
+pin_project_lite::pin_project! {
+    /// A request body that counts its data bytes into a shared counter (`istio_request_bytes`).
+    #[derive(Debug)]
+    pub(crate) struct CountingBody<B> {
+        #[pin]
+        inner: B,
+        count: Arc<AtomicU64>,
+    }
+}
 
 /// Reports the mesh's internal state per cluster at scrape time; see the [module docs](self).
 #[derive(Debug)]
@@ -264,6 +282,42 @@ impl<T: Eq + std::hash::Hash> Interner<T> {
         let value = Arc::new(value);
         set.insert(value.clone());
         value
+    }
+}
+
+// === impl CountingBody ===
+
+impl<B> CountingBody<B> {
+    pub(crate) fn new(inner: B, count: Arc<AtomicU64>) -> Self {
+        Self { inner, count }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for CountingBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(f)) = &frame
+            && let Some(data) = f.data_ref()
+        {
+            let n = u64::try_from(data.len()).unwrap_or(u64::MAX);
+            this.count.fetch_add(n, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

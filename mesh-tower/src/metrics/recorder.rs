@@ -5,7 +5,9 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
+use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
+use http_body::Frame;
 use mesh_core::GrpcCode;
 use tokio::time::Instant;
 
@@ -155,6 +157,28 @@ impl Recorder {
             .get_or_create(&policy)
             .inc();
     }
+}
+
+/// Feeds one polled response frame to the record in `slot`: data sizes, trailers; at the end
+/// of the body or on its error, writes the record (it is taken out of `slot`).
+pub(crate) fn observe<E>(slot: &mut Option<Recorder>, frame: &Option<Result<Frame<Bytes>, E>>) {
+    let Some(recorder) = slot.as_mut() else {
+        return;
+    };
+    match frame {
+        Some(Ok(f)) => {
+            if let Some(data) = f.data_ref() {
+                recorder.response_bytes(data.len());
+            } else if let Some(trailers) = f.trailers_ref() {
+                recorder.trailers(trailers);
+            }
+            return;
+        }
+        Some(Err(_)) => recorder.reset(),
+        None => {}
+    }
+    // Ended or failed: record now, not when the body is dropped.
+    slot.take();
 }
 
 impl Drop for Recorder {

@@ -105,3 +105,55 @@ impl Collector for AgeCollector {
         gauge.encode(metric)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+
+    const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+
+    fn scrape(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn updates_are_counted_per_type_and_the_config_age_appears_once_one_is_accepted() {
+        let xds = XdsMetrics::new();
+        let mut registry = Registry::default();
+        xds.register(&mut registry);
+        assert!(!scrape(&registry).contains("mesh_xds_config_age_seconds"));
+
+        xds.record_rejected(CDS);
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        xds.record_accepted(CDS, an_hour_ago);
+        xds.record_accepted(CDS, an_hour_ago);
+        assert_eq!((xds.accepted(CDS), xds.rejected(CDS)), (2, 1));
+
+        let text = scrape(&registry);
+        assert!(
+            text.contains(&format!(
+                "mesh_xds_updates_accepted_total{{type_url=\"{CDS}\"}} 2\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "mesh_xds_updates_rejected_total{{type_url=\"{CDS}\"}} 1\n"
+            )),
+            "{text}"
+        );
+        let age: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("mesh_xds_config_age_seconds "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((3600.0..3700.0).contains(&age), "{age}");
+    }
+}

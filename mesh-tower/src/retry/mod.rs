@@ -119,6 +119,23 @@ where
     }
 }
 
+/// Whether `outcome` would have been retried had attempts remained: Envoy's `URX`.
+fn retries_exhausted(policy: &RetryPolicy, started: u32, outcome: Outcome) -> bool {
+    policy.max_retries > 0
+        && started > policy.max_retries
+        && policy
+            .retry_on
+            .should_retry(outcome, &policy.retriable_status_codes)
+}
+
+/// Marks `response` with `flag` unless the mesh already explained it (an overflow, a connect
+/// failure) — that first reason is the one worth reporting.
+fn flag_if_unflagged(response: &mut Response<ResponseBody>, flag: ResponseFlags) {
+    if response.extensions().get::<ResponseFlags>().is_none() {
+        response.extensions_mut().insert(flag);
+    }
+}
+
 /// The attempts of one request.
 ///
 async fn attempts<S>(
@@ -157,11 +174,14 @@ where
     loop {
         match next_event(&mut outstanding, &mut timer).await {
             Event::Done(result) => {
-                let response = result?;
+                let mut response = result?;
                 a.release_finished(outstanding.len());
-                let retriable =
-                    classify(&response).is_some_and(|o| policy.should_retry(a.started, o));
+                let outcome = classify(&response);
+                let retriable = outcome.is_some_and(|o| policy.should_retry(a.started, o));
                 if !retriable {
+                    if outcome.is_some_and(|o| retries_exhausted(&policy, a.started, o)) {
+                        flag_if_unflagged(&mut response, ResponseFlags::UpstreamRetryLimitExceeded);
+                    }
                     return Ok(response);
                 }
                 a.note_tried(&response);

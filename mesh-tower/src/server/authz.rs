@@ -12,12 +12,7 @@ use http::{Request, Response, StatusCode, header};
 use mesh_core::{AuthzReason, AuthzRequest, GrpcCode, ServerPolicy};
 
 use super::Workload;
-use crate::{
-    Peer,
-    body::ResponseBody,
-    metrics::ServerRecorder,
-    synthesize::{Failure, ResponseFlags},
-};
+use crate::{Peer, body::ResponseBody, metrics::ServerRecorder, synthesize::Failure};
 
 /// Envoy's RBAC denial message.
 const DENIED_MESSAGE: &str = "RBAC: access denied";
@@ -111,13 +106,10 @@ pub(crate) fn authorize<B>(
 /// The response to a denied request. It carries no response flag: Envoy's RBAC filter sets
 /// none (`response_flags="-"`).
 pub(crate) fn denied_response(is_grpc: bool) -> Response<ResponseBody> {
-    let mut response = Failure::new(
+    Failure::unflagged(
         GrpcCode::PermissionDenied,
         StatusCode::FORBIDDEN,
-        ResponseFlags::NoRoute,
         DENIED_MESSAGE,
     )
-    .into_response(is_grpc);
-    response.extensions_mut().remove::<ResponseFlags>();
-    response
+    .into_response(is_grpc)
 }

@@ -3,10 +3,7 @@
 
 use std::{
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::AtomicU64},
     task::{Context, Poll},
 };
 
@@ -16,7 +13,7 @@ use pin_project_lite::pin_project;
 
 use crate::{
     body::{BoxError, ResponseBody},
-    metrics::ServerRecorder,
+    metrics::{CountingBody, ServerRecorder, recorder},
 };
 
 pin_project! {
@@ -45,16 +42,6 @@ pin_project! {
 pub trait MeteredRequestBody: Body<Data = Bytes> + Sized + Send + 'static {
     /// This body, counting the bytes of its data frames into `count`.
     fn metered(self, count: Arc<AtomicU64>) -> Self;
-}
-
-pin_project! {
-    /// Counts the data bytes of a body into a shared counter.
-    #[derive(Debug)]
-    struct Counting<B> {
-        #[pin]
-        inner: B,
-        count: Arc<AtomicU64>,
-    }
 }
 
 // === impl ServerBody ===
@@ -94,23 +81,7 @@ where
             }
             KindProj::Mesh { body } => std::task::ready!(body.poll_frame(cx)),
         };
-        if let Some(recorder) = this.recorder.as_mut() {
-            match &frame {
-                Some(Ok(f)) => {
-                    if let Some(data) = f.data_ref() {
-                        recorder.response_bytes(data.len());
-                    } else if let Some(trailers) = f.trailers_ref() {
-                        recorder.trailers(trailers);
-                    }
-                }
-                Some(Err(_)) => recorder.reset(),
-                None => {}
-            }
-            if !matches!(frame, Some(Ok(_))) {
-                // Ended or failed: record now, not when the body is dropped.
-                this.recorder.take();
-            }
-        }
+        recorder::observe(this.recorder, &frame);
         Poll::Ready(frame)
     }
 
@@ -129,48 +100,16 @@ where
     }
 }
 
-// === impl Counting ===
-
-impl<B: Body<Data = Bytes>> Body for Counting<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let frame = std::task::ready!(this.inner.poll_frame(cx));
-        if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref))
-            && let Some(data) = data
-        {
-            this.count.fetch_add(
-                u64::try_from(data.len()).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 // === impl MeteredRequestBody ===
 
 impl MeteredRequestBody for tonic::body::Body {
     fn metered(self, count: Arc<AtomicU64>) -> Self {
-        tonic::body::Body::new(Counting { inner: self, count })
+        tonic::body::Body::new(CountingBody::new(self, count))
     }
 }
 
 impl MeteredRequestBody for axum::body::Body {
     fn metered(self, count: Arc<AtomicU64>) -> Self {
-        axum::body::Body::new(Counting { inner: self, count })
+        axum::body::Body::new(CountingBody::new(self, count))
     }
 }
