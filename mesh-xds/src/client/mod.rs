@@ -269,12 +269,13 @@ impl Inner {
             self.flush(&mut shared, tx);
             self.republish(&mut shared);
         }
-        // Wake waiting requests even when nothing is published: a target may have stopped
-        // being pending.
-        self.mesh.publish(self.mesh.config());
     }
 
     /// Rebuilds the configuration of every watched target; publishes when any changed.
+    ///
+    /// When none did, the current configuration is published again all the same: a target may
+    /// have stopped being pending (it failed, or does not exist), and the requests waiting for
+    /// it wake on a publish to find that out at once rather than at their deadline.
     fn republish(&self, shared: &mut Shared) {
         let mut changed = false;
         let targets: Vec<(String, String)> = shared
@@ -304,6 +305,7 @@ impl Inner {
             }
         }
         if !changed {
+            self.mesh.publish(self.mesh.config());
             return;
         }
         shared.publishes += 1;
