@@ -117,7 +117,11 @@ impl Default for XdsClientOptions {
 impl XdsClient {
     /// Starts the client on the current tokio runtime and makes it `mesh`'s discovery source.
     /// From then on the client owns the mesh's configuration: it publishes every complete
-    /// watched target.
+    /// watched target (the server-side policy already in the mesh is kept). The client lives
+    /// as long as the mesh holds it; [`shutdown`](Self::shutdown) stops the ADS stream.
+    ///
+    /// `channel_creds` `tls` is not implemented yet: such a server is never dialled in
+    /// plaintext, the client logs why and tries the next one.
     pub fn start(bootstrap: Bootstrap, mesh: Mesh) -> Result<Self, StartError> {
         Self::start_with(bootstrap, mesh, XdsClientOptions::default())
     }
