@@ -214,11 +214,23 @@ impl Bootstrap {
     /// Reads the bootstrap named by `GRPC_XDS_BOOTSTRAP`, else the JSON in
     /// `GRPC_XDS_BOOTSTRAP_CONFIG` (gRPC's precedence).
     pub fn from_env() -> Result<Self, BootstrapError> {
-        if let Some(path) = std::env::var_os(BOOTSTRAP_PATH_ENV).filter(|p| !p.is_empty()) {
+        Self::from_sources(
+            std::env::var_os(BOOTSTRAP_PATH_ENV),
+            std::env::var(BOOTSTRAP_CONFIG_ENV).ok(),
+        )
+    }
+
+    /// The bootstrap from the values of the two variables: the path wins over the inline JSON;
+    /// an empty value counts as unset.
+    fn from_sources(
+        path: Option<std::ffi::OsString>,
+        json: Option<String>,
+    ) -> Result<Self, BootstrapError> {
+        if let Some(path) = path.filter(|p| !p.is_empty()) {
             return Self::from_file(path);
         }
-        match std::env::var(BOOTSTRAP_CONFIG_ENV) {
-            Ok(json) if !json.is_empty() => Self::from_json(&json),
+        match json {
+            Some(json) if !json.is_empty() => Self::from_json(&json),
             _ => Err(BootstrapError::NotConfigured),
         }
     }

@@ -518,3 +518,74 @@ async fn unsupported_fields_are_counted_dumped_and_served_over_csds() {
             .all(|g| g.xds_config.is_none())
     );
 }
+
+#[tokio::test]
+async fn only_complete_targets_are_published_and_an_incomplete_change_keeps_the_last_complete_one()
+{
+    const OTHER: &str = "other.default.svc.cluster.local:80";
+    const OTHER_CLUSTER: &str = "outbound|80||other.default.svc.cluster.local";
+    let (a, b) = (echo("v1").await, echo("v2").await);
+    let server = AdsServer::start().await;
+    // `echo` is complete; `other` names a cluster the server does not have.
+    let with_other = |s: Snapshot| {
+        s.with(LDS, OTHER, listener(OTHER, "other-routes")).with(
+            RDS,
+            "other-routes",
+            route(
+                "other-routes",
+                "other.default.svc.cluster.local",
+                &[(OTHER_CLUSTER, 1)],
+            ),
+        )
+    };
+    server.set_snapshot(with_other(snapshot("1", &[(V1, 100, &[a.addr])])));
+    let (mesh, xds, mut client) = start(&[server.addr]);
+    assert_eq!(say(&mut client).await.unwrap(), "v1");
+    // Asked for once `echo` is settled, so only `other`'s own failure can wake its request.
+    let mut other = EchoClient::new(mesh.channel(format!("xds:///{OTHER}")));
+    let started = tokio::time::Instant::now();
+    let waiting = tokio::spawn(async move { say(&mut other).await });
+    eventually("other subscribed", || xds.config_dump().targets.len() == 2).await;
+    server
+        .wait_request("CDS for other's cluster", |r| {
+            r.type_url == CDS && r.resource_names.contains(&OTHER_CLUSTER.to_string())
+        })
+        .await;
+    // A SotW CDS response without the cluster says it does not exist: `other` is not
+    // published, and its RPCs fail at once instead of waiting.
+    eventually("other settled", || !xds.is_pending(OTHER)).await;
+    assert!(mesh.config().listener(OTHER).is_none());
+    let err = waiting.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a waiting request learns at once (not at its 20 s deadline) that its target failed"
+    );
+
+    // The echo route moves to V2, whose cluster and endpoints are not sent yet: the echo
+    // target keeps its last complete configuration.
+    let mut s = with_other(Snapshot::new("2"))
+        .with(LDS, TARGET, listener(TARGET, ROUTE))
+        .with(RDS, ROUTE, route(ROUTE, HOST, &[(V2, 100)]));
+    server.set_snapshot(s.clone());
+    server
+        .wait_request("CDS for V2", |r| {
+            r.type_url == CDS && r.resource_names.contains(&V2.to_string())
+        })
+        .await;
+    assert_eq!(
+        count(&mut client, 20).await["v1"],
+        20,
+        "never routed to a cluster that has not arrived"
+    );
+    assert!(mesh.config().cluster(V2).is_none());
+    // V2 arrives: the echo target moves over; `other` is still unpublished.
+    s = s
+        .with(CDS, V2, cluster(V2))
+        .with(EDS, V2, endpoints(V2, &[b.addr]));
+    s.version = "3".into();
+    server.set_snapshot(s);
+    eventually("V2 published", || mesh.config().cluster(V2).is_some()).await;
+    assert_eq!(count(&mut client, 20).await["v2"], 20);
+    assert!(mesh.config().listener(OTHER).is_none());
+}

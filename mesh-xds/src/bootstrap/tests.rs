@@ -212,3 +212,22 @@ fn json_durations() {
         assert_eq!(parse_json_duration(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn the_path_variable_wins_over_the_inline_json() {
+    let inline =
+        r#"{"xds_servers": [{"server_uri": "inline:1", "channel_creds": [{"type": "insecure"}]}]}"#;
+    let b = Bootstrap::from_sources(None, Some(inline.into())).unwrap();
+    assert_eq!(b.xds_servers[0].server_uri, "inline:1");
+    let b = Bootstrap::from_sources(Some("".into()), Some(inline.into())).unwrap();
+    assert_eq!(
+        b.xds_servers[0].server_uri, "inline:1",
+        "an empty path counts as unset"
+    );
+    let err = Bootstrap::from_sources(Some("/nonexistent/b.json".into()), Some(inline.into()))
+        .unwrap_err();
+    assert!(matches!(err, BootstrapError::Read { .. }), "{err}");
+    let err = Bootstrap::from_sources(None, Some(String::new())).unwrap_err();
+    assert!(matches!(err, BootstrapError::NotConfigured), "{err}");
+    assert!(err.to_string().contains("GRPC_XDS_BOOTSTRAP"));
+}

@@ -141,7 +141,11 @@ fn register_certificate_providers(bootstrap: &Bootstrap, mesh: &Mesh) {
 impl XdsClient {
     /// Starts the client on the current tokio runtime and makes it `mesh`'s discovery source.
     /// From then on the client owns the mesh's configuration: it publishes every complete
-    /// watched target.
+    /// watched target (the server-side policy already in the mesh is kept). The client lives
+    /// as long as the mesh holds it; [`shutdown`](Self::shutdown) stops the ADS stream.
+    ///
+    /// `channel_creds` `tls` is not implemented yet: such a server is never dialled in
+    /// plaintext, the client logs why and tries the next one.
     pub fn start(bootstrap: Bootstrap, mesh: Mesh) -> Result<Self, StartError> {
         Self::start_with(bootstrap, mesh, XdsClientOptions::default())
     }
@@ -294,12 +298,13 @@ impl Inner {
             self.flush(&mut shared, tx);
             self.republish(&mut shared);
         }
-        // Wake waiting requests even when nothing is published: a target may have stopped
-        // being pending.
-        self.mesh.publish(self.mesh.config());
     }
 
     /// Rebuilds the configuration of every watched target; publishes when any changed.
+    ///
+    /// When none did, the current configuration is published again all the same: a target may
+    /// have stopped being pending (it failed, or does not exist), and the requests waiting for
+    /// it wake on a publish to find that out at once rather than at their deadline.
     fn republish(&self, shared: &mut Shared) {
         let mut changed = false;
         let targets: Vec<(String, String)> = shared
@@ -329,6 +334,7 @@ impl Inner {
             }
         }
         if !changed {
+            self.mesh.publish(self.mesh.config());
             return;
         }
         shared.publishes += 1;

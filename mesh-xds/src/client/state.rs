@@ -153,7 +153,7 @@ pub struct Counters {
     pub updates_rejected: u64,
     /// Resources rejected (one NACK may reject several).
     pub resources_rejected: u64,
-    /// Unsupported fields reported in accepted resources.
+    /// Unsupported fields reported in accepted resources (counted once per new value).
     pub unsupported_fields: u64,
 }
 
@@ -464,12 +464,15 @@ impl AdsState {
             let Some(entry) = ts.resources.get_mut(&name) else {
                 continue; // Not subscribed (any more): ignored.
             };
-            for u in &value.unsupported {
-                tracing::warn!(%u, "xDS field not supported");
-            }
-            self.counters.unsupported_fields += value.unsupported.len() as u64;
             let same =
                 entry.value.as_ref() == Some(&value.value) && entry.status == ResourceStatus::Acked;
+            // Reported once per new value, not on every identical re-send (reconnects).
+            if !same {
+                for u in &value.unsupported {
+                    tracing::warn!(%u, "xDS field not supported");
+                }
+                self.counters.unsupported_fields += value.unsupported.len() as u64;
+            }
             entry.status = ResourceStatus::Acked;
             entry.value = Some(value.value);
             entry.raw = Some(raw);

@@ -164,9 +164,11 @@ async fn open(
 /// Pumps one stream until it breaks (or, on a fallback, until the primary is back).
 async fn serve(inner: &Arc<Inner>, mut stream: Stream, primary: Option<&XdsServer>) -> Ended {
     let mut got_response = false;
-    let mut probe_attempt = 0;
     let far = || Instant::now() + Duration::from_secs(86_400);
-    let mut probe_at = primary.map(|_| Instant::now() + backoff::delay(0, backoff::random_unit()));
+    // On a fallback: the primary is dialled after each backoff delay, concurrently with the
+    // stream (a primary that does not answer must not stall the fallback's responses).
+    let mut probe_attempt = 0;
+    let mut probe = primary.map(|p| Box::pin(probe_after(p.clone(), probe_attempt)));
     let ended = loop {
         let deadline = inner.lock().state.poll_timeout().map(Instant::from_std);
         tokio::select! {
@@ -191,14 +193,17 @@ async fn serve(inner: &Arc<Inner>, mut stream: Stream, primary: Option<&XdsServe
             () = sleep_until(deadline.unwrap_or_else(far)), if deadline.is_some() => {
                 inner.on_timeout(&stream.requests);
             }
-            () = sleep_until(probe_at.unwrap_or_else(far)), if probe_at.is_some() => {
-                if let Some(primary) = primary {
-                    match connect(primary).await {
-                        Ok(channel) => break Ended::PrimaryBack(channel),
-                        Err(_) => {
-                            probe_attempt += 1;
-                            probe_at = Some(Instant::now() + backoff::delay(probe_attempt, backoff::random_unit()));
-                        }
+            reached = async {
+                match probe.as_mut() {
+                    Some(p) => p.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match reached {
+                    Some(channel) => break Ended::PrimaryBack(channel),
+                    None => {
+                        probe_attempt += 1;
+                        probe = primary.map(|p| Box::pin(probe_after(p.clone(), probe_attempt)));
                     }
                 }
             }
@@ -209,6 +214,12 @@ async fn serve(inner: &Arc<Inner>, mut stream: Stream, primary: Option<&XdsServe
     shared.server = None;
     drop(shared);
     ended
+}
+
+/// Waits the backoff delay of `attempt`, then dials `primary`.
+async fn probe_after(primary: XdsServer, attempt: u32) -> Option<Channel> {
+    sleep(backoff::delay(attempt, backoff::random_unit())).await;
+    connect(&primary).await.ok()
 }
 
 /// Connects a channel to `server`.

@@ -136,26 +136,16 @@ pub fn bad_route(name: &str) -> Any {
 
 /// An EDS cluster (endpoints from the ClusterLoadAssignment of the same name).
 pub fn cluster(name: &str) -> Any {
-    pack(&Cluster {
-        name: name.into(),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::Eds as i32,
-        )),
-        eds_cluster_config: Some(cluster::EdsClusterConfig {
-            eds_config: Some(ads()),
-            service_name: String::new(),
-        }),
-        connect_timeout: Some(PbDuration {
-            seconds: 1,
-            nanos: 0,
-        }),
-        ..Default::default()
-    })
+    pack(&eds_cluster(name, 1))
 }
 
 /// A cluster the client must reject: a negative connect timeout.
 pub fn bad_cluster(name: &str) -> Any {
-    pack(&Cluster {
+    pack(&eds_cluster(name, -1))
+}
+
+fn eds_cluster(name: &str, connect_timeout_secs: i64) -> Cluster {
+    Cluster {
         name: name.into(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::Eds as i32,
@@ -165,11 +155,11 @@ pub fn bad_cluster(name: &str) -> Any {
             service_name: String::new(),
         }),
         connect_timeout: Some(PbDuration {
-            seconds: -1,
+            seconds: connect_timeout_secs,
             nanos: 0,
         }),
         ..Default::default()
-    })
+    }
 }
 
 /// Endpoints the client must reject: a port above 65535.
