@@ -19,15 +19,18 @@
 use std::{fmt, net::SocketAddr, path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use mesh_examples::echo::{EchoService, Knobs};
-use mesh_tower::{Mesh, mesh_core::istio};
+use mesh_tower::{
+    Mesh, MeshMetrics, Workload,
+    mesh_core::{MeshConfig, istio},
+};
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tonic::transport::{Endpoint, server::TcpIncoming};
 
-/// HOOK(integrator): `true` once the mesh server stack (TLS accept → trace → metrics → authz →
-/// fault → rate limit) has landed and [`serve`] wraps the echo service in it for
-/// [`ServerStack::Mesh`]. Until then variant `b` measures the mesh *client* stack against a
-/// plain tonic server, and every report says so.
-pub const MESH_SERVER_STACK: bool = false;
+/// Whether [`serve`] wraps the echo service in the mesh server stack (trace → metrics → authz
+/// → fault → rate limit) for [`ServerStack::Mesh`]; it does, so variant `b` measures both
+/// stacks.
+pub const MESH_SERVER_STACK: bool = true;
 
 /// HOOK(integrator): `true` once the mesh's mTLS has landed and [`Variant::MeshMtls`] is built
 /// (client: a mesh channel whose DestinationRule says `ISTIO_MUTUAL`; server: the mesh server
@@ -218,7 +221,14 @@ spec:
 pub fn mesh_for(server_port: u16) -> Result<Mesh, SetupError> {
     let loaded = istio::load_str("bench.yaml", &mesh_yaml(server_port))
         .map_err(|e| SetupError::Config(e.to_string()))?;
-    Ok(Mesh::new(loaded.config))
+    let mesh = Mesh::new(loaded.config);
+    // Metrics on, as a deployed client would have them (reporter="source").
+    let _ = MeshMetrics::install(
+        &mesh,
+        &mut Registry::default(),
+        &Workload::new("bench", "bench-client.bench.svc.cluster.local", 0),
+    );
+    Ok(mesh)
 }
 
 /// A client of `variant` whose traffic goes to `port` on loopback (the echo server, or the
@@ -282,10 +292,22 @@ pub async fn serve(
                 .serve_with_incoming_shutdown(crate::tls::incoming(listener, config), shutdown)
                 .await?
         }
-        // HOOK(integrator): when MESH_SERVER_STACK is true, put the mesh server stack around
-        // `echo` here (e.g. `Server::builder().layer(<the mesh server layer>)`). Until then the
-        // mesh variant's server is plain tonic, and the reports say so.
-        ServerStack::Mesh | ServerStack::Plain => {
+        ServerStack::Mesh => {
+            // The mesh server stack with metrics on: trace extraction, Istio metrics,
+            // authorization (no policy: allow), fault and rate limit checks.
+            let mesh = Mesh::new(MeshConfig::empty());
+            let workload = Workload::new("bench", MESH_HOST, address.port());
+            let _ = MeshMetrics::install(&mesh, &mut Registry::default(), &workload);
+            tonic::transport::Server::builder()
+                .layer(mesh.server_layer(workload))
+                .add_service(echo)
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    shutdown,
+                )
+                .await?
+        }
+        ServerStack::Plain => {
             tonic::transport::Server::builder()
                 .add_service(echo)
                 .serve_with_incoming_shutdown(

@@ -176,6 +176,8 @@ async fn a_nack_keeps_the_last_good_resource_and_carries_error_detail() {
     let server = AdsServer::start().await;
     server.set_snapshot(snapshot("1", &[(V1, 100, &[v1.addr])]));
     let (_mesh, xds, mut client) = start(&[server.addr]);
+    let metrics = mesh_tower::XdsMetrics::new();
+    assert!(xds.set_metrics(metrics.clone()));
     assert_eq!(say(&mut client).await.unwrap(), "v1");
     server.send(response(CDS, "2", "bad-nonce", vec![bad_cluster(V1)]));
     let nack = server
@@ -208,6 +210,20 @@ async fn a_nack_keeps_the_last_good_resource_and_carries_error_detail() {
     assert_eq!(entry.error_version.as_deref(), Some("2"));
     assert!(entry.error.as_ref().unwrap().contains("connect_timeout"));
     assert_eq!(xds.counters().updates_rejected, 1);
+    assert_eq!(
+        metrics.rejected(CDS),
+        1,
+        "the NACK is counted in the metrics"
+    );
+    let admin_section = mesh_tower::admin::ConfigDumpExtension::dump(&xds);
+    assert!(
+        admin_section["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["status"] == "NACKED"),
+        "the admin endpoint's xds section shows the NACK"
+    );
     let json = serde_json::to_value(&dump).unwrap();
     assert!(
         json["resources"]

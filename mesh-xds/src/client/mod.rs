@@ -9,7 +9,7 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, OnceLock},
     time::Duration,
 };
 
@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::{
     config::core::v3::Node,
     service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
 };
-use mesh_tower::{Discovery, Mesh, tls::ProviderFiles};
+use mesh_tower::{Discovery, Mesh, XdsMetrics, admin::ConfigDumpExtension, tls::ProviderFiles};
 use tokio::{sync::Notify, task::JoinHandle};
 
 use self::{
@@ -91,6 +91,8 @@ pub(crate) struct Inner {
     /// Wakes the transport when a target is watched.
     pub(crate) wake: Notify,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Where accepted and rejected updates are counted, once set.
+    metrics: OnceLock<XdsMetrics>,
 }
 
 pub(crate) struct Shared {
@@ -109,6 +111,19 @@ impl Default for XdsClientOptions {
         Self {
             does_not_exist_timeout: DEFAULT_DOES_NOT_EXIST_TIMEOUT,
         }
+    }
+}
+
+/// The client's resources in the admin endpoint's `/config_dump`, under `xds`:
+/// `Admin::new(..).with_extension(Arc::new(xds_client.clone()))`.
+impl ConfigDumpExtension for XdsClient {
+    fn name(&self) -> &str {
+        "xds"
+    }
+
+    fn dump(&self) -> serde_json::Value {
+        serde_json::to_value(self.config_dump())
+            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
     }
 }
 
@@ -177,6 +192,7 @@ impl XdsClient {
             }),
             wake: Notify::new(),
             task: Mutex::new(None),
+            metrics: OnceLock::new(),
         });
         let client = Self { inner };
         if !mesh.set_discovery(Arc::new(client.clone())) {
@@ -204,6 +220,13 @@ impl XdsClient {
     /// Counts of accepted and rejected updates and unsupported fields.
     pub fn counters(&self) -> Counters {
         self.inner.lock().state.counters()
+    }
+
+    /// Counts every accepted and rejected update in `metrics` (`mesh_xds_updates_*_total`,
+    /// `mesh_xds_config_age_seconds`) from now on. Only the first call takes effect; it returns
+    /// `false` when metrics were already set.
+    pub fn set_metrics(&self, metrics: XdsMetrics) -> bool {
+        self.inner.metrics.set(metrics).is_ok()
     }
 
     /// The `server_uri` of the server of the current stream, if one is up.
@@ -284,7 +307,15 @@ impl Inner {
         tx: &tokio::sync::mpsc::UnboundedSender<DiscoveryRequest>,
     ) {
         let mut shared = self.lock();
-        let outcome = shared.state.on_response(response, transport::wall());
+        let wall = transport::wall();
+        let outcome = shared.state.on_response(response, wall);
+        if let Some(metrics) = self.metrics.get() {
+            if outcome.acked {
+                metrics.record_accepted(&response.type_url, wall);
+            } else {
+                metrics.record_rejected(&response.type_url);
+            }
+        }
         self.flush(&mut shared, tx);
         if outcome.changed {
             self.republish(&mut shared);
