@@ -10,5 +10,7 @@
 )]
 
 pub mod ads;
+/// The echo server and client of mesh-tower's tests, shared rather than copied.
+#[path = "../../../mesh-tower/tests/support/mod.rs"]
 pub mod echo;
 pub mod resources;

@@ -1,0 +1,330 @@
+//! How whole policies apply: workload scope, dry run, audit, failing closed, naming the
+//! deciding policy, and namespaces read from SPIFFE ids.
+
+use super::*;
+
+#[test]
+fn only_policies_for_this_workload_apply() {
+    check(vec![
+        (
+            "a selector for other labels does not apply",
+            vec![
+                allow("ratings-only", vec![to(methods(&["POST"]))]).selector(&[("app", "ratings")]),
+            ],
+            req(),
+            ALLOWED,
+        ),
+        (
+            "a matching selector applies",
+            vec![
+                allow("reviews-only", vec![to(methods(&["POST"]))]).selector(&[("app", "reviews")]),
+            ],
+            req(),
+            DENIED,
+        ),
+        (
+            "another namespace's policy does not apply",
+            vec![deny("deny-all", vec![any_request()]).in_namespace("prod")],
+            req(),
+            ALLOWED,
+        ),
+        (
+            "the root namespace is mesh-wide",
+            vec![deny("deny-all", vec![any_request()]).in_namespace(DEFAULT_ROOT_NAMESPACE)],
+            req(),
+            DENIED,
+        ),
+        (
+            "a root-namespace selector applies to matching workloads everywhere",
+            vec![
+                deny("deny-v1", vec![any_request()])
+                    .in_namespace(DEFAULT_ROOT_NAMESPACE)
+                    .selector(&[("version", "v1")]),
+            ],
+            req(),
+            DENIED,
+        ),
+        (
+            "an ALLOW policy of another workload does not make this one allow-listed",
+            vec![
+                allow("ratings", vec![to(methods(&["POST"]))]).selector(&[("app", "ratings")]),
+                deny("deny-admin", vec![to(paths(&["/admin"]))]),
+            ],
+            req(),
+            ALLOWED,
+        ),
+    ]);
+}
+
+#[test]
+fn dry_run_policies_are_recorded_but_not_enforced() {
+    check(vec![
+        (
+            "dry-run DENY that matches",
+            vec![deny("deny-get", vec![to(methods(&["GET"]))]).dry_run()],
+            req(),
+            Expect {
+                allowed: true,
+                dry_run_denials: &["deny-get"],
+                audit: false,
+            },
+        ),
+        (
+            "dry-run DENY that does not match",
+            vec![deny("deny-post", vec![to(methods(&["POST"]))]).dry_run()],
+            req(),
+            ALLOWED,
+        ),
+        (
+            "dry-run DENY is recorded even when an enforced DENY already denies",
+            vec![
+                deny("enforced", vec![any_request()]),
+                deny("shadow", vec![any_request()]).dry_run(),
+            ],
+            req(),
+            Expect {
+                allowed: false,
+                dry_run_denials: &["shadow"],
+                audit: false,
+            },
+        ),
+        (
+            "dry-run ALLOW that does not match, no enforced ALLOW",
+            vec![allow("allow-post", vec![to(methods(&["POST"]))]).dry_run()],
+            req(),
+            Expect {
+                allowed: true,
+                dry_run_denials: &["allow-post"],
+                audit: false,
+            },
+        ),
+        (
+            "dry-run ALLOW alone does not make the workload allow-listed",
+            vec![
+                allow("allow-post", vec![to(methods(&["POST"]))]).dry_run(),
+                deny("deny-admin", vec![to(paths(&["/admin"]))]),
+            ],
+            req(),
+            Expect {
+                allowed: true,
+                dry_run_denials: &["allow-post"],
+                audit: false,
+            },
+        ),
+        (
+            "dry-run ALLOW that matches",
+            vec![allow("allow-get", vec![to(methods(&["GET"]))]).dry_run()],
+            req(),
+            ALLOWED,
+        ),
+        (
+            "dry-run ALLOW that misses, but an enforced ALLOW matches: would still allow",
+            vec![
+                allow("allow-get", vec![to(methods(&["GET"]))]),
+                allow("allow-post", vec![to(methods(&["POST"]))]).dry_run(),
+            ],
+            req(),
+            ALLOWED,
+        ),
+        (
+            "dry-run ALLOW policies are judged one by one",
+            vec![
+                allow("allow-get", vec![to(methods(&["GET"]))]).dry_run(),
+                allow("allow-post", vec![to(methods(&["POST"]))]).dry_run(),
+            ],
+            req(),
+            Expect {
+                allowed: true,
+                dry_run_denials: &["allow-post"],
+                audit: false,
+            },
+        ),
+        (
+            "denials are listed in policy order",
+            vec![
+                allow("a-allow-post", vec![to(methods(&["POST"]))]).dry_run(),
+                deny("b-deny-get", vec![to(methods(&["GET"]))]).dry_run(),
+                allow("c-enforced-post", vec![to(methods(&["POST"]))]),
+            ],
+            req(),
+            Expect {
+                allowed: false,
+                dry_run_denials: &["a-allow-post", "b-deny-get"],
+                audit: false,
+            },
+        ),
+        (
+            "dry-run policies of other workloads are not evaluated",
+            vec![
+                deny("deny-all", vec![any_request()])
+                    .dry_run()
+                    .in_namespace("prod"),
+            ],
+            req(),
+            ALLOWED,
+        ),
+    ]);
+}
+
+#[test]
+fn audit_marks_without_deciding() {
+    let audited = Expect {
+        allowed: true,
+        dry_run_denials: &[],
+        audit: true,
+    };
+    check(vec![
+        (
+            "matching AUDIT",
+            vec![audit("audit-get", vec![to(methods(&["GET"]))])],
+            req(),
+            audited,
+        ),
+        (
+            "AUDIT does not count as an ALLOW policy",
+            vec![audit("audit-post", vec![to(methods(&["POST"]))])],
+            req(),
+            ALLOWED,
+        ),
+        (
+            "AUDIT on a denied request",
+            vec![
+                audit("audit-all", vec![any_request()]),
+                deny("deny-all", vec![any_request()]),
+            ],
+            req(),
+            Expect {
+                allowed: false,
+                dry_run_denials: &[],
+                audit: true,
+            },
+        ),
+        (
+            "dry-run AUDIT is ignored",
+            vec![audit("audit-all", vec![any_request()]).dry_run()],
+            req(),
+            ALLOWED,
+        ),
+    ]);
+}
+
+#[test]
+fn what_cannot_be_evaluated_fails_closed() {
+    check(vec![
+        (
+            "unknown source IP under a DENY ipBlocks: deny",
+            vec![deny("deny-range", vec![from(ip_blocks(&["10.0.0.0/8"]))])],
+            req().ip(None),
+            DENIED,
+        ),
+        (
+            "unknown source IP under a DENY notIpBlocks: deny",
+            vec![deny(
+                "deny-outside",
+                vec![from(not_ip_blocks(&["10.0.0.0/8"]))],
+            )],
+            req().ip(None),
+            DENIED,
+        ),
+        (
+            "unknown source IP under an ALLOW ipBlocks: no allow",
+            vec![allow("allow-range", vec![from(ip_blocks(&["10.0.0.0/8"]))])],
+            req().ip(None),
+            DENIED,
+        ),
+        (
+            "unknown source IP under an ALLOW notIpBlocks: no allow",
+            vec![allow(
+                "allow-outside",
+                vec![from(not_ip_blocks(&["192.168.0.0/16"]))],
+            )],
+            req().ip(None),
+            DENIED,
+        ),
+        (
+            "another condition that decides still decides",
+            vec![deny(
+                "deny-admin-from-range",
+                vec![AuthzRule {
+                    from: Arc::from([ip_blocks(&["10.0.0.0/8"])]),
+                    to: Arc::from([paths(&["/admin"])]),
+                    when: Arc::default(),
+                }],
+            )],
+            req().ip(None),
+            ALLOWED,
+        ),
+        (
+            "a malformed source.ip value in a DENY: deny",
+            vec![deny(
+                "deny",
+                vec![when(ConditionKey::SourceIp, &["not-an-ip"], &[])],
+            )],
+            req(),
+            DENIED,
+        ),
+        (
+            "a malformed destination.port value in an ALLOW: no allow",
+            vec![allow(
+                "allow",
+                vec![when(ConditionKey::DestinationPort, &["http"], &[])],
+            )],
+            req(),
+            DENIED,
+        ),
+        (
+            "a condition without values in a DENY: deny",
+            vec![deny("deny", vec![when(header("x-user"), &[], &[])])],
+            req(),
+            DENIED,
+        ),
+        (
+            "an indeterminate dry-run DENY is recorded",
+            vec![deny("deny-range", vec![from(ip_blocks(&["10.0.0.0/8"]))]).dry_run()],
+            req().ip(None),
+            Expect {
+                allowed: true,
+                dry_run_denials: &["deny-range"],
+                audit: false,
+            },
+        ),
+    ]);
+}
+
+#[test]
+fn the_decision_names_the_deciding_policy() {
+    let policies = [
+        allow("allow-get", vec![to(methods(&["GET"]))]),
+        deny("deny-admin", vec![to(paths(&["/admin*"]))]),
+        deny("deny-admin-too", vec![to(paths(&["/admin*"]))]),
+    ];
+    assert_eq!(
+        decide(&policies, &req()).reason,
+        AuthzReason::Allowed("allow-get".into())
+    );
+    assert_eq!(
+        decide(&policies, &req().path("/admin/users")).reason,
+        AuthzReason::Denied("deny-admin".into())
+    );
+    assert_eq!(
+        decide(&policies, &req().method("PUT")).reason,
+        AuthzReason::NoAllowMatched
+    );
+    assert_eq!(
+        decide(&policies[1..], &req()).reason,
+        AuthzReason::NoAllowPolicies
+    );
+}
+
+#[test]
+fn namespaces_are_read_from_spiffe_paths() {
+    assert_eq!(
+        namespace_of("cluster.local/ns/default/sa/reviews"),
+        Some("default")
+    );
+    assert_eq!(namespace_of("td/ns//sa/x"), None);
+    assert_eq!(namespace_of("cluster.local/sa/reviews"), None);
+    assert_eq!(namespace_of("ns"), None);
+    assert_eq!(namespace_of("ns/ns/prod/sa/x"), Some("prod"));
+    assert_eq!(namespace_of("td/sa/x/ns/prod"), None);
+}
