@@ -120,7 +120,7 @@ impl InFlight {
 
 fn grpc_status(headers: &http::HeaderMap) -> Option<GrpcCode> {
     headers
-        .get("grpc-status")
+        .get(crate::names::GRPC_STATUS)
         .and_then(|v| GrpcCode::from_header_bytes(v.as_bytes()))
 }
 

@@ -36,6 +36,7 @@ pub mod endpoint;
 pub mod fault;
 mod mesh;
 pub mod metrics;
+mod names;
 pub mod peer;
 pub mod retry;
 mod rng;

@@ -132,7 +132,7 @@ pub(crate) fn grpc_status_response(code: GrpcCode, message: &str) -> Response<Re
         HeaderValue::from_static(code.as_header_str()),
     );
     if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
-        h.insert("grpc-message", v);
+        h.insert(crate::names::GRPC_MESSAGE, v);
     }
     r
 }

@@ -194,11 +194,27 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
         .unwrap()
 }
 
+/// A field of the B3 single header the mesh sends by default
+/// (`{trace}-{span}-{sampled}-{parent}`), named as in the multi-header form.
+fn b3_field<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
+    let index = match name {
+        "x-b3-traceid" => 0,
+        "x-b3-spanid" => 1,
+        "x-b3-sampled" => 2,
+        "x-b3-parentspanid" => 3,
+        other => panic!("{other} is not a B3 field"),
+    };
+    let b3 = header(headers, "b3");
+    b3.split('-')
+        .nth(index)
+        .unwrap_or_else(|| panic!("no {name} in b3: {b3}"))
+}
+
 const TRACE: &str = "463ac35c9f6413ad48485a3953bb6124";
 const SPAN: &str = "a2fb4a1d1a96d312";
 
 #[tokio::test]
-async fn b3_in_gives_w3c_and_b3_out_with_one_trace_through_three_hops() {
+async fn b3_in_gives_w3c_and_b3_single_out_with_one_trace_through_three_hops() {
     let chain = chain("", false, Tracing::new()).await;
     call_from_outside(
         chain.a,
@@ -219,14 +235,18 @@ async fn b3_in_gives_w3c_and_b3_out_with_one_trace_through_three_hops() {
 
     let at_b = one(&chain.b_log);
     let h = &at_b.headers;
-    assert_eq!(header(h, "x-b3-traceid"), TRACE);
-    assert_eq!(
-        header(h, "x-b3-parentspanid"),
-        SPAN,
-        "A's call is a child of the caller's span"
+    // The default is the single `b3` header: `{trace}-{span}-{sampled}-{parent}`.
+    let b3: Vec<&str> = header(h, "b3").split('-').collect();
+    let [trace, client_span, sampled, parent] = b3[..] else {
+        panic!("b3 is not trace-span-sampled-parent: {b3:?}");
+    };
+    assert_eq!(trace, TRACE);
+    assert_eq!(parent, SPAN, "A's call is a child of the caller's span");
+    assert_eq!(sampled, "1");
+    assert!(
+        h.get("x-b3-traceid").is_none(),
+        "the multi-header form is not sent by default"
     );
-    assert_eq!(header(h, "x-b3-sampled"), "1");
-    let client_span = header(h, "x-b3-spanid");
     assert_ne!(client_span, SPAN);
     assert_eq!(
         header(h, "traceparent"),
@@ -242,8 +262,8 @@ async fn a_b3_single_header_continues_the_trace() {
     let chain = chain("", false, Tracing::new()).await;
     call_from_outside(chain.a, &[("b3", &format!("{TRACE}-{SPAN}-1"))]).await;
     let at_b = one(&chain.b_log);
-    assert_eq!(header(&at_b.headers, "x-b3-traceid"), TRACE);
-    assert_eq!(header(&at_b.headers, "x-b3-parentspanid"), SPAN);
+    assert_eq!(b3_field(&at_b.headers, "x-b3-traceid"), TRACE);
+    assert_eq!(b3_field(&at_b.headers, "x-b3-parentspanid"), SPAN);
 }
 
 #[tokio::test]
@@ -257,12 +277,12 @@ async fn a_caller_in_the_mesh_starts_one_trace_that_chains_through_every_hop() {
 
     let at_a = one(&chain.a_log).headers;
     let at_b = one(&chain.b_log).headers;
-    let trace = header(&at_a, "x-b3-traceid");
+    let trace = b3_field(&at_a, "x-b3-traceid");
     assert_eq!(trace.len(), 32);
-    assert_eq!(header(&at_b, "x-b3-traceid"), trace);
+    assert_eq!(b3_field(&at_b, "x-b3-traceid"), trace);
     assert_eq!(
-        header(&at_b, "x-b3-parentspanid"),
-        header(&at_a, "x-b3-spanid"),
+        b3_field(&at_b, "x-b3-parentspanid"),
+        b3_field(&at_a, "x-b3-spanid"),
         "B's caller span is a child of A's caller span"
     );
     let request_id = header(&at_a, "x-request-id");
@@ -280,9 +300,9 @@ async fn a_malformed_traceparent_starts_a_new_trace_and_a_request_id_is_generate
     let new_trace = trace_at_a.context().trace_id().to_string();
     assert_ne!(new_trace, TRACE.to_lowercase());
     let at_b = one(&chain.b_log).headers;
-    assert_eq!(header(&at_b, "x-b3-traceid"), new_trace);
+    assert_eq!(b3_field(&at_b, "x-b3-traceid"), new_trace);
     assert_eq!(
-        header(&at_b, "x-b3-parentspanid"),
+        b3_field(&at_b, "x-b3-parentspanid"),
         trace_at_a.context().span_id().to_string()
     );
     let generated = trace_at_a.request_id().as_str().unwrap();
@@ -311,7 +331,7 @@ async fn each_attempt_of_a_retried_call_is_its_own_span() {
         .collect();
     for (seen, context) in attempts.iter().zip(&contexts) {
         assert_eq!(context.trace_id().to_string(), TRACE);
-        assert_eq!(header(&seen.headers, "x-b3-parentspanid"), SPAN);
+        assert_eq!(b3_field(&seen.headers, "x-b3-parentspanid"), SPAN);
     }
     assert_ne!(contexts[0].span_id(), contexts[1].span_id());
     assert_eq!(
@@ -380,11 +400,11 @@ async fn with_a_tracer_provider_a_server_span_and_a_client_span_per_attempt_are_
     for (attempt, seen) in client.iter().zip(&at_b) {
         assert_eq!(attempt.parent_span_id, server.span_context.span_id());
         assert_eq!(
-            header(&seen.headers, "x-b3-spanid"),
+            b3_field(&seen.headers, "x-b3-spanid"),
             attempt.span_context.span_id().to_string()
         );
         assert_eq!(
-            header(&seen.headers, "x-b3-parentspanid"),
+            b3_field(&seen.headers, "x-b3-parentspanid"),
             server.span_context.span_id().to_string()
         );
     }
@@ -447,8 +467,8 @@ async fn an_axum_router_behind_the_layer_continues_the_trace_in_its_handlers() {
         "the handler saw the caller's trace: {response}"
     );
     let at_b = one(&b_log).headers;
-    assert_eq!(header(&at_b, "x-b3-traceid"), TRACE);
-    assert_eq!(header(&at_b, "x-b3-parentspanid"), SPAN);
+    assert_eq!(b3_field(&at_b, "x-b3-traceid"), TRACE);
+    assert_eq!(b3_field(&at_b, "x-b3-parentspanid"), SPAN);
 }
 
 /// The subset of OTLP's `ExportTraceServiceRequest` a test reads (prost skips the rest).
@@ -590,5 +610,5 @@ async fn spans_are_exported_over_otlp_grpc_to_a_collector() {
     assert_eq!(client.parent_span_id, server.span_id);
     assert_eq!(client.name, "/echo.Echo/Say");
     let at_b = one(&chain.b_log).headers;
-    assert_eq!(header(&at_b, "x-b3-spanid"), hex(&client.span_id));
+    assert_eq!(b3_field(&at_b, "x-b3-spanid"), hex(&client.span_id));
 }

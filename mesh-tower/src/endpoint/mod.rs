@@ -25,7 +25,7 @@ use futures::{
     future::{BoxFuture, Shared},
 };
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use mesh_core::EndpointAddress;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -285,6 +285,25 @@ async fn connect(
     }
 }
 
+/// Spawns hyper's per-request tasks boxed.
+///
+/// Hyper spawns one future type for a connection and for each request's body and response
+/// (an enum as large as the whole connection state). Spawned as is, every request's task moves
+/// that whole enum into the task cell and again when the task finishes; boxed, one move into
+/// the heap remains and the task cell holds a pointer.
+#[derive(Clone, Copy, Debug)]
+struct BoxingExecutor;
+
+impl<F> hyper::rt::Executor<F> for BoxingExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(Box::pin(future));
+    }
+}
+
 /// The connection under HTTP/2.
 enum Transport {
     Plaintext(TcpStream),
@@ -298,7 +317,7 @@ async fn http2_handshake<T>(
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(BoxingExecutor)
         .timer(TokioTimer::new())
         .handshake(TokioIo::new(io))
         .await

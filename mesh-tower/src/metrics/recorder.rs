@@ -183,23 +183,18 @@ pub(crate) fn observe<E>(slot: &mut Option<Recorder>, frame: &Option<Result<Fram
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        let m = &self.metrics;
-        let l = &self.labels;
         #[allow(clippy::cast_precision_loss)]
         let (ms, req, resp) = (
             self.start.elapsed().as_secs_f64() * 1000.0,
             self.request_bytes.load(Ordering::Relaxed) as f64,
             self.response_bytes as f64,
         );
-        m.requests.get_or_create(l).inc();
-        m.duration.get_or_create(l).observe(ms);
-        m.request_bytes.get_or_create(l).observe(req);
-        m.response_bytes.get_or_create(l).observe(resp);
+        self.metrics.record(&self.labels, ms, req, resp);
     }
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<GrpcCode> {
     headers
-        .get("grpc-status")
+        .get(crate::names::GRPC_STATUS)
         .and_then(|v| GrpcCode::from_header_bytes(v.as_bytes()))
 }

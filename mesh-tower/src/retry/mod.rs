@@ -56,6 +56,7 @@ use crate::{
     balance::{TriedEndpoints, UpstreamAddress},
     body::{BoxError, RequestBody, ResponseBody},
     decision::RouteDecision,
+    names::X_ENVOY_ATTEMPT_COUNT,
     rng,
     synthesize::{Failure, ResponseFlags},
 };
@@ -116,6 +117,16 @@ where
         let fresh = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, fresh);
         RetryFuture::retrying(Box::pin(attempts(ready, policy, decision, req)))
+    }
+}
+
+/// The `x-envoy-attempt-count` value: a static string for the counts seen in practice (no
+/// allocation per attempt), formatted beyond them.
+fn attempt_count(n: u32) -> HeaderValue {
+    const COUNTS: [&str; 9] = ["1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match n.checked_sub(1).and_then(|i| COUNTS.get(i as usize)) {
+        Some(count) => HeaderValue::from_static(count),
+        None => HeaderValue::from(n),
     }
 }
 
@@ -263,7 +274,7 @@ where
         *req.headers_mut() = self.parts.headers.clone();
         *req.extensions_mut() = self.parts.extensions.clone();
         req.headers_mut()
-            .insert("x-envoy-attempt-count", HeaderValue::from(self.started));
+            .insert(X_ENVOY_ATTEMPT_COUNT, attempt_count(self.started));
         if !self.tried.is_empty() {
             req.extensions_mut()
                 .insert(TriedEndpoints(self.tried.clone()));
@@ -371,7 +382,7 @@ fn classify(response: &Response<ResponseBody>) -> Option<Outcome> {
             http_status: response.status().as_u16(),
             grpc_status: response
                 .headers()
-                .get("grpc-status")
+                .get(crate::names::GRPC_STATUS)
                 .and_then(|v| GrpcCode::from_header_bytes(v.as_bytes())),
         }),
     }

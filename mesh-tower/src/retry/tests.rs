@@ -150,3 +150,10 @@ async fn initial_requests_start_together_and_the_first_answer_wins() {
     let response = call.await.unwrap().unwrap();
     assert_eq!(response.headers()["x-answered-by"], "second");
 }
+
+#[test]
+fn attempt_counts_are_decimal_whether_static_or_formatted() {
+    for n in [0, 1, 9, 10, 123] {
+        assert_eq!(super::attempt_count(n), n.to_string().as_str(), "{n}");
+    }
+}

@@ -16,7 +16,10 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
+use http::{
+    HeaderValue, Request, Response, StatusCode, Uri, header,
+    uri::{Authority, PathAndQuery, Scheme},
+};
 use mesh_core::{
     Action, GrpcCode,
     matcher::PathMatch,
@@ -38,8 +41,17 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct Route<S> {
     mesh: Mesh,
-    target: Arc<str>,
+    target: Target,
     inner: S,
+}
+
+/// The channel's target: its name (`host:port`), and that name parsed as the authority of
+/// requests that name none (`None` when it is not a valid authority: each such request then
+/// reports why).
+#[derive(Clone, Debug)]
+struct Target {
+    name: Arc<str>,
+    authority: Option<Authority>,
 }
 
 // === impl Route ===
@@ -49,7 +61,10 @@ impl<S> Route<S> {
     pub fn new(mesh: Mesh, target: Arc<str>, inner: S) -> Self {
         Self {
             mesh,
-            target,
+            target: Target {
+                authority: Authority::try_from(&*target).ok(),
+                name: target,
+            },
             inner,
         }
     }
@@ -83,7 +98,7 @@ where
 
     fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
         let snapshot = self.mesh.snapshot();
-        if snapshot.config.listener(&self.target).is_none() && self.is_pending() {
+        if snapshot.config.listener(&self.target.name).is_none() && self.is_pending() {
             // The rare path: the target's configuration is still being discovered. The inner
             // service that was made ready goes with the request, a clone stays (tower's rule).
             let clone = self.inner.clone();
@@ -91,7 +106,7 @@ where
             let (mesh, target) = (self.mesh.clone(), self.target.clone());
             let bound =
                 crate::timeout::caller_deadline(req.headers()).unwrap_or(PENDING_TARGET_WAIT);
-            let wait = wait_for_target(mesh.clone(), target.clone(), bound);
+            let wait = wait_for_target(mesh.clone(), target.name.clone(), bound);
             return RouteFuture::waiting(
                 Box::pin(wait),
                 Box::new(move || dispatch(&mesh.snapshot(), &target, &mut inner, req)),
@@ -105,7 +120,7 @@ impl<S> Route<S> {
     fn is_pending(&self) -> bool {
         self.mesh
             .discovery()
-            .is_some_and(|d| d.is_pending(&self.target))
+            .is_some_and(|d| d.is_pending(&self.target.name))
     }
 }
 
@@ -117,7 +132,7 @@ const PENDING_TARGET_WAIT: Duration = Duration::from_secs(30);
 /// Routes `req` with `snapshot` and calls `inner` (which must be ready).
 fn dispatch<S>(
     snapshot: &Snapshot,
-    target: &str,
+    target: &Target,
     inner: &mut S,
     mut req: Request<RequestBody>,
 ) -> RouteFuture<S::Future>
@@ -160,7 +175,7 @@ async fn wait_for_target(mesh: Mesh, target: Arc<str>, bound: Duration) {
 /// is the rare path).
 fn route(
     snapshot: &Snapshot,
-    target: &str,
+    target: &Target,
     req: &mut Request<RequestBody>,
     is_grpc: bool,
 ) -> Result<RouteDecision, Box<Response<ResponseBody>>> {
@@ -174,37 +189,47 @@ fn route(
         .into_response(is_grpc)
         .into()
     };
-    let Some(table) = snapshot.config.listener(target) else {
+    let Some(table) = snapshot.config.listener(&target.name) else {
         return Err(no_route(format!(
-            "no route configuration for target `{target}`"
+            "no route configuration for target `{}`",
+            target.name
         )));
     };
-    let authority = request_authority(req, target);
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map_or("/", PathAndQuery::as_str)
-        .to_owned();
-    let head = RequestHead {
-        method: req.method(),
-        authority: &authority,
-        path_and_query: &path_and_query,
-        headers: req.headers(),
+    // Matching reads the request in place; what the rewrite needs is computed before the
+    // request is changed, so nothing is copied unless it is rewritten.
+    let (rule, forward, weighted, new_path) = {
+        let authority = request_authority(req, &target.name);
+        let path_and_query = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        let head = RequestHead {
+            method: req.method(),
+            authority,
+            path_and_query,
+            headers: req.headers(),
+        };
+        let Some(matched) = table.find(&head) else {
+            return Err(no_route(format!(
+                "no route matches `{authority}{path_and_query}` for target `{}`",
+                target.name
+            )));
+        };
+        let rule = matched.route;
+        let forward = match &rule.action {
+            Action::Forward(forward) => forward,
+            Action::DirectResponse(direct) => {
+                return Err(direct_response(direct, is_grpc).into());
+            }
+            Action::Redirect(redirect) => {
+                return Err(redirect_response(redirect, authority, path_and_query, is_grpc).into());
+            }
+        };
+        let weighted = forward.clusters.pick(rng::draw());
+        (
+            rule,
+            forward,
+            weighted,
+            rewritten_path(rule, forward, path_and_query),
+        )
     };
-    let Some(matched) = table.find(&head) else {
-        return Err(no_route(format!(
-            "no route matches `{authority}{path_and_query}` for target `{target}`"
-        )));
-    };
-    let rule = matched.route;
-    let forward = match &rule.action {
-        Action::Forward(forward) => forward,
-        Action::DirectResponse(direct) => return Err(direct_response(direct, is_grpc).into()),
-        Action::Redirect(redirect) => {
-            return Err(redirect_response(redirect, &authority, &path_and_query, is_grpc).into());
-        }
-    };
-    let weighted = forward.clusters.pick(rng::draw());
     let Some(cluster) = snapshot.clusters.get(&weighted.name) else {
         // `MeshConfig` guarantees the cluster exists; answer rather than panic if it ever does not.
         return Err(Box::new(
@@ -217,7 +242,7 @@ fn route(
             .into_response(is_grpc),
         ));
     };
-    rewrite(req, rule, forward, &authority, &path_and_query).map_err(|message| {
+    set_uri(req, target, new_path, forward.authority_rewrite.as_ref()).map_err(|message| {
         Failure::new(
             GrpcCode::Internal,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -242,7 +267,7 @@ fn route(
 }
 
 /// The authority the caller addressed: the URI's, else `Host`, else the channel's target.
-fn request_authority(req: &Request<RequestBody>, target: &str) -> String {
+fn request_authority<'a>(req: &'a Request<RequestBody>, target: &'a str) -> &'a str {
     req.uri()
         .authority()
         .map(|a| a.as_str())
@@ -252,56 +277,69 @@ fn request_authority(req: &Request<RequestBody>, target: &str) -> String {
                 .and_then(|h| h.to_str().ok())
         })
         .unwrap_or(target)
-        .to_owned()
 }
 
-/// Applies path and authority rewrites and makes the URI absolute (`http://authority/path`), as
-/// an HTTP/2 client needs it.
-fn rewrite(
-    req: &mut Request<RequestBody>,
-    rule: &RouteRule,
-    forward: &Forward,
-    authority: &str,
-    path_and_query: &str,
-) -> Result<(), String> {
+/// The path and query after the route's path rewrite; `None` when the path is kept.
+fn rewritten_path(rule: &RouteRule, forward: &Forward, path_and_query: &str) -> Option<String> {
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
-    let new_path = match &forward.path_rewrite {
-        None => None,
-        Some(PathRewrite::FullPath(full)) => Some(full.clone()),
-        Some(PathRewrite::Regex(rw)) => Some(rw.apply(path).into_owned()),
-        Some(PathRewrite::Prefix(prefix)) => Some(match rule.matcher.path.kind() {
+    let new_path = match forward.path_rewrite.as_ref()? {
+        PathRewrite::FullPath(full) => full.clone(),
+        PathRewrite::Regex(rw) => rw.apply(path).into_owned(),
+        PathRewrite::Prefix(prefix) => match rule.matcher.path.kind() {
             PathMatch::Prefix(matched) => {
                 format!("{prefix}{}", path.get(matched.len()..).unwrap_or(""))
             }
             PathMatch::Exact(_) => prefix.clone(),
             PathMatch::Any => format!("{prefix}{}", path.strip_prefix('/').unwrap_or(path)),
             PathMatch::Regex(_) => prefix.clone(),
-        }),
+        },
     };
-    let authority = match &forward.authority_rewrite {
-        Some(a) => {
-            req.headers_mut().insert(header::HOST, a.clone());
-            a.to_str()
-                .map_err(|e| format!("authority rewrite is not text: {e}"))?
-                .to_owned()
-        }
-        None => authority.to_owned(),
-    };
-    let path_and_query = match (new_path, query) {
-        (Some(p), Some(q)) => format!("{p}?{q}"),
-        (Some(p), None) => p,
-        (None, _) => path_and_query.to_owned(),
-    };
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(authority)
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|e| format!("rewritten request URI is invalid: {e}"))?;
-    *req.uri_mut() = uri;
+    Some(match query {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    })
+}
+
+/// Makes the request URI absolute (`http`, the authority the caller addressed or the
+/// rewritten one) with the rewritten path, if any. The parts that stay are moved, not parsed
+/// again; the target's authority is parsed once per channel.
+fn set_uri(
+    req: &mut Request<RequestBody>,
+    target: &Target,
+    new_path: Option<String>,
+    authority_rewrite: Option<&HeaderValue>,
+) -> Result<(), String> {
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    if let Some(rewrite) = authority_rewrite {
+        req.headers_mut().insert(header::HOST, rewrite.clone());
+        let authority = Authority::try_from(rewrite.as_bytes())
+            .map_err(|e| format!("authority rewrite is not an authority: {e}"))?;
+        parts.authority = Some(authority);
+    } else if parts.authority.is_none() {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let authority = match (host, &target.authority) {
+            (None, Some(parsed)) => parsed.clone(),
+            (host, _) => Authority::try_from(host.unwrap_or(&target.name))
+                .map_err(|e| format!("request authority is invalid: {e}"))?,
+        };
+        parts.authority = Some(authority);
+    }
+    if let Some(path) = new_path {
+        let path = PathAndQuery::try_from(path)
+            .map_err(|e| format!("rewritten request path is invalid: {e}"))?;
+        parts.path_and_query = Some(path);
+    } else if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    parts.scheme = Some(Scheme::HTTP);
+    *req.uri_mut() =
+        Uri::from_parts(parts).map_err(|e| format!("rewritten request URI is invalid: {e}"))?;
     Ok(())
 }
 

@@ -30,20 +30,33 @@ pub(crate) fn encode(d: Duration) -> HeaderValue {
     const MAX: u128 = 99_999_999;
     let nanos = d.as_nanos();
     let (n, unit) = if nanos <= MAX {
-        (nanos, 'n')
+        (nanos, b'n')
     } else if nanos / 1_000 <= MAX {
-        (nanos / 1_000, 'u')
+        (nanos / 1_000, b'u')
     } else if nanos / 1_000_000 <= MAX {
-        (nanos / 1_000_000, 'm')
+        (nanos / 1_000_000, b'm')
     } else if d.as_secs() as u128 <= MAX {
-        (u128::from(d.as_secs()), 'S')
+        (u128::from(d.as_secs()), b'S')
     } else if u128::from(d.as_secs() / 60) <= MAX {
-        (u128::from(d.as_secs() / 60), 'M')
+        (u128::from(d.as_secs() / 60), b'M')
     } else {
-        (u128::from(d.as_secs() / 3600).min(MAX), 'H')
+        (u128::from(d.as_secs() / 3600).min(MAX), b'H')
     };
+    // Written from the unit backwards into a fixed buffer: this runs on every request.
+    let mut text = [0u8; 9];
+    let mut at = text.len() - 1;
+    text[at] = unit;
+    let mut n = n;
+    loop {
+        at -= 1;
+        text[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
     // Digits and a unit letter are always a valid header value.
-    HeaderValue::from_str(&format!("{n}{unit}")).unwrap_or(HeaderValue::from_static("99999999H"))
+    HeaderValue::from_bytes(&text[at..]).unwrap_or(HeaderValue::from_static("99999999H"))
 }
 
 #[cfg(test)]
@@ -84,5 +97,10 @@ mod tests {
             assert!(back <= d, "{d:?} -> {back:?}");
         }
         assert_eq!(encode(Duration::from_millis(250)), "250000u");
+        assert_eq!(encode(Duration::ZERO), "0n");
+        assert_eq!(encode(Duration::from_secs(10)), "10000000u");
+        assert_eq!(encode(Duration::from_secs(1_000_000)), "1000000S");
+        assert_eq!(encode(Duration::from_secs(200_000_000)), "3333333M");
+        assert_eq!(encode(Duration::from_secs(u64::MAX)), "99999999H");
     }
 }

@@ -76,7 +76,7 @@ where
         };
         if is_grpc {
             req.headers_mut()
-                .insert("grpc-timeout", grpc_timeout::encode(bound));
+                .insert(crate::names::GRPC_TIMEOUT, grpc_timeout::encode(bound));
         }
         TimeoutFuture::bounded(self.inner.call(req), bound, is_grpc)
     }
@@ -85,7 +85,7 @@ where
 /// The deadline the caller sent in `grpc-timeout`, if any.
 pub(crate) fn caller_deadline(headers: &http::HeaderMap) -> Option<Duration> {
     headers
-        .get("grpc-timeout")
+        .get(crate::names::GRPC_TIMEOUT)
         .and_then(|v| grpc_timeout::parse(v.as_bytes()))
 }
 

@@ -104,7 +104,7 @@ where
             let mut attributes = export::request_attributes(&req);
             if let Some(count) = req
                 .headers()
-                .get("x-envoy-attempt-count")
+                .get(crate::names::X_ENVOY_ATTEMPT_COUNT)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i64>().ok())
             {

@@ -53,7 +53,7 @@ const SCOPE: &str = "mesh-tower";
 
 /// How the mesh propagates traces and whether it records spans.
 ///
-/// Default is W3C + B3 multi-header propagation and no spans.
+/// Default is W3C + B3 single-header propagation and no spans.
 #[derive(Clone, Default)]
 pub struct Tracing {
     propagation: Propagation,
@@ -69,7 +69,7 @@ pub(crate) static DEFAULT: Tracing = Tracing {
 // === impl Tracing ===
 
 impl Tracing {
-    /// Default propagation (W3C + B3 multi), no spans.
+    /// Default propagation (W3C + B3 single header), no spans.
     pub fn new() -> Self {
         Self::default()
     }
@@ -81,7 +81,7 @@ impl Tracing {
         self
     }
 
-    /// The header formats clients write. Default is W3C + B3 multi-header.
+    /// The header formats clients write. Default is W3C + the B3 single header.
     pub fn with_propagation(mut self, propagation: Propagation) -> Self {
         self.propagation = propagation;
         self
@@ -201,7 +201,7 @@ fn end_with_error(mut span: Span, error: &dyn fmt::Display) {
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<u16> {
-    std::str::from_utf8(headers.get("grpc-status")?.as_bytes())
+    std::str::from_utf8(headers.get(crate::names::GRPC_STATUS)?.as_bytes())
         .ok()?
         .parse()
         .ok()

@@ -7,7 +7,7 @@
 //! - **Client side**, [`ClientTrace`], one per attempt in every [`Channel`](crate::Channel): a
 //!   new span id per attempt, child of the caller's span — the request's [`RequestTrace`]
 //!   extension, else the task-local one, else trace headers already on the request, else a new
-//!   root — written in the configured [`Propagation`] formats (default W3C + B3 multi), with
+//!   root — written in the configured [`Propagation`] formats (default W3C + B3 single header), with
 //!   `x-request-id` carried through or generated.
 //! - **Spans** are recorded only when [`Tracing`] has a tracer provider (e.g. one exporting over
 //!   OTLP with `opentelemetry-otlp`); without one, nothing is allocated for spans.
