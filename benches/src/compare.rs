@@ -181,6 +181,7 @@ struct Fleet {
     plain: Option<ServerProcess>,
     mesh: Option<ServerProcess>,
     tls: Option<ServerProcess>,
+    mesh_mtls: Option<ServerProcess>,
     /// The echo server behind nginx.
     proxied: Option<ServerProcess>,
     nginx_server_side: Option<Nginx>,
@@ -191,7 +192,7 @@ struct Fleet {
 impl Fleet {
     fn start(exe: &Path, spec: &CompareSpec) -> Result<Self, CompareError> {
         let mut fleet = Fleet::default();
-        let wants = |v: Variant| spec.variants.contains(&v) && v.availability().is_ok();
+        let wants = |v: Variant| spec.variants.contains(&v);
         let tls_dir = tls_dir(spec);
         if wants(Variant::Plain) {
             fleet.plain = Some(ServerProcess::start(exe, "plain", &tls_dir)?);
@@ -200,11 +201,13 @@ impl Fleet {
             fleet.mesh = Some(ServerProcess::start(exe, "mesh", &tls_dir)?);
         }
         if wants(Variant::Tls) {
-            crate::tls::write_material(&tls_dir).map_err(|e| CompareError::Io {
-                what: "TLS certificate".into(),
-                source: io::Error::other(e),
-            })?;
+            crate::tls::write_material(&tls_dir).map_err(material_error("TLS certificate"))?;
             fleet.tls = Some(ServerProcess::start(exe, "tls", &tls_dir)?);
+        }
+        if wants(Variant::MeshMtls) {
+            crate::tls::write_mesh_material(&tls_dir)
+                .map_err(material_error("mesh workload certificates"))?;
+            fleet.mesh_mtls = Some(ServerProcess::start(exe, "mesh-mtls", &tls_dir)?);
         }
         if wants(Variant::NginxOneHop) || wants(Variant::NginxTwoHop) {
             let proxied = ServerProcess::start(exe, "plain", &tls_dir)?;
@@ -229,7 +232,6 @@ impl Fleet {
     /// The port a variant's client sends to and the processes its cell watches, or why the
     /// variant cannot run.
     fn target(&self, variant: Variant) -> Result<(u16, Vec<Watched>), String> {
-        variant.availability().map_err(str::to_owned)?;
         let server = |s: &Option<ServerProcess>| {
             s.as_ref()
                 .map(|s| {
@@ -275,9 +277,7 @@ impl Fleet {
                 Ok((port, vec![s, n2, n1]))
             }
             Variant::Tls => server(&self.tls).map(|(p, w)| (p, vec![w])),
-            // HOOK(integrator): with MESH_MTLS_AVAILABLE, start a `serve --stack mesh` process
-            // with the workload certificate in `Fleet::start` and return it here.
-            Variant::MeshMtls => Err("not built".into()),
+            Variant::MeshMtls => server(&self.mesh_mtls).map(|(p, w)| (p, vec![w])),
         }
     }
 }
@@ -430,9 +430,17 @@ fn run_cell(
     Ok((cell, histogram))
 }
 
-/// Where the d-tls certificate and key go.
+/// Where the d-tls certificate and key and the d-mtls workload certificates go.
 fn tls_dir(spec: &CompareSpec) -> PathBuf {
     spec.work_dir.join("tls")
+}
+
+/// Writing `what` (certificates for the servers and clients) failed.
+fn material_error(what: &'static str) -> impl FnOnce(crate::tls::TlsError) -> CompareError {
+    move |e| CompareError::Io {
+        what: what.into(),
+        source: io::Error::other(e),
+    }
 }
 
 /// The percentiles of `h`.

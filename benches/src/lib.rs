@@ -2,11 +2,11 @@
 //! comparison against plain tonic and a sidecar-proxy hop (the `mesh-bench` tool; `benches/run`
 //! runs everything and writes `benches/RESULTS.md`).
 //!
-//! - [`variant`]: what each variant's client and server are, and the hooks for parts of the
-//!   mesh that have not landed.
+//! - [`variant`]: what each variant's client and server are.
 //! - [`cell`]: one variant under one load shape, measured by its own client process.
 //! - [`compare`]: the interleaved comparison of all variants; [`nginx`]: the sidecar hops.
-//! - [`tls`]: the TLS baseline of variant d (tonic over rustls).
+//! - [`tls`]: the TLS baseline of variant d (tonic over rustls) and the mesh's certificates
+//!   for d-mtls.
 //! - [`process`]: CPU time and memory per process from `/proc`.
 //! - [`instr`]: instructions per call under callgrind, plain tonic against the mesh.
 //! - [`scale`]: loading and applying 1,000 clusters / 10,000 endpoints; route lookup.

@@ -117,13 +117,14 @@ enum Cmd {
     },
     /// (internal) Serves the echo service and prints `listening on <address>`.
     Serve {
-        /// `plain`, `mesh` or `tls`.
+        /// `plain`, `mesh`, `mesh-mtls` or `tls`.
         #[arg(long, value_parser = parse_stack)]
         stack: ServerStack,
         /// Where to listen (port 0: any free port).
         #[arg(long)]
         listen: SocketAddr,
-        /// The certificate and key for `tls` (written by `compare`).
+        /// The certificate and key for `tls`, the workload certificate for `mesh-mtls` (written
+        /// by `compare`).
         #[arg(long, default_value = "")]
         tls_dir: PathBuf,
     },
@@ -147,7 +148,8 @@ enum Cmd {
         /// Where to write the latency histogram (HdrHistogram V2).
         #[arg(long)]
         histogram_out: PathBuf,
-        /// The certificate to trust for d-tls (written by `compare`).
+        /// The certificate to trust for d-tls, the workload certificate for d-mtls (written by
+        /// `compare`).
         #[arg(long, default_value = "")]
         tls_dir: PathBuf,
     },
@@ -157,8 +159,9 @@ fn parse_stack(s: &str) -> Result<ServerStack, String> {
     match s {
         "plain" => Ok(ServerStack::Plain),
         "mesh" => Ok(ServerStack::Mesh),
+        "mesh-mtls" => Ok(ServerStack::MeshMtls),
         "tls" => Ok(ServerStack::Tls),
-        _ => Err(format!("`{s}`: expected plain, mesh or tls")),
+        _ => Err(format!("`{s}`: expected plain, mesh, mesh-mtls or tls")),
     }
 }
 

@@ -1,10 +1,15 @@
-//! The TLS baseline of variant `d`: plain tonic on both ends over rustls (server-authenticated
-//! TLS 1.3, ring, ALPN `h2`), no mesh — what the mesh's mTLS is compared against.
+//! The TLS of variant `d`. The baseline `d-tls`: plain tonic on both ends over rustls
+//! (server-authenticated TLS 1.3, ring, ALPN `h2`), no mesh — what the mesh's mTLS is compared
+//! against. And the certificates of `d-mtls`, whose TLS is the mesh's own
+//! ([`mesh_tower::tls`]).
 //!
-//! The orchestrator writes a self-signed certificate for `localhost` (rcgen) into the work
-//! directory; the server process loads the certificate and key, the client process trusts the
-//! certificate. tonic's own TLS features stay off (the workspace keeps one way to do TLS):
-//! the server's incoming stream and the client's connector are built on tokio-rustls here.
+//! The orchestrator writes the material into the work directory once, and the server and
+//! client processes load it from there: for `d-tls` a self-signed certificate for `localhost`
+//! (rcgen; the server loads the certificate and key, the client trusts the certificate), for
+//! `d-mtls` a CA and one SPIFFE workload certificate each for the mesh client and server
+//! ([`write_mesh_material`]). tonic's own TLS features stay off (the workspace keeps one way
+//! to do TLS): the server's incoming stream and the client's connector of `d-tls` are built on
+//! tokio-rustls here.
 
 use std::{
     fs, io,
@@ -16,6 +21,8 @@ use std::{
 
 use futures::Stream;
 use hyper_util::rt::TokioIo;
+use mesh_examples::pki::{self, Pki, PkiError};
+use mesh_tower::tls::CertificateFiles;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, crypto::ring};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::{
@@ -28,10 +35,14 @@ use tonic::transport::{
     server::{Connected, TcpConnectInfo},
 };
 
+use crate::variant::{MESH_CLIENT_SA, MESH_NAMESPACE, MESH_SERVER_SA};
+
 /// The name the certificate is issued to and the client checks.
 pub const SERVER_NAME: &str = "localhost";
 const CERT_FILE: &str = "cert.der";
 const KEY_FILE: &str = "key.der";
+/// The subdirectory of the mesh's CA and workload certificates.
+const MESH_DIR: &str = "mesh";
 
 /// An error setting up TLS.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +50,9 @@ pub enum TlsError {
     /// Generating the certificate failed.
     #[error("generating the certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// Issuing or naming the mesh's workload certificates failed.
+    #[error("mesh workload certificates: {0}")]
+    Pki(#[from] PkiError),
     /// rustls rejected the configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
@@ -66,6 +80,25 @@ pub fn write_material(dir: &Path) -> Result<(), TlsError> {
     };
     write(CERT_FILE, certified.cert.der())?;
     write(KEY_FILE, &certified.signing_key.serialize_der())
+}
+
+/// Writes a fresh CA and the workload certificates of the mesh client ([`MESH_CLIENT_SA`]) and
+/// server ([`MESH_SERVER_SA`]) of `d-mtls` into `dir`, for [`mesh_identity`] to find.
+///
+/// [`MESH_CLIENT_SA`]: crate::variant::MESH_CLIENT_SA
+/// [`MESH_SERVER_SA`]: crate::variant::MESH_SERVER_SA
+pub fn write_mesh_material(dir: &Path) -> Result<(), TlsError> {
+    let pki = Pki::in_dir(dir.join(MESH_DIR))?;
+    for sa in [MESH_CLIENT_SA, MESH_SERVER_SA] {
+        pki.identity(MESH_NAMESPACE, sa)?;
+    }
+    Ok(())
+}
+
+/// The workload identity of service account `sa` that [`write_mesh_material`] wrote into
+/// `dir`: its certificate chain, key and the CA bundle.
+pub fn mesh_identity(dir: &Path, sa: &str) -> Result<CertificateFiles, TlsError> {
+    Ok(pki::issued_files(&dir.join(MESH_DIR), MESH_NAMESPACE, sa)?)
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>, TlsError> {

@@ -1,5 +1,4 @@
-//! The variants of the load comparison, what each one's client and server are, and the hooks
-//! for the parts of the mesh that have not landed yet.
+//! The variants of the load comparison and what each one's client and server are.
 //!
 //! Every variant sends the same `echo.Echo/Say` call to the same echo service
 //! ([`mesh_examples::echo`]) over loopback HTTP/2:
@@ -11,17 +10,23 @@
 //! | `c1` | plain tonic | one nginx `grpc_pass` hop (server-side sidecar) | plain tonic |
 //! | `c2` | plain tonic | two nginx hops (client- and server-side sidecars) | plain tonic |
 //! | `d-tls` | tonic over rustls TLS | direct | tonic over rustls TLS ([`tls`](crate::tls)) |
-//! | `d-mtls` | mesh with mTLS | direct | mesh with mTLS ([hook](MESH_MTLS_AVAILABLE)) |
+//! | `d-mtls` | mesh client stack of `b`, ISTIO_MUTUAL | direct | mesh server stack of `b` behind a STRICT PeerAuthentication |
 //!
-//! A variant whose parts are missing is reported as "not yet available" with the reason;
-//! nothing is ever measured in its place.
+//! `d-mtls` is `b` with the mesh's mTLS on both ends (SPIFFE certificates from one CA,
+//! [`tls::write_mesh_material`](crate::tls::write_mesh_material)), so `d-mtls ÷ d-tls` compares
+//! the mesh with mTLS against tonic with TLS. A variant that cannot run on this machine (nginx
+//! missing) is reported with the reason; nothing is ever measured in its place.
 
 use std::{fmt, net::SocketAddr, path::Path, str::FromStr, sync::Arc, time::Duration};
 
-use mesh_examples::echo::{EchoService, Knobs};
+use mesh_examples::{
+    echo::{EchoService, Knobs},
+    pki,
+};
 use mesh_tower::{
     Mesh, MeshMetrics, Workload,
-    mesh_core::{MeshConfig, istio},
+    mesh_core::{Labels, MeshConfig, MtlsMode, istio},
+    tls::{MeshListener, TlsError},
 };
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -31,11 +36,6 @@ use tonic::transport::{Endpoint, server::TcpIncoming};
 /// → fault → rate limit) for [`ServerStack::Mesh`]; it does, so variant `b` measures both
 /// stacks.
 pub const MESH_SERVER_STACK: bool = true;
-
-/// HOOK(integrator): `true` once the mesh's mTLS has landed and [`Variant::MeshMtls`] is built
-/// (client: a mesh channel whose DestinationRule says `ISTIO_MUTUAL`; server: the mesh server
-/// stack's TLS accept with the workload certificate).
-pub const MESH_MTLS_AVAILABLE: bool = false;
 
 /// One variant of the comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,7 +50,7 @@ pub enum Variant {
     NginxTwoHop,
     /// (d) tonic with plain rustls TLS on both ends.
     Tls,
-    /// (d) the mesh with mTLS on both ends.
+    /// (d) the mesh with mTLS on both ends: (b) with ISTIO_MUTUAL to a STRICT server.
     MeshMtls,
 }
 
@@ -63,12 +63,20 @@ pub enum ServerStack {
     Mesh,
     /// tonic over rustls TLS ([`tls`](crate::tls)).
     Tls,
+    /// The mesh server stack behind the mesh's mTLS accept, STRICT: plaintext is refused.
+    MeshMtls,
 }
 
 /// The virtual host the mesh client addresses; its ServiceEntry points at the echo server.
 pub const MESH_HOST: &str = "echo.bench.svc.cluster.local";
 /// The service port of [`MESH_HOST`].
 pub const MESH_PORT: u16 = 50051;
+/// The namespace of the mesh client and server.
+pub const MESH_NAMESPACE: &str = "bench";
+/// The service account of the mesh server (its SPIFFE identity, for `d-mtls`).
+pub const MESH_SERVER_SA: &str = "echo";
+/// The service account of the mesh client (its SPIFFE identity, for `d-mtls`).
+pub const MESH_CLIENT_SA: &str = "bench-client";
 
 // === impl Variant ===
 
@@ -108,16 +116,6 @@ impl Variant {
         }
     }
 
-    /// `Err(reason)` when the variant cannot be measured in this build.
-    pub fn availability(self) -> Result<(), &'static str> {
-        match self {
-            Variant::MeshMtls if !MESH_MTLS_AVAILABLE => Err(
-                "not yet available: mesh mTLS has not landed (hook MESH_MTLS_AVAILABLE in benches/src/variant.rs)",
-            ),
-            _ => Ok(()),
-        }
-    }
-
     /// Whether the variant runs through nginx.
     pub fn uses_nginx(self) -> bool {
         matches!(self, Variant::NginxOneHop | Variant::NginxTwoHop)
@@ -126,7 +124,8 @@ impl Variant {
     /// The stack the variant's echo server runs behind.
     pub fn server_stack(self) -> ServerStack {
         match self {
-            Variant::Mesh | Variant::MeshMtls => ServerStack::Mesh,
+            Variant::Mesh => ServerStack::Mesh,
+            Variant::MeshMtls => ServerStack::MeshMtls,
             Variant::Tls => ServerStack::Tls,
             _ => ServerStack::Plain,
         }
@@ -156,16 +155,8 @@ impl FromStr for Variant {
 /// An error setting up a variant's client or server.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    /// The variant cannot be measured in this build.
-    #[error("variant {variant}: {reason}")]
-    Unavailable {
-        /// The variant.
-        variant: Variant,
-        /// Why.
-        reason: &'static str,
-    },
     /// The mesh configuration was rejected.
-    #[error("the mesh configuration of variant b: {0}")]
+    #[error("the mesh configuration: {0}")]
     Config(String),
     /// Connecting or serving failed.
     #[error("{0}")]
@@ -173,19 +164,27 @@ pub enum SetupError {
     /// The TLS material could not be loaded.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The mesh's mTLS could not be set up (e.g. the workload certificate did not load).
+    #[error("mesh mTLS: {0}")]
+    MeshTls(#[from] TlsError),
     /// A socket operation failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Istio YAML for variant `b`: [`MESH_HOST`] served by one endpoint on `server_port`, with a
-/// header-match route before the default route (so routing does real matching), a timeout,
-/// Istio's default retries, a circuit breaker and outlier detection. No faults.
-pub fn mesh_yaml(server_port: u16) -> String {
+/// Istio YAML for the mesh client of variant `b`: [`MESH_HOST`] served by one endpoint on
+/// `server_port`, with a header-match route before the default route (so routing does real
+/// matching), a timeout, Istio's default retries, a circuit breaker and outlier detection. No
+/// faults. With `server_principal` (variant `d-mtls`), the DestinationRule also says
+/// `ISTIO_MUTUAL` and expects the server to be that SPIFFE identity, as istiod writes it.
+pub fn mesh_yaml(server_port: u16, server_principal: Option<&str>) -> String {
+    let tls = server_principal
+        .map(|p| format!("    tls: {{mode: ISTIO_MUTUAL, subjectAltNames: [\"spiffe://{p}\"]}}\n"))
+        .unwrap_or_default();
     format!(
         "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
-metadata: {{name: echo, namespace: bench}}
+metadata: {{name: echo, namespace: {MESH_NAMESPACE}}}
 spec:
   hosts: [{MESH_HOST}]
   location: MESH_INTERNAL
@@ -195,16 +194,16 @@ spec:
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
-metadata: {{name: echo, namespace: bench}}
+metadata: {{name: echo, namespace: {MESH_NAMESPACE}}}
 spec:
   host: {MESH_HOST}
   trafficPolicy:
     connectionPool: {{http: {{http2MaxRequests: 100000, http1MaxPendingRequests: 100000, maxRetries: 1000}}}}
     outlierDetection: {{consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 100}}
----
+{tls}---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {{name: echo, namespace: bench}}
+metadata: {{name: echo, namespace: {MESH_NAMESPACE}}}
 spec:
   hosts: [{MESH_HOST}]
   http:
@@ -217,30 +216,54 @@ spec:
     )
 }
 
-/// The mesh of variant `b`, routing [`MESH_HOST`] to `server_port`.
-pub fn mesh_for(server_port: u16) -> Result<Mesh, SetupError> {
-    let loaded = istio::load_str("bench.yaml", &mesh_yaml(server_port))
-        .map_err(|e| SetupError::Config(e.to_string()))?;
-    let mesh = Mesh::new(loaded.config);
-    // Metrics on, as a deployed client would have them (reporter="source").
-    let _ = MeshMetrics::install(
-        &mesh,
-        &mut Registry::default(),
-        &Workload::new("bench", "bench-client.bench.svc.cluster.local", 0),
+/// Istio YAML for the mesh server of variant `d-mtls`: mTLS STRICT for [`MESH_NAMESPACE`].
+pub fn mesh_server_yaml() -> String {
+    format!(
+        "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: {MESH_NAMESPACE}}}
+spec: {{mtls: {{mode: STRICT}}}}
+"
+    )
+}
+
+fn load(name: &str, yaml: &str) -> Result<MeshConfig, SetupError> {
+    istio::load_str(name, yaml)
+        .map(|loaded| loaded.config)
+        .map_err(|e| SetupError::Config(e.to_string()))
+}
+
+/// The mesh client of variant `b`, routing [`MESH_HOST`] to `server_port`, metrics on. With
+/// `mtls`, the directory [`tls::write_mesh_material`](crate::tls::write_mesh_material) wrote,
+/// the client of `d-mtls`: it presents its workload certificate ([`MESH_CLIENT_SA`]) and calls
+/// with `ISTIO_MUTUAL`, expecting the server to be [`MESH_SERVER_SA`].
+pub fn mesh_for(server_port: u16, mtls: Option<&Path>) -> Result<Mesh, SetupError> {
+    let server_principal = pki::principal(MESH_NAMESPACE, MESH_SERVER_SA);
+    let yaml = mesh_yaml(server_port, mtls.map(|_| server_principal.as_str()));
+    let mesh = Mesh::new(load("bench.yaml", &yaml)?);
+    let mut workload = Workload::new(
+        MESH_NAMESPACE,
+        format!("{MESH_CLIENT_SA}.{MESH_NAMESPACE}.svc.cluster.local"),
+        0,
     );
+    if let Some(dir) = mtls {
+        mesh.set_workload_identity(crate::tls::mesh_identity(dir, MESH_CLIENT_SA)?)?;
+        workload = workload.with_principal(pki::principal(MESH_NAMESPACE, MESH_CLIENT_SA));
+    }
+    // Metrics on, as a deployed client would have them (reporter="source").
+    let _ = MeshMetrics::install(&mesh, &mut Registry::default(), &workload);
     Ok(mesh)
 }
 
 /// A client of `variant` whose traffic goes to `port` on loopback (the echo server, or the
-/// first nginx hop); `tls_dir` holds the certificate [`tls::write_material`](crate::tls::write_material)
-/// wrote, for `d-tls`. Connects eagerly for plain tonic so connection setup is not measured.
+/// first nginx hop); `tls_dir` holds what [`tls::write_material`](crate::tls::write_material)
+/// (for `d-tls`) and [`tls::write_mesh_material`](crate::tls::write_mesh_material) (for
+/// `d-mtls`) wrote. Connects eagerly for plain tonic so connection setup is not measured.
 pub async fn client(variant: Variant, port: u16, tls_dir: &Path) -> Result<Client, SetupError> {
-    variant
-        .availability()
-        .map_err(|reason| SetupError::Unavailable { variant, reason })?;
     match variant {
-        Variant::Mesh => {
-            let mesh = mesh_for(port)?;
+        Variant::Mesh | Variant::MeshMtls => {
+            let mtls = (variant == Variant::MeshMtls).then_some(tls_dir);
+            let mesh = mesh_for(port, mtls)?;
             Ok(Client::Mesh(
                 mesh.channel(format!("{MESH_HOST}:{MESH_PORT}")),
                 mesh,
@@ -249,12 +272,6 @@ pub async fn client(variant: Variant, port: u16, tls_dir: &Path) -> Result<Clien
         Variant::Tls => Ok(Client::Tonic(
             crate::tls::channel(crate::tls::client_config(tls_dir)?, port).await?,
         )),
-        // HOOK(integrator): build the mesh mTLS client here (unreachable while
-        // MESH_MTLS_AVAILABLE is false).
-        Variant::MeshMtls => Err(SetupError::Unavailable {
-            variant,
-            reason: "not built",
-        }),
         Variant::Plain | Variant::NginxOneHop | Variant::NginxTwoHop => {
             let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
                 .connect_timeout(Duration::from_secs(5))
@@ -275,7 +292,8 @@ pub enum Client {
 }
 
 /// Serves the echo service on `listener` behind `stack` until `shutdown` completes; `tls_dir`
-/// holds the certificate and key for [`ServerStack::Tls`].
+/// holds the certificate and key for [`ServerStack::Tls`] and the server's workload identity
+/// for [`ServerStack::MeshMtls`].
 pub async fn serve(
     stack: ServerStack,
     listener: TcpListener,
@@ -292,20 +310,44 @@ pub async fn serve(
                 .serve_with_incoming_shutdown(crate::tls::incoming(listener, config), shutdown)
                 .await?
         }
-        ServerStack::Mesh => {
+        ServerStack::Mesh | ServerStack::MeshMtls => {
             // The mesh server stack with metrics on: trace extraction, Istio metrics,
             // authorization (no policy: allow), fault and rate limit checks.
-            let mesh = Mesh::new(MeshConfig::empty());
-            let workload = Workload::new("bench", MESH_HOST, address.port());
+            let mtls = stack == ServerStack::MeshMtls;
+            let config = if mtls {
+                load("bench-server.yaml", &mesh_server_yaml())?
+            } else {
+                MeshConfig::empty()
+            };
+            let mesh = Mesh::new(config);
+            let mut workload = Workload::new(MESH_NAMESPACE, MESH_HOST, address.port());
+            if mtls {
+                mesh.set_workload_identity(crate::tls::mesh_identity(tls_dir, MESH_SERVER_SA)?)?;
+                workload = workload.with_principal(pki::principal(MESH_NAMESPACE, MESH_SERVER_SA));
+            }
             let _ = MeshMetrics::install(&mesh, &mut Registry::default(), &workload);
-            tonic::transport::Server::builder()
+            let server = tonic::transport::Server::builder()
                 .layer(mesh.server_layer(workload))
-                .add_service(echo)
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    shutdown,
-                )
-                .await?
+                .add_service(echo);
+            if mtls {
+                let tls = mesh.server_tls(MESH_NAMESPACE, Labels::default(), address.port())?;
+                if tls.mode() != MtlsMode::Strict {
+                    return Err(SetupError::Config(format!(
+                        "the server resolved mTLS mode {:?}, expected STRICT",
+                        tls.mode()
+                    )));
+                }
+                server
+                    .serve_with_incoming_shutdown(MeshListener::new(listener, tls)?, shutdown)
+                    .await?
+            } else {
+                server
+                    .serve_with_incoming_shutdown(
+                        TcpIncoming::from(listener).with_nodelay(Some(true)),
+                        shutdown,
+                    )
+                    .await?
+            }
         }
         ServerStack::Plain => {
             tonic::transport::Server::builder()
@@ -318,4 +360,62 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_examples::proto::echo::{EchoReply, EchoRequest, echo_client::EchoClient};
+    use tonic::{Code, Status};
+
+    use super::*;
+
+    async fn say(client: &Client) -> Result<EchoReply, Status> {
+        let request = EchoRequest {
+            message: "hi".into(),
+        };
+        let reply = match client {
+            Client::Tonic(channel) => EchoClient::new(channel.clone()).say(request).await,
+            Client::Mesh(channel, _) => EchoClient::new(channel.clone()).say(request).await,
+        };
+        reply.map(tonic::Response::into_inner)
+    }
+
+    #[tokio::test]
+    async fn the_mtls_server_refuses_plaintext_and_sees_the_mesh_client_identity() {
+        let dir = std::env::temp_dir().join(format!("mesh-bench-mtls-{}", std::process::id()));
+        crate::tls::write_mesh_material(&dir).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn({
+            let dir = dir.clone();
+            async move {
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                serve(ServerStack::MeshMtls, listener, &dir, shutdown).await
+            }
+        });
+
+        // The d-mtls client calls over mTLS; the server knows it by its SPIFFE identity.
+        let mtls = client(Variant::MeshMtls, port, &dir).await.unwrap();
+        let reply = say(&mtls).await.unwrap();
+        assert_eq!(
+            reply.caller_principal,
+            pki::principal(MESH_NAMESPACE, MESH_CLIENT_SA)
+        );
+
+        // STRICT: the mesh client of `b` (no TLS) is refused...
+        let mesh = client(Variant::Mesh, port, &dir).await.unwrap();
+        assert_eq!(say(&mesh).await.unwrap_err().code(), Code::Unavailable);
+        // ...and so is plain tonic, whether at connect (the eager HTTP/2 handshake) or the call.
+        if let Ok(plain) = client(Variant::Plain, port, &dir).await {
+            assert!(say(&plain).await.is_err());
+        }
+
+        drop((mtls, mesh));
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -1,6 +1,6 @@
-//! A seconds-long smoke of the load tool, for CI: `mesh-bench compare` on variants a, b and
-//! d-tls (real server and client processes over loopback), then `mesh-bench report` on its
-//! output.
+//! A seconds-long smoke of the load tool, for CI: `mesh-bench compare` on variants a, b, d-tls
+//! and d-mtls (real server and client processes over loopback), then `mesh-bench report` on
+//! its output.
 //! Never the full benchmark.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -18,7 +18,7 @@ impl Drop for TempDir {
 }
 
 #[test]
-fn a_short_comparison_of_plain_tonic_the_mesh_and_tls_produces_sane_numbers() {
+fn a_short_comparison_of_plain_tonic_the_mesh_tls_and_mtls_produces_sane_numbers() {
     let dir =
         TempDir(std::env::temp_dir().join(format!("mesh-bench-smoke-{}", std::process::id())));
     fs::create_dir_all(&dir.0).unwrap();
@@ -38,13 +38,6 @@ fn a_short_comparison_of_plain_tonic_the_mesh_and_tls_produces_sane_numbers() {
 
     for r in &report.results {
         let at = format!("{} {}", r.variant, r.shape);
-        if r.variant == "d-mtls" {
-            // Never measured in place of a missing part: reported as unavailable, no numbers.
-            let why = r.unavailable.as_deref().unwrap_or_default();
-            assert!(why.contains("not yet available"), "{at}: {why}");
-            assert_eq!(r.requests, 0, "{at}");
-            continue;
-        }
         assert_eq!(r.unavailable, None, "{at}");
         assert!(r.requests >= 10, "{at}: {} calls", r.requests);
         assert_eq!(r.failures, 0, "{at}");
@@ -101,7 +94,9 @@ fn a_short_comparison_of_plain_tonic_the_mesh_and_tls_produces_sane_numbers() {
         "{md}"
     );
     assert!(md.contains("### closed loop, concurrency 2"), "{md}");
-    assert!(md.contains("d-mtls | not yet available"), "{md}");
+    // d-mtls is measured under both shapes and compared with d-tls.
+    assert_eq!(md.matches("\nd-mtls ÷ d-tls").count(), 2, "{md}");
+    assert!(!md.contains("not yet available"), "{md}");
     let svg = fs::read_to_string(svg).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("open loop, 100 calls/s"));
 }

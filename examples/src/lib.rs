@@ -6,6 +6,7 @@
 //! - [`bookinfo`]: the product page (axum), reviews and ratings (tonic).
 //! - [`demo`]: the one-command demo's scenarios.
 //! - [`load`]: the engine of `mesh-load`, a command-line load tool for mesh targets.
+//! - [`pki`]: a certificate authority issuing SPIFFE workload certificates as PEM files.
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ pub mod bookinfo;
 pub mod demo;
 pub mod echo;
 pub mod load;
+pub mod pki;
 
 /// Code generated from `proto/*.proto`.
 pub mod proto {

@@ -5,7 +5,6 @@
 //! callers saw (replies per version, statuses, latencies), never on what the configuration
 //! says. The demo passes only when every scenario behaved as expected.
 
-mod pki;
 mod topology;
 mod traffic;
 mod view;
@@ -301,7 +300,7 @@ impl Demo {
             .map(|p| p.reviews.iter().map(|r| r.2).sum::<u32>())
             .unwrap_or(0);
         let denied = after.failed.get("PERMISSION_DENIED").copied().unwrap_or(0);
-        let ok = seen == [pki::principal("demo-client")]
+        let ok = seen == [crate::pki::principal("default", "demo-client")]
             && plaintext.is_err()
             && denied == after.total()
             && stars > 0;

@@ -22,10 +22,10 @@ use mesh_xds::{
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::transport::server::TcpIncoming;
 
-use super::pki::{Pki, PkiError, principal};
 use crate::{
     bookinfo::{self, RATINGS, REVIEWS, RatingsService, ReviewsService},
     echo::Knobs,
+    pki::{Pki, PkiError, principal},
 };
 
 /// The product page's mesh target.
@@ -116,11 +116,11 @@ impl Topology {
         tasks.push(tokio::spawn(async move {
             let _ = served.serve(listener).await;
         }));
-        let pki = Pki::new()?;
+        let pki = Pki::temporary()?;
         let mut clients = Vec::new();
         let mut new_mesh = |node: &str, sa: &str| -> Result<Mesh, TopologyError> {
             let mesh = Mesh::new(MeshConfig::empty());
-            let identity = pki.identity(sa)?;
+            let identity = pki.identity("default", sa)?;
             // As istio-agent writes it for proxyless gRPC: one `default` file_watcher
             // instance with the workload certificate, its key and the mesh trust bundle.
             let mut bootstrap = Bootstrap::insecure(xds_address.to_string(), node);
@@ -147,7 +147,7 @@ impl Topology {
         let mut ratings_meshes = Vec::new();
         for _ in 0..2 {
             let mesh = Mesh::new(ratings_server_config(false)?);
-            mesh.set_workload_identity(pki.identity("bookinfo-ratings")?)?;
+            mesh.set_workload_identity(pki.identity("default", "bookinfo-ratings")?)?;
             let labels = app_labels("ratings", "v1")?;
             let tls = mesh.server_tls("default", labels.clone(), 9080)?;
             let listener = MeshListener::new(TcpListener::bind("127.0.0.1:0").await?, tls)?;
@@ -157,7 +157,7 @@ impl Topology {
             let layer = mesh.server_layer(
                 Workload::new("default", "ratings.default.svc.cluster.local", 9080)
                     .with_labels(labels)
-                    .with_principal(principal("bookinfo-ratings")),
+                    .with_principal(principal("default", "bookinfo-ratings")),
             );
             tasks.push(tokio::spawn(async move {
                 let _ = tonic::transport::Server::builder()
@@ -186,7 +186,7 @@ impl Topology {
                 Workload::new("default", "reviews.default.svc.cluster.local", 9080)
                     .with_name(format!("reviews-{version}"))
                     .with_labels(app_labels("reviews", version)?)
-                    .with_principal(principal("bookinfo-reviews")),
+                    .with_principal(principal("default", "bookinfo-reviews")),
             );
             meshes.push((mesh, &[RATINGS]));
             tasks.push(tokio::spawn(async move {
@@ -209,7 +209,7 @@ impl Topology {
         let layer = mesh.server_layer(
             Workload::new("default", "productpage.default.svc.cluster.local", 9080)
                 .with_labels(app_labels("productpage", "v1")?)
-                .with_principal(principal("bookinfo-productpage")),
+                .with_principal(principal("default", "bookinfo-productpage")),
         );
         let router = bookinfo::product_page(mesh.channel(xds(REVIEWS))).layer(layer);
         meshes.push((mesh, &[REVIEWS]));
@@ -340,7 +340,7 @@ pub(crate) fn ratings_server_config(reviews_only: bool) -> Result<MeshConfig, To
              metadata: {{name: ratings-from-reviews, namespace: default}}\n\
              spec:\n  selector: {{matchLabels: {{app: ratings}}}}\n  action: ALLOW\n  \
              rules: [{{from: [{{source: {{principals: [{}]}}}}]}}]\n",
-            principal("bookinfo-reviews")
+            principal("default", "bookinfo-reviews")
         );
     }
     mesh_core::istio::load_str("ratings-security.yaml", &yaml)
