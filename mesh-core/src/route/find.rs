@@ -40,7 +40,8 @@ pub struct RouteMatch<'a> {
 /// Domain index of a [`RouteTable`], built once when the table is built.
 #[derive(Clone, Debug, Default)]
 pub(super) struct DomainIndex {
-    exact: HashMap<String, usize>,
+    /// Looked up on every request: foldhash, several times cheaper than SipHash on host names.
+    exact: HashMap<String, usize, foldhash::fast::RandomState>,
     /// `(suffix, vhost)`, longest suffix first.
     suffixes: Vec<(String, usize)>,
     /// `(prefix, vhost)`, longest prefix first.

@@ -27,22 +27,29 @@ pub(crate) fn parse(value: &[u8]) -> Option<Duration> {
 /// Encodes `d` in the finest unit that fits in 8 digits, rounding down: the upstream's deadline
 /// may come a fraction of a unit early, never late.
 pub(crate) fn encode(d: Duration) -> HeaderValue {
-    const MAX: u128 = 99_999_999;
-    let nanos = d.as_nanos();
-    let (n, unit) = if nanos <= MAX {
-        (nanos, b'n')
-    } else if nanos / 1_000 <= MAX {
-        (nanos / 1_000, b'u')
-    } else if nanos / 1_000_000 <= MAX {
-        (nanos / 1_000_000, b'm')
-    } else if d.as_secs() as u128 <= MAX {
-        (u128::from(d.as_secs()), b'S')
-    } else if u128::from(d.as_secs() / 60) <= MAX {
-        (u128::from(d.as_secs() / 60), b'M')
-    } else {
-        (u128::from(d.as_secs() / 3600).min(MAX), b'H')
+    const MAX: u64 = 99_999_999;
+    // u64 arithmetic throughout: this runs on every request, and u128 division is a library
+    // call.
+    let (secs, subsec) = (d.as_secs(), u64::from(d.subsec_nanos()));
+    let fine = |per_sec: u64, per_unit: u64| {
+        secs.checked_mul(per_sec)
+            .and_then(|whole| whole.checked_add(subsec / per_unit))
+            .filter(|n| *n <= MAX)
     };
-    // Written from the unit backwards into a fixed buffer: this runs on every request.
+    let (n, unit) = if let Some(n) = fine(1_000_000_000, 1) {
+        (n, b'n')
+    } else if let Some(n) = fine(1_000_000, 1_000) {
+        (n, b'u')
+    } else if let Some(n) = fine(1_000, 1_000_000) {
+        (n, b'm')
+    } else if secs <= MAX {
+        (secs, b'S')
+    } else if secs / 60 <= MAX {
+        (secs / 60, b'M')
+    } else {
+        ((secs / 3600).min(MAX), b'H')
+    };
+    // Written from the unit backwards into a fixed buffer.
     let mut text = [0u8; 9];
     let mut at = text.len() - 1;
     text[at] = unit;

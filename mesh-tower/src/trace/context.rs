@@ -201,8 +201,6 @@ impl TraceContext {
         if propagation == Propagation::NONE {
             return;
         }
-        // At most six headers are added: grow the map once, not once per header.
-        headers.reserve(6);
         let mut traceparent = [0u8; TRACEPARENT_LEN];
         w3c::encode_traceparent(
             self.trace_id,
