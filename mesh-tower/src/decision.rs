@@ -2,10 +2,7 @@
 
 use std::sync::Arc;
 
-use mesh_core::{
-    FaultPolicy,
-    route::{Forward, HeaderMutations},
-};
+use mesh_core::{FaultPolicy, route::Forward};
 
 use crate::mesh::ClusterEntry;
 
@@ -24,7 +21,6 @@ pub struct RouteDecision {
     /// The route's name, when it has one.
     pub route_name: Option<Arc<str>>,
     pub(crate) cluster: ClusterEntry,
-    pub(crate) response_headers: [HeaderMutations; 2],
 }
 
 // === impl RouteDecision ===

@@ -106,17 +106,22 @@ where
     }
 
     fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
-        let Some((policy, decision)) = req.extensions().get::<RouteDecision>().and_then(|d| {
+        let Some((policy, target)) = req.extensions().get::<RouteDecision>().and_then(|d| {
             let policy = d.forward.retry.clone()?;
-            (policy.max_retries > 0 || policy.per_try_timeout.is_some())
-                .then(|| (policy, d.clone()))
+            (policy.max_retries > 0 || policy.per_try_timeout.is_some()).then(|| {
+                let target = Target {
+                    cluster: d.cluster.clone(),
+                    is_grpc: d.is_grpc,
+                };
+                (policy, target)
+            })
         }) else {
             return RetryFuture::passthrough(self.inner.call(req));
         };
         // The service made ready by `poll_ready` takes the first attempt; a fresh clone waits.
         let fresh = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, fresh);
-        RetryFuture::retrying(Box::pin(attempts(ready, policy, decision, req)))
+        RetryFuture::retrying(Box::pin(attempts(ready, policy, target, req)))
     }
 }
 
@@ -152,7 +157,7 @@ fn flag_if_unflagged(response: &mut Response<ResponseBody>, flag: ResponseFlags)
 async fn attempts<S>(
     inner: S,
     policy: Arc<RetryPolicy>,
-    decision: RouteDecision,
+    target: Target,
     req: Request<RequestBody>,
 ) -> Result<Response<ResponseBody>, BoxError>
 where
@@ -165,7 +170,7 @@ where
     let mut a = Attempts {
         inner,
         policy: policy.clone(),
-        decision,
+        target,
         parts,
         body: ReplayBody::new(body, REPLAY_BUFFER_BYTES),
         started: 0,
@@ -231,7 +236,7 @@ where
                     return Ok(per_try_timeout_answer(
                         policy.per_try_timeout,
                         a.started,
-                        a.decision.is_grpc,
+                        a.target.is_grpc,
                     ));
                 }
             }
@@ -239,11 +244,18 @@ where
     }
 }
 
+/// What the attempts need of the route decision (which itself travels in the request's
+/// extensions, copied into every attempt).
+struct Target {
+    cluster: crate::mesh::ClusterEntry,
+    is_grpc: bool,
+}
+
 /// The state of one request's attempts.
 struct Attempts<S> {
     inner: S,
     policy: Arc<RetryPolicy>,
-    decision: RouteDecision,
+    target: Target,
     parts: http::request::Parts,
     /// The handle each attempt's body is cloned from; never sent itself.
     body: ReplayBody,
@@ -293,7 +305,7 @@ where
         if self.started > self.policy.max_retries || !self.body.is_replayable() {
             return false;
         }
-        let cluster = &self.decision.cluster;
+        let cluster = &self.target.cluster;
         match cluster.state.try_admit_retry(&cluster.policy.breaker) {
             Some(slot) => {
                 self.retry_slots.push(slot);

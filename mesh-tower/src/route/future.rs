@@ -8,7 +8,6 @@ use std::{
 };
 
 use http::Response;
-use mesh_core::route::HeaderMutations;
 use pin_project_lite::pin_project;
 
 use crate::body::{BoxError, ResponseBody};
@@ -27,14 +26,15 @@ pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
     enum Kind<F> {
-        Inner { #[pin] future: F, response_headers: [HeaderMutations; 2] },
+        // The route's and the weighted cluster's response header changes, when there are any.
+        Inner { #[pin] future: F, response_headers: Option<super::ResponseHeaders> },
         Ready { response: Option<Response<ResponseBody>> },
         Waiting { pending: Pending<F> },
     }
 }
 
 impl<F> RouteFuture<F> {
-    pub(crate) fn inner(future: F, response_headers: [HeaderMutations; 2]) -> Self {
+    pub(crate) fn inner(future: F, response_headers: Option<super::ResponseHeaders>) -> Self {
         Self {
             kind: Kind::Inner {
                 future,
@@ -79,7 +79,7 @@ where
                 response_headers,
             } => {
                 let mut response = std::task::ready!(future.poll(cx))?;
-                for m in response_headers.iter().filter(|m| !m.is_empty()) {
+                for m in response_headers.iter().flat_map(|pair| pair.iter()) {
                     m.apply(response.headers_mut());
                 }
                 Poll::Ready(Ok(response))

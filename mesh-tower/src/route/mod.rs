@@ -23,7 +23,10 @@ use http::{
 use mesh_core::{
     Action, GrpcCode,
     matcher::PathMatch,
-    route::{DirectResponse, Forward, PathRewrite, Redirect, RequestHead, Route as RouteRule},
+    route::{
+        DirectResponse, Forward, HeaderMutations, PathRewrite, Redirect, RequestHead,
+        Route as RouteRule,
+    },
 };
 use tower::Service;
 
@@ -127,6 +130,10 @@ impl<S> Route<S> {
 /// How long a request waits for a pending target's configuration when its caller set no
 /// `grpc-timeout`: long enough for a control plane that is slow to answer, short enough that a
 /// caller without a deadline is not held forever.
+/// The route's and the weighted cluster's response header changes, applied when the response
+/// arrives.
+type ResponseHeaders = Box<[HeaderMutations; 2]>;
+
 const PENDING_TARGET_WAIT: Duration = Duration::from_secs(30);
 
 /// Routes `req` with `snapshot` and calls `inner` (which must be ready).
@@ -141,8 +148,7 @@ where
 {
     let is_grpc = mesh_core::route::is_grpc(req.headers());
     match route(snapshot, target, &mut req, is_grpc) {
-        Ok(decision) => {
-            let response_headers = decision.response_headers.clone();
+        Ok((decision, response_headers)) => {
             if !decision.forward.mirrors.is_empty() {
                 let forward = decision.forward.clone();
                 req = mirror::start(snapshot, &forward, &decision, req);
@@ -178,7 +184,7 @@ fn route(
     target: &Target,
     req: &mut Request<RequestBody>,
     is_grpc: bool,
-) -> Result<RouteDecision, Box<Response<ResponseBody>>> {
+) -> Result<(RouteDecision, Option<ResponseHeaders>), Box<Response<ResponseBody>>> {
     let no_route = |message: String| {
         Failure::new(
             GrpcCode::Unavailable,
@@ -253,17 +259,22 @@ fn route(
     })?;
     rule.request_headers.apply(req.headers_mut());
     weighted.request_headers.apply(req.headers_mut());
-    Ok(RouteDecision {
+    let decision = RouteDecision {
         forward: forward.clone(),
         fault: weighted.fault.clone().or_else(|| rule.fault.clone()),
         is_grpc,
         route_name: rule.name.clone(),
         cluster: cluster.clone(),
-        response_headers: [
-            rule.response_headers.clone(),
-            weighted.response_headers.clone(),
-        ],
-    })
+    };
+    // Most routes change no response headers: then nothing is copied or kept for the response.
+    let response_headers =
+        (!rule.response_headers.is_empty() || !weighted.response_headers.is_empty()).then(|| {
+            Box::new([
+                rule.response_headers.clone(),
+                weighted.response_headers.clone(),
+            ])
+        });
+    Ok((decision, response_headers))
 }
 
 /// The authority the caller addressed: the URI's, else `Host`, else the channel's target.

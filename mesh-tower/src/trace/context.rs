@@ -280,8 +280,18 @@ impl TraceContext {
 fn insert(headers: &mut HeaderMap, name: http::HeaderName, buf: &Bytes, range: Range<usize>) {
     // Always valid (hex digits and dashes); a failure would only drop the header.
     if let Ok(value) = HeaderValue::from_maybe_shared(buf.slice(range)) {
-        headers.insert(name, value);
+        headers.insert(name, never_indexed(value));
     }
+}
+
+/// Marks a value that is new on every request as HPACK "never indexed".
+///
+/// An indexed literal would be added to both ends' HPACK tables only to evict entries that do
+/// repeat; h2 sends a sensitive value as a literal and leaves the tables alone. (The flag also
+/// makes `HeaderValue`'s `Debug` print `Sensitive`; `to_str` is unaffected.)
+pub(crate) fn never_indexed(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
 }
 
 /// The headers of every trace format.
@@ -312,9 +322,9 @@ pub(crate) fn remove_trace_headers(headers: &mut HeaderMap) {
 /// Whether any trace format's header is present, in one pass over the names present.
 fn has_trace_headers(headers: &HeaderMap) -> bool {
     headers.keys().any(|name| {
-        let name = name.as_str();
-        (name.starts_with("trace") || name.starts_with("b3") || name.starts_with("x-b3-"))
-            && TRACE_HEADERS.iter().any(|trace| trace.as_str() == name)
+        // Every trace header starts with `t`, `b` or `x`: most names fail on their first byte.
+        matches!(name.as_str().as_bytes().first(), Some(b't' | b'b' | b'x'))
+            && TRACE_HEADERS.contains(name)
     })
 }
 

@@ -67,7 +67,7 @@ impl RequestId {
     /// Sets `x-request-id` on `headers` unless they already carry one.
     pub fn insert_if_absent(&self, headers: &mut HeaderMap) {
         if present(headers).is_none() {
-            headers.insert(X_REQUEST_ID, self.0.clone());
+            headers.insert(X_REQUEST_ID, super::context::never_indexed(self.0.clone()));
         }
     }
 }
