@@ -4,7 +4,8 @@
 //! The metrics layer sits right after the route layer rather than before it: it labels each
 //! call with the destination the route layer chose (the [`RouteDecision`](crate::RouteDecision)
 //! in the request's extensions), and it still sees each call once, around every retry.
-//! Calls the route layer answers itself (no route, direct responses) are therefore not counted.
+//! Calls the route layer answers itself (no route, direct responses) never reach it: the route
+//! layer records those itself, with the channel's target as their destination.
 //!
 //! # Your layers
 //! There are two documented points:

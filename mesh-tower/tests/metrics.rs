@@ -272,6 +272,38 @@ async fn both_reporters_count_a_known_sequence_of_calls_with_istio_labels() {
     assert_eq!(retries, 2.0, "{client_text}");
 }
 
+#[tokio::test]
+async fn a_call_the_route_layer_answers_itself_is_counted_by_the_client_as_nr() {
+    // No server is needed: a target without configuration is answered by the route layer.
+    let unused = "127.0.0.1:9".parse().unwrap();
+    let client_mesh = Mesh::new(config(&client_yaml(unused, unused)));
+    let mut registry = Registry::default();
+    MeshMetrics::install(&client_mesh, &mut registry, &client_workload()).unwrap();
+    let mut client = EchoClient::new(client_mesh.channel("unknown.default.svc.cluster.local:80"));
+
+    let status = client.say(request("hi")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    let text = scrape(&registry);
+    let total = "istio_requests_total";
+    let nr = [
+        ("reporter", "source"),
+        ("response_flags", "NR"),
+        ("grpc_response_status", "14"),
+        ("request_protocol", "grpc"),
+        ("destination_service", "unknown.default.svc.cluster.local"),
+        ("destination_service_name", "unknown"),
+        ("source_workload", "frontend-v2"),
+    ];
+    assert_eq!(sum(&text, total, &nr), 1.0, "{text}");
+    assert_eq!(sum(&text, total, &[]), 1.0, "counted once\n{text}");
+    assert_eq!(
+        sum(&text, "istio_request_duration_milliseconds_count", &nr),
+        1.0,
+        "{text}"
+    );
+}
+
 /// An empty configuration for the server mesh.
 struct MeshConfigEmpty;
 

@@ -3,8 +3,9 @@
 //! It sits right after the route layer, where the request's
 //! [`RouteDecision`](crate::RouteDecision) names the destination cluster, and sees each call
 //! once (retries are inside it), as Istio's source reporter counts one request per call.
-//! Requests the route layer answers itself (no route, direct responses) are not recorded: they
-//! have no destination.
+//! Requests the route layer answers itself (no route: `NR`, direct responses and redirects:
+//! `DR`) never reach it; the route layer records those with the channel's target as the
+//! destination, as Envoy's source reporter counts them.
 
 use std::{
     future::Future,
@@ -76,7 +77,9 @@ where
         let recorder = req
             .extensions()
             .get::<RouteDecision>()
-            .and_then(|decision| Recorder::client(&self.mesh, decision));
+            .and_then(|decision| {
+                Recorder::client(&self.mesh, decision.cluster_name(), decision.is_grpc)
+            });
         let req = match &recorder {
             Some(r) => {
                 let count = r.request_bytes();

@@ -15,7 +15,7 @@ use super::{
     Inner,
     labels::{PolicyLabels, Reporter, RequestLabels, SecurityPolicy},
 };
-use crate::{Mesh, Peer, ResponseFlags, RouteDecision, server::Workload};
+use crate::{Mesh, Peer, ResponseFlags, server::Workload};
 
 /// What is known of one request until its response ends; recorded once, at the end of the
 /// response body or when it is dropped (a reset, an abandoned call).
@@ -61,16 +61,18 @@ impl Recorder {
         Some(Self::new(metrics, labels))
     }
 
-    /// A client-side (`reporter="source"`) record of a request routed by `decision`.
-    pub(crate) fn client(mesh: &Mesh, decision: &RouteDecision) -> Option<Self> {
+    /// A client-side (`reporter="source"`) record of a request to `destination`: the cluster
+    /// the route layer chose (an Istio cluster name or `host:port`), or the channel's target for
+    /// a request the route layer answered itself.
+    pub(crate) fn client(mesh: &Mesh, destination: &str, is_grpc: bool) -> Option<Self> {
         let metrics = mesh.metrics()?.inner().clone();
-        let (destination, service) = metrics.destination(decision.cluster_name());
+        let (destination, service) = metrics.destination(destination);
         let labels = RequestLabels {
             reporter: Reporter::Source,
             source: metrics.local.clone(),
             destination,
             service,
-            grpc: decision.is_grpc,
+            grpc: is_grpc,
             response_code: 0,
             grpc_status: None,
             flags: None,

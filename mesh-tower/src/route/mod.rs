@@ -36,6 +36,7 @@ use crate::{
     body::{BoxError, RequestBody, ResponseBody},
     decision::RouteDecision,
     mesh::Snapshot,
+    metrics::Recorder,
     rng,
     synthesize::{Failure, ResponseFlags},
 };
@@ -112,10 +113,10 @@ where
             let wait = wait_for_target(mesh.clone(), target.name.clone(), bound);
             return RouteFuture::waiting(
                 Box::pin(wait),
-                Box::new(move || dispatch(&mesh.snapshot(), &target, &mut inner, req)),
+                Box::new(move || dispatch(&mesh, &mesh.snapshot(), &target, &mut inner, req)),
             );
         }
-        dispatch(&snapshot, &self.target, &mut self.inner, req)
+        dispatch(&self.mesh, &snapshot, &self.target, &mut self.inner, req)
     }
 }
 
@@ -138,6 +139,7 @@ const PENDING_TARGET_WAIT: Duration = Duration::from_secs(30);
 
 /// Routes `req` with `snapshot` and calls `inner` (which must be ready).
 fn dispatch<S>(
+    mesh: &Mesh,
     snapshot: &Snapshot,
     target: &Target,
     inner: &mut S,
@@ -156,7 +158,25 @@ where
             req.extensions_mut().insert(decision);
             RouteFuture::inner(inner.call(req), response_headers)
         }
-        Err(response) => RouteFuture::ready(*response),
+        Err(response) => RouteFuture::ready(counted(mesh, target, is_grpc, *response)),
+    }
+}
+
+/// An answer the route layer made itself (`NR`, a direct response, a redirect), recorded in
+/// the client metrics with the channel's target as its destination: the metrics layer sits
+/// after this one and never sees it, and Envoy's source reporter counts these too.
+fn counted(
+    mesh: &Mesh,
+    target: &Target,
+    is_grpc: bool,
+    response: Response<ResponseBody>,
+) -> Response<ResponseBody> {
+    match Recorder::client(mesh, &target.name, is_grpc) {
+        Some(mut recorder) => {
+            recorder.head(&response);
+            response.map(|body| body.with_recorder(recorder))
+        }
+        None => response,
     }
 }
 
