@@ -93,7 +93,7 @@ impl InFlight {
             return;
         };
         judge.http_status = head.status.as_u16();
-        judge.grpc_status = grpc_status(&head.headers);
+        judge.grpc_status = crate::names::grpc_status(&head.headers);
         if judge.grpc_status.is_some() || body_ended {
             self.finish();
         }
@@ -101,7 +101,7 @@ impl InFlight {
 
     fn trailers(&mut self, trailers: &http::HeaderMap) {
         if let Some(judge) = self.judge.as_mut()
-            && let Some(status) = grpc_status(trailers)
+            && let Some(status) = crate::names::grpc_status(trailers)
         {
             judge.grpc_status = Some(status);
         }
@@ -116,12 +116,6 @@ impl InFlight {
             j.state.record_outcome(&j.host, outcome);
         }
     }
-}
-
-fn grpc_status(headers: &http::HeaderMap) -> Option<GrpcCode> {
-    headers
-        .get(crate::names::GRPC_STATUS)
-        .and_then(|v| GrpcCode::from_header_bytes(v.as_bytes()))
 }
 
 // === impl ResponseBody ===

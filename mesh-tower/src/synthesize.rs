@@ -128,7 +128,7 @@ pub(crate) fn grpc_status_response(code: GrpcCode, message: &str) -> Response<Re
         HeaderValue::from_static("application/grpc"),
     );
     h.insert(
-        "grpc-status",
+        crate::names::GRPC_STATUS,
         HeaderValue::from_static(code.as_header_str()),
     );
     if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {

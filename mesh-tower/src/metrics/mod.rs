@@ -99,11 +99,6 @@ struct Series {
     response_bytes: Histogram,
 }
 
-/// A workload compared and hashed by address: the map holding it keeps it alive, so an
-/// address is never reused while it is a key.
-#[derive(Clone, Debug)]
-struct ByAddress(Arc<Workload>);
-
 /// The mesh's request metrics: install with [`MeshMetrics::install`] (or [`Mesh::set_metrics`])
 /// and the client and server stacks record into them. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -128,8 +123,10 @@ pub(crate) struct Inner {
     sources: RwLock<FastMap<Arc<str>, Arc<PeerLabels>>>,
     /// Destination labels by cluster name, on the client side.
     destinations: RwLock<FastMap<Arc<str>, Destination>>,
-    /// Destination labels by server workload, on the server side.
-    locals: RwLock<FastMap<ByAddress, Destination>>,
+    /// Destination labels by server workload, keyed by the workload's address (found without
+    /// touching its reference count); the entry holds the workload, so the address is not
+    /// reused while it is a key.
+    locals: RwLock<FastMap<usize, (Arc<Workload>, Destination)>>,
     /// The metrics of every label set seen, for the one lookup a request makes.
     series: RwLock<FastMap<RequestLabels, Series>>,
 }
@@ -264,8 +261,8 @@ impl Inner {
 
     /// The destination labels of a server workload.
     fn local_destination(&self, workload: &Arc<Workload>) -> Destination {
-        let key = ByAddress(workload.clone());
-        if let Some(found) = read(&self.locals).get(&key) {
+        let key = Arc::as_ptr(workload) as usize;
+        if let Some((_, found)) = read(&self.locals).get(&key) {
             return found.clone();
         }
         let entry = (
@@ -273,7 +270,11 @@ impl Inner {
             self.services
                 .intern(ServiceLabels::of_host(&workload.service)),
         );
-        write(&self.locals).entry(key).or_insert(entry).clone()
+        write(&self.locals)
+            .entry(key)
+            .or_insert_with(|| (workload.clone(), entry))
+            .1
+            .clone()
     }
 
     /// Records one finished request: its duration in milliseconds and its body sizes.
@@ -296,22 +297,6 @@ impl Inner {
             response_bytes: self.response_bytes.get_or_create(labels).clone(),
         };
         observe(write(&self.series).entry(labels.clone()).or_insert(series));
-    }
-}
-
-// === impl ByAddress ===
-
-impl PartialEq for ByAddress {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for ByAddress {}
-
-impl std::hash::Hash for ByAddress {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        Arc::as_ptr(&self.0).hash(state);
     }
 }
 

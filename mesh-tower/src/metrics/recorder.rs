@@ -8,7 +8,6 @@ use std::sync::{
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body::Frame;
-use mesh_core::GrpcCode;
 use tokio::time::Instant;
 
 use super::{
@@ -113,7 +112,7 @@ impl Recorder {
     /// Reads the response head: status, a trailers-only `grpc-status`, the mesh's flags.
     pub(crate) fn head<B>(&mut self, response: &Response<B>) {
         self.labels.response_code = response.status().as_u16();
-        if let Some(status) = grpc_status(response.headers()) {
+        if let Some(status) = crate::names::grpc_status(response.headers()) {
             self.labels.grpc_status = Some(status);
         }
         if let Some(flags) = response.extensions().get::<ResponseFlags>() {
@@ -123,7 +122,7 @@ impl Recorder {
 
     /// Reads the trailers' `grpc-status`.
     pub(crate) fn trailers(&mut self, trailers: &HeaderMap) {
-        if let Some(status) = grpc_status(trailers) {
+        if let Some(status) = crate::names::grpc_status(trailers) {
             self.labels.grpc_status = Some(status);
         }
     }
@@ -193,10 +192,4 @@ impl Drop for Recorder {
         );
         self.metrics.record(&self.labels, ms, req, resp);
     }
-}
-
-fn grpc_status(headers: &HeaderMap) -> Option<GrpcCode> {
-    headers
-        .get(crate::names::GRPC_STATUS)
-        .and_then(|v| GrpcCode::from_header_bytes(v.as_bytes()))
 }

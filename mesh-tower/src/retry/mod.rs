@@ -392,10 +392,7 @@ fn classify(response: &Response<ResponseBody>) -> Option<Outcome> {
         Some(_) => None,
         None => Some(Outcome::Response {
             http_status: response.status().as_u16(),
-            grpc_status: response
-                .headers()
-                .get(crate::names::GRPC_STATUS)
-                .and_then(|v| GrpcCode::from_header_bytes(v.as_bytes())),
+            grpc_status: crate::names::grpc_status(response.headers()),
         }),
     }
 }
