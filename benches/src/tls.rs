@@ -23,7 +23,7 @@ use futures::Stream;
 use hyper_util::rt::TokioIo;
 use mesh_examples::pki::{self, Pki, PkiError};
 use mesh_tower::tls::CertificateFiles;
-use rustls::{ClientConfig, RootCertStore, ServerConfig, crypto::ring};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -113,7 +113,7 @@ fn read(dir: &Path, name: &str) -> Result<Vec<u8>, TlsError> {
 pub fn server_config(dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let cert = CertificateDer::from(read(dir, CERT_FILE)?);
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(read(dir, KEY_FILE)?));
-    let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+    let mut config = ServerConfig::builder_with_provider(mesh_tower::tls::crypto_provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)?;
@@ -125,7 +125,7 @@ pub fn server_config(dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
 pub fn client_config(dir: &Path) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     roots.add(CertificateDer::from(read(dir, CERT_FILE)?))?;
-    let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+    let mut config = ClientConfig::builder_with_provider(mesh_tower::tls::crypto_provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();

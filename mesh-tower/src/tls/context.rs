@@ -62,7 +62,7 @@ impl MeshTls {
     pub fn new(poll_interval: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
-                provider: super::provider(),
+                provider: super::crypto_provider(),
                 poll_interval,
                 workload: RwLock::new(None),
                 providers: CertificateProviders::default(),

@@ -55,10 +55,22 @@ pub use self::{
     watch::{CertificateWatcher, DEFAULT_POLL_INTERVAL},
 };
 
-/// The ring provider, shared by every configuration.
-pub(crate) fn provider() -> Arc<CryptoProvider> {
+/// The crypto provider of every TLS configuration the mesh builds: rustls' *ring* provider.
+///
+/// The workspace uses one provider, ring, passed explicitly, so the build needs no C toolchain
+/// beyond ring's and never depends on a process-wide default. rustls 0.23.48 deprecated
+/// `ring::default_provider` because ring has no post-quantum key exchange; the replacement is
+/// the aws-lc-rs provider, a different dependency with a CMake/C build. Until the mesh moves to
+/// it, the deprecation is allowed here, in the one place the provider is made, so that a fresh
+/// resolve of rustls builds without warnings. Tests and benchmarks that build their own rustls
+/// configurations use this function too, so every peer speaks the same suites.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .get_or_init(|| {
+            #[allow(deprecated)]
+            let provider = rustls::crypto::ring::default_provider();
+            Arc::new(provider)
+        })
         .clone()
 }

@@ -65,7 +65,7 @@ impl CertificateWatcher {
     /// Loads `files` now; fails when the initial material is unusable (there is nothing older
     /// to fall back on). Reads the files synchronously: they are small.
     pub fn load(files: CertificateFiles) -> Result<Self, TlsError> {
-        Self::load_with_provider(files, super::provider())
+        Self::load_with_provider(files, super::crypto_provider())
     }
 
     pub(crate) fn load_with_provider(

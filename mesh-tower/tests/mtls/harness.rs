@@ -242,13 +242,12 @@ pub(crate) async fn presented_certificate(addr: SocketAddr, pki: &Pki) -> Vec<u8
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     let key = PrivateKeyDer::from_pem_file(pki.dir.path("client.key")).unwrap();
-    let config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap();
+    let config = ClientConfig::builder_with_provider(mesh_tower::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     // rustls' stock verifier checks a name: the rotation test's server certificates carry
     // `localhost` beside their SPIFFE ID for this.
