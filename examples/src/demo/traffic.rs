@@ -196,15 +196,29 @@ pub(crate) async fn product_page(mesh: &Mesh) -> Result<ProductPage, String> {
 
 /// Calls ratings at `address` as a plain gRPC client outside the mesh (no TLS): what a workload
 /// without a sidecar or mesh identity would do.
+///
+/// A STRICT server closes the connection when the first bytes are not a TLS handshake. When the
+/// plaintext client notices depends on timing: during its own HTTP/2 handshake, or with the
+/// call in flight, which tonic reports as `UNKNOWN` or `INTERNAL`. gRPC's other clients (C-core,
+/// grpc-go) report a connection the server closed without answering as `UNAVAILABLE`, and so
+/// does this one: a failure with a transport error behind it (no status from the server) is
+/// `UNAVAILABLE`, whichever moment it surfaced at, so the demo's line is the same on every run.
 pub(crate) async fn plaintext_ratings(address: std::net::SocketAddr) -> Result<(), String> {
+    const CLOSED: &str = "UNAVAILABLE: connection closed without an answer";
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(2));
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let channel = endpoint.connect().await.map_err(|_| CLOSED.to_owned())?;
     RatingsClient::new(channel)
         .get_ratings(RatingsRequest { product_id: 1 })
         .await
         .map(drop)
-        .map_err(|status| code_name(status.code()).to_owned())
+        .map_err(|status| {
+            if std::error::Error::source(&status).is_some() {
+                CLOSED.to_owned()
+            } else {
+                code_name(status.code()).to_owned()
+            }
+        })
 }

@@ -93,7 +93,9 @@ impl View {
     /// Prints a note above the live lines.
     pub fn note(&self, text: &str) {
         if self.live {
-            let _ = self.progress.println(text);
+            // `suspend` clears the live lines, prints, and draws them again below the text, so a
+            // spinner never overwrites a note (MultiProgress::println could, before any line).
+            self.progress.suspend(|| eprintln!("{text}"));
         } else {
             println!("{text}");
         }
@@ -106,30 +108,12 @@ impl View {
 
     /// The summary table, as text.
     pub fn summary(&self) -> String {
-        let name_w = self
-            .rows
-            .iter()
-            .map(|r| r.name.len())
-            .max()
-            .unwrap_or(8)
-            .max(8);
-        let exp_w = self
-            .rows
-            .iter()
-            .map(|r| r.expected.chars().count())
-            .max()
-            .unwrap_or(8)
-            .max(8);
-        let mut out = format!(
-            "{:<name_w$}  {:<exp_w$}  {:<6}  observed\n",
-            "scenario", "expected", "result"
-        );
+        let mut out = String::new();
         for row in &self.rows {
             let result = if row.verdict.passed { "ok" } else { "FAIL" };
-            out.push_str(&format!(
-                "{:<name_w$}  {:<exp_w$}  {result:<6}  {}\n",
-                row.name, row.expected, row.verdict.observed
-            ));
+            out.push_str(&format!("{result:<6}{}\n", row.name));
+            wrap_into(&mut out, "expected  ", &row.expected);
+            wrap_into(&mut out, "observed  ", &row.verdict.observed);
         }
         let passed = self.rows.iter().filter(|r| r.verdict.passed).count();
         out.push_str(&format!(
@@ -138,6 +122,35 @@ impl View {
         ));
         out
     }
+}
+
+/// The summary's width: it must read in a 100-column terminal.
+const SUMMARY_WIDTH: usize = 100;
+
+/// Appends `text` after `label`, indented under the scenario's name and wrapped at word
+/// boundaries to [`SUMMARY_WIDTH`] columns (a word longer than a line gets a line of its own).
+fn wrap_into(out: &mut String, label: &str, text: &str) {
+    const INDENT: usize = 6;
+    let hanging = INDENT + label.chars().count();
+    let mut column = hanging;
+    out.push_str(&" ".repeat(INDENT));
+    out.push_str(label);
+    let mut first = true;
+    for word in text.split_whitespace() {
+        let len = word.chars().count();
+        if !first && column + 1 + len > SUMMARY_WIDTH {
+            out.push('\n');
+            out.push_str(&" ".repeat(hanging));
+            column = hanging;
+        } else if !first {
+            out.push(' ');
+            column += 1;
+        }
+        out.push_str(word);
+        column += len;
+        first = false;
+    }
+    out.push('\n');
 }
 
 impl Default for View {
@@ -152,5 +165,44 @@ impl Line {
     /// Updates the live message.
     pub fn update(&self, message: String) {
         self.bar.set_message(message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_fits_a_100_column_terminal_and_keeps_every_word() {
+        let mut view = View::new();
+        let observed = "seen as cluster.local/ns/default/sa/demo-client; plaintext caller refused \
+            (UNAVAILABLE: connection closed without an answer); after ALLOW reviews-only: client \
+            5/5 PERMISSION_DENIED, productpage→reviews→ratings shows stars and a-very-long-word-"
+            .to_owned()
+            + &"x".repeat(120);
+        let line = view.start("mTLS identities, authorization deny");
+        view.finish(
+            line,
+            "mTLS identities, authorization deny",
+            "ratings sees the caller's SPIFFE id; ALLOW reviews-only denies the client".to_owned(),
+            Verdict {
+                observed: observed.clone(),
+                passed: true,
+            },
+        );
+        let summary = view.summary();
+        for line in summary.lines() {
+            let width = line.chars().count();
+            // Only a single word longer than a line may exceed it, alone on its line.
+            assert!(
+                width <= SUMMARY_WIDTH || line.split_whitespace().count() == 1,
+                "{width} columns: {line}"
+            );
+        }
+        let words: Vec<&str> = summary.split_whitespace().collect();
+        for word in observed.split_whitespace() {
+            assert!(words.contains(&word), "{word} is missing from\n{summary}");
+        }
+        assert!(summary.starts_with("ok    mTLS identities, authorization deny\n"));
     }
 }
