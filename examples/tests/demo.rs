@@ -9,6 +9,13 @@ async fn every_demo_scenario_behaves_as_expected() {
     let mut view = View::new();
     let all_passed = demo.run(&mut view).await;
     assert!(all_passed, "\n{}", view.summary());
+    for row in view.rows() {
+        assert!(
+            row.applied.iter().any(|yaml| yaml.contains("kind: ")),
+            "{} shows the Istio YAML it applied",
+            row.name
+        );
+    }
     assert!(
         view.rows().len() >= 9,
         "every scenario ran:\n{}",

@@ -16,6 +16,12 @@ struct Args {
     /// Fewer requests and shorter waits, with wider tolerances (for CI).
     #[arg(long)]
     quick: bool,
+    /// Print the Istio YAML each scenario applied after the summary.
+    #[arg(long)]
+    show_yaml: bool,
+    /// Where to write the report (`applied.yaml`: the Istio YAML of every scenario).
+    #[arg(long, default_value = "target/mesh-demo")]
+    report_dir: std::path::PathBuf,
 }
 
 #[tokio::main]
@@ -43,6 +49,17 @@ async fn main() -> ExitCode {
     match outcome {
         Ok(all_passed) => {
             println!("\n{}", view.summary());
+            let yaml = view.applied_yaml();
+            if args.show_yaml {
+                println!("{yaml}");
+            }
+            let path = args.report_dir.join("applied.yaml");
+            match std::fs::create_dir_all(&args.report_dir)
+                .and_then(|()| std::fs::write(&path, &yaml))
+            {
+                Ok(()) => println!("the Istio YAML of every scenario: {}", path.display()),
+                Err(e) => eprintln!("could not write {}: {e}", path.display()),
+            }
             println!("finished in {:.1} s", started.elapsed().as_secs_f64());
             if all_passed {
                 ExitCode::SUCCESS

@@ -45,6 +45,8 @@ const SCENARIO_DEADLINE: Duration = Duration::from_secs(40);
 pub struct Demo {
     topology: Topology,
     pace: Pace,
+    // The Istio YAML the running scenario applied, in order, for the summary.
+    applied: std::sync::Mutex<Vec<String>>,
 }
 
 /// The demo could not run.
@@ -73,8 +75,13 @@ impl Demo {
     /// Starts the control plane and bookinfo with every request going to reviews v1.
     pub async fn start(pace: Pace) -> Result<Self, DemoError> {
         let topology = Topology::start().await?;
-        let demo = Self { topology, pace };
+        let demo = Self {
+            topology,
+            pace,
+            applied: Default::default(),
+        };
         demo.apply(&Policy::default()).await?;
+        demo.take_applied();
         Ok(demo)
     }
 
@@ -86,6 +93,7 @@ impl Demo {
     /// Pushes `policy` from the control plane and waits until every service's mesh serves it
     /// (what each one holds for the targets it calls equals what was pushed).
     pub async fn apply(&self, policy: &Policy) -> Result<(), DemoError> {
+        self.record_applied(policy.traffic_yaml());
         let config = self.topology.config(policy)?;
         let expected = mesh_xds::encode::canonical(&config);
         let version = self.topology.control_plane.set_config(config);
@@ -140,9 +148,24 @@ impl Demo {
                 },
             };
             self.topology.heal();
-            view.finish(line, scenario.name, expected, verdict);
+            view.finish(line, scenario.name, expected, verdict, self.take_applied());
         }
         view.rows().iter().all(|r| r.verdict.passed)
+    }
+
+    /// Remembers `yaml` as applied by the running scenario.
+    fn record_applied(&self, yaml: String) {
+        if let Ok(mut applied) = self.applied.lock() {
+            applied.push(yaml);
+        }
+    }
+
+    /// The YAML the scenario that just ended applied.
+    fn take_applied(&self) -> Vec<String> {
+        self.applied
+            .lock()
+            .map(|mut applied| std::mem::take(&mut *applied))
+            .unwrap_or_default()
     }
 
     fn n(&self, full: u32, quick: u32) -> u32 {
@@ -307,6 +330,7 @@ impl Demo {
         let before = traffic::ratings(client, 5, show).await;
         let seen: Vec<&str> = before.principals.keys().map(String::as_str).collect();
         let plaintext = traffic::plaintext_ratings(self.topology.ratings[0].address).await;
+        self.record_applied(topology::ratings_server_yaml(true));
         let reviews_only = std::sync::Arc::new(topology::ratings_server_config(true)?);
         for mesh in &self.topology.ratings_meshes {
             mesh.publish(reviews_only.clone());

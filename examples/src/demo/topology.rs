@@ -82,6 +82,42 @@ pub struct Policy {
     pub extra: String,
 }
 
+// === impl Policy ===
+
+impl Policy {
+    /// The traffic-policy documents of this policy, as Istio YAML: the `reviews` and `ratings`
+    /// DestinationRules, the `reviews` VirtualService and the extra documents. This is the part
+    /// of [`Topology::yaml`] a scenario changes, and what the demo shows a user.
+    pub fn traffic_yaml(&self) -> String {
+        let mut yaml = String::new();
+        destination_rule(
+            &mut yaml,
+            "reviews",
+            &["v1", "v2", "v3"],
+            &self.reviews_traffic,
+        );
+        // Ratings requires mTLS (its PeerAuthentication is STRICT): callers use their mesh
+        // identity.
+        let ratings_traffic = format!("    tls: {{mode: ISTIO_MUTUAL}}\n{}", self.ratings_traffic);
+        destination_rule(&mut yaml, "ratings", &["v1"], &ratings_traffic);
+        let http = if self.reviews_http.is_empty() {
+            "  - route:\n    - destination: {host: reviews.default.svc.cluster.local, subset: v1}\n"
+        } else {
+            &self.reviews_http
+        };
+        let _ = write!(
+            yaml,
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+             metadata: {{name: reviews, namespace: default}}\nspec:\n  \
+             hosts: [reviews.default.svc.cluster.local]\n  http:\n{http}"
+        );
+        if !self.extra.is_empty() {
+            let _ = write!(yaml, "---\n{}", self.extra);
+        }
+        yaml
+    }
+}
+
 /// Starting the topology failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
@@ -276,33 +312,7 @@ impl Topology {
             &[(self.productpage, "v1", "")],
             "HTTP",
         );
-        destination_rule(
-            &mut yaml,
-            "reviews",
-            &["v1", "v2", "v3"],
-            &policy.reviews_traffic,
-        );
-        // Ratings requires mTLS (its PeerAuthentication is STRICT): callers use their mesh
-        // identity.
-        let ratings_traffic = format!(
-            "    tls: {{mode: ISTIO_MUTUAL}}\n{}",
-            policy.ratings_traffic
-        );
-        destination_rule(&mut yaml, "ratings", &["v1"], &ratings_traffic);
-        let http = if policy.reviews_http.is_empty() {
-            "  - route:\n    - destination: {host: reviews.default.svc.cluster.local, subset: v1}\n"
-        } else {
-            &policy.reviews_http
-        };
-        let _ = write!(
-            yaml,
-            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
-             metadata: {{name: reviews, namespace: default}}\nspec:\n  \
-             hosts: [reviews.default.svc.cluster.local]\n  http:\n{http}"
-        );
-        if !policy.extra.is_empty() {
-            let _ = write!(yaml, "---\n{}", policy.extra);
-        }
+        yaml.push_str(&policy.traffic_yaml());
         yaml
     }
 
@@ -328,6 +338,13 @@ impl Drop for Topology {
 /// The server-side policy of ratings: STRICT mTLS and, with `reviews_only`, an
 /// AuthorizationPolicy that lets only the reviews service account in.
 pub(crate) fn ratings_server_config(reviews_only: bool) -> Result<MeshConfig, TopologyError> {
+    mesh_core::istio::load_str("ratings-security.yaml", &ratings_server_yaml(reviews_only))
+        .map(|loaded| loaded.config)
+        .map_err(|e| TopologyError::Config(e.to_string()))
+}
+
+/// The Istio YAML of [`ratings_server_config`].
+pub(crate) fn ratings_server_yaml(reviews_only: bool) -> String {
     let mut yaml = String::from(
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
          metadata: {name: ratings-strict, namespace: default}\n\
@@ -343,9 +360,7 @@ pub(crate) fn ratings_server_config(reviews_only: bool) -> Result<MeshConfig, To
             principal("default", "bookinfo-reviews")
         );
     }
-    mesh_core::istio::load_str("ratings-security.yaml", &yaml)
-        .map(|loaded| loaded.config)
-        .map_err(|e| TopologyError::Config(e.to_string()))
+    yaml
 }
 
 fn app_labels(app: &str, version: &str) -> Result<Labels, TopologyError> {

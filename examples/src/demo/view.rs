@@ -26,6 +26,8 @@ pub struct Row {
     pub expected: String,
     /// What happened.
     pub verdict: Verdict,
+    /// The Istio YAML the scenario applied, in order.
+    pub applied: Vec<String>,
 }
 
 /// The view of a demo run.
@@ -72,7 +74,14 @@ impl View {
     }
 
     /// Ends a scenario's line with its verdict.
-    pub fn finish(&mut self, line: Line, name: &'static str, expected: String, verdict: Verdict) {
+    pub fn finish(
+        &mut self,
+        line: Line,
+        name: &'static str,
+        expected: String,
+        verdict: Verdict,
+        applied: Vec<String>,
+    ) {
         let mark = if verdict.passed { "ok  " } else { "FAIL" };
         line.bar.set_style(
             ProgressStyle::with_template("{prefix:<36} {msg}")
@@ -87,6 +96,7 @@ impl View {
             name,
             expected,
             verdict,
+            applied,
         });
     }
 
@@ -104,6 +114,28 @@ impl View {
     /// The finished scenarios.
     pub fn rows(&self) -> &[Row] {
         &self.rows
+    }
+
+    /// The Istio YAML each scenario applied, under its name: what a user writes to get the
+    /// same behaviour.
+    pub fn applied_yaml(&self) -> String {
+        let mut out = String::new();
+        for row in &self.rows {
+            for (n, yaml) in row.applied.iter().enumerate() {
+                let step = if row.applied.len() > 1 {
+                    format!(" (step {} of {})", n + 1, row.applied.len())
+                } else {
+                    String::new()
+                };
+                out.push_str(&format!("# {}{step}\n", row.name));
+                out.push_str(yaml);
+                if !yaml.ends_with('\n') {
+                    out.push('\n');
+                }
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// The summary table, as text.
@@ -189,6 +221,7 @@ mod tests {
                 observed: observed.clone(),
                 passed: true,
             },
+            Vec::new(),
         );
         let summary = view.summary();
         for line in summary.lines() {
