@@ -19,7 +19,8 @@ struct Args {
     /// Print the Istio YAML each scenario applied after the summary.
     #[arg(long)]
     show_yaml: bool,
-    /// Where to write the report (`applied.yaml`: the Istio YAML of every scenario).
+    /// Where to write the report: `applied.yaml` (the Istio YAML of every scenario) and
+    /// `report.svg` (every call of every scenario, drawn).
     #[arg(long, default_value = "target/mesh-demo")]
     report_dir: std::path::PathBuf,
 }
@@ -53,12 +54,22 @@ async fn main() -> ExitCode {
             if args.show_yaml {
                 println!("{yaml}");
             }
-            let path = args.report_dir.join("applied.yaml");
-            match std::fs::create_dir_all(&args.report_dir)
-                .and_then(|()| std::fs::write(&path, &yaml))
-            {
-                Ok(()) => println!("the Istio YAML of every scenario: {}", path.display()),
-                Err(e) => eprintln!("could not write {}: {e}", path.display()),
+            let files = [
+                ("applied.yaml", yaml, "the Istio YAML of every scenario"),
+                (
+                    "report.svg",
+                    mesh_examples::demo::report_svg(view.rows()),
+                    "every call of every scenario, drawn",
+                ),
+            ];
+            for (name, content, what) in files {
+                let path = args.report_dir.join(name);
+                match std::fs::create_dir_all(&args.report_dir)
+                    .and_then(|()| std::fs::write(&path, content))
+                {
+                    Ok(()) => println!("{what}: {}", path.display()),
+                    Err(e) => eprintln!("could not write {}: {e}", path.display()),
+                }
             }
             println!("finished in {:.1} s", started.elapsed().as_secs_f64());
             if all_passed {

@@ -5,6 +5,7 @@
 //! callers saw (replies per version, statuses, latencies), never on what the configuration
 //! says. The demo passes only when every scenario behaved as expected.
 
+mod report;
 mod topology;
 mod traffic;
 mod view;
@@ -15,8 +16,9 @@ use mesh_core::MeshConfig;
 use tonic::Code;
 
 pub use self::{
+    report::svg as report_svg,
     topology::{Instance, PRODUCTPAGE, Policy, Topology, TopologyError, xds},
-    traffic::Tally,
+    traffic::{Call, Tally},
     view::{Line, Row, Verdict, View},
 };
 
@@ -47,6 +49,8 @@ pub struct Demo {
     pace: Pace,
     // The Istio YAML the running scenario applied, in order, for the summary.
     applied: std::sync::Mutex<Vec<String>>,
+    // Every call the running scenario made, for the report's pictures.
+    calls: std::sync::Mutex<Vec<traffic::Call>>,
 }
 
 /// The demo could not run.
@@ -79,6 +83,7 @@ impl Demo {
             topology,
             pace,
             applied: Default::default(),
+            calls: Default::default(),
         };
         demo.apply(&Policy::default()).await?;
         demo.take_applied();
@@ -148,7 +153,19 @@ impl Demo {
                 },
             };
             self.topology.heal();
-            view.finish(line, scenario.name, expected, verdict, self.take_applied());
+            let calls = self
+                .calls
+                .lock()
+                .map(|mut calls| std::mem::take(&mut *calls))
+                .unwrap_or_default();
+            view.finish(
+                line,
+                scenario.name,
+                expected,
+                verdict,
+                self.take_applied(),
+                calls,
+            );
         }
         view.rows().iter().all(|r| r.verdict.passed)
     }
@@ -176,7 +193,12 @@ impl Demo {
     }
 
     async fn play(&self, kind: Kind, line: &Line) -> Result<Verdict, DemoError> {
-        let mut show = |t: &Tally| line.update(t.summary());
+        let mut show = |t: &Tally| {
+            line.update(t.summary());
+            if let (Some(call), Ok(mut calls)) = (t.calls.last(), self.calls.lock()) {
+                calls.push(call.clone());
+            }
+        };
         let client = &self.topology.client;
         Ok(match kind {
             Kind::Canary(v1, v2) => {

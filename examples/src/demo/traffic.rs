@@ -32,6 +32,21 @@ pub struct Tally {
     pub latencies: Vec<Duration>,
     /// The callers' principals ratings saw (for mTLS).
     pub principals: BTreeMap<String, u32>,
+    /// Every call, in the order it ended: the report draws them.
+    pub calls: Vec<Call>,
+}
+
+/// One call, as the report draws it.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// When it ended.
+    pub ended: Instant,
+    /// How long it took.
+    pub latency: Duration,
+    /// What answered it (a reviews version, a ratings instance) or the gRPC code it failed with.
+    pub outcome: String,
+    /// Whether it failed.
+    pub failed: bool,
 }
 
 // === impl Tally ===
@@ -88,6 +103,16 @@ impl Tally {
 
     fn record(&mut self, latency: Duration, result: Result<(String, String), tonic::Status>) {
         self.latencies.push(latency);
+        let (outcome, failed) = match &result {
+            Ok((who, _)) => (who.clone(), false),
+            Err(status) => (code_name(status.code()).to_owned(), true),
+        };
+        self.calls.push(Call {
+            ended: Instant::now(),
+            latency,
+            outcome,
+            failed,
+        });
         match result {
             Ok((who, principal)) => {
                 *self.answered_by.entry(who).or_default() += 1;

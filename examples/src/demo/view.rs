@@ -8,6 +8,8 @@ use std::{io::IsTerminal, time::Duration};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::traffic::Call;
+
 /// One scenario's result.
 #[derive(Clone, Debug)]
 pub struct Verdict {
@@ -28,6 +30,8 @@ pub struct Row {
     pub verdict: Verdict,
     /// The Istio YAML the scenario applied, in order.
     pub applied: Vec<String>,
+    /// Every call the scenario made, in the order they ended.
+    pub calls: Vec<Call>,
 }
 
 /// The view of a demo run.
@@ -81,6 +85,7 @@ impl View {
         expected: String,
         verdict: Verdict,
         applied: Vec<String>,
+        calls: Vec<Call>,
     ) {
         let mark = if verdict.passed { "ok  " } else { "FAIL" };
         line.bar.set_style(
@@ -97,6 +102,7 @@ impl View {
             expected,
             verdict,
             applied,
+            calls,
         });
     }
 
@@ -221,6 +227,7 @@ mod tests {
                 observed: observed.clone(),
                 passed: true,
             },
+            Vec::new(),
             Vec::new(),
         );
         let summary = view.summary();
