@@ -10,7 +10,8 @@ use crate::{ResponseFlags, server::Workload};
 const UNKNOWN: &str = "unknown";
 
 /// The workload-side labels of one end of a request (`*_workload`, `*_workload_namespace`,
-/// `*_principal`, `*_app`, `*_version`, `*_cluster`).
+/// `*_principal`, `*_app`, `*_version`, `*_canonical_service`, `*_canonical_revision`,
+/// `*_cluster`).
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub(crate) struct PeerLabels {
     workload: Arc<str>,
@@ -18,6 +19,8 @@ pub(crate) struct PeerLabels {
     principal: Arc<str>,
     app: Arc<str>,
     version: Arc<str>,
+    canonical_service: Arc<str>,
+    canonical_revision: Arc<str>,
     cluster: Arc<str>,
 }
 
@@ -85,6 +88,8 @@ impl PeerLabels {
                 .map_or_else(|| UNKNOWN.into(), |p| format!("spiffe://{p}").into()),
             app: w.app().into(),
             version: w.version().into(),
+            canonical_service: w.canonical_service().into(),
+            canonical_revision: w.canonical_revision().into(),
             cluster: w.cluster.clone(),
         }
     }
@@ -104,6 +109,8 @@ impl PeerLabels {
             principal: principal.map_or_else(|| UNKNOWN.into(), |p| format!("spiffe://{p}").into()),
             app: UNKNOWN.into(),
             version: UNKNOWN.into(),
+            canonical_service: UNKNOWN.into(),
+            canonical_revision: UNKNOWN.into(),
             cluster: UNKNOWN.into(),
         }
     }
@@ -122,12 +129,18 @@ pub(crate) fn of_cluster(cluster: &str) -> (PeerLabels, ServiceLabels) {
         None => ("", cluster.rsplit_once(':').map_or(cluster, |(h, _)| h)),
     };
     let service = ServiceLabels::of_host(host);
+    // Without Envoy's metadata exchange the client does not learn the destination workload's
+    // labels: its canonical service is unknown, and its revision is what `version` is, the
+    // subset the route chose.
+    let version: Arc<str> = if subset.is_empty() { UNKNOWN } else { subset }.into();
     let peer = PeerLabels {
         workload: UNKNOWN.into(),
         namespace: service.namespace.clone(),
         principal: UNKNOWN.into(),
         app: UNKNOWN.into(),
-        version: if subset.is_empty() { UNKNOWN } else { subset }.into(),
+        version: version.clone(),
+        canonical_service: UNKNOWN.into(),
+        canonical_revision: version,
         cluster: UNKNOWN.into(),
     };
     (peer, service)
@@ -192,15 +205,19 @@ impl EncodeLabelSet for RequestLabels {
             Reporter::Destination => "destination",
         };
         let (s, d, svc) = (&*self.source, &*self.destination, &*self.service);
-        let strings: [(&str, &str); 18] = [
+        let strings: [(&str, &str); 22] = [
             ("reporter", reporter),
             ("source_workload", &s.workload),
+            ("source_canonical_service", &s.canonical_service),
+            ("source_canonical_revision", &s.canonical_revision),
             ("source_workload_namespace", &s.namespace),
             ("source_principal", &s.principal),
             ("source_app", &s.app),
             ("source_version", &s.version),
             ("source_cluster", &s.cluster),
             ("destination_workload", &d.workload),
+            ("destination_canonical_service", &d.canonical_service),
+            ("destination_canonical_revision", &d.canonical_revision),
             ("destination_workload_namespace", &d.namespace),
             ("destination_principal", &d.principal),
             ("destination_app", &d.app),

@@ -12,9 +12,12 @@
 //!
 //! What a proxyless mesh knows about the other side is less than Envoy's metadata exchange
 //! gives: on the server, the source is known by its principal only (`source_workload_namespace`
-//! is derived from it; `source_workload`, `source_app`, `source_version` are `unknown`); on the
-//! client, the destination is known by its cluster (`destination_service*` from the host,
-//! `destination_version` from the subset; the workload is `unknown`). The client reports
+//! is derived from it; `source_workload`, `source_app`, `source_version` and the source's
+//! canonical service and revision are `unknown`); on the client, the destination is known by its
+//! cluster (`destination_service*` from the host, `destination_version` and
+//! `destination_canonical_revision` from the subset; the workload and its canonical service are
+//! `unknown`). A workload's own `*_canonical_service` and `*_canonical_revision` come from its
+//! labels in istiod's order ([`Workload::canonical_service`](crate::Workload::canonical_service)). The client reports
 //! `connection_security_policy="unknown"`, as Istio's source reporter does.
 //!
 //! # Cost per request

@@ -164,6 +164,34 @@ impl Workload {
             .or_else(|| self.labels.get("app.kubernetes.io/version"))
             .unwrap_or("unknown")
     }
+
+    /// Istio's canonical service (`*_canonical_service`): the `service.istio.io/canonical-name`
+    /// label, else `app.kubernetes.io/name`, else `app`, else the workload name — the order
+    /// istiod and its sidecar injector use.
+    pub fn canonical_service(&self) -> &str {
+        [
+            "service.istio.io/canonical-name",
+            "app.kubernetes.io/name",
+            "app",
+        ]
+        .into_iter()
+        .find_map(|key| self.labels.get(key))
+        .unwrap_or(&self.name)
+    }
+
+    /// Istio's canonical revision (`*_canonical_revision`): the
+    /// `service.istio.io/canonical-revision` label, else `app.kubernetes.io/version`, else
+    /// `version`, else `latest`, as istiod defaults it.
+    pub fn canonical_revision(&self) -> &str {
+        [
+            "service.istio.io/canonical-revision",
+            "app.kubernetes.io/version",
+            "version",
+        ]
+        .into_iter()
+        .find_map(|key| self.labels.get(key))
+        .unwrap_or("latest")
+    }
 }
 
 // === impl Mesh ===

@@ -131,3 +131,44 @@ async fn the_bucket_refills_on_tokio_time_and_restarts_when_the_limit_changes() 
     assert_eq!(status().await, StatusCode::OK);
     assert_eq!(status().await, StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[test]
+fn canonical_service_and_revision_follow_istios_label_precedence() {
+    let workload = |labels: &[(&str, &str)]| {
+        Workload::new("default", "reviews.default.svc.cluster.local", 9080)
+            .with_name("reviews-v2-5d8f")
+            .with_labels(Labels::new(labels.iter().copied()).unwrap())
+    };
+    let bare = workload(&[]);
+    assert_eq!(
+        (bare.canonical_service(), bare.canonical_revision()),
+        ("reviews-v2-5d8f", "latest")
+    );
+    let app = workload(&[("app", "reviews"), ("version", "v2")]);
+    assert_eq!(
+        (app.canonical_service(), app.canonical_revision()),
+        ("reviews", "v2")
+    );
+    let all = workload(&[
+        ("app", "reviews"),
+        ("version", "v2"),
+        ("app.kubernetes.io/name", "reviews-k8s"),
+        ("app.kubernetes.io/version", "2.0"),
+        ("service.istio.io/canonical-name", "reviews-canonical"),
+        ("service.istio.io/canonical-revision", "2.0.1"),
+    ]);
+    assert_eq!(
+        (all.canonical_service(), all.canonical_revision()),
+        ("reviews-canonical", "2.0.1")
+    );
+    let k8s = workload(&[
+        ("app", "reviews"),
+        ("version", "v2"),
+        ("app.kubernetes.io/name", "reviews-k8s"),
+        ("app.kubernetes.io/version", "2.0"),
+    ]);
+    assert_eq!(
+        (k8s.canonical_service(), k8s.canonical_revision()),
+        ("reviews-k8s", "2.0")
+    );
+}
