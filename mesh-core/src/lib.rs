@@ -28,6 +28,7 @@ pub mod istio;
 pub mod lb;
 pub mod matcher;
 pub mod outlier;
+mod path;
 mod percentage;
 mod retry;
 pub mod route;
@@ -48,6 +49,7 @@ pub use self::{
     fault::{AbortStatus, FaultAbort, FaultDecision, FaultDelay, FaultPolicy},
     grpc::GrpcCode,
     outlier::{EjectionReason, OutlierDetector, OutlierEvent},
+    path::{EscapedSlashesAction, PathError, PathNormalization, PathNormalizer},
     percentage::Percentage,
     retry::{Backoff, HedgePolicy, RetryBudget, RetryOn, RetryPolicy},
     route::{Action, RouteTable},

@@ -16,7 +16,7 @@ use std::{sync::Arc, time::Duration};
 
 use ipnet::IpNet;
 
-use crate::{Error, FaultPolicy, Labels};
+use crate::{Error, FaultPolicy, Labels, PathNormalizer};
 
 mod authz;
 mod peer_auth;
@@ -42,6 +42,9 @@ pub struct ServerPolicy {
     pub fault: Option<Arc<FaultPolicy>>,
     /// Local rate limit; `None` is off.
     pub rate_limit: Option<LocalRateLimit>,
+    /// How request paths are normalized before authorization and before the handler sees
+    /// them (Istio's `MeshConfig.pathNormalization`). Default is Istio's `BASE`.
+    pub path_normalization: PathNormalizer,
 }
 
 /// Where a policy applies: a namespace and optionally a label selector on the workload.
