@@ -23,7 +23,7 @@
 //! (403, 429, the fault's status). The layer never fails a request with an `Err`: its error type
 //! is the inner service's (`Infallible` for tonic and axum).
 //!
-//! The request head is normalized first ([`normalize`]): the path by the policy's
+//! The request head is normalized first: the path by the policy's
 //! [`PathNormalizer`] (Istio's `pathNormalization`, default `BASE`; see
 //! [`ServerLayer::path_normalization`]), the method and the authority, and the request is
 //! rewritten so that authorization and the handler see the same path and host. A request that
