@@ -1,5 +1,5 @@
-//! Server-side policy: peer authentication (mTLS mode), authorization, server-side faults and
-//! local rate limiting.
+//! Server-side policy: peer authentication (mTLS mode), path normalization, authorization,
+//! server-side faults and local rate limiting.
 //!
 //! Authorization follows Istio's `AuthorizationPolicy` (CUSTOM aside): within a rule, every
 //! `from`, `to` and `when` block must match (each block matches when any of its entries does),
