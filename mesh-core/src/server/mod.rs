@@ -42,8 +42,9 @@ pub struct ServerPolicy {
     pub fault: Option<Arc<FaultPolicy>>,
     /// Local rate limit; `None` is off.
     pub rate_limit: Option<LocalRateLimit>,
-    /// How request paths are normalized before authorization and before the handler sees
-    /// them (Istio's `MeshConfig.pathNormalization`). Default is Istio's `BASE`.
+    /// How request paths are normalized (Istio's mesh-wide `MeshConfig.pathNormalization`):
+    /// on the server before authorization and before the handler sees them, and on the client
+    /// before route matching and before the request is sent. Default is Istio's `BASE`.
     pub path_normalization: PathNormalizer,
 }
 

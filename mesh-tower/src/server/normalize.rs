@@ -22,10 +22,10 @@
 
 use std::borrow::Cow;
 
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use mesh_core::{GrpcCode, PathNormalizer};
 
-use crate::{body::ResponseBody, synthesize::Failure};
+use crate::{body::ResponseBody, request_path::normalize_path, synthesize::Failure};
 
 /// Why a request head was refused; the message is the 400's body.
 #[derive(Debug)]
@@ -42,14 +42,7 @@ pub(crate) fn normalize<B>(req: &mut Request<B>, paths: &PathNormalizer) -> Resu
         return Err(Refused("method is not upper case".into()));
     }
     normalize_authority(req)?;
-    let normalized = match paths.normalize(req.uri().path()) {
-        Ok(Cow::Borrowed(_)) => return Ok(()),
-        Ok(Cow::Owned(path)) => path,
-        Err(e) => return Err(Refused(e.to_string().into())),
-    };
-    let uri = std::mem::take(req.uri_mut());
-    *req.uri_mut() = with_path(uri, normalized)?;
-    Ok(())
+    normalize_path(req, paths).map_err(|message| Refused(message.into()))
 }
 
 /// The response to a refused request.
@@ -85,21 +78,4 @@ fn normalize_authority<B>(req: &mut Request<B>) -> Result<(), Refused> {
         req.headers_mut().insert(header::HOST, value);
     }
     Ok(())
-}
-
-/// `uri` with its path replaced by `path`, its query kept.
-fn with_path(uri: Uri, path: String) -> Result<Uri, Refused> {
-    let mut parts = uri.into_parts();
-    let query = parts.path_and_query.as_ref().and_then(PathAndQuery::query);
-    let path_and_query = match query {
-        Some(query) => format!("{path}?{query}"),
-        None => path,
-    };
-    // The normalized path only holds bytes the parser accepted before, so this cannot fail;
-    // should it, the request is refused rather than forwarded unnormalized.
-    parts.path_and_query = Some(
-        PathAndQuery::try_from(path_and_query)
-            .map_err(|_| Refused("normalized path is not a valid uri path".into()))?,
-    );
-    Uri::from_parts(parts).map_err(|_| Refused("normalized path is not a valid uri".into()))
 }
