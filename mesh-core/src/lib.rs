@@ -11,6 +11,7 @@
 //! - [`lb`]: endpoint choice: priority levels and panic mode, weighted round robin, weighted
 //!   random, least request, ring hash and the request hash.
 //! - [`outlier`]: outlier detection as a state machine (events and `now` in, ejections out).
+//! - [`path`]: request path normalization (Istio's `pathNormalization`).
 //! - [`RetryPolicy`], [`FaultPolicy`], [`Cluster`], [`Endpoint`], [`ServerPolicy`]: the policies.
 //! - [`Outcome`]: the one failure classifier every policy reads.
 //! - [`MeshConfig`]: one complete, immutable snapshot.
@@ -28,6 +29,7 @@ pub mod istio;
 pub mod lb;
 pub mod matcher;
 pub mod outlier;
+pub mod path;
 mod percentage;
 mod retry;
 pub mod route;
@@ -48,6 +50,7 @@ pub use self::{
     fault::{AbortStatus, FaultAbort, FaultDecision, FaultDelay, FaultPolicy},
     grpc::GrpcCode,
     outlier::{EjectionReason, OutlierDetector, OutlierEvent},
+    path::{EscapedSlashesAction, PathError, PathNormalization, PathNormalizer},
     percentage::Percentage,
     retry::{Backoff, HedgePolicy, RetryBudget, RetryOn, RetryPolicy},
     route::{Action, RouteTable},

@@ -38,6 +38,7 @@ mod mesh;
 pub mod metrics;
 mod names;
 pub mod peer;
+mod request_path;
 pub mod retry;
 mod rng;
 pub mod route;

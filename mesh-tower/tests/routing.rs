@@ -181,3 +181,40 @@ async fn a_plain_http_caller_gets_http_statuses_for_what_is_missing() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn routes_match_the_normalized_path_and_the_server_receives_it() {
+    let v1 = spawn_echo("v1", Behavior::default()).await;
+    let v2 = spawn_echo("v2", Behavior::default()).await;
+    let policy = virtual_service(&format!(
+        "  - match:
+    - uri: {{exact: /echo.Echo/Shout}}
+    route:
+    - destination: {{host: {HOST}, subset: v2}}
+  - route:
+    - destination: {{host: {HOST}, subset: v1}}
+"
+    ));
+    let mesh = mesh(&[("v1", v1.addr), ("v2", v2.addr)], &policy);
+    let mut grpc = tonic::client::Grpc::new(mesh.channel(TARGET));
+    let call = async |grpc: &mut tonic::client::Grpc<mesh_tower::Channel>, path: &'static str| {
+        grpc.ready().await.unwrap();
+        grpc.unary::<_, EchoReply, _>(
+            request("hi"),
+            http::uri::PathAndQuery::from_static(path),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+    };
+    for path in ["/echo.Echo/Say/../Shout", "/echo.Echo/%53hout", "/echo.Echo\\Shout"] {
+        let reply = call(&mut grpc, path).await.unwrap().into_inner();
+        // Routed to v2 by the exact match, and shouted: the server got `/echo.Echo/Shout`.
+        assert_eq!(
+            (reply.served_by.as_str(), reply.message.as_str()),
+            ("v2", "HI"),
+            "{path}"
+        );
+    }
+    let refused = call(&mut grpc, "/echo.Echo/Say%00").await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+}

@@ -14,7 +14,7 @@ use super::{
     virtual_service::{self, Registry, VirtualService},
 };
 use crate::{
-    Cluster, Endpoint, MeshConfig, RouteTable, ServerPolicy,
+    Cluster, Endpoint, MeshConfig, PathNormalizer, RouteTable, ServerPolicy,
     route::{Action, Domain, Forward, Route, RouteMatcher, VirtualHost, WeightedClusters},
 };
 
@@ -169,6 +169,8 @@ pub(super) fn build(
         authorization: res.authorization_policies.into(),
         fault: None,
         rate_limit: None,
+        // Istio sets it mesh-wide in MeshConfig, which is not one of the loaded kinds.
+        path_normalization: PathNormalizer::default(),
     };
     if !diags.borrow().errors.is_empty() {
         return None;

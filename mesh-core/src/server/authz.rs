@@ -53,9 +53,11 @@
 //!
 //! # Request normalization
 //!
-//! The caller passes the path as the server routes it (normalized, as Istio normalizes it);
-//! anything from the first `?` or `#` on is dropped here defensively so a query string can
-//! never dodge a path rule. A `spiffe://` prefix on the principal is dropped too. IPv4-mapped
+//! The caller passes the request as the application will see it: the path normalized by the
+//! server policy's [`PathNormalizer`](crate::PathNormalizer) (and forwarded so), the authority
+//! the handler reads, and only upper-case methods (Istio answers a lower-case one with 400
+//! before authorization; `mesh-tower`'s server stack does the same). Anything from the first
+//! `?` or `#` on is dropped here defensively so a query string can never dodge a path rule. A `spiffe://` prefix on the principal is dropped too. IPv4-mapped
 //! IPv6 source addresses are compared as IPv4. Hosts compare ASCII case-insensitively; methods,
 //! paths, principals and namespaces compare exactly. Several values of one header are joined
 //! with `,` before matching, as Envoy does, and a header value of `*` means "present" (even

@@ -1,5 +1,5 @@
-//! Server-side policy: peer authentication (mTLS mode), authorization, server-side faults and
-//! local rate limiting.
+//! Server-side policy: peer authentication (mTLS mode), path normalization, authorization,
+//! server-side faults and local rate limiting.
 //!
 //! Authorization follows Istio's `AuthorizationPolicy` (CUSTOM aside): within a rule, every
 //! `from`, `to` and `when` block must match (each block matches when any of its entries does),
@@ -16,7 +16,7 @@ use std::{sync::Arc, time::Duration};
 
 use ipnet::IpNet;
 
-use crate::{Error, FaultPolicy, Labels};
+use crate::{Error, FaultPolicy, Labels, PathNormalizer};
 
 mod authz;
 mod peer_auth;
@@ -42,6 +42,10 @@ pub struct ServerPolicy {
     pub fault: Option<Arc<FaultPolicy>>,
     /// Local rate limit; `None` is off.
     pub rate_limit: Option<LocalRateLimit>,
+    /// How request paths are normalized (Istio's mesh-wide `MeshConfig.pathNormalization`):
+    /// on the server before authorization and before the handler sees them, and on the client
+    /// before route matching and before the request is sent. Default is Istio's `BASE`.
+    pub path_normalization: PathNormalizer,
 }
 
 /// Where a policy applies: a namespace and optionally a label selector on the workload.

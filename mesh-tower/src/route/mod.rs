@@ -1,6 +1,8 @@
-//! The route layer: loads the configuration snapshot once, matches the request, picks the
-//! weighted cluster, rewrites the request, starts mirrors, and answers redirects, direct
-//! responses and "no route" itself.
+//! The route layer: loads the configuration snapshot once, normalizes the request path (as the
+//! server stack does, with the mesh's [`PathNormalizer`](mesh_core::PathNormalizer)), matches
+//! the request, picks the weighted cluster, rewrites the request, starts mirrors, and answers
+//! redirects, direct responses, "no route" and refused paths (400 / `INVALID_ARGUMENT`)
+//! itself.
 //!
 //! Its decision travels in the request's extensions as a [`RouteDecision`]; no later layer
 //! reads the live configuration. A request that cannot be routed is answered, not failed: a
@@ -37,7 +39,7 @@ use crate::{
     decision::RouteDecision,
     mesh::Snapshot,
     metrics::Recorder,
-    rng,
+    request_path, rng,
     synthesize::{Failure, ResponseFlags},
 };
 
@@ -215,6 +217,15 @@ fn route(
         .into_response(is_grpc)
         .into()
     };
+    // Istio normalizes the paths of outbound requests too (one `pathNormalization` for every
+    // HTTP connection manager): routes match, and the destination receives, the normalized
+    // path. A clean path is only scanned.
+    let paths = &snapshot.config.server().path_normalization;
+    if let Err(message) = request_path::normalize_path(req, paths) {
+        let refused =
+            Failure::unflagged(GrpcCode::InvalidArgument, StatusCode::BAD_REQUEST, message);
+        return Err(refused.into_response(is_grpc).into());
+    }
     let Some(table) = snapshot.config.listener(&target.name) else {
         return Err(no_route(format!(
             "no route configuration for target `{}`",

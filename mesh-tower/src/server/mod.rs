@@ -1,7 +1,8 @@
 //! The server stack: one layer for tonic's `Server::builder()` and for an axum `Router`.
 //!
 //! ```text
-//! (TLS accept: Peer) → trace → metrics → authorization → fault → local rate limit → handler
+//! (TLS accept: Peer) → trace → metrics → normalization → authorization → fault
+//!                    → local rate limit → handler
 //! ```
 //!
 //! ```rust,ignore
@@ -22,13 +23,23 @@
 //! (403, 429, the fault's status). The layer never fails a request with an `Err`: its error type
 //! is the inner service's (`Infallible` for tonic and axum).
 //!
-//! Health checks (`/grpc.health.v1.Health/*`, `/healthz`) skip authorization, faults and the
-//! rate limit when [`ServerLayer::bypass_health_checks`] is set, so a kubelet probe or a load
-//! balancer's health check is not denied by a policy written for application traffic.
+//! The request head is normalized first: the path by the policy's
+//! [`PathNormalizer`] (Istio's `pathNormalization`, default `BASE`; see
+//! [`ServerLayer::path_normalization`]), the method and the authority, and the request is
+//! rewritten so that authorization and the handler see the same path and host. A request that
+//! cannot be normalized (`%00` in the path, a lower-case method, ...) gets 400 /
+//! `INVALID_ARGUMENT`.
+//!
+//! Health checks skip authorization, faults and the rate limit when
+//! [`ServerLayer::bypass_health_checks`] is set, so a kubelet probe or a load balancer's health
+//! check is not denied by a policy written for application traffic. Only the exact, normalized
+//! paths `/grpc.health.v1.Health/Check`, `/grpc.health.v1.Health/Watch` and `/healthz` are
+//! health checks: a prefix would let `/grpc.health.v1.Health/../../admin` through.
 
 pub mod authz;
 mod body;
 mod future;
+mod normalize;
 pub mod rate_limit;
 
 use std::{
@@ -38,7 +49,7 @@ use std::{
 };
 
 use http::{Request, Response, header};
-use mesh_core::{DEFAULT_ROOT_NAMESPACE, Labels};
+use mesh_core::{DEFAULT_ROOT_NAMESPACE, Labels, PathNormalizer};
 use tower::{Layer, Service};
 
 use self::{authz::Authorized, rate_limit::RateLimiter};
@@ -94,6 +105,8 @@ struct Shared {
     mesh: Mesh,
     workload: Arc<Workload>,
     bypass_health_checks: bool,
+    /// Overrides the policy's path normalization when set.
+    path_normalization: Option<PathNormalizer>,
     limiter: RateLimiter,
 }
 
@@ -215,16 +228,34 @@ impl ServerLayer {
                 mesh,
                 workload: Arc::new(workload),
                 bypass_health_checks: false,
+                path_normalization: None,
                 limiter: RateLimiter::default(),
             }),
         }
     }
 
-    /// Whether `grpc.health.v1.Health/*` and `/healthz` skip authorization, faults and the rate
-    /// limit (they are still counted in metrics). Default is `false`.
+    /// Whether health checks (exactly `/grpc.health.v1.Health/Check`,
+    /// `/grpc.health.v1.Health/Watch` and `/healthz`, after path normalization) skip
+    /// authorization, faults and the rate limit (they are still counted in metrics). Default is
+    /// `false`.
     pub fn bypass_health_checks(self, bypass: bool) -> Self {
         let mut shared = (*self.shared).clone();
         shared.bypass_health_checks = bypass;
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// How this server normalizes request paths, in place of the server policy's
+    /// [`path_normalization`](mesh_core::ServerPolicy::path_normalization) (Istio's
+    /// `MeshConfig.pathNormalization`). Default is the policy's, itself Istio's `BASE` unless
+    /// configured. Authorization and the handler both see the normalized path, so choose the
+    /// mode that matches how the application reads paths (see Istio's "Security best
+    /// practices" on path normalization): [`PathNormalization::None`](mesh_core::PathNormalization::None)
+    /// leaves path rules open to `/%61dmin` and `/public/../admin`.
+    pub fn path_normalization(self, normalizer: PathNormalizer) -> Self {
+        let mut shared = (*self.shared).clone();
+        shared.path_normalization = Some(normalizer);
         Self {
             shared: Arc::new(shared),
         }
@@ -290,6 +321,14 @@ where
         let mut recorder = ServerRecorder::start(&shared.mesh, &shared.workload, &peer, is_grpc);
         if let Some(recorder) = recorder.as_mut() {
             req = recorder.meter_request(req);
+        }
+
+        let paths = shared
+            .path_normalization
+            .as_ref()
+            .unwrap_or(&policy.path_normalization);
+        if let Err(refused) = normalize::normalize(&mut req, paths) {
+            return ServerFuture::answer(normalize::refused_response(refused, is_grpc), recorder);
         }
 
         if shared.bypass_health_checks && is_health_check(req.uri().path()) {
@@ -360,9 +399,13 @@ fn is_grpc<B>(req: &Request<B>) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// gRPC's health service and the conventional HTTP probe path.
+/// gRPC's health service methods and the conventional HTTP probe path, exactly: the path is
+/// normalized already, and anything longer could lead elsewhere.
 fn is_health_check(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.Health/") || path == "/healthz"
+    matches!(
+        path,
+        "/grpc.health.v1.Health/Check" | "/grpc.health.v1.Health/Watch" | "/healthz"
+    )
 }
 
 /// The request's [`Peer`]: the one the TLS acceptor put in the extensions, else a plaintext
