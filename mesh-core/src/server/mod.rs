@@ -224,6 +224,25 @@ impl ServerPolicy {
         )
     }
 
+    /// Whether an authorization policy that applies to the workload looks at the peer's
+    /// identity (`principals`, `namespaces`, their negations, or a `source.principal` /
+    /// `source.namespace` condition): then a request whose connection is unknown cannot be
+    /// judged, since "no identity" would satisfy every negation.
+    pub fn needs_peer_identity(
+        &self,
+        workload_namespace: &str,
+        labels: &Labels,
+        root_namespace: &str,
+    ) -> bool {
+        self.authorization
+            .iter()
+            .filter(|p| {
+                p.scope
+                    .applies_to(workload_namespace, labels, root_namespace)
+            })
+            .any(AuthorizationPolicy::uses_peer_identity)
+    }
+
     /// [`mtls_mode`] under this policy's peer-authentication policies.
     pub fn mtls_mode(
         &self,
@@ -239,6 +258,28 @@ impl ServerPolicy {
             port,
             root_namespace,
         )
+    }
+}
+
+// === impl AuthorizationPolicy ===
+
+impl AuthorizationPolicy {
+    /// Whether any rule names the peer's identity: `principals`, `namespaces` (or their
+    /// negations) in a source, or a `source.principal` / `source.namespace` condition.
+    pub fn uses_peer_identity(&self) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.from.iter().any(|source| {
+                !source.principals.is_empty()
+                    || !source.not_principals.is_empty()
+                    || !source.namespaces.is_empty()
+                    || !source.not_namespaces.is_empty()
+            }) || rule.when.iter().any(|condition| {
+                matches!(
+                    condition.key,
+                    ConditionKey::SourcePrincipal | ConditionKey::SourceNamespace
+                )
+            })
+        })
     }
 }
 

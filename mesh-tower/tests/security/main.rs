@@ -1,0 +1,16 @@
+//! The security suite: authorization bypasses and availability gaps found by a hostile review,
+//! each reproduced over real HTTP/1.1 and HTTP/2 connections to tonic, axum and hyper servers
+//! behind `MeshListener` and `server_layer`, with rcgen-made mTLS certificates.
+
+// A test crate: its helpers may panic, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../mtls/certs.rs"]
+mod certs;
+mod fixture;
+#[allow(dead_code)]
+#[path = "../mtls/harness.rs"]
+mod harness;
+mod identity;
+#[path = "../support/mod.rs"]
+mod support;
