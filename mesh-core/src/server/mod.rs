@@ -21,11 +21,13 @@ use crate::{Error, FaultPolicy, Labels};
 mod authz;
 mod peer_auth;
 mod rate_limit;
+mod trust_domain;
 
 pub use self::{
     authz::{AuthzDecision, AuthzReason, AuthzRequest, authorize},
     peer_auth::mtls_mode,
     rate_limit::TokenBucket,
+    trust_domain::{DEFAULT_TRUST_DOMAIN, TrustDomains},
 };
 
 /// Istio's default root namespace: policies there without a selector are mesh-wide.

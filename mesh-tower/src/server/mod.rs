@@ -63,7 +63,7 @@ use std::{
 };
 
 use http::{Request, Response, header};
-use mesh_core::{DEFAULT_ROOT_NAMESPACE, Labels, MtlsMode, ServerPolicy};
+use mesh_core::{DEFAULT_ROOT_NAMESPACE, Labels, MtlsMode, ServerPolicy, TrustDomains};
 use tower::{Layer, Service};
 
 use self::{authz::Authorized, rate_limit::RateLimiter};
@@ -102,6 +102,11 @@ pub struct Workload {
     pub principal: Option<Arc<str>>,
     /// The mesh's root namespace. Default is `istio-system`.
     pub root_namespace: Arc<str>,
+    /// The mesh's trust domain and its aliases (Istio's `meshConfig.trustDomain` and
+    /// `trustDomainAliases`): only their identities speak for a namespace, and a policy
+    /// naming one of them matches the same identity under another. Default is
+    /// `cluster.local` without aliases.
+    pub trust_domains: TrustDomains,
 }
 
 /// The server stack as a [`Layer`]; see the [module docs](self).
@@ -153,7 +158,15 @@ impl Workload {
             cluster: "Kubernetes".into(),
             principal: None,
             root_namespace: DEFAULT_ROOT_NAMESPACE.into(),
+            trust_domains: TrustDomains::default(),
         }
+    }
+
+    /// Sets the mesh's trust domain and its aliases
+    /// (`TrustDomains::new("new-td", ["old-td"])?`).
+    pub fn with_trust_domains(mut self, trust_domains: TrustDomains) -> Self {
+        self.trust_domains = trust_domains;
+        self
     }
 
     /// Sets the workload name.

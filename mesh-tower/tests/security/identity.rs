@@ -4,7 +4,10 @@
 use std::net::SocketAddr;
 
 use axum::{Router, routing::get};
-use mesh_tower::{Mesh, mesh_core::MtlsMode};
+use mesh_tower::{
+    Mesh, Workload,
+    mesh_core::{MtlsMode, TrustDomains},
+};
 use tonic::Code;
 
 use crate::{
@@ -42,7 +45,11 @@ enum Serving {
 }
 
 async fn serve(mesh: &Mesh, serving: Serving) -> SocketAddr {
-    let layer = mesh.server_layer(workload());
+    serve_as(mesh, workload(), serving).await
+}
+
+async fn serve_as(mesh: &Mesh, workload: Workload, serving: Serving) -> SocketAddr {
+    let layer = mesh.server_layer(workload);
     let tls = server_tls(mesh, MtlsMode::Strict);
     match serving {
         Serving::Axum(how) => serve_axum(layer, tls, how).await,
@@ -147,4 +154,106 @@ async fn strict_without_connection_facts_refuses_the_request() {
     tokio::spawn(async move { axum::serve(listener, app.into_make_service()).await });
     assert_eq!(plaintext_get(addr, Version::Http1).await, 403);
     assert_eq!(plaintext_get(addr, Version::Http2).await, 403);
+}
+
+/// The status a caller with exactly `uris` gets over HTTP/1.1 and HTTP/2 (asserted equal).
+async fn status_of(addr: SocketAddr, pki: &Pki, uris: &[&str]) -> u16 {
+    let caller = pki.caller(uris);
+    let h1 = https_get(addr, &caller, Version::Http1).await;
+    let h2 = https_get(addr, &caller, Version::Http2).await;
+    assert_eq!(h1, h2, "{uris:?}: HTTP/1.1 and HTTP/2 disagree");
+    h1
+}
+
+/// Item 4: a DENY on a principal matches any URI SAN of the caller, and `notPrincipals`
+/// cannot be dodged by putting another SAN first.
+#[tokio::test]
+async fn every_uri_san_counts() {
+    let pki = pki();
+    let serving = Serving::Axum(Axum::WithConnectInfo);
+    let good = format!("spiffe://{GOOD}");
+    let bad = format!("spiffe://{BAD}");
+
+    let mesh = pki.server_mesh(&deny_bad());
+    let addr = serve(&mesh, serving).await;
+    assert_eq!(status_of(addr, &pki, &[&good]).await, 200);
+    assert_eq!(
+        status_of(addr, &pki, &[&good, &bad]).await,
+        403,
+        "DENY on the second SAN"
+    );
+    assert_eq!(
+        status_of(addr, &pki, &[&bad, &good]).await,
+        403,
+        "DENY on the first SAN"
+    );
+
+    let allow_not_bad = policy(
+        "allow-not-bad",
+        &format!(
+            "  action: ALLOW\n  rules:\n  - from:\n    - source: {{notPrincipals: [\"{BAD}\"]}}\n"
+        ),
+    );
+    let mesh = pki.server_mesh(&allow_not_bad);
+    let addr = serve(&mesh, serving).await;
+    assert_eq!(status_of(addr, &pki, &[&good]).await, 200);
+    assert_eq!(
+        status_of(addr, &pki, &[&good, &bad]).await,
+        403,
+        "notPrincipals escaped with an innocent first SAN"
+    );
+}
+
+/// Item 4: `namespaces: [prod]` is not satisfied by a foreign trust domain's `/ns/prod/`,
+/// unless that domain is an alias of the mesh's.
+#[tokio::test]
+async fn a_foreign_trust_domain_is_no_namespace_of_the_mesh() {
+    let pki = pki();
+    let serving = Serving::Axum(Axum::WithConnectInfo);
+    let allow_prod = policy(
+        "allow-prod",
+        "  action: ALLOW\n  rules:\n  - from:\n    - source: {namespaces: [prod]}\n",
+    );
+    let evil = "spiffe://evil.example.org/ns/prod/sa/x";
+    let mesh = pki.server_mesh(&allow_prod);
+    let addr = serve(&mesh, serving).await;
+    assert_eq!(
+        status_of(addr, &pki, &["spiffe://cluster.local/ns/prod/sa/x"]).await,
+        200
+    );
+    assert_eq!(
+        status_of(addr, &pki, &[evil]).await,
+        403,
+        "foreign trust domain"
+    );
+
+    let aliased = workload()
+        .with_trust_domains(TrustDomains::new("cluster.local", ["evil.example.org"]).unwrap());
+    let addr = serve_as(&mesh, aliased, serving).await;
+    assert_eq!(
+        status_of(addr, &pki, &[evil]).await,
+        200,
+        "an explicit alias"
+    );
+}
+
+/// Item 4: Istio's trust-domain migration: a policy naming the old domain's principal admits
+/// the same workload under the new domain when the old one is an alias.
+#[tokio::test]
+async fn principals_follow_trust_domain_aliases() {
+    let pki = pki();
+    let serving = Serving::Axum(Axum::WithConnectInfo);
+    let allow_old = policy(
+        "allow-old",
+        "  action: ALLOW\n  rules:\n  - from:\n    - source: {principals: [old-td/ns/default/sa/sleep]}\n",
+    );
+    let mesh = pki.server_mesh(&allow_old);
+    let caller = "spiffe://new-td/ns/default/sa/sleep";
+    let unmigrated =
+        workload().with_trust_domains(TrustDomains::new("new-td", Vec::<&str>::new()).unwrap());
+    let addr = serve_as(&mesh, unmigrated, serving).await;
+    assert_eq!(status_of(addr, &pki, &[caller]).await, 403);
+    let migrated = workload().with_trust_domains(TrustDomains::new("new-td", ["old-td"]).unwrap());
+    let addr = serve_as(&mesh, migrated, serving).await;
+    assert_eq!(status_of(addr, &pki, &[caller]).await, 200);
 }
