@@ -12,5 +12,6 @@ mod fixture;
 #[path = "../mtls/harness.rs"]
 mod harness;
 mod identity;
+mod rotation;
 #[path = "../support/mod.rs"]
 mod support;
