@@ -50,7 +50,7 @@ pub use self::{
     listener::MeshListener,
     material::{CertificateFiles, DEFAULT_CLOCK_SKEW, Material},
     providers::{CertificateProviders, ProviderFiles},
-    server::{AcceptStats, DEFAULT_HANDSHAKE_TIMEOUT, ServerTls},
+    server::{AcceptStats, DEFAULT_DRAIN_GRACE, DEFAULT_HANDSHAKE_TIMEOUT, ServerTls},
     stream::MeshStream,
     verify::{MeshClientVerifier, MeshServerVerifier},
     watch::{CertificateWatcher, DEFAULT_POLL_INTERVAL},

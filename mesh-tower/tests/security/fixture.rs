@@ -176,8 +176,12 @@ pub(crate) enum Version {
     Http2,
 }
 
-/// `GET /hello` over a fresh mTLS connection presenting `caller`'s certificate; the status.
-pub(crate) async fn https_get(addr: SocketAddr, caller: &Caller, version: Version) -> u16 {
+/// A TLS connection to `addr` presenting `caller`'s certificate, offering `version` by ALPN.
+pub(crate) async fn mtls_connect(
+    addr: SocketAddr,
+    caller: &Caller,
+    version: Version,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(caller.ca_pem.as_bytes()).unwrap())
@@ -196,11 +200,50 @@ pub(crate) async fn https_get(addr: SocketAddr, caller: &Caller, version: Versio
         Version::Http2 => b"h2".to_vec(),
     }];
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// `GET /hello` over a fresh mTLS connection presenting `caller`'s certificate; the status.
+pub(crate) async fn https_get(addr: SocketAddr, caller: &Caller, version: Version) -> u16 {
+    let tls = mtls_connect(addr, caller, version).await;
     get_hello(TokioIo::new(tls), version).await
+}
+
+/// One HTTP/2 connection kept open across requests.
+pub(crate) struct H2 {
+    send: hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    /// Ends when the connection does.
+    pub(crate) connection: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+}
+
+impl H2 {
+    pub(crate) async fn open<T>(io: T) -> Self
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+                .await
+                .unwrap();
+        Self {
+            send,
+            connection: tokio::spawn(conn),
+        }
+    }
+
+    /// `GET /hello` on this connection: the status, or the error that ended the connection.
+    pub(crate) async fn get(&mut self) -> Result<u16, hyper::Error> {
+        let request = Request::get("http://localhost/hello")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = self.send.send_request(request).await?;
+        let status = response.status().as_u16();
+        response.into_body().collect().await?;
+        Ok(status)
+    }
 }
 
 async fn get_hello<T>(io: TokioIo<T>, version: Version) -> u16

@@ -7,6 +7,7 @@
 
 #[path = "../mtls/certs.rs"]
 mod certs;
+mod drain;
 mod fixture;
 #[allow(dead_code)]
 #[path = "../mtls/harness.rs"]
