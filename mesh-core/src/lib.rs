@@ -57,7 +57,7 @@ pub use self::{
     server::{
         AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzDecision, AuthzOperation,
         AuthzReason, AuthzRequest, AuthzRule, AuthzSource, ConditionKey, DEFAULT_ROOT_NAMESPACE,
-        IstioString, LocalRateLimit, MtlsMode, PeerAuthentication, ServerPolicy, TokenBucket,
-        WorkloadScope, authorize, mtls_mode,
+        DEFAULT_TRUST_DOMAIN, IstioString, LocalRateLimit, MtlsMode, PeerAuthentication,
+        ServerPolicy, TokenBucket, TrustDomains, WorkloadScope, authorize, mtls_mode,
     },
 };

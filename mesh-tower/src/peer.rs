@@ -19,9 +19,14 @@ pub struct Peer {
 /// The identity an mTLS peer proved with its certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerIdentity {
-    /// The SPIFFE ID from the certificate's URI SAN, without `spiffe://`
-    /// (`cluster.local/ns/default/sa/reviews`): Istio's *principal*.
+    /// The SPIFFE ID from the certificate's first `spiffe://` URI SAN, without `spiffe://`
+    /// (`cluster.local/ns/default/sa/reviews`): Istio's *principal*, for handlers.
     pub principal: Option<Arc<str>>,
+    /// Every `spiffe://` URI SAN of the certificate, without `spiffe://`, in certificate
+    /// order (`principal` is the first). Authorization considers all of them, as Envoy's
+    /// principal matchers match any SAN: a DENY must not be dodged by putting an innocent SAN
+    /// first.
+    pub principals: Arc<[Arc<str>]>,
     /// The certificate's DNS SANs.
     pub dns_names: Arc<[Arc<str>]>,
 }

@@ -39,6 +39,21 @@
 //! trusted when it is vouched for by a peer certificate. A missing request header is treated
 //! the same way (not in any list).
 //!
+//! # Several identities, several trust domains
+//!
+//! A certificate may carry several SPIFFE URI SANs; every one of them is a principal of the
+//! peer, as Envoy's principal matchers match any SAN. A principal entry matches when any of the
+//! peer's principals does, so a DENY on `principals` catches a caller whichever SAN is first,
+//! and `notPrincipals` (which matches when *none* of the principals is in the list) cannot be
+//! escaped by adding an innocent SAN.
+//!
+//! Principals of the mesh's trust domain and its aliases ([`TrustDomains`]) are one: a
+//! policy entry `old-td/ns/foo/sa/bar` matches a peer `new-td/ns/foo/sa/bar` when both are in
+//! the set (Istio's trust-domain migration). Namespaces come only from principals of that set:
+//! a caller `evil.example.org/ns/prod/sa/x` is from no namespace of this mesh, so it satisfies
+//! `namespaces: [prod]` only when `evil.example.org` is an alias, and it satisfies every
+//! `notNamespaces`, like a caller without identity.
+//!
 //! # Fail closed
 //!
 //! Some conditions cannot be evaluated: an unknown source IP (`source_ip: None`) against
@@ -69,7 +84,7 @@ use ipnet::IpNet;
 
 use super::{
     AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzOperation, AuthzRule, AuthzSource,
-    ConditionKey, IstioString,
+    ConditionKey, IstioString, TrustDomains,
 };
 use crate::Labels;
 
@@ -77,11 +92,14 @@ use crate::Labels;
 /// connection.
 #[derive(Clone, Copy, Debug)]
 pub struct AuthzRequest<'a> {
-    /// The peer's SPIFFE identity without `spiffe://`
-    /// (`cluster.local/ns/default/sa/reviews`); `None` for a plaintext peer.
-    pub principal: Option<&'a str>,
-    /// The peer's namespace; `None` derives it from the principal's `/ns/<namespace>/`
-    /// segment. Ignored without a principal.
+    /// The peer's SPIFFE identities, one per `spiffe://` URI SAN of its certificate, with or
+    /// without `spiffe://` (`cluster.local/ns/default/sa/reviews`); empty for a plaintext peer.
+    /// Each counts (see the module docs).
+    pub principals: &'a [Arc<str>],
+    /// The mesh's trust domain and its aliases: the identities that speak for a namespace.
+    pub trust_domains: &'a TrustDomains,
+    /// The peer's namespace; `None` derives it from each principal's `/ns/<namespace>/`
+    /// segment. Ignored without a principal of the mesh's trust domains.
     pub source_namespace: Option<&'a str>,
     /// The peer's IP address; `None` when unknown (then IP conditions are indeterminate and
     /// fail closed).
@@ -137,7 +155,9 @@ enum Tri {
 /// The request, normalized once for all policies.
 #[derive(Debug)]
 struct Facts<'a> {
-    principal: Option<&'a str>,
+    principals: &'a [Arc<str>],
+    trust_domains: &'a TrustDomains,
+    /// The namespace given with the request, when a principal of the mesh vouches for it.
     namespace: Option<&'a str>,
     source_ip: Option<IpAddr>,
     port: u16,
@@ -161,7 +181,7 @@ struct Facts<'a> {
 ///
 /// use mesh_core::{
 ///     AuthorizationPolicy, AuthzAction, AuthzReason, AuthzRequest, AuthzRule, AuthzSource,
-///     DEFAULT_ROOT_NAMESPACE, IstioString, Labels, WorkloadScope, authorize,
+///     DEFAULT_ROOT_NAMESPACE, IstioString, Labels, TrustDomains, WorkloadScope, authorize,
 /// };
 ///
 /// // Only callers from the `default` namespace may reach workloads of `default`.
@@ -180,7 +200,8 @@ struct Facts<'a> {
 /// };
 /// let headers = http::HeaderMap::new();
 /// let request = AuthzRequest {
-///     principal: Some("cluster.local/ns/prod/sa/frontend"),
+///     principals: &[Arc::from("cluster.local/ns/prod/sa/frontend")],
+///     trust_domains: &TrustDomains::default(),
 ///     source_namespace: None,
 ///     source_ip: None,
 ///     destination_port: 8080,
@@ -425,15 +446,20 @@ fn matches_bytes(pattern: &IstioString, value: &[u8]) -> bool {
     }
 }
 
-/// The namespace of an Istio SPIFFE identity `<trust-domain>/ns/<namespace>/sa/<account>`.
-/// A trust domain cannot contain `/`, so the position is fixed.
-fn namespace_of(principal: &str) -> Option<&str> {
+/// The namespace of an Istio SPIFFE identity `<trust-domain>/ns/<namespace>/sa/<account>`
+/// when its trust domain is one of `trusted`. A trust domain cannot contain `/`, so the
+/// position is fixed.
+fn namespace_of<'p>(principal: &'p str, trusted: &TrustDomains) -> Option<&'p str> {
     let mut segments = principal.split('/');
-    let _trust_domain = segments.next()?;
-    if segments.next()? != "ns" {
+    if !trusted.contains(segments.next()?) || segments.next()? != "ns" {
         return None;
     }
     segments.next().filter(|ns| !ns.is_empty())
+}
+
+/// A principal without its `spiffe://` scheme; `None` when nothing is left.
+fn bare(principal: &str) -> Option<&str> {
+    Some(principal.strip_prefix("spiffe://").unwrap_or(principal)).filter(|p| !p.is_empty())
 }
 
 // === impl Tri ===
@@ -466,24 +492,23 @@ impl From<bool> for Tri {
 
 impl<'a> Facts<'a> {
     fn new(request: &AuthzRequest<'a>) -> Self {
-        let principal = request
-            .principal
-            .map(|p| p.strip_prefix("spiffe://").unwrap_or(p))
-            .filter(|p| !p.is_empty());
         // A namespace is only as good as the identity that vouches for it.
-        let namespace = principal.and_then(|p| {
-            request
-                .source_namespace
-                .filter(|ns| !ns.is_empty())
-                .or_else(|| namespace_of(p))
-        });
+        let vouched = request
+            .principals
+            .iter()
+            .filter_map(|p| bare(p))
+            .any(|p| namespace_of(p, request.trust_domains).is_some());
+        let namespace = request
+            .source_namespace
+            .filter(|ns| vouched && !ns.is_empty());
         let path = request
             .path
             .find(['?', '#'])
             .and_then(|end| request.path.get(..end))
             .unwrap_or(request.path);
         Self {
-            principal,
+            principals: request.principals,
+            trust_domains: request.trust_domains,
             namespace,
             source_ip: request.source_ip.map(|ip| ip.to_canonical()),
             port: request.destination_port,
@@ -494,12 +519,47 @@ impl<'a> Facts<'a> {
         }
     }
 
+    /// The peer's principals without their scheme.
+    fn principals(&self) -> impl Iterator<Item = &'a str> + 'a {
+        self.principals.iter().filter_map(|p| bare(p))
+    }
+
+    /// Whether any principal matches `pattern`, also under every other name its trust domain
+    /// has in the mesh (the aliases).
     fn principal_matches(&self, pattern: &IstioString) -> Tri {
-        Tri::from(self.principal.is_some_and(|p| pattern.matches(p)))
+        Tri::from(
+            self.principals()
+                .any(|p| pattern.matches(p) || self.matches_as_alias(p, pattern)),
+        )
+    }
+
+    /// Whether `principal`, of a trust domain of the mesh, matches `pattern` with its trust
+    /// domain replaced by another of the mesh's.
+    fn matches_as_alias(&self, principal: &str, pattern: &IstioString) -> bool {
+        let all = self.trust_domains.all();
+        if all.len() < 2 {
+            return false;
+        }
+        let Some((domain, rest)) = principal.split_once('/') else {
+            return false;
+        };
+        if !self.trust_domains.contains(domain) {
+            return false;
+        }
+        all.iter()
+            .filter(|other| ***other != *domain)
+            .any(|other| pattern.matches(&format!("{other}/{rest}")))
     }
 
     fn namespace_matches(&self, pattern: &IstioString) -> Tri {
-        Tri::from(self.namespace.is_some_and(|ns| pattern.matches(ns)))
+        if let Some(namespace) = self.namespace {
+            return Tri::from(pattern.matches(namespace));
+        }
+        Tri::from(
+            self.principals()
+                .filter_map(|p| namespace_of(p, self.trust_domains))
+                .any(|ns| pattern.matches(ns)),
+        )
     }
 
     fn ip_in(&self, net: &IpNet) -> Tri {

@@ -21,11 +21,13 @@ use crate::{Error, FaultPolicy, Labels, PathNormalizer};
 mod authz;
 mod peer_auth;
 mod rate_limit;
+mod trust_domain;
 
 pub use self::{
     authz::{AuthzDecision, AuthzReason, AuthzRequest, authorize},
     peer_auth::mtls_mode,
     rate_limit::TokenBucket,
+    trust_domain::{DEFAULT_TRUST_DOMAIN, TrustDomains},
 };
 
 /// Istio's default root namespace: policies there without a selector are mesh-wide.
@@ -228,6 +230,25 @@ impl ServerPolicy {
         )
     }
 
+    /// Whether an authorization policy that applies to the workload looks at the peer's
+    /// identity (`principals`, `namespaces`, their negations, or a `source.principal` /
+    /// `source.namespace` condition): then a request whose connection is unknown cannot be
+    /// judged, since "no identity" would satisfy every negation.
+    pub fn needs_peer_identity(
+        &self,
+        workload_namespace: &str,
+        labels: &Labels,
+        root_namespace: &str,
+    ) -> bool {
+        self.authorization
+            .iter()
+            .filter(|p| {
+                p.scope
+                    .applies_to(workload_namespace, labels, root_namespace)
+            })
+            .any(AuthorizationPolicy::uses_peer_identity)
+    }
+
     /// [`mtls_mode`] under this policy's peer-authentication policies.
     pub fn mtls_mode(
         &self,
@@ -243,6 +264,28 @@ impl ServerPolicy {
             port,
             root_namespace,
         )
+    }
+}
+
+// === impl AuthorizationPolicy ===
+
+impl AuthorizationPolicy {
+    /// Whether any rule names the peer's identity: `principals`, `namespaces` (or their
+    /// negations) in a source, or a `source.principal` / `source.namespace` condition.
+    pub fn uses_peer_identity(&self) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.from.iter().any(|source| {
+                !source.principals.is_empty()
+                    || !source.not_principals.is_empty()
+                    || !source.namespaces.is_empty()
+                    || !source.not_namespaces.is_empty()
+            }) || rule.when.iter().any(|condition| {
+                matches!(
+                    condition.key,
+                    ConditionKey::SourcePrincipal | ConditionKey::SourceNamespace
+                )
+            })
+        })
     }
 }
 

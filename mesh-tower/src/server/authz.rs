@@ -47,8 +47,13 @@ pub(crate) fn authorize<B>(
                 .and_then(|h| h.to_str().ok())
         })
         .unwrap_or_default();
+    let principals = peer
+        .identity
+        .as_ref()
+        .map_or(&[][..], |identity| &identity.principals);
     let request = AuthzRequest {
-        principal: peer.principal(),
+        principals,
+        trust_domains: &workload.trust_domains,
         source_namespace: None,
         source_ip: peer.address.map(|a| a.ip()),
         destination_port: workload.port,
@@ -66,7 +71,7 @@ pub(crate) fn authorize<B>(
     for name in &decision.dry_run_denials {
         tracing::info!(
             policy = %name,
-            principal = request.principal.unwrap_or("-"),
+            principal = peer.principal().unwrap_or("-"),
             source_ip = ?request.source_ip,
             method = request.method,
             path = request.path,
@@ -78,7 +83,7 @@ pub(crate) fn authorize<B>(
     }
     if decision.audit {
         tracing::info!(
-            principal = request.principal.unwrap_or("-"),
+            principal = peer.principal().unwrap_or("-"),
             method = request.method,
             path = request.path,
             allowed = decision.allowed,
@@ -94,7 +99,7 @@ pub(crate) fn authorize<B>(
     };
     tracing::debug!(
         policy = deciding.as_deref().unwrap_or("-"),
-        principal = request.principal.unwrap_or("-"),
+        principal = peer.principal().unwrap_or("-"),
         source_ip = ?request.source_ip,
         method = request.method,
         path = request.path,

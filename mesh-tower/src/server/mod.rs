@@ -35,6 +35,28 @@
 //! check is not denied by a policy written for application traffic. Only the exact, normalized
 //! paths `/grpc.health.v1.Health/Check`, `/grpc.health.v1.Health/Watch` and `/healthz` are
 //! health checks: a prefix would let `/grpc.health.v1.Health/../../admin` through.
+//!
+//! # Where the caller's identity comes from
+//!
+//! Authorization judges the [`Peer`] the connection established, so that peer must reach the
+//! layer on every serving path:
+//!
+//! - tonic on a [`MeshListener`](crate::tls::MeshListener) (`serve_with_incoming`): tonic puts
+//!   the connection's `Peer` in every request.
+//! - axum on a `MeshListener` with `into_make_service_with_connect_info::<Peer>()`: axum puts a
+//!   `ConnectInfo<Peer>`.
+//! - hyper's `server::conn` on a [`MeshStream`](crate::tls::MeshStream): build the service per
+//!   connection with [`ServerLayer::for_connection`]`(stream.peer().clone())`.
+//! - axum's `into_make_service()` (no connect info) gives the layer no connection facts at
+//!   all; axum has no hook through which the listener could add them. Such a request is
+//!   *refused* (403 / `PERMISSION_DENIED`, and an error log that says how to wire the server)
+//!   whenever being wrong would matter: an authorization policy names principals or
+//!   namespaces, or the port's PeerAuthentication mode is STRICT. Judging it as "plaintext,
+//!   no principal" would satisfy every `notPrincipals` and bypass STRICT.
+//!
+//! A request from a peer without a verified identity is refused too when the port's mode is
+//! STRICT (a connection accepted before the mode changed, or a server not behind a
+//! `MeshListener`): the listener is where STRICT is enforced, this is the second lock.
 
 pub mod authz;
 mod body;
@@ -44,12 +66,17 @@ pub mod rate_limit;
 
 use std::{
     net::SocketAddr,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
 };
 
 use http::{Request, Response, header};
-use mesh_core::{DEFAULT_ROOT_NAMESPACE, Labels, PathNormalizer};
+use mesh_core::{
+    DEFAULT_ROOT_NAMESPACE, Labels, MtlsMode, PathNormalizer, ServerPolicy, TrustDomains,
+};
 use tower::{Layer, Service};
 
 use self::{authz::Authorized, rate_limit::RateLimiter};
@@ -88,6 +115,11 @@ pub struct Workload {
     pub principal: Option<Arc<str>>,
     /// The mesh's root namespace. Default is `istio-system`.
     pub root_namespace: Arc<str>,
+    /// The mesh's trust domain and its aliases (Istio's `meshConfig.trustDomain` and
+    /// `trustDomainAliases`): only their identities speak for a namespace, and a policy
+    /// naming one of them matches the same identity under another. Default is
+    /// `cluster.local` without aliases.
+    pub trust_domains: TrustDomains,
 }
 
 /// The server stack as a [`Layer`]; see the [module docs](self).
@@ -97,6 +129,8 @@ pub struct Workload {
 #[derive(Clone, Debug)]
 pub struct ServerLayer {
     shared: Arc<Shared>,
+    /// The peer of the one connection this layer serves ([`ServerLayer::for_connection`]).
+    connection: Option<Peer>,
 }
 
 /// What every request of one server shares.
@@ -108,12 +142,16 @@ struct Shared {
     /// Overrides the policy's path normalization when set.
     path_normalization: Option<PathNormalizer>,
     limiter: RateLimiter,
+    /// Whether the "no connection facts" misconfiguration was logged already (once per
+    /// server, not once per request).
+    reported_unknown_peer: Arc<AtomicBool>,
 }
 
 /// The server stack around a handler `S`.
 #[derive(Clone, Debug)]
 pub struct MeshServer<S> {
     shared: Arc<Shared>,
+    connection: Option<Peer>,
     inner: S,
 }
 
@@ -135,7 +173,15 @@ impl Workload {
             cluster: "Kubernetes".into(),
             principal: None,
             root_namespace: DEFAULT_ROOT_NAMESPACE.into(),
+            trust_domains: TrustDomains::default(),
         }
+    }
+
+    /// Sets the mesh's trust domain and its aliases
+    /// (`TrustDomains::new("new-td", ["old-td"])?`).
+    pub fn with_trust_domains(mut self, trust_domains: TrustDomains) -> Self {
+        self.trust_domains = trust_domains;
+        self
     }
 
     /// Sets the workload name.
@@ -230,7 +276,9 @@ impl ServerLayer {
                 bypass_health_checks: false,
                 path_normalization: None,
                 limiter: RateLimiter::default(),
+                reported_unknown_peer: Arc::default(),
             }),
+            connection: None,
         }
     }
 
@@ -243,6 +291,31 @@ impl ServerLayer {
         shared.bypass_health_checks = bypass;
         Self {
             shared: Arc::new(shared),
+            connection: self.connection,
+        }
+    }
+
+    /// This layer for the one connection of `peer`, for servers that run hyper's
+    /// `server::conn` themselves on a [`MeshStream`](crate::tls::MeshStream) (whose
+    /// [`peer`](crate::tls::MeshStream::peer) it takes): requests that carry no `Peer` of their
+    /// own are judged as `peer`'s, and handlers find it in their extensions. The rate limiter
+    /// stays shared with `self`.
+    ///
+    /// ```rust,ignore
+    /// let stream = listener.next().await.unwrap()?;
+    /// let service = tower::ServiceBuilder::new()
+    ///     // The layer meters tonic's and axum's request bodies: hyper's becomes axum's.
+    ///     .map_request(|req: Request<Incoming>| req.map(axum::body::Body::new))
+    ///     .layer(layer.for_connection(stream.peer().clone()))
+    ///     .service(router);
+    /// hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+    ///     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+    ///     .await?;
+    /// ```
+    pub fn for_connection(&self, peer: Peer) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            connection: Some(peer),
         }
     }
 
@@ -277,6 +350,7 @@ impl<S> Layer<S> for ServerLayer {
         ServerTrace::new(
             MeshServer {
                 shared: self.shared.clone(),
+                connection: self.connection.clone(),
                 inner,
             },
             tracing,
@@ -316,7 +390,12 @@ where
         let config = shared.mesh.config();
         let policy = config.server();
         let is_grpc = is_grpc(&req);
-        let peer = peer_of(&req);
+        let known_peer = peer_of(&req, self.connection.as_ref());
+        let peer_is_known = known_peer.is_some();
+        let peer = known_peer.unwrap_or_default();
+        if self.connection.is_some() && req.extensions().get::<Peer>().is_none() {
+            req.extensions_mut().insert(peer.clone());
+        }
 
         let mut recorder = ServerRecorder::start(&shared.mesh, &shared.workload, &peer, is_grpc);
         if let Some(recorder) = recorder.as_mut() {
@@ -333,6 +412,13 @@ where
 
         if shared.bypass_health_checks && is_health_check(req.uri().path()) {
             return ServerFuture::forward(self.inner.call(req), recorder);
+        }
+
+        if peer.identity.is_none() && self.refuses_unproven_peer(policy, &peer, peer_is_known) {
+            if let Some(recorder) = recorder.as_mut() {
+                recorder.denied(None);
+            }
+            return ServerFuture::answer(authz::denied_response(is_grpc), recorder);
         }
 
         match authz::authorize(policy, &shared.workload, &peer, &req, recorder.as_ref()) {
@@ -392,6 +478,54 @@ where
     }
 }
 
+impl<S> MeshServer<S> {
+    /// Whether a request from a peer without a verified identity must be refused before
+    /// authorization: the port is STRICT, or the connection is unknown and the policy would
+    /// judge it by identity (see the [module docs](self)).
+    fn refuses_unproven_peer(
+        &self,
+        policy: &ServerPolicy,
+        peer: &Peer,
+        peer_is_known: bool,
+    ) -> bool {
+        let workload = &self.shared.workload;
+        let strict = policy.mtls_mode(
+            &workload.namespace,
+            &workload.labels,
+            workload.port,
+            &workload.root_namespace,
+        ) == MtlsMode::Strict;
+        if peer_is_known {
+            if strict {
+                tracing::debug!(address = ?peer.address, "request without a verified peer identity refused: the port is STRICT");
+            }
+            return strict;
+        }
+        let needs_identity = strict
+            || policy.needs_peer_identity(
+                &workload.namespace,
+                &workload.labels,
+                &workload.root_namespace,
+            );
+        if needs_identity
+            && !self
+                .shared
+                .reported_unknown_peer
+                .swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(
+                workload = %workload.name,
+                "a request reached the mesh server layer without connection facts, so the \
+                 caller's identity is unknown; requests are refused while the policy needs it. \
+                 Serve behind MeshListener with tonic's serve_with_incoming, axum's \
+                 into_make_service_with_connect_info::<Peer>(), or \
+                 ServerLayer::for_connection for hyper"
+            );
+        }
+        needs_identity
+    }
+}
+
 /// Whether the request is gRPC (`content-type: application/grpc[+proto|;...]`).
 fn is_grpc<B>(req: &Request<B>) -> bool {
     req.headers()
@@ -408,24 +542,27 @@ fn is_health_check(path: &str) -> bool {
     )
 }
 
-/// The request's [`Peer`]: the one the TLS acceptor put in the extensions, else a plaintext
-/// peer with the address tonic (`TcpConnectInfo`) or axum (`ConnectInfo<SocketAddr>`) recorded.
-fn peer_of<B>(req: &Request<B>) -> Peer {
+/// The request's [`Peer`]: the one the TLS acceptor put in the extensions (tonic: `Peer`; axum:
+/// `ConnectInfo<Peer>`), else the `connection`'s ([`ServerLayer::for_connection`]), else a
+/// plaintext peer with the address a plain TCP server recorded (tonic's `TcpConnectInfo`,
+/// axum's `ConnectInfo<SocketAddr>`). `None` when the request carries no connection facts at
+/// all: then nothing says whether the caller proved an identity.
+fn peer_of<B>(req: &Request<B>, connection: Option<&Peer>) -> Option<Peer> {
     let ext = req.extensions();
-    if let Some(peer) = ext.get::<Peer>() {
-        return peer.clone();
+    if let Some(peer) = Peer::from_extensions(ext).or(connection) {
+        return Some(peer.clone());
     }
     let address = ext
         .get::<tonic::transport::server::TcpConnectInfo>()
-        .and_then(|info| info.remote_addr)
+        .map(|info| info.remote_addr)
         .or_else(|| {
             ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
-                .map(|info| info.0)
-        });
-    Peer {
+                .map(|info| Some(info.0))
+        })?;
+    Some(Peer {
         address,
         identity: None,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -60,16 +60,18 @@ impl SubjectAltNames {
         })
     }
 
-    /// The identity a peer proved: its SPIFFE ID (first `spiffe://` URI SAN, scheme stripped,
-    /// Istio's *principal*) and its DNS names.
+    /// The identity a peer proved: its SPIFFE IDs (`spiffe://` URI SANs, scheme stripped;
+    /// the first is Istio's *principal*) and its DNS names.
     pub(crate) fn into_identity(self) -> PeerIdentity {
-        let principal = self
+        let principals: Arc<[Arc<str>]> = self
             .uris
             .iter()
-            .find_map(|u| u.strip_prefix(SPIFFE_SCHEME))
-            .map(Arc::<str>::from);
+            .filter_map(|u| u.strip_prefix(SPIFFE_SCHEME))
+            .map(Arc::<str>::from)
+            .collect();
         PeerIdentity {
-            principal,
+            principal: principals.first().cloned(),
+            principals,
             dns_names: self.dns.into_iter().map(Arc::<str>::from).collect(),
         }
     }

@@ -35,7 +35,11 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// - tonic: `Server::builder().add_service(..).serve_with_incoming(listener)` (it is a
 ///   `Stream` of [`MeshStream`]); handlers read `request.extensions().get::<Peer>()`.
 /// - axum: `axum::serve(listener, router.into_make_service_with_connect_info::<Peer>())`;
-///   handlers take `ConnectInfo<Peer>`.
+///   handlers take `ConnectInfo<Peer>`. Plain `into_make_service()` drops the peer: axum
+///   offers a listener no other way into the request, so the server layer then refuses
+///   requests it would have to judge by identity (see [`crate::server`]).
+/// - hyper's `server::conn`: take the [`MeshStream`]s and build each connection's service with
+///   [`ServerLayer::for_connection`](crate::ServerLayer::for_connection).
 ///
 /// Dropping it stops accepting; connections already handed out are unaffected.
 #[derive(Debug)]

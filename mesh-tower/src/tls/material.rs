@@ -5,22 +5,35 @@
 //! least one certificate, and the key must be the leaf certificate's (compared by
 //! SubjectPublicKeyInfo). Anything less is an error that names the file, so a half-written
 //! rotation is never served.
+//!
+//! A rotation must also be able to serve: [`Material::check_rotation`] refuses a leaf that has
+//! expired, is not valid yet (beyond [`DEFAULT_CLOCK_SKEW`]), or does not chain to the trust
+//! bundle of the same files, since installing it would fail every later handshake.
 
 use std::{
     fmt,
     path::{Path, PathBuf},
     sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use rustls::{
     RootCertStore,
     crypto::CryptoProvider,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject},
     server::{WebPkiClientVerifier, danger::ClientCertVerifier},
     sign::CertifiedKey,
 };
 
+use x509_parser::{certificate::X509Certificate, prelude::FromDer};
+
 use super::TlsError;
+
+/// How far in the future a rotated leaf's `notBefore` may be and still be installed: the
+/// issuing CA's clock may run ahead of ours. Five minutes, as istio-agent and Envoy's SDS
+/// consumers tolerate; peers with a clock as far behind fail the handshake until it passes,
+/// which is no worse than keeping the certificate the rotation replaces.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 
 /// Where a piece of certificate material lives on disk: a certificate chain and its private
 /// key (the identity presented to peers), a trust bundle (the CAs peers are verified with), or
@@ -152,6 +165,70 @@ impl Material {
         })
     }
 
+    /// Checks that this material, about to replace the current one, can serve at `now`: the
+    /// leaf is within its validity window (`notBefore` up to `skew` ahead of `now` allowed;
+    /// expired is expired) and, when the same files hold a trust bundle, the chain leads to
+    /// it. Key and certificate were already matched by [`parse`](Self::parse). The error
+    /// names the chain file and says what is wrong.
+    pub(crate) fn check_rotation(
+        &self,
+        files: &CertificateFiles,
+        now: SystemTime,
+        skew: Duration,
+    ) -> Result<(), TlsError> {
+        let (Some(identity), Some((chain_path, _))) = (&self.identity, files.identity_files())
+        else {
+            return Ok(());
+        };
+        let Some((leaf, intermediates)) = identity.cert.split_first() else {
+            return Ok(());
+        };
+        let (_, cert) = X509Certificate::from_der(leaf).map_err(|e| {
+            TlsError::invalid(
+                chain_path,
+                format!("the leaf certificate does not parse: {e}"),
+            )
+        })?;
+        let validity = cert.validity();
+        let now_secs = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let window = Window {
+            not_before: validity.not_before.timestamp(),
+            not_after: validity.not_after.timestamp(),
+        };
+        window.check(now_secs, skew).map_err(|why| {
+            TlsError::invalid(
+                chain_path,
+                format!(
+                    "the rotated leaf certificate {why} (valid from {} to {})",
+                    validity.not_before, validity.not_after
+                ),
+            )
+        })?;
+        if let (Some(verifier), Some(bundle)) = (&self.client_verifier, files.trust_bundle_file()) {
+            // Verified at a moment inside the window, so a `notBefore` within the skew does
+            // not fail the chain check the window check let through.
+            let at = u64::try_from(now_secs.max(window.not_before)).unwrap_or(0);
+            verifier
+                .verify_client_cert(
+                    leaf,
+                    intermediates,
+                    UnixTime::since_unix_epoch(Duration::from_secs(at)),
+                )
+                .map_err(|e| {
+                    TlsError::invalid(
+                        chain_path,
+                        format!(
+                            "the rotated leaf certificate does not verify against the trust bundle {}: {e}",
+                            bundle.display()
+                        ),
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
     /// The leaf certificate presented to peers, when there is an identity.
     pub fn leaf_certificate(&self) -> Option<&CertificateDer<'static>> {
         self.identity.as_ref()?.cert.first()
@@ -164,6 +241,28 @@ impl fmt::Debug for Material {
             .field("identity", &self.identity.as_ref().map(|k| k.cert.len()))
             .field("roots", &self.roots.as_ref().map(|r| r.len()))
             .finish()
+    }
+}
+
+/// A certificate's validity window, in seconds since the Unix epoch.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    not_before: i64,
+    not_after: i64,
+}
+
+impl Window {
+    /// Whether the window holds `now`, allowing `notBefore` to be up to `skew` ahead; `Err`
+    /// says why not.
+    fn check(self, now: i64, skew: Duration) -> Result<(), &'static str> {
+        let skew = i64::try_from(skew.as_secs()).unwrap_or(i64::MAX);
+        if self.not_after <= now {
+            return Err("has expired");
+        }
+        if self.not_before > now.saturating_add(skew) {
+            return Err("is not valid yet");
+        }
+        Ok(())
     }
 }
 
@@ -227,5 +326,25 @@ fn certified_key(
             chain_path,
             format!("cannot check the key against the leaf certificate: {e}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_allows_a_skewed_not_before_but_no_expiry() {
+        let window = Window {
+            not_before: 1_000,
+            not_after: 2_000,
+        };
+        let skew = Duration::from_secs(300);
+        assert_eq!(window.check(1_500, skew), Ok(()));
+        assert_eq!(window.check(700, skew), Ok(()), "notBefore 300 s ahead");
+        assert_eq!(window.check(699, skew), Err("is not valid yet"));
+        assert_eq!(window.check(1_999, skew), Ok(()));
+        assert_eq!(window.check(2_000, skew), Err("has expired"));
+        assert_eq!(window.check(1_000, Duration::MAX), Ok(()));
     }
 }

@@ -9,8 +9,9 @@
 //! ```
 //!
 //! - **Material** ([`CertificateFiles`], [`CertificateWatcher`]): a chain, its key and a CA
-//!   bundle from PEM files, reloaded atomically when they change; a bad rotation keeps the old
-//!   material serving and is reported ([`CertificateWatcher::last_error`],
+//!   bundle from PEM files, reloaded atomically when they change; a bad rotation (unparsable,
+//!   a key that is not the leaf's, a leaf expired or not yet valid, a leaf that does not chain
+//!   to the bundle) keeps the old material serving and is reported ([`CertificateWatcher::last_error`],
 //!   [`CertificateWatcher::failures`], a `warn` log naming the file).
 //! - **Verification** ([`MeshServerVerifier`], [`MeshClientVerifier`]): webpki chain validation
 //!   against the current bundle, then Istio's identity rules (SAN matchers, e.g. a SPIFFE ID,
@@ -47,9 +48,9 @@ pub use self::{
     context::MeshTls,
     error::TlsError,
     listener::MeshListener,
-    material::{CertificateFiles, Material},
+    material::{CertificateFiles, DEFAULT_CLOCK_SKEW, Material},
     providers::{CertificateProviders, ProviderFiles},
-    server::{AcceptStats, DEFAULT_HANDSHAKE_TIMEOUT, ServerTls},
+    server::{AcceptStats, DEFAULT_DRAIN_GRACE, DEFAULT_HANDSHAKE_TIMEOUT, ServerTls},
     stream::MeshStream,
     verify::{MeshClientVerifier, MeshServerVerifier},
     watch::{CertificateWatcher, DEFAULT_POLL_INTERVAL},

@@ -15,25 +15,39 @@
 //!
 //! Both rustls configurations are built once; the certificate presented and the bundle clients
 //! are verified with come from the watcher's current material on every handshake, and the mode
-//! can change at run time ([`ServerTls::set_mode`]) for new connections.
+//! can change at run time ([`ServerTls::set_mode`]).
+//!
+//! # Draining connections a new mode no longer admits
+//!
+//! When the mode becomes STRICT, connections accepted earlier without a verified client
+//! certificate (plaintext, or PERMISSIVE TLS without one) are drained, as Envoy drains the
+//! connections of a listener whose filter chain changed: from that moment the
+//! [server layer](crate::server) refuses their requests (STRICT admits no unproven peer), and
+//! after a grace period ([`ServerTls::with_drain_grace`], default [`DEFAULT_DRAIN_GRACE`]) for
+//! the requests in flight the connection itself is closed: its reads and writes fail, so the
+//! HTTP server (tonic's, axum's or hyper's) drops it. An HTTP/2 GOAWAY would be gentler, but
+//! the HTTP connection belongs to the server that runs it (tonic's `serve_with_incoming`,
+//! `axum::serve`), out of the listener's reach; the close is what the listener can do, and a
+//! client sees it as a connection reset and reconnects, now in the new mode.
 
 use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicU8, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use mesh_core::MtlsMode;
 use rustls::{ServerConfig, server::NoServerSessionStorage};
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, sync::watch};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use super::{
     CertificateWatcher, MeshStream, TlsError, context::ALPN_H2, identity::SubjectAltNames,
-    resolve::CurrentCertificate, verify::MeshClientVerifier,
+    resolve::CurrentCertificate, stream::Drain, verify::MeshClientVerifier,
 };
 use crate::{Peer, peer::PeerIdentity};
 
@@ -42,6 +56,11 @@ use crate::{Peer, peer::PeerIdentity};
 /// in milliseconds, so a peer that takes 10 s is either broken or hostile.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default grace a connection the mode no longer admits gets before it is closed: Istio's
+/// `drainDuration` (45 s), the drain time it runs Envoy with (Envoy's own default,
+/// `--drain-time-s`, is 600 s, which is long for a connection that lost its right to be open).
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(45);
+
 /// The TLS record type of a handshake message: a ClientHello starts with it.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -49,9 +68,11 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// clones share the mode and the counters.
 #[derive(Clone, Debug)]
 pub struct ServerTls {
-    mode: Arc<AtomicU8>,
+    /// The current mode; open connections without a verified identity watch it to drain.
+    mode: Arc<watch::Sender<MtlsMode>>,
     configs: Option<Configs>,
     handshake_timeout: Duration,
+    drain_grace: Duration,
     stats: Arc<AcceptStats>,
 }
 
@@ -123,12 +144,13 @@ impl ServerTls {
             Ok(Arc::new(config))
         };
         Ok(Self {
-            mode: Arc::new(AtomicU8::new(encode(mode))),
+            mode: Arc::new(watch::Sender::new(mode)),
             configs: Some(Configs {
                 mutual: config(true)?,
                 optional: config(false)?,
             }),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            drain_grace: DEFAULT_DRAIN_GRACE,
             stats: Arc::default(),
         })
     }
@@ -136,9 +158,10 @@ impl ServerTls {
     /// A plaintext-only server (DISABLE); it has no material, so it cannot switch to a TLS mode.
     pub fn plaintext() -> Self {
         Self {
-            mode: Arc::new(AtomicU8::new(encode(MtlsMode::Disable))),
+            mode: Arc::new(watch::Sender::new(MtlsMode::Disable)),
             configs: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            drain_grace: DEFAULT_DRAIN_GRACE,
             stats: Arc::default(),
         }
     }
@@ -149,19 +172,57 @@ impl ServerTls {
         self
     }
 
-    /// The mode new connections are accepted in.
-    pub fn mode(&self) -> MtlsMode {
-        decode(self.mode.load(Ordering::Acquire))
+    /// How long a connection the mode no longer admits stays open for its requests in flight
+    /// before it is closed (see the [module docs](self)). Default is [`DEFAULT_DRAIN_GRACE`].
+    pub fn with_drain_grace(mut self, grace: Duration) -> Self {
+        self.drain_grace = grace;
+        self
     }
 
-    /// Changes the mode for new connections (a PeerAuthentication update); open connections
-    /// are kept. A TLS mode on a [`plaintext`](Self::plaintext) server is refused.
+    /// The mode new connections are accepted in.
+    pub fn mode(&self) -> MtlsMode {
+        *self.mode.borrow()
+    }
+
+    /// Changes the mode (a PeerAuthentication update): new connections are accepted in it, and
+    /// open connections it no longer admits are drained (see the [module docs](self)). A TLS
+    /// mode on a [`plaintext`](Self::plaintext) server is refused.
     pub fn set_mode(&self, mode: MtlsMode) -> Result<(), TlsError> {
         if mode != MtlsMode::Disable && self.configs.is_none() {
             return Err(TlsError::NoWorkloadIdentity);
         }
-        self.mode.store(encode(mode), Ordering::Release);
+        self.mode.send_replace(mode);
         Ok(())
+    }
+
+    /// The drain of a connection accepted without a verified identity: a task that waits for
+    /// STRICT, then for the grace, then closes the connection. The task ends early when the
+    /// connection is dropped or the server is gone.
+    fn drain(&self, remote: SocketAddr) -> Drain {
+        let close = CancellationToken::new();
+        let gone = CancellationToken::new();
+        let mut mode = self.mode.subscribe();
+        let grace = self.drain_grace;
+        let (close_task, gone_task) = (close.clone(), gone.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = gone_task.cancelled() => return,
+                strict = mode.wait_for(|m| *m == MtlsMode::Strict) => {
+                    if strict.is_err() {
+                        return;
+                    }
+                }
+            }
+            tracing::info!(%remote, ?grace, "the port is STRICT now: draining a connection without a verified client certificate");
+            tokio::select! {
+                () = gone_task.cancelled() => {}
+                () = tokio::time::sleep(grace) => {
+                    tracing::info!(%remote, "drained connection closed");
+                    close_task.cancel();
+                }
+            }
+        });
+        Drain::new(close, gone)
     }
 
     /// The accept loop's counters.
@@ -207,7 +268,8 @@ impl ServerTls {
                     address: Some(remote),
                     identity: None,
                 },
-            ));
+            )
+            .draining(self.drain(remote)));
         };
         let tls = TlsAcceptor::from(config)
             .accept(tcp)
@@ -222,13 +284,18 @@ impl ServerTls {
             None => &self.stats.tls_without_certificate,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        Ok(MeshStream::tls(
+        let drain = identity.is_none().then(|| self.drain(remote));
+        let stream = MeshStream::tls(
             tls,
             Peer {
                 address: Some(remote),
                 identity,
             },
-        ))
+        );
+        Ok(match drain {
+            Some(drain) => stream.draining(drain),
+            None => stream,
+        })
     }
 }
 
@@ -236,22 +303,6 @@ fn peer_identity(leaf: &[u8]) -> Result<PeerIdentity, AcceptError> {
     SubjectAltNames::of(leaf)
         .map(SubjectAltNames::into_identity)
         .map_err(AcceptError::Identity)
-}
-
-fn encode(mode: MtlsMode) -> u8 {
-    match mode {
-        MtlsMode::Strict => 0,
-        MtlsMode::Permissive => 1,
-        MtlsMode::Disable => 2,
-    }
-}
-
-fn decode(mode: u8) -> MtlsMode {
-    match mode {
-        0 => MtlsMode::Strict,
-        2 => MtlsMode::Disable,
-        _ => MtlsMode::Permissive,
-    }
 }
 
 // === impl AcceptStats ===

@@ -1,6 +1,8 @@
 //! An accepted connection, plaintext or TLS, with the [`Peer`] it established.
 
 use std::{
+    fmt,
+    future::Future,
     io,
     pin::Pin,
     task::{Context, Poll},
@@ -11,6 +13,7 @@ use tokio::{
     net::TcpStream,
 };
 use tokio_rustls::server::TlsStream;
+use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
 
 use crate::Peer;
 
@@ -21,6 +24,17 @@ use crate::Peer;
 pub struct MeshStream {
     io: Io,
     peer: Peer,
+    /// Set for connections a later mode may no longer admit (no verified identity).
+    drain: Option<Drain>,
+}
+
+/// The listener's side of a connection that may have to be drained: once `closed` completes
+/// (the grace after STRICT ran out) every read and write fails. Dropping it stops the task
+/// that watches the mode.
+pub(crate) struct Drain {
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
+    is_closed: bool,
+    _stop_watching: DropGuard,
 }
 
 #[derive(Debug)]
@@ -37,6 +51,7 @@ impl MeshStream {
         Self {
             io: Io::Plaintext(tcp),
             peer,
+            drain: None,
         }
     }
 
@@ -44,7 +59,28 @@ impl MeshStream {
         Self {
             io: Io::Tls(Box::new(tls)),
             peer,
+            drain: None,
         }
+    }
+
+    /// This stream, closed when `drain` says so.
+    pub(crate) fn draining(mut self, drain: Drain) -> Self {
+        self.drain = Some(drain);
+        self
+    }
+
+    /// An error once the drain closed this connection; registers the waker otherwise, so an
+    /// idle connection notices too.
+    fn poll_drained(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        let drain = self.drain.as_mut()?;
+        if !drain.is_closed && drain.closed.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        drain.is_closed = true;
+        Some(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the port's mTLS mode no longer admits this connection (drained)",
+        ))
     }
 
     /// Who is on the other end.
@@ -64,6 +100,9 @@ impl AsyncRead for MeshStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(error) = self.poll_drained(cx) {
+            return Poll::Ready(Err(error));
+        }
         match &mut self.io {
             Io::Plaintext(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
@@ -77,6 +116,9 @@ impl AsyncWrite for MeshStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(error) = self.poll_drained(cx) {
+            return Poll::Ready(Err(error));
+        }
         match &mut self.io {
             Io::Plaintext(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
@@ -88,6 +130,9 @@ impl AsyncWrite for MeshStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(error) = self.poll_drained(cx) {
+            return Poll::Ready(Err(error));
+        }
         match &mut self.io {
             Io::Plaintext(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
@@ -113,6 +158,28 @@ impl AsyncWrite for MeshStream {
             Io::Plaintext(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
+    }
+}
+
+// === impl Drain ===
+
+impl Drain {
+    /// `close` is cancelled when the connection must close; `stop_watching` is cancelled when
+    /// this is dropped (the connection is gone).
+    pub(crate) fn new(close: CancellationToken, stop_watching: CancellationToken) -> Self {
+        Self {
+            closed: Box::pin(close.cancelled_owned()),
+            is_closed: false,
+            _stop_watching: stop_watching.drop_guard(),
+        }
+    }
+}
+
+impl fmt::Debug for Drain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Drain")
+            .field("is_closed", &self.is_closed)
+            .finish_non_exhaustive()
     }
 }
 

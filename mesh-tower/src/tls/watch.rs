@@ -6,9 +6,13 @@
 //!
 //! Polling compares file contents, not modification times: certificate files are small, and
 //! Kubernetes' atomic-symlink secret updates or a `cp` within one mtime tick would fool an mtime
-//! check. A change is applied only when every file parses and the key matches the leaf
-//! certificate; otherwise the previous material keeps serving, the failure is logged with the
-//! file and the reason, counted, and kept as [`CertificateWatcher::last_error`]. A writer that
+//! check. A change is applied only when every file parses, the key matches the leaf
+//! certificate, the leaf is inside its validity window (with
+//! [`DEFAULT_CLOCK_SKEW`](super::DEFAULT_CLOCK_SKEW) for its `notBefore`) and chains to the
+//! trust bundle of the same files (`Material::check_rotation`); otherwise the previous material
+//! keeps serving, the failure is logged with the file and the reason, counted, and kept as
+//! [`CertificateWatcher::last_error`]. The initial load is not held to the validity window:
+//! there is nothing older to keep, and the handshake reports an expired certificate precisely. A writer that
 //! replaces the chain and the key in two steps thus causes one reported failure, then a
 //! successful reload on the next poll. The same broken contents are reported once, not on
 //! every poll.
@@ -18,13 +22,13 @@ use std::{
         Arc, Mutex, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
 
-use super::{CertificateFiles, Material, TlsError};
+use super::{CertificateFiles, DEFAULT_CLOCK_SKEW, Material, TlsError};
 
 /// Default interval between two polls of the files: gRPC's `file_watcher` default is 10 min,
 /// Istio rotates workload certificates every 12 h by default; 5 s notices a rotation quickly at
@@ -128,7 +132,16 @@ impl CertificateWatcher {
             // Unchanged: whatever these contents gave last time still holds.
             Ok(contents) if contents == seen.contents => seen.outcome.clone().map(|()| false),
             Ok(contents) => {
-                let parsed = Material::parse(&inner.files, &contents, &inner.provider);
+                let parsed = Material::parse(&inner.files, &contents, &inner.provider).and_then(
+                    |material| {
+                        material.check_rotation(
+                            &inner.files,
+                            SystemTime::now(),
+                            DEFAULT_CLOCK_SKEW,
+                        )?;
+                        Ok(material)
+                    },
+                );
                 seen.contents = contents;
                 match parsed {
                     Ok(material) => {

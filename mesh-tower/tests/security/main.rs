@@ -1,11 +1,21 @@
-//! Security tests: attacks on the server stack over real HTTP/1.1 and HTTP/2 connections to
-//! tonic and axum servers behind `mesh.server_layer(..)` on 127.0.0.1, one module per attack
-//! surface.
+//! The security suite: authorization bypasses and availability gaps found by a hostile review,
+//! each reproduced over real HTTP/1.1 and HTTP/2 connections to tonic, axum and hyper servers
+//! behind `MeshListener` and `mesh.server_layer(..)` on 127.0.0.1, with rcgen-made mTLS
+//! certificates, one module per attack surface.
 
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../mtls/certs.rs"]
+mod certs;
+mod drain;
+mod fixture;
+#[allow(dead_code)]
+#[path = "../mtls/harness.rs"]
+mod harness;
+mod identity;
 mod paths;
+mod rotation;
 #[path = "../server_support/mod.rs"]
 mod server_support;
 #[path = "../support/mod.rs"]

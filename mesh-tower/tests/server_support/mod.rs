@@ -51,6 +51,7 @@ pub fn accept_as<B>(mut req: Request<B>) -> Request<B> {
             address,
             identity: Some(PeerIdentity {
                 principal: Some(principal.into()),
+                principals: Arc::from([Arc::from(principal)]),
                 dns_names: Arc::from([]),
             }),
         };

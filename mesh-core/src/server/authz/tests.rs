@@ -288,8 +288,10 @@ fn decide(policies: &[AuthorizationPolicy], r: &Req) -> AuthzDecision {
             HeaderValue::from_static(value),
         );
     }
+    let principals: Vec<Arc<str>> = r.principal.into_iter().map(Arc::from).collect();
     let request = AuthzRequest {
-        principal: r.principal,
+        principals: &principals,
+        trust_domains: &TrustDomains::default(),
         source_namespace: r.namespace,
         source_ip: r.ip,
         destination_port: r.port,

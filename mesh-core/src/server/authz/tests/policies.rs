@@ -317,7 +317,9 @@ fn the_decision_names_the_deciding_policy() {
 }
 
 #[test]
-fn namespaces_are_read_from_spiffe_paths() {
+fn namespaces_are_read_from_spiffe_paths_of_the_mesh_trust_domains() {
+    let trusted = TrustDomains::new("cluster.local", ["td", "ns"]).unwrap();
+    let namespace_of = |p| namespace_of(p, &trusted);
     assert_eq!(
         namespace_of("cluster.local/ns/default/sa/reviews"),
         Some("default")
@@ -327,4 +329,122 @@ fn namespaces_are_read_from_spiffe_paths() {
     assert_eq!(namespace_of("ns"), None);
     assert_eq!(namespace_of("ns/ns/prod/sa/x"), Some("prod"));
     assert_eq!(namespace_of("td/sa/x/ns/prod"), None);
+    // A foreign trust domain vouches for no namespace of this mesh.
+    assert_eq!(namespace_of("evil.example.org/ns/prod/sa/x"), None);
+}
+
+/// Decides for a peer with `principals` (every SPIFFE SAN) under `trust_domains`.
+fn decide_for(
+    policies: &[AuthorizationPolicy],
+    principals: &[&str],
+    trust_domains: &TrustDomains,
+) -> bool {
+    let principals: Vec<Arc<str>> = principals.iter().map(|p| Arc::from(*p)).collect();
+    let headers = HeaderMap::new();
+    let r = req();
+    let request = AuthzRequest {
+        principals: &principals,
+        trust_domains,
+        source_namespace: None,
+        source_ip: r.ip,
+        destination_port: r.port,
+        host: r.host,
+        method: r.method,
+        path: r.path,
+        headers: &headers,
+    };
+    authorize(
+        policies,
+        "default",
+        &reviews_labels(),
+        DEFAULT_ROOT_NAMESPACE,
+        &request,
+    )
+    .allowed
+}
+
+fn one_source(action: AuthzAction, source: AuthzSource) -> AuthorizationPolicy {
+    policy(
+        "p",
+        action,
+        vec![AuthzRule {
+            from: Arc::from([source]),
+            ..AuthzRule::default()
+        }],
+    )
+}
+
+#[test]
+fn every_san_counts_for_principals_and_their_negation() {
+    let td = TrustDomains::default();
+    let good = "cluster.local/ns/default/sa/good";
+    let bad = "spiffe://cluster.local/ns/default/sa/bad";
+    let deny = [one_source(
+        AuthzAction::Deny,
+        principals(&["cluster.local/ns/default/sa/bad"]),
+    )];
+    assert!(decide_for(&deny, &[good], &td));
+    assert!(
+        !decide_for(&deny, &[good, bad], &td),
+        "DENY on the second SAN"
+    );
+    let allow_not = [one_source(
+        AuthzAction::Allow,
+        not_principals(&["cluster.local/ns/default/sa/bad"]),
+    )];
+    assert!(decide_for(&allow_not, &[good], &td));
+    assert!(
+        !decide_for(&allow_not, &[good, bad], &td),
+        "an innocent first SAN"
+    );
+    let deny_not = [one_source(AuthzAction::Deny, not_principals(&[good]))];
+    assert!(
+        decide_for(&deny_not, &[bad, good], &td),
+        "any SAN is in the list"
+    );
+}
+
+#[test]
+fn foreign_trust_domains_are_no_namespace_unless_aliased() {
+    let evil = "evil.example.org/ns/prod/sa/x";
+    let allow_prod = [one_source(AuthzAction::Allow, namespaces(&["prod"]))];
+    assert!(!decide_for(&allow_prod, &[evil], &TrustDomains::default()));
+    assert!(decide_for(
+        &allow_prod,
+        &["cluster.local/ns/prod/sa/x"],
+        &TrustDomains::default()
+    ));
+    let aliased = TrustDomains::new("cluster.local", ["evil.example.org"]).unwrap();
+    assert!(decide_for(&allow_prod, &[evil], &aliased));
+    let deny_not_prod = [one_source(AuthzAction::Deny, not_namespaces(&["prod"]))];
+    assert!(!decide_for(
+        &deny_not_prod,
+        &[evil],
+        &TrustDomains::default()
+    ));
+}
+
+#[test]
+fn principals_of_aliased_trust_domains_are_one() {
+    // Istio's trust-domain migration: the policy names the old domain.
+    let allow = [one_source(
+        AuthzAction::Allow,
+        principals(&["old-td/ns/default/sa/sleep"]),
+    )];
+    let migrated = TrustDomains::new("new-td", ["old-td"]).unwrap();
+    let caller = ["new-td/ns/default/sa/sleep"];
+    assert!(decide_for(&allow, &caller, &migrated));
+    assert!(!decide_for(
+        &allow,
+        &caller,
+        &TrustDomains::new("new-td", Vec::<&str>::new()).unwrap()
+    ));
+    // An alias does not make a foreign domain equal to the mesh's.
+    assert!(!decide_for(
+        &allow,
+        &["other-td/ns/default/sa/sleep"],
+        &migrated
+    ));
+    assert!(TrustDomains::new("a/b", Vec::<&str>::new()).is_err());
+    assert!(TrustDomains::new("", Vec::<&str>::new()).is_err());
 }
