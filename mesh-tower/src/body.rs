@@ -52,6 +52,16 @@ pin_project! {
 
 /// A response in flight: holds its breaker slot and its endpoint's load count until the body
 /// ends, and judges the outcome for outlier detection then (see [`crate::balance`]).
+///
+/// The outcome is judged exactly once, at the first of:
+/// - the head, when it says everything (a trailers-only gRPC status, or no body);
+/// - the trailers, where a gRPC status is final — tonic stops polling a unary body once it has
+///   them, so waiting for the end of the body would never judge a gRPC success;
+/// - the end of the body, or its error (a reset mid-stream: [`Outcome::Reset`]);
+/// - the drop of the body, with what is known then: the HTTP status and any `grpc-status` of
+///   the head. A caller that abandons a response after a good head has not seen the upstream
+///   fail, so it is not counted as a failure; judging it at all keeps the consecutive-failure
+///   counts honest (Envoy judges every stream when it completes or is reset).
 #[derive(Debug)]
 pub struct InFlight {
     _request: Slot,
@@ -99,22 +109,38 @@ impl InFlight {
         }
     }
 
+    /// The trailers end the response: judges it with their `grpc-status`, if any.
     fn trailers(&mut self, trailers: &http::HeaderMap) {
         if let Some(judge) = self.judge.as_mut()
             && let Some(status) = crate::names::grpc_status(trailers)
         {
             judge.grpc_status = Some(status);
         }
+        self.finish();
     }
 
+    /// Judges the response by what is known of it (a no-op once judged).
     fn finish(&mut self) {
-        if let Some(j) = self.judge.take() {
+        if let Some(j) = self.judge.as_ref() {
             let outcome = Outcome::Response {
                 http_status: j.http_status,
                 grpc_status: j.grpc_status,
             };
+            self.fail(outcome);
+        }
+    }
+
+    /// Judges the response as `outcome` (a no-op once judged).
+    pub(crate) fn fail(&mut self, outcome: Outcome) {
+        if let Some(j) = self.judge.take() {
             j.state.record_outcome(&j.host, outcome);
         }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -189,18 +215,17 @@ fn poll_kind(
     match kind.project() {
         KindProj::Upstream { body, in_flight } => {
             let frame = std::task::ready!(body.poll_frame(cx));
-            match (&frame, in_flight.as_mut()) {
-                (Some(Ok(f)), Some(flight)) => {
-                    if let Some(trailers) = f.trailers_ref() {
-                        flight.trailers(trailers);
-                    }
+            if let Some(mut flight) = in_flight.take() {
+                // At the trailers, the end or an error the response is complete: judge it and
+                // free its slots now, not when the caller drops the body.
+                match &frame {
+                    Some(Ok(f)) => match f.trailers_ref() {
+                        Some(trailers) => flight.trailers(trailers),
+                        None => *in_flight = Some(flight),
+                    },
+                    Some(Err(_)) => flight.fail(Outcome::Reset),
+                    None => flight.finish(),
                 }
-                (None, Some(flight)) => {
-                    // Complete: judge it and free its slots now, not at drop.
-                    flight.finish();
-                    in_flight.take();
-                }
-                _ => {}
             }
             Poll::Ready(frame.map(|f| f.map_err(Into::into)))
         }

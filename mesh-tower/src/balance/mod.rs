@@ -13,8 +13,9 @@
 //!
 //! Each outcome is classified once and fed to the cluster's outlier detection: a connect
 //! failure or reset at once; a response when its status is known — at the head for a
-//! trailers-only gRPC response or an empty body, else when the body ends, so a `grpc-status`
-//! sent in trailers counts. A response the caller abandons before its end is not judged.
+//! trailers-only gRPC response or an empty body, else at the trailers (a `grpc-status` there
+//! counts), the end of the body or its reset; a response the caller drops before then is judged
+//! by its head (see [`InFlight`]).
 //!
 //! Why not `tower::balance::p2c` and `tower::limit`: Envoy's balancing needs priorities, panic
 //! mode, weights, ring hash and outlier ejection over a cluster shared by every channel, which

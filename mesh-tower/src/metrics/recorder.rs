@@ -160,20 +160,22 @@ impl Recorder {
     }
 }
 
-/// Feeds one polled response frame to the record in `slot`: data sizes, trailers; at the end
-/// of the body or on its error, writes the record (it is taken out of `slot`).
+/// Feeds one polled response frame to the record in `slot`: data sizes; at the trailers, the
+/// end of the body or its error, writes the record (it is taken out of `slot`).
 pub(crate) fn observe<E>(slot: &mut Option<Recorder>, frame: &Option<Result<Frame<Bytes>, E>>) {
     let Some(recorder) = slot.as_mut() else {
         return;
     };
     match frame {
         Some(Ok(f)) => {
-            if let Some(data) = f.data_ref() {
-                recorder.response_bytes(data.len());
-            } else if let Some(trailers) = f.trailers_ref() {
-                recorder.trailers(trailers);
-            }
-            return;
+            // Trailers are the last frame; a caller such as tonic stops polling once it has them.
+            let Some(trailers) = f.trailers_ref() else {
+                if let Some(data) = f.data_ref() {
+                    recorder.response_bytes(data.len());
+                }
+                return;
+            };
+            recorder.trailers(trailers);
         }
         Some(Err(_)) => recorder.reset(),
         None => {}
