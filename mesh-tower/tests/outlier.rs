@@ -206,3 +206,27 @@ async fn consecutive_failures_between_successes_still_eject() {
         "ejected after its fifth consecutive failure"
     );
 }
+
+/// Istio's default `maxEjectionPercent: 10` of three endpoints rounds to zero; as in Envoy, one
+/// endpoint is ejected anyway.
+#[tokio::test]
+async fn the_default_cap_ejects_one_endpoint_of_a_small_cluster() {
+    let good_a = spawn_echo("a", Behavior::default()).await;
+    let good_b = spawn_echo("b", Behavior::default()).await;
+    let bad = spawn_echo(
+        "bad",
+        Behavior {
+            fail: Some((1, 1)),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let yaml = with_outlier_detection(
+        services_yaml(&[("a", good_a.addr), ("b", good_b.addr), ("bad", bad.addr)]),
+        10,
+    );
+    let mesh = mesh_tower::Mesh::new(config(&yaml));
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    assert_eq!(send(&mut client, 30).await, 3);
+    assert_eq!(bad.behavior.calls.load(Ordering::SeqCst), 3, "ejected");
+}
