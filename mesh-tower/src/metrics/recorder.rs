@@ -134,6 +134,11 @@ impl Recorder {
             .saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
+    /// The route's timeout cut the response body off (`UT`).
+    pub(crate) fn timed_out(&mut self) {
+        self.labels.flags = Some(ResponseFlags::UpstreamRequestTimeout);
+    }
+
     /// The response body failed mid-stream (`UR`-like): Envoy reports such a stream with
     /// `response_code` as sent and a reset flag.
     pub(crate) fn reset(&mut self) {
