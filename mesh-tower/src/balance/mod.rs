@@ -187,6 +187,8 @@ impl Service<Request<RequestBody>> for Balance {
 const MAX_TRANSPARENT_RESENDS: u32 = 2;
 
 /// What one send on one endpoint came to.
+// A transient value on the stack: boxing the response would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Sent {
     /// The response, or the mesh's answer to a failure that may have been processed.
     Answer(Response<ResponseBody>),
