@@ -121,9 +121,27 @@ pub struct OutlierDetection {
     /// Cap on an ejection's length; when below `base_ejection_time`, the base is the cap (as
     /// in Envoy). Default is 300 s.
     pub max_ejection_time: Duration,
-    /// At most this share of the cluster's endpoints is ejected at once. At least one endpoint
-    /// always stays in service. Default is 10 %.
+    /// At most this share of the cluster's endpoints is ejected at once, as `ejection_cap`
+    /// reads it. Default is 10 %.
     pub max_ejection_percent: Percentage,
+    /// How `max_ejection_percent` is applied; Envoy's rule by default. Not an Envoy or Istio
+    /// field: set it in code to opt into the strict cap.
+    pub ejection_cap: EjectionCap,
+}
+
+/// How [`OutlierDetection::max_ejection_percent`] caps the hosts ejected at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum EjectionCap {
+    /// Envoy's rule: an ejection is made while `floor(max_ejection_percent × hosts)` hosts are
+    /// not yet out, and always when none is. So one host is ejected whatever the percentage
+    /// (Istio's default 10 % still ejects in a cluster of fewer than ten endpoints), and at
+    /// 100 % every host can be (the balancer's panic mode then spreads the load over them).
+    #[default]
+    AtLeastOne,
+    /// Never more than `floor(max_ejection_percent × hosts)`, and never the last host in
+    /// service: a configured percentage stays a promise about capacity, at the price of
+    /// ejecting nothing in a cluster too small for the percentage to reach one host.
+    Strict,
 }
 
 /// A consecutive-failure rule.
@@ -334,6 +352,17 @@ impl Default for CircuitBreakers {
 // === impl OutlierDetection ===
 
 impl OutlierDetection {
+    /// The most of `hosts` hosts that may be ejected at once, by [`Self::ejection_cap`].
+    pub fn max_ejected_hosts(&self, hosts: usize) -> usize {
+        let by_percent = usize::try_from(self.max_ejection_percent.of(hosts as u64))
+            .unwrap_or(hosts)
+            .min(hosts);
+        match self.ejection_cap {
+            EjectionCap::AtLeastOne => by_percent.max(hosts.min(1)),
+            EjectionCap::Strict => by_percent.min(hosts.saturating_sub(1)),
+        }
+    }
+
     /// The length of the `times_ejected`-th ejection (1 for the first):
     /// `base × times_ejected`, capped at `max(max_ejection_time, base)`.
     pub fn ejection_duration(&self, times_ejected: u32) -> Duration {
@@ -362,6 +391,7 @@ impl Default for OutlierDetection {
             base_ejection_time: Duration::from_secs(30),
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: Percentage::from_ppm(100_000).unwrap_or(Percentage::ZERO),
+            ejection_cap: EjectionCap::AtLeastOne,
         }
     }
 }

@@ -40,7 +40,7 @@ mod test_rng;
 pub use self::{
     classify::{Origin, Outcome},
     cluster::{
-        BreakerResource, CertificateSource, CircuitBreakers, Cluster, ConsecutiveRule,
+        BreakerResource, CertificateSource, CircuitBreakers, Cluster, ConsecutiveRule, EjectionCap,
         FailurePercentageRule, LbPolicy, OutlierDetection, SanKind, SanMatcher, SuccessRateRule,
         TlsMode, UpstreamTls,
     },

@@ -5,16 +5,20 @@
 //! body the mesh synthesized (a fault abort, a timeout, a rejection): [`ResponseBody`].
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Full, combinators::UnsyncBoxBody};
 use mesh_core::{EndpointAddress, GrpcCode, Outcome};
 use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
 
 use crate::{
     endpoint::ActiveRequest,
@@ -36,7 +40,35 @@ pin_project! {
         kind: Kind,
         // The call's metrics record, written when the body ends or is dropped.
         recorder: Option<Recorder>,
+        // The rest of the request's timeout, which bounds the body too.
+        deadline: Option<Deadline>,
     }
+}
+
+/// The request's timeout, carried into its response body: Envoy's route timeout (and a gRPC
+/// deadline) covers the response to its end, not only its head.
+#[derive(Debug)]
+pub(crate) struct Deadline {
+    sleep: Pin<Box<Sleep>>,
+    expiry: Expiry,
+}
+
+/// How a body that outlives its deadline ends.
+#[derive(Debug)]
+pub(crate) enum Expiry {
+    /// A gRPC caller already has the headers: the body ends with these trailers
+    /// (`DEADLINE_EXCEEDED`), the status gRPC gives a call past its deadline.
+    Trailers(HeaderMap),
+    /// An HTTP caller: the body fails (the stream is reset, as Envoy resets a response whose
+    /// headers it already sent), after the bound it had.
+    Reset(Duration),
+}
+
+/// The error of an HTTP response body cut off by the route's timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("response timed out after {bound:?}")]
+pub(crate) struct ResponseTimedOut {
+    bound: Duration,
 }
 
 pin_project! {
@@ -52,6 +84,16 @@ pin_project! {
 
 /// A response in flight: holds its breaker slot and its endpoint's load count until the body
 /// ends, and judges the outcome for outlier detection then (see [`crate::balance`]).
+///
+/// The outcome is judged exactly once, at the first of:
+/// - the head, when it says everything (a trailers-only gRPC status, or no body);
+/// - the trailers, where a gRPC status is final — tonic stops polling a unary body once it has
+///   them, so waiting for the end of the body would never judge a gRPC success;
+/// - the end of the body, or its error (a reset mid-stream: [`Outcome::Reset`]);
+/// - the drop of the body, with what is known then: the HTTP status and any `grpc-status` of
+///   the head. A caller that abandons a response after a good head has not seen the upstream
+///   fail, so it is not counted as a failure; judging it at all keeps the consecutive-failure
+///   counts honest (Envoy judges every stream when it completes or is reset).
 #[derive(Debug)]
 pub struct InFlight {
     _request: Slot,
@@ -99,22 +141,38 @@ impl InFlight {
         }
     }
 
+    /// The trailers end the response: judges it with their `grpc-status`, if any.
     fn trailers(&mut self, trailers: &http::HeaderMap) {
         if let Some(judge) = self.judge.as_mut()
             && let Some(status) = crate::names::grpc_status(trailers)
         {
             judge.grpc_status = Some(status);
         }
+        self.finish();
     }
 
+    /// Judges the response by what is known of it (a no-op once judged).
     fn finish(&mut self) {
-        if let Some(j) = self.judge.take() {
+        if let Some(j) = self.judge.as_ref() {
             let outcome = Outcome::Response {
                 http_status: j.http_status,
                 grpc_status: j.grpc_status,
             };
+            self.fail(outcome);
+        }
+    }
+
+    /// Judges the response as `outcome` (a no-op once judged).
+    pub(crate) fn fail(&mut self, outcome: Outcome) {
+        if let Some(j) = self.judge.take() {
             j.state.record_outcome(&j.host, outcome);
         }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -128,6 +186,7 @@ impl ResponseBody {
                 in_flight: Some(in_flight),
             },
             recorder: None,
+            deadline: None,
         }
     }
 
@@ -143,7 +202,19 @@ impl ResponseBody {
                 body: Full::new(bytes.into()),
             },
             recorder: None,
+            deadline: None,
         }
+    }
+
+    /// This body, ended by `expiry` if it has not ended by `deadline`.
+    pub(crate) fn with_deadline(mut self, deadline: Instant, expiry: Expiry) -> Self {
+        if !self.is_end_stream() {
+            self.deadline = Some(Deadline {
+                sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                expiry,
+            });
+        }
+        self
     }
 
     /// This body, writing `recorder` when it ends.
@@ -161,8 +232,26 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let frame = std::task::ready!(poll_kind(this.kind, cx));
+        let mut this = self.project();
+        let frame = match poll_kind(this.kind.as_mut(), cx) {
+            Poll::Ready(frame) => {
+                if frame
+                    .as_ref()
+                    .is_none_or(|f| f.as_ref().is_ok_and(Frame::is_trailers))
+                {
+                    this.deadline.take();
+                }
+                frame
+            }
+            Poll::Pending => {
+                let Some(deadline) = this.deadline.as_mut() else {
+                    return Poll::Pending;
+                };
+                std::task::ready!(deadline.sleep.as_mut().poll(cx));
+                let expiry = this.deadline.take().map(|d| d.expiry);
+                expire(this.kind, this.recorder, expiry)
+            }
+        };
         recorder::observe(this.recorder, &frame);
         Poll::Ready(frame)
     }
@@ -182,6 +271,36 @@ impl Body for ResponseBody {
     }
 }
 
+/// Ends a body whose deadline passed: judges the upstream's response a timeout (freeing its
+/// slots and resetting its stream), flags the record `UT`, and yields the last frame.
+fn expire(
+    mut kind: Pin<&mut Kind>,
+    recorder: &mut Option<Recorder>,
+    expiry: Option<Expiry>,
+) -> Option<Result<Frame<Bytes>, BoxError>> {
+    if let KindProj::Upstream { in_flight, .. } = kind.as_mut().project()
+        && let Some(mut flight) = in_flight.take()
+    {
+        flight.fail(Outcome::Timeout);
+    }
+    // Dropping the upstream body resets its stream; anything polled later is the end.
+    kind.set(Kind::Synthesized {
+        body: Full::new(Bytes::new()),
+    });
+    let frame = match expiry? {
+        Expiry::Trailers(trailers) => Ok(Frame::trailers(trailers)),
+        Expiry::Reset(bound) => Err(ResponseTimedOut { bound }.into()),
+    };
+    // Recorded now, as a timeout rather than the reset `observe` would make of the error.
+    if let Some(mut record) = recorder.take() {
+        if let Some(trailers) = frame.as_ref().ok().and_then(Frame::trailers_ref) {
+            record.trailers(trailers);
+        }
+        record.timed_out();
+    }
+    Some(frame)
+}
+
 fn poll_kind(
     kind: Pin<&mut Kind>,
     cx: &mut Context<'_>,
@@ -189,18 +308,17 @@ fn poll_kind(
     match kind.project() {
         KindProj::Upstream { body, in_flight } => {
             let frame = std::task::ready!(body.poll_frame(cx));
-            match (&frame, in_flight.as_mut()) {
-                (Some(Ok(f)), Some(flight)) => {
-                    if let Some(trailers) = f.trailers_ref() {
-                        flight.trailers(trailers);
-                    }
+            if let Some(mut flight) = in_flight.take() {
+                // At the trailers, the end or an error the response is complete: judge it and
+                // free its slots now, not when the caller drops the body.
+                match &frame {
+                    Some(Ok(f)) => match f.trailers_ref() {
+                        Some(trailers) => flight.trailers(trailers),
+                        None => *in_flight = Some(flight),
+                    },
+                    Some(Err(_)) => flight.fail(Outcome::Reset),
+                    None => flight.finish(),
                 }
-                (None, Some(flight)) => {
-                    // Complete: judge it and free its slots now, not at drop.
-                    flight.finish();
-                    in_flight.take();
-                }
-                _ => {}
             }
             Poll::Ready(frame.map(|f| f.map_err(Into::into)))
         }

@@ -6,7 +6,7 @@
 //! status and a `text/plain` body with the same message. Either way the response carries the
 //! [`ResponseFlags`] that explain it (Envoy's response flags), for metrics and logs.
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use mesh_core::GrpcCode;
 
 use crate::body::ResponseBody;
@@ -127,14 +127,25 @@ pub(crate) fn grpc_status_response(code: GrpcCode, message: &str) -> Response<Re
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    h.insert(
+    insert_grpc_status(h, code, message);
+    r
+}
+
+/// Trailers that end a gRPC response with `code` and `message`.
+pub(crate) fn grpc_status_trailers(code: GrpcCode, message: &str) -> HeaderMap {
+    let mut trailers = HeaderMap::with_capacity(2);
+    insert_grpc_status(&mut trailers, code, message);
+    trailers
+}
+
+fn insert_grpc_status(headers: &mut HeaderMap, code: GrpcCode, message: &str) {
+    headers.insert(
         crate::names::GRPC_STATUS,
         HeaderValue::from_static(code.as_header_str()),
     );
     if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
-        h.insert(crate::names::GRPC_MESSAGE, v);
+        headers.insert(crate::names::GRPC_MESSAGE, v);
     }
-    r
 }
 
 /// gRPC's `grpc-message` encoding: bytes outside printable ASCII, and `%`, become `%XX`.

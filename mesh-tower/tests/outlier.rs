@@ -17,6 +17,11 @@ use support::*;
 /// The services with outlier detection on, and retries off so every failure reaches the caller
 /// (Istio's default retries would hide them).
 fn with_outlier_detection(yaml: String, max_ejection_percent: u32) -> String {
+    with_consecutive_errors(yaml, 3, max_ejection_percent)
+}
+
+/// As [`with_outlier_detection`], ejecting after `consecutive` consecutive 5xx.
+fn with_consecutive_errors(yaml: String, consecutive: u32, max_ejection_percent: u32) -> String {
     let no_retries = virtual_service(&format!(
         "  - retries: {{attempts: 0}}\n    route:\n    - destination: {{host: {HOST}}}\n"
     ));
@@ -26,7 +31,7 @@ fn with_outlier_detection(yaml: String, max_ejection_percent: u32) -> String {
             "  trafficPolicy:
     loadBalancer: {{simple: ROUND_ROBIN}}
     outlierDetection:
-      consecutive5xxErrors: 3
+      consecutive5xxErrors: {consecutive}
       interval: 10s
       baseEjectionTime: 30s
       maxEjectionPercent: {max_ejection_percent}
@@ -138,4 +143,90 @@ async fn the_ejection_cap_keeps_a_second_failing_endpoint_in_service() {
         (served.0 == 0 && served.1 > 0) || (served.1 == 0 && served.0 > 0),
         "{served:?}"
     );
+}
+
+/// Successes reset the consecutive-failure count: tonic stops polling a unary response body
+/// once it has the trailers (`grpc-status: 0` there), so the success must be judged then, not
+/// only when the body is polled to its end.
+#[tokio::test]
+async fn failures_interleaved_with_successes_do_not_eject() {
+    let good = spawn_echo("good", Behavior::default()).await;
+    // One call in ten fails (a trailers-only UNAVAILABLE); nine succeed between failures.
+    let flaky = spawn_echo(
+        "flaky",
+        Behavior {
+            fail: Some((1, 10)),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let yaml = with_consecutive_errors(
+        services_yaml(&[("good", good.addr), ("flaky", flaky.addr)]),
+        5,
+        50,
+    );
+    let mesh = mesh_tower::Mesh::new(config(&yaml));
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+
+    let failures = send(&mut client, 100).await;
+    assert_eq!(failures, 5, "one in ten of flaky's 50 calls");
+    assert_eq!(
+        flaky.behavior.calls.load(Ordering::SeqCst),
+        50,
+        "never ejected: its failures were never consecutive"
+    );
+}
+
+/// The same endpoint failing five times in a row is still ejected.
+#[tokio::test]
+async fn consecutive_failures_between_successes_still_eject() {
+    let good = spawn_echo("good", Behavior::default()).await;
+    // Calls 0..5 of every 10 fail.
+    let flaky = spawn_echo(
+        "flaky",
+        Behavior {
+            fail: Some((5, 10)),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let yaml = with_consecutive_errors(
+        services_yaml(&[("good", good.addr), ("flaky", flaky.addr)]),
+        5,
+        50,
+    );
+    let mesh = mesh_tower::Mesh::new(config(&yaml));
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+
+    let failures = send(&mut client, 100).await;
+    assert_eq!(failures, 5);
+    assert_eq!(
+        flaky.behavior.calls.load(Ordering::SeqCst),
+        5,
+        "ejected after its fifth consecutive failure"
+    );
+}
+
+/// Istio's default `maxEjectionPercent: 10` of three endpoints rounds to zero; as in Envoy, one
+/// endpoint is ejected anyway.
+#[tokio::test]
+async fn the_default_cap_ejects_one_endpoint_of_a_small_cluster() {
+    let good_a = spawn_echo("a", Behavior::default()).await;
+    let good_b = spawn_echo("b", Behavior::default()).await;
+    let bad = spawn_echo(
+        "bad",
+        Behavior {
+            fail: Some((1, 1)),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let yaml = with_outlier_detection(
+        services_yaml(&[("a", good_a.addr), ("b", good_b.addr), ("bad", bad.addr)]),
+        10,
+    );
+    let mesh = mesh_tower::Mesh::new(config(&yaml));
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    assert_eq!(send(&mut client, 30).await, 3);
+    assert_eq!(bad.behavior.calls.load(Ordering::SeqCst), 3, "ejected");
 }

@@ -11,7 +11,7 @@ use std::{fmt::Write as _, sync::Arc};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use mesh_core::{
-    Cluster, FaultPolicy, LbPolicy, MeshConfig, RetryPolicy, TlsMode,
+    Cluster, EjectionCap, FaultPolicy, LbPolicy, MeshConfig, RetryPolicy, TlsMode,
     istio::{self, Source},
     route::{Action, RequestHead},
 };
@@ -95,7 +95,15 @@ fn lost_over_xds(config: &MeshConfig) -> Vec<String> {
                 c.lb, sent.lb
             ));
         }
-        if sent.outlier != c.outlier {
+        let strict = c
+            .outlier
+            .as_ref()
+            .is_some_and(|od| od.ejection_cap == EjectionCap::Strict);
+        if strict {
+            out.push(format!(
+                "cluster {name}: the strict ejection cap is not sent over xDS (Envoy ejects at least one host)"
+            ));
+        } else if sent.outlier != c.outlier {
             out.push(format!(
                 "cluster {name}: outlier detection percentages are rounded to whole percents over xDS"
             ));
@@ -345,14 +353,20 @@ fn cluster(out: &mut String, c: &Arc<Cluster>) {
         Some(od) => {
             let _ = writeln!(
                 out,
-                "  outlier detection: consecutive 5xx {}, gateway {}, interval {:?}, base ejection {:?}, max ejected {}",
+                "  outlier detection: consecutive 5xx {}, gateway {}, interval {:?}, base ejection {:?}, max ejection {} ({}): at most {} of {} endpoints ejected at once",
                 od.consecutive_5xx
                     .map_or("off".into(), |r| r.threshold.to_string()),
                 od.consecutive_gateway_failure
                     .map_or("off".into(), |r| r.threshold.to_string()),
                 od.interval,
                 od.base_ejection_time,
-                od.max_ejection_percent
+                od.max_ejection_percent,
+                match od.ejection_cap {
+                    EjectionCap::AtLeastOne => "Envoy's rule: at least one",
+                    EjectionCap::Strict => "strict: never the last",
+                },
+                od.max_ejected_hosts(c.endpoints.len()),
+                c.endpoints.len(),
             );
         }
     }

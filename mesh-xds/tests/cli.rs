@@ -126,6 +126,32 @@ fn explain_shows_route_clusters_weights_and_policies() {
 }
 
 #[test]
+fn explain_prints_the_ejection_cap_for_the_clusters_current_size() {
+    let dir = temp_dir("ejection-cap");
+    let services = dir.join("services.yaml");
+    let text = std::fs::read_to_string(fixture("bookinfo-services.yaml")).unwrap();
+    let with_outlier = text.replace(
+        "  host: reviews\n  subsets:\n",
+        "  host: reviews\n  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 5}\n  subsets:\n",
+    );
+    assert_ne!(with_outlier, text);
+    std::fs::write(&services, with_outlier).unwrap();
+    let o = run(&[
+        "check",
+        services.to_str().unwrap(),
+        "--explain",
+        "GET http://reviews.default.svc.cluster.local:9080/reviews/1",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    // Istio's default 10 % of three endpoints rounds to zero; Envoy ejects one anyway.
+    let out = stdout(&o);
+    assert!(
+        out.contains("max ejection 10% (Envoy's rule: at least one): at most 1 of 3 endpoints"),
+        "{out}"
+    );
+}
+
+#[test]
 fn explain_of_an_unknown_target_says_so_with_exit_code_3() {
     let services = fixture("bookinfo-services.yaml");
     let o = run(&[

@@ -44,10 +44,11 @@
 //!
 //! These hold after every call, and are property-tested with random event sequences:
 //!
-//! 1. **Cap.** At most `floor(max_ejection_percent × hosts)` hosts are ejected at once, and
-//!    never all of them: an ejection is made only if `ejected + 1 ≤ floor(pct × hosts)` and
-//!    `ejected + 1 < hosts`; otherwise it is skipped (the counter still restarts).
-//!    [`set_hosts`](OutlierDetector::set_hosts) restores the cap when the host count
+//! 1. **Cap.** At most [`OutlierDetection::max_ejected_hosts`] hosts are ejected at once:
+//!    by default Envoy's rule, `max(1, floor(max_ejection_percent × hosts))`; with
+//!    [`EjectionCap::Strict`](crate::EjectionCap::Strict), `floor(max_ejection_percent ×
+//!    hosts)` and never all of them. An ejection over the cap is skipped (the counter still
+//!    restarts). [`set_hosts`](OutlierDetector::set_hosts) restores the cap when the host count
 //!    shrinks, returning the hosts whose ejection ends soonest.
 //! 2. **Growth.** Every ejection lasts `ejection_duration(k)` for some `k ≥ 1`: at least
 //!    `base_ejection_time`, at most the cap. If a host is ejected again less than one
@@ -64,14 +65,11 @@
 //!
 //! # Deviations from Envoy, and why
 //!
-//! - **The percent cap is strict, and one host always stays in service.** Envoy ejects one
-//!   host even when `max_ejection_percent × hosts` rounds down to zero (so a 3-host cluster
-//!   with the default 10 % can lose a host), and with 100 % it can eject every host. We never
-//!   exceed the cap and never eject the last host in service: in a proxyless mesh every client
-//!   process runs its own detector over a small view of the fleet, where "at least one" is a
-//!   large share; a configured percentage is a promise about capacity that operators rely on;
-//!   and ejecting every host turns a partial outage into a total one (panic mode would then
-//!   send traffic to ejected hosts anyway). Set a higher percentage to eject in small clusters.
+//! - **The percent cap** follows Envoy by default: one host is ejected whatever the
+//!   percentage, and at 100 % every host can be. The strict rule of earlier versions (never
+//!   above the percentage, one host always in service) is kept as an explicit option,
+//!   [`EjectionCap::Strict`](crate::EjectionCap::Strict): in a proxyless mesh every client runs
+//!   its own detector over a small view of the fleet, where "at least one" can be a large share.
 //! - **Returns happen at `until`**, not at the first interval tick after it (Envoy checks only
 //!   at ticks, so its ejections last up to one interval longer). Because a host can now
 //!   return between ticks, the multiplier steps down only after a *whole* interval in service,
@@ -388,11 +386,7 @@ impl<K: Clone + Eq + Hash> OutlierDetector<K> {
 
     /// The most hosts that may be ejected at once (law 1).
     fn max_ejected(&self) -> usize {
-        let n = self.hosts.len();
-        let by_percent = self.config.max_ejection_percent.of(n as u64);
-        usize::try_from(by_percent)
-            .unwrap_or(n)
-            .min(n.saturating_sub(1))
+        self.config.max_ejected_hosts(self.hosts.len())
     }
 
     /// Ejects host `i` at `now` if the cap allows it.

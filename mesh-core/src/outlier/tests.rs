@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::{
-    ConsecutiveRule, FailurePercentageRule, GrpcCode, Percentage, SuccessRateRule,
+    ConsecutiveRule, EjectionCap, FailurePercentageRule, GrpcCode, Percentage, SuccessRateRule,
     test_rng::SplitMix64,
 };
 
@@ -196,7 +196,7 @@ fn an_unenforced_trigger_restarts_the_count() {
 }
 
 #[test]
-fn the_cap_is_strict_and_one_host_always_stays() {
+fn the_cap_follows_envoy_and_ejects_at_least_one_host() {
     let t0 = Instant::now();
     // 20 % of 10 hosts: two ejections, the third is skipped.
     let c = OutlierDetection {
@@ -210,7 +210,7 @@ fn the_cap_is_strict_and_one_host_always_stays() {
     }
     assert_eq!(d.ejected_count(), 2);
     assert!(d.is_ejected(&0) && d.is_ejected(&1) && !d.is_ejected(&2));
-    // 10 % of 3 hosts rounds to zero: Envoy would eject one anyway, we eject none.
+    // Istio's default 10 % of 3 hosts rounds to zero: one host is ejected anyway, not two.
     let mut d = detector(
         OutlierDetection {
             max_ejection_percent: pct(10),
@@ -219,6 +219,35 @@ fn the_cap_is_strict_and_one_host_always_stays() {
         3,
         t0,
     );
+    assert!(d.record(&0, Outcome::http(500), t0, 0).is_some());
+    assert_eq!(d.record(&1, Outcome::http(500), t0, 0), None);
+    assert_eq!(d.ejected_count(), 1);
+    // 100 % can eject every host.
+    let mut d = detector(
+        OutlierDetection {
+            max_ejection_percent: pct(100),
+            ..c
+        },
+        3,
+        t0,
+    );
+    for h in 0..3 {
+        d.record(&h, Outcome::http(500), t0, 0);
+    }
+    assert_eq!(d.ejected_count(), 3);
+}
+
+#[test]
+fn the_strict_cap_never_exceeds_the_percentage_and_one_host_always_stays() {
+    let t0 = Instant::now();
+    let c = OutlierDetection {
+        consecutive_5xx: rule(1),
+        max_ejection_percent: pct(10),
+        ejection_cap: EjectionCap::Strict,
+        ..config()
+    };
+    // 10 % of 3 hosts rounds to zero: nothing is ejected.
+    let mut d = detector(c.clone(), 3, t0);
     assert_eq!(d.record(&0, Outcome::http(500), t0, 0), None);
     // 100 % still leaves one host in service.
     let mut d = detector(
@@ -234,6 +263,27 @@ fn the_cap_is_strict_and_one_host_always_stays() {
     }
     assert_eq!(d.ejected_count(), 2);
     assert!(!d.is_ejected(&2));
+}
+
+#[test]
+fn the_effective_cap_by_cluster_size() {
+    let envoy = OutlierDetection {
+        max_ejection_percent: pct(10),
+        ..config()
+    };
+    let strict = OutlierDetection {
+        ejection_cap: EjectionCap::Strict,
+        ..envoy.clone()
+    };
+    for (hosts, by_envoy, by_strict) in [(0, 0, 0), (1, 1, 0), (3, 1, 0), (10, 1, 1), (25, 2, 2)] {
+        assert_eq!(envoy.max_ejected_hosts(hosts), by_envoy, "{hosts} hosts");
+        assert_eq!(strict.max_ejected_hosts(hosts), by_strict, "{hosts} hosts");
+    }
+    let all = OutlierDetection {
+        max_ejection_percent: pct(100),
+        ..envoy
+    };
+    assert_eq!(all.max_ejected_hosts(4), 4);
 }
 
 #[test]
@@ -469,19 +519,27 @@ fn detection() -> impl Strategy<Value = OutlierDetection> {
             },
         )),
         (1u64..20_000, 1u64..40_000, 0u64..120_000, 0u32..=100),
+        any::<bool>(),
     )
         .prop_map(
-            |((c5xx, gw, local, split), sr, fp, (interval, base, max, cap))| OutlierDetection {
-                consecutive_5xx: c5xx,
-                consecutive_gateway_failure: gw,
-                consecutive_local_origin_failure: local,
-                split_external_local_origin_errors: split,
-                success_rate: sr,
-                failure_percentage: fp,
-                interval: Duration::from_millis(interval),
-                base_ejection_time: Duration::from_millis(base),
-                max_ejection_time: Duration::from_millis(max),
-                max_ejection_percent: pct(cap),
+            |((c5xx, gw, local, split), sr, fp, (interval, base, max, cap), strict)| {
+                OutlierDetection {
+                    consecutive_5xx: c5xx,
+                    consecutive_gateway_failure: gw,
+                    consecutive_local_origin_failure: local,
+                    split_external_local_origin_errors: split,
+                    success_rate: sr,
+                    failure_percentage: fp,
+                    interval: Duration::from_millis(interval),
+                    base_ejection_time: Duration::from_millis(base),
+                    max_ejection_time: Duration::from_millis(max),
+                    max_ejection_percent: pct(cap),
+                    ejection_cap: if strict {
+                        EjectionCap::Strict
+                    } else {
+                        EjectionCap::AtLeastOne
+                    },
+                }
             },
         )
 }
@@ -570,8 +628,14 @@ proptest! {
             // Law 1.
             let n = hosts.len() as u64;
             let ejected = d.ejected_count() as u64;
-            prop_assert!(ejected <= config.max_ejection_percent.of(n));
-            prop_assert!(n == 0 || ejected < n);
+            let by_percent = config.max_ejection_percent.of(n);
+            match config.ejection_cap {
+                EjectionCap::AtLeastOne => prop_assert!(ejected <= by_percent.max(n.min(1))),
+                EjectionCap::Strict => {
+                    prop_assert!(ejected <= by_percent);
+                    prop_assert!(n == 0 || ejected < n);
+                }
+            }
             // Law 3: after on_timeout(now) nothing due is still ejected.
             let pending: Vec<Instant> = seen.values().filter_map(|s| s.until).collect();
             if ticked {

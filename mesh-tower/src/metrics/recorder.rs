@@ -134,6 +134,11 @@ impl Recorder {
             .saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
+    /// The route's timeout cut the response body off (`UT`).
+    pub(crate) fn timed_out(&mut self) {
+        self.labels.flags = Some(ResponseFlags::UpstreamRequestTimeout);
+    }
+
     /// The response body failed mid-stream (`UR`-like): Envoy reports such a stream with
     /// `response_code` as sent and a reset flag.
     pub(crate) fn reset(&mut self) {
@@ -160,20 +165,22 @@ impl Recorder {
     }
 }
 
-/// Feeds one polled response frame to the record in `slot`: data sizes, trailers; at the end
-/// of the body or on its error, writes the record (it is taken out of `slot`).
+/// Feeds one polled response frame to the record in `slot`: data sizes; at the trailers, the
+/// end of the body or its error, writes the record (it is taken out of `slot`).
 pub(crate) fn observe<E>(slot: &mut Option<Recorder>, frame: &Option<Result<Frame<Bytes>, E>>) {
     let Some(recorder) = slot.as_mut() else {
         return;
     };
     match frame {
         Some(Ok(f)) => {
-            if let Some(data) = f.data_ref() {
-                recorder.response_bytes(data.len());
-            } else if let Some(trailers) = f.trailers_ref() {
-                recorder.trailers(trailers);
-            }
-            return;
+            // Trailers are the last frame; a caller such as tonic stops polling once it has them.
+            let Some(trailers) = f.trailers_ref() else {
+                if let Some(data) = f.data_ref() {
+                    recorder.response_bytes(data.len());
+                }
+                return;
+            };
+            recorder.trailers(trailers);
         }
         Some(Err(_)) => recorder.reset(),
         None => {}

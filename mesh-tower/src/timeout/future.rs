@@ -13,8 +13,8 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use crate::{
-    body::{BoxError, ResponseBody},
-    synthesize::{Failure, ResponseFlags},
+    body::{BoxError, Expiry, ResponseBody},
+    synthesize::{Failure, ResponseFlags, grpc_status_trailers},
 };
 
 pin_project! {
@@ -59,7 +59,23 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(out) = this.inner.poll(cx) {
-            return Poll::Ready(out);
+            // The rest of the bound covers the body: a response whose headers came in time
+            // can still stall.
+            let Some(sleep) = this.sleep.as_pin_mut() else {
+                return Poll::Ready(out);
+            };
+            let deadline = sleep.deadline();
+            let expiry = if *this.is_grpc {
+                Expiry::Trailers(grpc_status_trailers(
+                    GrpcCode::DeadlineExceeded,
+                    &timed_out(*this.bound),
+                ))
+            } else {
+                Expiry::Reset(*this.bound)
+            };
+            return Poll::Ready(
+                out.map(|response| response.map(|body| body.with_deadline(deadline, expiry))),
+            );
         }
         match this.sleep.as_pin_mut() {
             Some(sleep) => {
@@ -68,11 +84,15 @@ where
                     GrpcCode::DeadlineExceeded,
                     StatusCode::GATEWAY_TIMEOUT,
                     ResponseFlags::UpstreamRequestTimeout,
-                    format!("request timed out after {:?}", this.bound),
+                    timed_out(*this.bound),
                 )
                 .into_response(*this.is_grpc)))
             }
             None => Poll::Pending,
         }
     }
+}
+
+fn timed_out(bound: Duration) -> String {
+    format!("request timed out after {bound:?}")
 }

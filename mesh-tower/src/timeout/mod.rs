@@ -4,9 +4,14 @@
 //! The bound in force is `min(route timeout, caller's grpc-timeout capped by the route's
 //! grpc_timeout_max)`. It is sent upstream as `grpc-timeout` so the server knows its deadline.
 //! On expiry the request is answered, not failed: `DEADLINE_EXCEEDED` for a gRPC caller, 504
-//! for an HTTP caller, flagged [`ResponseFlags::UpstreamRequestTimeout`](crate::ResponseFlags::UpstreamRequestTimeout). The bound covers the
-//! wait for the response head; a streaming body, once started, is the caller's to bound (as with
-//! Envoy's `timeout` on streaming routes).
+//! for an HTTP caller, flagged [`ResponseFlags::UpstreamRequestTimeout`](crate::ResponseFlags::UpstreamRequestTimeout).
+//!
+//! The bound covers the response to its end, as Envoy's route timeout and a gRPC deadline do:
+//! its rest is carried into the response body. A body still streaming when it expires is cut
+//! off — its upstream stream reset, the attempt judged a timeout for outlier detection, the
+//! record flagged `UT` — and ends, for a gRPC caller, with `DEADLINE_EXCEEDED` trailers (the
+//! headers are already sent); for an HTTP caller, with an error, which resets its stream as
+//! Envoy does. A streaming route that must outlive it sets no timeout (`timeout: 0s`).
 //!
 //! Why not `tower::timeout`: it fails with an error, while a mesh must answer a gRPC caller
 //! with a `DEADLINE_EXCEEDED` status and an HTTP caller with 504, and it cannot read the bound

@@ -40,8 +40,9 @@ use envoy_types::pb::envoy::{
 };
 use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 use mesh_core::{
-    CircuitBreakers, Cluster as MeshCluster, ConsecutiveRule, Endpoint, EndpointAddress,
-    FailurePercentageRule, OutlierDetection, Percentage, RetryBudget, SuccessRateRule,
+    CircuitBreakers, Cluster as MeshCluster, ConsecutiveRule, EjectionCap, Endpoint,
+    EndpointAddress, FailurePercentageRule, OutlierDetection, Percentage, RetryBudget,
+    SuccessRateRule,
 };
 
 use super::{Ctx, DecodeError, Decoded, endpoint, fields};
@@ -384,6 +385,8 @@ fn outlier(ctx: &mut Ctx, od: &PbOutlier) -> Result<OutlierDetection, DecodeErro
             defaults.max_ejection_time,
         )?,
         max_ejection_percent: pct(ctx, "max_ejection_percent", od.max_ejection_percent, 10)?,
+        // Envoy's own rule: xDS has no field for the strict cap.
+        ejection_cap: EjectionCap::AtLeastOne,
     };
     for (set, field) in [
         (
