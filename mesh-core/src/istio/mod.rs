@@ -19,6 +19,7 @@ mod build;
 mod cursor;
 mod destination_rule;
 mod duration;
+mod limits;
 mod security;
 mod service_entry;
 mod virtual_service;
@@ -26,13 +27,20 @@ mod virtual_service;
 #[cfg(test)]
 mod tests;
 
-use std::{cell::RefCell, collections::BTreeSet, fmt, sync::Arc};
+use std::{
+    cell::{Cell, RefCell},
+    collections::BTreeSet,
+    fmt,
+    sync::Arc,
+};
 
-use serde::Deserialize as _;
+use serde::de::DeserializeSeed as _;
 use yaml_serde::Value;
 
 use self::cursor::{Ctx, Cx, Diags, Node};
 use crate::MeshConfig;
+
+pub use self::limits::MAX_SOURCE_BYTES;
 
 /// Documents beyond this many in one source are refused: a bound on work for hostile input.
 const MAX_DOCUMENTS: usize = 10_000;
@@ -152,21 +160,53 @@ pub fn load_str(file_name: &str, text: &str) -> Result<Loaded, LoadError> {
 }
 
 /// Splits a source into documents. A syntax error ends the source: the parser cannot resume.
+/// Input over the limits of [`limits`] is refused before the parser sees it.
 fn split_documents(source: &Source<'_>, diags: &RefCell<Diags>, out: &mut Vec<(Ctx, Value)>) {
     let file: Arc<str> = source.name.into();
-    for (i, doc) in yaml_serde::Deserializer::from_str(source.text).enumerate() {
+    let whole = Ctx {
+        file: file.clone(),
+        document: 1,
+        resource: None,
+    };
+    let refuse = |message: String| Cx { ctx: &whole, diags }.error("", message);
+    if source.text.len() > MAX_SOURCE_BYTES {
+        refuse(format!(
+            "the file is {} bytes, larger than {MAX_SOURCE_BYTES}: refused before parsing",
+            source.text.len()
+        ));
+        return;
+    }
+    // A UTF-8 byte order mark is allowed by YAML but trips the parser mid-stream.
+    let text = source.text.strip_prefix('\u{feff}').unwrap_or(source.text);
+    if let Err(message) = limits::check_flow_nesting(text) {
+        refuse(format!("invalid YAML: {message}"));
+        return;
+    }
+    let budget = limits::node_budget(text.len());
+    let nodes_left = Cell::new(budget);
+    let mut documents = 0usize;
+    for (i, doc) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let ctx = Ctx {
             file: file.clone(),
             document: i.saturating_add(1),
             resource: None,
         };
-        if i >= MAX_DOCUMENTS {
-            let cx = Cx { ctx: &ctx, diags };
-            cx.error("", format!("more than {MAX_DOCUMENTS} documents"));
-            return;
-        }
-        match Value::deserialize(doc) {
-            Ok(value) => out.push((ctx, value)),
+        let seed = limits::BudgetedValue {
+            nodes_left: &nodes_left,
+            budget,
+        };
+        match seed.deserialize(doc) {
+            // Empty documents (a trailing `---`) cost nothing and are not counted.
+            Ok(Value::Null) => {}
+            Ok(value) => {
+                documents += 1;
+                if documents > MAX_DOCUMENTS {
+                    let cx = Cx { ctx: &ctx, diags };
+                    cx.error("", format!("more than {MAX_DOCUMENTS} documents"));
+                    return;
+                }
+                out.push((ctx, value));
+            }
             Err(e) => {
                 let cx = Cx { ctx: &ctx, diags };
                 cx.error("", format!("invalid YAML: {e}"));
