@@ -1,0 +1,83 @@
+//! Istio YAML files as the mesh's configuration, end to end: `Mesh::from_istio_yaml` and
+//! `mesh.channel` against real tonic servers on 127.0.0.1.
+
+// A test crate: its helpers may panic, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use mesh_tower::Mesh;
+use support::*;
+
+/// A fresh directory for one test's files.
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mesh-e2e-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes then renames, as editors and ConfigMap updates do.
+fn write(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f.sync_all().unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// About 3 MiB of valid YAML that is not policy: slow to parse, within the loader's limits.
+fn filler() -> String {
+    let mut text =
+        String::from("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: filler}\ndata:\n");
+    for i in 0..60_000 {
+        text.push_str(&format!("  k{i}: [a, b, {{c: d}}, e, f]\n"));
+    }
+    text
+}
+
+/// On a current-thread runtime, the watcher parses a large edit while requests keep being
+/// answered: parsing runs on the blocking pool, not on the runtime.
+#[tokio::test]
+async fn requests_are_served_promptly_while_a_large_edit_is_parsed() {
+    let v1 = spawn_echo("v1", Behavior::default()).await;
+    let dir = temp_dir("large-edit");
+    let path = dir.join("mesh.yaml");
+    let services = services_yaml(&[("v1", v1.addr)]);
+    write(&path, &services);
+    let (mesh, watch) = Mesh::from_istio_yaml(&[&path], Duration::from_millis(20)).unwrap();
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    client.say(request("warm up")).await.unwrap();
+
+    let parse_started = Instant::now();
+    let parsed = mesh_tower::mesh_core::istio::load_str("x", &format!("{services}{}", filler()));
+    let parse_takes = parse_started.elapsed();
+    assert!(parsed.is_ok());
+
+    write(&path, &format!("{services}{}", filler()));
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut calls = 0;
+    while watch.status().reloads == 0 && started.elapsed() < Duration::from_secs(60) {
+        let call = Instant::now();
+        client.say(request("during the parse")).await.unwrap();
+        slowest = slowest.max(call.elapsed());
+        calls += 1;
+    }
+    assert_eq!(watch.status().reloads, 1, "{:?}", watch.status());
+    eprintln!("parse takes {parse_takes:?}; {calls} calls, slowest {slowest:?}");
+    assert!(
+        calls >= 5,
+        "only {calls} calls during a {parse_takes:?} parse"
+    );
+    assert!(
+        slowest < parse_takes / 4,
+        "a call waited {slowest:?} during a {parse_takes:?} parse"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
