@@ -85,6 +85,43 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+/// How strictly to load.
+///
+/// By default an unknown field of a known kind (`weigth`, `consecutive5xxError`) and an
+/// unknown kind in an Istio API group (`VirtualSevice`) are errors, as the Kubernetes API
+/// server's strict field validation refuses them: ignoring a typo silently removes the policy
+/// it was meant to set. Fields the mesh knows but does not support are warnings either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    lenient: bool,
+}
+
+// === impl LoadOptions ===
+
+impl LoadOptions {
+    /// Unknown fields and unknown Istio kinds are warnings, and are ignored (as `kubectl apply
+    /// --validate=false` would let them through). Default is strict. Unknown fields of
+    /// security policies stay errors: ignoring one could widen access.
+    pub fn lenient(mut self, lenient: bool) -> Self {
+        self.lenient = lenient;
+        self
+    }
+}
+
+/// Istio kinds this loader knows but does not apply: ignored with a warning, never an error.
+const UNSUPPORTED_ISTIO_KINDS: [&str; 10] = [
+    "Gateway",
+    "Sidecar",
+    "EnvoyFilter",
+    "WorkloadGroup",
+    "ProxyConfig",
+    "RequestAuthentication",
+    "Telemetry",
+    "WasmPlugin",
+    "IstioOperator",
+    "MeshConfig",
+];
+
 /// The resource kinds this loader understands, with their API group.
 const KINDS: [(&str, &str); 6] = [
     ("VirtualService", "networking.istio.io"),
@@ -121,7 +158,15 @@ struct Resources<'a> {
 /// The configuration's version is the hex xxh64 of the source texts (not their names), so
 /// equal input gives an equal version.
 pub fn load(sources: &[Source<'_>]) -> Result<Loaded, LoadError> {
-    let diags = RefCell::new(Diags::default());
+    load_with(sources, LoadOptions::default())
+}
+
+/// Loads every source with `options`; see [`load`].
+pub fn load_with(sources: &[Source<'_>], options: LoadOptions) -> Result<Loaded, LoadError> {
+    let diags = RefCell::new(Diags {
+        lenient: options.lenient,
+        ..Diags::default()
+    });
     let mut values: Vec<(Ctx, Value)> = Vec::new();
     let mut hasher = xxhash_rust::xxh64::Xxh64::new(0);
     for source in sources {
@@ -258,9 +303,28 @@ fn read_document<'a>(
         return;
     };
     let Some((_, group)) = KINDS.iter().find(|(k, _)| *k == kind) else {
-        // Not ours: take the whole document as read, with one warning.
+        // Not ours: take the whole document as read.
         doc.ignore_rest();
-        cx.warn("", format!("kind {kind} is not an Istio policy, ignored"));
+        let istio_group = api_version
+            .and_then(|a| a.split_once('/'))
+            .is_some_and(|(g, _)| g == "istio.io" || g.ends_with(".istio.io"));
+        if istio_group && !UNSUPPORTED_ISTIO_KINDS.contains(&kind) {
+            let hint = KINDS
+                .iter()
+                .map(|(k, _)| *k)
+                .find(|k| cursor::is_typo_of(kind, k))
+                .map(|k| format!(" (did you mean {k}?)"))
+                .unwrap_or_default();
+            cx.unknown(
+                "kind",
+                format!(
+                    "unknown kind {kind} in API group {}{hint}",
+                    api_version.unwrap_or_default()
+                ),
+            );
+        } else {
+            cx.warn("", format!("kind {kind} is not an Istio policy, ignored"));
+        }
         return;
     };
     doc.skip("kind");

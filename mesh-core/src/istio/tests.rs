@@ -55,18 +55,77 @@ spec:
     )
 }
 
+/// Istio: "a destination will receive weight/(sum of all weights) requests".
 #[test]
-fn weights_must_sum_to_100() {
+fn weights_are_relative() {
     let text = vs("  - route:
     - destination: {host: reviews, subset: v1}
       weight: 90
     - destination: {host: reviews, subset: v2}
       weight: 20
 ");
+    let loaded = load_str("mesh.yaml", &text).unwrap();
+    let table = loaded
+        .config
+        .listener("reviews.default.svc.cluster.local:9080")
+        .unwrap();
+    let crate::route::Action::Forward(fwd) = &table.virtual_hosts()[0].routes()[0].action else {
+        panic!("not a forward");
+    };
+    let split: Vec<(String, u32)> = fwd
+        .clusters
+        .clusters()
+        .iter()
+        .map(|c| (c.name.to_string(), c.weight))
+        .collect();
     assert_eq!(
-        errors(&text),
-        vec![
-            "mesh.yaml: document 3 (VirtualService reviews): spec.http[0].route[1].weight: weights sum to 110, must be 100"
+        split,
+        [
+            (
+                "outbound|9080|v1|reviews.default.svc.cluster.local".to_string(),
+                90
+            ),
+            (
+                "outbound|9080|v2|reviews.default.svc.cluster.local".to_string(),
+                20
+            ),
+        ]
+    );
+    assert_eq!(fwd.clusters.total(), 110);
+    // A single destination takes everything, whatever its weight.
+    load_str(
+        "mesh.yaml",
+        &vs("  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 30
+"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn zero_and_negative_weights_are_errors() {
+    let e = errors(&vs("  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 0
+    - destination: {host: reviews, subset: v2}
+"));
+    assert_eq!(
+        e,
+        [
+            "mesh.yaml: document 3 (VirtualService reviews): spec.http[0].route: weights sum to 0: no destination can take traffic"
+        ]
+    );
+    let e = errors(&vs("  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: -10
+    - destination: {host: reviews, subset: v2}
+      weight: 110
+"));
+    assert_eq!(
+        e,
+        [
+            "mesh.yaml: document 3 (VirtualService reviews): spec.http[0].route[0].weight: -10 is not a non-negative integer"
         ]
     );
 }
@@ -154,16 +213,20 @@ spec:
 }
 
 #[test]
-fn unknown_fields_are_warnings_with_their_path() {
+fn unknown_fields_are_warnings_with_their_path_when_lenient() {
     let text = vs("  - route:
     - destination: {host: reviews}
     corsPolicy: {allowOrigins: [{exact: x}]}
     colour: blue
 ");
-    let l = load_str("mesh.yaml", &text).unwrap();
+    let source = [Source {
+        name: "mesh.yaml",
+        text: &text,
+    }];
+    let l = load_with(&source, LoadOptions::default().lenient(true)).unwrap();
     let w: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
     assert!(
-        w.contains(&"mesh.yaml: document 3 (VirtualService reviews): spec.http[0].colour: unknown or unsupported field, ignored".to_string()),
+        w.contains(&"mesh.yaml: document 3 (VirtualService reviews): spec.http[0].colour: unknown field `colour`, ignored".to_string()),
         "{w:?}"
     );
     assert!(
@@ -487,6 +550,110 @@ spec:
             errors(&text)
                 .iter()
                 .any(|e| e.contains("more than 10000 documents"))
+        );
+    }
+}
+
+mod typos {
+    //! A typo is an error, as the Kubernetes API server's strict field validation makes it;
+    //! ignoring it would silently remove the policy it was meant to set.
+
+    use super::*;
+
+    const MISSPELT_KIND: &str = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualSevice
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews, subset: v2}}]
+";
+
+    #[test]
+    fn an_unknown_kind_in_an_istio_group_is_an_error() {
+        let errors = errors(&format!("{SERVICE}---\n{MISSPELT_KIND}"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .contains("document 3 (VirtualSevice reviews): kind: unknown kind VirtualSevice")
+                && errors[0].contains("did you mean VirtualService?"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn istio_kinds_the_mesh_does_not_apply_and_other_kinds_are_warnings() {
+        let text = format!(
+            "{SERVICE}---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec: {{}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: c}}
+"
+        );
+        let loaded = load_str("mesh.yaml", &text).unwrap();
+        assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn an_unknown_field_is_an_error_naming_it_with_the_likely_intent() {
+        let text = format!(
+            "{SERVICE}  trafficPolicy:
+    outlierDetection:
+      consecutive5xxError: 3
+"
+        );
+        let errors = errors(&text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains(
+                "spec.trafficPolicy.outlierDetection.consecutive5xxError: unknown field `consecutive5xxError` (did you mean `consecutive5xxErrors`?)"
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_weight_is_reported_on_its_own_field() {
+        let errors = errors(&vs("  - route:
+    - destination: {host: reviews, subset: v1}
+      weigth: 80
+    - destination: {host: reviews, subset: v2}
+      weight: 20
+"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains(
+                "spec.http[0].route[0].weigth: unknown field `weigth` (did you mean `weight`?)"
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn lenient_loading_ignores_typos_with_warnings() {
+        let text = format!(
+            "{SERVICE}  trafficPolicy:
+    outlierDetection:
+      consecutive5xxError: 3
+---
+{MISSPELT_KIND}"
+        );
+        let source = [Source {
+            name: "mesh.yaml",
+            text: &text,
+        }];
+        let loaded = load_with(&source, LoadOptions::default().lenient(true)).unwrap();
+        let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings.iter().all(|w| w.ends_with(", ignored")),
+            "{warnings:?}"
         );
     }
 }

@@ -244,46 +244,31 @@ impl Reader<'_> {
         let errors = cx.error_count();
         let route_path = h.at("route");
         let mut dests = Vec::new();
-        let mut weights: Vec<(u32, bool)> = Vec::new();
-        // A wrong sum is reported on the last weight written, the one that tips it.
-        let mut sum_path = route_path.clone();
+        let mut weights: Vec<u32> = Vec::new();
         for n in h.list("route") {
             let Some(mut d) = n.obj() else { continue };
             let cluster = d.obj("destination").and_then(|dst| self.destination(dst));
-            let weight = d.node("weight").and_then(|w| {
-                sum_path.clone_from(&w.path);
-                w.uint(u64::from(u32::MAX))
-            });
+            let weight = d
+                .node("weight")
+                .and_then(|w| w.uint(u64::from(u32::MAX)))
+                .and_then(|w| u32::try_from(w).ok());
             let (req, resp) = d.obj("headers").map(read_headers).unwrap_or_default();
             if let Some(c) = cluster {
                 let mut wc = WeightedCluster::new(c, 0);
                 wc.request_headers = req;
                 wc.response_headers = resp;
                 dests.push(wc);
-                weights.push((
-                    weight.and_then(|w| u32::try_from(w).ok()).unwrap_or(0),
-                    weight.is_some(),
-                ));
+                weights.push(weight.unwrap_or(0));
             }
         }
-        match weights.as_slice() {
-            [] => {}
-            [(w, given)] => {
-                if *given && *w != 0 && *w != 100 {
-                    cx.error(&sum_path, format!("weights sum to {w}, must be 100"));
-                }
-                if let Some(d) = dests.first_mut() {
-                    d.weight = 100;
-                }
-            }
-            many => {
-                let sum: u64 = many.iter().map(|(w, _)| u64::from(*w)).sum();
-                if sum != 100 {
-                    cx.error(&sum_path, format!("weights sum to {sum}, must be 100"));
-                }
-                for (d, (w, _)) in dests.iter_mut().zip(many) {
-                    d.weight = *w;
-                }
+        // Weights are relative: "a destination will receive weight/(sum of all weights)
+        // requests"; a lone destination receives everything, whatever its weight. A sum of 0
+        // is refused by `WeightedClusters::new` below.
+        if let [only] = dests.as_mut_slice() {
+            only.weight = 100;
+        } else {
+            for (d, w) in dests.iter_mut().zip(&weights) {
+                d.weight = *w;
             }
         }
         let first = dests.first().map(|d| d.name.to_string());
