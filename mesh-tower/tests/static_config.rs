@@ -81,3 +81,54 @@ async fn requests_are_served_promptly_while_a_large_edit_is_parsed() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Sends `n` calls and counts them by the server that answered.
+async fn count_by_server(
+    client: &mut EchoClient<mesh_tower::Channel>,
+    n: usize,
+) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for i in 0..n {
+        let reply = client.say(request(&i.to_string())).await.unwrap();
+        *counts.entry(reply.into_inner().served_by).or_default() += 1;
+    }
+    counts
+}
+
+/// Loads `yaml` through a file, as an operator would.
+fn mesh_from_file(test: &str, yaml: &str) -> (Mesh, mesh_tower::ConfigWatch, PathBuf) {
+    let dir = temp_dir(test);
+    let path = dir.join("mesh.yaml");
+    write(&path, yaml);
+    let (mesh, watch) = Mesh::from_istio_yaml(&[&path], Duration::from_secs(3600))
+        .unwrap_or_else(|e| panic!("{e}"));
+    (mesh, watch, dir)
+}
+
+/// Weights are relative: 3 and 1 split three to one.
+#[tokio::test]
+async fn weights_that_do_not_sum_to_100_split_proportionally() {
+    let v1 = spawn_echo("v1", Behavior::default()).await;
+    let v2 = spawn_echo("v2", Behavior::default()).await;
+    let yaml = format!(
+        "{}---\n{}",
+        services_yaml(&[("v1", v1.addr), ("v2", v2.addr)]),
+        virtual_service(&format!(
+            "  - route:
+    - destination: {{host: {HOST}, subset: v1}}
+      weight: 3
+    - destination: {{host: {HOST}, subset: v2}}
+      weight: 1
+"
+        ))
+    );
+    let (mesh, _watch, dir) = mesh_from_file("relative-weights", &yaml);
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    let counts = count_by_server(&mut client, 2_000).await;
+    let share_v1 = counts.get("v1").copied().unwrap_or(0) as f64 / 2_000.0;
+    assert!(
+        (share_v1 - 0.75).abs() <= 0.04,
+        "v1 got {share_v1}: {counts:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
