@@ -132,3 +132,36 @@ async fn weights_that_do_not_sum_to_100_split_proportionally() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `withoutHeaders: {x-canary: {}}` routes requests without the header; the others fall
+/// through to the next route.
+#[tokio::test]
+async fn without_headers_with_an_empty_match_selects_requests_lacking_the_header() {
+    let v1 = spawn_echo("v1", Behavior::default()).await;
+    let v2 = spawn_echo("v2", Behavior::default()).await;
+    let yaml = format!(
+        "{}---\n{}",
+        services_yaml(&[("v1", v1.addr), ("v2", v2.addr)]),
+        virtual_service(&format!(
+            "  - match:
+    - withoutHeaders:
+        x-canary: {{}}
+    route:
+    - destination: {{host: {HOST}, subset: v1}}
+  - route:
+    - destination: {{host: {HOST}, subset: v2}}
+"
+        ))
+    );
+    let (mesh, _watch, dir) = mesh_from_file("without-headers", &yaml);
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    let plain = client.say(request("plain")).await.unwrap().into_inner();
+    assert_eq!(plain.served_by, "v1");
+    let mut canary = request("canary");
+    canary
+        .metadata_mut()
+        .insert("x-canary", "yes".parse().unwrap());
+    let canary = client.say(canary).await.unwrap().into_inner();
+    assert_eq!(canary.served_by, "v2");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -657,3 +657,44 @@ metadata: {{name: c}}
         );
     }
 }
+
+/// Istio's `withoutHeaders: {name: {}}`: the header is absent. `{name: {exact: v}}`: no header
+/// with that value, so a request without the header qualifies.
+#[test]
+fn without_headers_presence_means_absent() {
+    let text = vs("  - match:
+    - withoutHeaders:
+        x-canary: {}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match:
+    - withoutHeaders:
+        x-user: {exact: jason}
+    route: [{destination: {host: reviews, subset: v2}}]
+");
+    let loaded = load_str("mesh.yaml", &text).unwrap();
+    let table = loaded
+        .config
+        .listener("reviews.default.svc.cluster.local:9080")
+        .unwrap();
+    let routes = table.virtual_hosts()[0].routes();
+    let matches = |route: usize, headers: &[(&'static str, &'static str)]| {
+        let mut map = http::HeaderMap::new();
+        for (k, v) in headers {
+            map.append(*k, http::HeaderValue::from_static(v));
+        }
+        routes[route]
+            .matcher
+            .headers
+            .iter()
+            .all(|h| h.matches(&map))
+    };
+    assert!(matches(0, &[]), "absent header: matches");
+    assert!(
+        !matches(0, &[("x-canary", "1")]),
+        "present header: no match"
+    );
+    assert!(!matches(0, &[("x-canary", "")]), "present, empty: no match");
+    assert!(matches(1, &[]));
+    assert!(matches(1, &[("x-user", "bob")]));
+    assert!(!matches(1, &[("x-user", "jason")]));
+}

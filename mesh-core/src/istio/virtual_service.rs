@@ -435,10 +435,13 @@ fn read_match(mut m: Obj<'_>) -> Option<MatchEntry> {
                     None => continue,
                 },
             };
+            // `withoutHeaders` with a value means "no header with that value": a request
+            // without the header qualifies, so a missing header is compared as empty. With
+            // `{}` it means "the header is absent": Envoy's inverted presence match, which a
+            // missing header satisfies on its own (compared as empty, it would be present).
+            let missing_as_empty = invert && !matches!(kind, HeaderMatch::Present(_));
             match HeaderMatcher::new(hn, kind, invert) {
-                // `withoutHeaders` means "no header with that value": a request without the
-                // header qualifies, so a missing header is compared as empty.
-                Ok(hm) => headers.push(hm.with_treat_missing_as_empty(invert)),
+                Ok(hm) => headers.push(hm.with_treat_missing_as_empty(missing_as_empty)),
                 Err(e) => n.error(e.message()),
             }
         }
