@@ -19,6 +19,7 @@ mod build;
 mod cursor;
 mod destination_rule;
 mod duration;
+mod kubernetes;
 mod limits;
 mod security;
 mod service_entry;
@@ -149,6 +150,8 @@ struct Resources<'a> {
     destination_rules: Vec<destination_rule::DestinationRule>,
     /// VirtualServices are read once services and subsets are known, to check references.
     virtual_services: Vec<(Meta, &'a Value)>,
+    kube_services: Vec<kubernetes::KubeService>,
+    kube_endpoints: Vec<kubernetes::KubeEndpoints>,
     peer_authentications: Vec<crate::PeerAuthentication>,
     authorization_policies: Vec<crate::AuthorizationPolicy>,
 }
@@ -302,6 +305,10 @@ fn read_document<'a>(
         doc.error("kind", "required field is missing or not a string");
         return;
     };
+    if let Some(registry_kind) = kubernetes_registry_kind(kind, api_version) {
+        read_kubernetes(registry_kind, value, &mut doc, ctx, seen, out);
+        return;
+    }
     let Some((_, group)) = KINDS.iter().find(|(k, _)| *k == kind) else {
         // Not ours: take the whole document as read.
         doc.ignore_rest();
@@ -415,6 +422,81 @@ fn read_document<'a>(
             }
         }
         _ => {}
+    }
+}
+
+/// The Kubernetes kinds read as the service registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RegistryKind {
+    Service,
+    EndpointSlice,
+    Endpoints,
+}
+
+fn kubernetes_registry_kind(kind: &str, api_version: Option<&str>) -> Option<RegistryKind> {
+    match (kind, api_version?) {
+        ("Service", "v1") => Some(RegistryKind::Service),
+        ("Endpoints", "v1") => Some(RegistryKind::Endpoints),
+        ("EndpointSlice", "discovery.k8s.io/v1") => Some(RegistryKind::EndpointSlice),
+        _ => None,
+    }
+}
+
+/// Reads a Kubernetes Service, EndpointSlice or Endpoints object into the registry.
+fn read_kubernetes<'a>(
+    kind: RegistryKind,
+    value: &'a Value,
+    doc: &mut cursor::Obj<'_>,
+    ctx: &Ctx,
+    seen: &mut BTreeSet<(String, Arc<str>, Arc<str>)>,
+    out: &mut Resources<'a>,
+) {
+    doc.skip("kind");
+    doc.skip("apiVersion");
+    doc.skip("status");
+    let Some(meta) = read_metadata(doc, ctx) else {
+        doc.ignore_rest();
+        return;
+    };
+    if !seen.insert((
+        format!("{kind:?}"),
+        meta.namespace.clone(),
+        meta.name.clone(),
+    )) {
+        doc.ignore_rest();
+        doc.error(
+            "metadata.name",
+            format!(
+                "duplicate {kind:?} `{}` in namespace `{}`",
+                meta.name, meta.namespace
+            ),
+        );
+        return;
+    }
+    match kind {
+        RegistryKind::Service => {
+            let Some(spec) = doc.obj("spec") else {
+                doc.error("spec", "required field is missing");
+                return;
+            };
+            if let Some(svc) = kubernetes::read_service(meta, spec) {
+                out.kube_services.push(svc);
+            }
+        }
+        RegistryKind::EndpointSlice => {
+            let service = value
+                .get("metadata")
+                .and_then(|m| m.get("labels"))
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+                .and_then(Value::as_str);
+            if let Some(eps) = kubernetes::read_endpoint_slice(&meta, service, doc) {
+                out.kube_endpoints.push(eps);
+            }
+        }
+        RegistryKind::Endpoints => {
+            out.kube_endpoints
+                .push(kubernetes::read_endpoints(&meta, doc));
+        }
     }
 }
 

@@ -160,15 +160,22 @@ fn unknown_subset_is_an_error() {
 }
 
 #[test]
-fn unknown_host_is_an_error() {
+fn an_unregistered_host_without_a_port_is_skipped_with_a_warning() {
     let text = vs("  - route:
     - destination: {host: nowhere}
+  - route:
+    - destination: {host: reviews, subset: v1}
 ");
-    let e = errors(&text);
-    assert!(
-        e[0].contains("spec.http[0].route[0].destination.host: host `nowhere`"),
-        "{e:?}"
+    let l = load_str("mesh.yaml", &text).unwrap();
+    assert_eq!(
+        l.warnings[0].to_string(),
+        "mesh.yaml: document 3 (VirtualService reviews): host nowhere.default.svc.cluster.local has no registry entry (no Kubernetes Service or ServiceEntry) and no destination names its port: its routes are skipped until one defines it"
     );
+    let table = l
+        .config
+        .listener("reviews.default.svc.cluster.local:9080")
+        .unwrap();
+    assert_eq!(table.virtual_hosts()[0].routes().len(), 1);
 }
 
 #[test]
@@ -237,7 +244,7 @@ fn unknown_fields_are_warnings_with_their_path_when_lenient() {
 }
 
 #[test]
-fn other_kinds_are_ignored_with_a_warning() {
+fn a_kubernetes_service_beside_a_service_entry_for_its_host_is_ignored_with_a_warning() {
     let text = format!(
         "{SERVICE}---
 apiVersion: v1
@@ -249,7 +256,7 @@ spec: {{ports: [{{port: 9080}}]}}
     let l = load_str("mesh.yaml", &text).unwrap();
     assert_eq!(
         l.warnings[0].to_string(),
-        "mesh.yaml: document 3 (Service reviews): kind Service is not an Istio policy, ignored"
+        "mesh.yaml: document 3 (Service reviews): metadata.name: host reviews.default.svc.cluster.local is also defined by ServiceEntry reviews, which takes precedence; ignored"
     );
 }
 

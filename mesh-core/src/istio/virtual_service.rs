@@ -4,7 +4,11 @@
 //! order, so first-match-wins is kept. References are checked here, against the services and
 //! subsets already read, so a route never names a cluster that does not exist.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    cell::Cell,
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use http::{HeaderName, HeaderValue};
 
@@ -35,6 +39,9 @@ pub(super) struct Registry {
     pub(super) subsets: BTreeMap<String, Vec<String>>,
     /// Cluster name → the hash its consistent-hash load balancer needs.
     pub(super) hash: BTreeMap<String, HashSource>,
+    /// Hosts with no registry entry and no known port: routes to them are skipped (a warning
+    /// says why).
+    pub(super) unresolvable: BTreeSet<String>,
 }
 
 /// A parsed VirtualService.
@@ -75,6 +82,8 @@ pub(super) fn hash_policy(reg: &Registry, cluster: &str) -> Arc<[HashPolicy]> {
 struct Reader<'r> {
     reg: &'r Registry,
     ns: &'r str,
+    /// A destination named an unresolvable host and was skipped.
+    skipped: Cell<bool>,
 }
 
 /// A string match before it is turned into a matcher.
@@ -101,10 +110,14 @@ pub(super) fn read(meta: Meta, spec: Node<'_>, reg: &Registry) -> Option<Virtual
     let r = Reader {
         reg,
         ns: &meta.namespace,
+        skipped: Cell::new(false),
     };
     let mut hosts = Vec::new();
     for (path, h) in spec.str_list("hosts") {
         let host = fqdn(h, r.ns);
+        if reg.unresolvable.contains(&host) {
+            continue;
+        }
         if !reg.services.contains_key(&host) {
             cx.error(
                 &path,
@@ -311,7 +324,7 @@ impl Reader<'_> {
                 });
             }
         }
-        if cx.error_count() != errors {
+        if cx.error_count() != errors || (dests.is_empty() && self.skipped.get()) {
             return None;
         }
         let clusters = match WeightedClusters::new(dests) {
@@ -342,6 +355,12 @@ impl Reader<'_> {
         let host = fqdn(host_raw, self.ns);
         let subset = d.str("subset");
         let port = d.obj("port").and_then(|mut p| p.port("number"));
+        if self.reg.unresolvable.contains(&host) {
+            // Warned about once, where the host was found unresolvable.
+            d.skip("subset");
+            self.skipped.set(true);
+            return None;
+        }
         let Some(ports) = self.reg.services.get(&host) else {
             d.error(
                 "host",
