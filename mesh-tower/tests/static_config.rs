@@ -165,3 +165,106 @@ async fn without_headers_with_an_empty_match_selects_requests_lacking_the_header
     assert_eq!(canary.served_by, "v2");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A Kubernetes Service and EndpointSlice for `name` whose one endpoint is `addr`.
+fn kube_service(name: &str, namespace: &str, addr: std::net::SocketAddr) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  selector: {{app: {name}}}
+  ports:
+  - {{name: grpc, port: 50051, targetPort: grpc, appProtocol: grpc}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-x1
+  namespace: {namespace}
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: grpc, port: {port}, protocol: TCP}}]
+endpoints:
+- addresses: [\"{ip}\"]
+  conditions: {{ready: true}}
+",
+        port = addr.port(),
+        ip = addr.ip()
+    )
+}
+
+/// Istio's documentation routes between Kubernetes Services: a VirtualService on `greeter`
+/// sends beta users to the `greeter-beta` Service, everyone else to `greeter`.
+#[tokio::test]
+async fn kubernetes_services_and_endpoint_slices_are_the_registry() {
+    let stable = spawn_echo("stable", Behavior::default()).await;
+    let beta = spawn_echo("beta", Behavior::default()).await;
+    let yaml = format!(
+        "{}---\n{}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: greeter}}
+spec:
+  hosts: [greeter]
+  http:
+  - match:
+    - headers: {{x-beta: {{exact: \"1\"}}}}
+    route:
+    - destination: {{host: greeter-beta}}
+  - route:
+    - destination: {{host: greeter}}
+",
+        kube_service("greeter", "default", stable.addr),
+        kube_service("greeter-beta", "default", beta.addr),
+    );
+    let (mesh, _watch, dir) = mesh_from_file("kubernetes", &yaml);
+    let mut client = EchoClient::new(mesh.channel("greeter.default.svc.cluster.local:50051"));
+    let plain = client.say(request("plain")).await.unwrap().into_inner();
+    assert_eq!(plain.served_by, "stable");
+    let mut beta_user = request("beta");
+    beta_user
+        .metadata_mut()
+        .insert("x-beta", "1".parse().unwrap());
+    let reply = client.say(beta_user).await.unwrap().into_inner();
+    assert_eq!(reply.served_by, "beta");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Short and namespace-qualified names resolve as Kubernetes DNS search would for a workload
+/// in the channel's namespace (`default` unless set).
+#[tokio::test]
+async fn short_and_namespace_qualified_targets_resolve_like_kubernetes_dns() {
+    let default_ns = spawn_echo("default", Behavior::default()).await;
+    let prod_ns = spawn_echo("prod", Behavior::default()).await;
+    let yaml = format!(
+        "{}---\n{}",
+        kube_service("greeter", "default", default_ns.addr),
+        kube_service("greeter", "prod", prod_ns.addr),
+    );
+    let (mesh, _watch, dir) = mesh_from_file("short-names", &yaml);
+    for (target, served_by) in [
+        ("greeter:50051", "default"),
+        ("greeter.default:50051", "default"),
+        ("greeter.prod:50051", "prod"),
+        ("greeter.prod.svc:50051", "prod"),
+        ("greeter.prod.svc.cluster.local:50051", "prod"),
+    ] {
+        let mut client = EchoClient::new(mesh.channel(target));
+        let reply = client
+            .say(request(target))
+            .await
+            .unwrap_or_else(|e| panic!("{target}: {e}"))
+            .into_inner();
+        assert_eq!(reply.served_by, served_by, "{target}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // A workload in `prod` reaches its own namespace's service by its short name.
+    let (mesh, _watch, dir) = mesh_from_file("short-names-prod", &yaml);
+    assert!(mesh.set_local_namespace("prod"));
+    let mut client = EchoClient::new(mesh.channel("greeter:50051"));
+    let reply = client.say(request("short")).await.unwrap().into_inner();
+    assert_eq!(reply.served_by, "prod");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
