@@ -85,6 +85,30 @@ impl MeshConfig {
         })
     }
 
+    /// The routes for a target named the way a workload in `namespace` may name it: exactly
+    /// ([`listener`](Self::listener)), else through Kubernetes' DNS search list for a pod in
+    /// that namespace (`<ns>.svc.cluster.local`, `svc.cluster.local`, `cluster.local`), so
+    /// `greeter:50051`, `greeter.prod:50051` and `greeter.prod.svc:50051` find the listener of
+    /// `greeter.<ns>.svc.cluster.local:50051` and `greeter.prod.svc.cluster.local:50051`, as
+    /// they would resolve in the cluster and as istiod lists them among a service's domains.
+    pub fn listener_in(&self, target: &str, namespace: &str) -> Option<&Arc<RouteTable>> {
+        if let Some(table) = self.listener(target) {
+            return Some(table);
+        }
+        let (host, port) = target.rsplit_once(':')?;
+        port.parse::<u16>().ok()?;
+        if host.ends_with(".cluster.local") || host.ends_with('.') {
+            return None;
+        }
+        [
+            format!("{host}.{namespace}.svc.cluster.local:{port}"),
+            format!("{host}.svc.cluster.local:{port}"),
+            format!("{host}.cluster.local:{port}"),
+        ]
+        .iter()
+        .find_map(|candidate| self.listener(candidate))
+    }
+
     /// All listeners by target.
     pub fn listeners(&self) -> &BTreeMap<Arc<str>, Arc<RouteTable>> {
         &self.listeners

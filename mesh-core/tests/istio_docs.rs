@@ -460,3 +460,196 @@ fn workload_entries_dns_ports_redirects_rewrites_and_mirrors() {
     }
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
 }
+
+/// Istio's "Request Routing" task (bookinfo `virtual-service-reviews-test-v2.yaml` and the
+/// reviews rule of `destination-rule-all.yaml`): written against Kubernetes Services.
+const REVIEWS_BY_USER: &str = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+    - reviews
+  http:
+  - match:
+    - headers:
+        end-user:
+          exact: jason
+    route:
+    - destination:
+        host: reviews
+        subset: v2
+  - route:
+    - destination:
+        host: reviews
+        subset: v1
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+  - name: v2
+    labels:
+      version: v2
+  - name: v3
+    labels:
+      version: v3
+";
+
+/// The reviews Service of bookinfo's `platform/kube/bookinfo.yaml`.
+const REVIEWS_SERVICE: &str = "\
+apiVersion: v1
+kind: Service
+metadata:
+  name: reviews
+  labels:
+    app: reviews
+    service: reviews
+spec:
+  ports:
+  - port: 9080
+    name: http
+  selector:
+    app: reviews
+";
+
+fn load_alone(text: &str) -> Loaded {
+    match load(&[Source {
+        name: "reviews.yaml",
+        text,
+    }]) {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn request_routing_without_a_registry_loads_with_warnings() {
+    let loaded = load_alone(REVIEWS_BY_USER);
+    let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        warnings.iter().any(|w| w.contains(&format!(
+            "host {REVIEWS} has no registry entry (no Kubernetes Service or ServiceEntry) and no destination names its port"
+        ))),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn request_routing_with_the_kubernetes_service_routes_by_user() {
+    let loaded = load_alone(&format!("{REVIEWS_SERVICE}---\n{REVIEWS_BY_USER}"));
+    let target = format!("{REVIEWS}:9080");
+    let mut jason = HeaderMap::new();
+    jason.insert("end-user", "jason".parse().unwrap());
+    let f = forward_of(&loaded.config, &target, "reviews:9080", "/", &jason);
+    assert_eq!(only_cluster(&f), format!("outbound|9080|v2|{REVIEWS}"));
+    let f = forward_of(
+        &loaded.config,
+        &target,
+        "reviews:9080",
+        "/",
+        &HeaderMap::new(),
+    );
+    assert_eq!(only_cluster(&f), format!("outbound|9080|v1|{REVIEWS}"));
+    // Without an EndpointSlice the Service's name is resolved through DNS, with no labels.
+    let all = loaded
+        .config
+        .cluster(&format!("outbound|9080||{REVIEWS}"))
+        .unwrap();
+    assert_eq!(
+        all.endpoints[0].address.to_string(),
+        format!("{REVIEWS}:9080")
+    );
+    let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("subset `v2` of host") && w.contains("unresolvable")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn endpoint_slices_and_endpoints_give_a_service_its_addresses() {
+    let slice = "\
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: reviews-abc
+  labels:
+    kubernetes.io/service-name: reviews
+addressType: IPv4
+ports:
+- name: http
+  port: 9081
+  protocol: TCP
+endpoints:
+- addresses: [10.1.0.1]
+  conditions: {ready: true}
+  zone: us-east-1a
+- addresses: [10.1.0.2]
+  conditions: {ready: false}
+";
+    let loaded = load_alone(&format!("{REVIEWS_SERVICE}---\n{slice}"));
+    let c = loaded
+        .config
+        .cluster(&format!("outbound|9080||{REVIEWS}"))
+        .unwrap();
+    let addresses: Vec<String> = c.endpoints.iter().map(|e| e.address.to_string()).collect();
+    assert_eq!(addresses, ["10.1.0.1:9081"]);
+
+    let endpoints = "\
+apiVersion: v1
+kind: Endpoints
+metadata: {name: reviews}
+subsets:
+- addresses: [{ip: 10.2.0.1}, {ip: 10.2.0.2}]
+  ports: [{name: http, port: 9082}]
+";
+    let loaded = load_alone(&format!("{REVIEWS_SERVICE}---\n{endpoints}"));
+    let c = loaded
+        .config
+        .cluster(&format!("outbound|9080||{REVIEWS}"))
+        .unwrap();
+    let addresses: Vec<String> = c.endpoints.iter().map(|e| e.address.to_string()).collect();
+    assert_eq!(addresses, ["10.2.0.1:9082", "10.2.0.2:9082"]);
+}
+
+#[test]
+fn a_destination_port_resolves_an_unregistered_host_through_dns() {
+    let vs = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: customers}
+spec:
+  hosts: [customers.default.svc.cluster.local]
+  http:
+  - route:
+    - destination:
+        host: customers.default.svc.cluster.local
+        port: {number: 50051}
+";
+    let loaded = load_alone(vs);
+    let c = loaded
+        .config
+        .cluster("outbound|50051||customers.default.svc.cluster.local")
+        .unwrap();
+    assert_eq!(
+        c.endpoints[0].address.to_string(),
+        "customers.default.svc.cluster.local:50051"
+    );
+    assert!(
+        loaded.warnings[0]
+            .message
+            .contains("resolved through DNS on port 50051"),
+        "{:?}",
+        loaded.warnings
+    );
+}

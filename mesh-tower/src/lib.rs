@@ -61,6 +61,6 @@ pub use self::{
     metrics::{MeshMetrics, XdsMetrics},
     peer::Peer,
     server::{ServerLayer, Workload},
-    static_config::{ConfigWatch, StaticConfigError, WatchStatus},
+    static_config::{ConfigWatch, PARSE_TIME_BUDGET, StaticConfigError, WatchStatus},
     synthesize::ResponseFlags,
 };

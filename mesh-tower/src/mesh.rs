@@ -48,6 +48,8 @@ struct Inner {
     pub(crate) active_faults: AtomicU32,
     /// Where `xds:///` targets are resolved; set once.
     discovery: OnceLock<Arc<dyn Discovery>>,
+    /// The Kubernetes namespace of this workload, for short target names; set once.
+    local_namespace: OnceLock<Arc<str>>,
     /// Bumped on every publish, so requests waiting for a pending target wake up.
     published: watch::Sender<u64>,
     /// Trace propagation and span recording of every channel; set once.
@@ -131,6 +133,7 @@ impl Mesh {
                 publish: Mutex::new(()),
                 active_faults: AtomicU32::new(0),
                 discovery: OnceLock::new(),
+                local_namespace: OnceLock::new(),
                 published: watch::Sender::new(0),
                 tracing: Arc::default(),
                 tls: MeshTls::default(),
@@ -241,6 +244,23 @@ impl Mesh {
             }
         });
         Ok(server)
+    }
+
+    /// Makes `namespace` the Kubernetes namespace of this workload: channels made afterwards
+    /// resolve short targets (`greeter:50051`, `greeter.prod:50051`) as Kubernetes DNS search
+    /// would from a pod in it ([`MeshConfig::listener_in`]). Only the first call takes effect;
+    /// it returns `false` when the namespace was already set. Default is `default`.
+    pub fn set_local_namespace(&self, namespace: impl Into<Arc<str>>) -> bool {
+        self.inner.local_namespace.set(namespace.into()).is_ok()
+    }
+
+    /// The Kubernetes namespace of this workload; `default` unless set.
+    pub fn local_namespace(&self) -> Arc<str> {
+        self.inner
+            .local_namespace
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Arc::from("default"))
     }
 
     /// The discovery source, when one is set.

@@ -8,6 +8,12 @@
 //! platform file-notification API, and — unlike size and modification-time checks, which miss
 //! same-size edits within the file system's timestamp granularity — never misses a change. It
 //! copes with editors that replace files and with Kubernetes ConfigMap symlink swaps.
+//!
+//! Reading and parsing run on tokio's blocking pool, never on the runtime that serves
+//! requests: a broken or hostile edit (the loader refuses the known slow shapes quickly, see
+//! [`istio::MAX_SOURCE_BYTES`]) must not stall a current-thread runtime. A parse that takes
+//! longer than [`PARSE_TIME_BUDGET`] is refused; the watcher waits for its thread to end before
+//! it looks at the files again, so at most one parse runs at a time.
 
 use std::{
     hash::{Hash, Hasher},
@@ -34,7 +40,20 @@ pub enum StaticConfigError {
     /// The YAML did not load; every diagnostic is included.
     #[error(transparent)]
     Invalid(#[from] LoadError),
+    /// Parsing took longer than its budget and was refused.
+    #[error("parsing the configuration took longer than {budget:?}: refused")]
+    TooSlow {
+        /// The budget.
+        budget: Duration,
+    },
+    /// The blocking task that read or parsed the files ended without an answer.
+    #[error("the configuration task failed: {0}")]
+    Task(String),
 }
+
+/// The longest a reload's parse may take before it is refused. Files within the loader's
+/// limits parse in well under a second; this bounds what the limits do not foresee.
+pub const PARSE_TIME_BUDGET: Duration = Duration::from_secs(10);
 
 /// Watches the configuration files of a mesh; dropping it stops the watching.
 #[derive(Debug)]
@@ -117,13 +136,37 @@ async fn watch(
     interval: Duration,
     status: Arc<Mutex<WatchStatus>>,
 ) {
+    watch_with_budget(
+        mesh,
+        paths,
+        loaded_hash,
+        interval,
+        status,
+        PARSE_TIME_BUDGET,
+    )
+    .await;
+}
+
+async fn watch_with_budget(
+    mesh: Mesh,
+    paths: Vec<PathBuf>,
+    loaded_hash: u64,
+    interval: Duration,
+    status: Arc<Mutex<WatchStatus>>,
+    parse_budget: Duration,
+) {
+    let paths: Arc<[PathBuf]> = paths.into();
     let mut seen = Some(loaded_hash);
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        let result = match read(&paths) {
+        let reading = paths.clone();
+        let read_result = tokio::task::spawn_blocking(move || read(&reading))
+            .await
+            .unwrap_or_else(|e| Err(StaticConfigError::Task(e.to_string())));
+        let result = match read_result {
             // A read failure is reported once; the files are loaded again when readable.
             Err(_) if seen.is_none() => Ok(None),
             Err(error) => {
@@ -136,27 +179,59 @@ async fn watch(
                     Ok(None)
                 } else {
                     seen = Some(hash);
-                    parse(&paths, &texts).map(Some)
+                    let parsing = paths.clone();
+                    let mut task = tokio::task::spawn_blocking(move || parse(&parsing, &texts));
+                    match tokio::time::timeout(parse_budget, &mut task).await {
+                        Ok(joined) => joined
+                            .unwrap_or_else(|e| Err(StaticConfigError::Task(e.to_string())))
+                            .map(Some),
+                        Err(_) => {
+                            report(
+                                &mesh,
+                                &status,
+                                Err(StaticConfigError::TooSlow {
+                                    budget: parse_budget,
+                                }),
+                            );
+                            // One parse at a time: its thread cannot be stopped, only awaited.
+                            let _ = task.await;
+                            continue;
+                        }
+                    }
                 }
             }
         };
-        let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
-        match result {
-            Ok(None) => {}
-            Ok(Some((config, _))) if config.version() == s.version => {}
-            Ok(Some((config, warnings))) => {
-                tracing::info!(version = config.version(), "configuration reloaded");
-                s.version = config.version().to_owned();
-                s.warnings = warnings.iter().map(ToString::to_string).collect();
-                s.last_error = None;
-                s.reloads += 1;
-                mesh.publish(Arc::new(config));
+        report(&mesh, &status, result);
+    }
+}
+
+/// Publishes a new configuration or records why the files were refused.
+fn report(
+    mesh: &Mesh,
+    status: &Mutex<WatchStatus>,
+    result: Result<Option<(mesh_core::MeshConfig, Vec<Diagnostic>)>, StaticConfigError>,
+) {
+    let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+    match result {
+        Ok(None) => {}
+        Ok(Some((config, _))) if config.version() == s.version => {}
+        Ok(Some((config, warnings))) => {
+            tracing::info!(version = config.version(), "configuration reloaded");
+            // Every reload repeats its warnings: an operator reading the log after an edit
+            // must see what the new files ignore.
+            for w in &warnings {
+                tracing::warn!(%w, "configuration warning");
             }
-            Err(error) => {
-                tracing::error!(%error, "configuration rejected; the last good configuration keeps serving");
-                s.last_error = Some(error.to_string());
-                s.rejected += 1;
-            }
+            s.version = config.version().to_owned();
+            s.warnings = warnings.iter().map(ToString::to_string).collect();
+            s.last_error = None;
+            s.reloads += 1;
+            mesh.publish(Arc::new(config));
+        }
+        Err(error) => {
+            tracing::error!(%error, "configuration rejected; the last good configuration keeps serving");
+            s.last_error = Some(error.to_string());
+            s.rejected += 1;
         }
     }
 }
@@ -265,6 +340,54 @@ spec:
                 .listener("echo.default.svc.cluster.local:9090")
                 .is_some(),
             "the last good configuration keeps serving"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A valid file of about 3 MiB: slow to parse, though within the loader's limits.
+    pub(crate) fn large_config(port: u16) -> String {
+        let mut text = service_entry(port);
+        text.push_str("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: filler}\ndata:\n");
+        for i in 0..60_000 {
+            text.push_str(&format!("  k{i}: [a, b, {{c: d}}, e, f]\n"));
+        }
+        text
+    }
+
+    #[tokio::test]
+    async fn a_parse_over_its_time_budget_is_refused() {
+        let dir = std::env::temp_dir().join(format!("mesh-static-slow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mesh.yaml");
+        write(&path, &service_entry(9080));
+        let (mesh, first) = Mesh::from_istio_yaml(&[&path], Duration::from_secs(3600)).unwrap();
+        drop(first);
+        let status = Arc::new(Mutex::new(WatchStatus::default()));
+        let watcher = tokio::spawn(watch_with_budget(
+            mesh.clone(),
+            vec![path.clone()],
+            0,
+            Duration::from_millis(10),
+            status.clone(),
+            Duration::from_millis(1),
+        ));
+        write(&path, &large_config(9090));
+        let mut rejected = None;
+        for _ in 0..1_000 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let s = status.lock().unwrap().clone();
+            if s.rejected > 0 {
+                rejected = s.last_error;
+                break;
+            }
+        }
+        watcher.abort();
+        let error = rejected.expect("the slow parse is refused");
+        assert!(error.contains("took longer than 1ms"), "{error}");
+        assert!(
+            mesh.config()
+                .listener("echo.default.svc.cluster.local:9080")
+                .is_some()
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -57,13 +57,13 @@ fn check_reports_errors_with_their_path_and_fails() {
     let dir = temp_dir("bad");
     let bad = dir.join("bad.yaml");
     let text = std::fs::read_to_string(fixture("canary.yaml")).unwrap();
-    std::fs::write(&bad, text.replace("weight: 10", "weight: 20")).unwrap();
+    std::fs::write(&bad, text.replace("weight: 10", "weigth: 10")).unwrap();
     let services = fixture("bookinfo-services.yaml");
     let o = run(&["check", services.to_str().unwrap(), bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     let out = stdout(&o);
     assert!(
-        out.contains("bad.yaml: document 1 (VirtualService reviews): spec.http[0].route[1].weight: weights sum to 110, must be 100"),
+        out.contains("bad.yaml: document 1 (VirtualService reviews): spec.http[0].route[1].weigth: unknown field `weigth` (did you mean `weight`?)"),
         "{out}"
     );
     assert!(out.contains("1 error(s)"), "{out}");
@@ -274,10 +274,10 @@ fn serve_pushes_edits_and_keeps_the_last_good_config_on_a_bad_one() {
         .to_string();
     assert_eq!(listeners_served(&addr), 2);
 
-    std::fs::write(&split, canary.replace("weight: 10", "weight: 20")).unwrap();
+    std::fs::write(&split, canary.replace("weight: 10", "weigth: 10")).unwrap();
     server.expect("rejected edit, still serving the last good configuration");
-    let why = server.expect("weights sum to 110");
-    assert!(why.contains("spec.http[0].route[1].weight"), "{why}");
+    let why = server.expect("unknown field `weigth`");
+    assert!(why.contains("spec.http[0].route[1].weigth"), "{why}");
 
     std::fs::write(
         &split,
@@ -297,7 +297,7 @@ fn serve_refuses_to_start_on_a_bad_file_and_says_why() {
     let dir = temp_dir("serve-bad");
     let bad = dir.join("bad.yaml");
     let text = std::fs::read_to_string(fixture("canary.yaml")).unwrap();
-    std::fs::write(&bad, text.replace("weight: 10", "weight: 20")).unwrap();
+    std::fs::write(&bad, text.replace("weight: 10", "weigth: 10")).unwrap();
     let services = fixture("bookinfo-services.yaml");
     let o = run(&[
         "serve",

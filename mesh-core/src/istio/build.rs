@@ -4,13 +4,20 @@
 //! service, ServiceEntry → WorkloadEntry) and where Istio's naming is applied, so both sources
 //! of configuration yield the same cluster and listener names.
 
-use std::{cell::RefCell, collections::BTreeMap, sync::Arc};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use yaml_serde::Value;
 
 use super::{
-    Resources,
+    Meta, Resources,
     cursor::{Cx, Diags, Node},
     destination_rule::DestinationRule,
-    service_entry::{RawEndpoint, Resolution, ServiceEntry, ServicePort},
+    kubernetes,
+    service_entry::{Origin, RawEndpoint, Resolution, ServiceEntry, ServicePort, fqdn},
     virtual_service::{self, Registry, VirtualService},
 };
 use crate::{
@@ -20,16 +27,35 @@ use crate::{
 
 /// Assembles the configuration; `None` when errors were reported.
 pub(super) fn build(
-    res: Resources<'_>,
+    mut res: Resources<'_>,
     version: String,
     diags: &RefCell<Diags>,
 ) -> Option<MeshConfig> {
+    // Kubernetes Services are registry entries like ServiceEntries.
+    let kube_endpoints = std::mem::take(&mut res.kube_endpoints);
+    for svc in std::mem::take(&mut res.kube_services) {
+        res.service_entries
+            .push(kubernetes::to_service_entry(svc, &kube_endpoints));
+    }
+    // Hosts that policies name but no registry entry defines are resolved through DNS.
+    let unresolvable = dns_fallback(&mut res, diags);
+
     // Services: host → (ServiceEntry, resolved endpoints).
     let mut services: BTreeMap<String, &ServiceEntry> = BTreeMap::new();
     for se in &res.service_entries {
         let cx = se.meta.cx(diags);
         for (host, path) in &se.hosts {
             if let Some(other) = services.get(host) {
+                if se.origin == Origin::KubernetesService && other.origin == Origin::ServiceEntry {
+                    cx.warn(
+                        path,
+                        format!(
+                            "host {host} is also defined by ServiceEntry {}, which takes precedence; ignored",
+                            other.meta.name
+                        ),
+                    );
+                    continue;
+                }
                 cx.error(
                     path,
                     format!(
@@ -71,7 +97,10 @@ pub(super) fn build(
     }
 
     // Clusters, and what VirtualServices may refer to.
-    let mut reg = Registry::default();
+    let mut reg = Registry {
+        unresolvable,
+        ..Registry::default()
+    };
     let mut clusters: BTreeMap<Arc<str>, Arc<Cluster>> = BTreeMap::new();
     for (host, se) in &services {
         reg.services
@@ -97,11 +126,25 @@ pub(super) fn build(
                 }
                 for subset in &dr.subsets {
                     let sname = format!("outbound|{}|{}|{host}", port.number, subset.name);
-                    let selected = eps
+                    let selected: Vec<Endpoint> = eps
                         .iter()
                         .filter(|(_, r)| r.labels.contains_all(&subset.labels))
                         .map(|(e, _)| e.clone())
                         .collect();
+                    if selected.is_empty() && !eps.is_empty() {
+                        let why = if eps.iter().all(|(_, r)| r.labels.is_empty()) {
+                            "its endpoints (from DNS or Kubernetes endpoints) carry no labels; the subset is unresolvable until labelled endpoints (ServiceEntry endpoints or WorkloadEntries) are known"
+                        } else {
+                            "no endpoint has its labels"
+                        };
+                        dr.meta.cx(diags).warn(
+                            "spec.subsets",
+                            format!(
+                                "subset `{}` of host {host} selects no endpoint: {why}",
+                                subset.name
+                            ),
+                        );
+                    }
                     let mut sc = istio_cluster(&sname, selected);
                     let mut g = dr.policy.on_port(port.number);
                     g.overlay(&subset.policy.on_port(port.number));
@@ -266,4 +309,116 @@ fn domains(host: &str, port: u16) -> Vec<Domain> {
         }
     }
     out
+}
+
+/// Registers, for every host a VirtualService or DestinationRule names without a registry
+/// entry, an entry resolved through DNS on the ports its destinations name: what a plain gRPC
+/// channel to that name would do. Returns the hosts for which no port is known; policies
+/// naming them are skipped with a warning.
+fn dns_fallback(res: &mut Resources<'_>, diags: &RefCell<Diags>) -> BTreeSet<String> {
+    let registered: BTreeSet<String> = res
+        .service_entries
+        .iter()
+        .flat_map(|se| se.hosts.iter().map(|(h, _)| h.clone()))
+        .collect();
+    // Host → (the ports destinations name, the resource that first named it).
+    let mut named: BTreeMap<String, (BTreeSet<u16>, Meta)> = BTreeMap::new();
+    let mut note = |host: &str, port: Option<u16>, meta: &Meta| {
+        if host.contains('*') || registered.contains(host) {
+            return;
+        }
+        let entry = named
+            .entry(host.to_string())
+            .or_insert_with(|| (BTreeSet::new(), meta.clone()));
+        entry.0.extend(port);
+    };
+    for (meta, spec) in &res.virtual_services {
+        let ns = &meta.namespace;
+        let strs = |v: Option<&Value>| -> Vec<String> {
+            v.and_then(Value::as_sequence)
+                .map(|s| {
+                    s.iter()
+                        .filter_map(Value::as_str)
+                        .map(|h| fqdn(h, ns))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for host in strs(spec.get("hosts")) {
+            note(&host, None, meta);
+        }
+        let http = spec.get("http").and_then(Value::as_sequence);
+        for h in http.into_iter().flatten() {
+            let mut destinations: Vec<&Value> = Vec::new();
+            let routes = h.get("route").and_then(Value::as_sequence);
+            destinations.extend(
+                routes
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.get("destination")),
+            );
+            destinations.extend(h.get("mirror"));
+            let mirrors = h.get("mirrors").and_then(Value::as_sequence);
+            destinations.extend(
+                mirrors
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|m| m.get("destination")),
+            );
+            for d in destinations {
+                let Some(host) = d.get("host").and_then(Value::as_str) else {
+                    continue;
+                };
+                let port = d
+                    .get("port")
+                    .and_then(|p| p.get("number"))
+                    .and_then(Value::as_u64)
+                    .and_then(|p| u16::try_from(p).ok())
+                    .filter(|p| *p != 0);
+                note(&fqdn(host, ns), port, meta);
+            }
+        }
+    }
+    for dr in &res.destination_rules {
+        note(&dr.host, None, &dr.meta);
+    }
+    let mut unresolvable = BTreeSet::new();
+    for (host, (ports, meta)) in named {
+        let cx = meta.cx(diags);
+        if ports.is_empty() {
+            cx.warn(
+                "",
+                format!(
+                    "host {host} has no registry entry (no Kubernetes Service or ServiceEntry) and no destination names its port: its routes are skipped until one defines it"
+                ),
+            );
+            unresolvable.insert(host);
+            continue;
+        }
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        cx.warn(
+            "",
+            format!(
+                "host {host} has no registry entry (no Kubernetes Service or ServiceEntry): resolved through DNS on port {}, as a plain gRPC channel would",
+                list.join(", ")
+            ),
+        );
+        res.service_entries.push(ServiceEntry {
+            meta,
+            origin: Origin::Dns,
+            hosts: vec![(host, String::new())],
+            ports: ports
+                .into_iter()
+                .map(|number| ServicePort {
+                    number,
+                    name: String::new(),
+                    target_port: None,
+                })
+                .collect(),
+            resolution: Resolution::Dns,
+            endpoints: Vec::new(),
+            selector: None,
+        });
+    }
+    unresolvable
 }

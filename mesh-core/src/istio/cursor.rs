@@ -25,6 +25,8 @@ pub(super) struct Ctx {
 pub(super) struct Diags {
     pub(super) errors: Vec<Diagnostic>,
     pub(super) warnings: Vec<Diagnostic>,
+    /// Unknown fields and kinds are warnings rather than errors ([`super::LoadOptions`]).
+    pub(super) lenient: bool,
 }
 
 /// A cheap handle to report diagnostics for one document.
@@ -79,6 +81,19 @@ impl<'a> Cx<'a> {
     pub(super) fn warn(&self, path: &str, message: impl Into<String>) {
         let d = self.diagnostic(path, message);
         self.diags.borrow_mut().warnings.push(d);
+    }
+
+    /// Reports an unknown field or kind: an error, or a warning when loading leniently.
+    pub(super) fn unknown(&self, path: &str, message: impl Into<String>) {
+        let message = message.into();
+        if self.diags.borrow().lenient {
+            self.warn(path, format!("{message}, ignored"));
+        } else {
+            self.error(
+                path,
+                format!("{message} (a typo? load leniently to ignore it with a warning)"),
+            );
+        }
     }
 
     /// How many errors were reported so far (to tell whether a resource was clean).
@@ -439,14 +454,66 @@ impl Drop for Obj<'_> {
                 continue;
             }
             let path = join(&self.path, name);
+            let hint = closest(name, &self.used)
+                .map(|k| format!(" (did you mean `{k}`?)"))
+                .unwrap_or_default();
             if self.strict {
                 self.cx.error(
                     &path,
-                    "unknown or unsupported field in a security policy: rejected, since ignoring it could widen access",
+                    format!("unknown or unsupported field in a security policy{hint}: rejected, since ignoring it could widen access"),
                 );
             } else {
-                self.cx.warn(&path, "unknown or unsupported field, ignored");
+                self.cx
+                    .unknown(&path, format!("unknown field `{name}`{hint}"));
             }
         }
     }
+}
+
+/// The known field closest to a misspelt one, if it is close enough to be the likely intent:
+/// at most two single-character edits (or one for short names).
+fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    let limit = if name.len() <= 4 { 1 } else { 2 };
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance over bytes (field names are ASCII), with adjacent transpositions
+/// counted as one edit (`weigth` is one edit from `weight`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    // Field names are short; a long input is not a typo of one.
+    if a.len().abs_diff(b.len()) > 2 || a.len() > 64 || b.len() > 64 {
+        return usize::MAX;
+    }
+    let width = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * width];
+    for i in 0..=a.len() {
+        d[i * width] = i;
+    }
+    for (j, cell) in d.iter_mut().enumerate().take(width) {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[(i - 1) * width + j] + 1)
+                .min(d[i * width + j - 1] + 1)
+                .min(d[(i - 1) * width + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[(i - 2) * width + j - 2] + 1);
+            }
+            d[i * width + j] = best;
+        }
+    }
+    d[a.len() * width + b.len()]
+}
+
+/// Whether `name` is a likely misspelling of `known`.
+pub(super) fn is_typo_of(name: &str, known: &str) -> bool {
+    closest(name, &[known]).is_some()
 }

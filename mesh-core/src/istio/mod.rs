@@ -19,6 +19,8 @@ mod build;
 mod cursor;
 mod destination_rule;
 mod duration;
+mod kubernetes;
+mod limits;
 mod security;
 mod service_entry;
 mod virtual_service;
@@ -26,13 +28,20 @@ mod virtual_service;
 #[cfg(test)]
 mod tests;
 
-use std::{cell::RefCell, collections::BTreeSet, fmt, sync::Arc};
+use std::{
+    cell::{Cell, RefCell},
+    collections::BTreeSet,
+    fmt,
+    sync::Arc,
+};
 
-use serde::Deserialize as _;
+use serde::de::DeserializeSeed as _;
 use yaml_serde::Value;
 
 use self::cursor::{Ctx, Cx, Diags, Node};
 use crate::MeshConfig;
+
+pub use self::limits::MAX_SOURCE_BYTES;
 
 /// Documents beyond this many in one source are refused: a bound on work for hostile input.
 const MAX_DOCUMENTS: usize = 10_000;
@@ -77,6 +86,43 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+/// How strictly to load.
+///
+/// By default an unknown field of a known kind (`weigth`, `consecutive5xxError`) and an
+/// unknown kind in an Istio API group (`VirtualSevice`) are errors, as the Kubernetes API
+/// server's strict field validation refuses them: ignoring a typo silently removes the policy
+/// it was meant to set. Fields the mesh knows but does not support are warnings either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    lenient: bool,
+}
+
+// === impl LoadOptions ===
+
+impl LoadOptions {
+    /// Unknown fields and unknown Istio kinds are warnings, and are ignored (as `kubectl apply
+    /// --validate=false` would let them through). Default is strict. Unknown fields of
+    /// security policies stay errors: ignoring one could widen access.
+    pub fn lenient(mut self, lenient: bool) -> Self {
+        self.lenient = lenient;
+        self
+    }
+}
+
+/// Istio kinds this loader knows but does not apply: ignored with a warning, never an error.
+const UNSUPPORTED_ISTIO_KINDS: [&str; 10] = [
+    "Gateway",
+    "Sidecar",
+    "EnvoyFilter",
+    "WorkloadGroup",
+    "ProxyConfig",
+    "RequestAuthentication",
+    "Telemetry",
+    "WasmPlugin",
+    "IstioOperator",
+    "MeshConfig",
+];
+
 /// The resource kinds this loader understands, with their API group.
 const KINDS: [(&str, &str); 6] = [
     ("VirtualService", "networking.istio.io"),
@@ -104,6 +150,8 @@ struct Resources<'a> {
     destination_rules: Vec<destination_rule::DestinationRule>,
     /// VirtualServices are read once services and subsets are known, to check references.
     virtual_services: Vec<(Meta, &'a Value)>,
+    kube_services: Vec<kubernetes::KubeService>,
+    kube_endpoints: Vec<kubernetes::KubeEndpoints>,
     peer_authentications: Vec<crate::PeerAuthentication>,
     authorization_policies: Vec<crate::AuthorizationPolicy>,
 }
@@ -113,7 +161,15 @@ struct Resources<'a> {
 /// The configuration's version is the hex xxh64 of the source texts (not their names), so
 /// equal input gives an equal version.
 pub fn load(sources: &[Source<'_>]) -> Result<Loaded, LoadError> {
-    let diags = RefCell::new(Diags::default());
+    load_with(sources, LoadOptions::default())
+}
+
+/// Loads every source with `options`; see [`load`].
+pub fn load_with(sources: &[Source<'_>], options: LoadOptions) -> Result<Loaded, LoadError> {
+    let diags = RefCell::new(Diags {
+        lenient: options.lenient,
+        ..Diags::default()
+    });
     let mut values: Vec<(Ctx, Value)> = Vec::new();
     let mut hasher = xxhash_rust::xxh64::Xxh64::new(0);
     for source in sources {
@@ -152,21 +208,53 @@ pub fn load_str(file_name: &str, text: &str) -> Result<Loaded, LoadError> {
 }
 
 /// Splits a source into documents. A syntax error ends the source: the parser cannot resume.
+/// Input over the limits of [`limits`] is refused before the parser sees it.
 fn split_documents(source: &Source<'_>, diags: &RefCell<Diags>, out: &mut Vec<(Ctx, Value)>) {
     let file: Arc<str> = source.name.into();
-    for (i, doc) in yaml_serde::Deserializer::from_str(source.text).enumerate() {
+    let whole = Ctx {
+        file: file.clone(),
+        document: 1,
+        resource: None,
+    };
+    let refuse = |message: String| Cx { ctx: &whole, diags }.error("", message);
+    if source.text.len() > MAX_SOURCE_BYTES {
+        refuse(format!(
+            "the file is {} bytes, larger than {MAX_SOURCE_BYTES}: refused before parsing",
+            source.text.len()
+        ));
+        return;
+    }
+    // A UTF-8 byte order mark is allowed by YAML but trips the parser mid-stream.
+    let text = source.text.strip_prefix('\u{feff}').unwrap_or(source.text);
+    if let Err(message) = limits::check_flow_nesting(text) {
+        refuse(format!("invalid YAML: {message}"));
+        return;
+    }
+    let budget = limits::node_budget(text.len());
+    let nodes_left = Cell::new(budget);
+    let mut documents = 0usize;
+    for (i, doc) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let ctx = Ctx {
             file: file.clone(),
             document: i.saturating_add(1),
             resource: None,
         };
-        if i >= MAX_DOCUMENTS {
-            let cx = Cx { ctx: &ctx, diags };
-            cx.error("", format!("more than {MAX_DOCUMENTS} documents"));
-            return;
-        }
-        match Value::deserialize(doc) {
-            Ok(value) => out.push((ctx, value)),
+        let seed = limits::BudgetedValue {
+            nodes_left: &nodes_left,
+            budget,
+        };
+        match seed.deserialize(doc) {
+            // Empty documents (a trailing `---`) cost nothing and are not counted.
+            Ok(Value::Null) => {}
+            Ok(value) => {
+                documents += 1;
+                if documents > MAX_DOCUMENTS {
+                    let cx = Cx { ctx: &ctx, diags };
+                    cx.error("", format!("more than {MAX_DOCUMENTS} documents"));
+                    return;
+                }
+                out.push((ctx, value));
+            }
             Err(e) => {
                 let cx = Cx { ctx: &ctx, diags };
                 cx.error("", format!("invalid YAML: {e}"));
@@ -217,10 +305,33 @@ fn read_document<'a>(
         doc.error("kind", "required field is missing or not a string");
         return;
     };
+    if let Some(registry_kind) = kubernetes_registry_kind(kind, api_version) {
+        read_kubernetes(registry_kind, value, &mut doc, ctx, seen, out);
+        return;
+    }
     let Some((_, group)) = KINDS.iter().find(|(k, _)| *k == kind) else {
-        // Not ours: take the whole document as read, with one warning.
+        // Not ours: take the whole document as read.
         doc.ignore_rest();
-        cx.warn("", format!("kind {kind} is not an Istio policy, ignored"));
+        let istio_group = api_version
+            .and_then(|a| a.split_once('/'))
+            .is_some_and(|(g, _)| g == "istio.io" || g.ends_with(".istio.io"));
+        if istio_group && !UNSUPPORTED_ISTIO_KINDS.contains(&kind) {
+            let hint = KINDS
+                .iter()
+                .map(|(k, _)| *k)
+                .find(|k| cursor::is_typo_of(kind, k))
+                .map(|k| format!(" (did you mean {k}?)"))
+                .unwrap_or_default();
+            cx.unknown(
+                "kind",
+                format!(
+                    "unknown kind {kind} in API group {}{hint}",
+                    api_version.unwrap_or_default()
+                ),
+            );
+        } else {
+            cx.warn("", format!("kind {kind} is not an Istio policy, ignored"));
+        }
         return;
     };
     doc.skip("kind");
@@ -311,6 +422,81 @@ fn read_document<'a>(
             }
         }
         _ => {}
+    }
+}
+
+/// The Kubernetes kinds read as the service registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RegistryKind {
+    Service,
+    EndpointSlice,
+    Endpoints,
+}
+
+fn kubernetes_registry_kind(kind: &str, api_version: Option<&str>) -> Option<RegistryKind> {
+    match (kind, api_version?) {
+        ("Service", "v1") => Some(RegistryKind::Service),
+        ("Endpoints", "v1") => Some(RegistryKind::Endpoints),
+        ("EndpointSlice", "discovery.k8s.io/v1") => Some(RegistryKind::EndpointSlice),
+        _ => None,
+    }
+}
+
+/// Reads a Kubernetes Service, EndpointSlice or Endpoints object into the registry.
+fn read_kubernetes<'a>(
+    kind: RegistryKind,
+    value: &'a Value,
+    doc: &mut cursor::Obj<'_>,
+    ctx: &Ctx,
+    seen: &mut BTreeSet<(String, Arc<str>, Arc<str>)>,
+    out: &mut Resources<'a>,
+) {
+    doc.skip("kind");
+    doc.skip("apiVersion");
+    doc.skip("status");
+    let Some(meta) = read_metadata(doc, ctx) else {
+        doc.ignore_rest();
+        return;
+    };
+    if !seen.insert((
+        format!("{kind:?}"),
+        meta.namespace.clone(),
+        meta.name.clone(),
+    )) {
+        doc.ignore_rest();
+        doc.error(
+            "metadata.name",
+            format!(
+                "duplicate {kind:?} `{}` in namespace `{}`",
+                meta.name, meta.namespace
+            ),
+        );
+        return;
+    }
+    match kind {
+        RegistryKind::Service => {
+            let Some(spec) = doc.obj("spec") else {
+                doc.error("spec", "required field is missing");
+                return;
+            };
+            if let Some(svc) = kubernetes::read_service(meta, spec) {
+                out.kube_services.push(svc);
+            }
+        }
+        RegistryKind::EndpointSlice => {
+            let service = value
+                .get("metadata")
+                .and_then(|m| m.get("labels"))
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+                .and_then(Value::as_str);
+            if let Some(eps) = kubernetes::read_endpoint_slice(&meta, service, doc) {
+                out.kube_endpoints.push(eps);
+            }
+        }
+        RegistryKind::Endpoints => {
+            out.kube_endpoints
+                .push(kubernetes::read_endpoints(&meta, doc));
+        }
     }
 }
 

@@ -17,6 +17,9 @@ use crate::{EndpointAddress, Labels, Locality};
 #[derive(Debug)]
 pub(super) struct ServiceEntry {
     pub(super) meta: Meta,
+    /// Where the entry came from: a ServiceEntry, a Kubernetes Service, or a host that only
+    /// policies name (resolved through DNS).
+    pub(super) origin: Origin,
     /// Fully qualified hosts, each with the path it was read from.
     pub(super) hosts: Vec<(String, String)>,
     pub(super) ports: Vec<ServicePort>,
@@ -31,6 +34,14 @@ pub(super) struct ServicePort {
     pub(super) number: u16,
     pub(super) name: String,
     pub(super) target_port: Option<u16>,
+}
+
+/// The source of a registry entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Origin {
+    ServiceEntry,
+    KubernetesService,
+    Dns,
 }
 
 /// How endpoints are addressed.
@@ -143,6 +154,7 @@ pub(super) fn read_service_entry(meta: Meta, mut spec: Obj<'_>) -> Option<Servic
     }
     Some(ServiceEntry {
         meta,
+        origin: Origin::ServiceEntry,
         hosts,
         ports,
         resolution,
@@ -259,7 +271,9 @@ impl RawEndpoint {
         let p = self
             .ports
             .iter()
-            .find(|(name, _)| !port.name.is_empty() && *name == port.name)
+            // By name; an unnamed port matches the unnamed port of a single-port Kubernetes
+            // EndpointSlice.
+            .find(|(name, _)| *name == port.name)
             .map(|(_, p)| *p)
             .or(port.target_port)
             .unwrap_or(port.number);

@@ -55,18 +55,77 @@ spec:
     )
 }
 
+/// Istio: "a destination will receive weight/(sum of all weights) requests".
 #[test]
-fn weights_must_sum_to_100() {
+fn weights_are_relative() {
     let text = vs("  - route:
     - destination: {host: reviews, subset: v1}
       weight: 90
     - destination: {host: reviews, subset: v2}
       weight: 20
 ");
+    let loaded = load_str("mesh.yaml", &text).unwrap();
+    let table = loaded
+        .config
+        .listener("reviews.default.svc.cluster.local:9080")
+        .unwrap();
+    let crate::route::Action::Forward(fwd) = &table.virtual_hosts()[0].routes()[0].action else {
+        panic!("not a forward");
+    };
+    let split: Vec<(String, u32)> = fwd
+        .clusters
+        .clusters()
+        .iter()
+        .map(|c| (c.name.to_string(), c.weight))
+        .collect();
     assert_eq!(
-        errors(&text),
-        vec![
-            "mesh.yaml: document 3 (VirtualService reviews): spec.http[0].route[1].weight: weights sum to 110, must be 100"
+        split,
+        [
+            (
+                "outbound|9080|v1|reviews.default.svc.cluster.local".to_string(),
+                90
+            ),
+            (
+                "outbound|9080|v2|reviews.default.svc.cluster.local".to_string(),
+                20
+            ),
+        ]
+    );
+    assert_eq!(fwd.clusters.total(), 110);
+    // A single destination takes everything, whatever its weight.
+    load_str(
+        "mesh.yaml",
+        &vs("  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 30
+"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn zero_and_negative_weights_are_errors() {
+    let e = errors(&vs("  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 0
+    - destination: {host: reviews, subset: v2}
+"));
+    assert_eq!(
+        e,
+        [
+            "mesh.yaml: document 3 (VirtualService reviews): spec.http[0].route: weights sum to 0: no destination can take traffic"
+        ]
+    );
+    let e = errors(&vs("  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: -10
+    - destination: {host: reviews, subset: v2}
+      weight: 110
+"));
+    assert_eq!(
+        e,
+        [
+            "mesh.yaml: document 3 (VirtualService reviews): spec.http[0].route[0].weight: -10 is not a non-negative integer"
         ]
     );
 }
@@ -101,15 +160,22 @@ fn unknown_subset_is_an_error() {
 }
 
 #[test]
-fn unknown_host_is_an_error() {
+fn an_unregistered_host_without_a_port_is_skipped_with_a_warning() {
     let text = vs("  - route:
     - destination: {host: nowhere}
+  - route:
+    - destination: {host: reviews, subset: v1}
 ");
-    let e = errors(&text);
-    assert!(
-        e[0].contains("spec.http[0].route[0].destination.host: host `nowhere`"),
-        "{e:?}"
+    let l = load_str("mesh.yaml", &text).unwrap();
+    assert_eq!(
+        l.warnings[0].to_string(),
+        "mesh.yaml: document 3 (VirtualService reviews): host nowhere.default.svc.cluster.local has no registry entry (no Kubernetes Service or ServiceEntry) and no destination names its port: its routes are skipped until one defines it"
     );
+    let table = l
+        .config
+        .listener("reviews.default.svc.cluster.local:9080")
+        .unwrap();
+    assert_eq!(table.virtual_hosts()[0].routes().len(), 1);
 }
 
 #[test]
@@ -154,16 +220,20 @@ spec:
 }
 
 #[test]
-fn unknown_fields_are_warnings_with_their_path() {
+fn unknown_fields_are_warnings_with_their_path_when_lenient() {
     let text = vs("  - route:
     - destination: {host: reviews}
     corsPolicy: {allowOrigins: [{exact: x}]}
     colour: blue
 ");
-    let l = load_str("mesh.yaml", &text).unwrap();
+    let source = [Source {
+        name: "mesh.yaml",
+        text: &text,
+    }];
+    let l = load_with(&source, LoadOptions::default().lenient(true)).unwrap();
     let w: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
     assert!(
-        w.contains(&"mesh.yaml: document 3 (VirtualService reviews): spec.http[0].colour: unknown or unsupported field, ignored".to_string()),
+        w.contains(&"mesh.yaml: document 3 (VirtualService reviews): spec.http[0].colour: unknown field `colour`, ignored".to_string()),
         "{w:?}"
     );
     assert!(
@@ -174,7 +244,7 @@ fn unknown_fields_are_warnings_with_their_path() {
 }
 
 #[test]
-fn other_kinds_are_ignored_with_a_warning() {
+fn a_kubernetes_service_beside_a_service_entry_for_its_host_is_ignored_with_a_warning() {
     let text = format!(
         "{SERVICE}---
 apiVersion: v1
@@ -186,7 +256,7 @@ spec: {{ports: [{{port: 9080}}]}}
     let l = load_str("mesh.yaml", &text).unwrap();
     assert_eq!(
         l.warnings[0].to_string(),
-        "mesh.yaml: document 3 (Service reviews): kind Service is not an Istio policy, ignored"
+        "mesh.yaml: document 3 (Service reviews): metadata.name: host reviews.default.svc.cluster.local is also defined by ServiceEntry reviews, which takes precedence; ignored"
     );
 }
 
@@ -375,4 +445,263 @@ proptest! {
             Source { name: "fuzz.yaml", text: &text },
         ]);
     }
+}
+
+mod hostile_input {
+    //! Input built to make the parser slow or the model huge is refused quickly.
+
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Loads `text` and returns (errors, elapsed).
+    fn timed_errors(text: &str) -> (Vec<String>, Duration) {
+        let start = Instant::now();
+        let result = load_str("mesh.yaml", text);
+        let elapsed = start.elapsed();
+        match result {
+            Ok(_) => panic!("hostile input loaded"),
+            Err(e) => (
+                e.errors().iter().map(ToString::to_string).collect(),
+                elapsed,
+            ),
+        }
+    }
+
+    #[test]
+    fn unclosed_flow_collections_are_refused_quickly() {
+        for text in [
+            "[".repeat(200 * 1024),
+            "a: ".to_string() + &"[a, {b: ".repeat(20 * 1024),
+            "- ".to_string() + &"[ \"]\", ".repeat(20 * 1024),
+        ] {
+            let (errors, elapsed) = timed_errors(&text);
+            assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+            assert!(
+                errors.iter().any(|e| e.contains("nested deeper than")),
+                "{errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn alias_expansion_is_bounded() {
+        // 1,000 scalars referred to 4,000 times: 4 million nodes from 20 KiB, within the
+        // parser's own repetition limit (100 alias jumps per event).
+        let mut text = format!("a: &a [{}]\nb: [", "x, ".repeat(1000));
+        text.push_str(&"*a, ".repeat(4000));
+        text.push_str("]\n");
+        let (errors, elapsed) = timed_errors(&text);
+        assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("aliases expand")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn an_oversized_source_is_refused_before_parsing() {
+        let text = format!("# {}\n", "x".repeat(MAX_SOURCE_BYTES));
+        let (errors, _) = timed_errors(&text);
+        assert!(
+            errors.iter().any(|e| e.contains("larger than")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn brackets_in_comments_block_scalars_and_quotes_are_not_nesting() {
+        let deep = "[".repeat(300);
+        let regexes: String = (0..100)
+            .map(|i| format!("    r{i}: \"^/v[0-9]+/[a-z]{{2}}$\"\n    s{i}: '[x]]'\n"))
+            .collect();
+        let text = format!(
+            "{SERVICE}---
+# {deep}
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  annotations:
+{regexes}    literal: |
+      {deep}
+    folded: >-
+      {deep}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{{destination: {{host: reviews, subset: v1}}}}]
+"
+        );
+        load_str("mesh.yaml", &text).unwrap();
+    }
+
+    #[test]
+    fn a_byte_order_mark_loads() {
+        let text = format!("\u{feff}{SERVICE}");
+        load_str("mesh.yaml", &text).unwrap();
+    }
+
+    #[test]
+    fn ten_thousand_documents_with_a_trailing_separator_load() {
+        let mut text = String::new();
+        for i in 0..MAX_DOCUMENTS {
+            text.push_str(&format!(
+                "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: p{i}}}\nspec: {{}}\n---\n"
+            ));
+        }
+        let loaded = load_str("mesh.yaml", &text).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        text.push_str("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: extra}\nspec: {}\n");
+        assert!(
+            errors(&text)
+                .iter()
+                .any(|e| e.contains("more than 10000 documents"))
+        );
+    }
+}
+
+mod typos {
+    //! A typo is an error, as the Kubernetes API server's strict field validation makes it;
+    //! ignoring it would silently remove the policy it was meant to set.
+
+    use super::*;
+
+    const MISSPELT_KIND: &str = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualSevice
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews, subset: v2}}]
+";
+
+    #[test]
+    fn an_unknown_kind_in_an_istio_group_is_an_error() {
+        let errors = errors(&format!("{SERVICE}---\n{MISSPELT_KIND}"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .contains("document 3 (VirtualSevice reviews): kind: unknown kind VirtualSevice")
+                && errors[0].contains("did you mean VirtualService?"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn istio_kinds_the_mesh_does_not_apply_and_other_kinds_are_warnings() {
+        let text = format!(
+            "{SERVICE}---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec: {{}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: c}}
+"
+        );
+        let loaded = load_str("mesh.yaml", &text).unwrap();
+        assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn an_unknown_field_is_an_error_naming_it_with_the_likely_intent() {
+        let text = format!(
+            "{SERVICE}  trafficPolicy:
+    outlierDetection:
+      consecutive5xxError: 3
+"
+        );
+        let errors = errors(&text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains(
+                "spec.trafficPolicy.outlierDetection.consecutive5xxError: unknown field `consecutive5xxError` (did you mean `consecutive5xxErrors`?)"
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_weight_is_reported_on_its_own_field() {
+        let errors = errors(&vs("  - route:
+    - destination: {host: reviews, subset: v1}
+      weigth: 80
+    - destination: {host: reviews, subset: v2}
+      weight: 20
+"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains(
+                "spec.http[0].route[0].weigth: unknown field `weigth` (did you mean `weight`?)"
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn lenient_loading_ignores_typos_with_warnings() {
+        let text = format!(
+            "{SERVICE}  trafficPolicy:
+    outlierDetection:
+      consecutive5xxError: 3
+---
+{MISSPELT_KIND}"
+        );
+        let source = [Source {
+            name: "mesh.yaml",
+            text: &text,
+        }];
+        let loaded = load_with(&source, LoadOptions::default().lenient(true)).unwrap();
+        let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings.iter().all(|w| w.ends_with(", ignored")),
+            "{warnings:?}"
+        );
+    }
+}
+
+/// Istio's `withoutHeaders: {name: {}}`: the header is absent. `{name: {exact: v}}`: no header
+/// with that value, so a request without the header qualifies.
+#[test]
+fn without_headers_presence_means_absent() {
+    let text = vs("  - match:
+    - withoutHeaders:
+        x-canary: {}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match:
+    - withoutHeaders:
+        x-user: {exact: jason}
+    route: [{destination: {host: reviews, subset: v2}}]
+");
+    let loaded = load_str("mesh.yaml", &text).unwrap();
+    let table = loaded
+        .config
+        .listener("reviews.default.svc.cluster.local:9080")
+        .unwrap();
+    let routes = table.virtual_hosts()[0].routes();
+    let matches = |route: usize, headers: &[(&'static str, &'static str)]| {
+        let mut map = http::HeaderMap::new();
+        for (k, v) in headers {
+            map.append(*k, http::HeaderValue::from_static(v));
+        }
+        routes[route]
+            .matcher
+            .headers
+            .iter()
+            .all(|h| h.matches(&map))
+    };
+    assert!(matches(0, &[]), "absent header: matches");
+    assert!(
+        !matches(0, &[("x-canary", "1")]),
+        "present header: no match"
+    );
+    assert!(!matches(0, &[("x-canary", "")]), "present, empty: no match");
+    assert!(matches(1, &[]));
+    assert!(matches(1, &[("x-user", "bob")]));
+    assert!(!matches(1, &[("x-user", "jason")]));
 }

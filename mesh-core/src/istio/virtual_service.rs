@@ -4,7 +4,11 @@
 //! order, so first-match-wins is kept. References are checked here, against the services and
 //! subsets already read, so a route never names a cluster that does not exist.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    cell::Cell,
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use http::{HeaderName, HeaderValue};
 
@@ -35,6 +39,9 @@ pub(super) struct Registry {
     pub(super) subsets: BTreeMap<String, Vec<String>>,
     /// Cluster name → the hash its consistent-hash load balancer needs.
     pub(super) hash: BTreeMap<String, HashSource>,
+    /// Hosts with no registry entry and no known port: routes to them are skipped (a warning
+    /// says why).
+    pub(super) unresolvable: BTreeSet<String>,
 }
 
 /// A parsed VirtualService.
@@ -75,6 +82,8 @@ pub(super) fn hash_policy(reg: &Registry, cluster: &str) -> Arc<[HashPolicy]> {
 struct Reader<'r> {
     reg: &'r Registry,
     ns: &'r str,
+    /// A destination named an unresolvable host and was skipped.
+    skipped: Cell<bool>,
 }
 
 /// A string match before it is turned into a matcher.
@@ -101,10 +110,14 @@ pub(super) fn read(meta: Meta, spec: Node<'_>, reg: &Registry) -> Option<Virtual
     let r = Reader {
         reg,
         ns: &meta.namespace,
+        skipped: Cell::new(false),
     };
     let mut hosts = Vec::new();
     for (path, h) in spec.str_list("hosts") {
         let host = fqdn(h, r.ns);
+        if reg.unresolvable.contains(&host) {
+            continue;
+        }
         if !reg.services.contains_key(&host) {
             cx.error(
                 &path,
@@ -244,46 +257,31 @@ impl Reader<'_> {
         let errors = cx.error_count();
         let route_path = h.at("route");
         let mut dests = Vec::new();
-        let mut weights: Vec<(u32, bool)> = Vec::new();
-        // A wrong sum is reported on the last weight written, the one that tips it.
-        let mut sum_path = route_path.clone();
+        let mut weights: Vec<u32> = Vec::new();
         for n in h.list("route") {
             let Some(mut d) = n.obj() else { continue };
             let cluster = d.obj("destination").and_then(|dst| self.destination(dst));
-            let weight = d.node("weight").and_then(|w| {
-                sum_path.clone_from(&w.path);
-                w.uint(u64::from(u32::MAX))
-            });
+            let weight = d
+                .node("weight")
+                .and_then(|w| w.uint(u64::from(u32::MAX)))
+                .and_then(|w| u32::try_from(w).ok());
             let (req, resp) = d.obj("headers").map(read_headers).unwrap_or_default();
             if let Some(c) = cluster {
                 let mut wc = WeightedCluster::new(c, 0);
                 wc.request_headers = req;
                 wc.response_headers = resp;
                 dests.push(wc);
-                weights.push((
-                    weight.and_then(|w| u32::try_from(w).ok()).unwrap_or(0),
-                    weight.is_some(),
-                ));
+                weights.push(weight.unwrap_or(0));
             }
         }
-        match weights.as_slice() {
-            [] => {}
-            [(w, given)] => {
-                if *given && *w != 0 && *w != 100 {
-                    cx.error(&sum_path, format!("weights sum to {w}, must be 100"));
-                }
-                if let Some(d) = dests.first_mut() {
-                    d.weight = 100;
-                }
-            }
-            many => {
-                let sum: u64 = many.iter().map(|(w, _)| u64::from(*w)).sum();
-                if sum != 100 {
-                    cx.error(&sum_path, format!("weights sum to {sum}, must be 100"));
-                }
-                for (d, (w, _)) in dests.iter_mut().zip(many) {
-                    d.weight = *w;
-                }
+        // Weights are relative: "a destination will receive weight/(sum of all weights)
+        // requests"; a lone destination receives everything, whatever its weight. A sum of 0
+        // is refused by `WeightedClusters::new` below.
+        if let [only] = dests.as_mut_slice() {
+            only.weight = 100;
+        } else {
+            for (d, w) in dests.iter_mut().zip(&weights) {
+                d.weight = *w;
             }
         }
         let first = dests.first().map(|d| d.name.to_string());
@@ -326,7 +324,7 @@ impl Reader<'_> {
                 });
             }
         }
-        if cx.error_count() != errors {
+        if cx.error_count() != errors || (dests.is_empty() && self.skipped.get()) {
             return None;
         }
         let clusters = match WeightedClusters::new(dests) {
@@ -357,6 +355,12 @@ impl Reader<'_> {
         let host = fqdn(host_raw, self.ns);
         let subset = d.str("subset");
         let port = d.obj("port").and_then(|mut p| p.port("number"));
+        if self.reg.unresolvable.contains(&host) {
+            // Warned about once, where the host was found unresolvable.
+            d.skip("subset");
+            self.skipped.set(true);
+            return None;
+        }
         let Some(ports) = self.reg.services.get(&host) else {
             d.error(
                 "host",
@@ -450,10 +454,13 @@ fn read_match(mut m: Obj<'_>) -> Option<MatchEntry> {
                     None => continue,
                 },
             };
+            // `withoutHeaders` with a value means "no header with that value": a request
+            // without the header qualifies, so a missing header is compared as empty. With
+            // `{}` it means "the header is absent": Envoy's inverted presence match, which a
+            // missing header satisfies on its own (compared as empty, it would be present).
+            let missing_as_empty = invert && !matches!(kind, HeaderMatch::Present(_));
             match HeaderMatcher::new(hn, kind, invert) {
-                // `withoutHeaders` means "no header with that value": a request without the
-                // header qualifies, so a missing header is compared as empty.
-                Ok(hm) => headers.push(hm.with_treat_missing_as_empty(invert)),
+                Ok(hm) => headers.push(hm.with_treat_missing_as_empty(missing_as_empty)),
                 Err(e) => n.error(e.message()),
             }
         }

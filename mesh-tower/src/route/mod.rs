@@ -58,6 +58,8 @@ pub struct Route<S> {
 struct Target {
     name: Arc<str>,
     authority: Option<Authority>,
+    /// The channel's namespace, for short names (see `MeshConfig::listener_in`).
+    namespace: Arc<str>,
 }
 
 // === impl Route ===
@@ -65,11 +67,13 @@ struct Target {
 impl<S> Route<S> {
     /// Routes requests for `target` with `mesh`'s configuration, then calls `inner`.
     pub fn new(mesh: Mesh, target: Arc<str>, inner: S) -> Self {
+        let namespace = mesh.local_namespace();
         Self {
             mesh,
             target: Target {
                 authority: Authority::try_from(&*target).ok(),
                 name: target,
+                namespace,
             },
             inner,
         }
@@ -104,7 +108,12 @@ where
 
     fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
         let snapshot = self.mesh.snapshot();
-        if snapshot.config.listener(&self.target.name).is_none() && self.is_pending() {
+        if snapshot
+            .config
+            .listener_in(&self.target.name, &self.target.namespace)
+            .is_none()
+            && self.is_pending()
+        {
             // The rare path: the target's configuration is still being discovered. The inner
             // service that was made ready goes with the request, a clone stays (tower's rule).
             let clone = self.inner.clone();
@@ -226,7 +235,7 @@ fn route(
             Failure::unflagged(GrpcCode::InvalidArgument, StatusCode::BAD_REQUEST, message);
         return Err(refused.into_response(is_grpc).into());
     }
-    let Some(table) = snapshot.config.listener(&target.name) else {
+    let Some(table) = snapshot.config.listener_in(&target.name, &target.namespace) else {
         return Err(no_route(format!(
             "no route configuration for target `{}`",
             target.name
