@@ -111,6 +111,38 @@ async fn control_plane_down_at_start_then_up() {
     assert_eq!((c.updates_accepted, c.updates_rejected), (4, 0));
 }
 
+/// Issue 13 item 2: the client's stream opens before anything is watched, and the server
+/// (like grpc-go's and grpcio's) sends response headers only with its first response. The
+/// subscription made afterwards must still be sent.
+#[tokio::test]
+async fn a_subscription_made_while_the_server_withholds_response_headers_is_sent() {
+    let v1 = echo("v1").await;
+    let server = AdsServer::start().await;
+    server
+        .state
+        .withhold_headers_until_subscribed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    server.set_snapshot(snapshot("1", &[(V1, 100, &[v1.addr])]));
+    let mesh = Mesh::new(MeshConfig::empty());
+    let _xds = XdsClient::start(bootstrap(&[server.addr]), mesh.clone()).unwrap();
+    eventually("the ADS stream opens with nothing watched", || {
+        server
+            .state
+            .streams_opened
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1
+    })
+    .await;
+    let mut client = EchoClient::new(mesh.channel(format!("xds:///{TARGET}")));
+    let mut req = request("hi");
+    req.set_timeout(Duration::from_secs(5));
+    let reply = tokio::time::timeout(Duration::from_secs(10), client.say(req))
+        .await
+        .expect("the rpc does not hang")
+        .expect("the subscription was sent and answered");
+    assert_eq!(reply.into_inner().served_by, "v1");
+}
+
 #[tokio::test]
 async fn a_broken_stream_keeps_serving_then_resubscribes_with_known_versions() {
     let v1 = echo("v1").await;

@@ -144,10 +144,22 @@ async fn open(
     }
     let outbound =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
-    match AggregatedDiscoveryServiceClient::new(channel)
-        .stream_aggregated_resources(outbound)
-        .await
-    {
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    let mut call = std::pin::pin!(client.stream_aggregated_resources(outbound));
+    // tonic returns the stream only once the server's response headers arrive, and grpc-go
+    // servers (istiod, istio-agent) and grpcio send them only with their first response, which
+    // waits for a subscription. The request body is already flowing: a target watched in the
+    // meantime must be sent now, or both ends wait for each other forever.
+    let opened = loop {
+        tokio::select! {
+            opened = &mut call => break opened,
+            () = inner.wake.notified() => {
+                let mut shared = inner.lock();
+                inner.flush(&mut shared, &tx);
+            }
+        }
+    };
+    match opened {
         Ok(response) => Ok(Stream {
             responses: response.into_inner(),
             requests: tx,
