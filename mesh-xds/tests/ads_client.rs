@@ -7,7 +7,7 @@ mod support;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use mesh_tower::{Discovery, Mesh, mesh_core::MeshConfig};
+use mesh_tower::{Discovery, Mesh, XdsMetrics, mesh_core::MeshConfig};
 use mesh_xds::{
     bootstrap::{Bootstrap, ChannelCreds, XdsServer},
     client::{ResourceStatus, XdsClient, XdsClientOptions},
@@ -141,6 +141,42 @@ async fn a_subscription_made_while_the_server_withholds_response_headers_is_sent
         .expect("the rpc does not hang")
         .expect("the subscription was sent and answered");
     assert_eq!(reply.into_inner().served_by, "v1");
+}
+
+/// Issue 13 item 8: not ready until the watched target is complete; the configuration's age is
+/// 0 while the stream is healthy, however long nothing changes, and grows once it is lost.
+#[tokio::test]
+async fn readiness_follows_watched_targets_and_the_age_follows_the_stream() {
+    let v1 = echo("v1").await;
+    let server = AdsServer::start().await;
+    let (_mesh, xds, mut client) = start(&[server.addr]);
+    let metrics = XdsMetrics::new();
+    assert!(xds.set_metrics(metrics.clone()));
+    let config_age = || metrics.config_age(std::time::SystemTime::now());
+    assert_eq!(config_age(), None);
+
+    // The channel watches the target; nothing has arrived.
+    let unready = xds.unready_targets();
+    assert_eq!(unready.len(), 1, "{unready:?}");
+    assert_eq!(unready[0].target, TARGET);
+    assert!(unready[0].reason.contains("waiting"), "{unready:?}");
+
+    server.set_snapshot(snapshot("1", &[(V1, 100, &[v1.addr])]));
+    assert_eq!(say(&mut client).await.unwrap(), "v1");
+    assert_eq!(xds.unready_targets(), Vec::new());
+    // Idle and healthy: fresh, not "seconds since the last change".
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(config_age(), Some(Duration::ZERO));
+
+    // The stream is lost: the age counts from then; the configuration keeps serving, so the
+    // client stays ready.
+    let _state = server.stop().await;
+    eventually("the age grows once the stream is lost", || {
+        config_age().is_some_and(|age| age > Duration::ZERO)
+    })
+    .await;
+    assert_eq!(xds.unready_targets(), Vec::new());
+    assert_eq!(say(&mut client).await.unwrap(), "v1");
 }
 
 #[tokio::test]

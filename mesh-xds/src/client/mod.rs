@@ -17,7 +17,9 @@ use envoy_types::pb::envoy::{
     config::core::v3::Node,
     service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
 };
-use mesh_tower::{Discovery, Mesh, XdsMetrics, admin::ConfigDumpExtension, tls::ProviderFiles};
+use mesh_tower::{
+    Discovery, Mesh, UnreadyTarget, XdsMetrics, admin::ConfigDumpExtension, tls::ProviderFiles,
+};
 use tokio::{sync::Notify, task::JoinHandle};
 
 use self::{
@@ -102,6 +104,11 @@ pub(crate) struct Shared {
     /// Index in `xds_servers` of the server of the current stream.
     pub(crate) server: Option<usize>,
     publishes: u64,
+    /// Whether the current stream has delivered an accepted update (it is known healthy).
+    stream_healthy: bool,
+    /// When the configuration was last known fresh, while no stream is healthy: the time the
+    /// healthy stream broke. `None` before any configuration.
+    stale_since: Option<std::time::SystemTime>,
 }
 
 // === impl XdsClientOptions ===
@@ -189,6 +196,8 @@ impl XdsClient {
                 published: BTreeMap::new(),
                 server: None,
                 publishes: 0,
+                stream_healthy: false,
+                stale_since: None,
             }),
             wake: Notify::new(),
             task: Mutex::new(None),
@@ -222,10 +231,18 @@ impl XdsClient {
         self.inner.lock().state.counters()
     }
 
-    /// Counts every accepted and rejected update in `metrics` (`mesh_xds_updates_*_total`,
-    /// `mesh_xds_config_age_seconds`) from now on. Only the first call takes effect; it returns
-    /// `false` when metrics were already set.
+    /// Counts every accepted and rejected update in `metrics` (`mesh_xds_updates_*_total`)
+    /// and reports the configuration's age (`mesh_xds_config_age_seconds`: 0 while the stream
+    /// is healthy, the time since it was otherwise). Only the first call takes effect; it
+    /// returns `false` when metrics were already set.
     pub fn set_metrics(&self, metrics: XdsMetrics) -> bool {
+        let shared = self.inner.lock();
+        if shared.stream_healthy {
+            metrics.record_stream_healthy();
+        } else if let Some(since) = shared.stale_since {
+            metrics.record_stale_since(since);
+        }
+        drop(shared);
         self.inner.metrics.set(metrics).is_ok()
     }
 
@@ -278,6 +295,30 @@ impl Discovery for XdsClient {
             None => false,
         }
     }
+
+    fn unready_targets(&self) -> Vec<UnreadyTarget> {
+        let shared = self.inner.lock();
+        let mut unready = Vec::new();
+        for (target, listener) in shared.state.targets() {
+            if shared.published.contains_key(target) {
+                continue; // A complete configuration, fresh or persisted.
+            }
+            let reason = match assembly::target_state(&shared.state, listener) {
+                TargetState::Waiting => format!(
+                    "waiting for the Listener {listener} and what it references (routes, clusters, endpoints)"
+                ),
+                TargetState::Gone => format!("the Listener {listener} does not exist"),
+                TargetState::Failed(reason) => reason,
+                // Complete but not published yet: it is, with the next publish.
+                TargetState::Complete(_) => continue,
+            };
+            unready.push(UnreadyTarget {
+                target: target.clone(),
+                reason,
+            });
+        }
+        unready
+    }
 }
 
 // === impl Inner ===
@@ -309,9 +350,13 @@ impl Inner {
         let mut shared = self.lock();
         let wall = transport::wall();
         let outcome = shared.state.on_response(response, wall);
+        if outcome.acked {
+            shared.stream_healthy = true;
+            shared.stale_since = None;
+        }
         if let Some(metrics) = self.metrics.get() {
             if outcome.acked {
-                metrics.record_accepted(&response.type_url, wall);
+                metrics.record_accepted(&response.type_url);
             } else {
                 metrics.record_rejected(&response.type_url);
             }
@@ -319,6 +364,18 @@ impl Inner {
         self.flush(&mut shared, tx);
         if outcome.changed {
             self.republish(&mut shared);
+        }
+    }
+
+    /// The stream ended: if it was healthy, the configuration is fresh as of now and ages
+    /// from here.
+    pub(crate) fn on_stream_ended(&self, shared: &mut Shared) {
+        if std::mem::take(&mut shared.stream_healthy) {
+            let now = transport::wall();
+            shared.stale_since = Some(now);
+            if let Some(metrics) = self.metrics.get() {
+                metrics.record_stream_lost(now);
+            }
         }
     }
 

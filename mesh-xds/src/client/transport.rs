@@ -224,6 +224,7 @@ async fn serve(inner: &Arc<Inner>, mut stream: Stream, primary: Option<&XdsServe
     let mut shared = inner.lock();
     shared.state.on_disconnected();
     shared.server = None;
+    inner.on_stream_ended(&mut shared);
     drop(shared);
     ended
 }
