@@ -9,8 +9,9 @@
 
 use std::{
     collections::BTreeMap,
+    path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, OnceLock},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use envoy_types::pb::envoy::{
@@ -24,6 +25,7 @@ use tokio::{sync::Notify, task::JoinHandle};
 
 use self::{
     assembly::{TargetConfig, TargetState},
+    persist::{Owner, Persisted},
     state::AdsState,
 };
 use crate::bootstrap::{Bootstrap, CertificateProvider};
@@ -31,11 +33,12 @@ use crate::bootstrap::{Bootstrap, CertificateProvider};
 mod assembly;
 pub mod backoff;
 pub mod dump;
+mod persist;
 pub mod state;
 mod transport;
 
 pub use self::{
-    dump::{ConfigDump, CsdsService, ResourceDump},
+    dump::{ConfigDump, CsdsService, ResourceDump, StaleDump},
     state::{Counters, DEFAULT_DOES_NOT_EXIST_TIMEOUT, ResourceStatus, ResourceType},
 };
 
@@ -72,6 +75,11 @@ pub struct XdsClientOptions {
     /// How long a subscribed resource may stay unanswered before it is declared missing.
     /// Default is 15 s.
     pub does_not_exist_timeout: Duration,
+    /// Where to persist the last ACKed resources, to start from them when the management
+    /// server cannot be reached (see the `persist` module: written atomically after each
+    /// accepted change, checked whole before use, marked stale until a fresh response).
+    /// Default is `None`: nothing is persisted.
+    pub persist_path: Option<PathBuf>,
 }
 
 /// Why the client could not start.
@@ -95,6 +103,10 @@ pub(crate) struct Inner {
     task: Mutex<Option<JoinHandle<()>>>,
     /// Where accepted and rejected updates are counted, once set.
     metrics: OnceLock<XdsMetrics>,
+    /// Where the last ACKed resources are persisted, when they are.
+    persist_path: Option<PathBuf>,
+    /// Who the persisted file belongs to.
+    owner: Owner,
 }
 
 pub(crate) struct Shared {
@@ -108,7 +120,12 @@ pub(crate) struct Shared {
     stream_healthy: bool,
     /// When the configuration was last known fresh, while no stream is healthy: the time the
     /// healthy stream broke. `None` before any configuration.
-    stale_since: Option<std::time::SystemTime>,
+    stale_since: Option<SystemTime>,
+    /// The persisted configuration, checked, until it is applied or a fresh response makes it
+    /// useless.
+    pending_restore: Option<Persisted>,
+    /// When the persisted configuration in use was saved, while no fresh response has come.
+    restored_from: Option<SystemTime>,
 }
 
 // === impl XdsClientOptions ===
@@ -117,6 +134,7 @@ impl Default for XdsClientOptions {
     fn default() -> Self {
         Self {
             does_not_exist_timeout: DEFAULT_DOES_NOT_EXIST_TIMEOUT,
+            persist_path: None,
         }
     }
 }
@@ -187,6 +205,25 @@ impl XdsClient {
                 .any(|f| f == "ignore_resource_deletion")
         });
         state.set_ignore_resource_deletion(ignore_deletion);
+        let owner = Owner {
+            server_uri: bootstrap
+                .xds_servers
+                .first()
+                .map(|s| s.server_uri.clone())
+                .unwrap_or_default(),
+            node_id: bootstrap.node.id.clone(),
+        };
+        let pending_restore =
+            options
+                .persist_path
+                .as_deref()
+                .and_then(|path| match Persisted::load(path, &owner) {
+                    Ok(persisted) => persisted,
+                    Err(error) => {
+                        tracing::warn!(%error, "persisted xDS configuration not used");
+                        None
+                    }
+                });
         let inner = Arc::new(Inner {
             node: bootstrap.node.to_proto(),
             bootstrap,
@@ -198,10 +235,14 @@ impl XdsClient {
                 publishes: 0,
                 stream_healthy: false,
                 stale_since: None,
+                pending_restore,
+                restored_from: None,
             }),
             wake: Notify::new(),
             task: Mutex::new(None),
             metrics: OnceLock::new(),
+            persist_path: options.persist_path,
+            owner,
         });
         let client = Self { inner };
         if !mesh.set_discovery(Arc::new(client.clone())) {
@@ -353,7 +394,14 @@ impl Inner {
         if outcome.acked {
             shared.stream_healthy = true;
             shared.stale_since = None;
+            shared.pending_restore = None;
+            shared.restored_from = None;
         }
+        let to_persist = self
+            .persist_path
+            .as_ref()
+            .filter(|_| outcome.acked && outcome.changed)
+            .map(|path| (path, Persisted::of(&shared.state, wall)));
         if let Some(metrics) = self.metrics.get() {
             if outcome.acked {
                 metrics.record_accepted(&response.type_url);
@@ -365,6 +413,39 @@ impl Inner {
         if outcome.changed {
             self.republish(&mut shared);
         }
+        drop(shared);
+        if let Some((path, persisted)) = to_persist
+            && let Err(error) = persisted.save(path, &self.owner)
+        {
+            tracing::warn!(%error, "persisting the xDS configuration failed");
+        }
+    }
+
+    /// The management server could not be reached and nothing fresh has come: serve the
+    /// persisted configuration, if there is one, marked stale until a fresh response.
+    pub(crate) fn restore_persisted(&self) {
+        let mut shared = self.lock();
+        let Some(persisted) = shared.pending_restore.take() else {
+            return;
+        };
+        let saved_at = persisted.saved_at;
+        if !persisted.apply(&mut shared.state, transport::wall()) {
+            tracing::error!(
+                "persisted xDS configuration rejected on apply after passing its check"
+            );
+        }
+        tracing::warn!(
+            saved_at_unix_s = saved_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            "xDS management server unreachable: serving the persisted configuration, stale until a fresh response"
+        );
+        shared.restored_from = Some(saved_at);
+        shared.stale_since = Some(saved_at);
+        if let Some(metrics) = self.metrics.get() {
+            metrics.record_stale_since(saved_at);
+        }
+        self.republish(&mut shared);
     }
 
     /// The stream ended: if it was healthy, the configuration is fresh as of now and ages

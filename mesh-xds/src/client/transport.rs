@@ -123,6 +123,8 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         if ready_primary.is_some() {
             continue;
         }
+        // No server answered (a fresh response would have dropped the persisted configuration).
+        inner.restore_persisted();
         let delay = backoff::delay(attempt, backoff::random_unit());
         attempt = attempt.saturating_add(1);
         sleep(delay).await;
