@@ -20,6 +20,23 @@ pub trait Discovery: Send + Sync + fmt::Debug + 'static {
     /// Whether configuration for `target` may still arrive: subscribed but neither received nor
     /// known not to exist. Requests for a pending target wait for the next publish.
     fn is_pending(&self, target: &str) -> bool;
+
+    /// The watched targets that have no complete configuration yet (neither fresh nor
+    /// persisted), each with why: the admin endpoint's `/ready` answers 503 while any is left.
+    /// Default is none (a source without targets of its own is ready once the mesh has a
+    /// configuration, which it always has).
+    fn unready_targets(&self) -> Vec<UnreadyTarget> {
+        Vec::new()
+    }
+}
+
+/// A watched target without a complete configuration, as `/ready` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadyTarget {
+    /// The target, without the `xds:///` scheme.
+    pub target: String,
+    /// Why it is not ready, e.g. `waiting for Cluster outbound|9080||reviews...`.
+    pub reason: String,
 }
 
 /// `target` without the `xds:///` scheme, when it has it.

@@ -56,7 +56,7 @@ pub use mesh_core;
 pub use self::{
     channel::Channel,
     decision::RouteDecision,
-    discovery::Discovery,
+    discovery::{Discovery, UnreadyTarget},
     mesh::Mesh,
     metrics::{MeshMetrics, XdsMetrics},
     peer::Peer,

@@ -7,11 +7,11 @@
 mod server_support;
 mod support;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::{Router, routing::get};
 use mesh_tower::{
-    Mesh, MeshMetrics, Workload,
+    Discovery, Mesh, MeshMetrics, UnreadyTarget, Workload,
     admin::{self, Admin, ConfigDumpExtension},
 };
 use prometheus_client::registry::Registry;
@@ -186,6 +186,79 @@ async fn the_admin_endpoint_shows_an_ejected_endpoint_metrics_and_the_config() {
     let (status, body) = http_call(&http, addr, "GET", "/clusters", &[]).await;
     assert_eq!(status, 200);
     assert!(body.contains(CLUSTER));
+}
+
+/// A discovery source whose unready targets the test sets.
+#[derive(Clone, Debug, Default)]
+struct Targets(Arc<Mutex<Vec<UnreadyTarget>>>);
+
+impl Discovery for Targets {
+    fn watch(&self, _: &str) {}
+    fn is_pending(&self, _: &str) -> bool {
+        false
+    }
+    fn unready_targets(&self) -> Vec<UnreadyTarget> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn ready_waits_for_every_watched_target_and_healthz_answers() {
+    let http = http_client();
+    // Without a discovery source the static configuration is all there is: ready.
+    let mesh = Mesh::new(config(""));
+    let side = admin::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        admin::router(&mesh, Arc::new(Registry::default())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        http_call(&http, side.local_addr(), "GET", "/ready", &[])
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        http_call(&http, side.local_addr(), "GET", "/healthz", &[]).await,
+        (200, "ok\n".into())
+    );
+
+    let targets = Targets::default();
+    *targets.0.lock().unwrap() = vec![UnreadyTarget {
+        target: TARGET.into(),
+        reason: "waiting for Cluster outbound|50051||echo".into(),
+    }];
+    let mesh = Mesh::new(config(""));
+    assert!(mesh.set_discovery(Arc::new(targets.clone())));
+    let side = admin::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        admin::router(&mesh, Arc::new(Registry::default())),
+    )
+    .await
+    .unwrap();
+    let (status, body) = http_call(&http, side.local_addr(), "GET", "/ready", &[]).await;
+    assert_eq!(status, 503, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["waiting"][0]["target"], TARGET, "{body}");
+    assert_eq!(
+        body["waiting"][0]["reason"], "waiting for Cluster outbound|50051||echo",
+        "{body}"
+    );
+    assert_eq!(
+        http_call(&http, side.local_addr(), "GET", "/healthz", &[])
+            .await
+            .0,
+        200
+    );
+
+    targets.0.lock().unwrap().clear();
+    assert_eq!(
+        http_call(&http, side.local_addr(), "GET", "/ready", &[])
+            .await
+            .0,
+        200
+    );
 }
 
 /// Parses `text` with prometheus_client's strict OpenMetrics parser (from the virtualenv

@@ -7,7 +7,7 @@ mod support;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use mesh_tower::{Discovery, Mesh, mesh_core::MeshConfig};
+use mesh_tower::{Discovery, Mesh, XdsMetrics, mesh_core::MeshConfig};
 use mesh_xds::{
     bootstrap::{Bootstrap, ChannelCreds, XdsServer},
     client::{ResourceStatus, XdsClient, XdsClientOptions},
@@ -109,6 +109,191 @@ async fn control_plane_down_at_start_then_up() {
     assert_eq!(xds.connected_server(), Some(addr.to_string()));
     let c = xds.counters();
     assert_eq!((c.updates_accepted, c.updates_rejected), (4, 0));
+}
+
+/// Issue 13 item 2: the client's stream opens before anything is watched, and the server
+/// (like grpc-go's and grpcio's) sends response headers only with its first response. The
+/// subscription made afterwards must still be sent.
+#[tokio::test]
+async fn a_subscription_made_while_the_server_withholds_response_headers_is_sent() {
+    let v1 = echo("v1").await;
+    let server = AdsServer::start().await;
+    server
+        .state
+        .withhold_headers_until_subscribed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    server.set_snapshot(snapshot("1", &[(V1, 100, &[v1.addr])]));
+    let mesh = Mesh::new(MeshConfig::empty());
+    let _xds = XdsClient::start(bootstrap(&[server.addr]), mesh.clone()).unwrap();
+    eventually("the ADS stream opens with nothing watched", || {
+        server
+            .state
+            .streams_opened
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1
+    })
+    .await;
+    let mut client = EchoClient::new(mesh.channel(format!("xds:///{TARGET}")));
+    let mut req = request("hi");
+    req.set_timeout(Duration::from_secs(5));
+    let reply = tokio::time::timeout(Duration::from_secs(10), client.say(req))
+        .await
+        .expect("the rpc does not hang")
+        .expect("the subscription was sent and answered");
+    assert_eq!(reply.into_inner().served_by, "v1");
+}
+
+/// Issue 13 item 8: not ready until the watched target is complete; the configuration's age is
+/// 0 while the stream is healthy, however long nothing changes, and grows once it is lost.
+#[tokio::test]
+async fn readiness_follows_watched_targets_and_the_age_follows_the_stream() {
+    let v1 = echo("v1").await;
+    let server = AdsServer::start().await;
+    let (_mesh, xds, mut client) = start(&[server.addr]);
+    let metrics = XdsMetrics::new();
+    assert!(xds.set_metrics(metrics.clone()));
+    let config_age = || metrics.config_age(std::time::SystemTime::now());
+    assert_eq!(config_age(), None);
+
+    // The channel watches the target; nothing has arrived.
+    let unready = xds.unready_targets();
+    assert_eq!(unready.len(), 1, "{unready:?}");
+    assert_eq!(unready[0].target, TARGET);
+    assert!(unready[0].reason.contains("waiting"), "{unready:?}");
+
+    server.set_snapshot(snapshot("1", &[(V1, 100, &[v1.addr])]));
+    assert_eq!(say(&mut client).await.unwrap(), "v1");
+    assert_eq!(xds.unready_targets(), Vec::new());
+    // Idle and healthy: fresh, not "seconds since the last change".
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(config_age(), Some(Duration::ZERO));
+
+    // The stream is lost: the age counts from then; the configuration keeps serving, so the
+    // client stays ready.
+    let _state = server.stop().await;
+    eventually("the age grows once the stream is lost", || {
+        config_age().is_some_and(|age| age > Duration::ZERO)
+    })
+    .await;
+    assert_eq!(xds.unready_targets(), Vec::new());
+    assert_eq!(say(&mut client).await.unwrap(), "v1");
+}
+
+fn persist_path(name: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "mesh-xds-ads-client-{}-{name}.json",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+fn start_persisting(
+    bootstrap: Bootstrap,
+    path: &std::path::Path,
+) -> (XdsClient, EchoClient<mesh_tower::Channel>) {
+    let mesh = Mesh::new(MeshConfig::empty());
+    let options = XdsClientOptions {
+        persist_path: Some(path.to_owned()),
+        ..XdsClientOptions::default()
+    };
+    let xds = XdsClient::start_with(bootstrap, mesh.clone(), options).unwrap();
+    (
+        xds,
+        EchoClient::new(mesh.channel(format!("xds:///{TARGET}"))),
+    )
+}
+
+/// Issue 13 item 7: the last ACKed resources persisted; a restart while the control plane is
+/// down serves them, marked stale until the first fresh response.
+#[tokio::test]
+async fn a_cold_start_without_the_control_plane_serves_the_persisted_configuration() {
+    let v1 = echo("v1").await;
+    let path = persist_path("cold-start");
+    let server = AdsServer::start().await;
+    let addr = server.addr;
+    server.set_snapshot(snapshot("1", &[(V1, 100, &[v1.addr])]));
+    let (first, mut client) = start_persisting(bootstrap(&[addr]), &path);
+    assert_eq!(say(&mut client).await.unwrap(), "v1");
+    eventually("the endpoints are persisted", || {
+        std::fs::read_to_string(&path).is_ok_and(|text| text.contains("ClusterLoadAssignment"))
+    })
+    .await;
+    assert_eq!(first.config_dump().stale, None);
+    first.shutdown();
+    let _state = server.stop().await;
+
+    // A new process: the control plane is down.
+    let (xds, mut client) = start_persisting(bootstrap(&[addr]), &path);
+    let metrics = XdsMetrics::new();
+    xds.set_metrics(metrics.clone());
+    assert_eq!(say(&mut client).await.unwrap(), "v1");
+    assert_eq!(
+        xds.unready_targets(),
+        Vec::new(),
+        "ready on the persisted configuration"
+    );
+    assert_eq!(xds.connected_server(), None);
+    let stale = xds.config_dump().stale.expect("marked stale");
+    assert_eq!(stale.source, "persisted");
+    let age = metrics.config_age(std::time::SystemTime::now()).unwrap();
+    assert!(age > Duration::ZERO, "{age:?}");
+
+    // The control plane is back: fresh.
+    let server = AdsServer::start_on(addr).await;
+    server.set_snapshot(snapshot("2", &[(V1, 100, &[v1.addr])]));
+    eventually("a fresh response clears the stale mark", || {
+        xds.config_dump().stale.is_none()
+    })
+    .await;
+    assert_eq!(
+        metrics.config_age(std::time::SystemTime::now()),
+        Some(Duration::ZERO)
+    );
+    assert_eq!(say(&mut client).await.unwrap(), "v1");
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// A persisted file written for another node, or damaged, is ignored whole.
+#[tokio::test]
+async fn a_foreign_or_damaged_persisted_file_is_ignored() {
+    let v1 = echo("v1").await;
+    let path = persist_path("foreign");
+    let server = AdsServer::start().await;
+    let addr = server.addr;
+    server.set_snapshot(snapshot("1", &[(V1, 100, &[v1.addr])]));
+    let (first, mut client) = start_persisting(bootstrap(&[addr]), &path);
+    assert_eq!(say(&mut client).await.unwrap(), "v1");
+    eventually("the endpoints are persisted", || {
+        std::fs::read_to_string(&path).is_ok_and(|text| text.contains("ClusterLoadAssignment"))
+    })
+    .await;
+    first.shutdown();
+    let _state = server.stop().await;
+    let good = std::fs::read_to_string(&path).unwrap();
+
+    let mut other_node = bootstrap(&[addr]);
+    other_node.node.id = "another-node".into();
+    let damaged = good.replacen(
+        "ClusterLoadAssignment\",\"0a",
+        "ClusterLoadAssignment\",\"zz0a",
+        1,
+    );
+    assert_ne!(damaged, good);
+    for (bootstrap, text) in [(other_node, good.clone()), (bootstrap(&[addr]), damaged)] {
+        std::fs::write(&path, &text).unwrap();
+        let (xds, mut client) = start_persisting(bootstrap, &path);
+        let mut req = request("hi");
+        req.set_timeout(Duration::from_millis(500));
+        // The server is down and nothing usable is persisted: the call waits for
+        // configuration that never comes.
+        assert!(client.say(req).await.is_err());
+        assert!(xds.is_pending(TARGET));
+        assert_eq!(xds.config_dump().stale, None);
+        assert_eq!(xds.counters().updates_accepted, 0, "nothing half-applied");
+        xds.shutdown();
+    }
+    std::fs::remove_file(&path).unwrap();
 }
 
 #[tokio::test]
@@ -322,6 +507,7 @@ async fn a_resource_nobody_answers_for_does_not_exist_after_the_timeout() {
     let mesh = Mesh::new(MeshConfig::empty());
     let options = XdsClientOptions {
         does_not_exist_timeout: Duration::from_secs(15),
+        ..XdsClientOptions::default()
     };
     let xds = XdsClient::start_with(bootstrap(&[server.addr]), mesh.clone(), options).unwrap();
     let mut client = EchoClient::new(mesh.channel(format!("xds:///{TARGET}")));

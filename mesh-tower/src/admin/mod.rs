@@ -1,4 +1,4 @@
-//! The admin endpoint: `/metrics`, `/config_dump` and `/clusters`, as an axum [`Router`] to
+//! The admin endpoint: `/metrics`, `/config_dump`, `/clusters`, `/ready` and `/healthz`, as an axum [`Router`] to
 //! mount in an application's router or to serve on a side port.
 //!
 //! ```rust,ignore
@@ -16,6 +16,12 @@
 //!   [`ConfigDumpExtension`] adds (the xDS client adds its resources' versions and status).
 //! - `/clusters`: per cluster, its endpoints with health, outlier ejection state and requests
 //!   in flight, and its breaker overflows and retries — the state balancing decides on.
+//! - `/ready`: a readiness probe. 503 with the targets still waiting (JSON) until every target
+//!   the mesh's [`Discovery`](crate::Discovery) source watches has a complete configuration,
+//!   fresh or persisted; 200 after. A mesh without a discovery source is ready: it always has a
+//!   configuration (the static one). Readiness never goes back to 503 on a control plane
+//!   outage, since the cached configuration keeps serving.
+//! - `/healthz`: a liveness probe, 200 while the process serves the admin endpoint.
 //!
 //! The admin endpoint has no authentication of its own: serve it on loopback or an internal
 //! port, as Envoy's admin interface is.
@@ -88,12 +94,14 @@ impl Admin {
         self
     }
 
-    /// The router: `/metrics`, `/config_dump`, `/clusters`.
+    /// The router: `/metrics`, `/config_dump`, `/clusters`, `/ready`, `/healthz`.
     pub fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
         Router::new()
             .route("/metrics", get(metrics))
             .route("/config_dump", get(config_dump))
             .route("/clusters", get(clusters))
+            .route("/ready", get(ready))
+            .route("/healthz", get(healthz))
             .with_state(Arc::new(self))
     }
 }
@@ -169,4 +177,28 @@ async fn config_dump(State(admin): State<Arc<Admin>>) -> Json<serde_json::Value>
 
 async fn clusters(State(admin): State<Arc<Admin>>) -> Json<serde_json::Value> {
     Json(view::clusters(&admin.mesh))
+}
+
+async fn ready(State(admin): State<Arc<Admin>>) -> Response {
+    let unready = admin
+        .mesh
+        .discovery()
+        .map(|d| d.unready_targets())
+        .unwrap_or_default();
+    if unready.is_empty() {
+        return (StatusCode::OK, Json(serde_json::json!({ "ready": true }))).into_response();
+    }
+    let waiting: Vec<serde_json::Value> = unready
+        .iter()
+        .map(|u| serde_json::json!({ "target": u.target, "reason": u.reason }))
+        .collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({ "ready": false, "waiting": waiting })),
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
 }

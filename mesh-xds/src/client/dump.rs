@@ -37,6 +37,18 @@ pub struct ConfigDump {
     pub counters: Counters,
     /// Bootstrap fields the client does not act on.
     pub bootstrap_unsupported: Vec<String>,
+    /// Set while the configuration in use was restored from the persisted file and no fresh
+    /// response has arrived since: it is stale.
+    pub stale: Option<StaleDump>,
+}
+
+/// A configuration restored from the persisted file.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StaleDump {
+    /// Always `persisted`: where the configuration came from.
+    pub source: &'static str,
+    /// When it was saved (last known fresh), in seconds since the Unix epoch.
+    pub saved_at: f64,
 }
 
 /// One resource.
@@ -95,6 +107,12 @@ pub(super) fn config_dump(inner: &Inner) -> ConfigDump {
         resources,
         counters: state.counters(),
         bootstrap_unsupported: inner.bootstrap.unsupported.clone(),
+        stale: shared.restored_from.map(|t| StaleDump {
+            source: "persisted",
+            saved_at: t
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        }),
     }
 }
 

@@ -9,19 +9,23 @@
 
 use std::{
     collections::BTreeMap,
+    path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, OnceLock},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
     service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
 };
-use mesh_tower::{Discovery, Mesh, XdsMetrics, admin::ConfigDumpExtension, tls::ProviderFiles};
+use mesh_tower::{
+    Discovery, Mesh, UnreadyTarget, XdsMetrics, admin::ConfigDumpExtension, tls::ProviderFiles,
+};
 use tokio::{sync::Notify, task::JoinHandle};
 
 use self::{
     assembly::{TargetConfig, TargetState},
+    persist::{Owner, Persisted},
     state::AdsState,
 };
 use crate::bootstrap::{Bootstrap, CertificateProvider};
@@ -29,11 +33,12 @@ use crate::bootstrap::{Bootstrap, CertificateProvider};
 mod assembly;
 pub mod backoff;
 pub mod dump;
+mod persist;
 pub mod state;
 mod transport;
 
 pub use self::{
-    dump::{ConfigDump, CsdsService, ResourceDump},
+    dump::{ConfigDump, CsdsService, ResourceDump, StaleDump},
     state::{Counters, DEFAULT_DOES_NOT_EXIST_TIMEOUT, ResourceStatus, ResourceType},
 };
 
@@ -70,6 +75,11 @@ pub struct XdsClientOptions {
     /// How long a subscribed resource may stay unanswered before it is declared missing.
     /// Default is 15 s.
     pub does_not_exist_timeout: Duration,
+    /// Where to persist the last ACKed resources, to start from them when the management
+    /// server cannot be reached (see the `persist` module: written atomically after each
+    /// accepted change, checked whole before use, marked stale until a fresh response).
+    /// Default is `None`: nothing is persisted.
+    pub persist_path: Option<PathBuf>,
 }
 
 /// Why the client could not start.
@@ -93,6 +103,10 @@ pub(crate) struct Inner {
     task: Mutex<Option<JoinHandle<()>>>,
     /// Where accepted and rejected updates are counted, once set.
     metrics: OnceLock<XdsMetrics>,
+    /// Where the last ACKed resources are persisted, when they are.
+    persist_path: Option<PathBuf>,
+    /// Who the persisted file belongs to.
+    owner: Owner,
 }
 
 pub(crate) struct Shared {
@@ -102,6 +116,16 @@ pub(crate) struct Shared {
     /// Index in `xds_servers` of the server of the current stream.
     pub(crate) server: Option<usize>,
     publishes: u64,
+    /// Whether the current stream has delivered an accepted update (it is known healthy).
+    stream_healthy: bool,
+    /// When the configuration was last known fresh, while no stream is healthy: the time the
+    /// healthy stream broke. `None` before any configuration.
+    stale_since: Option<SystemTime>,
+    /// The persisted configuration, checked, until it is applied or a fresh response makes it
+    /// useless.
+    pending_restore: Option<Persisted>,
+    /// When the persisted configuration in use was saved, while no fresh response has come.
+    restored_from: Option<SystemTime>,
 }
 
 // === impl XdsClientOptions ===
@@ -110,6 +134,7 @@ impl Default for XdsClientOptions {
     fn default() -> Self {
         Self {
             does_not_exist_timeout: DEFAULT_DOES_NOT_EXIST_TIMEOUT,
+            persist_path: None,
         }
     }
 }
@@ -180,6 +205,25 @@ impl XdsClient {
                 .any(|f| f == "ignore_resource_deletion")
         });
         state.set_ignore_resource_deletion(ignore_deletion);
+        let owner = Owner {
+            server_uri: bootstrap
+                .xds_servers
+                .first()
+                .map(|s| s.server_uri.clone())
+                .unwrap_or_default(),
+            node_id: bootstrap.node.id.clone(),
+        };
+        let pending_restore =
+            options
+                .persist_path
+                .as_deref()
+                .and_then(|path| match Persisted::load(path, &owner) {
+                    Ok(persisted) => persisted,
+                    Err(error) => {
+                        tracing::warn!(%error, "persisted xDS configuration not used");
+                        None
+                    }
+                });
         let inner = Arc::new(Inner {
             node: bootstrap.node.to_proto(),
             bootstrap,
@@ -189,10 +233,16 @@ impl XdsClient {
                 published: BTreeMap::new(),
                 server: None,
                 publishes: 0,
+                stream_healthy: false,
+                stale_since: None,
+                pending_restore,
+                restored_from: None,
             }),
             wake: Notify::new(),
             task: Mutex::new(None),
             metrics: OnceLock::new(),
+            persist_path: options.persist_path,
+            owner,
         });
         let client = Self { inner };
         if !mesh.set_discovery(Arc::new(client.clone())) {
@@ -222,10 +272,18 @@ impl XdsClient {
         self.inner.lock().state.counters()
     }
 
-    /// Counts every accepted and rejected update in `metrics` (`mesh_xds_updates_*_total`,
-    /// `mesh_xds_config_age_seconds`) from now on. Only the first call takes effect; it returns
-    /// `false` when metrics were already set.
+    /// Counts every accepted and rejected update in `metrics` (`mesh_xds_updates_*_total`)
+    /// and reports the configuration's age (`mesh_xds_config_age_seconds`: 0 while the stream
+    /// is healthy, the time since it was otherwise). Only the first call takes effect; it
+    /// returns `false` when metrics were already set.
     pub fn set_metrics(&self, metrics: XdsMetrics) -> bool {
+        let shared = self.inner.lock();
+        if shared.stream_healthy {
+            metrics.record_stream_healthy();
+        } else if let Some(since) = shared.stale_since {
+            metrics.record_stale_since(since);
+        }
+        drop(shared);
         self.inner.metrics.set(metrics).is_ok()
     }
 
@@ -278,6 +336,30 @@ impl Discovery for XdsClient {
             None => false,
         }
     }
+
+    fn unready_targets(&self) -> Vec<UnreadyTarget> {
+        let shared = self.inner.lock();
+        let mut unready = Vec::new();
+        for (target, listener) in shared.state.targets() {
+            if shared.published.contains_key(target) {
+                continue; // A complete configuration, fresh or persisted.
+            }
+            let reason = match assembly::target_state(&shared.state, listener) {
+                TargetState::Waiting => format!(
+                    "waiting for the Listener {listener} and what it references (routes, clusters, endpoints)"
+                ),
+                TargetState::Gone => format!("the Listener {listener} does not exist"),
+                TargetState::Failed(reason) => reason,
+                // Complete but not published yet: it is, with the next publish.
+                TargetState::Complete(_) => continue,
+            };
+            unready.push(UnreadyTarget {
+                target: target.clone(),
+                reason,
+            });
+        }
+        unready
+    }
 }
 
 // === impl Inner ===
@@ -309,9 +391,20 @@ impl Inner {
         let mut shared = self.lock();
         let wall = transport::wall();
         let outcome = shared.state.on_response(response, wall);
+        if outcome.acked {
+            shared.stream_healthy = true;
+            shared.stale_since = None;
+            shared.pending_restore = None;
+            shared.restored_from = None;
+        }
+        let to_persist = self
+            .persist_path
+            .as_ref()
+            .filter(|_| outcome.acked && outcome.changed)
+            .map(|path| (path, Persisted::of(&shared.state, wall)));
         if let Some(metrics) = self.metrics.get() {
             if outcome.acked {
-                metrics.record_accepted(&response.type_url, wall);
+                metrics.record_accepted(&response.type_url);
             } else {
                 metrics.record_rejected(&response.type_url);
             }
@@ -319,6 +412,51 @@ impl Inner {
         self.flush(&mut shared, tx);
         if outcome.changed {
             self.republish(&mut shared);
+        }
+        drop(shared);
+        if let Some((path, persisted)) = to_persist
+            && let Err(error) = persisted.save(path, &self.owner)
+        {
+            tracing::warn!(%error, "persisting the xDS configuration failed");
+        }
+    }
+
+    /// The management server could not be reached and nothing fresh has come: serve the
+    /// persisted configuration, if there is one, marked stale until a fresh response.
+    pub(crate) fn restore_persisted(&self) {
+        let mut shared = self.lock();
+        let Some(persisted) = shared.pending_restore.take() else {
+            return;
+        };
+        let saved_at = persisted.saved_at;
+        if !persisted.apply(&mut shared.state, transport::wall()) {
+            tracing::error!(
+                "persisted xDS configuration rejected on apply after passing its check"
+            );
+        }
+        tracing::warn!(
+            saved_at_unix_s = saved_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            "xDS management server unreachable: serving the persisted configuration, stale until a fresh response"
+        );
+        shared.restored_from = Some(saved_at);
+        shared.stale_since = Some(saved_at);
+        if let Some(metrics) = self.metrics.get() {
+            metrics.record_stale_since(saved_at);
+        }
+        self.republish(&mut shared);
+    }
+
+    /// The stream ended: if it was healthy, the configuration is fresh as of now and ages
+    /// from here.
+    pub(crate) fn on_stream_ended(&self, shared: &mut Shared) {
+        if std::mem::take(&mut shared.stream_healthy) {
+            let now = transport::wall();
+            shared.stale_since = Some(now);
+            if let Some(metrics) = self.metrics.get() {
+                metrics.record_stream_lost(now);
+            }
         }
     }
 

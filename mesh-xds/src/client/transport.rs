@@ -123,6 +123,8 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         if ready_primary.is_some() {
             continue;
         }
+        // No server answered (a fresh response would have dropped the persisted configuration).
+        inner.restore_persisted();
         let delay = backoff::delay(attempt, backoff::random_unit());
         attempt = attempt.saturating_add(1);
         sleep(delay).await;
@@ -144,10 +146,22 @@ async fn open(
     }
     let outbound =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
-    match AggregatedDiscoveryServiceClient::new(channel)
-        .stream_aggregated_resources(outbound)
-        .await
-    {
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    let mut call = std::pin::pin!(client.stream_aggregated_resources(outbound));
+    // tonic returns the stream only once the server's response headers arrive, and grpc-go
+    // servers (istiod, istio-agent) and grpcio send them only with their first response, which
+    // waits for a subscription. The request body is already flowing: a target watched in the
+    // meantime must be sent now, or both ends wait for each other forever.
+    let opened = loop {
+        tokio::select! {
+            opened = &mut call => break opened,
+            () = inner.wake.notified() => {
+                let mut shared = inner.lock();
+                inner.flush(&mut shared, &tx);
+            }
+        }
+    };
+    match opened {
         Ok(response) => Ok(Stream {
             responses: response.into_inner(),
             requests: tx,
@@ -212,6 +226,7 @@ async fn serve(inner: &Arc<Inner>, mut stream: Stream, primary: Option<&XdsServe
     let mut shared = inner.lock();
     shared.state.on_disconnected();
     shared.server = None;
+    inner.on_stream_ended(&mut shared);
     drop(shared);
     ended
 }

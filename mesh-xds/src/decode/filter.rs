@@ -7,6 +7,14 @@
 //! Envoy. The most specific fault config wins: weighted cluster, then route, then virtual host,
 //! then route configuration, then the filter's own top-level config.
 //!
+//! istiod's stateful-session filter (`envoy.filters.http.stateful_session`, prepended with
+//! `PILOT_ENABLE_PERSISTENT_SESSION_FILTER` to services labelled for cookie or header sessions)
+//! is decoded — a malformed one is an error — and skipped loudly: the mesh does not pin a
+//! session to an endpoint yet, and losing stickiness degrades balancing, not security. istiod
+//! does not mark the filter optional, yet it is the one non-optional filter whose absence only
+//! loses an optimisation, so NACKing the whole Listener (every call to the service failing)
+//! would be far worse than serving it without affinity.
+//!
 //! A fault whose conditions the mesh cannot evaluate (`headers`, `downstream_nodes`,
 //! `upstream_cluster`, header-controlled delays or aborts) is *dropped*, not widened: injecting
 //! fewer faults than asked is the safe side of that mistake. Each drop is reported.
@@ -16,14 +24,20 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use envoy_types::pb::{
     envoy::{
         config::route::v3::FilterConfig,
-        extensions::filters::{
-            common::fault::v3::{FaultDelay as PbDelay, fault_delay::FaultDelaySecifier},
-            http::{
-                fault::v3::{FaultAbort as PbAbort, HttpFault, fault_abort::ErrorType},
-                rbac::v3::Rbac,
-                router::v3::Router,
+        extensions::{
+            filters::{
+                common::fault::v3::{FaultDelay as PbDelay, fault_delay::FaultDelaySecifier},
+                http::{
+                    fault::v3::{FaultAbort as PbAbort, HttpFault, fault_abort::ErrorType},
+                    rbac::v3::Rbac,
+                    router::v3::Router,
+                    stateful_session::v3::StatefulSession,
+                },
+                network::http_connection_manager::v3::{HttpFilter, http_filter::ConfigType},
             },
-            network::http_connection_manager::v3::{HttpFilter, http_filter::ConfigType},
+            http::stateful_session::{
+                cookie::v3::CookieBasedSessionState, header::v3::HeaderBasedSessionState,
+            },
         },
     },
     google::protobuf::Any,
@@ -150,6 +164,16 @@ pub(crate) fn http_filters(
         } else if typed.type_url == Rbac::type_url() {
             ctx.unsupported(&path, "ignored: RBAC is not enforced on the client side");
             out.rbac = Some(name.clone());
+        } else if typed.type_url == StatefulSession::type_url() {
+            let session = stateful_session(ctx, &cfg, &unpack(ctx, &cfg, typed)?)?;
+            if !*disabled {
+                ctx.unsupported(
+                    &path,
+                    format!(
+                        "skipped: session affinity ({session}) is not implemented; requests are balanced without it"
+                    ),
+                );
+            }
         } else if *is_optional {
             ctx.unsupported(
                 &path,
@@ -169,6 +193,46 @@ pub(crate) fn http_filters(
         ));
     }
     Ok(out)
+}
+
+/// A `StatefulSession` filter config, described for the report: which cookie or header would
+/// carry the session. An unknown or malformed session state is an error, as in Envoy.
+fn stateful_session(
+    ctx: &mut Ctx,
+    path: &str,
+    session: &StatefulSession,
+) -> Result<String, DecodeError> {
+    let spath = at(path, "session_state");
+    let Some(state) = &session.session_state else {
+        // Envoy: no session state, no stickiness; the filter does nothing.
+        return Ok("no session state".to_string());
+    };
+    let tpath = at(&spath, "typed_config");
+    let Some(typed) = &state.typed_config else {
+        return Err(ctx.error(tpath, "required field is missing"));
+    };
+    if typed.type_url == CookieBasedSessionState::type_url() {
+        let cookie: CookieBasedSessionState = unpack(ctx, &tpath, typed)?;
+        match cookie.cookie {
+            Some(c) if !c.name.is_empty() => Ok(format!(
+                "cookie `{}` path `{}`",
+                c.name,
+                if c.path.is_empty() { "/" } else { &c.path }
+            )),
+            _ => Err(ctx.error(at(&tpath, "cookie.name"), "required field is missing")),
+        }
+    } else if typed.type_url == HeaderBasedSessionState::type_url() {
+        let header: HeaderBasedSessionState = unpack(ctx, &tpath, typed)?;
+        if header.name.is_empty() {
+            return Err(ctx.error(at(&tpath, "name"), "required field is missing"));
+        }
+        Ok(format!("header `{}`", header.name))
+    } else {
+        Err(ctx.error(
+            tpath,
+            format!("session state type `{}` is not supported", typed.type_url),
+        ))
+    }
 }
 
 /// The fault override at one level (`base` is the owner of `typed_per_filter_config`);
@@ -344,3 +408,6 @@ fn fault_abort(ctx: &mut Ctx, path: &str, a: &PbAbort) -> Result<Option<FaultAbo
     };
     Ok(Some(FaultAbort { status, percentage }))
 }
+
+#[cfg(test)]
+mod tests;

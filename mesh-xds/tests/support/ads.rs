@@ -8,7 +8,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -69,6 +69,10 @@ pub struct State {
     snapshot: Mutex<Option<Snapshot>>,
     nonce: AtomicU64,
     pub streams_opened: AtomicU32,
+    /// Send response headers only once the stream has subscribed to a named resource, as
+    /// grpc-go servers (istiod, istio-agent) and grpcio's server do: the handler returns its
+    /// response stream after it has read that request.
+    pub withhold_headers_until_subscribed: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -271,6 +275,24 @@ impl AggregatedDiscoveryService for Service {
             subscribed: HashMap::new(),
         });
         let mut inbound = request.into_inner();
+        if state
+            .withhold_headers_until_subscribed
+            .load(Ordering::SeqCst)
+        {
+            loop {
+                match inbound.next().await {
+                    Some(Ok(r)) => {
+                        let named = !r.resource_names.is_empty();
+                        state.on_request(&tx, r);
+                        if named {
+                            break;
+                        }
+                    }
+                    Some(Err(status)) => return Err(status),
+                    None => return Err(Status::cancelled("the client closed the stream")),
+                }
+            }
+        }
         tokio::spawn(async move {
             while let Some(Ok(r)) = inbound.next().await {
                 state.on_request(&tx, r);

@@ -31,7 +31,8 @@ use envoy_types::pb::{
                 round_robin::v3::RoundRobin, wrr_locality::v3::WrrLocality,
             },
             transport_sockets::tls::v3::{
-                CertificateValidationContext, CommonTlsContext, TlsCertificate, UpstreamTlsContext,
+                CertificateProviderPluginInstance, CertificateValidationContext, CommonTlsContext,
+                TlsCertificate, UpstreamTlsContext,
                 certificate_validation_context::TrustChainVerification,
                 common_tls_context::{
                     CertificateProviderInstance, CombinedCertificateValidationContext,
@@ -133,6 +134,30 @@ fn istiod_tls() -> UpstreamTlsContext {
     }
 }
 
+fn plugin_instance(certificate_name: &str) -> Option<CertificateProviderPluginInstance> {
+    Some(CertificateProviderPluginInstance {
+        instance_name: "default".into(),
+        certificate_name: certificate_name.into(),
+    })
+}
+
+/// istiod ≥ 1.29's proxyless upstream TLS (istio#58257, grpcgen `buildCommonTLSContext`): the
+/// current fields (`tls_certificate_provider_instance`, `default_validation_context
+/// .ca_certificate_provider_instance`) and the deprecated ones, both naming the same instances.
+fn istiod_1_29_tls() -> UpstreamTlsContext {
+    let mut tls = istiod_tls();
+    if let Some(common) = tls.common_tls_context.as_mut() {
+        common.tls_certificate_provider_instance = plugin_instance("default");
+        if let Some(ValidationContextType::CombinedValidationContext(comb)) =
+            common.validation_context_type.as_mut()
+            && let Some(cvc) = comb.default_validation_context.as_mut()
+        {
+            cvc.ca_certificate_provider_instance = plugin_instance("ROOTCA");
+        }
+    }
+    tls
+}
+
 fn tls_socket(tls: &UpstreamTlsContext) -> Option<TransportSocket> {
     Some(TransportSocket {
         name: "envoy.transport_sockets.tls".into(),
@@ -228,6 +253,91 @@ fn istiod_proxyless_eds_cluster() {
         }),
     };
     assert_eq!(cluster, want);
+}
+
+#[test]
+fn istiod_1_29_current_and_deprecated_provider_fields_are_one_source() {
+    let old = Cluster {
+        transport_socket: tls_socket(&istiod_tls()),
+        ..eds(ISTIO_NAME)
+    };
+    let new = Cluster {
+        transport_socket: tls_socket(&istiod_1_29_tls()),
+        ..eds(ISTIO_NAME)
+    };
+    let new = decode(&new);
+    assert!(new.unsupported.is_empty(), "{:?}", new.unsupported);
+    assert_eq!(new.value, decode(&old).value);
+
+    // Only the current fields, as istiod will send once the deprecated ones are dropped.
+    let mut current_only = istiod_1_29_tls();
+    if let Some(common) = current_only.common_tls_context.as_mut() {
+        common.tls_certificate_certificate_provider_instance = None;
+        if let Some(ValidationContextType::CombinedValidationContext(comb)) =
+            common.validation_context_type.as_mut()
+        {
+            comb.validation_context_certificate_provider_instance = None;
+        }
+    }
+    let current_only = Cluster {
+        transport_socket: tls_socket(&current_only),
+        ..eds(ISTIO_NAME)
+    };
+    assert_eq!(decode(&current_only).value, decode(&old).value);
+}
+
+#[test]
+fn disagreeing_provider_fields_are_an_error() {
+    let mut identity = istiod_1_29_tls();
+    if let Some(common) = identity.common_tls_context.as_mut() {
+        common.tls_certificate_provider_instance = plugin_instance("other");
+    }
+    let c = Cluster {
+        transport_socket: tls_socket(&identity),
+        ..eds(ISTIO_NAME)
+    };
+    assert_eq!(
+        error_field(&c),
+        "transport_socket.typed_config.common_tls_context"
+    );
+
+    let mut trust = istiod_1_29_tls();
+    if let Some(common) = trust.common_tls_context.as_mut()
+        && let Some(ValidationContextType::CombinedValidationContext(comb)) =
+            common.validation_context_type.as_mut()
+        && let Some(cvc) = comb.default_validation_context.as_mut()
+    {
+        cvc.ca_certificate_provider_instance = Some(CertificateProviderPluginInstance {
+            instance_name: "spire".into(),
+            certificate_name: "ROOTCA".into(),
+        });
+    }
+    let c = Cluster {
+        transport_socket: tls_socket(&trust),
+        ..eds(ISTIO_NAME)
+    };
+    assert_eq!(
+        error_field(&c),
+        "transport_socket.typed_config.common_tls_context.combined_validation_context"
+    );
+
+    // A file CA beside a provider instance is still two sources.
+    let mut file_and_provider = istiod_tls();
+    if let Some(common) = file_and_provider.common_tls_context.as_mut()
+        && let Some(ValidationContextType::CombinedValidationContext(comb)) =
+            common.validation_context_type.as_mut()
+        && let Some(cvc) = comb.default_validation_context.as_mut()
+    {
+        cvc.trusted_ca = Some(file("/etc/certs/root-cert.pem"));
+    }
+    let c = Cluster {
+        transport_socket: tls_socket(&file_and_provider),
+        ..eds(ISTIO_NAME)
+    };
+    assert_eq!(
+        error_field(&c),
+        "transport_socket.typed_config.common_tls_context.combined_validation_context"
+    );
 }
 
 #[test]

@@ -11,6 +11,8 @@
 //!
 //! # Mapping
 //!
+//! - The `CommonTlsContext` is decoded by [`decode_common_tls_context`], which the listener's
+//!   `DownstreamTlsContext` shares.
 //! - Client certificate present → [`TlsMode::Mutual`], else [`TlsMode::Simple`].
 //! - Certificate-provider instances (gRPC's proxyless style: istiod sends instance `default`,
 //!   certificate `default` for the workload certificate and `ROOTCA` for the trust bundle) map
@@ -128,8 +130,64 @@ fn upstream_tls(
             "required: without a trust source the server is not verified",
         ));
     };
-    let client_certificate = client_certificate(ctx, &cpath, common)?;
-    let (trust, sans) = validation(ctx, &cpath, common)?;
+    let CommonTls {
+        certificate,
+        trust,
+        san_matchers,
+        validation_path,
+    } = decode_common_tls_context(ctx, &cpath, common)?;
+    let Some(trust) = trust else {
+        return Err(ctx.error(
+            validation_path,
+            "no trust source (trusted_ca or a certificate provider instance): the server would not be verified",
+        ));
+    };
+    Ok(UpstreamTls {
+        mode: if certificate.is_some() {
+            TlsMode::Mutual
+        } else {
+            TlsMode::Simple
+        },
+        sni: (!t.sni.is_empty()).then(|| t.sni.clone()),
+        san_matchers: san_matchers.into(),
+        client_certificate: certificate,
+        trust_bundle: Some(trust),
+    })
+}
+
+/// What a `CommonTlsContext` configures, the part shared by upstream (cluster) and downstream
+/// (listener) TLS. Which of its parts are required is the caller's decision: a client must
+/// have a trust source, a server needs one only to verify client certificates.
+#[derive(Debug)]
+pub(crate) struct CommonTls {
+    /// This side's own certificate and key: the client certificate upstream, the server
+    /// certificate downstream.
+    pub(crate) certificate: Option<CertificateSource>,
+    /// The CA bundle that verifies the peer.
+    pub(crate) trust: Option<CertificateSource>,
+    /// The peer's accepted SANs (any-of); empty accepts any SAN the trust source verifies.
+    pub(crate) san_matchers: Vec<SanMatcher>,
+    /// The field path of the validation context, where a missing trust source is reported.
+    pub(crate) validation_path: String,
+}
+
+/// Decodes a `CommonTlsContext` found at field path `cpath`, for `UpstreamTlsContext` and
+/// `DownstreamTlsContext` alike.
+///
+/// A field that would weaken verification is an error. istiod ≥ 1.29 (istio#58257) sets both
+/// the current and the deprecated certificate-provider field for the identity
+/// (`tls_certificate_provider_instance` and `tls_certificate_certificate_provider_instance`)
+/// and for the trust bundle (`default_validation_context.ca_certificate_provider_instance` and
+/// `combined_validation_context.validation_context_certificate_provider_instance`), for old and
+/// new gRPC clients: as in gRPC C-core and grpc-js, two fields naming the same instance and
+/// certificate are one source; two that disagree are an error.
+pub(crate) fn decode_common_tls_context(
+    ctx: &mut Ctx,
+    cpath: &str,
+    common: &CommonTlsContext,
+) -> Result<CommonTls, DecodeError> {
+    let certificate = own_certificate(ctx, cpath, common)?;
+    let (validation_path, trust, san_matchers) = validation(ctx, cpath, common)?;
     for (set, field) in [
         (common.tls_params.is_some(), "tls_params"),
         (!common.alpn_protocols.is_empty(), "alpn_protocols"),
@@ -142,21 +200,16 @@ fn upstream_tls(
     if common.custom_handshaker.is_some() {
         return Err(ctx.error(format!("{cpath}.custom_handshaker"), "not supported"));
     }
-    Ok(UpstreamTls {
-        mode: if client_certificate.is_some() {
-            TlsMode::Mutual
-        } else {
-            TlsMode::Simple
-        },
-        sni: (!t.sni.is_empty()).then(|| t.sni.clone()),
-        san_matchers: sans.into(),
-        client_certificate,
-        trust_bundle: Some(trust),
+    Ok(CommonTls {
+        certificate,
+        trust,
+        san_matchers,
+        validation_path,
     })
 }
 
-/// The client certificate, if any; more than one source is an error.
-fn client_certificate(
+/// This side's certificate, if any; two sources that are not the same are an error.
+fn own_certificate(
     ctx: &mut Ctx,
     cpath: &str,
     common: &CommonTlsContext,
@@ -229,26 +282,31 @@ fn client_certificate(
     if let Some(p) = &common.tls_certificate_certificate_provider_instance {
         sources.push(provider(&p.instance_name, &p.certificate_name));
     }
-    if sources.len() > 1 {
-        return Err(ctx.error(cpath, "more than one client certificate source"));
+    // istiod ≥ 1.29 names the same instance in the current and the deprecated field.
+    sources.dedup();
+    match sources.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        [a, b, ..] => Err(ctx.error(
+            cpath,
+            format!(
+                "more than one certificate source: {} and {}",
+                describe(a),
+                describe(b)
+            ),
+        )),
     }
-    Ok(sources.pop())
 }
 
-/// The trust source and SAN matchers; a missing trust source is an error.
+/// The validation context's field path, its trust source (if any) and SAN matchers.
 fn validation(
     ctx: &mut Ctx,
     cpath: &str,
     common: &CommonTlsContext,
-) -> Result<(CertificateSource, Vec<SanMatcher>), DecodeError> {
+) -> Result<(String, Option<CertificateSource>, Vec<SanMatcher>), DecodeError> {
     use common_tls_context::ValidationContextType as V;
     let (path, trust, sans) = match &common.validation_context_type {
-        None => {
-            return Err(ctx.error(
-                format!("{cpath}.validation_context"),
-                "required: without a trust source the server is not verified",
-            ));
-        }
+        None => (format!("{cpath}.validation_context"), None, Vec::new()),
         Some(V::ValidationContext(cvc)) => {
             let path = format!("{cpath}.validation_context");
             let (trust, sans) = validation_context(ctx, &path, cvc)?;
@@ -279,8 +337,16 @@ fn validation(
                 .as_ref()
                 .map(|p| provider(&p.instance_name, &p.certificate_name));
             let trust = match (inner, instance) {
-                (Some(_), Some(_)) => {
-                    return Err(ctx.error(path, "more than one trust source"));
+                // istiod ≥ 1.29 names the same instance in the current and the deprecated field.
+                (Some(a), Some(b)) if a != b => {
+                    return Err(ctx.error(
+                        path,
+                        format!(
+                            "more than one trust source: {} and {}",
+                            describe(&a),
+                            describe(&b)
+                        ),
+                    ));
                 }
                 (a, b) => a.or(b),
             };
@@ -304,13 +370,7 @@ fn validation(
             ));
         }
     };
-    let Some(trust) = trust else {
-        return Err(ctx.error(
-            path,
-            "no trust source (trusted_ca or a certificate provider instance): the server would not be verified",
-        ));
-    };
-    Ok((trust, sans))
+    Ok((path, trust, sans))
 }
 
 /// A `CertificateValidationContext`: its trust source (if any) and SAN matchers.
@@ -476,6 +536,17 @@ fn provider(instance: &str, certificate_name: &str) -> CertificateSource {
             instance.to_string()
         },
         certificate_name: certificate_name.to_string(),
+    }
+}
+
+/// A certificate source as an error message names it.
+fn describe(source: &CertificateSource) -> String {
+    match source {
+        CertificateSource::Provider {
+            instance,
+            certificate_name,
+        } => format!("provider instance `{instance}` certificate `{certificate_name}`"),
+        CertificateSource::Files { certificate, .. } => format!("file `{certificate}`"),
     }
 }
 
