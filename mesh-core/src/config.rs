@@ -1,8 +1,12 @@
 //! The immutable, versioned configuration snapshot the data plane reads.
 //!
 //! A [`MeshConfig`] is complete by construction: every cluster a route or mirror names exists.
-//! Both sources (Istio YAML, xDS) build one and publish it whole; the data plane loads it once
-//! per request, so a request never sees two versions and never a dangling reference.
+//! It has two halves that different sources own: the client half (listeners and clusters, from
+//! xDS or Istio YAML) and the server half ([`ServerPolicy`], from Istio YAML or xDS inbound
+//! listeners). A source replaces only its half ([`MeshConfig::with_server`] keeps the client
+//! half), so one source's publish never drops what another set. The data plane loads the
+//! combined snapshot once per request, so a request never sees two versions and never a
+//! dangling reference.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -104,6 +108,17 @@ impl MeshConfig {
     pub fn server(&self) -> &Arc<ServerPolicy> {
         &self.server
     }
+
+    /// This snapshot's client half (version, listeners, clusters) with `server` as its server
+    /// half. The client half needs no validation again: the server half names no cluster.
+    pub fn with_server(&self, server: Arc<ServerPolicy>) -> Self {
+        Self {
+            version: self.version.clone(),
+            listeners: self.listeners.clone(),
+            clusters: self.clusters.clone(),
+            server,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +195,24 @@ mod tests {
         assert!(
             MeshConfig::new("1", listeners, clusters(&["v1"]), ServerPolicy::default()).is_err()
         );
+    }
+
+    #[test]
+    fn with_server_replaces_only_the_server_half() {
+        let listeners = BTreeMap::from([(Arc::from("reviews:9080"), table(&["v1"], None))]);
+        let config =
+            MeshConfig::new("7", listeners, clusters(&["v1"]), ServerPolicy::default()).unwrap();
+        let server = Arc::new(ServerPolicy {
+            rate_limit: Some(
+                crate::LocalRateLimit::new(1, 1, std::time::Duration::from_secs(1)).unwrap(),
+            ),
+            ..ServerPolicy::default()
+        });
+        let combined = config.with_server(server.clone());
+        assert!(Arc::ptr_eq(combined.server(), &server));
+        assert_eq!(combined.version(), "7");
+        assert_eq!(combined.listeners(), config.listeners());
+        assert_eq!(combined.clusters(), config.clusters());
     }
 
     #[test]

@@ -141,11 +141,48 @@ impl Mesh {
         mesh
     }
 
-    /// Replaces the configuration. Requests already routed finish on the configuration they
+    /// Replaces the whole configuration: the client half (listeners, clusters) and the server
+    /// half ([`MeshConfig::server`]). Requests already routed finish on the configuration they
     /// started with; new requests see the new one at once. Endpoints present in both keep their
-    /// connections.
+    /// connections. A mesh fed by more than one source (xDS for clients, YAML for servers)
+    /// publishes each half on its own: [`publish_client`](Self::publish_client),
+    /// [`publish_server`](Self::publish_server).
     pub fn publish(&self, config: Arc<MeshConfig>) {
         let _serial = self.inner.publish.lock().unwrap_or_else(|p| p.into_inner());
+        self.store_client(config);
+    }
+
+    /// Replaces the client half (listeners and clusters) with `config`'s and keeps the server
+    /// policy served now; `config`'s own server half is not used. Endpoints present in both
+    /// keep their connections.
+    pub fn publish_client(&self, config: Arc<MeshConfig>) {
+        let _serial = self.inner.publish.lock().unwrap_or_else(|p| p.into_inner());
+        let server = self.inner.snapshot.load().config.server().clone();
+        let config = if Arc::ptr_eq(config.server(), &server) {
+            config
+        } else {
+            Arc::new(config.with_server(server))
+        };
+        self.store_client(config);
+    }
+
+    /// Replaces the server half (peer authentication, authorization, server faults, rate
+    /// limit) and keeps the listeners and clusters served now, with their connections,
+    /// balancers and health state.
+    pub fn publish_server(&self, server: Arc<mesh_core::ServerPolicy>) {
+        let _serial = self.inner.publish.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = self.inner.snapshot.load_full();
+        let snapshot = Snapshot {
+            config: Arc::new(previous.config.with_server(server)),
+            clusters: previous.clusters.clone(),
+        };
+        self.inner.snapshot.store(Arc::new(snapshot));
+        self.inner.published.send_modify(|n| *n += 1);
+    }
+
+    /// Stores `config` whole, reusing the entries of clusters still there. The caller holds
+    /// the publish lock.
+    fn store_client(&self, config: Arc<MeshConfig>) {
         let previous = self.inner.snapshot.load_full();
         let clusters = config
             .clusters()
@@ -585,6 +622,66 @@ mod tests {
         );
         // Kinds are counted apart.
         assert!(state.try_admit_request(1).is_some());
+    }
+
+    fn client_config(version: &str, clusters: &[&str]) -> Arc<MeshConfig> {
+        let clusters = clusters
+            .iter()
+            .map(|n| (Arc::from(*n), Arc::new(Cluster::new(*n, vec![]))))
+            .collect();
+        Arc::new(
+            MeshConfig::new(
+                version,
+                Default::default(),
+                clusters,
+                mesh_core::ServerPolicy::default(),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn rate_limited() -> Arc<mesh_core::ServerPolicy> {
+        Arc::new(mesh_core::ServerPolicy {
+            rate_limit: Some(
+                mesh_core::LocalRateLimit::new(1, 1, std::time::Duration::from_secs(1)).unwrap(),
+            ),
+            ..mesh_core::ServerPolicy::default()
+        })
+    }
+
+    #[test]
+    fn a_server_publish_keeps_the_client_half_and_its_cluster_state() {
+        let mesh = Mesh::new((*client_config("xds-1", &["a"])).clone());
+        let before = mesh.snapshot();
+        let server = rate_limited();
+        mesh.publish_server(server.clone());
+        let after = mesh.snapshot();
+        assert!(Arc::ptr_eq(after.config.server(), &server));
+        assert_eq!(after.config.version(), "xds-1");
+        assert!(after.config.cluster("a").is_some());
+        assert!(
+            Arc::ptr_eq(&before.clusters["a"].state, &after.clusters["a"].state)
+                && Arc::ptr_eq(
+                    &before.clusters["a"].balancer,
+                    &after.clusters["a"].balancer
+                ),
+            "the cluster's balancer and state are the same objects"
+        );
+    }
+
+    #[test]
+    fn a_client_publish_keeps_the_server_half() {
+        let mesh = Mesh::new(MeshConfig::empty());
+        let server = rate_limited();
+        mesh.publish_server(server.clone());
+        mesh.publish_client(client_config("xds-2", &["b"]));
+        let config = mesh.config();
+        assert!(Arc::ptr_eq(config.server(), &server), "server half kept");
+        assert_eq!(config.version(), "xds-2");
+        assert!(config.cluster("b").is_some());
+        // A whole publish still replaces both halves.
+        mesh.publish(client_config("yaml", &[]));
+        assert_eq!(**mesh.config().server(), mesh_core::ServerPolicy::default());
     }
 
     #[test]

@@ -365,28 +365,19 @@ impl Inner {
             }
         }
         if !changed {
-            self.mesh.publish(self.mesh.config());
+            self.mesh.publish_client(self.mesh.config());
             return;
         }
         shared.publishes += 1;
         let version = format!("xds-{}", shared.publishes);
-        let server = ServerPolicyOf::of(&self.mesh);
-        match assembly::mesh_config(version, &shared.published, server) {
-            Ok(config) => self.mesh.publish(Arc::new(config)),
+        // Only the client half: the server half belongs to whoever publishes server policy.
+        match assembly::mesh_config(version, &shared.published) {
+            Ok(config) => self.mesh.publish_client(Arc::new(config)),
             // Cannot happen: each target was assembled with every cluster it names.
             Err(e) => {
                 tracing::error!(error = %e, "assembled xDS configuration is inconsistent; not published")
             }
         }
-    }
-}
-
-/// The server-side policy stays whatever the mesh has: xDS client resources do not carry it.
-struct ServerPolicyOf;
-
-impl ServerPolicyOf {
-    fn of(mesh: &Mesh) -> mesh_core::ServerPolicy {
-        (**mesh.config().server()).clone()
     }
 }
 
