@@ -1,16 +1,17 @@
 //! The immutable, versioned configuration snapshot the data plane reads.
 //!
 //! A [`MeshConfig`] is complete by construction: every cluster a route or mirror names exists.
-//! It has two halves that different sources own: the client half (listeners and clusters, from
-//! xDS or Istio YAML) and the server half ([`ServerPolicy`], from Istio YAML or xDS inbound
-//! listeners). A source replaces only its half ([`MeshConfig::with_server`] keeps the client
-//! half), so one source's publish never drops what another set. The data plane loads the
+//! It has parts that different sources own: the client half (listeners and clusters, from xDS
+//! or Istio YAML), the local server policy ([`ServerPolicy`], from Istio YAML) and the xDS
+//! server side ([`InboundListeners`], from an xDS client serving ports). A source replaces only
+//! its part ([`MeshConfig::with_server`], [`MeshConfig::with_inbound`] keep the rest), so one
+//! source's publish never drops what another set. The data plane loads the
 //! combined snapshot once per request, so a request never sees two versions and never a
 //! dangling reference.
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use crate::{Action, Cluster, Error, RouteTable, ServerPolicy};
+use crate::{Action, Cluster, Error, InboundListeners, RouteTable, ServerPolicy};
 
 /// One complete configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -19,6 +20,7 @@ pub struct MeshConfig {
     listeners: BTreeMap<Arc<str>, Arc<RouteTable>>,
     clusters: BTreeMap<Arc<str>, Arc<Cluster>>,
     server: Arc<ServerPolicy>,
+    inbound: Arc<InboundListeners>,
 }
 
 // === impl MeshConfig ===
@@ -61,6 +63,7 @@ impl MeshConfig {
             listeners,
             clusters,
             server: Arc::new(server),
+            inbound: Arc::default(),
         })
     }
 
@@ -71,6 +74,7 @@ impl MeshConfig {
             listeners: BTreeMap::new(),
             clusters: BTreeMap::new(),
             server: Arc::default(),
+            inbound: Arc::default(),
         }
     }
 
@@ -109,14 +113,26 @@ impl MeshConfig {
         &self.server
     }
 
-    /// This snapshot's client half (version, listeners, clusters) with `server` as its server
-    /// half. The client half needs no validation again: the server half names no cluster.
+    /// The xDS server side: the inbound listener state of each xDS-driven port. A port it
+    /// does not list follows [`server`](Self::server).
+    pub fn inbound(&self) -> &Arc<InboundListeners> {
+        &self.inbound
+    }
+
+    /// This snapshot with `server` as its local server policy, everything else kept. Needs no
+    /// validation again: server policy names no cluster.
     pub fn with_server(&self, server: Arc<ServerPolicy>) -> Self {
         Self {
-            version: self.version.clone(),
-            listeners: self.listeners.clone(),
-            clusters: self.clusters.clone(),
             server,
+            ..self.clone()
+        }
+    }
+
+    /// This snapshot with `inbound` as its xDS server side, everything else kept.
+    pub fn with_inbound(&self, inbound: Arc<InboundListeners>) -> Self {
+        Self {
+            inbound,
+            ..self.clone()
         }
     }
 }

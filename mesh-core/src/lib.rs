@@ -54,7 +54,9 @@ pub use self::{
     server::{
         AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzDecision, AuthzOperation,
         AuthzReason, AuthzRequest, AuthzRule, AuthzSource, ConditionKey, DEFAULT_ROOT_NAMESPACE,
-        IstioString, LocalRateLimit, MtlsMode, PeerAuthentication, ServerPolicy, TokenBucket,
-        WorkloadScope, authorize, mtls_mode,
+        HeaderField, InboundListener, InboundListeners, InboundState, IstioString, LocalRateLimit,
+        MtlsMode, PeerAuthentication, Permission, Principal, Rbac, RbacAction, RbacFilter,
+        RbacHeader, RbacPolicy, ServerPolicy, TokenBucket, WorkloadScope, authorize,
+        authorize_rbac, mtls_mode,
     },
 };

@@ -141,39 +141,68 @@ impl Mesh {
         mesh
     }
 
-    /// Replaces the whole configuration: the client half (listeners, clusters) and the server
-    /// half ([`MeshConfig::server`]). Requests already routed finish on the configuration they
-    /// started with; new requests see the new one at once. Endpoints present in both keep their
-    /// connections. A mesh fed by more than one source (xDS for clients, YAML for servers)
-    /// publishes each half on its own: [`publish_client`](Self::publish_client),
-    /// [`publish_server`](Self::publish_server).
+    /// Replaces the client half (listeners, clusters) and the local server policy
+    /// ([`MeshConfig::server`]) with `config`'s; the xDS server side
+    /// ([`publish_inbound`](Self::publish_inbound)) is kept. Requests already routed finish on
+    /// the configuration they started with; new requests see the new one at once. Endpoints
+    /// present in both keep their connections. A mesh fed by more than one source (xDS for
+    /// clients, YAML for servers) publishes each part on its own:
+    /// [`publish_client`](Self::publish_client), [`publish_server`](Self::publish_server).
     pub fn publish(&self, config: Arc<MeshConfig>) {
         let _serial = self.inner.publish.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.inner.snapshot.load();
+        let config = keep(
+            config,
+            current.config.inbound(),
+            MeshConfig::inbound,
+            MeshConfig::with_inbound,
+        );
+        drop(current);
         self.store_client(config);
     }
 
     /// Replaces the client half (listeners and clusters) with `config`'s and keeps the server
-    /// policy served now; `config`'s own server half is not used. Endpoints present in both
-    /// keep their connections.
+    /// side served now (local policy and xDS inbound listeners); `config`'s own are not used.
+    /// Endpoints present in both keep their connections.
     pub fn publish_client(&self, config: Arc<MeshConfig>) {
         let _serial = self.inner.publish.lock().unwrap_or_else(|p| p.into_inner());
-        let server = self.inner.snapshot.load().config.server().clone();
-        let config = if Arc::ptr_eq(config.server(), &server) {
-            config
-        } else {
-            Arc::new(config.with_server(server))
-        };
+        let current = self.inner.snapshot.load();
+        let config = keep(
+            config,
+            current.config.server(),
+            MeshConfig::server,
+            MeshConfig::with_server,
+        );
+        let config = keep(
+            config,
+            current.config.inbound(),
+            MeshConfig::inbound,
+            MeshConfig::with_inbound,
+        );
+        drop(current);
         self.store_client(config);
     }
 
-    /// Replaces the server half (peer authentication, authorization, server faults, rate
-    /// limit) and keeps the listeners and clusters served now, with their connections,
-    /// balancers and health state.
+    /// Replaces the local server policy (peer authentication, authorization, server faults,
+    /// rate limit) and keeps everything else, the clusters with their connections, balancers
+    /// and health state.
     pub fn publish_server(&self, server: Arc<mesh_core::ServerPolicy>) {
+        self.store_server(|config| config.with_server(server));
+    }
+
+    /// Replaces the xDS server side (the inbound listener state of each xDS-driven port) and
+    /// keeps everything else. Servers of those ports follow it
+    /// ([`server_tls`](Self::server_tls), [`server_layer`](Self::server_layer)).
+    pub fn publish_inbound(&self, inbound: Arc<mesh_core::InboundListeners>) {
+        self.store_server(|config| config.with_inbound(inbound));
+    }
+
+    /// Stores `change(current config)` with the current cluster entries.
+    fn store_server(&self, change: impl FnOnce(&MeshConfig) -> MeshConfig) {
         let _serial = self.inner.publish.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.inner.snapshot.load_full();
         let snapshot = Snapshot {
-            config: Arc::new(previous.config.with_server(server)),
+            config: Arc::new(change(&previous.config)),
             clusters: previous.clusters.clone(),
         };
         self.inner.snapshot.store(Arc::new(snapshot));
@@ -322,6 +351,21 @@ impl Mesh {
 
     pub(crate) fn metrics_cell(&self) -> &OnceLock<MeshMetrics> {
         &self.inner.metrics
+    }
+}
+
+/// `config` with its part (read by `get`) set to `current` (by `set`), without a copy when it
+/// already is that.
+fn keep<T>(
+    config: Arc<MeshConfig>,
+    current: &Arc<T>,
+    get: impl Fn(&MeshConfig) -> &Arc<T>,
+    set: impl Fn(&MeshConfig, Arc<T>) -> MeshConfig,
+) -> Arc<MeshConfig> {
+    if Arc::ptr_eq(get(&config), current) {
+        config
+    } else {
+        Arc::new(set(&config, current.clone()))
     }
 }
 

@@ -19,13 +19,20 @@ use ipnet::IpNet;
 use crate::{Error, FaultPolicy, Labels};
 
 mod authz;
+mod inbound;
 mod peer_auth;
 mod rate_limit;
+mod rbac;
 
 pub use self::{
     authz::{AuthzDecision, AuthzReason, AuthzRequest, authorize},
+    inbound::{InboundListener, InboundListeners, InboundState},
     peer_auth::mtls_mode,
     rate_limit::TokenBucket,
+    rbac::{
+        HeaderField, Permission, Principal, Rbac, RbacAction, RbacFilter, RbacHeader, RbacPolicy,
+        authorize_rbac,
+    },
 };
 
 /// Istio's default root namespace: policies there without a selector are mesh-wide.
