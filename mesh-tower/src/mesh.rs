@@ -19,8 +19,9 @@ use std::{
 
 use arc_swap::ArcSwap;
 use mesh_core::{
-    CircuitBreakers, Cluster, DEFAULT_ROOT_NAMESPACE, EndpointAddress, Labels, LbPolicy,
-    MeshConfig, Outcome, OutlierDetector, OutlierEvent, TlsMode, lb::Balancer, mtls_mode,
+    CircuitBreakers, Cluster, DEFAULT_ROOT_NAMESPACE, EndpointAddress, InboundState, Labels,
+    LbPolicy, MeshConfig, MtlsMode, Outcome, OutlierDetector, OutlierEvent, TlsMode, lb::Balancer,
+    mtls_mode,
 };
 use tokio::{sync::watch, time::Instant};
 
@@ -253,8 +254,10 @@ impl Mesh {
 
     /// The server side of this workload's `port`, in the mTLS mode the PeerAuthentication
     /// policies of the served configuration give it ([`mtls_mode`] with the workload's
-    /// `namespace` and `labels`, root namespace `istio-system`), kept current: every publish
-    /// re-resolves the mode for new connections. Presents the workload identity and verifies
+    /// `namespace` and `labels`, root namespace `istio-system`) — or, when an xDS client serves
+    /// the port ([`MeshConfig::inbound`]), the mode of its inbound listener's filter chain
+    /// (STRICT while it has none) — kept current: every publish re-resolves the mode for new
+    /// connections. Presents the workload identity and verifies
     /// clients with its trust bundle, so one must be set
     /// ([`set_workload_identity`](Self::set_workload_identity)) even while the mode is
     /// PERMISSIVE or DISABLE: a later STRICT must never find the server without material.
@@ -266,14 +269,18 @@ impl Mesh {
         port: u16,
     ) -> Result<ServerTls, TlsError> {
         let namespace = namespace.into();
-        let resolve = move |config: &MeshConfig| {
-            mtls_mode(
+        let resolve = move |config: &MeshConfig| match config.inbound().get(port) {
+            None => mtls_mode(
                 &config.server().peer_authentication,
                 &namespace,
                 &labels,
                 port,
                 DEFAULT_ROOT_NAMESPACE,
-            )
+            ),
+            Some(InboundState::Serving(listener)) => listener.mtls,
+            // Until the inbound listener says otherwise, nothing is accepted in plaintext (the
+            // server stack answers every request UNAVAILABLE meanwhile).
+            Some(InboundState::NotServing(_)) => MtlsMode::Strict,
         };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             TlsError::policy("Mesh::server_tls must be called inside a tokio runtime")

@@ -38,7 +38,7 @@ use std::{
 };
 
 use http::{Request, Response, header};
-use mesh_core::{DEFAULT_ROOT_NAMESPACE, Labels};
+use mesh_core::{DEFAULT_ROOT_NAMESPACE, InboundState, Labels};
 use tower::{Layer, Service};
 
 use self::{authz::Authorized, rate_limit::RateLimiter};
@@ -268,7 +268,16 @@ where
             return ServerFuture::forward(self.inner.call(req), recorder);
         }
 
-        match authz::authorize(policy, &shared.workload, &peer, &req, recorder.as_ref()) {
+        // A port an xDS client serves follows its inbound listener, and serves nothing while
+        // it has none; any other port follows the local policy.
+        let rules = match config.inbound().get(shared.workload.port) {
+            None => authz::Rules::Local(policy),
+            Some(InboundState::Serving(listener)) => authz::Rules::Rbac(&listener.rbac),
+            Some(InboundState::NotServing(_)) => {
+                return ServerFuture::answer(authz::not_serving_response(is_grpc), recorder);
+            }
+        };
+        match authz::authorize(rules, &shared.workload, &peer, &req, recorder.as_ref()) {
             Authorized::Allowed => {}
             Authorized::Denied(policy) => {
                 if let Some(recorder) = recorder.as_mut() {
