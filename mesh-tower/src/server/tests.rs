@@ -145,7 +145,15 @@ async fn an_xds_served_port_follows_its_inbound_listener() {
         let mut svc = mesh
             .server_layer(Workload::new("default", "ratings", port))
             .layer(handler());
-        async move { svc.ready().await.unwrap().call(get()).await.unwrap().status() }
+        async move {
+            svc.ready()
+                .await
+                .unwrap()
+                .call(get())
+                .await
+                .unwrap()
+                .status()
+        }
     };
     let publish = |state: InboundState| {
         mesh.publish_inbound(Arc::new(InboundListeners::new(

@@ -17,7 +17,12 @@ use envoy_types::pb::envoy::{
     config::core::v3::Node,
     service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
 };
-use mesh_tower::{Discovery, Mesh, XdsMetrics, admin::ConfigDumpExtension, tls::ProviderFiles};
+use mesh_tower::{
+    Discovery, Mesh, XdsMetrics,
+    admin::ConfigDumpExtension,
+    mesh_core::{InboundListeners, InboundState},
+    tls::ProviderFiles,
+};
 use tokio::{sync::Notify, task::JoinHandle};
 
 use self::{
@@ -70,6 +75,14 @@ pub struct XdsClientOptions {
     /// How long a subscribed resource may stay unanswered before it is declared missing.
     /// Default is 15 s.
     pub does_not_exist_timeout: Duration,
+}
+
+/// Why a server cannot be driven by xDS.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The bootstrap names no inbound listeners.
+    #[error("the bootstrap has no server_listener_resource_name_template")]
+    NoServerListenerTemplate,
 }
 
 /// Why the client could not start.
@@ -250,6 +263,32 @@ impl XdsClient {
         CsdsService::new(self.inner.clone())
     }
 
+    /// Drives the server listening on `address` by xDS (gRFC A36): the client subscribes to
+    /// its inbound Listener (the bootstrap's `server_listener_resource_name_template` with
+    /// `ip:port`) and publishes it to the mesh as the port's server side
+    /// ([`Mesh::publish_inbound`]), so [`Mesh::server_tls`] and [`Mesh::server_layer`] of that
+    /// port follow the listener's mTLS mode and RBAC instead of the local policy.
+    ///
+    /// Until the listener arrives, and whenever it does not exist or was rejected with no good
+    /// version before, the port is *not serving*: its TLS acceptor requires mTLS and its
+    /// server stack answers every request UNAVAILABLE. A rejected update keeps the last good
+    /// listener serving.
+    pub fn serve(&self, address: std::net::SocketAddr) -> Result<(), ServeError> {
+        let name = self
+            .inner
+            .bootstrap
+            .server_listener_name(address)
+            .ok_or(ServeError::NoServerListenerTemplate)?;
+        let mut shared = self.inner.lock();
+        if shared.state.watch_server(address.port(), &name) {
+            tracing::debug!(%address, listener = %name, "serving over xDS");
+            self.inner.publish_inbound(&shared);
+            drop(shared);
+            self.inner.wake.notify_one();
+        }
+        Ok(())
+    }
+
     /// The bootstrap the client runs with.
     pub fn bootstrap(&self) -> &Bootstrap {
         &self.inner.bootstrap
@@ -337,6 +376,7 @@ impl Inner {
     /// have stopped being pending (it failed, or does not exist), and the requests waiting for
     /// it wake on a publish to find that out at once rather than at their deadline.
     fn republish(&self, shared: &mut Shared) {
+        self.publish_inbound(shared);
         let mut changed = false;
         let targets: Vec<(String, String)> = shared
             .state
@@ -378,6 +418,61 @@ impl Inner {
                 tracing::error!(error = %e, "assembled xDS configuration is inconsistent; not published")
             }
         }
+    }
+}
+
+impl Inner {
+    /// Publishes the state of every served port when it changed: serving with its inbound
+    /// listener (the last good one), or not serving.
+    fn publish_inbound(&self, shared: &Shared) {
+        let ports = shared
+            .state
+            .servers()
+            .iter()
+            .map(|(port, name)| (*port, inbound_state(&shared.state, name)))
+            .collect();
+        let inbound = InboundListeners::new(ports);
+        let current = self.mesh.config();
+        if **current.inbound() == inbound {
+            return;
+        }
+        for (port, state) in inbound.ports() {
+            if current.inbound().get(*port) != Some(state) {
+                match state {
+                    InboundState::Serving(l) => {
+                        tracing::info!(port, listener = %l.name, mtls = ?l.mtls, "xDS server serving")
+                    }
+                    InboundState::NotServing(why) => {
+                        tracing::warn!(port, reason = %why, "xDS server not serving")
+                    }
+                }
+            }
+        }
+        self.mesh.publish_inbound(Arc::new(inbound));
+    }
+}
+
+/// Where the inbound Listener `name` stands for its server.
+fn inbound_state(state: &AdsState, name: &str) -> InboundState {
+    let Some(entry) = state.resource(ResourceType::Listener, name) else {
+        return InboundState::NotServing("waiting for the inbound listener".into());
+    };
+    match (&entry.value, entry.status) {
+        (Some(state::Resource::Inbound(l)), _) => InboundState::Serving(l.clone()),
+        (Some(_), _) => InboundState::NotServing(
+            format!("Listener {name} is a client listener, not a server's").into(),
+        ),
+        (None, ResourceStatus::DoesNotExist) => {
+            InboundState::NotServing(format!("Listener {name} does not exist").into())
+        }
+        (None, ResourceStatus::Nacked) => InboundState::NotServing(
+            entry
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("Listener {name} rejected"))
+                .into(),
+        ),
+        (None, _) => InboundState::NotServing("waiting for the inbound listener".into()),
     }
 }
 
