@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[allow(dead_code, unreachable_pub)]
 #[path = "../../mesh-tower/tests/mtls/certs.rs"]
 mod certs;
 mod support;

@@ -168,8 +168,10 @@ fn register_certificate_providers(bootstrap: &Bootstrap, mesh: &Mesh) {
 
 impl XdsClient {
     /// Starts the client on the current tokio runtime and makes it `mesh`'s discovery source.
-    /// From then on the client owns the mesh's configuration: it publishes every complete
-    /// watched target (the server-side policy already in the mesh is kept). The client lives
+    /// From then on the client owns the mesh's client half: it publishes every complete
+    /// watched target ([`Mesh::publish_client`]); local server policy published beside it
+    /// ([`Mesh::publish_server`]) is kept, and the ports it [`serve`](Self::serve)s get their
+    /// server side from xDS ([`Mesh::publish_inbound`]). The client lives
     /// as long as the mesh holds it; [`shutdown`](Self::shutdown) stops the ADS stream.
     ///
     /// `channel_creds` `tls` is not implemented yet: such a server is never dialled in
@@ -419,9 +421,7 @@ impl Inner {
             }
         }
     }
-}
 
-impl Inner {
     /// Publishes the state of every served port when it changed: serving with its inbound
     /// listener (the last good one), or not serving.
     fn publish_inbound(&self, shared: &Shared) {
