@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Each request loads the mesh's configuration once ([`Mesh::config`]) and is judged entirely by
-//! that snapshot's [`ServerPolicy`](mesh_core::ServerPolicy). The steps are one service rather
+//! that snapshot: by its [`ServerPolicy`](mesh_core::ServerPolicy), or, on a port an xDS client
+//! serves, by the port's inbound listener ([`MeshConfig::inbound`](mesh_core::MeshConfig::inbound):
+//! its RBAC filters; while it has none, every request is answered UNAVAILABLE). The steps are one service rather
 //! than four stacked ones because every step reads the same snapshot and the same request
 //! facts (is it gRPC, who is the peer), and a denied request must never reach the later steps;
 //! each step's logic lives in its own module ([`authz`], [`rate_limit`], the shared
@@ -38,7 +40,7 @@ use std::{
 };
 
 use http::{Request, Response, header};
-use mesh_core::{DEFAULT_ROOT_NAMESPACE, InboundState, Labels};
+use mesh_core::{DEFAULT_ROOT_NAMESPACE, InboundState, Labels, MtlsMode};
 use tower::{Layer, Service};
 
 use self::{authz::Authorized, rate_limit::RateLimiter};
@@ -269,9 +271,16 @@ where
         }
 
         // A port an xDS client serves follows its inbound listener, and serves nothing while
-        // it has none; any other port follows the local policy.
+        // it has none; any other port follows the local policy. A plaintext connection
+        // accepted before the listener's chain required mTLS is not served either (A36 drains
+        // connections whose chain changed; refusing their requests is the part security needs).
         let rules = match config.inbound().get(shared.workload.port) {
             None => authz::Rules::Local(policy),
+            Some(InboundState::Serving(listener))
+                if listener.mtls == MtlsMode::Strict && peer.identity.is_none() =>
+            {
+                return ServerFuture::answer(authz::not_serving_response(is_grpc), recorder);
+            }
             Some(InboundState::Serving(listener)) => authz::Rules::Rbac(&listener.rbac),
             Some(InboundState::NotServing(_)) => {
                 return ServerFuture::answer(authz::not_serving_response(is_grpc), recorder);

@@ -186,4 +186,13 @@ async fn an_xds_served_port_follows_its_inbound_listener() {
     mesh.publish_server(Arc::new(ServerPolicy::default()));
     assert_eq!(status(&mesh, 9080).await, StatusCode::FORBIDDEN);
     assert_eq!(status(&mesh, 9090).await, StatusCode::OK);
+
+    // The chain now requires mTLS: a request on a plaintext connection (accepted before) is
+    // not served, even with no RBAC at all.
+    publish(InboundState::Serving(Arc::new(InboundListener {
+        name: "xds.istio.io/grpc/lds/inbound/0.0.0.0:9080".into(),
+        mtls: MtlsMode::Strict,
+        rbac: Arc::from([]),
+    })));
+    assert_eq!(status(&mesh, 9080).await, StatusCode::SERVICE_UNAVAILABLE);
 }
