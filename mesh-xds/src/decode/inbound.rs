@@ -35,7 +35,7 @@ use envoy_types::pb::{
             core::v3::{CidrRange, transport_socket},
             listener::v3::{Filter, FilterChain, FilterChainMatch, Listener, filter},
             rbac::v3::{self as pbrbac, permission::Rule, principal::Identifier},
-            route::v3::route::Action as PbRouteAction,
+            route::v3::{route::Action as PbRouteAction, route_match::PathSpecifier},
         },
         extensions::{
             filters::{
@@ -70,6 +70,11 @@ mod tests;
 
 /// The prefix of istiod's inbound listener names for proxyless servers.
 pub const INBOUND_LISTENER_PREFIX: &str = "xds.istio.io/grpc/lds/inbound/";
+
+/// What the server does with route conditions: every route's action is non-forwarding, so which
+/// one matches changes nothing the mesh acts on.
+const SERVED_BY_EVERY_ROUTE: &str =
+    "not matched: every request is served (all routes are non-forwarding)";
 
 /// The type URL of the HTTP connection manager, the one network filter a chain may hold.
 fn hcm_url() -> String {
@@ -244,12 +249,24 @@ fn connection_manager(
             let rc_path = at(path, "route_config");
             for (v, vh) in rc.virtual_hosts.iter().enumerate() {
                 let vh_path = idx(&rc_path, "virtual_hosts", v);
+                if vh.domains != ["*"] {
+                    ctx.unsupported(at(&vh_path, "domains"), SERVED_BY_EVERY_ROUTE);
+                }
                 for (r, route) in vh.routes.iter().enumerate() {
+                    let route_path = idx(&vh_path, "routes", r);
                     if !matches!(route.action, Some(PbRouteAction::NonForwardingAction(_))) {
                         return Err(ctx.error(
-                            at(&idx(&vh_path, "routes", r), "action"),
+                            at(&route_path, "action"),
                             "a server's routes must be non_forwarding_action",
                         ));
+                    }
+                    let matches_everything = route.r#match.as_ref().is_some_and(|m| {
+                        m.path_specifier == Some(PathSpecifier::Prefix("/".into()))
+                            && m.headers.is_empty()
+                            && m.query_parameters.is_empty()
+                    });
+                    if !matches_everything {
+                        ctx.unsupported(at(&route_path, "match"), SERVED_BY_EVERY_ROUTE);
                     }
                 }
             }

@@ -345,6 +345,24 @@ fn a_plaintext_chain_without_policies() {
         .value;
     assert_eq!(l.mtls, MtlsMode::Disable);
     assert!(l.rbac.is_empty());
+
+    // Route conditions are reported: every request is served by the non-forwarding routes.
+    let mut narrow = hcm(vec![router()]);
+    if let Some(RouteSpecifier::RouteConfig(rc)) = &mut narrow.route_specifier {
+        rc.virtual_hosts[0].domains = vec!["ratings".into()];
+    }
+    let mut c = chain("plaintext", None, vec![]);
+    c.filters[0].config_type = Some(filter::ConfigType::TypedConfig(pack(&narrow)));
+    let decoded = decode_inbound_listener(&listener(vec![c])).unwrap();
+    let fields: Vec<&str> = decoded
+        .unsupported
+        .iter()
+        .map(|u| u.field.as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        ["filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].domains"]
+    );
 }
 
 #[test]
