@@ -8,6 +8,12 @@
 //! store. A request loads the snapshot once (in the route layer) and carries what it needs in its
 //! extensions, so it is served entirely by one configuration version; what a config change
 //! removes lives until its last request ends.
+//!
+//! Sources publish only their own part, so none drops another's: the client half (listeners
+//! and clusters: [`Mesh::publish_client`], e.g. the xDS client), the local server policy
+//! ([`Mesh::publish_server`], e.g. Istio YAML) and the xDS server side
+//! ([`Mesh::publish_inbound`]). Each is one store of a snapshot combining the new part with the
+//! others as they are, under one publish lock, so a request still loads one snapshot.
 
 use std::{
     collections::HashMap,
