@@ -736,9 +736,17 @@ mod tests {
         assert!(Arc::ptr_eq(config.server(), &server), "server half kept");
         assert_eq!(config.version(), "xds-2");
         assert!(config.cluster("b").is_some());
-        // A whole publish still replaces both halves.
+        // A whole publish still replaces both halves, and keeps the xDS server side.
+        let inbound = Arc::new(mesh_core::InboundListeners::new(
+            [(9080, mesh_core::InboundState::NotServing("waiting".into()))].into(),
+        ));
+        mesh.publish_inbound(inbound.clone());
         mesh.publish(client_config("yaml", &[]));
         assert_eq!(**mesh.config().server(), mesh_core::ServerPolicy::default());
+        assert!(Arc::ptr_eq(mesh.config().inbound(), &inbound));
+        mesh.publish_client(client_config("xds-3", &[]));
+        mesh.publish_server(rate_limited());
+        assert!(Arc::ptr_eq(mesh.config().inbound(), &inbound));
     }
 
     #[test]
