@@ -1,12 +1,17 @@
 //! The immutable, versioned configuration snapshot the data plane reads.
 //!
 //! A [`MeshConfig`] is complete by construction: every cluster a route or mirror names exists.
-//! Both sources (Istio YAML, xDS) build one and publish it whole; the data plane loads it once
-//! per request, so a request never sees two versions and never a dangling reference.
+//! It has parts that different sources own: the client half (listeners and clusters, from xDS
+//! or Istio YAML), the local server policy ([`ServerPolicy`], from Istio YAML) and the xDS
+//! server side ([`InboundListeners`], from an xDS client serving ports). A source replaces only
+//! its part ([`MeshConfig::with_server`], [`MeshConfig::with_inbound`] keep the rest), so one
+//! source's publish never drops what another set. The data plane loads the
+//! combined snapshot once per request, so a request never sees two versions and never a
+//! dangling reference.
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use crate::{Action, Cluster, Error, RouteTable, ServerPolicy};
+use crate::{Action, Cluster, Error, InboundListeners, RouteTable, ServerPolicy};
 
 /// One complete configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -15,6 +20,7 @@ pub struct MeshConfig {
     listeners: BTreeMap<Arc<str>, Arc<RouteTable>>,
     clusters: BTreeMap<Arc<str>, Arc<Cluster>>,
     server: Arc<ServerPolicy>,
+    inbound: Arc<InboundListeners>,
 }
 
 // === impl MeshConfig ===
@@ -57,6 +63,7 @@ impl MeshConfig {
             listeners,
             clusters,
             server: Arc::new(server),
+            inbound: Arc::default(),
         })
     }
 
@@ -67,6 +74,7 @@ impl MeshConfig {
             listeners: BTreeMap::new(),
             clusters: BTreeMap::new(),
             server: Arc::default(),
+            inbound: Arc::default(),
         }
     }
 
@@ -127,6 +135,29 @@ impl MeshConfig {
     /// The server-side policy.
     pub fn server(&self) -> &Arc<ServerPolicy> {
         &self.server
+    }
+
+    /// The xDS server side: the inbound listener state of each xDS-driven port. A port it
+    /// does not list follows [`server`](Self::server).
+    pub fn inbound(&self) -> &Arc<InboundListeners> {
+        &self.inbound
+    }
+
+    /// This snapshot with `server` as its local server policy, everything else kept. Needs no
+    /// validation again: server policy names no cluster.
+    pub fn with_server(&self, server: Arc<ServerPolicy>) -> Self {
+        Self {
+            server,
+            ..self.clone()
+        }
+    }
+
+    /// This snapshot with `inbound` as its xDS server side, everything else kept.
+    pub fn with_inbound(&self, inbound: Arc<InboundListeners>) -> Self {
+        Self {
+            inbound,
+            ..self.clone()
+        }
     }
 }
 
@@ -204,6 +235,24 @@ mod tests {
         assert!(
             MeshConfig::new("1", listeners, clusters(&["v1"]), ServerPolicy::default()).is_err()
         );
+    }
+
+    #[test]
+    fn with_server_replaces_only_the_server_half() {
+        let listeners = BTreeMap::from([(Arc::from("reviews:9080"), table(&["v1"], None))]);
+        let config =
+            MeshConfig::new("7", listeners, clusters(&["v1"]), ServerPolicy::default()).unwrap();
+        let server = Arc::new(ServerPolicy {
+            rate_limit: Some(
+                crate::LocalRateLimit::new(1, 1, std::time::Duration::from_secs(1)).unwrap(),
+            ),
+            ..ServerPolicy::default()
+        });
+        let combined = config.with_server(server.clone());
+        assert!(Arc::ptr_eq(combined.server(), &server));
+        assert_eq!(combined.version(), "7");
+        assert_eq!(combined.listeners(), config.listeners());
+        assert_eq!(combined.clusters(), config.clusters());
     }
 
     #[test]

@@ -57,7 +57,9 @@ pub use self::{
     server::{
         AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzDecision, AuthzOperation,
         AuthzReason, AuthzRequest, AuthzRule, AuthzSource, ConditionKey, DEFAULT_ROOT_NAMESPACE,
-        DEFAULT_TRUST_DOMAIN, IstioString, LocalRateLimit, MtlsMode, PeerAuthentication,
-        ServerPolicy, TokenBucket, TrustDomains, WorkloadScope, authorize, mtls_mode,
+        DEFAULT_TRUST_DOMAIN, HeaderField, InboundListener, InboundListeners, InboundState,
+        IstioString, LocalRateLimit, MtlsMode, PeerAuthentication, Permission, Principal, Rbac,
+        RbacAction, RbacFilter, RbacHeader, RbacPolicy, ServerPolicy, TokenBucket, TrustDomains,
+        WorkloadScope, authorize, authorize_rbac, mtls_mode,
     },
 };

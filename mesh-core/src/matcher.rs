@@ -368,14 +368,23 @@ impl HeaderMatcher {
                 };
             }
         };
-        let matched = match &self.kind {
-            HeaderMatch::Present(present) => *present,
-            HeaderMatch::String(m) => m.matches(&value),
-            HeaderMatch::Range { start, end } => {
+        self.kind.matches_value(&value) != self.invert
+    }
+}
+
+// === impl HeaderMatch ===
+
+impl HeaderMatch {
+    /// Whether a header that is present with `value` satisfies this check (before any
+    /// inversion). A range match needs a signed integer value.
+    pub fn matches_value(&self, value: &str) -> bool {
+        match self {
+            Self::Present(present) => *present,
+            Self::String(m) => m.matches(value),
+            Self::Range { start, end } => {
                 value.parse::<i64>().is_ok_and(|n| *start <= n && n < *end)
             }
-        };
-        matched != self.invert
+        }
     }
 }
 

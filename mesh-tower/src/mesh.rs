@@ -8,6 +8,12 @@
 //! store. A request loads the snapshot once (in the route layer) and carries what it needs in its
 //! extensions, so it is served entirely by one configuration version; what a config change
 //! removes lives until its last request ends.
+//!
+//! Sources publish only their own part, so none drops another's: the client half (listeners
+//! and clusters: [`Mesh::publish_client`], e.g. the xDS client), the local server policy
+//! ([`Mesh::publish_server`], e.g. Istio YAML) and the xDS server side
+//! ([`Mesh::publish_inbound`]). Each is one store of a snapshot combining the new part with the
+//! others as they are, under one publish lock, so a request still loads one snapshot.
 
 use std::{
     collections::HashMap,
@@ -19,8 +25,9 @@ use std::{
 
 use arc_swap::ArcSwap;
 use mesh_core::{
-    CircuitBreakers, Cluster, DEFAULT_ROOT_NAMESPACE, EndpointAddress, Labels, LbPolicy,
-    MeshConfig, Outcome, OutlierDetector, OutlierEvent, TlsMode, lb::Balancer, mtls_mode,
+    CircuitBreakers, Cluster, DEFAULT_ROOT_NAMESPACE, EndpointAddress, InboundState, Labels,
+    LbPolicy, MeshConfig, MtlsMode, Outcome, OutlierDetector, OutlierEvent, TlsMode, lb::Balancer,
+    mtls_mode,
 };
 use tokio::{sync::watch, time::Instant};
 
@@ -144,11 +151,77 @@ impl Mesh {
         mesh
     }
 
-    /// Replaces the configuration. Requests already routed finish on the configuration they
-    /// started with; new requests see the new one at once. Endpoints present in both keep their
-    /// connections.
+    /// Replaces the client half (listeners, clusters) and the local server policy
+    /// ([`MeshConfig::server`]) with `config`'s; the xDS server side
+    /// ([`publish_inbound`](Self::publish_inbound)) is kept. Requests already routed finish on
+    /// the configuration they started with; new requests see the new one at once. Endpoints
+    /// present in both keep their connections. A mesh fed by more than one source (xDS for
+    /// clients, YAML for servers) publishes each part on its own:
+    /// [`publish_client`](Self::publish_client), [`publish_server`](Self::publish_server).
     pub fn publish(&self, config: Arc<MeshConfig>) {
         let _serial = self.inner.publish.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.inner.snapshot.load();
+        let config = keep(
+            config,
+            current.config.inbound(),
+            MeshConfig::inbound,
+            MeshConfig::with_inbound,
+        );
+        drop(current);
+        self.store_client(config);
+    }
+
+    /// Replaces the client half (listeners and clusters) with `config`'s and keeps the server
+    /// side served now (local policy and xDS inbound listeners); `config`'s own are not used.
+    /// Endpoints present in both keep their connections.
+    pub fn publish_client(&self, config: Arc<MeshConfig>) {
+        let _serial = self.inner.publish.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.inner.snapshot.load();
+        let config = keep(
+            config,
+            current.config.server(),
+            MeshConfig::server,
+            MeshConfig::with_server,
+        );
+        let config = keep(
+            config,
+            current.config.inbound(),
+            MeshConfig::inbound,
+            MeshConfig::with_inbound,
+        );
+        drop(current);
+        self.store_client(config);
+    }
+
+    /// Replaces the local server policy (peer authentication, authorization, server faults,
+    /// rate limit) and keeps everything else, the clusters with their connections, balancers
+    /// and health state.
+    pub fn publish_server(&self, server: Arc<mesh_core::ServerPolicy>) {
+        self.store_server(|config| config.with_server(server));
+    }
+
+    /// Replaces the xDS server side (the inbound listener state of each xDS-driven port) and
+    /// keeps everything else. Servers of those ports follow it
+    /// ([`server_tls`](Self::server_tls), [`server_layer`](Self::server_layer)).
+    pub fn publish_inbound(&self, inbound: Arc<mesh_core::InboundListeners>) {
+        self.store_server(|config| config.with_inbound(inbound));
+    }
+
+    /// Stores `change(current config)` with the current cluster entries.
+    fn store_server(&self, change: impl FnOnce(&MeshConfig) -> MeshConfig) {
+        let _serial = self.inner.publish.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = self.inner.snapshot.load_full();
+        let snapshot = Snapshot {
+            config: Arc::new(change(&previous.config)),
+            clusters: previous.clusters.clone(),
+        };
+        self.inner.snapshot.store(Arc::new(snapshot));
+        self.inner.published.send_modify(|n| *n += 1);
+    }
+
+    /// Stores `config` whole, reusing the entries of clusters still there. The caller holds
+    /// the publish lock.
+    fn store_client(&self, config: Arc<MeshConfig>) {
         let previous = self.inner.snapshot.load_full();
         let clusters = config
             .clusters()
@@ -190,8 +263,10 @@ impl Mesh {
 
     /// The server side of this workload's `port`, in the mTLS mode the PeerAuthentication
     /// policies of the served configuration give it ([`mtls_mode`] with the workload's
-    /// `namespace` and `labels`, root namespace `istio-system`), kept current: every publish
-    /// re-resolves the mode for new connections. Presents the workload identity and verifies
+    /// `namespace` and `labels`, root namespace `istio-system`) — or, when an xDS client serves
+    /// the port ([`MeshConfig::inbound`]), the mode of its inbound listener's filter chain
+    /// (STRICT while it has none) — kept current: every publish re-resolves the mode for new
+    /// connections. Presents the workload identity and verifies
     /// clients with its trust bundle, so one must be set
     /// ([`set_workload_identity`](Self::set_workload_identity)) even while the mode is
     /// PERMISSIVE or DISABLE: a later STRICT must never find the server without material.
@@ -203,14 +278,18 @@ impl Mesh {
         port: u16,
     ) -> Result<ServerTls, TlsError> {
         let namespace = namespace.into();
-        let resolve = move |config: &MeshConfig| {
-            mtls_mode(
+        let resolve = move |config: &MeshConfig| match config.inbound().get(port) {
+            None => mtls_mode(
                 &config.server().peer_authentication,
                 &namespace,
                 &labels,
                 port,
                 DEFAULT_ROOT_NAMESPACE,
-            )
+            ),
+            Some(InboundState::Serving(listener)) => listener.mtls,
+            // Until the inbound listener says otherwise, nothing is accepted in plaintext (the
+            // server stack answers every request UNAVAILABLE meanwhile).
+            Some(InboundState::NotServing(_)) => MtlsMode::Strict,
         };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             TlsError::policy("Mesh::server_tls must be called inside a tokio runtime")
@@ -305,6 +384,21 @@ impl Mesh {
 
     pub(crate) fn metrics_cell(&self) -> &OnceLock<MeshMetrics> {
         &self.inner.metrics
+    }
+}
+
+/// `config` with its part (read by `get`) set to `current` (by `set`), without a copy when it
+/// already is that.
+fn keep<T>(
+    config: Arc<MeshConfig>,
+    current: &Arc<T>,
+    get: impl Fn(&MeshConfig) -> &Arc<T>,
+    set: impl Fn(&MeshConfig, Arc<T>) -> MeshConfig,
+) -> Arc<MeshConfig> {
+    if Arc::ptr_eq(get(&config), current) {
+        config
+    } else {
+        Arc::new(set(&config, current.clone()))
     }
 }
 
@@ -605,6 +699,74 @@ mod tests {
         );
         // Kinds are counted apart.
         assert!(state.try_admit_request(1).is_some());
+    }
+
+    fn client_config(version: &str, clusters: &[&str]) -> Arc<MeshConfig> {
+        let clusters = clusters
+            .iter()
+            .map(|n| (Arc::from(*n), Arc::new(Cluster::new(*n, vec![]))))
+            .collect();
+        Arc::new(
+            MeshConfig::new(
+                version,
+                Default::default(),
+                clusters,
+                mesh_core::ServerPolicy::default(),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn rate_limited() -> Arc<mesh_core::ServerPolicy> {
+        Arc::new(mesh_core::ServerPolicy {
+            rate_limit: Some(
+                mesh_core::LocalRateLimit::new(1, 1, std::time::Duration::from_secs(1)).unwrap(),
+            ),
+            ..mesh_core::ServerPolicy::default()
+        })
+    }
+
+    #[test]
+    fn a_server_publish_keeps_the_client_half_and_its_cluster_state() {
+        let mesh = Mesh::new((*client_config("xds-1", &["a"])).clone());
+        let before = mesh.snapshot();
+        let server = rate_limited();
+        mesh.publish_server(server.clone());
+        let after = mesh.snapshot();
+        assert!(Arc::ptr_eq(after.config.server(), &server));
+        assert_eq!(after.config.version(), "xds-1");
+        assert!(after.config.cluster("a").is_some());
+        assert!(
+            Arc::ptr_eq(&before.clusters["a"].state, &after.clusters["a"].state)
+                && Arc::ptr_eq(
+                    &before.clusters["a"].balancer,
+                    &after.clusters["a"].balancer
+                ),
+            "the cluster's balancer and state are the same objects"
+        );
+    }
+
+    #[test]
+    fn a_client_publish_keeps_the_server_half() {
+        let mesh = Mesh::new(MeshConfig::empty());
+        let server = rate_limited();
+        mesh.publish_server(server.clone());
+        mesh.publish_client(client_config("xds-2", &["b"]));
+        let config = mesh.config();
+        assert!(Arc::ptr_eq(config.server(), &server), "server half kept");
+        assert_eq!(config.version(), "xds-2");
+        assert!(config.cluster("b").is_some());
+        // A whole publish still replaces both halves, and keeps the xDS server side.
+        let inbound = Arc::new(mesh_core::InboundListeners::new(
+            [(9080, mesh_core::InboundState::NotServing("waiting".into()))].into(),
+        ));
+        mesh.publish_inbound(inbound.clone());
+        mesh.publish(client_config("yaml", &[]));
+        assert_eq!(**mesh.config().server(), mesh_core::ServerPolicy::default());
+        assert!(Arc::ptr_eq(mesh.config().inbound(), &inbound));
+        mesh.publish_client(client_config("xds-3", &[]));
+        mesh.publish_server(rate_limited());
+        assert!(Arc::ptr_eq(mesh.config().inbound(), &inbound));
     }
 
     #[test]

@@ -291,6 +291,20 @@ impl Bootstrap {
         }
     }
 
+    /// The LDS resource name of the inbound listener of a server listening on `address`
+    /// (gRFC A36: `%s` in `server_listener_resource_name_template` becomes `ip:port`, IPv6 in
+    /// brackets; istiod's template is `xds.istio.io/grpc/lds/inbound/%s`). `None` when the
+    /// bootstrap has no template: then xDS cannot serve.
+    pub fn server_listener_name(&self, address: std::net::SocketAddr) -> Option<String> {
+        let template = self.server_listener_resource_name_template.as_ref()?;
+        let address = address.to_string();
+        Some(if template.starts_with("xdstp:") {
+            template.replace("%s", &percent_encode(&address))
+        } else {
+            template.replace("%s", &address)
+        })
+    }
+
     fn from_raw(raw: RawBootstrap) -> Result<Self, BootstrapError> {
         let invalid = |field: String, message: &str| BootstrapError::Invalid {
             field,

@@ -791,3 +791,28 @@ async fn only_complete_targets_are_published_and_an_incomplete_change_keeps_the_
     assert_eq!(count(&mut client, 20).await["v2"], 20);
     assert!(mesh.config().listener(OTHER).is_none());
 }
+
+/// Server policy published beside the xDS client (local YAML) and the client config the xDS
+/// client publishes are separate halves: neither publish drops the other's.
+#[tokio::test]
+async fn server_policy_beside_xds_survives_xds_updates_and_keeps_them() {
+    let (a, b) = (echo("a").await, echo("b").await);
+    let server = AdsServer::start().await;
+    server.set_snapshot(snapshot("1", &[(V1, 100, &[a.addr])]));
+    let (mesh, _xds, mut client) = start(&[server.addr]);
+    assert_eq!(count(&mut client, 3).await["a"], 3);
+    let yaml = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+                metadata: {name: strict, namespace: default}\nspec: {mtls: {mode: STRICT}}\n";
+    let local = mesh_tower::mesh_core::istio::load_str("local.yaml", yaml)
+        .unwrap()
+        .config;
+    mesh.publish_server(local.server().clone());
+    // The server publish kept the xDS client config.
+    assert!(mesh.config().listener(TARGET).is_some());
+    assert_eq!(count(&mut client, 3).await["a"], 3);
+    // An xDS update keeps the server policy.
+    server.set_snapshot(snapshot("2", &[(V2, 100, &[b.addr])]));
+    eventually("V2 served", || mesh.config().cluster(V2).is_some()).await;
+    assert_eq!(mesh.config().server(), local.server());
+    assert_eq!(count(&mut client, 3).await["b"], 3);
+}

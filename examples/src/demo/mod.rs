@@ -353,9 +353,10 @@ impl Demo {
         let seen: Vec<&str> = before.principals.keys().map(String::as_str).collect();
         let plaintext = traffic::plaintext_ratings(self.topology.ratings[0].address).await;
         self.record_applied(topology::ratings_server_yaml(true));
-        let reviews_only = std::sync::Arc::new(topology::ratings_server_config(true)?);
+        // Only the server half: the ratings meshes' client half is not this YAML's.
+        let reviews_only = topology::ratings_server_config(true)?;
         for mesh in &self.topology.ratings_meshes {
-            mesh.publish(reviews_only.clone());
+            mesh.publish_server(reviews_only.server().clone());
         }
         let after = traffic::ratings(client, 5, show).await;
         let page = traffic::product_page(client).await;

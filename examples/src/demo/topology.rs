@@ -279,9 +279,8 @@ impl Topology {
     /// Heals every instance: no failures, no latency, no authorization policy.
     pub fn heal(&self) {
         if let Ok(config) = ratings_server_config(false) {
-            let config = Arc::new(config);
             for mesh in &self.ratings_meshes {
-                mesh.publish(config.clone());
+                mesh.publish_server(config.server().clone());
             }
         }
         for instance in self.reviews.iter().chain(&self.ratings) {

@@ -146,25 +146,27 @@ pub enum AuthzReason {
 /// Three-valued match result. The order (`No < Unknown < Yes`) makes AND the minimum and OR
 /// the maximum, which is Kleene's logic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Tri {
+pub(super) enum Tri {
     No,
     Unknown,
     Yes,
 }
 
-/// The request, normalized once for all policies.
+/// The request, normalized once for all policies (shared with the RBAC engine).
 #[derive(Debug)]
-struct Facts<'a> {
+pub(super) struct Facts<'a> {
     principals: &'a [Arc<str>],
     trust_domains: &'a TrustDomains,
     /// The namespace given with the request, when a principal of the mesh vouches for it.
     namespace: Option<&'a str>,
-    source_ip: Option<IpAddr>,
-    port: u16,
-    host: &'a str,
-    method: &'a str,
-    path: &'a str,
-    headers: &'a http::HeaderMap,
+    /// IPv4-mapped addresses as IPv4.
+    pub(super) source_ip: Option<IpAddr>,
+    pub(super) port: u16,
+    pub(super) host: &'a str,
+    pub(super) method: &'a str,
+    /// Without query or fragment.
+    pub(super) path: &'a str,
+    pub(super) headers: &'a http::HeaderMap,
 }
 
 /// Decides whether `request` may reach the workload in `workload_namespace` with `labels`,
@@ -465,15 +467,15 @@ fn bare(principal: &str) -> Option<&str> {
 // === impl Tri ===
 
 impl Tri {
-    fn and(self, other: Self) -> Self {
+    pub(super) fn and(self, other: Self) -> Self {
         self.min(other)
     }
 
-    fn or(self, other: Self) -> Self {
+    pub(super) fn or(self, other: Self) -> Self {
         self.max(other)
     }
 
-    fn not(self) -> Self {
+    pub(super) fn not(self) -> Self {
         match self {
             Self::No => Self::Yes,
             Self::Unknown => Self::Unknown,
@@ -491,7 +493,7 @@ impl From<bool> for Tri {
 // === impl Facts ===
 
 impl<'a> Facts<'a> {
-    fn new(request: &AuthzRequest<'a>) -> Self {
+    pub(super) fn new(request: &AuthzRequest<'a>) -> Self {
         // A namespace is only as good as the identity that vouches for it.
         let vouched = request
             .principals
@@ -520,7 +522,7 @@ impl<'a> Facts<'a> {
     }
 
     /// The peer's principals without their scheme.
-    fn principals(&self) -> impl Iterator<Item = &'a str> + 'a {
+    pub(super) fn principals(&self) -> impl Iterator<Item = &'a str> + 'a {
         self.principals.iter().filter_map(|p| bare(p))
     }
 

@@ -19,14 +19,21 @@ use ipnet::IpNet;
 use crate::{Error, FaultPolicy, Labels, PathNormalizer};
 
 mod authz;
+mod inbound;
 mod peer_auth;
 mod rate_limit;
+mod rbac;
 mod trust_domain;
 
 pub use self::{
     authz::{AuthzDecision, AuthzReason, AuthzRequest, authorize},
+    inbound::{InboundListener, InboundListeners, InboundState},
     peer_auth::mtls_mode,
     rate_limit::TokenBucket,
+    rbac::{
+        HeaderField, Permission, Principal, Rbac, RbacAction, RbacFilter, RbacHeader, RbacPolicy,
+        authorize_rbac,
+    },
     trust_domain::{DEFAULT_TRUST_DOMAIN, TrustDomains},
 };
 

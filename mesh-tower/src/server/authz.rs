@@ -1,6 +1,8 @@
-//! Authorization: Istio `AuthorizationPolicy` for one incoming request.
+//! Authorization: Istio `AuthorizationPolicy` for one incoming request, or the RBAC filters of
+//! the port's xDS inbound listener when an xDS client serves it.
 //!
-//! The decision is `mesh-core`'s pure [`authorize`](mesh_core::authorize); this module only
+//! The decision is `mesh-core`'s pure [`authorize`](mesh_core::authorize) or
+//! [`authorize_rbac`](mesh_core::authorize_rbac); this module only
 //! gathers its inputs from the request (principal and address from the [`Peer`], the workload's
 //! namespace, labels and port) and answers a denial as Envoy's RBAC filter does: HTTP 403
 //! `RBAC: access denied`, or a trailers-only `PERMISSION_DENIED` for gRPC callers. Dry-run
@@ -9,7 +11,7 @@
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode, header};
-use mesh_core::{AuthzReason, AuthzRequest, GrpcCode, ServerPolicy};
+use mesh_core::{AuthzReason, AuthzRequest, GrpcCode, RbacFilter, ServerPolicy};
 
 use super::Workload;
 use crate::{Peer, body::ResponseBody, metrics::ServerRecorder, synthesize::Failure};
@@ -26,15 +28,28 @@ pub(crate) enum Authorized {
     Denied(Option<Arc<str>>),
 }
 
-/// Judges `req` from `peer` against `policy` for `workload`; logs and counts dry-run denials.
+/// Where a server's authorization rules come from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Rules<'a> {
+    /// The local `AuthorizationPolicy` resources.
+    Local(&'a ServerPolicy),
+    /// The RBAC filters of the port's xDS inbound listener.
+    Rbac(&'a [RbacFilter]),
+}
+
+/// Judges `req` from `peer` against `rules` for `workload`; logs and counts dry-run denials.
 pub(crate) fn authorize<B>(
-    policy: &ServerPolicy,
+    rules: Rules<'_>,
     workload: &Workload,
     peer: &Peer,
     req: &Request<B>,
     recorder: Option<&ServerRecorder>,
 ) -> Authorized {
-    if policy.authorization.is_empty() {
+    let nothing_to_check = match rules {
+        Rules::Local(policy) => policy.authorization.is_empty(),
+        Rules::Rbac(filters) => filters.is_empty(),
+    };
+    if nothing_to_check {
         return Authorized::Allowed;
     }
     let host = req
@@ -62,12 +77,15 @@ pub(crate) fn authorize<B>(
         path: req.uri().path(),
         headers: req.headers(),
     };
-    let decision = policy.authorize(
-        &workload.namespace,
-        &workload.labels,
-        &workload.root_namespace,
-        &request,
-    );
+    let decision = match rules {
+        Rules::Local(policy) => policy.authorize(
+            &workload.namespace,
+            &workload.labels,
+            &workload.root_namespace,
+            &request,
+        ),
+        Rules::Rbac(filters) => mesh_core::authorize_rbac(filters, &request),
+    };
     for name in &decision.dry_run_denials {
         tracing::info!(
             policy = %name,
@@ -106,6 +124,19 @@ pub(crate) fn authorize<B>(
         "request denied by authorization policy"
     );
     Authorized::Denied(deciding)
+}
+
+/// The answer of a port whose xDS inbound listener is not serving (not received yet, removed,
+/// or does not exist): gRPC `UNAVAILABLE` / HTTP 503, never the handler. gRFC A36 closes such
+/// connections instead; answering each request keeps the server stack independent of the
+/// listener, and no request reaches the handler under a policy the control plane did not give.
+pub(crate) fn not_serving_response(is_grpc: bool) -> Response<ResponseBody> {
+    Failure::unflagged(
+        GrpcCode::Unavailable,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "xDS inbound listener not serving",
+    )
+    .into_response(is_grpc)
 }
 
 /// The response to a denied request. It carries no response flag: Envoy's RBAC filter sets

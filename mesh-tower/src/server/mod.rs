@@ -12,7 +12,9 @@
 //! ```
 //!
 //! Each request loads the mesh's configuration once ([`Mesh::config`]) and is judged entirely by
-//! that snapshot's [`ServerPolicy`](mesh_core::ServerPolicy). The steps are one service rather
+//! that snapshot: by its [`ServerPolicy`](mesh_core::ServerPolicy), or, on a port an xDS client
+//! serves, by the port's inbound listener ([`MeshConfig::inbound`](mesh_core::MeshConfig::inbound):
+//! its RBAC filters; while it has none, every request is answered UNAVAILABLE). The steps are one service rather
 //! than four stacked ones because every step reads the same snapshot and the same request
 //! facts (is it gRPC, who is the peer), and a denied request must never reach the later steps;
 //! each step's logic lives in its own module ([`authz`], [`rate_limit`], the shared
@@ -75,7 +77,8 @@ use std::{
 
 use http::{Request, Response, header};
 use mesh_core::{
-    DEFAULT_ROOT_NAMESPACE, Labels, MtlsMode, PathNormalizer, ServerPolicy, TrustDomains,
+    DEFAULT_ROOT_NAMESPACE, InboundState, Labels, MtlsMode, PathNormalizer, ServerPolicy,
+    TrustDomains,
 };
 use tower::{Layer, Service};
 
@@ -331,6 +334,7 @@ impl ServerLayer {
         shared.path_normalization = Some(normalizer);
         Self {
             shared: Arc::new(shared),
+            connection: self.connection,
         }
     }
 
@@ -414,14 +418,40 @@ where
             return ServerFuture::forward(self.inner.call(req), recorder);
         }
 
-        if peer.identity.is_none() && self.refuses_unproven_peer(policy, &peer, peer_is_known) {
-            if let Some(recorder) = recorder.as_mut() {
-                recorder.denied(None);
+        // A port an xDS client serves follows its inbound listener, and serves nothing while
+        // it has none; any other port follows the local policy. A plaintext connection
+        // accepted before the listener's chain required mTLS is not served either (A36 drains
+        // connections whose chain changed; refusing their requests is the part security needs).
+        let rules = match config.inbound().get(shared.workload.port) {
+            None => {
+                if peer.identity.is_none()
+                    && self.refuses_unproven_peer(policy, &peer, peer_is_known)
+                {
+                    if let Some(recorder) = recorder.as_mut() {
+                        recorder.denied(None);
+                    }
+                    return ServerFuture::answer(authz::denied_response(is_grpc), recorder);
+                }
+                authz::Rules::Local(policy)
             }
-            return ServerFuture::answer(authz::denied_response(is_grpc), recorder);
-        }
-
-        match authz::authorize(policy, &shared.workload, &peer, &req, recorder.as_ref()) {
+            Some(InboundState::Serving(listener))
+                if listener.mtls == MtlsMode::Strict && peer.identity.is_none() =>
+            {
+                return ServerFuture::answer(authz::not_serving_response(is_grpc), recorder);
+            }
+            // Without connection facts neither the chain nor RBAC's principals can be judged.
+            Some(InboundState::Serving(_)) if !peer_is_known => {
+                if let Some(recorder) = recorder.as_mut() {
+                    recorder.denied(None);
+                }
+                return ServerFuture::answer(authz::denied_response(is_grpc), recorder);
+            }
+            Some(InboundState::Serving(listener)) => authz::Rules::Rbac(&listener.rbac),
+            Some(InboundState::NotServing(_)) => {
+                return ServerFuture::answer(authz::not_serving_response(is_grpc), recorder);
+            }
+        };
+        match authz::authorize(rules, &shared.workload, &peer, &req, recorder.as_ref()) {
             Authorized::Allowed => {}
             Authorized::Denied(policy) => {
                 if let Some(recorder) = recorder.as_mut() {

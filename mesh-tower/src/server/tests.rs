@@ -172,3 +172,68 @@ fn canonical_service_and_revision_follow_istios_label_precedence() {
         ("reviews-k8s", "2.0")
     );
 }
+
+/// A port an xDS client serves answers UNAVAILABLE until its inbound listener arrives, then
+/// follows that listener's RBAC (not the local policy), and other ports keep the local policy.
+#[tokio::test]
+async fn an_xds_served_port_follows_its_inbound_listener() {
+    use mesh_core::{
+        InboundListener, InboundListeners, InboundState, MtlsMode, Permission, Principal, Rbac,
+        RbacAction, RbacFilter, RbacPolicy,
+    };
+    let mesh = mesh_with(ServerPolicy::default());
+    let status = |mesh: &Mesh, port: u16| {
+        let mut svc = mesh
+            .server_layer(Workload::new("default", "ratings", port))
+            .layer(handler());
+        async move {
+            svc.ready()
+                .await
+                .unwrap()
+                .call(get())
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let publish = |state: InboundState| {
+        mesh.publish_inbound(Arc::new(InboundListeners::new(
+            [(9080, state)].into_iter().collect(),
+        )));
+    };
+    publish(InboundState::NotServing("waiting".into()));
+    assert_eq!(status(&mesh, 9080).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(status(&mesh, 9090).await, StatusCode::OK, "not xDS-driven");
+
+    let deny_all = RbacFilter {
+        name: "envoy.filters.http.rbac".into(),
+        rules: Some(Rbac {
+            action: RbacAction::Deny,
+            policies: Arc::from([RbacPolicy {
+                name: "default-deny-all-0".into(),
+                permissions: Arc::from([Permission::Any]),
+                principals: Arc::from([Principal::Any]),
+            }]),
+        }),
+        shadow_rules: None,
+    };
+    publish(InboundState::Serving(Arc::new(InboundListener {
+        name: "xds.istio.io/grpc/lds/inbound/0.0.0.0:9080".into(),
+        mtls: MtlsMode::Disable,
+        rbac: Arc::from([deny_all]),
+    })));
+    assert_eq!(status(&mesh, 9080).await, StatusCode::FORBIDDEN);
+    // A local publish of server policy does not drop the xDS side.
+    mesh.publish_server(Arc::new(ServerPolicy::default()));
+    assert_eq!(status(&mesh, 9080).await, StatusCode::FORBIDDEN);
+    assert_eq!(status(&mesh, 9090).await, StatusCode::OK);
+
+    // The chain now requires mTLS: a request on a plaintext connection (accepted before) is
+    // not served, even with no RBAC at all.
+    publish(InboundState::Serving(Arc::new(InboundListener {
+        name: "xds.istio.io/grpc/lds/inbound/0.0.0.0:9080".into(),
+        mtls: MtlsMode::Strict,
+        rbac: Arc::from([]),
+    })));
+    assert_eq!(status(&mesh, 9080).await, StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -121,7 +121,6 @@ pub(crate) fn target_state(state: &AdsState, listener_name: &str) -> TargetState
 pub(crate) fn mesh_config(
     version: String,
     targets: &BTreeMap<String, TargetConfig>,
-    server: ServerPolicy,
 ) -> Result<MeshConfig, mesh_core::Error> {
     let mut listeners = BTreeMap::new();
     let mut clusters = BTreeMap::new();
@@ -131,7 +130,7 @@ pub(crate) fn mesh_config(
             clusters.entry(name.clone()).or_insert_with(|| c.clone());
         }
     }
-    MeshConfig::new(version, listeners, clusters, server)
+    MeshConfig::new(version, listeners, clusters, ServerPolicy::default())
 }
 
 enum Need<'a> {

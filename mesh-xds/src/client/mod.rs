@@ -19,7 +19,10 @@ use envoy_types::pb::envoy::{
     service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
 };
 use mesh_tower::{
-    Discovery, Mesh, UnreadyTarget, XdsMetrics, admin::ConfigDumpExtension, tls::ProviderFiles,
+    Discovery, Mesh, UnreadyTarget, XdsMetrics,
+    admin::ConfigDumpExtension,
+    mesh_core::{InboundListeners, InboundState},
+    tls::ProviderFiles,
 };
 use tokio::{sync::Notify, task::JoinHandle};
 
@@ -80,6 +83,14 @@ pub struct XdsClientOptions {
     /// accepted change, checked whole before use, marked stale until a fresh response).
     /// Default is `None`: nothing is persisted.
     pub persist_path: Option<PathBuf>,
+}
+
+/// Why a server cannot be driven by xDS.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The bootstrap names no inbound listeners.
+    #[error("the bootstrap has no server_listener_resource_name_template")]
+    NoServerListenerTemplate,
 }
 
 /// Why the client could not start.
@@ -180,8 +191,10 @@ fn register_certificate_providers(bootstrap: &Bootstrap, mesh: &Mesh) {
 
 impl XdsClient {
     /// Starts the client on the current tokio runtime and makes it `mesh`'s discovery source.
-    /// From then on the client owns the mesh's configuration: it publishes every complete
-    /// watched target (the server-side policy already in the mesh is kept). The client lives
+    /// From then on the client owns the mesh's client half: it publishes every complete
+    /// watched target ([`Mesh::publish_client`]); local server policy published beside it
+    /// ([`Mesh::publish_server`]) is kept, and the ports it [`serve`](Self::serve)s get their
+    /// server side from xDS ([`Mesh::publish_inbound`]). The client lives
     /// as long as the mesh holds it; [`shutdown`](Self::shutdown) stops the ADS stream.
     ///
     /// `channel_creds` `tls` is not implemented yet: such a server is never dialled in
@@ -306,6 +319,32 @@ impl XdsClient {
     /// client, to mount on a tonic server.
     pub fn csds(&self) -> CsdsService {
         CsdsService::new(self.inner.clone())
+    }
+
+    /// Drives the server listening on `address` by xDS (gRFC A36): the client subscribes to
+    /// its inbound Listener (the bootstrap's `server_listener_resource_name_template` with
+    /// `ip:port`) and publishes it to the mesh as the port's server side
+    /// ([`Mesh::publish_inbound`]), so [`Mesh::server_tls`] and [`Mesh::server_layer`] of that
+    /// port follow the listener's mTLS mode and RBAC instead of the local policy.
+    ///
+    /// Until the listener arrives, and whenever it does not exist or was rejected with no good
+    /// version before, the port is *not serving*: its TLS acceptor requires mTLS and its
+    /// server stack answers every request UNAVAILABLE. A rejected update keeps the last good
+    /// listener serving.
+    pub fn serve(&self, address: std::net::SocketAddr) -> Result<(), ServeError> {
+        let name = self
+            .inner
+            .bootstrap
+            .server_listener_name(address)
+            .ok_or(ServeError::NoServerListenerTemplate)?;
+        let mut shared = self.inner.lock();
+        if shared.state.watch_server(address.port(), &name) {
+            tracing::debug!(%address, listener = %name, "serving over xDS");
+            self.inner.publish_inbound(&shared);
+            drop(shared);
+            self.inner.wake.notify_one();
+        }
+        Ok(())
     }
 
     /// The bootstrap the client runs with.
@@ -475,6 +514,7 @@ impl Inner {
     /// have stopped being pending (it failed, or does not exist), and the requests waiting for
     /// it wake on a publish to find that out at once rather than at their deadline.
     fn republish(&self, shared: &mut Shared) {
+        self.publish_inbound(shared);
         let mut changed = false;
         let targets: Vec<(String, String)> = shared
             .state
@@ -503,28 +543,72 @@ impl Inner {
             }
         }
         if !changed {
-            self.mesh.publish(self.mesh.config());
+            self.mesh.publish_client(self.mesh.config());
             return;
         }
         shared.publishes += 1;
         let version = format!("xds-{}", shared.publishes);
-        let server = ServerPolicyOf::of(&self.mesh);
-        match assembly::mesh_config(version, &shared.published, server) {
-            Ok(config) => self.mesh.publish(Arc::new(config)),
+        // Only the client half: the server half belongs to whoever publishes server policy.
+        match assembly::mesh_config(version, &shared.published) {
+            Ok(config) => self.mesh.publish_client(Arc::new(config)),
             // Cannot happen: each target was assembled with every cluster it names.
             Err(e) => {
                 tracing::error!(error = %e, "assembled xDS configuration is inconsistent; not published")
             }
         }
     }
+
+    /// Publishes the state of every served port when it changed: serving with its inbound
+    /// listener (the last good one), or not serving.
+    fn publish_inbound(&self, shared: &Shared) {
+        let ports = shared
+            .state
+            .servers()
+            .iter()
+            .map(|(port, name)| (*port, inbound_state(&shared.state, name)))
+            .collect();
+        let inbound = InboundListeners::new(ports);
+        let current = self.mesh.config();
+        if **current.inbound() == inbound {
+            return;
+        }
+        for (port, state) in inbound.ports() {
+            if current.inbound().get(*port) != Some(state) {
+                match state {
+                    InboundState::Serving(l) => {
+                        tracing::info!(port, listener = %l.name, mtls = ?l.mtls, "xDS server serving")
+                    }
+                    InboundState::NotServing(why) => {
+                        tracing::warn!(port, reason = %why, "xDS server not serving")
+                    }
+                }
+            }
+        }
+        self.mesh.publish_inbound(Arc::new(inbound));
+    }
 }
 
-/// The server-side policy stays whatever the mesh has: xDS client resources do not carry it.
-struct ServerPolicyOf;
-
-impl ServerPolicyOf {
-    fn of(mesh: &Mesh) -> mesh_core::ServerPolicy {
-        (**mesh.config().server()).clone()
+/// Where the inbound Listener `name` stands for its server.
+fn inbound_state(state: &AdsState, name: &str) -> InboundState {
+    let Some(entry) = state.resource(ResourceType::Listener, name) else {
+        return InboundState::NotServing("waiting for the inbound listener".into());
+    };
+    match (&entry.value, entry.status) {
+        (Some(state::Resource::Inbound(l)), _) => InboundState::Serving(l.clone()),
+        (Some(_), _) => InboundState::NotServing(
+            format!("Listener {name} is a client listener, not a server's").into(),
+        ),
+        (None, ResourceStatus::DoesNotExist) => {
+            InboundState::NotServing(format!("Listener {name} does not exist").into())
+        }
+        (None, ResourceStatus::Nacked) => InboundState::NotServing(
+            entry
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("Listener {name} rejected"))
+                .into(),
+        ),
+        (None, _) => InboundState::NotServing("waiting for the inbound listener".into()),
     }
 }
 

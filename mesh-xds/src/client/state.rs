@@ -25,6 +25,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -38,12 +39,12 @@ use envoy_types::pb::{
     },
     google::{protobuf::Any, rpc},
 };
-use mesh_core::{Action, Endpoint, RouteTable};
+use mesh_core::{Action, Endpoint, InboundListener, RouteTable};
 use prost::Message;
 
 use crate::decode::{
     DecodeError, DecodedCluster, EndpointSource, HttpFilters, Unsupported, decode_cluster,
-    decode_load_assignment,
+    decode_inbound_listener, decode_load_assignment,
     listener::{DecodedListener, ListenerRoutes, decode_listener},
     route::decode_route_configuration,
 };
@@ -84,8 +85,10 @@ pub enum ResourceStatus {
 /// A decoded resource value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resource {
-    /// A Listener.
+    /// A Listener for clients (an API listener).
     Listener(DecodedListener),
+    /// A Listener for a server (a socket listener: an inbound listener, gRFC A36).
+    Inbound(Arc<InboundListener>),
     /// A RouteConfiguration, decoded with the HTTP filters of the listener that references
     /// it (re-decoded at assembly for a listener with other filters).
     Route {
@@ -174,6 +177,8 @@ pub struct AdsState {
     types: BTreeMap<ResourceType, TypeState>,
     /// Watched targets and the name of their Listener.
     targets: BTreeMap<String, String>,
+    /// Served ports and the name of their inbound Listener.
+    servers: BTreeMap<u16, String>,
     does_not_exist_timeout: Duration,
     /// Honour the server's `ignore_resource_deletion` feature.
     ignore_resource_deletion: bool,
@@ -270,6 +275,7 @@ impl AdsState {
                 .map(|t| (t, TypeState::default()))
                 .collect(),
             targets: BTreeMap::new(),
+            servers: BTreeMap::new(),
             does_not_exist_timeout: DEFAULT_DOES_NOT_EXIST_TIMEOUT,
             ignore_resource_deletion: false,
             first_on_stream: true,
@@ -305,6 +311,23 @@ impl AdsState {
     /// Watched targets and their Listener names.
     pub fn targets(&self) -> &BTreeMap<String, String> {
         &self.targets
+    }
+
+    /// Serves `port` through the inbound Listener `listener_name` (see
+    /// [`Bootstrap::server_listener_name`](crate::bootstrap::Bootstrap::server_listener_name)).
+    /// Returns whether it is new.
+    pub fn watch_server(&mut self, port: u16, listener_name: &str) -> bool {
+        if self.servers.contains_key(&port) {
+            return false;
+        }
+        self.servers.insert(port, listener_name.to_owned());
+        self.resubscribe();
+        true
+    }
+
+    /// Served ports and their inbound Listener names.
+    pub fn servers(&self) -> &BTreeMap<u16, String> {
+        &self.servers
     }
 
     /// A stream is up: every subscription is sent again, with the known versions.
@@ -589,6 +612,11 @@ impl AdsState {
         match ty {
             ResourceType::Listener => {
                 let l = Listener::decode(bytes).map_err(malformed)?;
+                // A client listener is an API listener; a server's is a socket listener.
+                if l.api_listener.is_none() {
+                    let d = decode_inbound_listener(&l).map_err(DecodeFailure::from)?;
+                    return Ok((l.name, d.map(|l| Resource::Inbound(Arc::new(l)))));
+                }
                 let d = decode_listener(&l).map_err(DecodeFailure::from)?;
                 Ok((l.name, d.map(Resource::Listener)))
             }
@@ -648,7 +676,12 @@ impl AdsState {
     /// Recomputes what is subscribed from the watched targets and the cache.
     fn resubscribe(&mut self) {
         let mut want: BTreeMap<ResourceType, BTreeSet<String>> = BTreeMap::new();
-        let listeners: BTreeSet<String> = self.targets.values().cloned().collect();
+        let listeners: BTreeSet<String> = self
+            .targets
+            .values()
+            .chain(self.servers.values())
+            .cloned()
+            .collect();
         let mut routes = BTreeSet::new();
         let mut clusters = BTreeSet::new();
         for name in &listeners {

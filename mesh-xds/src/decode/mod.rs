@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod endpoint;
 mod fields;
 pub mod filter;
+pub mod inbound;
 pub mod listener;
 pub mod route;
 
@@ -19,6 +20,7 @@ pub use self::{
     cluster::{DecodedCluster, EndpointSource, InlineKind, decode_cluster},
     endpoint::decode_load_assignment,
     filter::{FaultFilter, HttpFilters},
+    inbound::decode_inbound_listener,
 };
 
 /// A resource that could not be decoded: which resource, which field, why.

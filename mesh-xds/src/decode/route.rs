@@ -38,7 +38,7 @@ use super::{
 };
 
 mod action;
-mod matcher;
+pub(crate) mod matcher;
 #[cfg(test)]
 mod tests;
 

@@ -145,39 +145,15 @@ pub(super) fn route_match(
     Ok((!skip).then_some(out))
 }
 
-#[allow(deprecated)] // The direct `*_match` fields predate `string_match`; both are read.
 fn header(ctx: &mut Ctx, path: &str, h: &pb::HeaderMatcher) -> Result<HeaderCond, DecodeError> {
     let pb::HeaderMatcher {
         name,
         invert_match,
         treat_missing_header_as_empty,
-        header_match_specifier,
+        header_match_specifier: _,
     } = h;
-    use HeaderMatchSpecifier as S;
-    let kind = match header_match_specifier {
-        // Envoy: no specifier means "the header is present".
-        None => HeaderMatch::Present(true),
-        Some(S::ExactMatch(s)) => HeaderMatch::String(StringMatcher::exact(s.as_str())),
-        Some(S::PrefixMatch(s)) => HeaderMatch::String(StringMatcher::prefix(s.as_str())),
-        Some(S::SuffixMatch(s)) => {
-            HeaderMatch::String(StringMatcher::new(StringMatch::Suffix(s.clone()), false))
-        }
-        Some(S::ContainsMatch(s)) => {
-            HeaderMatch::String(StringMatcher::new(StringMatch::Contains(s.clone()), false))
-        }
-        Some(S::SafeRegexMatch(r)) => HeaderMatch::String(StringMatcher::new(
-            StringMatch::Regex(regex(ctx, &at(path, "safe_regex_match"), r)?),
-            false,
-        )),
-        Some(S::RangeMatch(r)) => HeaderMatch::Range {
-            start: r.start,
-            end: r.end,
-        },
-        Some(S::PresentMatch(p)) => HeaderMatch::Present(*p),
-        Some(S::StringMatch(sm)) => match string_matcher(ctx, &at(path, "string_match"), sm)? {
-            Some(m) => HeaderMatch::String(m),
-            None => return Ok(HeaderCond::Skip),
-        },
+    let Some(kind) = header_kind(ctx, path, h)? else {
+        return Ok(HeaderCond::Skip);
     };
     if let Some(pseudo) = name.strip_prefix(':') {
         return match (pseudo, kind) {
@@ -211,8 +187,44 @@ fn header(ctx: &mut Ctx, path: &str, h: &pb::HeaderMatcher) -> Result<HeaderCond
     )))
 }
 
+/// What a `HeaderMatcher` checks; `None` for a custom string matcher (reported).
+#[allow(deprecated)] // The direct `*_match` fields predate `string_match`; both are read.
+pub(crate) fn header_kind(
+    ctx: &mut Ctx,
+    path: &str,
+    h: &pb::HeaderMatcher,
+) -> Result<Option<HeaderMatch>, DecodeError> {
+    use HeaderMatchSpecifier as S;
+    let kind = match &h.header_match_specifier {
+        // Envoy: no specifier means "the header is present".
+        None => HeaderMatch::Present(true),
+        Some(S::ExactMatch(s)) => HeaderMatch::String(StringMatcher::exact(s.as_str())),
+        Some(S::PrefixMatch(s)) => HeaderMatch::String(StringMatcher::prefix(s.as_str())),
+        Some(S::SuffixMatch(s)) => {
+            HeaderMatch::String(StringMatcher::new(StringMatch::Suffix(s.clone()), false))
+        }
+        Some(S::ContainsMatch(s)) => {
+            HeaderMatch::String(StringMatcher::new(StringMatch::Contains(s.clone()), false))
+        }
+        Some(S::SafeRegexMatch(r)) => HeaderMatch::String(StringMatcher::new(
+            StringMatch::Regex(regex(ctx, &at(path, "safe_regex_match"), r)?),
+            false,
+        )),
+        Some(S::RangeMatch(r)) => HeaderMatch::Range {
+            start: r.start,
+            end: r.end,
+        },
+        Some(S::PresentMatch(p)) => HeaderMatch::Present(*p),
+        Some(S::StringMatch(sm)) => match string_matcher(ctx, &at(path, "string_match"), sm)? {
+            Some(m) => HeaderMatch::String(m),
+            None => return Ok(None),
+        },
+    };
+    Ok(Some(kind))
+}
+
 /// An Envoy `StringMatcher`; `None` for a custom matcher (reported, the route is skipped).
-fn string_matcher(
+pub(crate) fn string_matcher(
     ctx: &mut Ctx,
     path: &str,
     sm: &pbm::StringMatcher,
@@ -243,6 +255,10 @@ fn string_matcher(
 }
 
 /// A `RegexMatcher`; the engine is always RE2-compatible, so `engine_type` is not read.
-fn regex(ctx: &mut Ctx, path: &str, r: &pbm::RegexMatcher) -> Result<Regex, DecodeError> {
+pub(crate) fn regex(
+    ctx: &mut Ctx,
+    path: &str,
+    r: &pbm::RegexMatcher,
+) -> Result<Regex, DecodeError> {
     Regex::new(&r.regex).map_err(|e| ctx.error(at(path, "regex"), e.message()))
 }
