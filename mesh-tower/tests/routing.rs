@@ -206,7 +206,11 @@ async fn routes_match_the_normalized_path_and_the_server_receives_it() {
         )
         .await
     };
-    for path in ["/echo.Echo/Say/../Shout", "/echo.Echo/%53hout", "/echo.Echo\\Shout"] {
+    for path in [
+        "/echo.Echo/Say/../Shout",
+        "/echo.Echo/%53hout",
+        "/echo.Echo\\Shout",
+    ] {
         let reply = call(&mut grpc, path).await.unwrap().into_inner();
         // Routed to v2 by the exact match, and shouted: the server got `/echo.Echo/Shout`.
         assert_eq!(
