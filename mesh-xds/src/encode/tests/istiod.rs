@@ -17,7 +17,9 @@ use envoy_types::pb::envoy::{
                 http_filter::ConfigType,
             },
         },
-        transport_sockets::tls::v3::{UpstreamTlsContext, common_tls_context::ValidationContextType},
+        transport_sockets::tls::v3::{
+            UpstreamTlsContext, common_tls_context::ValidationContextType,
+        },
     },
 };
 use prost::{Message, Name};
@@ -36,11 +38,19 @@ fn hcm(l: &envoy_types::pb::envoy::config::listener::v3::Listener) -> HttpConnec
     HttpConnectionManager::decode(any.value.as_slice()).unwrap()
 }
 
-fn cluster<'a>(r: &'a Resources, name: &str) -> &'a envoy_types::pb::envoy::config::cluster::v3::Cluster {
+fn cluster<'a>(
+    r: &'a Resources,
+    name: &str,
+) -> &'a envoy_types::pb::envoy::config::cluster::v3::Cluster {
     r.clusters
         .iter()
         .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no cluster {name}: {:?}", r.clusters.iter().map(|c| &c.name).collect::<Vec<_>>()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no cluster {name}: {:?}",
+                r.clusters.iter().map(|c| &c.name).collect::<Vec<_>>()
+            )
+        })
 }
 
 #[test]
@@ -58,7 +68,9 @@ fn listeners_are_host_port_and_name_their_routes_outbound_port_host() {
     // lds.go: RouteConfigName: clusterKey(serviceHost, p.Port) = outbound|port||host.
     assert_eq!(rds.route_config_name, format!("outbound|9080||{REVIEWS}"));
     assert!(matches!(
-        rds.config_source.as_ref().and_then(|s| s.config_source_specifier.as_ref()),
+        rds.config_source
+            .as_ref()
+            .and_then(|s| s.config_source_specifier.as_ref()),
         Some(ConfigSourceSpecifier::Ads(_))
     ));
     // lds.go: supportedFilters = [xdsfilters.Fault, router], on every listener.
@@ -102,10 +114,14 @@ fn listeners_are_host_port_and_name_their_routes_outbound_port_host() {
         assert!(domains.contains(&d), "{d} missing from {domains:?}");
     }
     // Every listener's routes are there, and nothing else.
-    let mut named: Vec<String> = r.listeners.iter().map(|l| match hcm(l).route_specifier {
-        Some(RouteSpecifier::Rds(rds)) => rds.route_config_name,
-        _ => panic!("inline routes"),
-    }).collect();
+    let mut named: Vec<String> = r
+        .listeners
+        .iter()
+        .map(|l| match hcm(l).route_specifier {
+            Some(RouteSpecifier::Rds(rds)) => rds.route_config_name,
+            _ => panic!("inline routes"),
+        })
+        .collect();
     named.sort();
     let mut sent: Vec<String> = r.routes.iter().map(|rc| rc.name.clone()).collect();
     sent.sort();
@@ -120,14 +136,18 @@ fn clusters_carry_only_what_istiod_translates_for_grpc() {
     // cds.go edsCluster: EDS over ADS, service_name = the cluster's name.
     assert_eq!(
         c.cluster_discovery_type,
-        Some(envoy_types::pb::envoy::config::cluster::v3::cluster::ClusterDiscoveryType::Type(
-            DiscoveryType::Eds as i32
-        ))
+        Some(
+            envoy_types::pb::envoy::config::cluster::v3::cluster::ClusterDiscoveryType::Type(
+                DiscoveryType::Eds as i32
+            )
+        )
     );
     let eds = c.eds_cluster_config.as_ref().unwrap();
     assert_eq!(eds.service_name, c.name);
     assert!(matches!(
-        eds.eds_config.as_ref().and_then(|s| s.config_source_specifier.as_ref()),
+        eds.eds_config
+            .as_ref()
+            .and_then(|s| s.config_source_specifier.as_ref()),
         Some(ConfigSourceSpecifier::Ads(_))
     ));
     // applyCircuitBreakers: only http2MaxRequests, as max_requests (gRFC A32).
@@ -203,7 +223,11 @@ fn istio_mutual_is_certificate_providers_as_istiod_sends_them() {
         }
     });
     let r = encode(&config);
-    let c = r.clusters.iter().find(|c| c.transport_socket.is_some()).unwrap();
+    let c = r
+        .clusters
+        .iter()
+        .find(|c| c.transport_socket.is_some())
+        .unwrap();
     let socket = c.transport_socket.as_ref().unwrap();
     // cds.go: transportSocketName, which gRPC requires exactly.
     assert_eq!(socket.name, "envoy.transport_sockets.tls");
@@ -218,7 +242,10 @@ fn istio_mutual_is_certificate_providers_as_istiod_sends_them() {
     // grpcgen.go buildCommonTLSContext: instance "default", certificates "default" and
     // "ROOTCA".
     let cert = common.tls_certificate_provider_instance.unwrap();
-    assert_eq!((cert.instance_name.as_str(), cert.certificate_name.as_str()), ("default", "default"));
+    assert_eq!(
+        (cert.instance_name.as_str(), cert.certificate_name.as_str()),
+        ("default", "default")
+    );
     let ca = match common.validation_context_type.unwrap() {
         ValidationContextType::ValidationContext(v) => v.ca_certificate_provider_instance,
         ValidationContextType::CombinedValidationContext(v) => v
@@ -227,18 +254,32 @@ fn istio_mutual_is_certificate_providers_as_istiod_sends_them() {
         other => panic!("{other:?}"),
     }
     .unwrap();
-    assert_eq!((ca.instance_name.as_str(), ca.certificate_name.as_str()), ("default", "ROOTCA"));
+    assert_eq!(
+        (ca.instance_name.as_str(), ca.certificate_name.as_str()),
+        ("default", "ROOTCA")
+    );
     assert!(common.tls_certificates.is_empty());
 }
 
 #[test]
 fn least_request_falls_back_to_round_robin_and_random_is_round_robin() {
-    let r = encode(&one_cluster(|c| c.lb = LbPolicy::LeastRequest { choice_count: 3 }));
-    let c = r.clusters.iter().find(|c| c.load_balancing_policy.is_some()).unwrap();
+    let r = encode(&one_cluster(|c| {
+        c.lb = LbPolicy::LeastRequest { choice_count: 3 }
+    }));
+    let c = r
+        .clusters
+        .iter()
+        .find(|c| c.load_balancing_policy.is_some())
+        .unwrap();
     assert_eq!(c.lb_policy, PbLbPolicy::LoadBalancingPolicyConfig as i32);
-    let names: Vec<&str> = c.load_balancing_policy.as_ref().unwrap().policies.iter().map(|p| {
-        p.typed_extension_config.as_ref().unwrap().name.as_str()
-    }).collect();
+    let names: Vec<&str> = c
+        .load_balancing_policy
+        .as_ref()
+        .unwrap()
+        .policies
+        .iter()
+        .map(|p| p.typed_extension_config.as_ref().unwrap().name.as_str())
+        .collect();
     assert_eq!(
         names,
         [
@@ -249,8 +290,12 @@ fn least_request_falls_back_to_round_robin_and_random_is_round_robin() {
     // cds.go applyLoadBalancing: anything but ROUND_ROBIN, LEAST_REQUEST, consistent hash is
     // not translated (round robin).
     let r = encode(&one_cluster(|c| c.lb = LbPolicy::Random));
-    assert!(r.clusters.iter().all(|c| c.load_balancing_policy.is_none()
-        && c.lb_policy == PbLbPolicy::RoundRobin as i32));
+    assert!(
+        r.clusters
+            .iter()
+            .all(|c| c.load_balancing_policy.is_none()
+                && c.lb_policy == PbLbPolicy::RoundRobin as i32)
+    );
 }
 
 #[test]
