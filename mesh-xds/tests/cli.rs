@@ -126,6 +126,56 @@ fn explain_shows_route_clusters_weights_and_policies() {
 }
 
 #[test]
+fn explain_says_what_istiod_would_send_a_grpc_client_and_what_it_would_drop() {
+    let dir = temp_dir("explain-grpc");
+    let yaml = dir.join("httpbin.yaml");
+    std::fs::write(
+        &yaml,
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: httpbin, namespace: default}
+spec:
+  hosts: [httpbin.default.svc.cluster.local]
+  ports: [{number: 8000, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.2.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin, namespace: default}
+spec:
+  host: httpbin.default.svc.cluster.local
+  trafficPolicy:
+    loadBalancer: {simple: LEAST_REQUEST}
+    connectionPool:
+      tcp: {maxConnections: 100}
+      http: {http2MaxRequests: 1000, maxRetries: 5}
+    outlierDetection: {consecutive5xxErrors: 7, interval: 5m}
+",
+    )
+    .unwrap();
+    let out = run(&[
+        "check",
+        yaml.to_str().unwrap(),
+        "--explain",
+        "GET http://httpbin.default.svc.cluster.local:8000/get",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let out = stdout(&out);
+    for line in [
+        "sent to a gRPC client (as istiod sends it):",
+        "circuit breaker: max requests 1000 (http2MaxRequests)",
+        "load balancer: least request of 2, as load_balancing_policy",
+        "dropped for a gRPC client (sent only with `serve --mesh-extensions`):",
+        "connection-pool limits other than http2MaxRequests: maxConnections 100, maxRetries 5",
+        "outlierDetection",
+    ] {
+        assert!(out.contains(line), "{line} missing: {out}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn explain_of_an_unknown_target_says_so_with_exit_code_3() {
     let services = fixture("bookinfo-services.yaml");
     let o = run(&[

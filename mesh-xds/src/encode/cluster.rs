@@ -162,6 +162,106 @@ pub(super) fn encode_istiod(c: &Cluster) -> Option<PbCluster> {
     })
 }
 
+/// What [`Shape::Istiod`](super::Shape::Istiod) sends a gRPC client for a cluster, and what
+/// it leaves out, in words (for `mesh-xds check --explain`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IstiodView {
+    /// What the cluster resource carries.
+    pub sent: Vec<String>,
+    /// What the configuration says and istiod does not send a gRPC client.
+    pub dropped: Vec<String>,
+}
+
+/// What istiod would send a gRPC client for `c`, and what it would drop (see
+/// [`encode_istiod`]; the words follow it).
+pub fn istiod_view(c: &Cluster) -> IstiodView {
+    let mut view = IstiodView::default();
+    if !tls_from_providers(&c.tls) {
+        view.dropped.push(
+            "TLS with certificate files (DestinationRule SIMPLE/MUTUAL): istiod sends the \
+             cluster without TLS, i.e. plaintext; `mesh-xds serve` does not send the cluster at \
+             all (calls to it fail) unless --mesh-extensions"
+                .into(),
+        );
+    } else {
+        view.sent.push(match c.tls.mode {
+            TlsMode::Disable => "TLS: none (plaintext)".into(),
+            _ => format!(
+                "TLS: certificate providers ({WORKLOAD_PROVIDER}/{WORKLOAD_CERTIFICATE}, \
+                 {WORKLOAD_PROVIDER}/{ROOT_CA_CERTIFICATE}), as istiod sends ISTIO_MUTUAL"
+            ),
+        });
+    }
+    let least_request = |choice_count: u32| {
+        format!(
+            "load balancer: least request of {choice_count}, as load_balancing_policy \
+             [least_request, round_robin] (istiod's LEAST_REQUEST enum is NACKed by gRPC \
+             C-core and grpc-js)"
+        )
+    };
+    view.sent.push(match &c.lb {
+        LbPolicy::RoundRobin => "load balancer: round robin".into(),
+        LbPolicy::Random => {
+            view.dropped
+                .push("weighted random load balancing (round robin instead)".into());
+            "load balancer: round robin".into()
+        }
+        LbPolicy::LeastRequest { choice_count } => least_request(*choice_count),
+        LbPolicy::RingHash { min_ring_size, .. } => {
+            format!("load balancer: ring hash, minimum ring size {min_ring_size}")
+        }
+        LbPolicy::PeakEwma { .. } => {
+            view.dropped
+                .push("peak EWMA load balancing (least request instead)".into());
+            least_request(2)
+        }
+    });
+    let b = &c.breaker;
+    if b.max_requests != u32::MAX {
+        view.sent.push(format!(
+            "circuit breaker: max requests {} (http2MaxRequests)",
+            b.max_requests
+        ));
+    }
+    let mut limits = Vec::new();
+    for (name, value) in [
+        ("maxConnections", b.max_connections),
+        ("http1MaxPendingRequests", b.max_pending_requests),
+        ("maxRetries", b.max_retries),
+    ] {
+        if value != u32::MAX {
+            limits.push(format!("{name} {value}"));
+        }
+    }
+    if b.retry_budget.is_some() {
+        limits.push("retryBudget".into());
+    }
+    if let Some(n) = c.max_requests_per_connection {
+        limits.push(format!("maxRequestsPerConnection {n}"));
+    }
+    if let Some(t) = c.idle_timeout {
+        limits.push(format!("idleTimeout {t:?}"));
+    }
+    let defaults = Cluster::new(c.name.to_string(), Vec::new());
+    if c.connect_timeout != defaults.connect_timeout {
+        limits.push(format!("connectTimeout {:?}", c.connect_timeout));
+    }
+    if !limits.is_empty() {
+        view.dropped.push(format!(
+            "connection-pool limits other than http2MaxRequests: {}",
+            limits.join(", ")
+        ));
+    }
+    if c.outlier.is_some() {
+        view.dropped.push("outlierDetection".into());
+    }
+    if c.panic_threshold != defaults.panic_threshold || c.locality_weighted {
+        view.dropped
+            .push("panic threshold and locality-weighted balancing settings".into());
+    }
+    view
+}
+
 /// Whether `tls` is off or needs no certificate file: what gRPC accepts (certificate provider
 /// instances, as istiod sends for ISTIO_MUTUAL).
 pub(super) fn tls_from_providers(tls: &UpstreamTls) -> bool {

@@ -86,7 +86,9 @@ mod route;
 #[cfg(test)]
 mod tests;
 
-pub use self::cluster::{ROOT_CA_CERTIFICATE, WORKLOAD_CERTIFICATE, WORKLOAD_PROVIDER};
+pub use self::cluster::{
+    IstiodView, ROOT_CA_CERTIFICATE, WORKLOAD_CERTIFICATE, WORKLOAD_PROVIDER, istiod_view,
+};
 
 /// Type URL of `Listener` (LDS).
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";

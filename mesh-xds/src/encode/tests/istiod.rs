@@ -310,3 +310,62 @@ fn route_configuration_names_follow_istio() {
     assert_eq!(route_config_name("reviews:http"), "reviews:http");
     assert_eq!(route_config_name(":80"), ":80");
 }
+
+#[test]
+fn the_istiod_view_names_what_a_grpc_client_gets_and_loses() {
+    let config = fixture("destination-policies.yaml", FIXTURES[1].1);
+    let httpbin = &config.clusters()["outbound|8000||httpbin.default.svc.cluster.local"];
+    let view = istiod_view(httpbin);
+    assert!(
+        view.sent
+            .contains(&"circuit breaker: max requests 1000 (http2MaxRequests)".to_string()),
+        "{view:#?}"
+    );
+    assert!(
+        view.dropped.contains(&"outlierDetection".to_string()),
+        "{view:#?}"
+    );
+    let pool = view
+        .dropped
+        .iter()
+        .find(|d| d.starts_with("connection-pool limits other than http2MaxRequests"))
+        .unwrap_or_else(|| panic!("{view:#?}"));
+    for limit in [
+        "maxConnections 100",
+        "http1MaxPendingRequests 1",
+        "maxRetries 5",
+        "maxRequestsPerConnection 10",
+        "connectTimeout 30ms",
+    ] {
+        assert!(pool.contains(limit), "{limit} missing: {pool}");
+    }
+
+    let files = one_cluster(|c| {
+        c.tls = UpstreamTls {
+            mode: TlsMode::Simple,
+            trust_bundle: Some(CertificateSource::Files {
+                certificate: "/etc/certs/ca.pem".into(),
+                private_key: None,
+            }),
+            ..UpstreamTls::default()
+        }
+    });
+    let c = files
+        .clusters()
+        .values()
+        .find(|c| c.tls.mode != TlsMode::Disable)
+        .unwrap();
+    let view = istiod_view(c);
+    assert!(
+        view.dropped
+            .iter()
+            .any(|d| d.starts_with("TLS with certificate files")),
+        "{view:#?}"
+    );
+
+    // Nothing beyond istiod's translation: nothing dropped.
+    let plain = fixture("canary.yaml", FIXTURES[0].1);
+    for c in plain.clusters().values() {
+        assert_eq!(istiod_view(c).dropped, Vec::<String>::new(), "{}", c.name);
+    }
+}
