@@ -369,3 +369,50 @@ fn the_istiod_view_names_what_a_grpc_client_gets_and_loses() {
         assert_eq!(istiod_view(c).dropped, Vec::<String>::new(), "{}", c.name);
     }
 }
+
+#[test]
+fn this_meshs_client_reads_the_istiod_shape_as_istiod_translates_it() {
+    // Every fixture decodes without error; what the shape carries survives. (A fixture with
+    // file-based TLS lacks that cluster, so its snapshot is incomplete: calls to it fail.)
+    for (name, text) in FIXTURES {
+        let config = fixture(name, text);
+        let r = encode(&config);
+        if r.clusters.len() != config.clusters().len() {
+            assert_eq!(name, "destination-policies.yaml");
+            continue;
+        }
+        let (decoded, _) = decode_all(&r, config.version(), (**config.server()).clone());
+        assert_eq!(
+            decoded.listeners().keys().collect::<Vec<_>>(),
+            config.listeners().keys().collect::<Vec<_>>(),
+            "{name}"
+        );
+        for (cluster_name, c) in decoded.clusters() {
+            let original = &config.clusters()[cluster_name];
+            assert_eq!(
+                c.endpoints,
+                cluster::canonical(original).endpoints,
+                "{name}"
+            );
+            // Without http2MaxRequests istiod sends no circuit breaker: Envoy's and gRPC's
+            // default limit of 1024 (gRFC A32) applies.
+            let limit = match original.breaker.max_requests {
+                u32::MAX => 1024,
+                n => n,
+            };
+            assert_eq!(c.breaker.max_requests, limit, "{name}");
+            assert_eq!(c.outlier, None, "{name}");
+        }
+    }
+    let least = one_cluster(|c| c.lb = LbPolicy::LeastRequest { choice_count: 3 });
+    let (decoded, unsupported) =
+        decode_all(&encode(&least), least.version(), ServerPolicy::default());
+    assert!(unsupported.is_empty(), "{unsupported:#?}");
+    assert!(
+        decoded
+            .clusters()
+            .values()
+            .any(|c| c.lb == LbPolicy::LeastRequest { choice_count: 3 }),
+        "least request survives the list"
+    );
+}
