@@ -247,6 +247,7 @@ pub fn explain(config: &MeshConfig, request: &str) -> Result<String, ExplainErro
             for wc in f.clusters.clusters() {
                 if let Some(c) = config.cluster(&wc.name) {
                     cluster(&mut out, c);
+                    grpc_view(&mut out, c);
                 }
             }
         }
@@ -307,6 +308,27 @@ fn retries(r: Option<&RetryPolicy>) -> String {
         );
     }
     s
+}
+
+/// What istiod would send a proxyless gRPC client for `c` (what `mesh-xds serve` sends by
+/// default), and what it would drop.
+fn grpc_view(out: &mut String, c: &Cluster) {
+    let view = crate::encode::istiod_view(c);
+    let _ = writeln!(out, "  sent to a gRPC client (as istiod sends it):");
+    for line in &view.sent {
+        let _ = writeln!(out, "    {line}");
+    }
+    if view.dropped.is_empty() {
+        let _ = writeln!(out, "  dropped for a gRPC client: nothing");
+    } else {
+        let _ = writeln!(
+            out,
+            "  dropped for a gRPC client (sent only with `serve --mesh-extensions`):"
+        );
+        for line in &view.dropped {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
 }
 
 fn cluster(out: &mut String, c: &Arc<Cluster>) {

@@ -7,10 +7,12 @@
 //!   `host:port` listener), so both sources yield identical snapshots.
 //! - [`client`]: the ADS client, [`client::XdsClient`], which resolves a mesh's `xds:///`
 //!   targets and publishes complete snapshots; its config dump and CSDS service.
-//! - [`encode`]: `mesh-core` → Envoy v3 resources as istiod shapes them for proxyless gRPC; its
-//!   inverse (`decode(encode(c)) == encode::canonical(c)`).
+//! - [`encode`]: `mesh-core` → Envoy v3 resources as istiod shapes them for proxyless gRPC
+//!   ([`encode::Shape::Istiod`]), or with what only this mesh's client reads
+//!   ([`encode::Shape::MeshExtensions`], whose inverse is `decode`:
+//!   `decode(encode_as(c, MeshExtensions)) == encode::canonical(c)`).
 //! - [`server`]: the development control plane (ADS, state of the world), also the `mesh-xds
-//!   serve` binary; gRPC's own xDS client accepts what it serves.
+//!   serve` binary; gRPC's own xDS clients (C-core, grpc-js) accept what it serves.
 //! - [`check`]: offline validation and `--explain` of what a request gets (`mesh-xds check`).
 
 #![forbid(unsafe_code)]

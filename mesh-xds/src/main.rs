@@ -11,6 +11,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 use mesh_xds::{
     check::{self, ExplainError},
+    encode::Shape,
     server::ControlPlane,
 };
 
@@ -38,6 +39,11 @@ enum Command {
         /// How often the files are checked for changes, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         poll_ms: u64,
+        /// Also send what only this mesh's client reads (outlier detection, every
+        /// circuit-breaker limit, timeouts, file-based TLS); gRPC's own clients may NACK it.
+        /// Off by default: the resources are what istiod sends a proxyless gRPC client.
+        #[arg(long)]
+        mesh_extensions: bool,
     },
     /// Validate files offline; with --explain, show what a request would get.
     Check {
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
             port,
             address,
             poll_ms,
+            mesh_extensions,
         } => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
@@ -71,6 +78,11 @@ fn main() -> ExitCode {
                 config,
                 std::net::SocketAddr::new(address, port),
                 Duration::from_millis(poll_ms.max(1)),
+                if mesh_extensions {
+                    Shape::MeshExtensions
+                } else {
+                    Shape::Istiod
+                },
             ))
         }
     }
@@ -127,8 +139,13 @@ fn run_check(files: &[PathBuf], explain: Option<&str>) -> ExitCode {
     }
 }
 
-async fn serve(files: Vec<PathBuf>, addr: std::net::SocketAddr, poll: Duration) -> ExitCode {
-    let (cp, watch) = match ControlPlane::from_istio_yaml(&files, poll) {
+async fn serve(
+    files: Vec<PathBuf>,
+    addr: std::net::SocketAddr,
+    poll: Duration,
+    shape: Shape,
+) -> ExitCode {
+    let (cp, watch) = match ControlPlane::from_istio_yaml_as(&files, poll, shape) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}");

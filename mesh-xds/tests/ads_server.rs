@@ -22,7 +22,7 @@ use mesh_core::{
     istio::{Source, load},
 };
 use mesh_xds::{
-    encode::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE},
+    encode::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, route_config_name},
     server::ControlPlane,
 };
 use prost::Message;
@@ -66,14 +66,15 @@ fn config(weights: (u32, u32)) -> MeshConfig {
     load(&sources).unwrap_or_else(|e| panic!("{e}")).config
 }
 
-/// `config` with every cluster's connect timeout set to `timeout`: a change to every cluster.
-fn with_connect_timeout(config: MeshConfig, timeout: Duration) -> MeshConfig {
+/// `config` with every cluster's request limit (`http2MaxRequests`, which istiod sends gRPC
+/// clients) set to `limit`: a change to every cluster resource.
+fn with_max_requests(config: MeshConfig, limit: u32) -> MeshConfig {
     let clusters = config
         .clusters()
         .iter()
         .map(|(n, c)| {
             let mut c = (**c).clone();
-            c.connect_timeout = timeout;
+            c.breaker.max_requests = limit;
             (n.clone(), std::sync::Arc::new(c))
         })
         .collect();
@@ -208,14 +209,15 @@ async fn subscribes_by_name_and_wildcard_and_records_acks() {
         ("test-node", LISTENER_TYPE, "1", lds.nonce.as_str())
     );
 
-    // RDS by name.
-    c.request(ROUTE_TYPE, &[&listeners[0]], "", "").await;
+    // RDS by the name the listener gives, istiod's `outbound|port||host`.
+    let routes = route_config_name(&listeners[0]);
+    c.request(ROUTE_TYPE, &[&routes], "", "").await;
     let rds = c.recv().await;
     assert_eq!(rds.type_url, ROUTE_TYPE);
     assert_ne!(rds.nonce, lds.nonce, "nonces are unique on a stream");
     assert_eq!(
         names::<RouteConfiguration>(&rds, |r| r.name.clone()),
-        BTreeSet::from([listeners[0].clone()])
+        BTreeSet::from([routes])
     );
 
     // CDS with no names: the wildcard, every cluster.
@@ -256,7 +258,7 @@ async fn a_nack_is_recorded_with_its_detail_and_answered_with_nothing() {
     assert!(cp.acks().is_empty());
 
     // Nothing was sent for the NACK: the next response is the push of a new version.
-    let changed = with_connect_timeout(config((90, 10)), Duration::from_secs(1));
+    let changed = with_max_requests(config((90, 10)), 100);
     assert_eq!(cp.set_config(changed), "2");
     let push = c.recv().await;
     assert_eq!(
@@ -269,7 +271,8 @@ async fn a_nack_is_recorded_with_its_detail_and_answered_with_nothing() {
 async fn a_change_is_pushed_with_a_new_version_and_nonce_only_where_resources_changed() {
     let (cp, addr) = start(config((90, 10))).await;
     let listeners = all_names(&cp, LISTENER_TYPE);
-    let all: Vec<&str> = listeners.iter().map(String::as_str).collect();
+    let routes: Vec<String> = listeners.iter().map(|l| route_config_name(l)).collect();
+    let all: Vec<&str> = routes.iter().map(String::as_str).collect();
     let mut c = Client::connect(addr).await;
     c.request(LISTENER_TYPE, &[], "", "").await;
     let lds = c.recv().await;
@@ -422,7 +425,7 @@ async fn a_change_is_pushed_to_every_open_stream() {
         assert_eq!(first.version_info, "1");
         clients.push(c);
     }
-    let changed = with_connect_timeout(config((90, 10)), Duration::from_secs(2));
+    let changed = with_max_requests(config((90, 10)), 200);
     cp.set_config(changed);
     for c in &mut clients {
         let push = c.recv().await;

@@ -149,6 +149,57 @@ fn explain_prints_the_ejection_cap_for_the_clusters_current_size() {
         out.contains("max ejection 10% (Envoy's rule: at least one): at most 1 of 3 endpoints"),
         "{out}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn explain_says_what_istiod_would_send_a_grpc_client_and_what_it_would_drop() {
+    let dir = temp_dir("explain-grpc");
+    let yaml = dir.join("httpbin.yaml");
+    std::fs::write(
+        &yaml,
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: httpbin, namespace: default}
+spec:
+  hosts: [httpbin.default.svc.cluster.local]
+  ports: [{number: 8000, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.2.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin, namespace: default}
+spec:
+  host: httpbin.default.svc.cluster.local
+  trafficPolicy:
+    loadBalancer: {simple: LEAST_REQUEST}
+    connectionPool:
+      tcp: {maxConnections: 100}
+      http: {http2MaxRequests: 1000, maxRetries: 5}
+    outlierDetection: {consecutive5xxErrors: 7, interval: 5m}
+",
+    )
+    .unwrap();
+    let out = run(&[
+        "check",
+        yaml.to_str().unwrap(),
+        "--explain",
+        "GET http://httpbin.default.svc.cluster.local:8000/get",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let out = stdout(&out);
+    for line in [
+        "sent to a gRPC client (as istiod sends it):",
+        "circuit breaker: max requests 1000 (http2MaxRequests)",
+        "load balancer: least request of 2, as load_balancing_policy",
+        "dropped for a gRPC client (sent only with `serve --mesh-extensions`):",
+        "connection-pool limits other than http2MaxRequests: maxConnections 100, maxRetries 5",
+        "outlierDetection",
+    ] {
+        assert!(out.contains(line), "{line} missing: {out}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -200,6 +251,16 @@ impl Drop for Server {
 
 /// The number of listeners an ADS wildcard LDS request to `addr` returns.
 fn listeners_served(addr: &str) -> usize {
+    first_response(addr, mesh_xds::encode::LISTENER_TYPE)
+        .resources
+        .len()
+}
+
+/// The first response to an ADS wildcard request of `type_url` to `addr`.
+fn first_response(
+    addr: &str,
+    type_url: &str,
+) -> envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse {
     use envoy_types::pb::envoy::service::discovery::v3::{
         DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
     };
@@ -209,7 +270,7 @@ fn listeners_served(addr: &str) -> usize {
             .await
             .unwrap();
         let request = DiscoveryRequest {
-            type_url: mesh_xds::encode::LISTENER_TYPE.into(),
+            type_url: type_url.into(),
             ..DiscoveryRequest::default()
         };
         // The request stream stays open (pending) so the server does not end the stream.
@@ -225,8 +286,81 @@ fn listeners_served(addr: &str) -> usize {
             .unwrap()
             .unwrap();
         assert_eq!(r.version_info, "1");
-        r.resources.len()
+        r
     })
+}
+
+/// Starts `mesh-xds serve` with `args` on a free port; returns it and its address.
+fn serve(args: &[&str]) -> (Server, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--port", "0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let server = Server { child, lines };
+    let first = server.expect("serving ADS on 127.0.0.1:");
+    let addr = first
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    (server, addr)
+}
+
+#[test]
+fn serve_sends_istiods_shapes_and_the_extensions_only_when_asked() {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use prost::Message;
+    let dir = temp_dir("serve-shapes");
+    let yaml = dir.join("httpbin.yaml");
+    std::fs::write(
+        &yaml,
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: httpbin, namespace: default}
+spec:
+  hosts: [httpbin.default.svc.cluster.local]
+  ports: [{number: 8000, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.2.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin, namespace: default}
+spec:
+  host: httpbin.default.svc.cluster.local
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 7, interval: 5m}
+",
+    )
+    .unwrap();
+    let outlier = |args: &[&str]| {
+        let (server, addr) = serve(args);
+        let r = first_response(&addr, mesh_xds::encode::CLUSTER_TYPE);
+        drop(server);
+        let clusters: Vec<Cluster> = r
+            .resources
+            .iter()
+            .map(|a| Cluster::decode(a.value.as_slice()).unwrap())
+            .collect();
+        assert_eq!(clusters.len(), 1);
+        clusters[0].outlier_detection.is_some()
+    };
+    let config = yaml.to_str().unwrap();
+    assert!(!outlier(&["--config", config]), "istiod does not send it");
+    assert!(outlier(&["--config", config, "--mesh-extensions"]));
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

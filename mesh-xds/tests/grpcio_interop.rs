@@ -1,6 +1,8 @@
 //! gRPC C-core's own xDS client (Python grpcio) against this control plane: it must accept
 //! every resource (no NACK) and route as the YAML says, to real tonic echo servers on
-//! 127.0.0.1 — a 90/10 weighted split, then a 50 % fault abort with a configured status.
+//! 127.0.0.1 — a 90/10 weighted split, then a 50 % fault abort with a configured status — and
+//! ACK everything served, in the default (istiod) shape, for every configuration of the demo
+//! and the repository's Istio example.
 //!
 //! Needs the virtualenv `scripts/python-env` creates in `target/py` (`scripts/test` runs it
 //! first). Without it the test fails and says so; it never skips.
@@ -19,11 +21,14 @@ use std::{
 
 use mesh_core::{MeshConfig, istio::load_str};
 use mesh_xds::{encode, server::ControlPlane};
+use support::demo;
 use tonic::{
     body::Body,
     codegen::{BoxFuture, Service},
     server::{Grpc, NamedService, UnaryService},
 };
+
+mod support;
 
 /// The echo protocol of `examples/proto/echo.proto`, the fields this test reads.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -168,18 +173,48 @@ async fn grpcio_calls(control_plane: SocketAddr, calls: u32) -> Observed {
 
 /// Runs `calls` calls, each bounded by `timeout_secs` (the first waits for xDS).
 async fn grpcio_run(control_plane: SocketAddr, calls: u32, timeout_secs: u32) -> Observed {
+    grpcio_targets(
+        control_plane,
+        "grpcio-interop",
+        &[TARGET],
+        calls,
+        timeout_secs,
+    )
+    .await
+}
+
+/// Runs `calls` calls to each of `targets` in turn, as node `node`. The bootstrap has the
+/// `default` certificate provider istio-agent writes, which ISTIO_MUTUAL clusters name.
+async fn grpcio_targets(
+    control_plane: SocketAddr,
+    node: &str,
+    targets: &[&str],
+    calls: u32,
+    timeout_secs: u32,
+) -> Observed {
     let bootstrap = serde_json::json!({
         "xds_servers": [{
             "server_uri": control_plane.to_string(),
             "channel_creds": [{"type": "insecure"}],
             "server_features": ["xds_v3"],
         }],
-        "node": {"id": "grpcio-interop", "locality": {"zone": "test"}},
+        "node": {"id": node, "locality": {"zone": "test"}},
+        "certificate_providers": {
+            "default": {
+                "plugin_name": "file_watcher",
+                "config": {
+                    "certificate_file": "/var/run/secrets/workload-spiffe-credentials/certificates.pem",
+                    "private_key_file": "/var/run/secrets/workload-spiffe-credentials/private_key.pem",
+                    "ca_certificate_file": "/var/run/secrets/workload-spiffe-credentials/ca_certificates.pem",
+                    "refresh_interval": "900s",
+                },
+            },
+        },
     });
     let script = repo_root().join("mesh-xds/tests/interop/grpcio_client.py");
     let output = tokio::process::Command::new(python())
         .arg(&script)
-        .arg(format!("xds:///{TARGET}"))
+        .args(targets.iter().map(|t| format!("xds:///{t}")))
         .args([
             "--calls",
             &calls.to_string(),
@@ -430,4 +465,62 @@ async fn what_grpc_c_core_requires_of_the_resources() {
     cp.set_config(config(v1, v2, ""));
     let observed = grpcio_run(addr, 2, 10).await;
     assert_eq!(observed.by_status.get("OK"), Some(&2), "{observed:?}");
+}
+
+/// Echo servers where the demo's instances would be.
+async fn demo_addresses() -> demo::Addresses {
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    demo::Addresses {
+        reviews: [
+            addr(echo_server("v1").await),
+            addr(echo_server("v2").await),
+            addr(echo_server("v3").await),
+        ],
+        ratings: [addr(echo_server("v1").await), addr(echo_server("v1").await)],
+        productpage: addr(echo_server("v1").await),
+    }
+}
+
+/// Asserts `node` ACKed every type at `version` and nothing was NACKed.
+fn assert_acked_everything(cp: &ControlPlane, node: &str, version: &str, what: &str) {
+    let log = cp.log().borrow().clone();
+    assert!(log.nacks.is_empty(), "{what}: NACKed: {:#?}", log.nacks);
+    for type_url in encode::TYPE_URLS {
+        assert!(
+            log.acks
+                .iter()
+                .any(|a| a.type_url == type_url && a.version == version && a.node == node),
+            "{what}: no ACK of {type_url} at version {version}: {:#?}",
+            log.acks
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_c_core_acks_everything_served_for_the_demo_configurations() {
+    python();
+    let at = demo_addresses().await;
+    let cp = ControlPlane::new(MeshConfig::empty());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = cp.clone();
+    tokio::spawn(async move { server.serve(listener).await });
+
+    for (name, scenario) in demo::scenarios() {
+        let version = cp.set_config(demo::config(&at, &scenario));
+        let node = format!("grpcio-demo-{version}");
+        let observed = grpcio_targets(addr, &node, &demo::TARGETS, 1, 10).await;
+        assert_acked_everything(&cp, &node, &version, &name);
+        // Every target resolved and reached an echo server (a fault may fail the call).
+        assert!(
+            !observed.by_status.contains_key("DEADLINE_EXCEEDED"),
+            "{name}: {observed:?}"
+        );
+    }
+
+    let (config, target) = demo::echo_example();
+    let version = cp.set_config(config);
+    let node = "grpcio-echo-example";
+    grpcio_targets(addr, node, &[target], 1, 3).await;
+    assert_acked_everything(&cp, node, &version, "examples/config/echo.yaml");
 }

@@ -145,7 +145,9 @@ impl Topology {
     /// product page, and the demo client; every mesh gets its own xDS client.
     pub async fn start() -> Result<Self, TopologyError> {
         let mut tasks = Vec::new();
-        let control_plane = ControlPlane::new(MeshConfig::empty());
+        // The demo shows outlier ejection and the full circuit breaker, which istiod does not send
+        // gRPC clients: every mesh here is this mesh's client, so it takes the extensions.
+        let control_plane = ControlPlane::with_mesh_extensions(MeshConfig::empty());
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let xds_address = listener.local_addr()?;
         let served = control_plane.clone();

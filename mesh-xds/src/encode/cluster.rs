@@ -5,6 +5,9 @@
 //! gRPC does not implement: it goes in `load_balancing_policy` as `[random, round_robin]`, so
 //! gRPC (which takes the first policy it knows) falls back to round robin while this mesh's
 //! decoder takes random. Locality weighting is `common_lb_config.locality_weighted_lb_config`.
+//!
+//! [`encode_istiod`] writes only what istiod's `grpcgen/cds.go` writes (see the module docs
+//! of [`super`] for the two deviations).
 
 // istiod still sends the deprecated-but-read fields; we write the current ones only.
 use std::collections::HashMap;
@@ -28,7 +31,10 @@ use envoy_types::pb::{
             },
         },
         extensions::{
-            load_balancing_policies::{random::v3::Random, round_robin::v3::RoundRobin},
+            load_balancing_policies::{
+                least_request::v3::LeastRequest as LeastRequestPolicy, random::v3::Random,
+                round_robin::v3::RoundRobin,
+            },
             transport_sockets::tls::v3::{
                 CertificateProviderPluginInstance, CertificateValidationContext, CommonTlsContext,
                 SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext,
@@ -122,6 +128,205 @@ pub(super) fn encode(c: &Cluster) -> PbCluster {
     }
 }
 
+/// The cluster as istiod's `grpcgen` writes it for a DestinationRule, or `None` when its TLS
+/// uses certificate files: istiod would send it without TLS (plaintext) and gRPC NACKs
+/// file-based TLS, so it is not sent at all.
+pub(super) fn encode_istiod(c: &Cluster) -> Option<PbCluster> {
+    if !tls_from_providers(&c.tls) {
+        return None;
+    }
+    let (lb_policy, lb_config, load_balancing_policy) = istiod_lb(&c.lb);
+    // istiod translates only `http2MaxRequests` (gRFC A32); unlimited is no breaker at all.
+    let circuit_breakers = (c.breaker.max_requests != u32::MAX).then(|| {
+        envoy_types::pb::envoy::config::cluster::v3::CircuitBreakers {
+            thresholds: vec![Thresholds {
+                max_requests: Some(u32v(c.breaker.max_requests)),
+                ..Thresholds::default()
+            }],
+            ..Default::default()
+        }
+    });
+    Some(PbCluster {
+        name: c.name.to_string(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: c.name.to_string(),
+        }),
+        lb_policy: lb_policy as i32,
+        lb_config,
+        load_balancing_policy,
+        circuit_breakers,
+        transport_socket: transport_socket(&c.tls),
+        ..PbCluster::default()
+    })
+}
+
+/// What [`Shape::Istiod`](super::Shape::Istiod) sends a gRPC client for a cluster, and what
+/// it leaves out, in words (for `mesh-xds check --explain`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IstiodView {
+    /// What the cluster resource carries.
+    pub sent: Vec<String>,
+    /// What the configuration says and istiod does not send a gRPC client.
+    pub dropped: Vec<String>,
+}
+
+/// What istiod would send a gRPC client for `c`, and what it would drop (see
+/// [`encode_istiod`]; the words follow it).
+pub fn istiod_view(c: &Cluster) -> IstiodView {
+    let mut view = IstiodView::default();
+    if !tls_from_providers(&c.tls) {
+        view.dropped.push(
+            "TLS with certificate files (DestinationRule SIMPLE/MUTUAL): istiod sends the \
+             cluster without TLS, i.e. plaintext; `mesh-xds serve` does not send the cluster at \
+             all (calls to it fail) unless --mesh-extensions"
+                .into(),
+        );
+    } else {
+        view.sent.push(match c.tls.mode {
+            TlsMode::Disable => "TLS: none (plaintext)".into(),
+            _ => format!(
+                "TLS: certificate providers ({WORKLOAD_PROVIDER}/{WORKLOAD_CERTIFICATE}, \
+                 {WORKLOAD_PROVIDER}/{ROOT_CA_CERTIFICATE}), as istiod sends ISTIO_MUTUAL"
+            ),
+        });
+    }
+    let least_request = |choice_count: u32| {
+        format!(
+            "load balancer: least request of {choice_count}, as load_balancing_policy \
+             [least_request, round_robin] (istiod's LEAST_REQUEST enum is NACKed by gRPC \
+             C-core and grpc-js)"
+        )
+    };
+    view.sent.push(match &c.lb {
+        LbPolicy::RoundRobin => "load balancer: round robin".into(),
+        LbPolicy::Random => {
+            view.dropped
+                .push("weighted random load balancing (round robin instead)".into());
+            "load balancer: round robin".into()
+        }
+        LbPolicy::LeastRequest { choice_count } => least_request(*choice_count),
+        LbPolicy::RingHash { min_ring_size, .. } => {
+            format!("load balancer: ring hash, minimum ring size {min_ring_size}")
+        }
+        LbPolicy::PeakEwma { .. } => {
+            view.dropped
+                .push("peak EWMA load balancing (least request instead)".into());
+            least_request(2)
+        }
+    });
+    let b = &c.breaker;
+    if b.max_requests != u32::MAX {
+        view.sent.push(format!(
+            "circuit breaker: max requests {} (http2MaxRequests)",
+            b.max_requests
+        ));
+    }
+    let mut limits = Vec::new();
+    for (name, value) in [
+        ("maxConnections", b.max_connections),
+        ("http1MaxPendingRequests", b.max_pending_requests),
+        ("maxRetries", b.max_retries),
+    ] {
+        if value != u32::MAX {
+            limits.push(format!("{name} {value}"));
+        }
+    }
+    if b.retry_budget.is_some() {
+        limits.push("retryBudget".into());
+    }
+    if let Some(n) = c.max_requests_per_connection {
+        limits.push(format!("maxRequestsPerConnection {n}"));
+    }
+    if let Some(t) = c.idle_timeout {
+        limits.push(format!("idleTimeout {t:?}"));
+    }
+    let defaults = Cluster::new(c.name.to_string(), Vec::new());
+    if c.connect_timeout != defaults.connect_timeout {
+        limits.push(format!("connectTimeout {:?}", c.connect_timeout));
+    }
+    if !limits.is_empty() {
+        view.dropped.push(format!(
+            "connection-pool limits other than http2MaxRequests: {}",
+            limits.join(", ")
+        ));
+    }
+    if c.outlier.is_some() {
+        view.dropped.push("outlierDetection".into());
+    }
+    if c.panic_threshold != defaults.panic_threshold || c.locality_weighted {
+        view.dropped
+            .push("panic threshold and locality-weighted balancing settings".into());
+    }
+    view
+}
+
+/// Whether `tls` is off or needs no certificate file: what gRPC accepts (certificate provider
+/// instances, as istiod sends for ISTIO_MUTUAL).
+pub(super) fn tls_from_providers(tls: &UpstreamTls) -> bool {
+    let tls = canonical_tls(tls);
+    ![&tls.client_certificate, &tls.trust_bundle]
+        .into_iter()
+        .any(|source| matches!(source, Some(CertificateSource::Files { .. })))
+}
+
+/// The load balancer as istiod writes it, except least request (see the module docs of
+/// [`super`]); weighted random, which istiod does not translate, is round robin.
+fn istiod_lb(
+    policy: &LbPolicy,
+) -> (
+    cluster::LbPolicy,
+    Option<LbConfig>,
+    Option<LoadBalancingPolicy>,
+) {
+    use cluster::LbPolicy as P;
+    match canonical_lb(policy) {
+        LbPolicy::RoundRobin | LbPolicy::Random | LbPolicy::PeakEwma { .. } => {
+            (P::RoundRobin, None, None)
+        }
+        LbPolicy::LeastRequest { choice_count } => (
+            P::LoadBalancingPolicyConfig,
+            None,
+            Some(LoadBalancingPolicy {
+                policies: vec![
+                    lb_extension(
+                        "envoy.load_balancing_policies.least_request",
+                        any(&LeastRequestPolicy {
+                            choice_count: Some(u32v(choice_count)),
+                            ..LeastRequestPolicy::default()
+                        }),
+                    ),
+                    lb_extension(
+                        "envoy.load_balancing_policies.round_robin",
+                        any(&RoundRobin::default()),
+                    ),
+                ],
+            }),
+        ),
+        // istiod writes the minimum ring size only.
+        LbPolicy::RingHash { min_ring_size, .. } => (
+            P::RingHash,
+            Some(LbConfig::RingHashLbConfig(RingHashLbConfig {
+                minimum_ring_size: Some(envoy_types::pb::google::protobuf::UInt64Value {
+                    value: min_ring_size,
+                }),
+                ..RingHashLbConfig::default()
+            })),
+            None,
+        ),
+    }
+}
+
+fn lb_extension(name: &str, config: envoy_types::pb::google::protobuf::Any) -> Policy {
+    Policy {
+        typed_extension_config: Some(TypedExtensionConfig {
+            name: name.to_string(),
+            typed_config: Some(config),
+        }),
+    }
+}
+
 fn lb(
     policy: &LbPolicy,
 ) -> (
@@ -156,30 +361,22 @@ fn lb(
             })),
             None,
         ),
-        LbPolicy::Random => {
-            let policy = |name: &str, config| Policy {
-                typed_extension_config: Some(TypedExtensionConfig {
-                    name: name.to_string(),
-                    typed_config: Some(config),
-                }),
-            };
-            (
-                P::LoadBalancingPolicyConfig,
-                None,
-                Some(LoadBalancingPolicy {
-                    policies: vec![
-                        policy(
-                            "envoy.load_balancing_policies.random",
-                            any(&Random::default()),
-                        ),
-                        policy(
-                            "envoy.load_balancing_policies.round_robin",
-                            any(&RoundRobin::default()),
-                        ),
-                    ],
-                }),
-            )
-        }
+        LbPolicy::Random => (
+            P::LoadBalancingPolicyConfig,
+            None,
+            Some(LoadBalancingPolicy {
+                policies: vec![
+                    lb_extension(
+                        "envoy.load_balancing_policies.random",
+                        any(&Random::default()),
+                    ),
+                    lb_extension(
+                        "envoy.load_balancing_policies.round_robin",
+                        any(&RoundRobin::default()),
+                    ),
+                ],
+            }),
+        ),
     }
 }
 

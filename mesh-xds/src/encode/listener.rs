@@ -1,10 +1,12 @@
 //! A target's API `Listener` and its `RouteConfiguration`.
 //!
 //! The listener's connection manager names the route configuration over ADS (`rds`), as
-//! istiod does for proxyless gRPC, rather than inlining it: a route change then pushes one
-//! RDS resource, not the listener. The fault filter is in the chain only when a route of the
-//! table injects faults (gRPC runs every filter of the chain on every call); the router is
-//! always last, which gRPC requires.
+//! istiod does for proxyless gRPC (`outbound|port||host`, see [`super::route_config_name`]),
+//! rather than inlining it: a route change then pushes one RDS resource, not the listener.
+//! Istiod's chain is always the fault filter then the router (its `supportedFilters`); with
+//! [`Shape::MeshExtensions`] the fault filter is there only when a route of the table injects
+//! faults (a client runs every filter of the chain on every call). The router is always
+//! last, which gRPC requires.
 
 use envoy_types::pb::envoy::{
     config::{
@@ -22,16 +24,20 @@ use envoy_types::pb::envoy::{
 };
 use mesh_core::{Action, RouteTable};
 
-use super::{any, route};
+use super::{Shape, any, route, route_config_name};
 use crate::decode::filter::FAULT_FILTER;
 
 /// The router filter's conventional name.
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
 
 /// The listener of `target` and its routes.
-pub(super) fn encode(target: &str, table: &RouteTable) -> (Listener, RouteConfiguration) {
+pub(super) fn encode(
+    target: &str,
+    table: &RouteTable,
+    shape: Shape,
+) -> (Listener, RouteConfiguration) {
     let mut http_filters = Vec::with_capacity(2);
-    if injects_faults(table) {
+    if shape == Shape::Istiod || injects_faults(table) {
         http_filters.push(HttpFilter {
             name: FAULT_FILTER.to_string(),
             config_type: Some(ConfigType::TypedConfig(any(&HttpFault::default()))),
@@ -43,12 +49,13 @@ pub(super) fn encode(target: &str, table: &RouteTable) -> (Listener, RouteConfig
         config_type: Some(ConfigType::TypedConfig(any(&Router::default()))),
         ..HttpFilter::default()
     });
+    let routes = route_config_name(target);
     let hcm = HttpConnectionManager {
         stat_prefix: target.to_string(),
         http_filters,
         route_specifier: Some(RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
-            route_config_name: target.to_string(),
+            route_config_name: routes.clone(),
         })),
         ..HttpConnectionManager::default()
     };
@@ -59,7 +66,7 @@ pub(super) fn encode(target: &str, table: &RouteTable) -> (Listener, RouteConfig
         }),
         ..Listener::default()
     };
-    (listener, route::encode(target, table))
+    (listener, route::encode(&routes, table))
 }
 
 /// "Over the ADS stream", as istiod writes it.

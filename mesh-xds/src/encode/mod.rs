@@ -1,21 +1,46 @@
 //! Encoding a [`MeshConfig`] as Envoy v3 xDS resources, shaped as istiod generates them for
-//! proxyless gRPC: the inverse of [`crate::decode`].
+//! proxyless gRPC (`pilot/pkg/networking/grpcgen`): the inverse of [`crate::decode`].
 //!
 //! One `Listener` per target (`host:port`), an API listener whose `HttpConnectionManager`
-//! names a `RouteConfiguration` of the same name over ADS and whose filter chain is the fault
-//! filter (only when some route injects faults) then the router; one `Cluster` per cluster,
-//! EDS over ADS, with the `ClusterLoadAssignment` of the same name. Every policy is written at
-//! the route (never inherited from the virtual host), and every value whose Envoy default
-//! differs from the model's (route timeout, connect timeout, idle timeout, retry count,
-//! backoff) is written explicitly, so decoding needs no knowledge of the source.
+//! names its `RouteConfiguration` over ADS as istiod does, `outbound|port||host`; one
+//! `Cluster` per cluster (`outbound|port|subset|host`, as Istio YAML names them), EDS over
+//! ADS, with the `ClusterLoadAssignment` of the same name. Every policy is written at the
+//! route (never inherited from the virtual host), and every value whose Envoy default differs
+//! from the model's (route timeout, retry count, backoff) is written explicitly.
+//!
+//! # Two shapes
+//!
+//! [`Shape::Istiod`] (what [`encode`] writes) is what istiod sends a proxyless gRPC client,
+//! so gRPC's own clients (C-core, grpc-js, grpc-go, grpc-java) accept every resource:
+//! listeners always carry the fault and router filters (istiod's `supportedFilters`), and a
+//! cluster carries only what istiod translates from a DestinationRule for gRPC — the load
+//! balancer (round robin, ring hash, least request), `http2MaxRequests` as the circuit
+//! breaker's `max_requests`, and upstream TLS from certificate providers (ISTIO_MUTUAL). It
+//! drops outlier detection, the other connection-pool limits, the connect and idle timeouts,
+//! the panic threshold and locality weighting. Two things differ from istiod, both so that
+//! no gRPC client NACKs and nothing falls back to plaintext:
+//!
+//! - Least request (and peak EWMA, sent as least request) is a `load_balancing_policy` list
+//!   `[least_request, round_robin]` rather than istiod's `LEAST_REQUEST` enum, which gRPC
+//!   C-core and grpc-js reject; a client without least request takes round robin (gRFC A52).
+//!   Weighted random, which istiod does not translate, is round robin.
+//! - A cluster whose TLS uses certificate files (DestinationRule SIMPLE/MUTUAL with
+//!   `caCertificates`, `clientCertificate`) is not sent at all, nor its endpoints: istiod sends
+//!   it without TLS, which would be plaintext; gRPC NACKs file-based TLS. Calls to it fail.
+//!
+//! [`Shape::MeshExtensions`] adds what only this mesh's client reads: the full circuit
+//! breaker, retry budget, outlier detection, connect and idle timeouts, panic threshold,
+//! locality weighting, weighted random and file-based TLS. `mesh-xds serve
+//! --mesh-extensions` and [`crate::server::ControlPlane::with_mesh_extensions`] serve it.
 //!
 //! # What Envoy cannot carry
 //!
-//! The property is `decode(encode(c)) == canonical(c)`; [`canonical`] is the identity except
-//! for these, each of which it rewrites to what xDS carries (and the tests pin down):
+//! In the [`Shape::MeshExtensions`] shape the property is `decode(encode_as(c,
+//! MeshExtensions)) == canonical(c)`; [`canonical`] is the identity except for these, each of
+//! which it rewrites to what xDS carries (and the tests pin down):
 //!
-//! - A route table is named after its listener's target (RDS names must be unique per
-//!   listener; Istio YAML names tables by port, which many listeners share).
+//! - A route table is named after its listener's target as istiod names it,
+//!   `outbound|port||host` (Istio YAML names tables by port, which many listeners share).
 //! - [`PathRewrite::FullPath`] on a forward: Envoy's `RouteAction` has no full-path rewrite.
 //!   Under an exact path match it is a `prefix_rewrite` (what istiod writes), otherwise a
 //!   `regex_rewrite` of `^.*$`.
@@ -61,7 +86,9 @@ mod route;
 #[cfg(test)]
 mod tests;
 
-pub use self::cluster::{ROOT_CA_CERTIFICATE, WORKLOAD_CERTIFICATE, WORKLOAD_PROVIDER};
+pub use self::cluster::{
+    IstiodView, ROOT_CA_CERTIFICATE, WORKLOAD_CERTIFICATE, WORKLOAD_PROVIDER, istiod_view,
+};
 
 /// Type URL of `Listener` (LDS).
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -89,19 +116,54 @@ pub struct Resources {
     pub load_assignments: Vec<ClusterLoadAssignment>,
 }
 
-/// Encodes `config` (see the module docs for what changes on the way).
+/// Which resources the encoder writes (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Shape {
+    /// What istiod sends a proxyless gRPC client: every gRPC client accepts it.
+    #[default]
+    Istiod,
+    /// Istiod's shapes plus the cluster policies only this mesh's client reads (outlier
+    /// detection, every circuit-breaker limit, timeouts, file-based TLS, ...).
+    MeshExtensions,
+}
+
+/// Encodes `config` as istiod would for a gRPC client ([`Shape::Istiod`]).
 pub fn encode(config: &MeshConfig) -> Resources {
+    encode_as(config, Shape::Istiod)
+}
+
+/// Encodes `config` in `shape` (see the module docs for what changes on the way).
+pub fn encode_as(config: &MeshConfig, shape: Shape) -> Resources {
     let mut out = Resources::default();
     for (target, table) in config.listeners() {
-        let (l, rc) = listener::encode(target, table);
+        let (l, rc) = listener::encode(target, table, shape);
         out.listeners.push(l);
         out.routes.push(rc);
     }
     for cluster in config.clusters().values() {
-        out.clusters.push(cluster::encode(cluster));
-        out.load_assignments.push(endpoint::encode(cluster));
+        let encoded = match shape {
+            Shape::Istiod => cluster::encode_istiod(cluster),
+            Shape::MeshExtensions => Some(cluster::encode(cluster)),
+        };
+        // A cluster istiod's shape cannot secure is not sent (see the module docs).
+        if let Some(c) = encoded {
+            out.clusters.push(c);
+            out.load_assignments.push(endpoint::encode(cluster));
+        }
     }
     out
+}
+
+/// The name of the `RouteConfiguration` of `target`, as istiod names it for gRPC:
+/// `outbound|port||host` for a `host:port` target (the name of the service's cluster), the
+/// target itself otherwise.
+pub fn route_config_name(target: &str) -> String {
+    match target.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            format!("outbound|{port}||{host}")
+        }
+        _ => target.to_string(),
+    }
 }
 
 // === impl Resources ===
@@ -181,7 +243,7 @@ fn canonical_table(target: &str, table: &RouteTable) -> RouteTable {
                 .unwrap_or_else(|_| vh.clone())
         })
         .collect();
-    RouteTable::new(target, hosts).unwrap_or_else(|_| table.clone())
+    RouteTable::new(route_config_name(target), hosts).unwrap_or_else(|_| table.clone())
 }
 
 /// The policy Envoy carries for `lb`.

@@ -1,5 +1,6 @@
-//! `decode(encode(config)) == canonical(config)`, for Istio's documented examples, for the
-//! cases Envoy cannot carry, and for random configurations.
+//! `decode(encode_as(config, MeshExtensions)) == canonical(config)`, for Istio's documented
+//! examples, for the cases Envoy cannot carry, and for random configurations; the istiod
+//! shape against istiod's generator in `istiod`.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -102,7 +103,7 @@ pub(crate) fn decode_all(
 /// Encodes, decodes, and checks the result is the canonical form with nothing reported.
 fn round_trip(config: &MeshConfig) -> MeshConfig {
     let (decoded, unsupported) = decode_all(
-        &encode(config),
+        &encode_as(config, Shape::MeshExtensions),
         config.version(),
         (**config.server()).clone(),
     );
@@ -162,12 +163,13 @@ fn every_istio_fixture_round_trips() {
 #[test]
 fn canonical_changes_only_what_envoy_cannot_carry() {
     // Fixtures without full-path rewrites or ISTIO_MUTUAL differ from their canonical form
-    // only in the route tables' names.
+    // only in the route tables' names, istiod's `outbound|port||host`.
     let config = fixture("canary.yaml", FIXTURES[0].1);
     let canon = canonical(&config);
     for (target, table) in config.listeners() {
         let c = &canon.listeners()[target];
-        assert_eq!(c.name(), &**target);
+        let (host, port) = target.rsplit_once(':').unwrap();
+        assert_eq!(c.name(), format!("outbound|{port}||{host}"));
         assert_eq!(c.virtual_hosts(), table.virtual_hosts());
     }
     assert_eq!(canon.clusters(), config.clusters());
@@ -193,8 +195,11 @@ fn resources_have_the_shape_grpc_requires() {
     let listeners = r.by_type(LISTENER_TYPE);
     let routes = r.by_type(ROUTE_TYPE);
     assert_eq!(
-        listeners.keys().collect::<Vec<_>>(),
-        routes.keys().collect::<Vec<_>>()
+        listeners
+            .keys()
+            .map(|l| route_config_name(l))
+            .collect::<Vec<_>>(),
+        routes.keys().cloned().collect::<Vec<_>>()
     );
     assert_eq!(
         r.by_type(CLUSTER_TYPE).keys().collect::<Vec<_>>(),
@@ -204,13 +209,13 @@ fn resources_have_the_shape_grpc_requires() {
 }
 
 #[test]
-fn the_fault_filter_is_only_in_listeners_that_need_it() {
+fn with_extensions_the_fault_filter_is_only_in_listeners_that_need_it() {
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
     use prost::Message;
     // faults.yaml injects faults on both services, canary.yaml on none.
     for (fixture_index, want) in [(2, 2), (0, 1)] {
         let (name, text) = FIXTURES[fixture_index];
-        let r = encode(&fixture(name, text));
+        let r = encode_as(&fixture(name, text), Shape::MeshExtensions);
         for l in &r.listeners {
             let any = l
                 .api_listener
@@ -267,7 +272,7 @@ fn peak_ewma_is_sent_as_least_request() {
 fn random_survives_and_falls_back_to_round_robin_for_grpc() {
     let config = one_cluster(|c| c.lb = LbPolicy::Random);
     assert_round_trips(&config);
-    let r = encode(&config);
+    let r = encode_as(&config, Shape::MeshExtensions);
     let random = r
         .clusters
         .iter()
@@ -412,4 +417,5 @@ fn faults_that_inject_nothing_and_inert_outlier_rules_take_their_envoy_meaning()
     }));
 }
 
+mod istiod;
 mod prop;

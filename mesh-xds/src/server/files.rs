@@ -37,10 +37,11 @@ impl Drop for FileWatch {
 pub(super) fn watch<P: AsRef<Path>>(
     files: &[P],
     poll_interval: Duration,
+    shape: crate::encode::Shape,
 ) -> Result<(ControlPlane, FileWatch), StaticConfigError> {
     let (mesh, watch) = Mesh::from_istio_yaml(files, poll_interval)?;
     let first = mesh.config();
-    let cp = ControlPlane::new((*first).clone());
+    let cp = ControlPlane::with_shape((*first).clone(), shape);
     let task = tokio::spawn(follow(mesh, first, cp.clone(), poll_interval));
     Ok((cp, FileWatch { files: watch, task }))
 }

@@ -2,8 +2,11 @@
 //! (state of the world), and pushes every change to every open stream.
 //!
 //! It is what istiod is to a proxyless gRPC client, for a laptop, a test or a demo: the
-//! resources are encoded ([`crate::encode`]) as istiod shapes them, so gRPC's own xDS client
-//! accepts them, and the protocol follows Envoy's xDS rules:
+//! resources are encoded ([`crate::encode`]) as istiod shapes them, so gRPC's own xDS clients
+//! accept them. What istiod does not send gRPC (outlier detection, most circuit-breaker
+//! limits, file-based TLS, ...) and only this mesh's client reads is served only by a
+//! control plane made with [`ControlPlane::with_mesh_extensions`]. The protocol follows
+//! Envoy's xDS rules:
 //!
 //! - Per stream and type URL, the client's subscription is the `resource_names` of its last
 //!   request; an empty list is a wildcard for listeners and clusters (all of them) and
@@ -52,7 +55,7 @@ use envoy_types::pb::{
 use mesh_core::MeshConfig;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::encode::{self, TYPE_URLS};
+use crate::encode::{self, Shape, TYPE_URLS};
 
 mod files;
 mod stream;
@@ -119,6 +122,7 @@ pub struct ControlPlane {
 
 #[derive(Debug)]
 struct Shared {
+    shape: Shape,
     snapshot: watch::Sender<Arc<Snapshot>>,
     log: watch::Sender<Log>,
     versions: AtomicU64,
@@ -129,10 +133,24 @@ struct Shared {
 // === impl ControlPlane ===
 
 impl ControlPlane {
-    /// A control plane serving `config` as version `1`.
+    /// A control plane serving `config` as version `1`, in the shapes istiod sends a gRPC
+    /// client ([`Shape::Istiod`]).
     pub fn new(config: MeshConfig) -> Self {
+        Self::with_shape(config, Shape::Istiod)
+    }
+
+    /// A control plane that also sends what only this mesh's client reads
+    /// ([`Shape::MeshExtensions`]: outlier detection, every circuit-breaker limit, timeouts,
+    /// file-based TLS, ...). gRPC's own clients may NACK these resources.
+    pub fn with_mesh_extensions(config: MeshConfig) -> Self {
+        Self::with_shape(config, Shape::MeshExtensions)
+    }
+
+    /// A control plane serving `config` as version `1` in `shape`.
+    pub fn with_shape(config: MeshConfig, shape: Shape) -> Self {
         let shared = Arc::new(Shared {
-            snapshot: watch::Sender::new(Arc::new(Snapshot::new("1".into(), config))),
+            shape,
+            snapshot: watch::Sender::new(Arc::new(Snapshot::new("1".into(), config, shape))),
             log: watch::Sender::new(Log::default()),
             versions: AtomicU64::new(1),
             publishing: Mutex::new(()),
@@ -143,7 +161,13 @@ impl ControlPlane {
     /// Serves `config` from now on, pushing it to every open stream; returns its version.
     pub fn set_config(&self, config: MeshConfig) -> String {
         tracing::info!(mesh_version = config.version(), "configuration pushed");
-        self.publish(|version| Snapshot::new(version, config))
+        let shape = self.shape();
+        self.publish(|version| Snapshot::new(version, config, shape))
+    }
+
+    /// The shape of the resources it serves.
+    pub fn shape(&self) -> Shape {
+        self.shared.shape
     }
 
     /// The snapshot being served.
@@ -216,12 +240,22 @@ impl ControlPlane {
     /// Loads Istio YAML `files`, serves them, and pushes every change that loads cleanly
     /// (checked every `poll_interval`); a change that does not load keeps the last good
     /// configuration and is reported in [`FileWatch::status`]. The watch stops when the
-    /// returned handle is dropped. Must be called within a tokio runtime.
+    /// returned handle is dropped. Must be called within a tokio runtime. Serves istiod's
+    /// shapes; see [`ControlPlane::from_istio_yaml_as`] for the others.
     pub fn from_istio_yaml<P: AsRef<Path>>(
         files: &[P],
         poll_interval: Duration,
     ) -> Result<(Self, FileWatch), mesh_tower::StaticConfigError> {
-        files::watch(files, poll_interval)
+        files::watch(files, poll_interval, Shape::Istiod)
+    }
+
+    /// [`ControlPlane::from_istio_yaml`], serving resources in `shape`.
+    pub fn from_istio_yaml_as<P: AsRef<Path>>(
+        files: &[P],
+        poll_interval: Duration,
+        shape: Shape,
+    ) -> Result<(Self, FileWatch), mesh_tower::StaticConfigError> {
+        files::watch(files, poll_interval, shape)
     }
 
     fn record(&self, edit: impl FnOnce(&mut Log)) {
@@ -232,8 +266,8 @@ impl ControlPlane {
 // === impl Snapshot ===
 
 impl Snapshot {
-    fn new(version: String, config: MeshConfig) -> Self {
-        let resources = Self::index(&encode::encode(&config));
+    fn new(version: String, config: MeshConfig, shape: Shape) -> Self {
+        let resources = Self::index(&encode::encode_as(&config, shape));
         Self {
             version,
             config: Arc::new(config),

@@ -261,7 +261,7 @@ mod tests {
     use mesh_core::istio::load_str;
 
     use super::*;
-    use crate::encode::{ENDPOINT_TYPE, ROUTE_TYPE};
+    use crate::encode::{ENDPOINT_TYPE, ROUTE_TYPE, Shape};
 
     fn snapshot(version: &str) -> Snapshot {
         let yaml = "apiVersion: networking.istio.io/v1
@@ -274,7 +274,7 @@ spec:
   endpoints: [{address: 10.0.0.1}]
 ";
         let config = load_str("a.yaml", yaml).unwrap().config;
-        Snapshot::new(version.into(), config)
+        Snapshot::new(version.into(), config, Shape::Istiod)
     }
 
     fn request(type_url: &str, names: &[&str], nonce: &str) -> DiscoveryRequest {

@@ -5,6 +5,8 @@ Prints one JSON object: replies per version, calls per status name, and a sample
 failing status. Exit code 0 unless the script itself fails (the statuses are the result).
 
     python grpcio_client.py xds:///echo.default.svc.cluster.local:50051 --calls 1000
+
+Several targets are called in turn, each with --calls calls (one xDS client serves them all).
 """
 
 import argparse
@@ -49,7 +51,7 @@ def read_varint(data: bytes, i: int):
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("target")
+    parser.add_argument("targets", nargs="+")
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--header", action="append", default=[], help="name=value")
@@ -57,7 +59,15 @@ def main() -> int:
     metadata = [tuple(h.split("=", 1)) for h in args.header]
 
     by_version, by_status, errors = {}, {}, {}
-    with grpc.insecure_channel(args.target) as channel:
+    for target in args.targets:
+        call(target, args, metadata, by_version, by_status, errors)
+    json.dump({"by_version": by_version, "by_status": by_status, "errors": errors}, sys.stdout)
+    print()
+    return 0
+
+
+def call(target, args, metadata, by_version, by_status, errors):
+    with grpc.insecure_channel(target) as channel:
         say = channel.unary_unary(
             "/echo.Echo/Say",
             request_serializer=lambda b: b,
@@ -80,9 +90,6 @@ def main() -> int:
                 status = e.code().name
                 errors.setdefault(status, e.details())
             by_status[status] = by_status.get(status, 0) + 1
-    json.dump({"by_version": by_version, "by_status": by_status, "errors": errors}, sys.stdout)
-    print()
-    return 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 )]
 
 pub mod ads;
+pub mod demo;
 /// The echo server and client of mesh-tower's tests, shared rather than copied.
 #[path = "../../../mesh-tower/tests/support/mod.rs"]
 pub mod echo;
