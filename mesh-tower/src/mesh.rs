@@ -188,8 +188,9 @@ impl Mesh {
     /// The server side of this workload's `port`, in the mTLS mode the PeerAuthentication
     /// policies of the served configuration give it ([`mtls_mode`] with the workload's
     /// `namespace` and `labels`, root namespace `istio-system`), kept current: every publish
-    /// re-resolves the mode for new connections. Presents the workload identity and verifies
-    /// clients with its trust bundle, so one must be set
+    /// re-resolves the mode for new connections, and a change to STRICT drains open
+    /// connections without a verified client certificate (see [`ServerTls`]). Presents the
+    /// workload identity and verifies clients with its trust bundle, so one must be set
     /// ([`set_workload_identity`](Self::set_workload_identity)) even while the mode is
     /// PERMISSIVE or DISABLE: a later STRICT must never find the server without material.
     /// Fails outside a tokio runtime (the mode is followed by a task).

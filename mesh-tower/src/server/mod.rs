@@ -63,7 +63,7 @@ use std::{
 };
 
 use http::{Request, Response, header};
-use mesh_core::{DEFAULT_ROOT_NAMESPACE, Labels, MtlsMode, ServerPolicy, TrustDomains};
+use mesh_core::{DEFAULT_ROOT_NAMESPACE, Labels, MtlsMode, TrustDomains};
 use tower::{Layer, Service};
 
 use self::{authz::Authorized, rate_limit::RateLimiter};
@@ -415,7 +415,7 @@ impl<S> MeshServer<S> {
     /// judge it by identity (see the [module docs](self)).
     fn refuses_unproven_peer(
         &self,
-        policy: &ServerPolicy,
+        policy: &mesh_core::ServerPolicy,
         peer: &Peer,
         peer_is_known: bool,
     ) -> bool {
