@@ -266,7 +266,8 @@ impl Mesh {
     /// `namespace` and `labels`, root namespace `istio-system`) — or, when an xDS client serves
     /// the port ([`MeshConfig::inbound`]), the mode of its inbound listener's filter chain
     /// (STRICT while it has none) — kept current: every publish re-resolves the mode for new
-    /// connections. Presents the workload identity and verifies
+    /// connections, and a change to STRICT drains open connections without a verified client
+    /// certificate (see [`ServerTls`]). Presents the workload identity and verifies
     /// clients with its trust bundle, so one must be set
     /// ([`set_workload_identity`](Self::set_workload_identity)) even while the mode is
     /// PERMISSIVE or DISABLE: a later STRICT must never find the server without material.

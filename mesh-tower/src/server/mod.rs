@@ -514,7 +514,7 @@ impl<S> MeshServer<S> {
     /// judge it by identity (see the [module docs](self)).
     fn refuses_unproven_peer(
         &self,
-        policy: &ServerPolicy,
+        policy: &mesh_core::ServerPolicy,
         peer: &Peer,
         peer_is_known: bool,
     ) -> bool {

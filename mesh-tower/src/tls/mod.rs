@@ -11,8 +11,9 @@
 //! - **Material** ([`CertificateFiles`], [`CertificateWatcher`]): a chain, its key and a CA
 //!   bundle from PEM files, reloaded atomically when they change; a bad rotation (unparsable,
 //!   a key that is not the leaf's, a leaf expired or not yet valid, a leaf that does not chain
-//!   to the bundle) keeps the old material serving and is reported ([`CertificateWatcher::last_error`],
-//!   [`CertificateWatcher::failures`], a `warn` log naming the file).
+//!   to the bundle) keeps the old material serving and is reported
+//!   ([`CertificateWatcher::last_error`], [`CertificateWatcher::failures`], a `warn` log
+//!   naming the file).
 //! - **Verification** ([`MeshServerVerifier`], [`MeshClientVerifier`]): webpki chain validation
 //!   against the current bundle, then Istio's identity rules (SAN matchers, e.g. a SPIFFE ID,
 //!   instead of the host name).

@@ -16,19 +16,6 @@
 //! Both rustls configurations are built once; the certificate presented and the bundle clients
 //! are verified with come from the watcher's current material on every handshake, and the mode
 //! can change at run time ([`ServerTls::set_mode`]).
-//!
-//! # Draining connections a new mode no longer admits
-//!
-//! When the mode becomes STRICT, connections accepted earlier without a verified client
-//! certificate (plaintext, or PERMISSIVE TLS without one) are drained, as Envoy drains the
-//! connections of a listener whose filter chain changed: from that moment the
-//! [server layer](crate::server) refuses their requests (STRICT admits no unproven peer), and
-//! after a grace period ([`ServerTls::with_drain_grace`], default [`DEFAULT_DRAIN_GRACE`]) for
-//! the requests in flight the connection itself is closed: its reads and writes fail, so the
-//! HTTP server (tonic's, axum's or hyper's) drops it. An HTTP/2 GOAWAY would be gentler, but
-//! the HTTP connection belongs to the server that runs it (tonic's `serve_with_incoming`,
-//! `axum::serve`), out of the listener's reach; the close is what the listener can do, and a
-//! client sees it as a connection reset and reconnects, now in the new mode.
 
 use std::{
     net::SocketAddr,
@@ -66,6 +53,20 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// How a server accepts connections: the mTLS mode and the material for it. Cheap to clone;
 /// clones share the mode and the counters.
+///
+/// # Draining connections a new mode no longer admits
+///
+/// When the mode becomes STRICT, connections accepted earlier without a verified client
+/// certificate (plaintext, or PERMISSIVE TLS without one) are drained, as Envoy drains the
+/// connections of a listener whose filter chain changed: from that moment the
+/// [server layer](crate::server) refuses their requests when its configuration says STRICT
+/// (the mode of [`Mesh::server_tls`](crate::Mesh::server_tls) comes from there), and
+/// after a grace period ([`ServerTls::with_drain_grace`], default [`DEFAULT_DRAIN_GRACE`]) for
+/// the requests in flight the connection itself is closed: its reads and writes fail, so the
+/// HTTP server (tonic's, axum's or hyper's) drops it. An HTTP/2 GOAWAY would be gentler, but
+/// the HTTP connection belongs to the server that runs it (tonic's `serve_with_incoming`,
+/// `axum::serve`), out of the listener's reach; the close is what the listener can do, and a
+/// client sees it as a connection reset and reconnects, now in the new mode.
 #[derive(Clone, Debug)]
 pub struct ServerTls {
     /// The current mode; open connections without a verified identity watch it to drain.
@@ -173,7 +174,7 @@ impl ServerTls {
     }
 
     /// How long a connection the mode no longer admits stays open for its requests in flight
-    /// before it is closed (see the [module docs](self)). Default is [`DEFAULT_DRAIN_GRACE`].
+    /// before it is closed (see [`ServerTls`]). Default is [`DEFAULT_DRAIN_GRACE`].
     pub fn with_drain_grace(mut self, grace: Duration) -> Self {
         self.drain_grace = grace;
         self
@@ -185,7 +186,7 @@ impl ServerTls {
     }
 
     /// Changes the mode (a PeerAuthentication update): new connections are accepted in it, and
-    /// open connections it no longer admits are drained (see the [module docs](self)). A TLS
+    /// open connections it no longer admits are drained (see [`ServerTls`]). A TLS
     /// mode on a [`plaintext`](Self::plaintext) server is refused.
     pub fn set_mode(&self, mode: MtlsMode) -> Result<(), TlsError> {
         if mode != MtlsMode::Disable && self.configs.is_none() {

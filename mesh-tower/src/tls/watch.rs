@@ -11,11 +11,11 @@
 //! [`DEFAULT_CLOCK_SKEW`](super::DEFAULT_CLOCK_SKEW) for its `notBefore`) and chains to the
 //! trust bundle of the same files (`Material::check_rotation`); otherwise the previous material
 //! keeps serving, the failure is logged with the file and the reason, counted, and kept as
-//! [`CertificateWatcher::last_error`]. The initial load is not held to the validity window:
-//! there is nothing older to keep, and the handshake reports an expired certificate precisely. A writer that
-//! replaces the chain and the key in two steps thus causes one reported failure, then a
-//! successful reload on the next poll. The same broken contents are reported once, not on
-//! every poll.
+//! [`CertificateWatcher::last_error`]. A writer that replaces the chain and the key in two
+//! steps thus causes one reported failure, then a successful reload on the next poll. The same
+//! broken contents are reported once, not on every poll. The initial load is not held to the
+//! validity window: there is nothing older to keep, and the handshake reports an expired
+//! certificate precisely.
 
 use std::{
     sync::{
