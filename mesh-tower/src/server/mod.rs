@@ -77,8 +77,7 @@ use std::{
 
 use http::{Request, Response, header};
 use mesh_core::{
-    DEFAULT_ROOT_NAMESPACE, InboundState, Labels, MtlsMode, PathNormalizer, ServerPolicy,
-    TrustDomains,
+    DEFAULT_ROOT_NAMESPACE, InboundState, Labels, MtlsMode, PathNormalizer, TrustDomains,
 };
 use tower::{Layer, Service};
 
