@@ -254,6 +254,38 @@ async fn a_cold_start_without_the_control_plane_serves_the_persisted_configurati
     std::fs::remove_file(&path).unwrap();
 }
 
+/// A persisted configuration is stale: a fallback server that comes up is used (A71 would
+/// skip it when everything is cached).
+#[tokio::test]
+async fn a_fallback_replaces_a_persisted_configuration() {
+    let (v1, from_fallback) = (echo("v1").await, echo("from-fallback").await);
+    let path = persist_path("fallback");
+    let server = AdsServer::start().await;
+    let (primary, fallback) = (server.addr, AdsServer::unused_addr().await);
+    server.set_snapshot(snapshot("1", &[(V1, 100, &[v1.addr])]));
+    let (first, mut client) = start_persisting(bootstrap(&[primary, fallback]), &path);
+    assert_eq!(say(&mut client).await.unwrap(), "v1");
+    eventually("the endpoints are persisted", || {
+        std::fs::read_to_string(&path).is_ok_and(|text| text.contains("ClusterLoadAssignment"))
+    })
+    .await;
+    first.shutdown();
+    let _state = server.stop().await;
+
+    let (xds, mut client) = start_persisting(bootstrap(&[primary, fallback]), &path);
+    assert_eq!(say(&mut client).await.unwrap(), "v1");
+    assert!(xds.config_dump().stale.is_some());
+    let fallback = AdsServer::start_on(fallback).await;
+    fallback.set_snapshot(snapshot("f1", &[(V1, 100, &[from_fallback.addr])]));
+    eventually("on the fallback, fresh", || {
+        xds.connected_server() == Some(fallback.addr.to_string())
+            && xds.config_dump().stale.is_none()
+    })
+    .await;
+    assert_eq!(say(&mut client).await.unwrap(), "from-fallback");
+    std::fs::remove_file(&path).unwrap();
+}
+
 /// A persisted file written for another node, or damaged, is ignored whole.
 #[tokio::test]
 async fn a_foreign_or_damaged_persisted_file_is_ignored() {

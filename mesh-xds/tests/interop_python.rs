@@ -109,3 +109,60 @@ async fn our_client_accepts_an_independent_grpcio_management_server() {
         "an ACK for each of LDS, RDS, CDS, EDS: {acks:?}"
     );
 }
+
+/// Issue 13 item 2 against an independent server: grpcio sends the response headers of the ADS
+/// stream only with its first response, so a stream opened before any target is watched
+/// must still send the subscription made afterwards.
+#[tokio::test]
+async fn a_target_watched_after_the_stream_opened_is_sent_to_a_grpcio_server() {
+    let python = python();
+    let v1 = spawn_echo("v1", Behavior::default()).await;
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/management_server.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .args(["--target", TARGET])
+        .args(["--version", &format!("v1={}=100", v1.addr)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the Python management server");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the management server starts within 30 s")
+        .unwrap()
+        .expect("a `port N` line");
+    let port: u16 = first
+        .strip_prefix("port ")
+        .expect("`port N`")
+        .parse()
+        .unwrap();
+
+    let mesh = Mesh::new(MeshConfig::empty());
+    let xds = XdsClient::start(
+        Bootstrap::insecure(format!("127.0.0.1:{port}"), "interop"),
+        mesh.clone(),
+    )
+    .unwrap();
+    // The stream is being opened with nothing to subscribe to.
+    for _ in 0..1_000 {
+        if xds.connected_server().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(xds.connected_server().is_some(), "the ADS stream opens");
+    // Let the request headers reach the server, which then waits for a request.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut client = EchoClient::new(mesh.channel(format!("xds:///{TARGET}")));
+    let mut req = request("hi");
+    req.set_timeout(Duration::from_secs(10));
+    let reply = tokio::time::timeout(Duration::from_secs(15), client.say(req))
+        .await
+        .expect("rpc hung")
+        .expect("the subscription was sent and answered");
+    assert_eq!(reply.into_inner().served_by, "v1");
+    drop(child.stdin.take()); // The server exits when its stdin closes.
+}

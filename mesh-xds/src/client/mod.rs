@@ -401,6 +401,16 @@ impl Discovery for XdsClient {
     }
 }
 
+// === impl Shared ===
+
+impl Shared {
+    /// Whether the configuration in use was restored from the persisted file and nothing fresh
+    /// has arrived since.
+    pub(crate) fn serving_persisted(&self) -> bool {
+        self.restored_from.is_some()
+    }
+}
+
 // === impl Inner ===
 
 impl Inner {

@@ -12,7 +12,8 @@
 //! or foreign file is reported and ignored, never half-applied. It is applied only if the
 //! management server cannot be reached before any fresh response, and the configuration is
 //! then marked stale (config dump, `mesh_xds_config_age_seconds`) until the first fresh
-//! response. Restored updates count as accepted updates in [`Counters`](super::Counters).
+//! response; fallback servers are still tried while it serves (a stale cache does not make
+//! them useless, unlike a fresh one under gRPC A71). Restored updates count as accepted updates in [`Counters`](super::Counters).
 
 use std::{
     collections::BTreeMap,

@@ -4,7 +4,9 @@
 //! Every failure here is *ambient* — the cache is never touched by a transport error. Fallback
 //! follows gRPC A71: a secondary server is used only while the primary is unreachable *and*
 //! some subscribed resource has never been received; while on a secondary, the primary is
-//! probed with the same backoff and, once it answers, the client moves back.
+//! probed with the same backoff and, once it answers, the client moves back. A configuration
+//! restored from the persisted file counts as missing here: it is stale, and a fallback that
+//! answers is fresher.
 
 use std::{
     sync::Arc,
@@ -91,7 +93,12 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 false
             }
         };
-        if !primary_reached && inner.lock().state.has_uncached() {
+        // A persisted configuration is stale: it does not make a fallback server useless.
+        let want_fallback = {
+            let shared = inner.lock();
+            shared.state.has_uncached() || shared.serving_persisted()
+        };
+        if !primary_reached && want_fallback {
             for (i, server) in servers.iter().enumerate().skip(1) {
                 let stream = match connect(server).await {
                     Ok(channel) => open(&inner, channel, i).await.map_err(|s| s.to_string()),
