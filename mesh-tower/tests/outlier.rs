@@ -255,7 +255,7 @@ async fn spawn_fail_or_stall_server() -> (std::net::SocketAddr, std::sync::Arc<A
                     let mut response = http::Response::new(body);
                     let headers = response.headers_mut();
                     headers.insert("content-type", "application/grpc".parse().unwrap());
-                    if n % 2 == 0 {
+                    if n.is_multiple_of(2) {
                         headers.insert("grpc-status", "14".parse().unwrap());
                     }
                     Ok::<_, std::convert::Infallible>(response)
