@@ -10,7 +10,10 @@
 
 mod support;
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::{
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
 
 use support::*;
 
@@ -229,4 +232,79 @@ async fn the_default_cap_ejects_one_endpoint_of_a_small_cluster() {
     let mut client = EchoClient::new(mesh.channel(TARGET));
     assert_eq!(send(&mut client, 30).await, 3);
     assert_eq!(bad.behavior.calls.load(Ordering::SeqCst), 3, "ejected");
+}
+
+/// A server whose even calls fail at once (trailers-only `UNAVAILABLE`) and whose odd calls
+/// send `200` headers and then stall their body; counts calls.
+async fn spawn_fail_or_stall_server() -> (std::net::SocketAddr, std::sync::Arc<AtomicU32>) {
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let count = calls.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let count = count.clone();
+            let service = hyper::service::service_fn(move |_req: http::Request<_>| {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let body = http_body_util::StreamBody::new(futures::stream::pending::<
+                        Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
+                    >());
+                    let mut response = http::Response::new(body);
+                    let headers = response.headers_mut();
+                    headers.insert("content-type", "application/grpc".parse().unwrap());
+                    if n.is_multiple_of(2) {
+                        headers.insert("grpc-status", "14".parse().unwrap());
+                    }
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+            );
+        }
+    });
+    (addr, calls)
+}
+
+/// A response whose caller drops its body after a good head is judged by that head: a success
+/// between two failures, so they are not consecutive.
+#[tokio::test]
+async fn a_dropped_body_after_a_good_head_is_judged_a_success() {
+    use tower::ServiceExt;
+    let good = spawn_echo("good", Behavior::default()).await;
+    let (flaky, calls) = spawn_fail_or_stall_server().await;
+    let yaml = with_consecutive_errors(
+        services_yaml(&[("good", good.addr), ("flaky", flaky)]),
+        2,
+        50,
+    );
+    let mesh = mesh_tower::Mesh::new(config(&yaml));
+    let channel = mesh.channel(TARGET);
+    let call = || {
+        let req = http::Request::post(format!("http://{TARGET}/echo.Echo/Say"))
+            .header("content-type", "application/grpc")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"\0\0\0\0\0",
+            )))
+            .unwrap();
+        // The head is all the caller waits for; the body is dropped unread.
+        channel.clone().oneshot(req)
+    };
+    // Round robin: flaky fails, stalls (dropped), fails, with good's calls between.
+    for _ in 0..6 {
+        drop(call().await.unwrap());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    for _ in 0..2 {
+        drop(call().await.unwrap());
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "not ejected: its two failures were not consecutive"
+    );
 }
