@@ -523,4 +523,12 @@ async fn grpc_c_core_acks_everything_served_for_the_demo_configurations() {
     let node = "grpcio-echo-example";
     grpcio_targets(addr, node, &[target], 1, 3).await;
     assert_acked_everything(&cp, node, &version, "examples/config/echo.yaml");
+
+    // The Kubernetes scenarios (placeholder endpoints: the calls fail, quickly).
+    for (name, config) in demo::k8s_scenarios() {
+        let version = cp.set_config(config);
+        let node = format!("grpcio-k8s-{version}");
+        grpcio_targets(addr, &node, &demo::TARGETS[..2], 1, 1).await;
+        assert_acked_everything(&cp, &node, &version, &name);
+    }
 }

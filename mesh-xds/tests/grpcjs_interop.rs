@@ -1,6 +1,7 @@
 //! gRPC's Node.js xDS client (grpc-js with grpc-js-xds) against this control plane: it must
 //! ACK everything served in the default (istiod) shape for every configuration of the demo
-//! and the repository's Istio example, and reach the echo servers behind them on 127.0.0.1.
+//! (reaching the echo servers behind them on 127.0.0.1) and the repository's Istio examples
+//! (`examples/config/echo.yaml`, `examples/k8s/scenarios`).
 //!
 //! Needs node and the packages `scripts/node-env` installs in `target/node` (`scripts/test`
 //! runs it first). Without them the test fails and says so; it never skips.
@@ -48,8 +49,14 @@ struct Observed {
     errors: HashMap<String, String>,
 }
 
-/// Runs one call to each of `targets` in turn through grpc-js-xds, as node `node`.
-async fn grpcjs_targets(control_plane: SocketAddr, node: &str, targets: &[&str]) -> Observed {
+/// Runs one call to each of `targets` in turn through grpc-js-xds, as node `node`, each
+/// bounded by `timeout_secs` (the first waits for xDS).
+async fn grpcjs_targets(
+    control_plane: SocketAddr,
+    node: &str,
+    targets: &[&str],
+    timeout_secs: u32,
+) -> Observed {
     let bootstrap = serde_json::json!({
         "xds_servers": [{
             "server_uri": control_plane.to_string(),
@@ -73,7 +80,7 @@ async fn grpcjs_targets(control_plane: SocketAddr, node: &str, targets: &[&str])
     let output = tokio::process::Command::new("node")
         .arg(&script)
         .args(targets.iter().map(|t| format!("xds:///{t}")))
-        .args(["--calls", "1", "--timeout", "10"])
+        .args(["--calls", "1", "--timeout", &timeout_secs.to_string()])
         .env("NODE_PATH", node_modules())
         .env("GRPC_XDS_BOOTSTRAP_CONFIG", bootstrap.to_string())
         .env_remove("GRPC_XDS_BOOTSTRAP")
@@ -141,7 +148,7 @@ async fn grpc_js_acks_everything_served_for_the_demo_configurations() {
     for (name, scenario) in demo::scenarios() {
         let version = cp.set_config(demo::config(&at, &scenario));
         let node = format!("grpcjs-demo-{version}");
-        let observed = grpcjs_targets(addr, &node, &demo::TARGETS).await;
+        let observed = grpcjs_targets(addr, &node, &demo::TARGETS, 10).await;
         assert_acked_everything(&cp, &node, &version, &name);
         // Every target resolved and reached an echo server (a fault may fail the call).
         assert!(
@@ -153,6 +160,14 @@ async fn grpc_js_acks_everything_served_for_the_demo_configurations() {
     let (config, target) = demo::echo_example();
     let version = cp.set_config(config);
     let node = "grpcjs-echo-example";
-    grpcjs_targets(addr, node, &[target]).await;
+    grpcjs_targets(addr, node, &[target], 3).await;
     assert_acked_everything(&cp, node, &version, "examples/config/echo.yaml");
+
+    // The Kubernetes scenarios (placeholder endpoints: the calls fail, quickly).
+    for (name, config) in demo::k8s_scenarios() {
+        let version = cp.set_config(config);
+        let node = format!("grpcjs-k8s-{version}");
+        grpcjs_targets(addr, &node, &demo::TARGETS[..2], 1).await;
+        assert_acked_everything(&cp, &node, &version, &name);
+    }
 }

@@ -172,8 +172,8 @@ pub struct IstiodView {
     pub dropped: Vec<String>,
 }
 
-/// What istiod would send a gRPC client for `c`, and what it would drop (see
-/// [`encode_istiod`]; the words follow it).
+/// What istiod would send a gRPC client for `c`, and what it would drop (the words follow
+/// what [`encode`](super::encode) writes).
 pub fn istiod_view(c: &Cluster) -> IstiodView {
     let mut view = IstiodView::default();
     if !tls_from_providers(&c.tls) {

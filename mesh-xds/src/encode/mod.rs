@@ -11,7 +11,8 @@
 //! # Two shapes
 //!
 //! [`Shape::Istiod`] (what [`encode`] writes) is what istiod sends a proxyless gRPC client,
-//! so gRPC's own clients (C-core, grpc-js, grpc-go, grpc-java) accept every resource:
+//! so gRPC's own clients accept every resource (C-core through grpcio and grpc-js-xds are
+//! tested: `tests/grpcio_interop.rs`, `tests/grpcjs_interop.rs`):
 //! listeners always carry the fault and router filters (istiod's `supportedFilters`), and a
 //! cluster carries only what istiod translates from a DestinationRule for gRPC — the load
 //! balancer (round robin, ring hash, least request), `http2MaxRequests` as the circuit

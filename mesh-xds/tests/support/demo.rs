@@ -179,6 +179,52 @@ pub fn config(at: &Addresses, scenario: &Scenario) -> MeshConfig {
         .config
 }
 
+/// The repository's Kubernetes scenarios (`examples/k8s/scenarios/*.yaml`), each loaded with
+/// the loader's stand-in services (`examples/k8s/loader-check/services.yaml`) and the base
+/// DestinationRules (`destination-rules.yaml`) unless the scenario replaces them, as the
+/// README applies them. Their endpoints are placeholder addresses: calls to them fail.
+pub fn k8s_scenarios() -> Vec<(String, MeshConfig)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/k8s");
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let services = read(root.join("loader-check/services.yaml"));
+    let base = read(root.join("scenarios/destination-rules.yaml"));
+    let mut names: Vec<_> = std::fs::read_dir(root.join("scenarios"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let text = read(path);
+            let mut sources = vec![
+                mesh_core::istio::Source {
+                    name: "services.yaml",
+                    text: &services,
+                },
+                mesh_core::istio::Source {
+                    name: &name,
+                    text: &text,
+                },
+            ];
+            if !text.contains("kind: DestinationRule") {
+                sources.push(mesh_core::istio::Source {
+                    name: "destination-rules.yaml",
+                    text: &base,
+                });
+            }
+            let config = mesh_core::istio::load(&sources)
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .config;
+            (name, config)
+        })
+        .collect()
+}
+
 /// The repository's Istio example, `examples/config/echo.yaml`, and its target.
 pub fn echo_example() -> (MeshConfig, &'static str) {
     let text = include_str!("../../../examples/config/echo.yaml");
