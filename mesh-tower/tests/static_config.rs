@@ -268,3 +268,37 @@ async fn short_and_namespace_qualified_targets_resolve_like_kubernetes_dns() {
     assert_eq!(reply.served_by, "prod");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A VirtualService alone: its host has no registry entry, so it is resolved through DNS on
+/// the port its destination names, as a plain gRPC channel would; the file loads with a
+/// warning.
+#[tokio::test]
+async fn a_virtual_service_alone_resolves_its_host_through_dns() {
+    let server = spawn_echo("dns", Behavior::default()).await;
+    let port = server.addr.port();
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: local}}
+spec:
+  hosts: [\"127.0.0.1\"]
+  http:
+  - route:
+    - destination:
+        host: \"127.0.0.1\"
+        port: {{number: {port}}}
+"
+    );
+    let (mesh, watch, dir) = mesh_from_file("dns-fallback", &yaml);
+    let warnings = watch.status().warnings;
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("resolved through DNS on port")),
+        "{warnings:?}"
+    );
+    let mut client = EchoClient::new(mesh.channel(format!("127.0.0.1:{port}")));
+    let reply = client.say(request("hello")).await.unwrap().into_inner();
+    assert_eq!(reply.served_by, "dns");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -68,7 +68,15 @@ impl<'a> Cx<'a> {
             resource: self.ctx.resource.clone(),
             path: path.to_string(),
             message: message.into(),
+            position: None,
         }
+    }
+
+    /// Reports an error at `path` whose position in the file is known.
+    pub(super) fn error_at(&self, path: &str, message: impl Into<String>, at: (usize, usize)) {
+        let mut d = self.diagnostic(path, message);
+        d.position = Some(at);
+        self.diags.borrow_mut().errors.push(d);
     }
 
     /// Reports an error at `path`.

@@ -43,7 +43,7 @@ pub(super) fn node_budget(len: usize) -> usize {
 }
 
 /// Refuses text whose flow collections nest deeper than [`MAX_FLOW_DEPTH`], naming the line.
-pub(super) fn check_flow_nesting(text: &str) -> Result<(), String> {
+pub(super) fn check_flow_nesting(text: &str) -> Result<(), (usize, String)> {
     let bytes = text.as_bytes();
     let mut depth = 0usize;
     let mut line = 1usize;
@@ -173,9 +173,12 @@ pub(super) fn check_flow_nesting(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn too_deep(line: usize) -> String {
-    format!(
-        "line {line}: flow collections (`[` or `{{`) nested deeper than {MAX_FLOW_DEPTH}, refused before parsing"
+fn too_deep(line: usize) -> (usize, String) {
+    (
+        line,
+        format!(
+            "line {line}: flow collections (`[` or `{{`) nested deeper than {MAX_FLOW_DEPTH}, refused before parsing"
+        ),
     )
 }
 

@@ -84,6 +84,10 @@ pub struct Diagnostic {
     pub path: String,
     /// What is wrong, in lower case.
     pub message: String,
+    /// Line and column (1-based) in the file, where the YAML parser knows them: for syntax
+    /// errors and input refused before parsing. Field errors are located by `path`, since the
+    /// parsed values carry no positions.
+    pub position: Option<(usize, usize)>,
 }
 
 /// How strictly to load.
@@ -226,8 +230,8 @@ fn split_documents(source: &Source<'_>, diags: &RefCell<Diags>, out: &mut Vec<(C
     }
     // A UTF-8 byte order mark is allowed by YAML but trips the parser mid-stream.
     let text = source.text.strip_prefix('\u{feff}').unwrap_or(source.text);
-    if let Err(message) = limits::check_flow_nesting(text) {
-        refuse(format!("invalid YAML: {message}"));
+    if let Err((line, message)) = limits::check_flow_nesting(text) {
+        Cx { ctx: &whole, diags }.error_at("", format!("invalid YAML: {message}"), (line, 1));
         return;
     }
     let budget = limits::node_budget(text.len());
@@ -257,7 +261,12 @@ fn split_documents(source: &Source<'_>, diags: &RefCell<Diags>, out: &mut Vec<(C
             }
             Err(e) => {
                 let cx = Cx { ctx: &ctx, diags };
-                cx.error("", format!("invalid YAML: {e}"));
+                match e.location() {
+                    Some(at) => {
+                        cx.error_at("", format!("invalid YAML: {e}"), (at.line(), at.column()))
+                    }
+                    None => cx.error("", format!("invalid YAML: {e}")),
+                }
                 return;
             }
         }

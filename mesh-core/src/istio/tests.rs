@@ -269,6 +269,17 @@ fn yaml_syntax_error_names_the_document() {
         e[0].starts_with("mesh.yaml: document 3: invalid YAML:"),
         "{e:?}"
     );
+    // The parser knows where: the position is carried on the diagnostic.
+    let Err(error) = load_str("mesh.yaml", &text) else {
+        panic!("loaded");
+    };
+    let lines_before = SERVICE.lines().count() + 2;
+    let (line, _) = error.errors()[0].position.expect("a position");
+    assert!(line > lines_before, "line {line}");
+    let Err(error) = load_str("mesh.yaml", &format!("a: b\nc: {}", "[".repeat(100))) else {
+        panic!("loaded");
+    };
+    assert_eq!(error.errors()[0].position, Some((2, 1)));
 }
 
 #[test]
