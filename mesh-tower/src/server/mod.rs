@@ -373,6 +373,52 @@ impl<S> MeshServer<S> {
     pub fn into_inner(self) -> S {
         self.inner
     }
+
+    /// Whether a request from a peer without a verified identity must be refused before
+    /// authorization: the port is STRICT, or the connection is unknown and the policy would
+    /// judge it by identity (see the [module docs](self)).
+    fn refuses_unproven_peer(
+        &self,
+        policy: &mesh_core::ServerPolicy,
+        peer: &Peer,
+        peer_is_known: bool,
+    ) -> bool {
+        let workload = &self.shared.workload;
+        let strict = policy.mtls_mode(
+            &workload.namespace,
+            &workload.labels,
+            workload.port,
+            &workload.root_namespace,
+        ) == MtlsMode::Strict;
+        if peer_is_known {
+            if strict {
+                tracing::debug!(address = ?peer.address, "request without a verified peer identity refused: the port is STRICT");
+            }
+            return strict;
+        }
+        let needs_identity = strict
+            || policy.needs_peer_identity(
+                &workload.namespace,
+                &workload.labels,
+                &workload.root_namespace,
+            );
+        if needs_identity
+            && !self
+                .shared
+                .reported_unknown_peer
+                .swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(
+                workload = %workload.name,
+                "a request reached the mesh server layer without connection facts, so the \
+                 caller's identity is unknown; requests are refused while the policy needs it. \
+                 Serve behind MeshListener with tonic's serve_with_incoming, axum's \
+                 into_make_service_with_connect_info::<Peer>(), or \
+                 ServerLayer::for_connection for hyper"
+            );
+        }
+        needs_identity
+    }
 }
 
 impl<S, B, RB> Service<Request<B>> for MeshServer<S>
@@ -504,54 +550,6 @@ where
             return ServerFuture::answer(rate_limit::limited_response(is_grpc), recorder);
         }
         ServerFuture::forward(self.inner.call(req), recorder)
-    }
-}
-
-impl<S> MeshServer<S> {
-    /// Whether a request from a peer without a verified identity must be refused before
-    /// authorization: the port is STRICT, or the connection is unknown and the policy would
-    /// judge it by identity (see the [module docs](self)).
-    fn refuses_unproven_peer(
-        &self,
-        policy: &mesh_core::ServerPolicy,
-        peer: &Peer,
-        peer_is_known: bool,
-    ) -> bool {
-        let workload = &self.shared.workload;
-        let strict = policy.mtls_mode(
-            &workload.namespace,
-            &workload.labels,
-            workload.port,
-            &workload.root_namespace,
-        ) == MtlsMode::Strict;
-        if peer_is_known {
-            if strict {
-                tracing::debug!(address = ?peer.address, "request without a verified peer identity refused: the port is STRICT");
-            }
-            return strict;
-        }
-        let needs_identity = strict
-            || policy.needs_peer_identity(
-                &workload.namespace,
-                &workload.labels,
-                &workload.root_namespace,
-            );
-        if needs_identity
-            && !self
-                .shared
-                .reported_unknown_peer
-                .swap(true, Ordering::Relaxed)
-        {
-            tracing::error!(
-                workload = %workload.name,
-                "a request reached the mesh server layer without connection facts, so the \
-                 caller's identity is unknown; requests are refused while the policy needs it. \
-                 Serve behind MeshListener with tonic's serve_with_incoming, axum's \
-                 into_make_service_with_connect_info::<Peer>(), or \
-                 ServerLayer::for_connection for hyper"
-            );
-        }
-        needs_identity
     }
 }
 
