@@ -1,11 +1,8 @@
 //! Fuzzes the Istio YAML loader: no input may panic.
+//!
+//! `cargo fuzz run istio_yaml corpus/istio_yaml seeds/istio_yaml`; the committed inputs in
+//! `seeds/istio_yaml` are replayed by `cargo test` (`tests/replay.rs`).
 
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = mesh_core::istio::load_str("fuzz.yaml", text);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mesh_fuzz::istio_yaml(data));

@@ -1,29 +1,8 @@
-//! Arbitrary bytes as an ADS DiscoveryResponse, fed to the xDS client's state machine (which
-//! decodes every resource into the mesh-core model): no input panics.
+//! ADS responses through the xDS client's state machine (see `mesh_fuzz::xds_response`).
+//!
+//! `cargo fuzz run xds_response corpus/xds_response seeds/xds_response`; the committed inputs in
+//! `seeds/xds_response` are replayed by `cargo test` (`tests/replay.rs`).
 
 #![no_main]
 
-use std::time::{Duration, Instant, SystemTime};
-
-use envoy_types::pb::envoy::{config::core::v3::Node, service::discovery::v3::DiscoveryResponse};
-use libfuzzer_sys::fuzz_target;
-use mesh_xds::client::state::AdsState;
-use prost::Message;
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(response) = DiscoveryResponse::decode(data) else {
-        return;
-    };
-    let node = Node::default();
-    let mut state = AdsState::new();
-    state.watch(
-        "reviews.default.svc.cluster.local:9080",
-        "reviews.default.svc.cluster.local:9080",
-    );
-    state.on_connected();
-    let now = Instant::now();
-    while state.poll_request(now, &node).is_some() {}
-    state.on_response(&response, SystemTime::now());
-    while state.poll_request(now, &node).is_some() {}
-    state.handle_timeout(now + Duration::from_secs(30));
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mesh_fuzz::xds_response(data));
