@@ -6,6 +6,10 @@
 //! they share nothing but the network and the control plane. Their outgoing calls use
 //! `xds:///` targets, so every policy they enforce arrived over xDS. They run as tasks of the demo's process so that stopping the demo —
 //! normally or by Ctrl-C — can never leave a process or a port behind.
+//!
+//! Each service also serves its admin endpoint (Istio's metrics on `/metrics`, `/config_dump`,
+//! `/clusters`) on its own loopback port, listed in [`Topology::admin`], for a Prometheus to
+//! scrape.
 
 use std::{fmt::Write as _, net::SocketAddr, sync::Arc};
 
