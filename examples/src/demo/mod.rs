@@ -17,7 +17,7 @@ use tonic::Code;
 
 pub use self::{
     report::svg as report_svg,
-    topology::{Instance, PRODUCTPAGE, Policy, Topology, TopologyError, xds},
+    topology::{AdminEndpoint, Instance, PRODUCTPAGE, Policy, Topology, TopologyError, xds},
     traffic::{Call, Tally},
     view::{Line, Row, Verdict, View},
 };

@@ -6,12 +6,17 @@
 //! they share nothing but the network and the control plane. Their outgoing calls use
 //! `xds:///` targets, so every policy they enforce arrived over xDS. They run as tasks of the demo's process so that stopping the demo —
 //! normally or by Ctrl-C — can never leave a process or a port behind.
+//!
+//! Each service also serves its admin endpoint (Istio's metrics on `/metrics`, `/config_dump`,
+//! `/clusters`) on its own loopback port, listed in [`Topology::admin`], for a Prometheus to
+//! scrape.
 
 use std::{fmt::Write as _, net::SocketAddr, sync::Arc};
 
 use mesh_core::{Labels, MeshConfig};
 use mesh_tower::{
-    Mesh, Workload,
+    Mesh, MeshMetrics, Workload, XdsMetrics,
+    admin::{Admin, AdminServer},
     tls::{MeshListener, TlsError},
 };
 use mesh_xds::{
@@ -19,6 +24,7 @@ use mesh_xds::{
     client::XdsClient,
     server::ControlPlane,
 };
+use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::transport::server::TcpIncoming;
 
@@ -61,11 +67,26 @@ pub struct Topology {
     /// server-side policy (PeerAuthentication STRICT, authorization) is Istio YAML published
     /// to these meshes directly — the embedded, control-plane-free path.
     pub ratings_meshes: Vec<Mesh>,
+    /// Every service's admin endpoint (`/metrics`, `/config_dump`, `/clusters`, ...), on an
+    /// ephemeral loopback port: the client's first, then ratings, reviews and the product page.
+    pub admin: Vec<AdminEndpoint>,
     /// The xDS clients, kept so their streams live as long as the topology.
     xds: Vec<XdsClient>,
+    /// The servers behind [`Topology::admin`]; dropping one stops it.
+    admin_servers: Vec<AdminServer>,
     /// The certificate authority; its files are removed with the topology.
     _pki: Pki,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// Where one service's admin endpoint listens, and whose it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminEndpoint {
+    /// The workload's name, Istio's `source_workload` / `destination_workload` (`reviews-v2`).
+    pub workload: String,
+    /// The admin endpoint's address on 127.0.0.1: `http://{address}/metrics` is what a
+    /// Prometheus scrapes.
+    pub address: SocketAddr,
 }
 
 /// The traffic policy of a scenario, spliced into the services' YAML.
@@ -176,10 +197,20 @@ impl Topology {
             clients.push(XdsClient::start(bootstrap, mesh.clone())?);
             Ok(mesh)
         };
+        // Each mesh with its workload, for metrics and the admin endpoints, in the order of
+        // `Topology::admin`.
+        let mut observed: Vec<(Mesh, Workload)> = Vec::new();
         let mut meshes: Vec<(Mesh, &'static [&'static str])> = vec![(
             new_mesh("demo-client", "demo-client")?,
             &[REVIEWS, RATINGS, PRODUCTPAGE],
         )];
+        observed.push((
+            meshes[0].0.clone(),
+            Workload::new("default", "demo-client.default.svc.cluster.local", 9080)
+                .with_name("demo-client")
+                .with_labels(app_labels("demo-client", "v1")?)
+                .with_principal(principal("default", "demo-client")),
+        ));
 
         let mut ratings = Vec::new();
         let mut ratings_meshes = Vec::new();
@@ -192,11 +223,11 @@ impl Topology {
             let address = listener.local_addr();
             let knobs = Arc::new(Knobs::default());
             let service = RatingsService::new(address, knobs.clone()).into_server();
-            let layer = mesh.server_layer(
-                Workload::new("default", "ratings.default.svc.cluster.local", 9080)
-                    .with_labels(labels)
-                    .with_principal(principal("default", "bookinfo-ratings")),
-            );
+            let workload = Workload::new("default", "ratings.default.svc.cluster.local", 9080)
+                .with_labels(labels)
+                .with_principal(principal("default", "bookinfo-ratings"));
+            observed.push((mesh.clone(), workload.clone()));
+            let layer = mesh.server_layer(workload);
             tasks.push(tokio::spawn(async move {
                 let _ = tonic::transport::Server::builder()
                     .layer(layer)
@@ -220,12 +251,12 @@ impl Topology {
             let mesh = new_mesh(&format!("reviews-{version}"), "bookinfo-reviews")?;
             let service = ReviewsService::new(version, mesh.channel(xds(RATINGS)), knobs.clone())
                 .into_server();
-            let layer = mesh.server_layer(
-                Workload::new("default", "reviews.default.svc.cluster.local", 9080)
-                    .with_name(format!("reviews-{version}"))
-                    .with_labels(app_labels("reviews", version)?)
-                    .with_principal(principal("default", "bookinfo-reviews")),
-            );
+            let workload = Workload::new("default", "reviews.default.svc.cluster.local", 9080)
+                .with_name(format!("reviews-{version}"))
+                .with_labels(app_labels("reviews", version)?)
+                .with_principal(principal("default", "bookinfo-reviews"));
+            observed.push((mesh.clone(), workload.clone()));
+            let layer = mesh.server_layer(workload);
             meshes.push((mesh, &[RATINGS]));
             tasks.push(tokio::spawn(async move {
                 let _ = tonic::transport::Server::builder()
@@ -244,16 +275,30 @@ impl Topology {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let productpage = listener.local_addr()?;
         let mesh = new_mesh("productpage", "bookinfo-productpage")?;
-        let layer = mesh.server_layer(
-            Workload::new("default", "productpage.default.svc.cluster.local", 9080)
-                .with_labels(app_labels("productpage", "v1")?)
-                .with_principal(principal("default", "bookinfo-productpage")),
-        );
+        let workload = Workload::new("default", "productpage.default.svc.cluster.local", 9080)
+            .with_labels(app_labels("productpage", "v1")?)
+            .with_principal(principal("default", "bookinfo-productpage"));
+        observed.push((mesh.clone(), workload.clone()));
+        let layer = mesh.server_layer(workload);
         let router = bookinfo::product_page(mesh.channel(xds(REVIEWS))).layer(layer);
         meshes.push((mesh, &[REVIEWS]));
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         }));
+
+        let mut admin = Vec::new();
+        let mut admin_servers = Vec::new();
+        for (mesh, workload) in &observed {
+            let xds_client = clients
+                .iter()
+                .find(|c| c.bootstrap().node.id == *workload.name);
+            let server = serve_admin(mesh, workload, xds_client).await?;
+            admin.push(AdminEndpoint {
+                workload: workload.name.to_string(),
+                address: server.local_addr(),
+            });
+            admin_servers.push(server);
+        }
 
         // The demo client calls these targets later; asking for them now subscribes at once.
         for target in meshes[0].1 {
@@ -267,7 +312,9 @@ impl Topology {
             meshes,
             control_plane,
             ratings_meshes,
+            admin,
             xds: clients,
+            admin_servers,
             _pki: pki,
             tasks,
         })
@@ -327,6 +374,7 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
+        self.admin_servers.clear();
         for client in &self.xds {
             client.shutdown();
         }
@@ -334,6 +382,32 @@ impl Drop for Topology {
             task.abort();
         }
     }
+}
+
+/// Gives `mesh` Istio's standard metrics as `workload` and serves its admin endpoint on an
+/// ephemeral loopback port, the way the README wires them: one registry per process holding
+/// the mesh's metrics (and, for a mesh with an xDS client, the client's update counters and
+/// configuration age; its resources go into `/config_dump`).
+async fn serve_admin(
+    mesh: &Mesh,
+    workload: &Workload,
+    xds_client: Option<&XdsClient>,
+) -> Result<AdminServer, TopologyError> {
+    let mut registry = Registry::default();
+    // `None` means the mesh had metrics already: then they are already being recorded, and
+    // this registry reports the mesh's internals only.
+    let _ = MeshMetrics::install(mesh, &mut registry, workload);
+    if let Some(client) = xds_client {
+        let metrics = XdsMetrics::new();
+        metrics.register(&mut registry);
+        client.set_metrics(metrics);
+    }
+    let mut admin = Admin::new(mesh, Arc::new(registry));
+    if let Some(client) = xds_client {
+        admin = admin.with_extension(Arc::new(client.clone()));
+    }
+    let address = SocketAddr::from(([127, 0, 0, 1], 0));
+    Ok(mesh_tower::admin::serve(address, admin.router()).await?)
 }
 
 /// The server-side policy of ratings: STRICT mTLS and, with `reviews_only`, an
