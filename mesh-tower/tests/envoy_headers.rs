@@ -218,6 +218,16 @@ async fn a_route_fault_replaces_the_mesh_wide_header_faults() {
     // Envoy's per-route fault replaces the listener's: a route with its own fixed fault
     // ignores the headers.
     let upstream = spawn_upstream(vec![]).await;
+    let abort = [("x-envoy-fault-abort-request", "503")];
+    let without_fault = mesh_with(&upstream, "retries: {attempts: 0}\n");
+    without_fault
+        .set_request_controls(RequestControls::default().header_faults(HeaderFaultShare::HUNDRED));
+    assert_eq!(
+        status(&without_fault, &abort).await,
+        503,
+        "the mesh-wide setting"
+    );
+
     let mesh = mesh_with(
         &upstream,
         "retries: {attempts: 0}\n    fault:\n      delay: {fixedDelay: 1ms, percentage: {value: 100}}\n",
