@@ -52,6 +52,11 @@ impl RequestControls {
         self.header_faults.as_ref()
     }
 
+    /// Whether the override headers are read.
+    pub(crate) fn trusts_override_headers(&self) -> bool {
+        self.trust_override_headers
+    }
+
     /// Applies (when trusted) and strips the override headers of a routed request.
     pub(crate) fn apply_overrides(&self, decision: &mut RouteDecision, headers: &mut HeaderMap) {
         if !overrides::has_override_headers(headers) {
