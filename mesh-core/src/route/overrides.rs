@@ -2,8 +2,9 @@
 //! and retries (Envoy's router, "HTTP headers consumed by the router").
 //!
 //! - `x-envoy-upstream-rq-timeout-ms` replaces the route timeout; `0` is no timeout.
-//! - `x-envoy-upstream-rq-per-try-timeout-ms` sets the per-try timeout; ignored unless it is
-//!   below the (possibly overridden) route timeout, as Envoy ignores it.
+//! - `x-envoy-upstream-rq-per-try-timeout-ms` sets the per-try timeout (a route without retries
+//!   gets it for its one attempt); ignored unless it is below the (possibly overridden) route
+//!   timeout, as Envoy ignores it.
 //! - `x-envoy-retry-on` / `x-envoy-retry-grpc-on` add conditions to the route's (Envoy ORs
 //!   them); unknown names are skipped, and the gRPC header takes only gRPC conditions. Without
 //!   a route retry policy they create one with Envoy's default of 1 retry.
@@ -63,7 +64,7 @@ fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 impl Forward {
     /// This forwarding policy with a trusted caller's override headers applied (see the module
-    /// docs); `None` when the headers change nothing.
+    /// docs); `None` when the request carries none of them.
     pub fn with_override_headers(&self, headers: &HeaderMap) -> Option<Self> {
         if !has_override_headers(headers) {
             return None;
@@ -75,21 +76,23 @@ impl Forward {
         let extra_on = text(headers, RETRY_ON).map_or(RetryOn::NONE, RetryOn::parse_lenient)
             | text(headers, RETRY_GRPC_ON)
                 .map_or(RetryOn::NONE, |l| RetryOn::parse_lenient(l).grpc_only());
-        let mut retry = match (&self.retry, extra_on.is_empty()) {
-            (Some(route), _) => Some((**route).clone()),
+        let per_try = number(headers, UPSTREAM_RQ_PER_TRY_TIMEOUT_MS)
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+            .filter(|t| forward.timeout.is_none_or(|route| *t < route));
+        let mut retry = match &self.retry {
+            Some(route) => Some((**route).clone()),
             // Envoy's default when only the headers ask for retries: 1 retry.
-            (None, false) => Some(RetryPolicy::new(1, RetryOn::NONE)),
-            (None, true) => None,
+            None if !extra_on.is_empty() => Some(RetryPolicy::new(1, RetryOn::NONE)),
+            // A per-try timeout bounds the one attempt even without retries.
+            None if per_try.is_some() => Some(RetryPolicy::new(0, RetryOn::NONE)),
+            None => None,
         };
         if let Some(policy) = retry.as_mut() {
             policy.retry_on = policy.retry_on | extra_on;
             if let Some(n) = number(headers, MAX_RETRIES).filter(|_| !policy.retry_on.is_empty()) {
                 policy.max_retries = u32::try_from(n).unwrap_or(u32::MAX);
             }
-            let per_try = number(headers, UPSTREAM_RQ_PER_TRY_TIMEOUT_MS)
-                .filter(|ms| *ms > 0)
-                .map(Duration::from_millis)
-                .filter(|t| forward.timeout.is_none_or(|route| *t < route));
             if per_try.is_some() {
                 policy.per_try_timeout = per_try;
             }
@@ -175,6 +178,15 @@ mod tests {
         let retry = o.retry.unwrap();
         assert_eq!(retry.retry_on, RetryOn::CONNECT_FAILURE);
         assert_eq!(retry.max_retries, 1);
+        // A per-try timeout alone bounds the one attempt.
+        let o = forward(None)
+            .with_override_headers(&headers(&[(UPSTREAM_RQ_PER_TRY_TIMEOUT_MS, "50")]))
+            .unwrap();
+        let retry = o.retry.unwrap();
+        assert_eq!(
+            (retry.max_retries, retry.per_try_timeout),
+            (0, Some(Duration::from_millis(50)))
+        );
         // Max retries without any condition retries nothing.
         let o = forward(None)
             .with_override_headers(&headers(&[(MAX_RETRIES, "3")]))
