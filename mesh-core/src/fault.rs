@@ -2,10 +2,36 @@
 //!
 //! Delay and abort are sampled independently, as in Envoy: a request can be delayed *and* then
 //! aborted. `max_active_faults` bounds the faults in flight; at the bound no fault is injected.
+//!
+//! **Header-controlled faults** (Envoy's `header_abort` / `header_delay`, "Controlling fault
+//! injection via HTTP headers"): the caller names the fault in its request headers —
+//! `x-envoy-fault-abort-request` (an HTTP status in 200..600), `x-envoy-fault-abort-grpc-request`
+//! (a gRPC code; ignored when the HTTP one is also present, as in Envoy),
+//! `x-envoy-fault-delay-request` (milliseconds) — and its share with
+//! `x-envoy-fault-abort-request-percentage` / `x-envoy-fault-delay-request-percentage`: a
+//! numerator over the configured percentage's denominator, capped at the configured numerator;
+//! without (or with an unreadable) percentage header the configured percentage applies. A missing
+//! or unreadable fault header injects nothing. [`FaultPolicy::for_request`] turns the headers
+//! into a plain policy, which [`FaultPolicy::decide`] samples as usual.
+//! `x-envoy-fault-throughput-response` needs Envoy's response rate limit, which the mesh does
+//! not implement: the decoders report `response_rate_limit` as unsupported.
 
 use std::time::Duration;
 
+use http::HeaderMap;
+
 use crate::{Error, GrpcCode, Percentage};
+
+/// The HTTP status of a header-controlled abort.
+const FAULT_ABORT_REQUEST: &str = "x-envoy-fault-abort-request";
+/// The gRPC status of a header-controlled abort.
+const FAULT_ABORT_GRPC_REQUEST: &str = "x-envoy-fault-abort-grpc-request";
+/// The share of requests a header-controlled abort applies to.
+const FAULT_ABORT_REQUEST_PERCENTAGE: &str = "x-envoy-fault-abort-request-percentage";
+/// The delay, in milliseconds, of a header-controlled delay.
+const FAULT_DELAY_REQUEST: &str = "x-envoy-fault-delay-request";
+/// The share of requests a header-controlled delay applies to.
+const FAULT_DELAY_REQUEST_PERCENTAGE: &str = "x-envoy-fault-delay-request-percentage";
 
 /// Fault injection for the requests of a route (client side) or a server.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -16,6 +42,21 @@ pub struct FaultPolicy {
     pub abort: Option<FaultAbort>,
     /// At most this many faults (delays or aborts) in flight at once; `None` is unbounded.
     pub max_active_faults: Option<u32>,
+    /// Aborts the caller asks for in its headers (Envoy's `header_abort`), up to this share;
+    /// `None` is off. Replaces [`abort`](Self::abort) when set.
+    pub header_abort: Option<HeaderFaultShare>,
+    /// Delays the caller asks for in its headers (Envoy's `header_delay`), up to this share;
+    /// `None` is off. Replaces [`delay`](Self::delay) when set.
+    pub header_delay: Option<HeaderFaultShare>,
+}
+
+/// The share of requests a header-controlled fault may apply to: the configured fraction, whose
+/// numerator caps the caller's `…-percentage` header and whose denominator that header's value
+/// is read over (Envoy's `FractionalPercent` of a `header_abort` / `header_delay` fault).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HeaderFaultShare {
+    max_numerator: u32,
+    denominator: u32,
 }
 
 /// A fixed delay applied to a share of requests.
@@ -57,6 +98,42 @@ pub struct FaultDecision {
 // === impl FaultPolicy ===
 
 impl FaultPolicy {
+    /// Header-controlled aborts and delays only, each up to `share`: what a mesh-wide setting
+    /// enables for routes that configure no fault of their own.
+    pub fn from_headers(share: HeaderFaultShare) -> Self {
+        Self {
+            header_abort: Some(share),
+            header_delay: Some(share),
+            ..Self::default()
+        }
+    }
+
+    /// Whether any fault depends on the request's headers.
+    pub fn reads_headers(&self) -> bool {
+        self.header_abort.is_some() || self.header_delay.is_some()
+    }
+
+    /// The policy for one request: header-controlled faults resolved from `headers` into
+    /// fixed ones (see the module docs); the configured faults as they are otherwise.
+    pub fn for_request(&self, headers: &HeaderMap) -> Self {
+        let mut resolved = self.clone();
+        if let Some(share) = self.header_abort {
+            resolved.abort = header_abort_status(headers).map(|status| FaultAbort {
+                status,
+                percentage: share.of_request(headers, FAULT_ABORT_REQUEST_PERCENTAGE),
+            });
+        }
+        if let Some(share) = self.header_delay {
+            resolved.delay = header_number(headers, FAULT_DELAY_REQUEST).map(|ms| FaultDelay {
+                duration: Duration::from_millis(ms),
+                percentage: share.of_request(headers, FAULT_DELAY_REQUEST_PERCENTAGE),
+            });
+        }
+        resolved.header_abort = None;
+        resolved.header_delay = None;
+        resolved
+    }
+
     /// Decides for one request, given how many faults are in flight and two independent uniform
     /// random draws (one for the delay, one for the abort).
     pub fn decide(&self, active_faults: u32, delay_draw: u64, abort_draw: u64) -> FaultDecision {
@@ -78,6 +155,78 @@ impl FaultPolicy {
                 .filter(|a| a.percentage.sample(abort_draw))
                 .map(|a| a.status),
         }
+    }
+}
+
+/// A header's value as a non-negative integer; `None` when absent or not one.
+fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
+    std::str::from_utf8(headers.get(name)?.as_bytes())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The abort the caller's headers ask for: the HTTP status when valid, else the gRPC code.
+fn header_abort_status(headers: &HeaderMap) -> Option<AbortStatus> {
+    if headers.contains_key(FAULT_ABORT_REQUEST) {
+        // Envoy: with both headers present the HTTP one wins, even if the gRPC one is valid.
+        return header_number(headers, FAULT_ABORT_REQUEST)
+            .and_then(|s| u16::try_from(s).ok())
+            .filter(|s| (200..600).contains(s))
+            .map(AbortStatus::Http);
+    }
+    header_number(headers, FAULT_ABORT_GRPC_REQUEST)
+        .and_then(|c| i32::try_from(c).ok())
+        .and_then(GrpcCode::from_i32)
+        .map(AbortStatus::Grpc)
+}
+
+// === impl HeaderFaultShare ===
+
+impl HeaderFaultShare {
+    /// 100 %: the caller's percentage header alone decides (100 % without one).
+    pub const HUNDRED: Self = Self {
+        max_numerator: 100,
+        denominator: 100,
+    };
+
+    /// `max_numerator / denominator`; the denominator must divide one million (Envoy's 100,
+    /// 10,000 or 1,000,000).
+    pub fn new(max_numerator: u32, denominator: u32) -> Result<Self, Error> {
+        Percentage::from_fraction(max_numerator, denominator)?;
+        Ok(Self {
+            max_numerator,
+            denominator,
+        })
+    }
+
+    /// The configured numerator: the cap on the caller's.
+    pub fn max_numerator(self) -> u32 {
+        self.max_numerator
+    }
+
+    /// The denominator the configured and the caller's numerators are read over.
+    pub fn denominator(self) -> u32 {
+        self.denominator
+    }
+
+    /// The configured share.
+    pub fn max(self) -> Percentage {
+        self.share(self.max_numerator)
+    }
+
+    /// The share for a request: its `percentage_header` numerator capped at the configured
+    /// one, or the configured share without a readable header.
+    pub fn of_request(self, headers: &HeaderMap, percentage_header: &str) -> Percentage {
+        let requested = header_number(headers, percentage_header)
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX).min(self.max_numerator));
+        self.share(requested.unwrap_or(self.max_numerator))
+    }
+
+    fn share(self, numerator: u32) -> Percentage {
+        // `new` checked the denominator.
+        Percentage::from_fraction(numerator, self.denominator).unwrap_or(Percentage::ZERO)
     }
 }
 
@@ -135,7 +284,98 @@ mod tests {
                 percentage: Percentage::from_percent(30).unwrap(),
             }),
             max_active_faults: max,
+            ..FaultPolicy::default()
         }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    http::HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn header_faults_are_read_only_when_enabled() {
+        let asked = headers(&[(FAULT_ABORT_REQUEST, "503"), (FAULT_DELAY_REQUEST, "250")]);
+        let off = policy(None).for_request(&asked);
+        assert_eq!(
+            off,
+            policy(None),
+            "no header_* setting: headers change nothing"
+        );
+        let on = FaultPolicy::from_headers(HeaderFaultShare::HUNDRED).for_request(&asked);
+        assert_eq!(
+            on.decide(0, 0, 0),
+            FaultDecision {
+                delay: Some(Duration::from_millis(250)),
+                abort: Some(AbortStatus::Http(503)),
+            }
+        );
+        let none = FaultPolicy::from_headers(HeaderFaultShare::HUNDRED).for_request(&headers(&[]));
+        assert!(!none.decide(0, 0, 0).is_fault());
+    }
+
+    #[test]
+    fn header_abort_statuses_follow_envoy() {
+        let p = FaultPolicy::from_headers(HeaderFaultShare::HUNDRED);
+        let abort = |pairs| p.for_request(&headers(pairs)).abort.map(|a| a.status);
+        assert_eq!(
+            abort(&[(FAULT_ABORT_GRPC_REQUEST, "14")]),
+            Some(AbortStatus::Grpc(GrpcCode::Unavailable))
+        );
+        // The HTTP header wins over the gRPC one, and an invalid one injects nothing.
+        assert_eq!(
+            abort(&[
+                (FAULT_ABORT_REQUEST, "429"),
+                (FAULT_ABORT_GRPC_REQUEST, "14")
+            ]),
+            Some(AbortStatus::Http(429))
+        );
+        assert_eq!(abort(&[(FAULT_ABORT_REQUEST, "600")]), None);
+        assert_eq!(abort(&[(FAULT_ABORT_REQUEST, "x")]), None);
+        assert_eq!(abort(&[(FAULT_ABORT_GRPC_REQUEST, "17")]), None);
+    }
+
+    #[test]
+    fn header_percentages_are_capped_by_the_configured_share() {
+        let cap = HeaderFaultShare::new(20, 100).unwrap();
+        let p = FaultPolicy {
+            header_abort: Some(cap),
+            ..FaultPolicy::default()
+        };
+        let share = |pairs| p.for_request(&headers(pairs)).abort.map(|a| a.percentage);
+        let pct = |n| Some(Percentage::from_percent(n).unwrap());
+        assert_eq!(share(&[(FAULT_ABORT_REQUEST, "500")]), pct(20));
+        assert_eq!(
+            share(&[
+                (FAULT_ABORT_REQUEST, "500"),
+                (FAULT_ABORT_REQUEST_PERCENTAGE, "5")
+            ]),
+            pct(5)
+        );
+        assert_eq!(
+            share(&[
+                (FAULT_ABORT_REQUEST, "500"),
+                (FAULT_ABORT_REQUEST_PERCENTAGE, "90")
+            ]),
+            pct(20)
+        );
+        // The header's numerator is read over the configured denominator.
+        let fine = HeaderFaultShare::new(500_000, 1_000_000).unwrap();
+        assert_eq!(
+            fine.of_request(
+                &headers(&[(FAULT_DELAY_REQUEST_PERCENTAGE, "1000")]),
+                FAULT_DELAY_REQUEST_PERCENTAGE
+            ),
+            Percentage::from_ppm(1000).unwrap()
+        );
+        assert!(HeaderFaultShare::new(1, 3).is_err());
     }
 
     #[test]
@@ -193,6 +433,7 @@ mod tests {
                 delay: Some(FaultDelay { duration: Duration::from_millis(5), percentage: delay_pct }),
                 abort: Some(FaultAbort { status: AbortStatus::Grpc(GrpcCode::Unavailable), percentage: abort_pct }),
                 max_active_faults: max,
+                ..FaultPolicy::default()
             };
             let d = p.decide(active, delay_draw, abort_draw);
             if max.is_some_and(|m| active >= m) {

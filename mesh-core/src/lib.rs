@@ -47,7 +47,7 @@ pub use self::{
     config::MeshConfig,
     endpoint::{Endpoint, EndpointAddress, HealthStatus, Labels, Locality},
     error::Error,
-    fault::{AbortStatus, FaultAbort, FaultDecision, FaultDelay, FaultPolicy},
+    fault::{AbortStatus, FaultAbort, FaultDecision, FaultDelay, FaultPolicy, HeaderFaultShare},
     grpc::GrpcCode,
     outlier::{EjectionReason, OutlierDetector, OutlierEvent},
     path::{EscapedSlashesAction, PathError, PathNormalization, PathNormalizer},

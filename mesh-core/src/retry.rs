@@ -139,6 +139,25 @@ impl RetryOn {
         Ok((set, codes))
     }
 
+    /// Parses a caller's `x-envoy-retry-on` list as Envoy's router does: unknown names (and
+    /// bare status codes, which need `x-envoy-retriable-status-codes`) are skipped.
+    pub fn parse_lenient(list: &str) -> Self {
+        list.split(',')
+            .map(str::trim)
+            .filter_map(|name| CONDITIONS.iter().find(|(n, _)| *n == name))
+            .fold(Self::NONE, |set, (_, bit)| set | Self(*bit))
+    }
+
+    /// Only the gRPC conditions of `self`: what `x-envoy-retry-grpc-on` may set.
+    pub fn grpc_only(self) -> Self {
+        let grpc = Self::CANCELLED
+            | Self::DEADLINE_EXCEEDED
+            | Self::INTERNAL
+            | Self::RESOURCE_EXHAUSTED
+            | Self::UNAVAILABLE;
+        Self(self.0 & grpc.0)
+    }
+
     /// Whether every condition of `other` is in `self`.
     pub fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0 && other.0 != 0
@@ -168,7 +187,6 @@ impl RetryOn {
                 let by_http = (self.contains(Self::FIVE_XX) && http_status >= 500)
                     || (self.contains(Self::GATEWAY_ERROR) && matches!(http_status, 502..=504))
                     || (self.contains(Self::RETRIABLE_4XX) && http_status == 409)
-                    || (self.contains(Self::ENVOY_RATELIMITED) && http_status == 429)
                     || (self.contains(Self::RETRIABLE_STATUS_CODES)
                         && retriable_status_codes.contains(&http_status));
                 let by_grpc = match grpc_status {
@@ -182,6 +200,13 @@ impl RetryOn {
                 by_http || by_grpc
             }
         }
+    }
+
+    /// Whether a response carrying Envoy's `x-envoy-ratelimited` header is retried: only under
+    /// `envoy-ratelimited`, which Envoy defines by that header, not by the status (a plain 429
+    /// is the application's answer, not a rate limit an Envoy in front of it applied).
+    pub fn retries_envoy_rate_limit(self) -> bool {
+        self.contains(Self::ENVOY_RATELIMITED)
     }
 
     fn any(self, other: Self) -> bool {
@@ -338,6 +363,13 @@ impl RetryPolicy {
         }
     }
 
+    /// Whether the attempt numbered `attempt` (1 for the first), whose response carried
+    /// Envoy's `x-envoy-ratelimited` header, should be followed by another (Envoy's
+    /// `envoy-ratelimited`: the header decides, whatever the status).
+    pub fn should_retry_envoy_rate_limit(&self, attempt: u32) -> bool {
+        attempt <= self.max_retries && self.retry_on.retries_envoy_rate_limit()
+    }
+
     /// Whether the attempt numbered `attempt` (1 for the first) that ended with `outcome`
     /// should be followed by another: the outcome is retriable and retries remain.
     /// The cluster's retry budget or `max_retries` threshold is a separate check made by the
@@ -388,6 +420,13 @@ mod tests {
         let (codes, list) = RetryOn::parse("retriable-status-codes").unwrap();
         assert!(codes.should_retry(Outcome::http(418), &[418]));
         assert!(list.is_empty());
+        // `envoy-ratelimited` is about Envoy's header, not the status.
+        let (limited, _) = RetryOn::parse("envoy-ratelimited").unwrap();
+        assert!(!limited.should_retry(Outcome::http(429), &[]));
+        assert!(limited.retries_envoy_rate_limit());
+        assert!(!five.retries_envoy_rate_limit());
+        assert!(RetryPolicy::new(1, limited).should_retry_envoy_rate_limit(1));
+        assert!(!RetryPolicy::new(1, limited).should_retry_envoy_rate_limit(2));
         assert!(
             RetryOn::parse("retriable-4xx")
                 .unwrap()

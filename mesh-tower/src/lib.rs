@@ -38,6 +38,7 @@ mod mesh;
 pub mod metrics;
 mod names;
 pub mod peer;
+mod request_controls;
 mod request_path;
 pub mod retry;
 mod rng;
@@ -60,6 +61,7 @@ pub use self::{
     mesh::Mesh,
     metrics::{MeshMetrics, XdsMetrics},
     peer::Peer,
+    request_controls::RequestControls,
     server::{ServerLayer, Workload},
     static_config::{ConfigWatch, PARSE_TIME_BUDGET, StaticConfigError, WatchStatus},
     synthesize::ResponseFlags,

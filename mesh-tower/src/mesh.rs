@@ -35,6 +35,7 @@ use crate::{
     Discovery,
     endpoint::Endpoint,
     metrics::MeshMetrics,
+    request_controls::{self, RequestControls},
     rng,
     tls::{CertificateFiles, MeshTls, ServerTls, TlsError, UpstreamConnector},
     trace::{self, Tracing},
@@ -65,6 +66,8 @@ struct Inner {
     tls: MeshTls,
     /// Where requests are recorded; set once.
     metrics: OnceLock<MeshMetrics>,
+    /// The `x-envoy-*` request headers honoured; set once.
+    request_controls: OnceLock<RequestControls>,
 }
 
 /// One configuration with the runtime entries of its clusters.
@@ -145,6 +148,7 @@ impl Mesh {
                 tracing: Arc::default(),
                 tls: MeshTls::default(),
                 metrics: OnceLock::new(),
+                request_controls: OnceLock::new(),
             }),
         };
         mesh.publish(Arc::new(config));
@@ -358,6 +362,22 @@ impl Mesh {
     /// The trace settings of this mesh's channels.
     pub fn tracing(&self) -> &Tracing {
         self.inner.tracing.get().unwrap_or(&trace::DEFAULT_TRACING)
+    }
+
+    /// Makes `controls` say which `x-envoy-*` request headers every channel of this mesh
+    /// honours (header-driven faults, trusted timeout and retry overrides). Only the first call
+    /// takes effect; it returns `false` when they were already set. Default is none: fault
+    /// headers are ignored and override headers stripped unread.
+    pub fn set_request_controls(&self, controls: RequestControls) -> bool {
+        self.inner.request_controls.set(controls).is_ok()
+    }
+
+    /// The `x-envoy-*` request headers this mesh honours.
+    pub fn request_controls(&self) -> &RequestControls {
+        self.inner
+            .request_controls
+            .get()
+            .unwrap_or(&request_controls::DEFAULT_REQUEST_CONTROLS)
     }
 
     /// The trace settings, shared with channels that read them per request.

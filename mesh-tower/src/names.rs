@@ -16,6 +16,8 @@ pub(crate) const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeou
 /// `x-envoy-attempt-count`.
 pub(crate) const X_ENVOY_ATTEMPT_COUNT: HeaderName =
     HeaderName::from_static("x-envoy-attempt-count");
+/// Set by an Envoy that rate limited the request: what `envoy-ratelimited` retries.
+pub(crate) const X_ENVOY_RATELIMITED: HeaderName = HeaderName::from_static("x-envoy-ratelimited");
 
 /// The `grpc-status` of response headers or trailers, when present and valid.
 pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<GrpcCode> {

@@ -157,6 +157,11 @@ async fn the_admin_endpoint_shows_an_ejected_endpoint_metrics_and_the_config() {
     assert_eq!(status, 200);
     let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(dump["extensions"]["xds"]["clusters"]["status"], "ACKED");
+    // Off by default, and shown: callers can neither inject faults nor change timeouts.
+    assert_eq!(
+        dump["request_controls"],
+        serde_json::json!({"header_faults": null, "trust_override_headers": false})
+    );
     let names: Vec<_> = dump["clusters"]
         .as_array()
         .unwrap()

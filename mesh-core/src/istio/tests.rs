@@ -305,6 +305,55 @@ spec:
 }
 
 #[test]
+fn retry_backoff_and_previous_hosts_are_applied_and_remote_localities_reported() {
+    let text = vs("  - route:
+    - destination: {host: reviews}
+    retries:
+      attempts: 2
+      backoff: 100ms
+      retryIgnorePreviousHosts: false
+      retryRemoteLocalities: true
+");
+    let l = load_str("mesh.yaml", &text).unwrap();
+    let table = l
+        .config
+        .listener("reviews.default.svc.cluster.local:9080")
+        .unwrap();
+    let route = &table.virtual_hosts()[0].routes()[0];
+    let crate::Action::Forward(forward) = &route.action else {
+        panic!("a forwarding route");
+    };
+    let retry = forward.retry.as_ref().unwrap();
+    // Istio's `backoff` is Envoy's base interval; the max is Envoy's default of 10 × base.
+    assert_eq!(
+        retry.backoff,
+        crate::Backoff::new(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(1)
+        )
+        .unwrap()
+    );
+    assert!(!retry.prefer_other_endpoint);
+    let w: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("retries.retryRemoteLocalities: is not supported"),
+        "{w:?}"
+    );
+    let bad = vs("  - route:
+    - destination: {host: reviews}
+    retries: {attempts: 2, backoff: 0s}
+");
+    assert!(
+        errors(&bad)
+            .iter()
+            .any(|e| e.contains("spec.http[0].retries.backoff")),
+        "{:?}",
+        errors(&bad)
+    );
+}
+
+#[test]
 fn every_error_of_a_file_is_reported() {
     let text = vs("  - route:
     - destination: {host: reviews, subset: v9}

@@ -18,7 +18,8 @@ use super::{
     service_entry::fqdn,
 };
 use crate::{
-    AbortStatus, FaultAbort, FaultDelay, FaultPolicy, GrpcCode, Percentage, RetryOn, RetryPolicy,
+    AbortStatus, Backoff, FaultAbort, FaultDelay, FaultPolicy, GrpcCode, Percentage, RetryOn,
+    RetryPolicy,
     matcher::{
         HeaderMatch, HeaderMatcher, PathMatch, PathMatcher, QueryParamMatcher, Regex, RegexRewrite,
         StringMatch, StringMatcher,
@@ -677,10 +678,25 @@ fn read_retries(mut o: Obj<'_>) -> Option<RetryPolicy> {
             Err(e) => n.error(e.message()),
         }
     }
+    // Istio maps this onto Envoy's `previous_priorities` retry priority, which needs a
+    // locality-aware balancer; the mesh balances without localities, so it says so.
     if o.bool("retryRemoteLocalities") == Some(true) {
         o.warn("retryRemoteLocalities", "is not supported, ignored");
     }
-    o.unsupported("backoff");
+    // Istio's `backoff` is Envoy's `retry_back_off.base_interval`; the max is Envoy's default
+    // of 10 × base.
+    if let Some(n) = o.node("backoff")
+        && let Some(base) = n.duration()
+    {
+        match Backoff::with_base(base) {
+            Ok(backoff) => policy.backoff = backoff,
+            Err(e) => n.error(e.message()),
+        }
+    }
+    // Istio: `true` keeps Envoy's `previous_hosts` predicate (its default), `false` drops it.
+    if let Some(prefer_other) = o.bool("retryIgnorePreviousHosts") {
+        policy.prefer_other_endpoint = prefer_other;
+    }
     if attempts == 0 {
         return None;
     }

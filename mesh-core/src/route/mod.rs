@@ -8,6 +8,7 @@
 //! The lookup is [`RouteTable::find`]; the weighted pick is [`WeightedClusters::pick`].
 
 mod find;
+pub mod overrides;
 mod weighted;
 
 use std::{sync::Arc, time::Duration};

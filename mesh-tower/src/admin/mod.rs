@@ -171,6 +171,10 @@ async fn config_dump(State(admin): State<Arc<Admin>>) -> Json<serde_json::Value>
         .collect();
     if let Some(object) = dump.as_object_mut() {
         object.insert("extensions".into(), extensions.into());
+        object.insert(
+            "request_controls".into(),
+            view::request_controls(admin.mesh.request_controls()),
+        );
     }
     Json(dump)
 }

@@ -11,7 +11,7 @@ use mesh_core::{
     route::VirtualHost,
 };
 
-use crate::Mesh;
+use crate::{Mesh, RequestControls};
 
 /// `/config_dump`: the whole configuration.
 pub(super) fn config(config: &MeshConfig) -> Value {
@@ -32,6 +32,15 @@ pub(super) fn config(config: &MeshConfig) -> Value {
         "listeners": listeners,
         "clusters": clusters,
         "server": server(config.server()),
+    })
+}
+
+/// The `x-envoy-*` request headers the mesh honours: an operator must be able to see that a
+/// caller can inject faults or change timeouts.
+pub(super) fn request_controls(controls: &RequestControls) -> Value {
+    json!({
+        "header_faults": controls.header_fault_policy().map(|f| format!("{f:?}")),
+        "trust_override_headers": controls.trusts_override_headers(),
     })
 }
 

@@ -6,6 +6,11 @@
 //! gRPC mapping of the configured HTTP status), an HTTP caller the HTTP status; the message says
 //! the failure was injected and the response carries [`ResponseFlags::FaultInjected`].
 //!
+//! Header-driven faults (Envoy's `header_abort` / `header_delay`) are read from the request's
+//! `x-envoy-fault-*` headers when the route's fault policy enables them, or, for a route without
+//! a fault policy, when [`RequestControls::header_faults`](crate::RequestControls::header_faults)
+//! enables them mesh-wide; see [`mesh_core::FaultPolicy::for_request`].
+//!
 //! After a delay the request is sent with a clone of the inner service, made ready first.
 
 mod future;
@@ -71,15 +76,22 @@ where
     }
 
     fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
-        let Some((policy, is_grpc)) = req
-            .extensions()
-            .get::<RouteDecision>()
-            .and_then(|d| Some((d.fault.clone()?, d.is_grpc)))
-        else {
+        let mesh_wide = self.mesh.request_controls().header_fault_policy();
+        let Some((policy, is_grpc)) = req.extensions().get::<RouteDecision>().and_then(|d| {
+            let policy = d.fault.as_ref().or(mesh_wide)?;
+            Some((policy.clone(), d.is_grpc))
+        }) else {
             return FaultFuture::forward(self.inner.call(req));
         };
         let active = self.mesh.active_faults().load(Ordering::Relaxed);
-        let decision = policy.decide(active, rng::draw(), rng::draw());
+        let (delay_draw, abort_draw) = (rng::draw(), rng::draw());
+        let decision = if policy.reads_headers() {
+            policy
+                .for_request(req.headers())
+                .decide(active, delay_draw, abort_draw)
+        } else {
+            policy.decide(active, delay_draw, abort_draw)
+        };
         if !decision.is_fault() {
             return FaultFuture::forward(self.inner.call(req));
         }

@@ -193,7 +193,9 @@ where
                 let mut response = result?;
                 a.release_finished(outstanding.len());
                 let outcome = classify(&response);
-                let retriable = outcome.is_some_and(|o| policy.should_retry(a.started, o));
+                let rate_limited = outcome.is_some() && envoy_rate_limited(&response);
+                let retriable = outcome.is_some_and(|o| policy.should_retry(a.started, o))
+                    || (rate_limited && policy.should_retry_envoy_rate_limit(a.started));
                 if !retriable {
                     if outcome.is_some_and(|o| retries_exhausted(&policy, a.started, o)) {
                         flag_if_unflagged(&mut response, ResponseFlags::UpstreamRetryLimitExceeded);
@@ -382,6 +384,14 @@ async fn next_event(outstanding: &mut Vec<AttemptFuture>, timer: &mut PerTryTime
         Poll::Pending
     })
     .await
+}
+
+/// Whether an upstream's response says an Envoy in front of it rate limited the request
+/// (`x-envoy-ratelimited`): what `envoy-ratelimited` retries.
+fn envoy_rate_limited(response: &Response<ResponseBody>) -> bool {
+    response
+        .headers()
+        .contains_key(crate::names::X_ENVOY_RATELIMITED)
 }
 
 /// The outcome of an attempt, or `None` for an answer the mesh made that is never retried.

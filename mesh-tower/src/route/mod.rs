@@ -161,7 +161,9 @@ where
 {
     let is_grpc = mesh_core::route::is_grpc(req.headers());
     match route(snapshot, target, &mut req, is_grpc) {
-        Ok((decision, response_headers)) => {
+        Ok((mut decision, response_headers)) => {
+            mesh.request_controls()
+                .apply_overrides(&mut decision, req.headers_mut());
             if !decision.forward.mirrors.is_empty() {
                 let forward = decision.forward.clone();
                 req = mirror::start(snapshot, &forward, &decision, req);

@@ -511,7 +511,16 @@ where
                 .mesh
                 .active_faults()
                 .load(std::sync::atomic::Ordering::Relaxed);
-            let decision = fault.decide(active, rng::draw(), rng::draw());
+            let (delay_draw, abort_draw) = (rng::draw(), rng::draw());
+            // An inbound fault filter with `header_abort` / `header_delay` reads the caller's
+            // `x-envoy-fault-*` headers, as on the client side.
+            let decision = if fault.reads_headers() {
+                fault
+                    .for_request(req.headers())
+                    .decide(active, delay_draw, abort_draw)
+            } else {
+                fault.decide(active, delay_draw, abort_draw)
+            };
             if decision.is_fault() {
                 let guard = ActiveFault::new(&shared.mesh);
                 let abort = decision

@@ -86,6 +86,28 @@ async fn a_delay_fault_holds_the_request_on_tokio_time() {
     );
 }
 
+#[tokio::test]
+async fn an_inbound_header_abort_fault_reads_the_callers_headers() {
+    let mesh = mesh_with(ServerPolicy {
+        fault: Some(Arc::new(FaultPolicy {
+            header_abort: Some(mesh_core::HeaderFaultShare::HUNDRED),
+            ..FaultPolicy::default()
+        })),
+        ..ServerPolicy::default()
+    });
+    let svc = mesh
+        .server_layer(Workload::new("default", "echo.default.svc", 80))
+        .layer(handler());
+    let mut asked = get();
+    asked
+        .headers_mut()
+        .insert("x-envoy-fault-abort-request", "418".parse().unwrap());
+    let response = svc.clone().oneshot(asked).await.unwrap();
+    assert_eq!(response.status().as_u16(), 418);
+    let response = svc.oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "no header, no fault");
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_bucket_refills_on_tokio_time_and_restarts_when_the_limit_changes() {
     let limit = LocalRateLimit::new(1, 1, Duration::from_secs(1)).unwrap();

@@ -39,10 +39,11 @@ use envoy_types::pb::{
                 cookie::v3::CookieBasedSessionState, header::v3::HeaderBasedSessionState,
             },
         },
+        r#type::v3::FractionalPercent,
     },
     google::protobuf::Any,
 };
-use mesh_core::{AbortStatus, FaultAbort, FaultDelay, FaultPolicy, GrpcCode};
+use mesh_core::{AbortStatus, FaultAbort, FaultDelay, FaultPolicy, GrpcCode, HeaderFaultShare};
 use prost::Name;
 
 use super::{
@@ -336,52 +337,87 @@ pub(crate) fn http_fault(
         ..FaultPolicy::default()
     };
     if let Some(d) = delay {
-        policy.delay = fault_delay(ctx, &at(path, "delay"), d)?;
+        fault_delay(ctx, &at(path, "delay"), d, &mut policy)?;
     }
     if let Some(a) = abort {
-        policy.abort = fault_abort(ctx, &at(path, "abort"), a)?;
+        fault_abort(ctx, &at(path, "abort"), a, &mut policy)?;
     }
     if conditional {
         return Ok(None);
     }
-    let injects = policy.delay.is_some() || policy.abort.is_some();
+    let injects = policy.delay.is_some() || policy.abort.is_some() || policy.reads_headers();
     Ok(Some(injects.then(|| Arc::new(policy))))
 }
 
-fn fault_delay(ctx: &mut Ctx, path: &str, d: &PbDelay) -> Result<Option<FaultDelay>, DecodeError> {
+/// A fault's percentage; Envoy reads an unset one as 0/100: the fault never fires.
+fn fault_percentage(
+    ctx: &Ctx,
+    path: &str,
+    percentage: Option<&FractionalPercent>,
+) -> Result<mesh_core::Percentage, DecodeError> {
+    percentage.map_or(Ok(mesh_core::Percentage::ZERO), |p| {
+        fraction(ctx, &at(path, "percentage"), p)
+    })
+}
+
+/// A header-controlled fault's share: the configured fraction, kept as numerator and
+/// denominator because the caller's percentage header is read over that denominator.
+fn header_share(
+    ctx: &Ctx,
+    path: &str,
+    percentage: Option<&FractionalPercent>,
+) -> Result<HeaderFaultShare, DecodeError> {
+    // Validated (denominator known) first, so the error names the field.
+    fault_percentage(ctx, path, percentage)?;
+    let (numerator, denominator) = percentage.map_or((0, 100), |p| {
+        let denominator = match p.denominator {
+            1 => 10_000,
+            2 => 1_000_000,
+            _ => 100,
+        };
+        (p.numerator, denominator)
+    });
+    HeaderFaultShare::new(numerator, denominator)
+        .map_err(|e| ctx.error(at(path, "percentage"), e.message()))
+}
+
+fn fault_delay(
+    ctx: &mut Ctx,
+    path: &str,
+    d: &PbDelay,
+    policy: &mut FaultPolicy,
+) -> Result<(), DecodeError> {
     let PbDelay {
         percentage,
         fault_delay_secifier,
     } = d;
-    // Envoy reads an unset percentage as 0/100: the delay never fires.
-    let percentage = match percentage {
-        Some(p) => fraction(ctx, &at(path, "percentage"), p)?,
-        None => mesh_core::Percentage::ZERO,
-    };
     match fault_delay_secifier {
-        Some(FaultDelaySecifier::FixedDelay(fd)) => Ok(Some(FaultDelay {
-            duration: duration(ctx, &at(path, "fixed_delay"), fd)?,
-            percentage,
-        })),
-        Some(FaultDelaySecifier::HeaderDelay(_)) => {
-            ctx.unsupported(at(path, "header_delay"), "delay dropped");
-            Ok(None)
+        Some(FaultDelaySecifier::FixedDelay(fd)) => {
+            policy.delay = Some(FaultDelay {
+                duration: duration(ctx, &at(path, "fixed_delay"), fd)?,
+                percentage: fault_percentage(ctx, path, percentage.as_ref())?,
+            });
         }
-        None => Err(ctx.error(path, "fixed_delay is required")),
+        Some(FaultDelaySecifier::HeaderDelay(_)) => {
+            policy.header_delay = Some(header_share(ctx, path, percentage.as_ref())?);
+        }
+        None => return Err(ctx.error(path, "fixed_delay or header_delay is required")),
     }
+    Ok(())
 }
 
-fn fault_abort(ctx: &mut Ctx, path: &str, a: &PbAbort) -> Result<Option<FaultAbort>, DecodeError> {
+fn fault_abort(
+    ctx: &mut Ctx,
+    path: &str,
+    a: &PbAbort,
+    policy: &mut FaultPolicy,
+) -> Result<(), DecodeError> {
     let PbAbort {
         percentage,
         response_body,
         error_type,
     } = a;
     ignore_fields!(ctx, path; response_body);
-    let percentage = match percentage {
-        Some(p) => fraction(ctx, &at(path, "percentage"), p)?,
-        None => mesh_core::Percentage::ZERO,
-    };
     let status = match error_type {
         Some(ErrorType::HttpStatus(s)) => u16::try_from(*s)
             .map_err(|_| {
@@ -401,12 +437,16 @@ fn fault_abort(ctx: &mut Ctx, path: &str, a: &PbAbort) -> Result<Option<FaultAbo
                 ctx.error(at(path, "grpc_status"), format!("{s} is not a gRPC status"))
             })?,
         Some(ErrorType::HeaderAbort(_)) => {
-            ctx.unsupported(at(path, "header_abort"), "abort dropped");
-            return Ok(None);
+            policy.header_abort = Some(header_share(ctx, path, percentage.as_ref())?);
+            return Ok(());
         }
-        None => return Err(ctx.error(path, "http_status or grpc_status is required")),
+        None => {
+            return Err(ctx.error(path, "http_status, grpc_status or header_abort is required"));
+        }
     };
-    Ok(Some(FaultAbort { status, percentage }))
+    let percentage = fault_percentage(ctx, path, percentage.as_ref())?;
+    policy.abort = Some(FaultAbort { status, percentage });
+    Ok(())
 }
 
 #[cfg(test)]

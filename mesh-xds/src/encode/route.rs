@@ -25,8 +25,14 @@ use envoy_types::pb::{
         },
         extensions::{
             filters::{
-                common::fault::v3::{FaultDelay as PbDelay, fault_delay::FaultDelaySecifier},
-                http::fault::v3::{FaultAbort as PbAbort, HttpFault, fault_abort::ErrorType},
+                common::fault::v3::{
+                    FaultDelay as PbDelay,
+                    fault_delay::{FaultDelaySecifier, HeaderDelay},
+                },
+                http::fault::v3::{
+                    FaultAbort as PbAbort, HttpFault,
+                    fault_abort::{ErrorType, HeaderAbort},
+                },
             },
             retry::host::previous_hosts::v3::PreviousHostsPredicate,
         },
@@ -41,7 +47,7 @@ use envoy_types::pb::{
     google::protobuf::{self, Any, BoolValue, UInt32Value},
 };
 use mesh_core::{
-    AbortStatus, FaultPolicy, Percentage, RetryOn, RetryPolicy, RouteTable,
+    AbortStatus, FaultPolicy, HeaderFaultShare, Percentage, RetryOn, RetryPolicy, RouteTable,
     matcher::{HeaderMatch, PathMatch, Regex, RegexRewrite, StringMatch, StringMatcher},
     route::{
         Action, DirectResponse, Forward, HashPolicy, HashSource, HeaderMutations, Mirror,
@@ -454,7 +460,7 @@ fn mutations(m: &HeaderMutations) -> (Vec<HeaderValueOption>, Vec<String>) {
 
 /// Whether a fault policy injects anything.
 pub(super) fn injects(f: &FaultPolicy) -> bool {
-    f.delay.is_some() || f.abort.is_some()
+    f.delay.is_some() || f.abort.is_some() || f.reads_headers()
 }
 
 /// A weighted cluster's fault override: its policy, or "disabled" when it injects nothing.
@@ -471,23 +477,50 @@ fn cluster_fault(f: &FaultPolicy) -> Any {
 }
 
 fn http_fault(f: &FaultPolicy) -> HttpFault {
+    let header_delay = f.header_delay.map(|share| PbDelay {
+        percentage: Some(header_fraction(share)),
+        fault_delay_secifier: Some(FaultDelaySecifier::HeaderDelay(HeaderDelay::default())),
+    });
+    let header_abort = f.header_abort.map(|share| PbAbort {
+        percentage: Some(header_fraction(share)),
+        error_type: Some(ErrorType::HeaderAbort(HeaderAbort::default())),
+        ..PbAbort::default()
+    });
     HttpFault {
-        delay: f.delay.as_ref().map(|d| PbDelay {
-            percentage: Some(fraction(d.percentage)),
-            fault_delay_secifier: Some(FaultDelaySecifier::FixedDelay(duration(d.duration))),
+        delay: header_delay.or_else(|| {
+            f.delay.as_ref().map(|d| PbDelay {
+                percentage: Some(fraction(d.percentage)),
+                fault_delay_secifier: Some(FaultDelaySecifier::FixedDelay(duration(d.duration))),
+            })
         }),
-        abort: f.abort.as_ref().map(|a| PbAbort {
-            percentage: Some(fraction(a.percentage)),
-            error_type: Some(match a.status {
-                AbortStatus::Http(s) => ErrorType::HttpStatus(u32::from(s)),
-                AbortStatus::Grpc(code) => {
-                    ErrorType::GrpcStatus(u32::try_from(code.as_i32()).unwrap_or(2))
-                }
-            }),
-            ..PbAbort::default()
+        abort: header_abort.or_else(|| {
+            f.abort.as_ref().map(|a| PbAbort {
+                percentage: Some(fraction(a.percentage)),
+                error_type: Some(match a.status {
+                    AbortStatus::Http(s) => ErrorType::HttpStatus(u32::from(s)),
+                    AbortStatus::Grpc(code) => {
+                        ErrorType::GrpcStatus(u32::try_from(code.as_i32()).unwrap_or(2))
+                    }
+                }),
+                ..PbAbort::default()
+            })
         }),
         max_active_faults: f.max_active_faults.map(|value| UInt32Value { value }),
         ..HttpFault::default()
+    }
+}
+
+/// A header-controlled fault's share, with its own denominator (the caller's percentage
+/// header is read over it).
+fn header_fraction(share: HeaderFaultShare) -> FractionalPercent {
+    let denominator = match share.denominator() {
+        100 => DenominatorType::Hundred,
+        10_000 => DenominatorType::TenThousand,
+        _ => DenominatorType::Million,
+    };
+    FractionalPercent {
+        numerator: share.max_numerator(),
+        denominator: denominator as i32,
     }
 }
 

@@ -417,5 +417,37 @@ fn faults_that_inject_nothing_and_inert_outlier_rules_take_their_envoy_meaning()
     }));
 }
 
+#[test]
+fn header_controlled_faults_round_trip_with_their_denominator() {
+    use mesh_core::{FaultPolicy, HeaderFaultShare};
+    let base = one_cluster(|_| {});
+    let (target, table) = base.listeners().iter().next().unwrap();
+    let vh = table.virtual_hosts()[0].clone();
+    let mut routes = vh.routes().to_vec();
+    let fault = Arc::new(FaultPolicy {
+        header_abort: Some(HeaderFaultShare::new(2_500, 10_000).unwrap()),
+        header_delay: Some(HeaderFaultShare::HUNDRED),
+        ..FaultPolicy::default()
+    });
+    routes[0].fault = Some(fault.clone());
+    let vh = mesh_core::route::VirtualHost::new(vh.name(), vh.domains().to_vec(), routes).unwrap();
+    let mut listeners = base.listeners().clone();
+    listeners.insert(
+        target.clone(),
+        Arc::new(RouteTable::new(table.name(), vec![vh]).unwrap()),
+    );
+    let config = MeshConfig::new(
+        "1",
+        listeners,
+        base.clusters().clone(),
+        ServerPolicy::default(),
+    )
+    .unwrap();
+    assert_round_trips(&config);
+    let decoded = round_trip(&config);
+    let route = &decoded.listeners()[target].virtual_hosts()[0].routes()[0];
+    assert_eq!(route.fault, Some(fault));
+}
+
 mod istiod;
 mod prop;

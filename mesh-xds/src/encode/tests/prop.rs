@@ -164,6 +164,7 @@ fn fault() -> impl Strategy<Value = Option<Arc<FaultPolicy>>> {
                         percentage: p,
                     }),
                     max_active_faults: None,
+                    ..FaultPolicy::default()
                 })
             }),
     )

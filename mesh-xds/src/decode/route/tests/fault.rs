@@ -6,13 +6,21 @@ use envoy_types::pb::{
     envoy::{
         config::route::v3::{FilterConfig, route_action::ClusterSpecifier},
         extensions::filters::{
-            common::fault::v3::{FaultDelay as PbDelay, fault_delay::FaultDelaySecifier},
-            http::fault::v3::{FaultAbort as PbAbort, HttpFault, fault_abort::ErrorType},
+            common::fault::v3::{
+                FaultDelay as PbDelay,
+                fault_delay::{FaultDelaySecifier, HeaderDelay},
+            },
+            http::fault::v3::{
+                FaultAbort as PbAbort, HttpFault,
+                fault_abort::{ErrorType, HeaderAbort},
+            },
         },
     },
     google::protobuf::{Any, UInt32Value},
 };
-use mesh_core::{AbortStatus, FaultAbort, FaultDelay, FaultPolicy, GrpcCode, Percentage};
+use mesh_core::{
+    AbortStatus, FaultAbort, FaultDelay, FaultPolicy, GrpcCode, HeaderFaultShare, Percentage,
+};
 
 use super::*;
 fn abort_fault(code: u32) -> HttpFault {
@@ -154,5 +162,38 @@ fn grpc_aborts_and_conditional_faults() {
     assert_eq!(
         fields(&d),
         ["virtual_hosts[0].routes[1].typed_per_filter_config[envoy.filters.http.fault].headers"]
+    );
+}
+
+#[test]
+fn header_controlled_faults_decode_with_their_share() {
+    let filters = HttpFilters::with_fault(None);
+    let from_headers = HttpFault {
+        abort: Some(PbAbort {
+            percentage: Some(pct(20)),
+            error_type: Some(ErrorType::HeaderAbort(HeaderAbort::default())),
+            ..Default::default()
+        }),
+        delay: Some(PbDelay {
+            percentage: Some(pct(100)),
+            fault_delay_secifier: Some(FaultDelaySecifier::HeaderDelay(HeaderDelay::default())),
+        }),
+        ..Default::default()
+    };
+    let mut r = route(prefix("/"), action(V1));
+    r.typed_per_filter_config = per_filter(&from_headers);
+    let d = decode_route_configuration(&config(vec![vhost(vec![r])]), &filters).unwrap();
+    assert!(d.unsupported.is_empty(), "{:?}", d.unsupported);
+    let fault = d.value.virtual_hosts()[0].routes()[0]
+        .fault
+        .clone()
+        .unwrap();
+    assert_eq!(
+        *fault,
+        FaultPolicy {
+            header_abort: Some(HeaderFaultShare::new(20, 100).unwrap()),
+            header_delay: Some(HeaderFaultShare::HUNDRED),
+            ..FaultPolicy::default()
+        }
     );
 }
