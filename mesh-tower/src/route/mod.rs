@@ -169,7 +169,7 @@ where
             req.extensions_mut().insert(decision);
             RouteFuture::inner(inner.call(req), response_headers)
         }
-        Err(response) => RouteFuture::ready(counted(mesh, target, is_grpc, *response)),
+        Err(response) => RouteFuture::ready(counted(mesh, target, is_grpc, &req, *response)),
     }
 }
 
@@ -180,9 +180,10 @@ fn counted(
     mesh: &Mesh,
     target: &Target,
     is_grpc: bool,
+    req: &Request<RequestBody>,
     response: Response<ResponseBody>,
 ) -> Response<ResponseBody> {
-    match Recorder::client(mesh, &target.name, is_grpc) {
+    match Recorder::client(mesh, &target.name, is_grpc, req) {
         Some(mut recorder) => {
             recorder.head(&response);
             response.map(|body| body.with_recorder(recorder))

@@ -400,7 +400,8 @@ where
             req.extensions_mut().insert(peer.clone());
         }
 
-        let mut recorder = ServerRecorder::start(&shared.mesh, &shared.workload, &peer, is_grpc);
+        let mut recorder =
+            ServerRecorder::start(&shared.mesh, &shared.workload, &peer, is_grpc, &req);
         if let Some(recorder) = recorder.as_mut() {
             req = recorder.meter_request(req);
         }
