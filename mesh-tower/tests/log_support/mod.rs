@@ -85,8 +85,10 @@ impl Capture {
 }
 
 static EVENTS: Mutex<Vec<Captured>> = Mutex::new(Vec::new());
-/// Every span: id, parent, fields.
-static SPANS: Mutex<Vec<(u64, Option<u64>, Vec<(String, String)>)>> = Mutex::new(Vec::new());
+/// A span: its id, its parent's, its fields.
+type SpanRecord = (u64, Option<u64>, Vec<(String, String)>);
+
+static SPANS: Mutex<Vec<SpanRecord>> = Mutex::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
