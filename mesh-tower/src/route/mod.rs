@@ -79,6 +79,16 @@ impl<S> Route<S> {
         }
     }
 
+    /// The mesh it routes with.
+    pub(crate) fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    /// The channel's target (`host:port`).
+    pub(crate) fn target_name(&self) -> &str {
+        &self.target.name
+    }
+
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -162,6 +172,12 @@ where
     let is_grpc = mesh_core::route::is_grpc(req.headers());
     match route(snapshot, target, &mut req, is_grpc) {
         Ok((decision, response_headers)) => {
+            tracing::debug!(
+                route = decision.route_name.as_deref().unwrap_or("-"),
+                cluster = decision.cluster_name(),
+                path = req.uri().path(),
+                "routed"
+            );
             if !decision.forward.mirrors.is_empty() {
                 let forward = decision.forward.clone();
                 req = mirror::start(snapshot, &forward, &decision, req);
@@ -169,7 +185,15 @@ where
             req.extensions_mut().insert(decision);
             RouteFuture::inner(inner.call(req), response_headers)
         }
-        Err(response) => RouteFuture::ready(counted(mesh, target, is_grpc, &req, *response)),
+        Err(response) => {
+            tracing::debug!(
+                target = %target.name,
+                path = req.uri().path(),
+                status = response.status().as_u16(),
+                "not routed: answered by the route layer"
+            );
+            RouteFuture::ready(counted(mesh, target, is_grpc, &req, *response))
+        }
     }
 }
 
