@@ -14,9 +14,9 @@
 //! `null` in JSON, as Envoy writes them.
 //!
 //! A proxyless mesh knows less than a sidecar about some fields, and says so with `-`:
-//! - `upstream_host` on the client: the balancer picks the endpoint per attempt, below the
-//!   layer that sees the whole call; on the server there is no upstream (the handler is in
-//!   process).
+//! - `upstream_host` is the endpoint of the call's last attempt on the client (the one whose
+//!   response the caller got; `-` when no endpoint answered, e.g. a breaker overflow); on the
+//!   server there is no upstream (the handler is in process).
 //! - the peer principal on the client (the server's certificate is checked per connection,
 //!   below the call), `%UPSTREAM_LOCAL_ADDRESS%`, `%DOWNSTREAM_LOCAL_ADDRESS%`,
 //!   `%REQUESTED_SERVER_NAME%`, `%RESPONSE_CODE_DETAILS%`, `%CONNECTION_TERMINATION_DETAILS%`,
@@ -174,6 +174,7 @@ pub(crate) struct Entry {
     trace: Option<RequestTrace>,
     route_name: Option<Arc<str>>,
     cluster: Option<Arc<str>>,
+    upstream_host: Option<mesh_core::EndpointAddress>,
     downstream_remote: Option<std::net::SocketAddr>,
     peer_principal: Option<Arc<str>>,
 }
@@ -260,6 +261,7 @@ impl AccessLog {
             trace,
             route_name: decision.and_then(|d| d.route_name.clone()),
             cluster: decision.map(|d| d.cluster.policy.name.clone()),
+            upstream_host: None,
             downstream_remote: None,
             peer_principal: None,
         }
@@ -476,6 +478,14 @@ impl Entry {
         self
     }
 
+    /// Reads the endpoint that answered from the response head (the balancer marks it).
+    pub(crate) fn head<B>(&mut self, response: &http::Response<B>) {
+        self.upstream_host = response
+            .extensions()
+            .get::<crate::balance::UpstreamAddress>()
+            .map(|upstream| upstream.0.clone());
+    }
+
     /// Writes the line, when the filter accepts `outcome`.
     pub(crate) fn write(&self, outcome: &Outcome) {
         if let Some(filter) = &self.log.filter
@@ -535,7 +545,7 @@ impl Entry {
         };
         write!(
             out,
-            "[{}] \"{} {} {}\" {} {} - - \"-\" {} {} {} - \"{}\" \"{}\" \"{}\" \"{}\" \"-\" {} - - {} - {} {} {} \"{}\"",
+            "[{}] \"{} {} {}\" {} {} - - \"-\" {} {} {} - \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - - {} - {} {} {} \"{}\"",
             Rfc3339(self.start),
             self.method,
             Dash(self.path.as_ref().map(|p| p.as_str())),
@@ -549,6 +559,7 @@ impl Entry {
             header(&self.user_agent),
             Dash(self.request_id.as_ref().and_then(|id| id.as_str())),
             header(&self.authority),
+            Dash(self.upstream_host.as_ref()),
             Dash(self.cluster.as_deref()),
             Dash(self.downstream_remote),
             Dash(self.route_name.as_deref()),
@@ -580,7 +591,7 @@ impl Entry {
             "user_agent": header(&self.user_agent),
             "request_id": text(self.request_id.as_ref().and_then(|id| id.as_str())),
             "authority": header(&self.authority),
-            "upstream_host": null,
+            "upstream_host": self.upstream_host.as_ref().map(ToString::to_string),
             "upstream_cluster": text(self.cluster.as_deref()),
             "upstream_local_address": null,
             "downstream_local_address": null,

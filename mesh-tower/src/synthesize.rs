@@ -105,7 +105,7 @@ impl Failure {
             flags = self.flags.map_or("-", ResponseFlags::short_code),
             grpc_status = %self.grpc,
             http_status = self.http.as_u16(),
-            message = %self.message,
+            detail = %self.message,
             "answered by the mesh"
         );
         let mut response = if is_grpc {

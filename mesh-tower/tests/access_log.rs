@@ -23,7 +23,10 @@ const FRONTEND: &str = "cluster.local/ns/prod/sa/frontend";
 
 /// A server mesh and a client mesh routing echo with a named route and no retries, both with
 /// their logs; returns the client's channel to the echo server.
-async fn meshes(client_log: AccessLog, server_log: AccessLog) -> mesh_tower::Channel {
+async fn meshes(
+    client_log: AccessLog,
+    server_log: AccessLog,
+) -> (mesh_tower::Channel, std::net::SocketAddr) {
     let server_mesh = Mesh::new(MeshConfig::empty());
     assert!(server_mesh.set_access_log(server_log));
     let workload = mesh_tower::Workload::new("default", HOST, 50051);
@@ -36,7 +39,7 @@ async fn meshes(client_log: AccessLog, server_log: AccessLog) -> mesh_tower::Cha
         services_yaml(&[("v1", grpc)])
     )));
     assert!(client_mesh.set_access_log(client_log));
-    client_mesh.channel(TARGET)
+    (client_mesh.channel(TARGET), grpc)
 }
 
 fn signed(message: &str) -> tonic::Request<support::EchoRequest> {
@@ -84,7 +87,8 @@ async fn lines(capture: &Capture, want: usize) -> (Vec<Captured>, Vec<Captured>)
 #[tokio::test]
 async fn both_reporters_log_a_text_line_per_request() {
     let capture = log_support::capture();
-    let mut client = EchoClient::new(meshes(AccessLog::new(), AccessLog::new()).await);
+    let (channel, grpc) = meshes(AccessLog::new(), AccessLog::new()).await;
+    let mut client = EchoClient::new(channel);
 
     client.say(signed("hi")).await.unwrap();
     let (client_lines, server_lines) = lines(&capture, 2).await;
@@ -104,7 +108,7 @@ async fn both_reporters_log_a_text_line_per_request() {
     // The client: its cluster and route, gRPC OK, the trace id, no peer principal.
     let client_cluster = format!("outbound|50051|v1|{HOST}");
     assert!(
-        client_line.contains(&format!(" {client_cluster} - - - - primary 0 ")),
+        client_line.contains(&format!("\"{grpc}\" {client_cluster} - - - - primary 0 ")),
         "{client_line}"
     );
     assert!(client_line.ends_with(" \"-\""), "{client_line}");
@@ -127,7 +131,7 @@ async fn both_reporters_log_a_text_line_per_request() {
 async fn json_lines_use_istio_keys() {
     let capture = log_support::capture();
     let json = AccessLog::new().with_encoding(Encoding::Json);
-    let channel = meshes(json.clone(), json).await;
+    let (channel, grpc) = meshes(json.clone(), json).await;
 
     assert_eq!(fail_in_trailers(&channel).await.code(), Code::Internal);
     let (client_lines, server_lines) = lines(&capture, 2).await;
@@ -151,6 +155,12 @@ async fn json_lines_use_istio_keys() {
             "{side}: {line}"
         );
         assert!(line["response_flags"].is_null(), "{side}: {line}");
+        let upstream = if side == "client" {
+            grpc.to_string().into()
+        } else {
+            serde_json::Value::Null
+        };
+        assert_eq!(line["upstream_host"], upstream, "{side}: {line}");
     }
 }
 
@@ -159,7 +169,7 @@ async fn an_errors_only_log_has_the_failed_call_and_not_the_successful_one() {
     let capture = log_support::capture();
     let errors = AccessLog::new().with_filter(Filter::errors_only());
     let cel = AccessLog::new().with_filter(Filter::parse("response.grpc_status != 0").unwrap());
-    let channel = meshes(errors, cel).await;
+    let (channel, _) = meshes(errors, cel).await;
     let mut client = EchoClient::new(channel.clone());
 
     client.say(signed("hi")).await.unwrap();
@@ -181,7 +191,7 @@ async fn a_file_sink_gets_the_lines() {
     let path = dir.join("access.log");
     let _ = std::fs::remove_file(&path);
     let log = AccessLog::new().with_file(&path).unwrap();
-    let mut client = EchoClient::new(meshes(log.clone(), AccessLog::new()).await);
+    let mut client = EchoClient::new(meshes(log.clone(), AccessLog::new()).await.0);
 
     client.say(signed("one")).await.unwrap();
     client.say(signed("two")).await.unwrap();

@@ -57,3 +57,39 @@ async fn a_retried_call_logs_its_route_and_retry_reason_with_its_trace_id() {
     assert_eq!(trace_id.len(), 32, "{trace_id}");
     assert_eq!(retry.field("trace_id"), Some(trace_id));
 }
+
+#[tokio::test]
+async fn an_answer_the_mesh_makes_itself_is_logged_with_its_flag_and_trace_id() {
+    let capture = log_support::capture();
+    let mesh = mesh_tower::Mesh::new(mesh_tower::mesh_core::MeshConfig::empty());
+    let mut client = EchoClient::new(mesh.channel("nowhere.default.svc.cluster.local:80"));
+    let status = client.say(request("hi")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+
+    let events = capture.events();
+    let answered = events
+        .iter()
+        .find(|e| e.message() == "answered by the mesh")
+        .unwrap_or_else(|| panic!("no synthesized answer in {events:#?}"));
+    assert_eq!(answered.field("flags"), Some("NR"));
+    let grpc_status = answered.field("grpc_status").unwrap();
+    assert!(
+        grpc_status.eq_ignore_ascii_case("unavailable"),
+        "{grpc_status}"
+    );
+    assert!(
+        answered
+            .field("detail")
+            .is_some_and(|m| m.contains("nowhere")),
+        "{answered:?}"
+    );
+    assert_eq!(
+        answered.field("trace_id").map(str::len),
+        Some(32),
+        "{answered:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.message().starts_with("not routed")),
+        "{events:#?}"
+    );
+}

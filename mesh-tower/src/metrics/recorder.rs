@@ -156,6 +156,9 @@ impl Recorder {
     /// Reads the response head: status, a trailers-only `grpc-status`, the mesh's flags.
     pub(crate) fn head<B>(&mut self, response: &Response<B>) {
         self.response_code = response.status().as_u16();
+        if let Some(entry) = self.access.as_mut() {
+            entry.head(response);
+        }
         if let Some(status) = crate::names::grpc_status(response.headers()) {
             self.grpc_status = Some(status);
         }
