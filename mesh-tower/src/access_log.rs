@@ -23,7 +23,11 @@
 //!   `%UPSTREAM_TRANSPORT_FAILURE_REASON%` and `x-envoy-upstream-service-time`.
 //!
 //! The server's `upstream_cluster` is Istio's inbound cluster name,
-//! `inbound|<port>||<service>`; the client's is the cluster the route chose.
+//! `inbound|<port>||<service>`; the client's is the cluster the route chose (`-` for an answer
+//! the route layer made itself, e.g. `NR`). The client's path is the one sent, after the
+//! route's rewrite; the server's is the one received, before path normalization. The trace id
+//! is the call's (client) or the incoming request's (server), so both sides' lines of one call
+//! join on it, as they do on `x-request-id`.
 //!
 //! # Cost
 //! With no access log set, a request pays one atomic load (the `OnceLock` read). With one, the
