@@ -28,6 +28,7 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tower::{Layer, Service};
+use tracing::{Instrument as _, instrument::Instrumented};
 
 use crate::{
     Mesh,
@@ -39,7 +40,7 @@ use crate::{
     retry::Retry,
     route::{Route, RouteFuture},
     timeout::Timeout,
-    trace::{self, ClientTrace},
+    trace::{self, ClientTrace, SpanFuture},
 };
 
 /// A channel to one target (`host:port`): route → metrics → fault → timeout → retry → trace →
@@ -130,7 +131,8 @@ where
 {
     type Response = Response<ResponseBody>;
     type Error = BoxError;
-    type Future = RouteFuture<<Routed<S> as Service<Request<RequestBody>>>::Future>;
+    type Future =
+        SpanFuture<Instrumented<RouteFuture<<Routed<S> as Service<Request<RequestBody>>>::Future>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.stack.poll_ready(cx)
@@ -138,7 +140,23 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let mut req = req.map(|body| body.map_err(Into::into).boxed_unsync());
-        trace::pin_caller_trace(&mut req);
-        self.stack.call(req)
+        let call_span = trace::pin_caller_trace(&mut req, self.stack.mesh().tracing());
+        // The call's diagnostics (route, retries, synthesized answers) carry its trace id; the
+        // span costs a callsite check when debug logging is off.
+        let span = tracing::debug_span!(
+            "mesh_call",
+            trace_id = tracing::field::Empty,
+            target = %self.stack.target_name(),
+        );
+        if !span.is_disabled()
+            && let Some(trace) = req.extensions().get::<trace::RequestTrace>()
+        {
+            span.record(
+                "trace_id",
+                tracing::field::display(trace.context().trace_id()),
+            );
+        }
+        let future = span.in_scope(|| self.stack.call(req));
+        SpanFuture::new(future.instrument(span), call_span)
     }
 }

@@ -16,6 +16,12 @@
 //! - [`server`]: the server stack as one layer for tonic and axum ([`Mesh::server_layer`]).
 //! - [`metrics`]: Istio's standard metrics from both sides, and the mesh's internals
 //!   ([`MeshMetrics::install`]); [`admin`]: `/metrics`, `/config_dump`, `/clusters`.
+//! - [`access_log`]: one line per request on both sides, Istio's text format or JSON
+//!   ([`Mesh::set_access_log`]).
+//! - Diagnostics: with `RUST_LOG=mesh_tower=debug`, each call's route decision, retries (with
+//!   their reason and backoff) and every answer the mesh makes itself (no route, fault, timeout,
+//!   breaker overflow, no healthy endpoint, denial) are logged inside a span carrying the call's
+//!   trace id (`mesh_call` on the client, `mesh_serve` on the server).
 //! - [`tls`] is mutual TLS with SPIFFE identities: the endpoint connections follow each
 //!   cluster's `UpstreamTls`, and [`tls::MeshListener`] accepts tonic and axum connections in the
 //!   PeerAuthentication mode, putting the verified [`Peer`] in request extensions.
@@ -26,6 +32,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod body;

@@ -33,6 +33,7 @@ use tokio::{sync::watch, time::Instant};
 
 use crate::{
     Discovery,
+    access_log::AccessLog,
     endpoint::Endpoint,
     metrics::MeshMetrics,
     request_controls::{self, RequestControls},
@@ -68,6 +69,8 @@ struct Inner {
     metrics: OnceLock<MeshMetrics>,
     /// The `x-envoy-*` request headers honoured; set once.
     request_controls: OnceLock<RequestControls>,
+    /// Where requests are logged; set once.
+    access_log: OnceLock<AccessLog>,
 }
 
 /// One configuration with the runtime entries of its clusters.
@@ -149,6 +152,7 @@ impl Mesh {
                 tls: MeshTls::default(),
                 metrics: OnceLock::new(),
                 request_controls: OnceLock::new(),
+                access_log: OnceLock::new(),
             }),
         };
         mesh.publish(Arc::new(config));
@@ -405,6 +409,18 @@ impl Mesh {
 
     pub(crate) fn metrics_cell(&self) -> &OnceLock<MeshMetrics> {
         &self.inner.metrics
+    }
+
+    /// Makes `log` the access log of the mesh's client and server stacks, including those made
+    /// already: one line per request on each. Only the first call takes effect; it returns
+    /// `false` when an access log was already set. Default is no access log.
+    pub fn set_access_log(&self, log: AccessLog) -> bool {
+        self.inner.access_log.set(log).is_ok()
+    }
+
+    /// The access log, if one is set.
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.inner.access_log.get()
     }
 }
 

@@ -101,6 +101,13 @@ impl Failure {
 
     /// The response for a gRPC (`is_grpc`) or HTTP caller.
     pub(crate) fn into_response(self, is_grpc: bool) -> Response<ResponseBody> {
+        tracing::debug!(
+            flags = self.flags.map_or("-", ResponseFlags::short_code),
+            grpc_status = %self.grpc,
+            http_status = self.http.as_u16(),
+            detail = %self.message,
+            "answered by the mesh"
+        );
         let mut response = if is_grpc {
             grpc_status_response(self.grpc, &self.message)
         } else {

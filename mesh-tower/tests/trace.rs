@@ -356,6 +356,58 @@ impl opentelemetry_sdk::trace::SpanExporter for Collected {
 }
 
 #[tokio::test]
+async fn a_call_that_starts_a_trace_exports_its_root_and_every_parent_it_names() {
+    use opentelemetry::trace::SpanId;
+
+    let spans = Collected::default();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(spans.clone())
+        .build();
+    let b_log = Log::default();
+    let b = serve(
+        Hop {
+            log: b_log.clone(),
+            next: None,
+            fail_first_attempts: true,
+        },
+        ServerTraceLayer::new(),
+    )
+    .await;
+    let mesh = Mesh::new(config(&format!(
+        "{}---\n{}",
+        services_yaml(&[("b", b)]),
+        retries()
+    )));
+    mesh.set_tracing(Tracing::new().with_tracer_provider(&provider));
+    // No server scope and no trace headers: this call starts the trace.
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    client.say(request("hi")).await.unwrap();
+
+    let spans = spans.0.lock().unwrap().clone();
+    let exported: Vec<SpanId> = spans.iter().map(|s| s.span_context.span_id()).collect();
+    let roots: Vec<_> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == SpanId::INVALID)
+        .collect();
+    assert_eq!(roots.len(), 1, "one root, the call: {spans:#?}");
+    assert_eq!(spans.len(), 3, "the call and its two attempts: {spans:#?}");
+    let trace_id = roots[0].span_context.trace_id();
+    for span in &spans {
+        assert_eq!(span.span_context.trace_id(), trace_id, "{span:#?}");
+        assert!(
+            span.parent_span_id == SpanId::INVALID || exported.contains(&span.parent_span_id),
+            "a parent that is never exported: {span:#?}"
+        );
+    }
+    // What B received names the exported spans.
+    for seen in b_log.lock().unwrap().iter() {
+        let context = TraceContext::extract(&seen.headers).unwrap();
+        assert_eq!(context.trace_id(), trace_id);
+        assert!(exported.contains(&context.span_id()));
+    }
+}
+
+#[tokio::test]
 async fn with_a_tracer_provider_a_server_span_and_a_client_span_per_attempt_are_exported() {
     use opentelemetry::trace::SpanKind;
 

@@ -78,7 +78,7 @@ where
             .extensions()
             .get::<RouteDecision>()
             .and_then(|decision| {
-                Recorder::client(&self.mesh, decision.cluster_name(), decision.is_grpc)
+                Recorder::client(&self.mesh, decision.cluster_name(), decision.is_grpc, &req)
             });
         let req = match &recorder {
             Some(r) => {

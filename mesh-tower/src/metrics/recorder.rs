@@ -14,14 +14,25 @@ use super::{
     Inner,
     labels::{PolicyLabels, Reporter, RequestLabels, SecurityPolicy},
 };
-use crate::{Mesh, Peer, ResponseFlags, server::Workload};
+use crate::{
+    Mesh, Peer, ResponseFlags,
+    access_log::{Entry, Outcome, Side},
+    server::Workload,
+};
+use mesh_core::GrpcCode;
 
 /// What is known of one request until its response ends; recorded once, at the end of the
-/// response body or when it is dropped (a reset, an abandoned call).
+/// response body or when it is dropped (a reset, an abandoned call), in the metrics and the
+/// access log, whichever the mesh has.
 #[derive(Debug)]
 pub(crate) struct Recorder {
-    metrics: Arc<Inner>,
-    labels: RequestLabels,
+    /// The metrics and this request's series, when the mesh has metrics.
+    metrics: Option<(Arc<Inner>, RequestLabels)>,
+    /// This request's access log entry, when the mesh has an access log.
+    access: Option<Box<Entry>>,
+    response_code: u16,
+    grpc_status: Option<GrpcCode>,
+    flags: Option<ResponseFlags>,
     start: Instant,
     request_bytes: Arc<AtomicU64>,
     response_bytes: u64,
@@ -30,64 +41,97 @@ pub(crate) struct Recorder {
 // === impl Recorder ===
 
 impl Recorder {
-    /// A server-side (`reporter="destination"`) record, when `mesh` has metrics.
-    pub(crate) fn start(
+    /// A server-side (`reporter="destination"`) record of `req`, when `mesh` has metrics or an
+    /// access log.
+    pub(crate) fn start<B>(
         mesh: &Mesh,
         workload: &Arc<Workload>,
         peer: &Peer,
         is_grpc: bool,
+        req: &Request<B>,
     ) -> Option<Self> {
-        let metrics = mesh.metrics()?.inner().clone();
-        let (destination, service) = metrics.local_destination(workload);
-        let security = if peer.identity.is_some() {
-            SecurityPolicy::MutualTls
-        } else if peer.address.is_some() {
-            SecurityPolicy::None
-        } else {
-            SecurityPolicy::Unknown
-        };
-        let labels = RequestLabels {
-            reporter: Reporter::Destination,
-            source: metrics.source(peer.principal()),
-            destination,
-            service,
-            grpc: is_grpc,
-            response_code: 0,
-            grpc_status: None,
-            flags: None,
-            security,
-        };
-        Some(Self::new(metrics, labels))
+        let access = mesh.access_log().map(|log| {
+            let cluster = format!("inbound|{}||{}", workload.port, workload.service);
+            Box::new(
+                log.entry(Side::Server, req)
+                    .with_peer(peer)
+                    .with_cluster(cluster.into()),
+            )
+        });
+        let metrics = mesh.metrics().map(|metrics| {
+            let metrics = metrics.inner().clone();
+            let (destination, service) = metrics.local_destination(workload);
+            let security = if peer.identity.is_some() {
+                SecurityPolicy::MutualTls
+            } else if peer.address.is_some() {
+                SecurityPolicy::None
+            } else {
+                SecurityPolicy::Unknown
+            };
+            let labels = RequestLabels {
+                reporter: Reporter::Destination,
+                source: metrics.source(peer.principal()),
+                destination,
+                service,
+                grpc: is_grpc,
+                response_code: 0,
+                grpc_status: None,
+                flags: None,
+                security,
+            };
+            (metrics, labels)
+        });
+        Self::new(metrics, access)
     }
 
-    /// A client-side (`reporter="source"`) record of a request to `destination`: the cluster
+    /// A client-side (`reporter="source"`) record of `req` to `destination`: the cluster
     /// the route layer chose (an Istio cluster name or `host:port`), or the channel's target for
     /// a request the route layer answered itself.
-    pub(crate) fn client(mesh: &Mesh, destination: &str, is_grpc: bool) -> Option<Self> {
-        let metrics = mesh.metrics()?.inner().clone();
-        let (destination, service) = metrics.destination(destination);
-        let labels = RequestLabels {
-            reporter: Reporter::Source,
-            source: metrics.local.clone(),
-            destination,
-            service,
-            grpc: is_grpc,
+    pub(crate) fn client<B>(
+        mesh: &Mesh,
+        destination: &str,
+        is_grpc: bool,
+        req: &Request<B>,
+    ) -> Option<Self> {
+        let access = mesh
+            .access_log()
+            .map(|log| Box::new(log.entry(Side::Client, req)));
+        let metrics = mesh.metrics().map(|metrics| {
+            let metrics = metrics.inner().clone();
+            let (destination, service) = metrics.destination(destination);
+            let labels = RequestLabels {
+                reporter: Reporter::Source,
+                source: metrics.local.clone(),
+                destination,
+                service,
+                grpc: is_grpc,
+                response_code: 0,
+                grpc_status: None,
+                flags: None,
+                security: SecurityPolicy::Unknown,
+            };
+            (metrics, labels)
+        });
+        Self::new(metrics, access)
+    }
+
+    fn new(
+        metrics: Option<(Arc<Inner>, RequestLabels)>,
+        access: Option<Box<Entry>>,
+    ) -> Option<Self> {
+        if metrics.is_none() && access.is_none() {
+            return None;
+        }
+        Some(Self {
+            metrics,
+            access,
             response_code: 0,
             grpc_status: None,
             flags: None,
-            security: SecurityPolicy::Unknown,
-        };
-        Some(Self::new(metrics, labels))
-    }
-
-    fn new(metrics: Arc<Inner>, labels: RequestLabels) -> Self {
-        Self {
-            metrics,
-            labels,
             start: Instant::now(),
             request_bytes: Arc::default(),
             response_bytes: 0,
-        }
+        })
     }
 
     /// The shared count of request body bytes, for a counting body.
@@ -106,24 +150,27 @@ impl Recorder {
 
     /// Sets a response flag (the last one set wins).
     pub(crate) fn flag(&mut self, flag: ResponseFlags) {
-        self.labels.flags = Some(flag);
+        self.flags = Some(flag);
     }
 
     /// Reads the response head: status, a trailers-only `grpc-status`, the mesh's flags.
     pub(crate) fn head<B>(&mut self, response: &Response<B>) {
-        self.labels.response_code = response.status().as_u16();
+        self.response_code = response.status().as_u16();
+        if let Some(entry) = self.access.as_mut() {
+            entry.head(response);
+        }
         if let Some(status) = crate::names::grpc_status(response.headers()) {
-            self.labels.grpc_status = Some(status);
+            self.grpc_status = Some(status);
         }
         if let Some(flags) = response.extensions().get::<ResponseFlags>() {
-            self.labels.flags = Some(*flags);
+            self.flags = Some(*flags);
         }
     }
 
     /// Reads the trailers' `grpc-status`.
     pub(crate) fn trailers(&mut self, trailers: &HeaderMap) {
         if let Some(status) = crate::names::grpc_status(trailers) {
-            self.labels.grpc_status = Some(status);
+            self.grpc_status = Some(status);
         }
     }
 
@@ -136,32 +183,35 @@ impl Recorder {
 
     /// The route's timeout cut the response body off (`UT`).
     pub(crate) fn timed_out(&mut self) {
-        self.labels.flags = Some(ResponseFlags::UpstreamRequestTimeout);
+        self.flags = Some(ResponseFlags::UpstreamRequestTimeout);
     }
 
     /// The response body failed mid-stream (`UR`-like): Envoy reports such a stream with
     /// `response_code` as sent and a reset flag.
     pub(crate) fn reset(&mut self) {
-        self.labels.flags = Some(ResponseFlags::UpstreamReset);
+        self.flags = Some(ResponseFlags::UpstreamReset);
     }
 
     /// Counts a denial by `policy` (`None`: no ALLOW policy matched).
     pub(crate) fn denied(&mut self, policy: Option<&str>) {
+        let Some((metrics, _)) = &self.metrics else {
+            return;
+        };
         let policy = PolicyLabels {
             policy: policy.unwrap_or("-").into(),
         };
-        self.metrics.authz_denied.get_or_create(&policy).inc();
+        metrics.authz_denied.get_or_create(&policy).inc();
     }
 
     /// Counts a dry-run denial by `policy`.
     pub(crate) fn dry_run_denied(&self, policy: &Arc<str>) {
+        let Some((metrics, _)) = &self.metrics else {
+            return;
+        };
         let policy = PolicyLabels {
             policy: policy.clone(),
         };
-        self.metrics
-            .authz_dry_run_denied
-            .get_or_create(&policy)
-            .inc();
+        metrics.authz_dry_run_denied.get_or_create(&policy).inc();
     }
 }
 
@@ -191,12 +241,29 @@ pub(crate) fn observe<E>(slot: &mut Option<Recorder>, frame: &Option<Result<Fram
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        #[allow(clippy::cast_precision_loss)]
-        let (ms, req, resp) = (
-            self.start.elapsed().as_secs_f64() * 1000.0,
-            self.request_bytes.load(Ordering::Relaxed) as f64,
-            self.response_bytes as f64,
-        );
-        self.metrics.record(&self.labels, ms, req, resp);
+        let duration = self.start.elapsed();
+        let request_bytes = self.request_bytes.load(Ordering::Relaxed);
+        if let Some((metrics, labels)) = &mut self.metrics {
+            labels.response_code = self.response_code;
+            labels.grpc_status = self.grpc_status;
+            labels.flags = self.flags;
+            #[allow(clippy::cast_precision_loss)]
+            let (ms, req, resp) = (
+                duration.as_secs_f64() * 1000.0,
+                request_bytes as f64,
+                self.response_bytes as f64,
+            );
+            metrics.record(labels, ms, req, resp);
+        }
+        if let Some(entry) = &self.access {
+            entry.write(&Outcome {
+                code: self.response_code,
+                grpc_status: self.grpc_status,
+                flags: self.flags,
+                bytes_received: request_bytes,
+                bytes_sent: self.response_bytes,
+                duration,
+            });
+        }
     }
 }

@@ -211,7 +211,9 @@ where
                     return Ok(response);
                 }
                 drop(response);
-                tokio::time::sleep(policy.backoff.delay(a.started, rng::draw())).await;
+                let backoff = policy.backoff.delay(a.started, rng::draw());
+                tracing::debug!(attempts = a.started, reason = ?outcome, ?backoff, "retrying");
+                tokio::time::sleep(backoff).await;
                 outstanding.push(a.start().await?);
                 timer.restart();
             }
@@ -231,7 +233,14 @@ where
                 outstanding.clear();
                 a.release_finished(0);
                 if policy.should_retry(a.started, Outcome::Timeout) && a.admit_retry() {
-                    tokio::time::sleep(policy.backoff.delay(a.started, rng::draw())).await;
+                    let backoff = policy.backoff.delay(a.started, rng::draw());
+                    tracing::debug!(
+                        attempts = a.started,
+                        reason = "per-try timeout",
+                        ?backoff,
+                        "retrying"
+                    );
+                    tokio::time::sleep(backoff).await;
                     outstanding.push(a.start().await?);
                     timer.restart();
                 } else {
@@ -313,7 +322,10 @@ where
                 self.retry_slots.push(slot);
                 true
             }
-            None => false,
+            None => {
+                tracing::debug!(cluster = %cluster.policy.name, "retry refused: retry budget or max_retries spent");
+                false
+            }
         }
     }
 

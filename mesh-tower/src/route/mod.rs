@@ -79,6 +79,16 @@ impl<S> Route<S> {
         }
     }
 
+    /// The mesh it routes with.
+    pub(crate) fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    /// The channel's target (`host:port`).
+    pub(crate) fn target_name(&self) -> &str {
+        &self.target.name
+    }
+
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -164,6 +174,12 @@ where
         Ok((mut decision, response_headers)) => {
             mesh.request_controls()
                 .apply_overrides(&mut decision, req.headers_mut());
+            tracing::debug!(
+                route = decision.route_name.as_deref().unwrap_or("-"),
+                cluster = decision.cluster_name(),
+                path = req.uri().path(),
+                "routed"
+            );
             if !decision.forward.mirrors.is_empty() {
                 let forward = decision.forward.clone();
                 req = mirror::start(snapshot, &forward, &decision, req);
@@ -171,7 +187,15 @@ where
             req.extensions_mut().insert(decision);
             RouteFuture::inner(inner.call(req), response_headers)
         }
-        Err(response) => RouteFuture::ready(counted(mesh, target, is_grpc, *response)),
+        Err(response) => {
+            tracing::debug!(
+                target = %target.name,
+                path = req.uri().path(),
+                status = response.status().as_u16(),
+                "not routed: answered by the route layer"
+            );
+            RouteFuture::ready(counted(mesh, target, is_grpc, &req, *response))
+        }
     }
 }
 
@@ -182,9 +206,10 @@ fn counted(
     mesh: &Mesh,
     target: &Target,
     is_grpc: bool,
+    req: &Request<RequestBody>,
     response: Response<ResponseBody>,
 ) -> Response<ResponseBody> {
-    match Recorder::client(mesh, &target.name, is_grpc) {
+    match Recorder::client(mesh, &target.name, is_grpc, req) {
         Some(mut recorder) => {
             recorder.head(&response);
             response.map(|body| body.with_recorder(recorder))

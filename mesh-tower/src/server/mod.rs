@@ -434,7 +434,28 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The server's decisions (denials, faults, rate limits: see `Failure::into_response`)
+        // are logged inside a span carrying the request's trace id.
+        let span = tracing::debug_span!("mesh_serve", trace_id = tracing::field::Empty);
+        if !span.is_disabled()
+            && let Some(trace) = req.extensions().get::<crate::trace::RequestTrace>()
+        {
+            span.record(
+                "trace_id",
+                tracing::field::display(trace.context().trace_id()),
+            );
+        }
+        span.in_scope(|| self.serve(req))
+    }
+}
+
+impl<S> MeshServer<S> {
+    fn serve<B, RB>(&mut self, mut req: Request<B>) -> ServerFuture<S, B>
+    where
+        S: Service<Request<B>, Response = Response<RB>> + Clone,
+        B: MeteredRequestBody,
+    {
         let shared = &self.shared;
         let config = shared.mesh.config();
         let policy = config.server();
@@ -446,7 +467,8 @@ where
             req.extensions_mut().insert(peer.clone());
         }
 
-        let mut recorder = ServerRecorder::start(&shared.mesh, &shared.workload, &peer, is_grpc);
+        let mut recorder =
+            ServerRecorder::start(&shared.mesh, &shared.workload, &peer, is_grpc, &req);
         if let Some(recorder) = recorder.as_mut() {
             req = recorder.meter_request(req);
         }

@@ -19,6 +19,7 @@ use std::{
 
 use http::{Request, Response};
 use opentelemetry::{KeyValue, trace::SpanKind};
+use opentelemetry_sdk::trace::Span;
 use tower::{Layer, Service};
 
 use super::{
@@ -153,17 +154,39 @@ impl<S> Layer<S> for ClientTraceLayer {
 
 /// Pins the caller's trace to a request before its attempts are made, so that every attempt
 /// shares the trace and `x-request-id` (a call with no caller trace starts one here).
-pub(crate) fn pin_caller_trace<B>(req: &mut Request<B>) {
+///
+/// A call that starts a new trace is its root: with a tracer, that root is recorded as the
+/// call's own client span (returned, to be ended when the call's response head arrives), and
+/// every attempt is its child, as gRPC's call and attempt spans are (gRFC A72). Without it the
+/// attempts would name as their parent a span id that no process ever exports.
+pub(crate) fn pin_caller_trace<B>(req: &mut Request<B>, tracing: &Tracing) -> Option<Span> {
     if req.extensions().get::<RequestTrace>().is_some() {
-        return;
+        return None;
     }
+    let mut call_span = None;
     let trace = match scope::current() {
         Some(current) => match RequestId::from_headers(req.headers()) {
             // The application's own id for this call wins over the handled request's.
             Some(own) => RequestTrace::new(current.context().clone(), own),
             None => current,
         },
-        None => RequestTrace::from_headers(req.headers()),
+        None => {
+            let from_headers = RequestTrace::from_headers(req.headers());
+            if tracing.records_spans() && TraceContext::extract(req.headers()).is_none() {
+                let (span, context) = tracing.start_span(
+                    SpanKind::Client,
+                    req.uri().path(),
+                    None,
+                    from_headers.context().clone(),
+                    export::request_attributes(req),
+                );
+                call_span = span;
+                RequestTrace::new(context, from_headers.request_id().clone())
+            } else {
+                from_headers
+            }
+        }
     };
     req.extensions_mut().insert(trace);
+    call_span
 }
