@@ -348,8 +348,8 @@ impl Rbac {
     }
 }
 
-/// Judges `request` by the RBAC `filters` in order (see the [module docs](self)). The
-/// decision's `reason` names the DENY policy that matched, or is
+/// Judges `request` by the RBAC `filters` in order (gRFC A41: each filter decides in turn,
+/// shadow rules never decide). The decision's `reason` names the DENY policy that matched, or is
 /// [`AuthzReason::NoAllowMatched`] when an ALLOW filter matched nothing; an allowed request
 /// names the last ALLOW policy that let it pass, or is [`AuthzReason::NoAllowPolicies`] when
 /// no ALLOW filter ran; shadow rules that would

@@ -14,7 +14,7 @@
 //! A request the upstream provably did not process — its stream refused (`REFUSED_STREAM`),
 //! above the last stream id of a graceful GOAWAY, or handed back unsent by a connection that is
 //! closing — is sent again, on another endpoint when there is one, else on a new connection, up
-//! to [`MAX_TRANSPARENT_RESENDS`] times: whatever the route's retry policy and without counting
+//! to two times: whatever the route's retry policy and without counting
 //! against it (gRPC's transparent retry; Envoy retries refused streams too). The body is kept
 //! for that in a replay buffer capped like the retry layer's; a larger body is not resent.
 //!
