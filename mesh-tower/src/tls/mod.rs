@@ -70,7 +70,7 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
         .get_or_init(|| {
-            #[allow(deprecated)]
+            #[allow(deprecated, clippy::disallowed_methods)]
             let provider = rustls::crypto::ring::default_provider();
             Arc::new(provider)
         })

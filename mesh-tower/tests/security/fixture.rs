@@ -188,13 +188,12 @@ pub(crate) async fn mtls_connect(
         .unwrap();
     let chain = vec![CertificateDer::from_pem_slice(caller.leaf.cert_pem.as_bytes()).unwrap()];
     let key = PrivateKeyDer::from_pem_slice(caller.leaf.key_pem.as_bytes()).unwrap();
-    let mut config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap();
+    let mut config = ClientConfig::builder_with_provider(mesh_tower::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
     config.alpn_protocols = vec![match version {
         Version::Http1 => b"http/1.1".to_vec(),
         Version::Http2 => b"h2".to_vec(),
