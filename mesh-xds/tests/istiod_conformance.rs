@@ -112,8 +112,7 @@ struct Backend {
 async fn backend(ads: &AdsServer, pki: &Pki, name: &str, sa: &str, behavior: Behavior) -> Backend {
     let mesh = Mesh::new(MeshConfig::empty());
     let bootstrap = bootstrap(ads.addr, pki, sa);
-    mesh.set_workload_identity(pki.dir.identity(sa, &pki.ca.workload(sa), &pki.ca))
-        .unwrap();
+    // No `set_workload_identity`: the server presents the bootstrap's `default` provider.
     let xds = XdsClient::start(bootstrap, mesh.clone()).unwrap();
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
