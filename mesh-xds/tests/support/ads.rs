@@ -51,6 +51,9 @@ impl Snapshot {
     }
 }
 
+/// Makes a response's nonce from its version.
+pub type NonceFormat = fn(&str) -> String;
+
 type Tx = mpsc::UnboundedSender<Result<DiscoveryResponse, Status>>;
 
 struct StreamEntry {
@@ -78,7 +81,7 @@ pub struct State {
     pub withhold_headers_until_first_response: AtomicBool,
     /// Makes each response's nonce from its version (istiod: the push version followed by a
     /// UUID); `None` numbers them.
-    pub nonce_format: Mutex<Option<fn(&str) -> String>>,
+    pub nonce_format: Mutex<Option<NonceFormat>>,
 }
 
 #[derive(Clone)]
