@@ -22,7 +22,7 @@ use mesh_tower::{
     Discovery, Mesh, UnreadyTarget, XdsMetrics,
     admin::ConfigDumpExtension,
     mesh_core::{InboundListeners, InboundState},
-    tls::ProviderFiles,
+    tls::{CertificateFiles, ProviderFiles, TlsError},
 };
 use tokio::{sync::Notify, task::JoinHandle};
 
@@ -91,6 +91,10 @@ pub enum ServeError {
     /// The bootstrap names no inbound listeners.
     #[error("the bootstrap has no server_listener_resource_name_template")]
     NoServerListenerTemplate,
+    /// The mesh has no workload identity and the bootstrap's `default` certificate provider
+    /// could not become it.
+    #[error("the workload identity from the bootstrap's `default` certificate provider: {0}")]
+    Identity(#[source] TlsError),
 }
 
 /// Why the client could not start.
@@ -327,6 +331,10 @@ impl XdsClient {
     /// ([`Mesh::publish_inbound`]), so [`Mesh::server_tls`] and [`Mesh::server_layer`] of that
     /// port follow the listener's mTLS mode and RBAC instead of the local policy.
     ///
+    /// The server presents the mesh's workload identity. When none is set, the bootstrap's
+    /// `default` certificate provider — the instance istiod's inbound listeners name — becomes
+    /// it, so an istio-agent bootstrap is enough to serve.
+    ///
     /// Until the listener arrives, and whenever it does not exist or was rejected with no good
     /// version before, the port is *not serving*: its TLS acceptor requires mTLS and its
     /// server stack answers every request UNAVAILABLE. A rejected update keeps the last good
@@ -337,6 +345,9 @@ impl XdsClient {
             .bootstrap
             .server_listener_name(address)
             .ok_or(ServeError::NoServerListenerTemplate)?;
+        self.inner
+            .adopt_bootstrap_identity()
+            .map_err(ServeError::Identity)?;
         let mut shared = self.inner.lock();
         if shared.state.watch_server(address.port(), &name) {
             tracing::debug!(%address, listener = %name, "serving over xDS");
@@ -414,6 +425,32 @@ impl Shared {
 // === impl Inner ===
 
 impl Inner {
+    /// Sets the mesh's workload identity from the bootstrap's `default` `file_watcher`
+    /// provider when the mesh has none; an identity set by the application wins. Without such
+    /// a provider nothing changes, and serving mTLS fails with the mesh's own error.
+    fn adopt_bootstrap_identity(&self) -> Result<(), TlsError> {
+        if self.mesh.tls().workload_identity().is_some() {
+            return Ok(());
+        }
+        let Some(CertificateProvider::FileWatcher(files)) = self
+            .bootstrap
+            .certificate_providers
+            .get(crate::decode::inbound::WORKLOAD_INSTANCE)
+        else {
+            return Ok(());
+        };
+        let (Some(certificate), Some(private_key)) =
+            (&files.certificate_file, &files.private_key_file)
+        else {
+            return Ok(());
+        };
+        let mut identity = CertificateFiles::identity(certificate, private_key);
+        if let Some(ca) = &files.ca_certificate_file {
+            identity = identity.with_trust_bundle(ca);
+        }
+        self.mesh.set_workload_identity(identity)
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -27,10 +27,6 @@ mod lb;
 mod tls;
 
 /// Shared with the listener's `DownstreamTlsContext` (inbound listeners, decoded elsewhere).
-#[allow(
-    unused_imports,
-    reason = "the inbound listener decoder is its user; until it lands only the cluster uses it"
-)]
 pub(crate) use self::tls::{CommonTls, decode_common_tls_context};
 
 use std::time::Duration;

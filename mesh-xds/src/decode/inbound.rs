@@ -17,8 +17,11 @@
 //! - A transport socket other than a `DownstreamTlsContext` that requires a client
 //!   certificate with a certificate and a validation context (A29): the mesh serves mTLS or
 //!   plaintext, and never serves plaintext or one-way TLS where the chain asks for mTLS. The
-//!   certificates are the mesh's workload identity (istiod names provider instance `default`
-//!   for both); SDS and inline secrets are errors.
+//!   `CommonTlsContext` goes through the cluster's decoder (SDS, inline secrets, conflicting
+//!   sources are errors there), and must name the mesh's workload identity for both the
+//!   certificate and the trust bundle: provider instance `default`, as istiod sends. Another
+//!   source, or SAN matchers on client certificates (which the server does not check; RBAC
+//!   principals do), is an error rather than a silently different server.
 //! - RDS instead of an inline route configuration, and routes whose action is not
 //!   `non_forwarding_action`.
 //! - HTTP filters other than RBAC and the router (unless optional), a router that is not last,
@@ -45,7 +48,7 @@ use envoy_types::pb::{
                     http_filter::ConfigType,
                 },
             },
-            transport_sockets::tls::v3::{DownstreamTlsContext, common_tls_context},
+            transport_sockets::tls::v3::DownstreamTlsContext,
         },
         r#type::matcher::v3::{PathMatcher as PbPathMatcher, path_matcher},
     },
@@ -53,14 +56,15 @@ use envoy_types::pb::{
 };
 use ipnet::IpNet;
 use mesh_core::{
-    InboundListener, MtlsMode, Permission, Principal, Rbac, RbacAction, RbacFilter, RbacHeader,
-    RbacPolicy,
+    CertificateSource, InboundListener, MtlsMode, Permission, Principal, Rbac, RbacAction,
+    RbacFilter, RbacHeader, RbacPolicy,
     matcher::{PathMatch, PathMatcher, StringMatch, StringMatcher},
 };
 use prost::Name;
 
 use super::{
     Ctx, DecodeError, Decoded,
+    cluster::{CommonTls, decode_common_tls_context},
     fields::{at, idx, unpack},
     route::matcher::{header_kind, string_matcher},
 };
@@ -75,6 +79,26 @@ pub const INBOUND_LISTENER_PREFIX: &str = "xds.istio.io/grpc/lds/inbound/";
 /// one matches changes nothing the mesh acts on.
 const SERVED_BY_EVERY_ROUTE: &str =
     "not matched: every request is served (all routes are non-forwarding)";
+
+/// The certificate-provider instance that is the workload identity: istiod names it for both
+/// the certificate and the trust bundle, and the xDS client takes the server's identity from it
+/// when the mesh has none.
+pub const WORKLOAD_INSTANCE: &str = "default";
+
+/// Whether `source` is the bootstrap's workload-identity instance (certificate name aside: a
+/// `file_watcher` instance holds one certificate and one bundle).
+fn is_workload_identity(source: &CertificateSource) -> bool {
+    matches!(source, CertificateSource::Provider { instance, .. } if instance == WORKLOAD_INSTANCE)
+}
+
+fn describe(source: &CertificateSource) -> String {
+    match source {
+        CertificateSource::Provider { instance, .. } => {
+            format!("certificate provider instance `{instance}`")
+        }
+        CertificateSource::Files { certificate, .. } => format!("file `{certificate}`"),
+    }
+}
 
 /// The type URL of the HTTP connection manager, the one network filter a chain may hold.
 fn hcm_url() -> String {
@@ -192,31 +216,52 @@ fn transport(ctx: &mut Ctx, path: &str, chain: &FilterChain) -> Result<MtlsMode,
     let Some(common) = &tls.common_tls_context else {
         return Err(ctx.error(&common_path, "required field is missing"));
     };
-    // The mesh presents its workload identity and verifies peers with its trust bundle; the
-    // context must ask for exactly that: a certificate provider for both.
-    #[allow(deprecated)] // istiod sends the deprecated provider-instance fields.
-    let has_certificate = common.tls_certificate_provider_instance.is_some()
-        || common
-            .tls_certificate_certificate_provider_instance
-            .is_some();
-    if !has_certificate {
+    // The same decoder as the cluster's: SDS, inline secrets, conflicting sources and custom
+    // handshakers are refused the same way on both sides.
+    let CommonTls {
+        certificate,
+        trust,
+        san_matchers,
+        validation_path,
+    } = decode_common_tls_context(ctx, &common_path, common)?;
+    // The server presents the mesh's workload identity and verifies clients with its trust
+    // bundle: the context must name exactly those, the bootstrap's `default` instance.
+    let Some(certificate) = certificate else {
         return Err(ctx.error(
             &common_path,
             "a certificate provider instance is required (SDS and inline certificates are not supported)",
         ));
-    }
-    if common.validation_context_type.is_none() {
+    };
+    if !is_workload_identity(&certificate) {
         return Err(ctx.error(
-            at(&common_path, "validation_context"),
-            "required: a server requiring client certificates must verify them",
+            &common_path,
+            format!(
+                "the server presents the workload identity (certificate provider instance `{WORKLOAD_INSTANCE}`), not {}",
+                describe(&certificate)
+            ),
         ));
     }
-    if let Some(common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(_)) =
-        &common.validation_context_type
-    {
+    let Some(trust) = trust else {
         return Err(ctx.error(
-            at(&common_path, "validation_context_sds_secret_config"),
-            "SDS is not supported",
+            validation_path,
+            "required: a server requiring client certificates must verify them",
+        ));
+    };
+    if !is_workload_identity(&trust) {
+        return Err(ctx.error(
+            validation_path,
+            format!(
+                "the server verifies clients with the workload identity's trust bundle (certificate provider instance `{WORKLOAD_INSTANCE}`), not {}",
+                describe(&trust)
+            ),
+        ));
+    }
+    if !san_matchers.is_empty() {
+        // Refused rather than ignored: ignoring it would accept clients the policy excludes.
+        // Authorization by client identity is RBAC's job.
+        return Err(ctx.error(
+            at(&validation_path, "match_subject_alt_names"),
+            "not supported on a server: client subject_alt_names are checked by RBAC principals",
         ));
     }
     if tls.require_sni.is_some_and(|b| b.value) {

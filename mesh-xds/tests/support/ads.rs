@@ -51,6 +51,9 @@ impl Snapshot {
     }
 }
 
+/// Makes a response's nonce from its version.
+pub type NonceFormat = fn(&str) -> String;
+
 type Tx = mpsc::UnboundedSender<Result<DiscoveryResponse, Status>>;
 
 struct StreamEntry {
@@ -73,6 +76,12 @@ pub struct State {
     /// grpc-go servers (istiod, istio-agent) and grpcio's server do: the handler returns its
     /// response stream after it has read that request.
     pub withhold_headers_until_subscribed: AtomicBool,
+    /// Send response headers only with the first response, as istiod does: grpc-go writes
+    /// the headers with the first message its handler sends.
+    pub withhold_headers_until_first_response: AtomicBool,
+    /// Makes each response's nonce from its version (istiod: the push version followed by a
+    /// UUID); `None` numbers them.
+    pub nonce_format: Mutex<Option<NonceFormat>>,
 }
 
 #[derive(Clone)]
@@ -202,6 +211,13 @@ impl State {
         format!("nonce-{}", self.nonce.fetch_add(1, Ordering::SeqCst))
     }
 
+    fn nonce_for(&self, version: &str) -> String {
+        match *self.nonce_format.lock().unwrap() {
+            Some(format) => format(version),
+            None => self.next_nonce(),
+        }
+    }
+
     fn set_snapshot(&self, snapshot: Snapshot) {
         *self.snapshot.lock().unwrap() = Some(snapshot);
         let mut streams = self.streams.lock().unwrap();
@@ -234,7 +250,7 @@ impl State {
             version_info: snapshot.version.clone(),
             resources,
             type_url: ty.into(),
-            nonce: self.next_nonce(),
+            nonce: self.nonce_for(&snapshot.version),
             ..Default::default()
         }));
     }
@@ -293,14 +309,29 @@ impl AggregatedDiscoveryService for Service {
                 }
             }
         }
+        let first_response = state
+            .withhold_headers_until_first_response
+            .load(Ordering::SeqCst);
         tokio::spawn(async move {
             while let Some(Ok(r)) = inbound.next().await {
                 state.on_request(&tx, r);
             }
         });
-        let out =
+        let mut rx = rx;
+        let first = if first_response {
+            // The handler returns, and tonic writes the headers, with the first response.
+            match rx.recv().await {
+                Some(response) => Some(response),
+                None => return Err(Status::cancelled("the stream ended before a response")),
+            }
+        } else {
+            None
+        };
+        let rest =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
-        Ok(tonic::Response::new(Box::pin(out)))
+        Ok(tonic::Response::new(Box::pin(
+            futures::stream::iter(first).chain(rest),
+        )))
     }
 
     async fn delta_aggregated_resources(

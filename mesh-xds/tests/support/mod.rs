@@ -14,4 +14,5 @@ pub mod demo;
 /// The echo server and client of mesh-tower's tests, shared rather than copied.
 #[path = "../../../mesh-tower/tests/support/mod.rs"]
 pub mod echo;
+pub mod istiod;
 pub mod resources;

@@ -515,3 +515,59 @@ fn log_action_is_ignored_and_ip_principals_decode() {
         "10.0.0.9 is in 10.0.0.0/8"
     );
 }
+
+/// The listener's `CommonTlsContext` goes through the cluster's decoder, and asks for exactly
+/// what the server presents: the workload identity (provider instance `default`) and its trust
+/// bundle, with no SAN check the server could not make.
+#[test]
+fn the_server_tls_context_is_decoded_like_the_clusters_and_names_the_workload_identity() {
+    let with_common = |edit: &dyn Fn(&mut CommonTlsContext)| {
+        let mut socket = mtls_socket(true);
+        let Some(transport_socket::ConfigType::TypedConfig(any)) = &mut socket.config_type else {
+            unreachable!()
+        };
+        let mut tls = DownstreamTlsContext::decode(any.value.as_slice()).unwrap();
+        edit(tls.common_tls_context.as_mut().unwrap());
+        *any = pack(&tls);
+        listener(vec![chain("mtls", Some(socket), vec![router()])])
+    };
+    // SDS beside the provider: the cluster decoder refuses it.
+    let e = error_of(&with_common(&|c| {
+        c.tls_certificate_sds_secret_configs = vec![Default::default()];
+    }));
+    assert!(e.contains("tls_certificate_sds_secret_configs"), "{e}");
+    // Two certificate sources that differ.
+    let e = error_of(&with_common(&|c| {
+        c.tls_certificate_provider_instance = Some(CertificateProviderPluginInstance {
+            instance_name: "other".into(),
+            certificate_name: "default".into(),
+        });
+    }));
+    assert!(e.contains("more than one certificate source"), "{e}");
+    // A provider instance other than the workload identity's.
+    #[allow(deprecated)]
+    let e = error_of(&with_common(&|c| {
+        c.tls_certificate_provider_instance = None;
+        c.tls_certificate_certificate_provider_instance =
+            Some(common_tls_context::CertificateProviderInstance {
+                instance_name: "other".into(),
+                certificate_name: "default".into(),
+            });
+    }));
+    assert!(e.contains("workload identity"), "{e}");
+    // A SAN check on client certificates the server does not make.
+    let e = error_of(&with_common(&|c| {
+        if let Some(common_tls_context::ValidationContextType::CombinedValidationContext(comb)) =
+            &mut c.validation_context_type
+        {
+            comb.default_validation_context
+                .as_mut()
+                .unwrap()
+                .match_subject_alt_names = vec![exact("spiffe://cluster.local/ns/a/sa/b")];
+        }
+    }));
+    assert!(e.contains("subject_alt_names"), "{e}");
+    // No trust source at all.
+    let e = error_of(&with_common(&|c| c.validation_context_type = None));
+    assert!(e.contains("validation_context"), "{e}");
+}
