@@ -48,6 +48,7 @@ fn forward_of(
         authority,
         path_and_query: path,
         headers,
+        source: None,
     };
     let m = table(config, target).find(&head).expect("a route matches");
     match &m.route.action {
@@ -114,6 +115,7 @@ fn services_become_clusters_and_listeners() {
             authority,
             path_and_query: "/",
             headers: &HeaderMap::new(),
+            source: None,
         };
         assert!(
             table(c, &format!("{REVIEWS}:9080")).find(&head).is_some(),
@@ -227,6 +229,7 @@ fn fault_abort_and_delay() {
         authority,
         path_and_query: "/",
         headers: Box::leak(Box::new(HeaderMap::new())),
+        source: None,
     };
     let t = table(&l.config, &format!("{RATINGS}:9080"));
     let m = t.find(&head("ratings")).unwrap();
@@ -412,6 +415,7 @@ fn workload_entries_dns_ports_redirects_rewrites_and_mirrors() {
             authority: "legacy",
             path_and_query: path,
             headers: Box::leak(Box::new(HeaderMap::new())),
+            source: None,
         };
         t80.find(&head).map(|m| m.route.action.clone())
     };

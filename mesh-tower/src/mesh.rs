@@ -26,8 +26,8 @@ use std::{
 use arc_swap::ArcSwap;
 use mesh_core::{
     CircuitBreakers, Cluster, DEFAULT_ROOT_NAMESPACE, EndpointAddress, InboundState, Labels,
-    LbPolicy, MeshConfig, MtlsMode, Outcome, OutlierDetector, OutlierEvent, TlsMode, lb::Balancer,
-    mtls_mode,
+    LbPolicy, MeshConfig, MtlsMode, Outcome, OutlierDetector, OutlierEvent, TlsMode, Workload,
+    lb::Balancer, mtls_mode,
 };
 use tokio::{sync::watch, time::Instant};
 
@@ -57,6 +57,8 @@ struct Inner {
     discovery: OnceLock<Arc<dyn Discovery>>,
     /// The Kubernetes namespace of this workload, for short target names; set once.
     local_namespace: OnceLock<Arc<str>>,
+    /// The pod labels of this workload, for `sourceLabels`; set once.
+    local_labels: OnceLock<Labels>,
     /// Bumped on every publish, so requests waiting for a pending target wake up.
     published: watch::Sender<u64>,
     /// Trace propagation and span recording of every channel; set once.
@@ -141,6 +143,7 @@ impl Mesh {
                 active_faults: AtomicU32::new(0),
                 discovery: OnceLock::new(),
                 local_namespace: OnceLock::new(),
+                local_labels: OnceLock::new(),
                 published: watch::Sender::new(0),
                 tracing: Arc::default(),
                 tls: MeshTls::default(),
@@ -341,6 +344,23 @@ impl Mesh {
             .get()
             .cloned()
             .unwrap_or_else(|| Arc::from("default"))
+    }
+
+    /// Makes `labels` the pod labels of this workload: routes whose matches name
+    /// `sourceLabels` (and `sourceNamespace`, checked against
+    /// [`local_namespace`](Self::local_namespace)) apply to channels made afterwards only when
+    /// these labels satisfy them, as a sidecar of this pod would decide. Only the first call
+    /// takes effect; it returns `false` when the labels were already set. Default is no labels,
+    /// so a route naming `sourceLabels` never applies.
+    pub fn set_local_labels(&self, labels: Labels) -> bool {
+        self.inner.local_labels.set(labels).is_ok()
+    }
+
+    /// This workload as source-scoped routes see it: [`local_namespace`](Self::local_namespace)
+    /// and the labels of [`set_local_labels`](Self::set_local_labels).
+    pub fn local_workload(&self) -> Workload {
+        let labels = self.inner.local_labels.get().cloned().unwrap_or_default();
+        Workload::new(self.local_namespace(), labels)
     }
 
     /// The discovery source, when one is set.
