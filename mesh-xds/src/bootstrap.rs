@@ -474,6 +474,31 @@ fn percent_encode(text: &str) -> String {
 // === impl Node ===
 
 impl Node {
+    /// The workload's Kubernetes namespace, as istio-agent writes it (metadata `NAMESPACE`).
+    pub fn workload_namespace(&self) -> Option<&str> {
+        self.metadata
+            .get("NAMESPACE")
+            .and_then(serde_json::Value::as_str)
+            .filter(|ns| !ns.is_empty())
+    }
+
+    /// The workload's pod labels, as istio-agent writes them (metadata `LABELS`, an object of
+    /// strings); entries whose value is not a string are skipped. Empty when absent.
+    pub fn workload_labels(&self) -> mesh_core::Labels {
+        let Some(labels) = self
+            .metadata
+            .get("LABELS")
+            .and_then(serde_json::Value::as_object)
+        else {
+            return mesh_core::Labels::default();
+        };
+        let pairs = labels
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)));
+        // JSON object keys are unique, so the labels are valid.
+        mesh_core::Labels::new(pairs).unwrap_or_default()
+    }
+
     /// The `Node` proto sent to management servers.
     pub fn to_proto(&self) -> core::Node {
         core::Node {

@@ -231,3 +231,14 @@ fn the_path_variable_wins_over_the_inline_json() {
     assert!(matches!(err, BootstrapError::NotConfigured), "{err}");
     assert!(err.to_string().contains("GRPC_XDS_BOOTSTRAP"));
 }
+
+#[test]
+fn the_workload_namespace_and_labels_come_from_node_metadata() {
+    let b = Bootstrap::from_json(ISTIO_AGENT).unwrap();
+    assert_eq!(b.node.workload_namespace(), Some("default"));
+    let labels = b.node.workload_labels();
+    assert_eq!(labels.get("version"), Some("v1"));
+    assert_eq!(labels.get("app"), Some("reviews"));
+    assert!(Node::default().workload_labels().is_empty());
+    assert_eq!(Node::default().workload_namespace(), None);
+}
