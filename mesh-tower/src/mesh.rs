@@ -26,8 +26,8 @@ use std::{
 use arc_swap::ArcSwap;
 use mesh_core::{
     CircuitBreakers, Cluster, DEFAULT_ROOT_NAMESPACE, EndpointAddress, InboundState, Labels,
-    LbPolicy, MeshConfig, MtlsMode, Outcome, OutlierDetector, OutlierEvent, TlsMode, Workload,
-    lb::Balancer, mtls_mode,
+    LbPolicy, Locality, MeshConfig, MtlsMode, Outcome, OutlierDetector, OutlierEvent, TlsMode,
+    Workload, lb::Balancer, mtls_mode,
 };
 use tokio::{sync::watch, time::Instant};
 
@@ -59,6 +59,8 @@ struct Inner {
     local_namespace: OnceLock<Arc<str>>,
     /// The pod labels of this workload, for `sourceLabels`; set once.
     local_labels: OnceLock<Labels>,
+    /// Where this workload runs, for locality-aware load balancing; set once.
+    local_locality: OnceLock<Locality>,
     /// Bumped on every publish, so requests waiting for a pending target wake up.
     published: watch::Sender<u64>,
     /// Trace propagation and span recording of every channel; set once.
@@ -105,6 +107,8 @@ pub(crate) struct ClusterStats {
 pub(crate) struct BalancerState {
     balancer: Balancer,
     generation: u64,
+    /// The local workload's locality the balancer ranks endpoints by.
+    locality: Option<Locality>,
 }
 
 /// Per-cluster state shared by all snapshots in which the cluster exists.
@@ -144,6 +148,7 @@ impl Mesh {
                 discovery: OnceLock::new(),
                 local_namespace: OnceLock::new(),
                 local_labels: OnceLock::new(),
+                local_locality: OnceLock::new(),
                 published: watch::Sender::new(0),
                 tracing: Arc::default(),
                 tls: MeshTls::default(),
@@ -231,7 +236,8 @@ impl Mesh {
             .iter()
             .map(|(name, policy)| {
                 let old = previous.clusters.get(name);
-                let entry = ClusterEntry::build(policy, old, &self.inner.tls);
+                let locality = self.inner.local_locality.get().cloned();
+                let entry = ClusterEntry::build(policy, old, &self.inner.tls, locality);
                 (name.clone(), entry)
             })
             .collect();
@@ -356,6 +362,30 @@ impl Mesh {
         self.inner.local_labels.set(labels).is_ok()
     }
 
+    /// Makes `locality` where this workload runs: clusters with locality load balancing
+    /// (Istio's `localityLbSetting`, on by default in Istio; [`Cluster::locality_weighted`])
+    /// prefer endpoints in the same region, zone and sub-zone and fail over outward as those
+    /// become unhealthy, as a sidecar in that locality would. Applies at once (the current
+    /// configuration is republished, connections kept). Only the first call takes effect; it
+    /// returns `false` when the locality was already set. Default is none: every endpoint is
+    /// equally near.
+    ///
+    /// [`Cluster::locality_weighted`]: mesh_core::Cluster::locality_weighted
+    pub fn set_local_locality(&self, locality: Locality) -> bool {
+        if self.inner.local_locality.set(locality).is_err() {
+            return false;
+        }
+        let _serial = self.inner.publish.lock().unwrap_or_else(|p| p.into_inner());
+        let config = self.inner.snapshot.load().config.clone();
+        self.store_client(config);
+        true
+    }
+
+    /// Where this workload runs, when set.
+    pub fn local_locality(&self) -> Option<&Locality> {
+        self.inner.local_locality.get()
+    }
+
     /// This workload as source-scoped routes see it: [`local_namespace`](Self::local_namespace)
     /// and the labels of [`set_local_labels`](Self::set_local_labels).
     pub fn local_workload(&self) -> Workload {
@@ -445,7 +475,12 @@ impl ClusterEntry {
         }
     }
 
-    fn build(policy: &Arc<Cluster>, old: Option<&ClusterEntry>, tls: &MeshTls) -> Self {
+    fn build(
+        policy: &Arc<Cluster>,
+        old: Option<&ClusterEntry>,
+        tls: &MeshTls,
+        locality: Option<Locality>,
+    ) -> Self {
         // A connection is kept only under the same TLS settings: a changed mode, trust bundle
         // or SAN matcher must not be served by a connection negotiated under the old ones.
         let reusable: HashMap<&EndpointAddress, &Arc<Endpoint>> = old
@@ -472,8 +507,9 @@ impl ClusterEntry {
         let healthy = state.healthy_flags(policy);
         Self {
             balancer: Arc::new(Mutex::new(BalancerState {
-                balancer: Balancer::new(policy, &healthy, None),
+                balancer: Balancer::new(policy, &healthy, locality.as_ref()),
                 generation,
+                locality,
             })),
             policy: policy.clone(),
             connections,
@@ -495,7 +531,10 @@ impl ClusterEntry {
         let generation = self.state.health_generation.load(Ordering::Acquire);
         if b.generation != generation {
             let healthy = self.state.healthy_flags(&self.policy);
-            b.balancer.update(&self.policy, &healthy, None);
+            let BalancerState {
+                balancer, locality, ..
+            } = &mut *b;
+            balancer.update(&self.policy, &healthy, locality.as_ref());
             b.generation = generation;
         }
         let load = |i: usize| match (&self.policy.lb, self.connections.get(i)) {

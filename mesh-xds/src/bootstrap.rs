@@ -482,6 +482,19 @@ impl Node {
             .filter(|ns| !ns.is_empty())
     }
 
+    /// Where the workload runs (the node's `locality`), for locality load balancing; `None`
+    /// when absent or empty.
+    pub fn workload_locality(&self) -> Option<mesh_core::Locality> {
+        self.locality
+            .as_ref()
+            .filter(|l| !(l.region.is_empty() && l.zone.is_empty() && l.sub_zone.is_empty()))
+            .map(|l| mesh_core::Locality {
+                region: l.region.as_str().into(),
+                zone: l.zone.as_str().into(),
+                sub_zone: l.sub_zone.as_str().into(),
+            })
+    }
+
     /// The workload's pod labels, as istio-agent writes them (metadata `LABELS`, an object of
     /// strings); entries whose value is not a string are skipped. Empty when absent.
     pub fn workload_labels(&self) -> mesh_core::Labels {

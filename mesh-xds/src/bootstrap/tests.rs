@@ -241,4 +241,16 @@ fn the_workload_namespace_and_labels_come_from_node_metadata() {
     assert_eq!(labels.get("app"), Some("reviews"));
     assert!(Node::default().workload_labels().is_empty());
     assert_eq!(Node::default().workload_namespace(), None);
+    // istio-agent writes an empty locality when the node has none.
+    assert_eq!(b.node.workload_locality(), None);
+    let mut placed = Node::default();
+    placed.locality = Some(NodeLocality {
+        region: "eu-west1".into(),
+        zone: "eu-west1-a".into(),
+        sub_zone: String::new(),
+    });
+    assert_eq!(
+        placed.workload_locality().map(|l| l.zone),
+        Some("eu-west1-a".into())
+    );
 }

@@ -271,6 +271,9 @@ impl XdsClient {
         if !labels.is_empty() {
             mesh.set_local_labels(labels);
         }
+        if let Some(locality) = node.workload_locality() {
+            mesh.set_local_locality(locality);
+        }
         register_certificate_providers(&client.inner.bootstrap, &mesh);
         let task = runtime.spawn(transport::run(client.inner.clone()));
         *client.inner.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
