@@ -6,17 +6,20 @@
 //! itself, so it evaluates those conditions at request time against this description of its
 //! own workload ([`RequestHead::source`](crate::route::RequestHead::source)).
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use crate::Labels;
 
-/// The namespace and labels of the workload this process runs as.
+/// The namespace, labels and address of the workload this process runs as.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Workload {
     /// Its Kubernetes namespace.
     pub namespace: Arc<str>,
     /// Its pod labels.
     pub labels: Labels,
+    /// Its IP address: the source address a sidecar would see for its application, hashed
+    /// by `consistentHash.useSourceIp`; `None` when unknown.
+    pub address: Option<IpAddr>,
 }
 
 /// A condition on the calling workload (Istio's `sourceNamespace` and `sourceLabels`); every
@@ -32,11 +35,12 @@ pub struct SourceMatcher {
 // === impl Workload ===
 
 impl Workload {
-    /// A workload in `namespace` with `labels`.
+    /// A workload in `namespace` with `labels` and no known address.
     pub fn new(namespace: impl Into<Arc<str>>, labels: Labels) -> Self {
         Self {
             namespace: namespace.into(),
             labels,
+            address: None,
         }
     }
 }

@@ -17,6 +17,7 @@
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{
         Arc, Mutex, OnceLock, Weak,
         atomic::{AtomicU32, AtomicU64, Ordering},
@@ -59,6 +60,8 @@ struct Inner {
     local_namespace: OnceLock<Arc<str>>,
     /// The pod labels of this workload, for `sourceLabels`; set once.
     local_labels: OnceLock<Labels>,
+    /// The IP address of this workload, for `useSourceIp` hashing; set once.
+    local_address: OnceLock<IpAddr>,
     /// Where this workload runs, for locality-aware load balancing; set once.
     local_locality: OnceLock<Locality>,
     /// Bumped on every publish, so requests waiting for a pending target wake up.
@@ -149,6 +152,7 @@ impl Mesh {
                 local_namespace: OnceLock::new(),
                 local_labels: OnceLock::new(),
                 local_locality: OnceLock::new(),
+                local_address: OnceLock::new(),
                 published: watch::Sender::new(0),
                 tracing: Arc::default(),
                 tls: MeshTls::default(),
@@ -381,16 +385,29 @@ impl Mesh {
         true
     }
 
+    /// Makes `address` the IP address of this workload: a consistent-hash load balancer with
+    /// `useSourceIp` hashes it, as the sidecar of this workload would hash its application's
+    /// address, so every request of this workload goes to the same endpoint. Applies to
+    /// channels made afterwards. Only the first call takes effect; it returns `false` when the
+    /// address was already set. Default is none: `useSourceIp` yields no hash and the pick is
+    /// random, as Envoy's is for a request whose hash policy produced nothing.
+    pub fn set_local_address(&self, address: IpAddr) -> bool {
+        self.inner.local_address.set(address).is_ok()
+    }
+
     /// Where this workload runs, when set.
     pub fn local_locality(&self) -> Option<&Locality> {
         self.inner.local_locality.get()
     }
 
-    /// This workload as source-scoped routes see it: [`local_namespace`](Self::local_namespace)
-    /// and the labels of [`set_local_labels`](Self::set_local_labels).
+    /// This workload as source-scoped routes see it: [`local_namespace`](Self::local_namespace),
+    /// the labels of [`set_local_labels`](Self::set_local_labels) and the address of
+    /// [`set_local_address`](Self::set_local_address).
     pub fn local_workload(&self) -> Workload {
         let labels = self.inner.local_labels.get().cloned().unwrap_or_default();
-        Workload::new(self.local_namespace(), labels)
+        let mut workload = Workload::new(self.local_namespace(), labels);
+        workload.address = self.inner.local_address.get().copied();
+        workload
     }
 
     /// The discovery source, when one is set.

@@ -482,6 +482,16 @@ impl Node {
             .filter(|ns| !ns.is_empty())
     }
 
+    /// The workload's IP address: the first of istio-agent's metadata `INSTANCE_IPS` (a
+    /// comma-separated list) that parses.
+    pub fn workload_address(&self) -> Option<std::net::IpAddr> {
+        self.metadata
+            .get("INSTANCE_IPS")
+            .and_then(serde_json::Value::as_str)?
+            .split(',')
+            .find_map(|ip| ip.trim().parse().ok())
+    }
+
     /// Where the workload runs (the node's `locality`), for locality load balancing; `None`
     /// when absent or empty.
     pub fn workload_locality(&self) -> Option<mesh_core::Locality> {

@@ -309,6 +309,7 @@ fn route(
         is_grpc,
         route_name: rule.name.clone(),
         cluster: cluster.clone(),
+        source_ip: target.workload.address,
     };
     // Most routes change no response headers: then nothing is copied or kept for the response.
     let response_headers =

@@ -241,6 +241,10 @@ fn the_workload_namespace_and_labels_come_from_node_metadata() {
     assert_eq!(labels.get("app"), Some("reviews"));
     assert!(Node::default().workload_labels().is_empty());
     assert_eq!(Node::default().workload_namespace(), None);
+    assert_eq!(
+        b.node.workload_address(),
+        Some("10.244.0.36".parse().unwrap())
+    );
     // istio-agent writes an empty locality when the node has none.
     assert_eq!(b.node.workload_locality(), None);
     let mut placed = Node::default();

@@ -271,6 +271,9 @@ impl XdsClient {
         if !labels.is_empty() {
             mesh.set_local_labels(labels);
         }
+        if let Some(address) = node.workload_address() {
+            mesh.set_local_address(address);
+        }
         if let Some(locality) = node.workload_locality() {
             mesh.set_local_locality(locality);
         }

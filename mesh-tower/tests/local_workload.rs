@@ -1,5 +1,6 @@
-//! Locality load balancing through a mesh channel against real tonic servers on 127.0.0.1:
-//! the mesh's own locality ranks endpoints, and traffic fails over outward.
+//! Policy that depends on the local workload, through a mesh channel against real tonic
+//! servers on 127.0.0.1: its locality ranks endpoints and traffic fails over outward; its
+//! address is the source IP a consistent hash uses.
 
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -123,4 +124,21 @@ async fn a_healthy_local_zone_takes_all_the_traffic() {
     let mut client = EchoClient::new(mesh.channel(TARGET));
     let counts = served_by(&mut client, 20).await;
     assert_eq!(counts.get("near"), Some(&20), "{counts:?}");
+}
+
+#[tokio::test]
+async fn use_source_ip_sends_every_request_of_this_workload_to_one_endpoint() {
+    let a = spawn_echo("a", Behavior::default()).await;
+    let b = spawn_echo("b", Behavior::default()).await;
+    let c = spawn_echo("c", Behavior::default()).await;
+    let yaml = services_yaml(&[("a", a.addr), ("b", b.addr), ("c", c.addr)]).replace(
+        "  subsets:\n",
+        "  trafficPolicy:\n    loadBalancer: {consistentHash: {useSourceIp: true}}\n  subsets:\n",
+    );
+    let mesh = mesh_tower::Mesh::new(config(&yaml));
+    assert!(mesh.set_local_address("10.1.2.3".parse().unwrap()));
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    let counts = served_by(&mut client, 30).await;
+    assert_eq!(counts.len(), 1, "one endpoint for one source: {counts:?}");
+    assert!(!counts.contains_key("error"), "{counts:?}");
 }
