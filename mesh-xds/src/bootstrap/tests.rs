@@ -247,12 +247,14 @@ fn the_workload_namespace_and_labels_come_from_node_metadata() {
     );
     // istio-agent writes an empty locality when the node has none.
     assert_eq!(b.node.workload_locality(), None);
-    let mut placed = Node::default();
-    placed.locality = Some(NodeLocality {
-        region: "eu-west1".into(),
-        zone: "eu-west1-a".into(),
-        sub_zone: String::new(),
-    });
+    let placed = Node {
+        locality: Some(NodeLocality {
+            region: "eu-west1".into(),
+            zone: "eu-west1-a".into(),
+            sub_zone: String::new(),
+        }),
+        ..Node::default()
+    };
     assert_eq!(
         placed.workload_locality().map(|l| l.zone),
         Some("eu-west1-a".into())
