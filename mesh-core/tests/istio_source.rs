@@ -144,6 +144,15 @@ spec:
         cluster_for(&l.config, None).as_deref(),
         Some("outbound|9080||reviews.default.svc.cluster.local")
     );
+    // Its gateway-side host is neither resolved through DNS for the mesh nor warned about.
+    assert!(
+        !l.warnings
+            .iter()
+            .any(|w| w.to_string().contains("reviews.example.com")),
+        "{:?}",
+        l.warnings
+    );
+    assert!(l.config.listener("reviews.example.com:9080").is_none());
 }
 
 /// A match's own `gateways` override the VirtualService's: a match naming only gateways never
