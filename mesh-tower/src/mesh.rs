@@ -367,7 +367,7 @@ impl Mesh {
     }
 
     /// Makes `locality` where this workload runs: clusters with locality load balancing
-    /// (Istio's `localityLbSetting`, on by default in Istio; [`Cluster::locality_weighted`])
+    /// ([`Cluster::locality_weighted`], set by a DestinationRule's `localityLbSetting`)
     /// prefer endpoints in the same region, zone and sub-zone and fail over outward as those
     /// become unhealthy, as a sidecar in that locality would. Applies at once (the current
     /// configuration is republished, connections kept). Only the first call takes effect; it
