@@ -72,6 +72,7 @@ pub fn route_head<'a>(path: &'a str, headers: &'a HeaderMap) -> RequestHead<'a> 
         authority: "bench.default.svc.cluster.local:9080",
         path_and_query: path,
         headers,
+        source: None,
     }
 }
 

@@ -36,6 +36,7 @@ pub mod route;
 mod server;
 #[cfg(test)]
 mod test_rng;
+mod workload;
 
 pub use self::{
     classify::{Origin, Outcome},
@@ -62,4 +63,5 @@ pub use self::{
         RbacAction, RbacFilter, RbacHeader, RbacPolicy, ServerPolicy, TokenBucket, TrustDomains,
         WorkloadScope, authorize, authorize_rbac, mtls_mode,
     },
+    workload::{SourceMatcher, Workload},
 };

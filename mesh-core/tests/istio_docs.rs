@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, Method};
 use mesh_core::{
-    AbortStatus, AuthzAction, LbPolicy, MeshConfig, MtlsMode, RetryOn, SanKind, TlsMode,
+    AbortStatus, AuthzAction, Labels, LbPolicy, MeshConfig, MtlsMode, RetryOn, SanKind, TlsMode,
+    Workload,
     istio::{Loaded, Source, load},
     route::{Action, Forward, HashSource, PathRewrite, RequestHead, RouteTable},
 };
@@ -48,6 +49,7 @@ fn forward_of(
         authority,
         path_and_query: path,
         headers,
+        source: None,
     };
     let m = table(config, target).find(&head).expect("a route matches");
     match &m.route.action {
@@ -114,6 +116,7 @@ fn services_become_clusters_and_listeners() {
             authority,
             path_and_query: "/",
             headers: &HeaderMap::new(),
+            source: None,
         };
         assert!(
             table(c, &format!("{REVIEWS}:9080")).find(&head).is_some(),
@@ -222,30 +225,29 @@ fn retries_and_timeout() {
 #[test]
 fn fault_abort_and_delay() {
     let l = load_with_services("faults.yaml", include_str!("fixtures/faults.yaml"));
-    let head = |authority| RequestHead {
+    let prod = Workload::new("default", Labels::new([("env", "prod")]).unwrap());
+    let head = |authority, source| RequestHead {
         method: &Method::GET,
         authority,
         path_and_query: "/",
         headers: Box::leak(Box::new(HeaderMap::new())),
+        source,
     };
     let t = table(&l.config, &format!("{RATINGS}:9080"));
-    let m = t.find(&head("ratings")).unwrap();
+    let m = t.find(&head("ratings", None)).unwrap();
     let abort = m.route.fault.as_ref().unwrap().abort.clone().unwrap();
     assert_eq!(abort.status, AbortStatus::Http(404));
     assert_eq!(abort.percentage.ppm(), 300_000);
     let t = table(&l.config, &format!("{REVIEWS}:9080"));
-    let m = t.find(&head("reviews")).unwrap();
+    let m = t.find(&head("reviews", Some(&prod))).unwrap();
     let delay = m.route.fault.as_ref().unwrap().delay.clone().unwrap();
     assert_eq!(delay.duration, Duration::from_secs(3));
     assert_eq!(delay.percentage.ppm(), 50_000);
-    // sourceLabels is not supported: reported, with its path.
-    assert!(
-        l.warnings
-            .iter()
-            .any(|w| w.path == "spec.http[0].match[0].sourceLabels"),
-        "{:?}",
-        l.warnings
-    );
+    // The route is for callers labelled `env: prod` only; the example has no other route.
+    let staging = Workload::new("default", Labels::new([("env", "staging")]).unwrap());
+    assert!(t.find(&head("reviews", Some(&staging))).is_none());
+    assert!(t.find(&head("reviews", None)).is_none());
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
 }
 
 #[test]
@@ -330,7 +332,17 @@ fn destination_rule_policies() {
     let addrs: Vec<String> = hb.endpoints.iter().map(|e| e.address.to_string()).collect();
     assert_eq!(addrs, vec!["10.0.2.1:8000", "10.0.2.2:8080"]);
     // No DestinationRule: Istio's defaults (unlimited breakers, round robin).
-    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    // The limits a proxyless mesh does not enforce are reported, with their paths.
+    let reported: Vec<&str> = l.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(
+        reported,
+        [
+            "spec.trafficPolicy.connectionPool.tcp.maxConnections",
+            "spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection",
+        ],
+        "{:?}",
+        l.warnings
+    );
 }
 
 #[test]
@@ -412,6 +424,7 @@ fn workload_entries_dns_ports_redirects_rewrites_and_mirrors() {
             authority: "legacy",
             path_and_query: path,
             headers: Box::leak(Box::new(HeaderMap::new())),
+            source: None,
         };
         t80.find(&head).map(|m| m.route.action.clone())
     };

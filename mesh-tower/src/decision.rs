@@ -1,6 +1,6 @@
 //! What the route layer decided for a request, carried in its extensions to every later layer.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use mesh_core::{FaultPolicy, route::Forward};
 
@@ -21,6 +21,8 @@ pub struct RouteDecision {
     /// The route's name, when it has one.
     pub route_name: Option<Arc<str>>,
     pub(crate) cluster: ClusterEntry,
+    /// The local workload's address: the source a sidecar would see, for `useSourceIp`.
+    pub(crate) source_ip: Option<IpAddr>,
 }
 
 // === impl RouteDecision ===

@@ -17,6 +17,7 @@
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{
         Arc, Mutex, OnceLock, Weak,
         atomic::{AtomicU32, AtomicU64, Ordering},
@@ -26,8 +27,8 @@ use std::{
 use arc_swap::ArcSwap;
 use mesh_core::{
     CircuitBreakers, Cluster, DEFAULT_ROOT_NAMESPACE, EndpointAddress, InboundState, Labels,
-    LbPolicy, MeshConfig, MtlsMode, Outcome, OutlierDetector, OutlierEvent, TlsMode, lb::Balancer,
-    mtls_mode,
+    LbPolicy, Locality, MeshConfig, MtlsMode, Outcome, OutlierDetector, OutlierEvent, TlsMode,
+    Workload, lb::Balancer, mtls_mode,
 };
 use tokio::{sync::watch, time::Instant};
 
@@ -59,6 +60,12 @@ struct Inner {
     discovery: OnceLock<Arc<dyn Discovery>>,
     /// The Kubernetes namespace of this workload, for short target names; set once.
     local_namespace: OnceLock<Arc<str>>,
+    /// The pod labels of this workload, for `sourceLabels`; set once.
+    local_labels: OnceLock<Labels>,
+    /// The IP address of this workload, for `useSourceIp` hashing; set once.
+    local_address: OnceLock<IpAddr>,
+    /// Where this workload runs, for locality-aware load balancing; set once.
+    local_locality: OnceLock<Locality>,
     /// Bumped on every publish, so requests waiting for a pending target wake up.
     published: watch::Sender<u64>,
     /// Trace propagation and span recording of every channel; set once.
@@ -109,6 +116,8 @@ pub(crate) struct ClusterStats {
 pub(crate) struct BalancerState {
     balancer: Balancer,
     generation: u64,
+    /// The local workload's locality the balancer ranks endpoints by.
+    locality: Option<Locality>,
 }
 
 /// Per-cluster state shared by all snapshots in which the cluster exists.
@@ -147,6 +156,9 @@ impl Mesh {
                 active_faults: AtomicU32::new(0),
                 discovery: OnceLock::new(),
                 local_namespace: OnceLock::new(),
+                local_labels: OnceLock::new(),
+                local_locality: OnceLock::new(),
+                local_address: OnceLock::new(),
                 published: watch::Sender::new(0),
                 tracing: Arc::default(),
                 tls: MeshTls::default(),
@@ -236,7 +248,8 @@ impl Mesh {
             .iter()
             .map(|(name, policy)| {
                 let old = previous.clusters.get(name);
-                let entry = ClusterEntry::build(policy, old, &self.inner.tls);
+                let locality = self.inner.local_locality.get().cloned();
+                let entry = ClusterEntry::build(policy, old, &self.inner.tls, locality);
                 (name.clone(), entry)
             })
             .collect();
@@ -351,6 +364,60 @@ impl Mesh {
             .unwrap_or_else(|| Arc::from("default"))
     }
 
+    /// Makes `labels` the pod labels of this workload: routes whose matches name
+    /// `sourceLabels` (and `sourceNamespace`, checked against
+    /// [`local_namespace`](Self::local_namespace)) apply to channels made afterwards only when
+    /// these labels satisfy them, as a sidecar of this pod would decide. Only the first call
+    /// takes effect; it returns `false` when the labels were already set. Default is no labels,
+    /// so a route naming `sourceLabels` never applies.
+    pub fn set_local_labels(&self, labels: Labels) -> bool {
+        self.inner.local_labels.set(labels).is_ok()
+    }
+
+    /// Makes `locality` where this workload runs: clusters with locality load balancing
+    /// ([`Cluster::locality_weighted`], set by a DestinationRule's `localityLbSetting`)
+    /// prefer endpoints in the same region, zone and sub-zone and fail over outward as those
+    /// become unhealthy, as a sidecar in that locality would. Applies at once (the current
+    /// configuration is republished, connections kept). Only the first call takes effect; it
+    /// returns `false` when the locality was already set. Default is none: every endpoint is
+    /// equally near.
+    ///
+    /// [`Cluster::locality_weighted`]: mesh_core::Cluster::locality_weighted
+    pub fn set_local_locality(&self, locality: Locality) -> bool {
+        if self.inner.local_locality.set(locality).is_err() {
+            return false;
+        }
+        let _serial = self.inner.publish.lock().unwrap_or_else(|p| p.into_inner());
+        let config = self.inner.snapshot.load().config.clone();
+        self.store_client(config);
+        true
+    }
+
+    /// Makes `address` the IP address of this workload: a consistent-hash load balancer with
+    /// `useSourceIp` hashes it, as the sidecar of this workload would hash its application's
+    /// address, so every request of this workload goes to the same endpoint. Applies to
+    /// channels made afterwards. Only the first call takes effect; it returns `false` when the
+    /// address was already set. Default is none: `useSourceIp` yields no hash and the pick is
+    /// random, as Envoy's is for a request whose hash policy produced nothing.
+    pub fn set_local_address(&self, address: IpAddr) -> bool {
+        self.inner.local_address.set(address).is_ok()
+    }
+
+    /// Where this workload runs, when set.
+    pub fn local_locality(&self) -> Option<&Locality> {
+        self.inner.local_locality.get()
+    }
+
+    /// This workload as source-scoped routes see it: [`local_namespace`](Self::local_namespace),
+    /// the labels of [`set_local_labels`](Self::set_local_labels) and the address of
+    /// [`set_local_address`](Self::set_local_address).
+    pub fn local_workload(&self) -> Workload {
+        let labels = self.inner.local_labels.get().cloned().unwrap_or_default();
+        let mut workload = Workload::new(self.local_namespace(), labels);
+        workload.address = self.inner.local_address.get().copied();
+        workload
+    }
+
     /// The discovery source, when one is set.
     pub fn discovery(&self) -> Option<&Arc<dyn Discovery>> {
         self.inner.discovery.get()
@@ -461,7 +528,12 @@ impl ClusterEntry {
         }
     }
 
-    fn build(policy: &Arc<Cluster>, old: Option<&ClusterEntry>, tls: &MeshTls) -> Self {
+    fn build(
+        policy: &Arc<Cluster>,
+        old: Option<&ClusterEntry>,
+        tls: &MeshTls,
+        locality: Option<Locality>,
+    ) -> Self {
         // A connection is kept only under the same TLS settings: a changed mode, trust bundle
         // or SAN matcher must not be served by a connection negotiated under the old ones.
         let reusable: HashMap<&EndpointAddress, &Arc<Endpoint>> = old
@@ -488,8 +560,9 @@ impl ClusterEntry {
         let healthy = state.healthy_flags(policy);
         Self {
             balancer: Arc::new(Mutex::new(BalancerState {
-                balancer: Balancer::new(policy, &healthy, None),
+                balancer: Balancer::new(policy, &healthy, locality.as_ref()),
                 generation,
+                locality,
             })),
             policy: policy.clone(),
             connections,
@@ -511,7 +584,10 @@ impl ClusterEntry {
         let generation = self.state.health_generation.load(Ordering::Acquire);
         if b.generation != generation {
             let healthy = self.state.healthy_flags(&self.policy);
-            b.balancer.update(&self.policy, &healthy, None);
+            let BalancerState {
+                balancer, locality, ..
+            } = &mut *b;
+            balancer.update(&self.policy, &healthy, locality.as_ref());
             b.generation = generation;
         }
         let load = |i: usize| match (&self.policy.lb, self.connections.get(i)) {

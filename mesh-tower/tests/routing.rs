@@ -222,3 +222,64 @@ async fn routes_match_the_normalized_path_and_the_server_receives_it() {
     let refused = call(&mut grpc, "/echo.Echo/Say%00").await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
 }
+
+/// Istio's `sourceLabels`: two workloads with different labels call the same service through
+/// the same policy; only the one the match names takes the scoped route. Before, the condition
+/// was dropped and both took it.
+#[tokio::test]
+async fn source_labels_route_each_workload_by_its_own_labels() {
+    let v1 = spawn_echo("v1", Behavior::default()).await;
+    let v2 = spawn_echo("v2", Behavior::default()).await;
+    let servers = [("v1", v1.addr), ("v2", v2.addr)];
+    let policy = virtual_service(&format!(
+        "  - match:
+    - sourceLabels: {{app: frontend}}
+    route:
+    - destination: {{host: {HOST}, subset: v2}}
+  - route:
+    - destination: {{host: {HOST}, subset: v1}}
+"
+    ));
+    let labels = |app: &str| mesh_tower::mesh_core::Labels::new([("app", app)]).unwrap();
+    let frontend = mesh(&servers, &policy);
+    assert!(frontend.set_local_labels(labels("frontend")));
+    let batch = mesh(&servers, &policy);
+    assert!(batch.set_local_labels(labels("batch")));
+    let unlabelled = mesh(&servers, &policy);
+
+    for (mesh, expected) in [(&frontend, "v2"), (&batch, "v1"), (&unlabelled, "v1")] {
+        let mut client = EchoClient::new(mesh.channel(TARGET));
+        for _ in 0..5 {
+            let reply = client.say(request("hi")).await.unwrap().into_inner();
+            assert_eq!(reply.served_by, expected);
+        }
+    }
+}
+
+/// A VirtualService bound only to an ingress gateway leaves mesh traffic on the default route.
+#[tokio::test]
+async fn a_gateway_only_virtual_service_leaves_mesh_traffic_alone() {
+    let v1 = spawn_echo("v1", Behavior::default()).await;
+    let v2 = spawn_echo("v2", Behavior::default()).await;
+    let servers = [("v1", v1.addr), ("v2", v2.addr)];
+    let gateway_only = format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: echo-edge
+spec:
+  hosts: [{HOST}]
+  gateways: [istio-system/edge]
+  http:
+  - route:
+    - destination: {{host: {HOST}, subset: v2}}
+"
+    );
+    let mesh = mesh(&servers, &gateway_only);
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    let counts = count_by_server(&mut client, 40).await;
+    assert!(
+        counts.get("v1").copied().unwrap_or(0) > 0,
+        "the default route spreads over both: {counts:?}"
+    );
+}

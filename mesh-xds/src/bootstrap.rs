@@ -474,6 +474,54 @@ fn percent_encode(text: &str) -> String {
 // === impl Node ===
 
 impl Node {
+    /// The workload's Kubernetes namespace, as istio-agent writes it (metadata `NAMESPACE`).
+    pub fn workload_namespace(&self) -> Option<&str> {
+        self.metadata
+            .get("NAMESPACE")
+            .and_then(serde_json::Value::as_str)
+            .filter(|ns| !ns.is_empty())
+    }
+
+    /// The workload's IP address: the first of istio-agent's metadata `INSTANCE_IPS` (a
+    /// comma-separated list) that parses.
+    pub fn workload_address(&self) -> Option<std::net::IpAddr> {
+        self.metadata
+            .get("INSTANCE_IPS")
+            .and_then(serde_json::Value::as_str)?
+            .split(',')
+            .find_map(|ip| ip.trim().parse().ok())
+    }
+
+    /// Where the workload runs (the node's `locality`), for locality load balancing; `None`
+    /// when absent or empty.
+    pub fn workload_locality(&self) -> Option<mesh_core::Locality> {
+        self.locality
+            .as_ref()
+            .filter(|l| !(l.region.is_empty() && l.zone.is_empty() && l.sub_zone.is_empty()))
+            .map(|l| mesh_core::Locality {
+                region: l.region.as_str().into(),
+                zone: l.zone.as_str().into(),
+                sub_zone: l.sub_zone.as_str().into(),
+            })
+    }
+
+    /// The workload's pod labels, as istio-agent writes them (metadata `LABELS`, an object of
+    /// strings); entries whose value is not a string are skipped. Empty when absent.
+    pub fn workload_labels(&self) -> mesh_core::Labels {
+        let Some(labels) = self
+            .metadata
+            .get("LABELS")
+            .and_then(serde_json::Value::as_object)
+        else {
+            return mesh_core::Labels::default();
+        };
+        let pairs = labels
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)));
+        // JSON object keys are unique, so the labels are valid.
+        mesh_core::Labels::new(pairs).unwrap_or_default()
+    }
+
     /// The `Node` proto sent to management servers.
     pub fn to_proto(&self) -> core::Node {
         core::Node {

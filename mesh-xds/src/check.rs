@@ -166,6 +166,7 @@ pub fn explain(config: &MeshConfig, request: &str) -> Result<String, ExplainErro
         authority: authority.as_str(),
         path_and_query,
         headers: &headers,
+        source: None,
     };
     let found = table.find(&head).ok_or_else(|| ExplainError::NoRoute {
         target: target.clone(),

@@ -72,16 +72,12 @@ fn check_reports_errors_with_their_path_and_fails() {
 
 #[test]
 fn check_prints_warnings_and_still_succeeds() {
-    let services = fixture("bookinfo-services.yaml");
-    let faults = fixture("faults.yaml");
-    let o = run(&[
-        "check",
-        services.to_str().unwrap(),
-        faults.to_str().unwrap(),
-    ]);
+    // The example's connection limits are kept but not enforced, which is reported.
+    let policies = fixture("destination-policies.yaml");
+    let o = run(&["check", policies.to_str().unwrap()]);
     assert!(o.status.success(), "{o:?}");
     assert!(
-        stdout(&o).contains("warning: ") && stdout(&o).contains("sourceLabels"),
+        stdout(&o).contains("warning: ") && stdout(&o).contains("maxConnections"),
         "{}",
         stdout(&o)
     );

@@ -311,6 +311,29 @@ fn domains(host: &str, port: u16) -> Vec<Domain> {
     out
 }
 
+/// Whether a VirtualService `spec` may route mesh traffic: its `gateways` are absent or name
+/// `mesh`, or one of its matches names `mesh` in its own `gateways`.
+fn may_apply_to_mesh(spec: &Value) -> bool {
+    let names_mesh = |gateways: Option<&Value>| {
+        gateways
+            .and_then(Value::as_sequence)
+            .is_some_and(|g| g.iter().any(|g| g.as_str() == Some("mesh")))
+    };
+    let gateways = spec.get("gateways");
+    let bound = gateways
+        .and_then(Value::as_sequence)
+        .is_some_and(|g| !g.is_empty());
+    if !bound || names_mesh(gateways) {
+        return true;
+    }
+    let http = spec.get("http").and_then(Value::as_sequence);
+    http.into_iter()
+        .flatten()
+        .filter_map(|h| h.get("match").and_then(Value::as_sequence))
+        .flatten()
+        .any(|m| names_mesh(m.get("gateways")))
+}
+
 /// Registers, for every host a VirtualService or DestinationRule names without a registry
 /// entry, an entry resolved through DNS on the ports its destinations name: what a plain gRPC
 /// channel to that name would do. Returns the hosts for which no port is known; policies
@@ -333,6 +356,10 @@ fn dns_fallback(res: &mut Resources<'_>, diags: &RefCell<Diags>) -> BTreeSet<Str
         entry.0.extend(port);
     };
     for (meta, spec) in &res.virtual_services {
+        // A VirtualService for gateways only names hosts the mesh never routes to.
+        if !may_apply_to_mesh(spec) {
+            continue;
+        }
         let ns = &meta.namespace;
         let strs = |v: Option<&Value>| -> Vec<String> {
             v.and_then(Value::as_sequence)

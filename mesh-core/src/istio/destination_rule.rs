@@ -196,9 +196,18 @@ fn read_lb(mut o: Obj<'_>) -> Option<Lb> {
     let mut locality_weighted = false;
     if let Some(mut l) = o.obj("localityLbSetting") {
         locality_weighted = l.bool("enabled").unwrap_or(true);
-        l.unsupported("distribute");
-        l.unsupported("failover");
-        l.unsupported("failoverPriority");
+        for key in ["distribute", "failover", "failoverPriority"] {
+            if l.has(key) {
+                l.warn(
+                    key,
+                    "is not supported, ignored: endpoints are ranked by locality proximity \
+                     only (same zone, then region, then anywhere)",
+                );
+            }
+        }
+        l.skip("distribute");
+        l.skip("failover");
+        l.skip("failoverPriority");
     }
     o.unsupported("warmupDurationSecs");
     o.unsupported("warmup");
@@ -222,6 +231,13 @@ fn read_hash_source(ch: &mut Obj<'_>) -> Option<HashSource> {
     if let Some(mut c) = ch.obj("httpCookie") {
         let name = c.req_str("name");
         let ttl = c.duration("ttl");
+        if ttl.is_some_and(|t| !t.is_zero()) {
+            c.warn(
+                "ttl",
+                "no cookie is generated: a request without the cookie is balanced as if it had \
+                 no hash (Envoy would set one on the response)",
+            );
+        }
         let path = c.str("path").map(str::to_string);
         c.unsupported("attributes");
         if let Some(name) = name {
@@ -252,10 +268,25 @@ fn read_hash_source(ch: &mut Obj<'_>) -> Option<HashSource> {
 
 fn read_pool(mut o: Obj<'_>) -> Pool {
     let mut pool = Pool::default();
+    // Fields kept in the configuration (and its dump) that the data plane does not enforce
+    // are reported, each with why, so a limit is never silently absent.
     if let Some(mut tcp) = o.obj("tcp") {
         pool.max_connections = tcp.u32("maxConnections");
+        if pool.max_connections.is_some() {
+            tcp.warn(
+                "maxConnections",
+                "is not enforced: a proxyless mesh keeps one multiplexed HTTP/2 connection per \
+                 endpoint (http2MaxRequests bounds the requests)",
+            );
+        }
         pool.connect_timeout = tcp.duration("connectTimeout");
-        tcp.unsupported("tcpKeepalive");
+        if tcp.has("tcpKeepalive") {
+            tcp.warn(
+                "tcpKeepalive",
+                "is not applied: upstream connections are made without TCP keepalive",
+            );
+            tcp.skip("tcpKeepalive");
+        }
         tcp.unsupported("maxConnectionDuration");
         tcp.unsupported("idleTimeout");
     }
@@ -263,9 +294,29 @@ fn read_pool(mut o: Obj<'_>) -> Pool {
         pool.max_pending_requests = h.u32("http1MaxPendingRequests");
         pool.max_requests = h.u32("http2MaxRequests");
         pool.max_requests_per_connection = h.u32("maxRequestsPerConnection");
+        if pool.max_requests_per_connection.is_some_and(|n| n > 0) {
+            h.warn(
+                "maxRequestsPerConnection",
+                "is not enforced: an endpoint's connection is not recycled after a number of \
+                 requests",
+            );
+        }
         pool.max_retries = h.u32("maxRetries");
         pool.idle_timeout = h.duration("idleTimeout");
-        h.unsupported("h2UpgradePolicy");
+        if pool.idle_timeout.is_some() {
+            h.warn(
+                "idleTimeout",
+                "is not enforced: an endpoint's connection stays open while the endpoint is \
+                 configured, until the peer closes it",
+            );
+        }
+        if h.has("h2UpgradePolicy") {
+            h.warn(
+                "h2UpgradePolicy",
+                "has no effect: a proxyless mesh always speaks HTTP/2 upstream",
+            );
+            h.skip("h2UpgradePolicy");
+        }
         h.unsupported("useClientProtocol");
         h.unsupported("maxConcurrentStreams");
     }

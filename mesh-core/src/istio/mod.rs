@@ -338,6 +338,18 @@ fn read_document<'a>(
                     api_version.unwrap_or_default()
                 ),
             );
+        } else if kind == "Sidecar" {
+            cx.warn(
+                "",
+                "kind Sidecar is not applied, ignored: `egress.hosts` does not narrow what this \
+                 workload sees (every loaded service is visible), and `outboundTrafficPolicy` is \
+                 not read (a target no loaded resource names gets no route, as REGISTRY_ONLY)",
+            );
+        } else if istio_group {
+            cx.warn(
+                "",
+                format!("kind {kind} is not applied by this mesh, ignored"),
+            );
         } else {
             cx.warn("", format!("kind {kind} is not an Istio policy, ignored"));
         }

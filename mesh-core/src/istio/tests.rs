@@ -665,6 +665,37 @@ metadata: {{name: c}}
         );
         let loaded = load_str("mesh.yaml", &text).unwrap();
         assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+        assert!(
+            loaded.warnings[0]
+                .to_string()
+                .contains("kind Gateway is not applied by this mesh"),
+            "{:?}",
+            loaded.warnings
+        );
+    }
+
+    /// A Sidecar is reported with what it would have changed, not as "not an Istio policy".
+    #[test]
+    fn a_sidecar_is_reported_with_what_it_does_not_change() {
+        let text = format!(
+            "{SERVICE}---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default}}
+spec:
+  outboundTrafficPolicy: {{mode: REGISTRY_ONLY}}
+  egress:
+  - hosts: [\"./*\"]
+"
+        );
+        let loaded = load_str("mesh.yaml", &text).unwrap();
+        let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("egress.hosts") && w.contains("outboundTrafficPolicy")),
+            "{warnings:?}"
+        );
     }
 
     #[test]

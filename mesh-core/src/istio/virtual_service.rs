@@ -18,8 +18,8 @@ use super::{
     service_entry::fqdn,
 };
 use crate::{
-    AbortStatus, Backoff, FaultAbort, FaultDelay, FaultPolicy, GrpcCode, Percentage, RetryOn,
-    RetryPolicy,
+    AbortStatus, Backoff, FaultAbort, FaultDelay, FaultPolicy, GrpcCode, Labels, Percentage,
+    RetryOn, RetryPolicy, SourceMatcher,
     matcher::{
         HeaderMatch, HeaderMatcher, PathMatch, PathMatcher, QueryParamMatcher, Regex, RegexRewrite,
         StringMatch, StringMatcher,
@@ -85,6 +85,8 @@ struct Reader<'r> {
     ns: &'r str,
     /// A destination named an unresolvable host and was skipped.
     skipped: Cell<bool>,
+    /// The VirtualService's own `gateways` include `mesh` (or are absent).
+    for_mesh: bool,
 }
 
 /// A string match before it is turned into a matcher.
@@ -108,10 +110,22 @@ pub(super) fn read(meta: Meta, spec: Node<'_>, reg: &Registry) -> Option<Virtual
     let cx = spec.cx;
     let errors = cx.error_count();
     let mut spec = spec.obj()?;
+    // A VirtualService bound to gateways only (its `gateways` lack `mesh`) configures those
+    // gateways, not sidecars: mesh traffic ignores it unless a match names `mesh` itself.
+    let gateways = spec.str_list("gateways");
+    let for_mesh = gateways.is_empty() || gateways.iter().any(|(_, g)| *g == "mesh");
+    if !for_mesh {
+        spec.warn(
+            "gateways",
+            "names only gateways, not `mesh`: its routes do not apply to mesh traffic \
+             (except matches whose own `gateways` name `mesh`)",
+        );
+    }
     let r = Reader {
         reg,
         ns: &meta.namespace,
         skipped: Cell::new(false),
+        for_mesh,
     };
     let mut hosts = Vec::new();
     for (path, h) in spec.str_list("hosts") {
@@ -120,6 +134,10 @@ pub(super) fn read(meta: Meta, spec: Node<'_>, reg: &Registry) -> Option<Virtual
             continue;
         }
         if !reg.services.contains_key(&host) {
+            // A gateway's hosts are often external names no ServiceEntry defines.
+            if !for_mesh {
+                continue;
+            }
             cx.error(
                 &path,
                 format!("host `{h}` ({host}) is not a known service: no ServiceEntry defines it"),
@@ -131,11 +149,6 @@ pub(super) fn read(meta: Meta, spec: Node<'_>, reg: &Registry) -> Option<Virtual
     if !spec.has("hosts") {
         spec.error("hosts", "at least one host is required");
     }
-    for (path, g) in spec.str_list("gateways") {
-        if g != "mesh" {
-            cx.warn(&path, "gateways are not supported, ignored");
-        }
-    }
     spec.unsupported("tcp");
     spec.unsupported("tls");
     spec.unsupported("exportTo");
@@ -146,7 +159,7 @@ pub(super) fn read(meta: Meta, spec: Node<'_>, reg: &Registry) -> Option<Virtual
         }
     }
     drop(spec);
-    if cx.error_count() != errors {
+    if cx.error_count() != errors || (!for_mesh && routes.is_empty()) {
         return None;
     }
     Some(VirtualService {
@@ -166,16 +179,24 @@ impl Reader<'_> {
         let mut matches = Vec::new();
         for n in h.list("match") {
             if let Some(m) = n.obj() {
-                matches.extend(read_match(m));
+                matches.extend(read_match(m, self.for_mesh));
             }
         }
-        if !h.has("match") {
+        // Without matches the route inherits the VirtualService's binding; an empty list left
+        // by gateway-only matches must stay empty (no route), never widen to "match all".
+        if !h.has("match") && self.for_mesh {
             matches.push(MatchEntry {
                 name: None,
                 matcher: RouteMatcher::default(),
                 port: None,
                 exact_uri: false,
             });
+        }
+        if matches.is_empty() && cx.error_count() == errors {
+            // Every match is for gateways only: nothing here applies to mesh traffic, and its
+            // destinations (often gateway-side names) are not checked.
+            h.ignore_rest();
+            return;
         }
         h.unsupported("delegate");
         h.unsupported("corsPolicy");
@@ -418,9 +439,27 @@ enum Rewrite {
     Regex(RegexRewrite),
 }
 
-fn read_match(mut m: Obj<'_>) -> Option<MatchEntry> {
+/// One `match[]` entry, or `None` when it is invalid or does not apply to mesh traffic.
+/// `vs_for_mesh` is whether the VirtualService's own `gateways` include `mesh`; a match's own
+/// `gateways` override them, as in Istio.
+fn read_match(mut m: Obj<'_>, vs_for_mesh: bool) -> Option<MatchEntry> {
     let cx = m.cx();
     let errors = cx.error_count();
+    let gateways = m.str_list("gateways");
+    let for_mesh = if gateways.is_empty() {
+        vs_for_mesh
+    } else {
+        let mesh = gateways.iter().any(|(_, g)| *g == "mesh");
+        // In a gateway-only VirtualService the warning on `gateways` already says it.
+        if !mesh && vs_for_mesh {
+            m.warn(
+                "gateways",
+                "names only gateways, not `mesh`: this match never applies to mesh traffic",
+            );
+        }
+        mesh
+    };
+    let source = read_source(&mut m);
     let name = m.str("name").map(str::to_string);
     let ignore_case = m.bool("ignoreUriCase").unwrap_or(false);
     let uri = m.node("uri").and_then(|n| string_match(&n));
@@ -481,13 +520,10 @@ fn read_match(mut m: Obj<'_>) -> Option<MatchEntry> {
         }
     }
     let port = m.port("port");
-    m.unsupported("sourceLabels");
-    m.unsupported("gateways");
-    m.unsupported("sourceNamespace");
     m.unsupported("scheme");
     m.unsupported("statPrefix");
     drop(m);
-    if cx.error_count() != errors {
+    if cx.error_count() != errors || !for_mesh {
         return None;
     }
     Some(MatchEntry {
@@ -499,10 +535,30 @@ fn read_match(mut m: Obj<'_>) -> Option<MatchEntry> {
             method,
             authority,
             grpc_only: false,
+            source,
         },
         port,
         exact_uri,
     })
+}
+
+/// `sourceNamespace` and `sourceLabels`: conditions on the calling workload, evaluated
+/// against the local workload at request time; `None` when neither is set.
+fn read_source(m: &mut Obj<'_>) -> Option<Arc<SourceMatcher>> {
+    let namespace = m.str("sourceNamespace").map(Arc::from);
+    let at = m.at("sourceLabels");
+    let pairs = m.str_map("sourceLabels");
+    let labels = match Labels::new(pairs) {
+        Ok(labels) => labels,
+        Err(e) => {
+            m.cx().error(&at, e.message());
+            Labels::default()
+        }
+    };
+    if namespace.is_none() && labels.is_empty() {
+        return None;
+    }
+    Some(Arc::new(SourceMatcher { namespace, labels }))
 }
 
 /// Istio's `StringMatch`: exactly one of `exact`, `prefix`, `regex`; `{}` is "any".

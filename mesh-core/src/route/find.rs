@@ -11,6 +11,8 @@ use std::collections::HashMap;
 
 use http::{HeaderMap, Method};
 
+use crate::Workload;
+
 use super::{Domain, Route, RouteMatcher, RouteTable, VirtualHost, method_matches};
 
 /// The parts of a request that routing reads, borrowed from it without copying.
@@ -24,6 +26,9 @@ pub struct RequestHead<'a> {
     pub path_and_query: &'a str,
     /// The headers.
     pub headers: &'a HeaderMap,
+    /// The calling workload, for [`RouteMatcher::source`]; `None` when unknown, which no
+    /// source condition accepts.
+    pub source: Option<&'a Workload>,
 }
 
 /// The result of a successful lookup.
@@ -172,6 +177,7 @@ impl RouteMatcher {
             && (!self.grpc_only || is_grpc(head.headers))
             && self.headers.iter().all(|h| h.matches(head.headers))
             && self.query.iter().all(|q| q.matches(query))
+            && self.source.as_ref().is_none_or(|s| s.matches(head.source))
     }
 }
 

@@ -20,7 +20,7 @@ pub use self::{
     weighted::{WeightedCluster, WeightedClusters},
 };
 use crate::{
-    Error, FaultPolicy, Percentage, RetryPolicy,
+    Error, FaultPolicy, Percentage, RetryPolicy, SourceMatcher,
     matcher::{HeaderMatcher, PathMatcher, QueryParamMatcher, RegexRewrite, StringMatcher},
 };
 
@@ -87,6 +87,9 @@ pub struct RouteMatcher {
     pub authority: Option<StringMatcher>,
     /// Only gRPC requests (`content-type: application/grpc*`) match, as Envoy's `grpc: {}`.
     pub grpc_only: bool,
+    /// The calling workload (Istio's `sourceNamespace` / `sourceLabels`), checked against
+    /// [`RequestHead::source`]; `None` is any caller.
+    pub source: Option<Arc<SourceMatcher>>,
 }
 
 /// What a matched route does.

@@ -76,6 +76,7 @@ impl Req {
             authority: &self.authority,
             path_and_query: &self.path,
             headers: &self.headers,
+            source: None,
         }
     }
 }

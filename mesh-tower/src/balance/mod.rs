@@ -110,7 +110,7 @@ impl Service<Request<RequestBody>> for Balance {
             let view = RequestView {
                 headers: req.headers(),
                 path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
-                source_ip: None,
+                source_ip: decision.source_ip,
             };
             request_hash(&decision.forward.hash_policy, &view)
         };

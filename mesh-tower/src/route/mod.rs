@@ -23,7 +23,7 @@ use http::{
     uri::{Authority, PathAndQuery, Scheme},
 };
 use mesh_core::{
-    Action, GrpcCode,
+    Action, GrpcCode, Workload,
     matcher::PathMatch,
     route::{
         DirectResponse, Forward, HeaderMutations, PathRewrite, Redirect, RequestHead,
@@ -60,6 +60,8 @@ struct Target {
     authority: Option<Authority>,
     /// The channel's namespace, for short names (see `MeshConfig::listener_in`).
     namespace: Arc<str>,
+    /// The local workload, for routes scoped by source (`sourceLabels`, `sourceNamespace`).
+    workload: Arc<Workload>,
 }
 
 // === impl Route ===
@@ -67,13 +69,14 @@ struct Target {
 impl<S> Route<S> {
     /// Routes requests for `target` with `mesh`'s configuration, then calls `inner`.
     pub fn new(mesh: Mesh, target: Arc<str>, inner: S) -> Self {
-        let namespace = mesh.local_namespace();
+        let workload = Arc::new(mesh.local_workload());
         Self {
             mesh,
             target: Target {
                 authority: Authority::try_from(&*target).ok(),
                 name: target,
-                namespace,
+                namespace: workload.namespace.clone(),
+                workload,
             },
             inner,
         }
@@ -278,6 +281,7 @@ fn route(
             authority,
             path_and_query,
             headers: req.headers(),
+            source: Some(&target.workload),
         };
         let Some(matched) = table.find(&head) else {
             return Err(no_route(format!(
@@ -332,6 +336,7 @@ fn route(
         is_grpc,
         route_name: rule.name.clone(),
         cluster: cluster.clone(),
+        source_ip: target.workload.address,
     };
     // Most routes change no response headers: then nothing is copied or kept for the response.
     let response_headers =

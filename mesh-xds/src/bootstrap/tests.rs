@@ -231,3 +231,32 @@ fn the_path_variable_wins_over_the_inline_json() {
     assert!(matches!(err, BootstrapError::NotConfigured), "{err}");
     assert!(err.to_string().contains("GRPC_XDS_BOOTSTRAP"));
 }
+
+#[test]
+fn the_workload_namespace_and_labels_come_from_node_metadata() {
+    let b = Bootstrap::from_json(ISTIO_AGENT).unwrap();
+    assert_eq!(b.node.workload_namespace(), Some("default"));
+    let labels = b.node.workload_labels();
+    assert_eq!(labels.get("version"), Some("v1"));
+    assert_eq!(labels.get("app"), Some("reviews"));
+    assert!(Node::default().workload_labels().is_empty());
+    assert_eq!(Node::default().workload_namespace(), None);
+    assert_eq!(
+        b.node.workload_address(),
+        Some("10.244.0.36".parse().unwrap())
+    );
+    // istio-agent writes an empty locality when the node has none.
+    assert_eq!(b.node.workload_locality(), None);
+    let placed = Node {
+        locality: Some(NodeLocality {
+            region: "eu-west1".into(),
+            zone: "eu-west1-a".into(),
+            sub_zone: String::new(),
+        }),
+        ..Node::default()
+    };
+    assert_eq!(
+        placed.workload_locality().map(|l| l.zone),
+        Some("eu-west1-a".into())
+    );
+}

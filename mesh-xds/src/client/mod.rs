@@ -265,6 +265,22 @@ impl XdsClient {
         if !mesh.set_discovery(Arc::new(client.clone())) {
             return Err(StartError::DiscoveryAlreadySet);
         }
+        // The workload's identity for source-scoped policy and short names; what the
+        // application set before starting the client wins (both are set-once).
+        let node = &client.inner.bootstrap.node;
+        if let Some(namespace) = node.workload_namespace() {
+            mesh.set_local_namespace(namespace);
+        }
+        let labels = node.workload_labels();
+        if !labels.is_empty() {
+            mesh.set_local_labels(labels);
+        }
+        if let Some(address) = node.workload_address() {
+            mesh.set_local_address(address);
+        }
+        if let Some(locality) = node.workload_locality() {
+            mesh.set_local_locality(locality);
+        }
         register_certificate_providers(&client.inner.bootstrap, &mesh);
         let task = runtime.spawn(transport::run(client.inner.clone()));
         *client.inner.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);

@@ -62,6 +62,11 @@
 //!   proportional).
 //! - Case-insensitivity of a regex (path, header, authority, method, query, SAN) is dropped:
 //!   Envoy ignores it for regexes, and so does the model's matcher.
+//! - A route scoped by its caller ([`RouteMatcher::source`](mesh_core::route::RouteMatcher::source), Istio's `sourceLabels` and
+//!   `sourceNamespace`) is left out: istiod evaluates it per proxy and sends it only to the
+//!   proxies it selects, while these resources are the same for every node. Leaving it out
+//!   narrows (its callers take the next route), where sending it unscoped would widen it to
+//!   every caller.
 //! - A retriable status listed twice is listed once (the decoder reads the list as a set).
 //! - The server-side policy ([`MeshConfig::server`]) and the version label are not part of
 //!   the client resources.
@@ -227,6 +232,7 @@ fn canonical_table(target: &str, table: &RouteTable) -> RouteTable {
             let routes = vh
                 .routes()
                 .iter()
+                .filter(|r| r.matcher.source.is_none())
                 .map(|r| {
                     let mut r = r.clone();
                     route::canonical_route(&mut r);

@@ -91,7 +91,15 @@ fn virtual_host(vh: &VirtualHost) -> pb::VirtualHost {
     pb::VirtualHost {
         name: vh.name().to_string(),
         domains: vh.domains().iter().map(ToString::to_string).collect(),
-        routes: vh.routes().iter().map(route).collect(),
+        // A route scoped by its caller (`sourceLabels`, `sourceNamespace`) is one istiod
+        // sends only to the proxies it selects; one set of resources for every node cannot
+        // say whom it is for, so it is left out rather than widened to every caller.
+        routes: vh
+            .routes()
+            .iter()
+            .filter(|r| r.matcher.source.is_none())
+            .map(route)
+            .collect(),
         ..pb::VirtualHost::default()
     }
 }

@@ -451,3 +451,24 @@ fn header_controlled_faults_round_trip_with_their_denominator() {
 
 mod istiod;
 mod prop;
+
+/// The faults example scopes its reviews route to callers labelled `env: prod`: one set of
+/// resources for every node leaves it out instead of sending it to every caller.
+#[test]
+fn a_route_scoped_by_its_caller_is_not_sent_unscoped() {
+    let config = fixture("faults.yaml", FIXTURES[2].1);
+    let r = encode(&config);
+    let reviews = r
+        .routes
+        .iter()
+        .find(|rc| rc.name.contains("reviews"))
+        .expect("the reviews route configuration");
+    let routes: usize = reviews.virtual_hosts.iter().map(|vh| vh.routes.len()).sum();
+    assert_eq!(routes, 0, "{reviews:#?}");
+    let ratings = r
+        .routes
+        .iter()
+        .find(|rc| rc.name.contains("ratings"))
+        .expect("the ratings route configuration");
+    assert_eq!(ratings.virtual_hosts[0].routes.len(), 1);
+}

@@ -155,6 +155,7 @@ fn find<'t>(
         authority,
         path_and_query: path,
         headers: &map,
+        source: None,
     };
     table.find(&head).map(|m| m.route)
 }

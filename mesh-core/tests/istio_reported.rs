@@ -1,0 +1,84 @@
+//! DestinationRule fields the mesh parses but does not enforce are reported, each naming the
+//! field and why, never silently dropped.
+
+// A test crate: its helpers may panic, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use mesh_core::istio::load_str;
+
+const RULE: &str = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  ports:
+  - number: 9080
+    name: http
+  resolution: STATIC
+  endpoints:
+  - address: 10.0.0.1
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool:
+      tcp:
+        maxConnections: 10
+        connectTimeout: 1s
+        tcpKeepalive: {time: 7200s}
+      http:
+        maxRequestsPerConnection: 5
+        idleTimeout: 30s
+        h2UpgradePolicy: UPGRADE
+    loadBalancer:
+      consistentHash:
+        httpCookie: {name: user, ttl: 60s}
+      localityLbSetting:
+        enabled: true
+        failover: [{from: eu, to: us}]
+        distribute: [{from: eu/*, to: {\"eu/*\": 100}}]
+        failoverPriority: [topology.kubernetes.io/region]
+";
+
+#[test]
+fn unenforced_fields_are_reported_by_name_with_the_reason() {
+    let loaded = match load_str("mesh.yaml", RULE) {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    };
+    let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    for field in [
+        "connectionPool.tcp.maxConnections",
+        "connectionPool.tcp.tcpKeepalive",
+        "connectionPool.http.maxRequestsPerConnection",
+        "connectionPool.http.idleTimeout",
+        "connectionPool.http.h2UpgradePolicy",
+        "httpCookie.ttl",
+        "localityLbSetting.failover",
+        "localityLbSetting.distribute",
+        "localityLbSetting.failoverPriority",
+    ] {
+        let warning = warnings
+            .iter()
+            .find(|w| w.contains(field))
+            .unwrap_or_else(|| panic!("no warning for {field}: {warnings:#?}"));
+        assert!(
+            warning.contains("not enforced")
+                || warning.contains("not applied")
+                || warning.contains("no effect")
+                || warning.contains("no cookie is generated")
+                || warning.contains("not supported"),
+            "{warning}"
+        );
+    }
+    assert!(
+        !warnings.iter().any(|w| w.contains("connectTimeout")),
+        "connectTimeout is honoured: {warnings:#?}"
+    );
+}
