@@ -337,16 +337,31 @@ impl ServerLayer {
     /// own are judged as `peer`'s, and handlers find it in their extensions. The rate limiter
     /// stays shared with `self`.
     ///
-    /// ```rust,ignore
-    /// let stream = listener.next().await.unwrap()?;
-    /// let service = tower::ServiceBuilder::new()
-    ///     // The layer meters tonic's and axum's request bodies: hyper's becomes axum's.
-    ///     .map_request(|req: Request<Incoming>| req.map(axum::body::Body::new))
-    ///     .layer(layer.for_connection(stream.peer().clone()))
-    ///     .service(router);
-    /// hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-    ///     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-    ///     .await?;
+    /// ```no_run
+    /// use futures::StreamExt as _;
+    /// use hyper_util::rt::{TokioExecutor, TokioIo};
+    /// use mesh_tower::{ServerLayer, tls::MeshListener};
+    /// use tower::ServiceExt as _;
+    ///
+    /// # async fn run(
+    /// #     mut listener: MeshListener,
+    /// #     layer: ServerLayer,
+    /// #     router: axum::Router,
+    /// # ) -> std::io::Result<()> {
+    /// while let Some(stream) = listener.next().await {
+    ///     let stream = stream?;
+    ///     let service = tower::ServiceBuilder::new()
+    ///         // The layer meters tonic's and axum's request bodies: hyper's becomes axum's.
+    ///         .map_request(|req: http::Request<hyper::body::Incoming>| req.map(axum::body::Body::new))
+    ///         .layer(layer.for_connection(stream.peer().clone()))
+    ///         .service(router.clone());
+    ///     let service = hyper::service::service_fn(move |req| service.clone().oneshot(req));
+    ///     tokio::spawn(
+    ///         hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+    ///             .serve_connection(TokioIo::new(stream), service),
+    ///     );
+    /// }
+    /// # Ok(()) }
     /// ```
     pub fn for_connection(&self, peer: Peer) -> Self {
         Self {
