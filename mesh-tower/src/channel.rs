@@ -70,6 +70,40 @@ impl Mesh {
     ///
     /// An `xds:///host:port` target is resolved through the mesh's [`Discovery`](crate::Discovery)
     /// source, which is asked to watch it now.
+    ///
+    /// # Example
+    ///
+    /// A tonic-generated client takes the channel as is:
+    /// `ReviewsClient::new(mesh.channel("reviews.default.svc.cluster.local:9080"))`. Without
+    /// generated code, `tonic::client::Grpc` does the same:
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// use mesh_tower::Mesh;
+    /// use tonic::client::Grpc;
+    /// use tonic_prost::ProstCodec;
+    ///
+    /// # #[derive(Clone, PartialEq, prost::Message)]
+    /// # struct EchoRequest { #[prost(string, tag = "1")] message: String }
+    /// # #[derive(Clone, PartialEq, prost::Message)]
+    /// # struct EchoReply { #[prost(string, tag = "1")] message: String }
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let (mesh, _watch) = Mesh::from_istio_yaml(&["mesh.yaml"], Duration::from_secs(1))?;
+    /// let mut echo = Grpc::new(mesh.channel("echo.default.svc.cluster.local:50051"));
+    ///
+    /// echo.ready().await?;
+    /// let reply: tonic::Response<EchoReply> = echo
+    ///     .unary(
+    ///         tonic::Request::new(EchoRequest { message: "hello".into() }),
+    ///         "/echo.Echo/Say".parse()?,
+    ///         ProstCodec::default(),
+    ///     )
+    ///     .await?;
+    /// println!("{}", reply.into_inner().message);
+    /// # Ok(()) }
+    /// ```
     pub fn channel(&self, target: impl Into<Arc<str>>) -> Channel {
         Channel::with_attempt_service(self.clone(), target.into(), Balance::new())
     }

@@ -26,6 +26,10 @@
 //!   cluster's `UpstreamTls`, and [`tls::MeshListener`] accepts tonic and axum connections in the
 //!   PeerAuthentication mode, putting the verified [`Peer`] in request extensions.
 //!
+//! Warnings and errors (a configuration warning, a rejected reload, a refused certificate, a
+//! failed accept) are reported through [`tracing`](https://docs.rs/tracing): install a
+//! subscriber, e.g. `tracing_subscriber::fmt().init()`, or they go nowhere.
+//!
 //! Failures the mesh decides (no route, fault abort, timeout, breaker overflow, no endpoint,
 //! connect failure) are answered with a gRPC-correct response for gRPC callers (trailers-only,
 //! `grpc-status`) and an HTTP status for HTTP callers; see [`ResponseFlags`].
@@ -60,6 +64,10 @@ pub mod tls;
 pub mod trace;
 
 pub use mesh_core;
+/// The metrics registry crate this crate's metrics are written for
+/// ([`MeshMetrics::install`], [`admin::router`]), so applications need not depend on a matching
+/// version themselves: `mesh_tower::prometheus_client::registry::Registry`.
+pub use prometheus_client;
 
 pub use self::{
     channel::Channel,

@@ -44,6 +44,36 @@ use crate::{
 };
 
 /// The mesh of this process: cheap to clone, shared by every channel.
+///
+/// Build it from Istio YAML ([`Mesh::from_istio_yaml`]), from a [`MeshConfig`] you assemble
+/// ([`Mesh::new`], then [`Mesh::publish`]), or empty with an xDS client filling it in
+/// (`mesh_xds::client::XdsClient::start`). Warnings and errors are reported through
+/// [`tracing`](https://docs.rs/tracing): install a subscriber (e.g. `tracing_subscriber::fmt()`)
+/// to see them.
+///
+/// # Example
+///
+/// A channel is a `tower::Service` for any `http::Request`: tonic-generated clients take it as
+/// is (`ReviewsClient::new(mesh.channel(..))`); here it is called directly. With no
+/// configuration for the target, the mesh answers itself, without a connection:
+///
+/// ```
+/// use mesh_tower::{Mesh, mesh_core::MeshConfig};
+/// use tower::ServiceExt as _;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let mesh = Mesh::new(MeshConfig::empty());
+/// let channel = mesh.channel("reviews.default.svc.cluster.local:9080");
+///
+/// let request = http::Request::get("http://reviews.default.svc.cluster.local:9080/reviews/1")
+///     .body(String::new())?;
+/// let response = channel.oneshot(request).await?;
+/// // No listener for the target: answered by the mesh (an HTTP status here, a trailers-only
+/// // gRPC status for gRPC callers).
+/// assert!(!response.status().is_success());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Mesh {
     inner: Arc<Inner>,

@@ -55,8 +55,11 @@ pub enum StaticConfigError {
 /// limits parse in well under a second; this bounds what the limits do not foresee.
 pub const PARSE_TIME_BUDGET: Duration = Duration::from_secs(10);
 
-/// Watches the configuration files of a mesh; dropping it stops the watching.
+/// Watches the configuration files of a mesh; dropping it stops the watching, and with it hot
+/// reload: keep it for as long as the mesh serves (e.g. bind it to a named variable in `main`,
+/// not to `_`, which drops it at once).
 #[derive(Debug)]
+#[must_use = "dropping the watcher stops hot reload: keep it alive as long as the mesh"]
 pub struct ConfigWatch {
     status: Arc<Mutex<WatchStatus>>,
     task: tokio::task::JoinHandle<()>,
@@ -82,6 +85,32 @@ pub struct WatchStatus {
 impl Mesh {
     /// A mesh configured by Istio YAML `files`, reloaded when they change (checked every
     /// `poll_interval`). Must be called within a tokio runtime.
+    ///
+    /// Reloading lasts as long as the returned [`ConfigWatch`]: dropping it (e.g. with
+    /// `let (mesh, _) = ..`) stops hot reload, and the mesh keeps the configuration loaded
+    /// now. Warnings of the loaded files and rejected reloads are logged through `tracing`
+    /// (and kept in [`ConfigWatch::status`]).
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// use mesh_tower::Mesh;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Every error is reported with file, document, resource and field, e.g. `mesh.yaml:
+    /// // document 3 (VirtualService reviews): spec.http[0].route[1].weight: weights sum to 110,
+    /// // must be 100`.
+    /// let (mesh, watch) = Mesh::from_istio_yaml(&["mesh.yaml"], Duration::from_secs(1))?;
+    /// let reviews = mesh.channel("reviews.default.svc.cluster.local:9080");
+    /// # let _ = reviews;
+    /// // ... serve; `watch` lives until the end of `main`, so edits keep being picked up.
+    /// println!("serving configuration {}", watch.status().version);
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "dropping the returned ConfigWatch stops hot reload"]
     pub fn from_istio_yaml<P: AsRef<Path>>(
         files: &[P],
         poll_interval: Duration,

@@ -1,14 +1,32 @@
 //! The admin endpoint: `/metrics`, `/config_dump`, `/clusters`, `/ready` and `/healthz`, as an axum [`Router`] to
 //! mount in an application's router or to serve on a side port.
 //!
-//! ```rust,ignore
+//! ```
+//! use std::sync::Arc;
+//!
+//! use mesh_tower::{
+//!     Mesh, MeshMetrics, Workload, admin, mesh_core::MeshConfig,
+//!     prometheus_client::registry::Registry,
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mesh = Mesh::new(MeshConfig::empty());
+//! let workload = Workload::new("default", "reviews.default.svc.cluster.local", 9080);
 //! let mut registry = Registry::default();
+//! // Istio's metrics of the channels and of `mesh.server_layer(..)`, and the mesh's internals.
 //! MeshMetrics::install(&mesh, &mut registry, &workload);
-//! // On a side port...
 //! let registry = Arc::new(registry);
-//! let _admin = admin::serve("127.0.0.1:15000".parse()?, admin::router(&mesh, registry.clone())).await?;
+//!
+//! // On a side port (port 0 picks a free one)...
+//! let admin = admin::serve("127.0.0.1:0".parse()?, admin::router(&mesh, registry.clone())).await?;
+//! println!("metrics on http://{}/metrics", admin.local_addr());
 //! // ...or next to the application's routes.
-//! let app = Router::new().route("/", get(index)).merge(admin::router(&mesh, registry));
+//! let app: axum::Router = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "hello" }))
+//!     .merge(admin::router(&mesh, registry));
+//! # let _ = app;
+//! # Ok(()) }
 //! ```
 //!
 //! - `/metrics`: the registry in OpenMetrics text (ends with `# EOF`).

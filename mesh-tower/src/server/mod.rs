@@ -5,10 +5,31 @@
 //!                    → local rate limit → handler
 //! ```
 //!
-//! ```rust,ignore
+//! ```no_run
+//! use mesh_tower::{Mesh, Peer, Workload, mesh_core::MeshConfig, tls::{MeshListener, ServerTls}};
+//!
+//! # async fn run(routes: tonic::service::Routes) -> Result<(), Box<dyn std::error::Error>> {
+//! let mesh = Mesh::new(MeshConfig::empty());
 //! let layer = mesh.server_layer(Workload::new("default", "reviews.default.svc.cluster.local", 9080));
-//! tonic::transport::Server::builder().layer(layer.clone()).add_service(reviews).serve(addr);
-//! axum::Router::new().route("/", get(index)).layer(layer);
+//!
+//! // tonic: `routes` are your services, e.g. `Routes::new(ReviewsServer::new(reviews))`.
+//! let listener = MeshListener::bind("0.0.0.0:9080", ServerTls::plaintext()).await?;
+//! let grpc = tonic::transport::Server::builder()
+//!     .layer(layer.clone())
+//!     .add_routes(routes)
+//!     .serve_with_incoming(listener);
+//!
+//! // axum: the connect info carries the caller's `Peer` to the layer.
+//! let router = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "hello" }))
+//!     .layer(layer);
+//! let listener = MeshListener::bind("0.0.0.0:8080", ServerTls::plaintext()).await?;
+//! let http = axum::serve(listener, router.into_make_service_with_connect_info::<Peer>());
+//!
+//! let (grpc, http) = tokio::join!(grpc, http);
+//! grpc?;
+//! http?;
+//! # Ok(()) }
 //! ```
 //!
 //! Each request loads the mesh's configuration once ([`Mesh::config`]) and is judged entirely by
@@ -259,7 +280,20 @@ impl Workload {
 
 impl Mesh {
     /// The server stack for `workload`, as one layer for tonic's `Server::builder().layer(..)`
-    /// or axum's `Router::layer(..)`. See [`crate::server`].
+    /// or axum's `Router::layer(..)`. See [`crate::server`] for a tonic and an axum server.
+    ///
+    /// ```
+    /// use mesh_tower::{Mesh, Workload, mesh_core::MeshConfig};
+    ///
+    /// let mesh = Mesh::new(MeshConfig::empty());
+    /// let layer = mesh
+    ///     .server_layer(Workload::new("default", "reviews.default.svc.cluster.local", 9080))
+    ///     .bypass_health_checks(true);
+    /// let router: axum::Router = axum::Router::new()
+    ///     .route("/healthz", axum::routing::get(|| async { "ok" }))
+    ///     .layer(layer);
+    /// # let _ = router;
+    /// ```
     pub fn server_layer(&self, workload: Workload) -> ServerLayer {
         ServerLayer::new(self.clone(), workload)
     }
@@ -303,16 +337,31 @@ impl ServerLayer {
     /// own are judged as `peer`'s, and handlers find it in their extensions. The rate limiter
     /// stays shared with `self`.
     ///
-    /// ```rust,ignore
-    /// let stream = listener.next().await.unwrap()?;
-    /// let service = tower::ServiceBuilder::new()
-    ///     // The layer meters tonic's and axum's request bodies: hyper's becomes axum's.
-    ///     .map_request(|req: Request<Incoming>| req.map(axum::body::Body::new))
-    ///     .layer(layer.for_connection(stream.peer().clone()))
-    ///     .service(router);
-    /// hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-    ///     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-    ///     .await?;
+    /// ```no_run
+    /// use futures::StreamExt as _;
+    /// use hyper_util::rt::{TokioExecutor, TokioIo};
+    /// use mesh_tower::{ServerLayer, tls::MeshListener};
+    /// use tower::ServiceExt as _;
+    ///
+    /// # async fn run(
+    /// #     mut listener: MeshListener,
+    /// #     layer: ServerLayer,
+    /// #     router: axum::Router,
+    /// # ) -> std::io::Result<()> {
+    /// while let Some(stream) = listener.next().await {
+    ///     let stream = stream?;
+    ///     let service = tower::ServiceBuilder::new()
+    ///         // The layer meters tonic's and axum's request bodies: hyper's becomes axum's.
+    ///         .map_request(|req: http::Request<hyper::body::Incoming>| req.map(axum::body::Body::new))
+    ///         .layer(layer.for_connection(stream.peer().clone()))
+    ///         .service(router.clone());
+    ///     let service = hyper::service::service_fn(move |req| service.clone().oneshot(req));
+    ///     tokio::spawn(
+    ///         hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+    ///             .serve_connection(TokioIo::new(stream), service),
+    ///     );
+    /// }
+    /// # Ok(()) }
     /// ```
     pub fn for_connection(&self, peer: Peer) -> Self {
         Self {

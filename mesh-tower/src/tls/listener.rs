@@ -42,6 +42,34 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 ///   [`ServerLayer::for_connection`](crate::ServerLayer::for_connection).
 ///
 /// Dropping it stops accepting; connections already handed out are unaffected.
+///
+/// # Example
+///
+/// ```no_run
+/// use mesh_tower::{Peer, Workload, mesh_core::Labels, tls::{CertificateFiles, MeshListener}};
+///
+/// # async fn run(mesh: mesh_tower::Mesh) -> Result<(), Box<dyn std::error::Error>> {
+/// // The workload identity, as the Istio agent or cert-manager write it (polled for rotation).
+/// mesh.set_workload_identity(
+///     CertificateFiles::identity("cert-chain.pem", "key.pem").with_trust_bundle("root-cert.pem"),
+/// )?;
+/// // The mode follows the PeerAuthentication policies of the served configuration.
+/// let tls = mesh.server_tls("default", Labels::default(), 9080)?;
+/// let listener = MeshListener::bind("0.0.0.0:9080", tls).await?;
+///
+/// let layer = mesh.server_layer(Workload::new("default", "reviews.default.svc.cluster.local", 9080));
+/// let router = axum::Router::new()
+///     .route(
+///         "/whoami",
+///         axum::routing::get(|axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<Peer>| async move {
+///             // e.g. `cluster.local/ns/default/sa/productpage`
+///             peer.principal().unwrap_or("no verified identity").to_owned()
+///         }),
+///     )
+///     .layer(layer);
+/// axum::serve(listener, router.into_make_service_with_connect_info::<Peer>()).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct MeshListener {
     local_addr: SocketAddr,

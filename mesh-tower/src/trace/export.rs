@@ -11,10 +11,13 @@
 //! # OTLP
 //! The tracer provider is the application's; with `opentelemetry-otlp` (feature `grpc-tonic`):
 //!
-//! ```rust,ignore
+//! ```no_run
 //! use opentelemetry_otlp::WithExportConfig;
 //! use mesh_tower::trace::{ServerTraceLayer, Tracing};
 //!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let mesh = mesh_tower::Mesh::new(mesh_tower::mesh_core::MeshConfig::empty());
 //! let exporter = opentelemetry_otlp::SpanExporter::builder()
 //!     .with_tonic()
 //!     .with_endpoint("http://otel-collector:4317")
@@ -26,6 +29,8 @@
 //! mesh.set_tracing(tracing.clone()); // a client span per attempt of every channel
 //! let server = tonic::transport::Server::builder()
 //!     .layer(ServerTraceLayer::with_tracing(tracing)); // a server span per request
+//! # let _ = server;
+//! # Ok(()) }
 //! ```
 //!
 //! `tests/trace.rs` exports through exactly this to a collector on 127.0.0.1.

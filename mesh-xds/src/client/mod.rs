@@ -202,7 +202,10 @@ impl XdsClient {
     /// as long as the mesh holds it; [`shutdown`](Self::shutdown) stops the ADS stream.
     ///
     /// `channel_creds` `tls` is not implemented yet: such a server is never dialled in
-    /// plaintext, the client logs why and tries the next one.
+    /// plaintext, the client logs why and tries the next one. NACKs, stream failures and
+    /// ignored fields are logged through `tracing`: install a subscriber to see them.
+    ///
+    /// See the [example](XdsClient#example) on the type.
     pub fn start(bootstrap: Bootstrap, mesh: Mesh) -> Result<Self, StartError> {
         Self::start_with(bootstrap, mesh, XdsClientOptions::default())
     }
