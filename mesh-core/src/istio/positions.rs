@@ -148,7 +148,7 @@ impl Scanner {
                 });
                 return self.key(lines, i, line_no, column, rest, key_end);
             }
-            return self.value(lines, i, line_no, column, rest, item, indent);
+            return self.value(lines, i, column, rest, item, indent);
         }
         if let Some(key_end) = key_end(content) {
             if !self.mapping_at(indent) {
@@ -159,7 +159,7 @@ impl Scanner {
         }
         // A scalar or flow collection on its own line: a pending key's value.
         if let Some((_, path)) = self.pending.take() {
-            return self.value(lines, i, line_no, indent, content, path, indent);
+            return self.value(lines, i, indent, content, path, indent);
         }
         i + 1
     }
@@ -247,17 +247,15 @@ impl Scanner {
             self.pending = Some((column, path));
             return i + 1;
         }
-        self.value(lines, i, line_no, value_column, value, path, column)
+        self.value(lines, i, value_column, value, path, column)
     }
 
     /// A value starting at `column` of line `i`, of the node at `path` whose key or dash is at
     /// `owner_indent`.
-    #[allow(clippy::too_many_arguments)]
     fn value(
         &mut self,
         lines: &[&str],
         i: usize,
-        line_no: usize,
         column: usize,
         value: &str,
         path: String,
@@ -297,7 +295,6 @@ impl Scanner {
                 self.pending = Some((owner_indent, path));
             }
         }
-        let _ = line_no;
         i + 1
     }
 }
@@ -403,6 +400,7 @@ impl Flow<'_, '_> {
             b'{' => {
                 self.column += 1;
                 loop {
+                    let before = (self.line, self.column);
                     match self.peek()? {
                         b'}' => {
                             self.column += 1;
@@ -420,12 +418,14 @@ impl Flow<'_, '_> {
                             }
                         }
                     }
+                    self.progressed(before)?;
                 }
             }
             b'[' => {
                 self.column += 1;
                 let mut n = 0usize;
                 loop {
+                    let before = (self.line, self.column);
                     match self.peek()? {
                         b']' => {
                             self.column += 1;
@@ -440,10 +440,17 @@ impl Flow<'_, '_> {
                             self.item(&item)?;
                         }
                     }
+                    self.progressed(before)?;
                 }
             }
             _ => None,
         }
+    }
+
+    /// `Some` when the cursor moved since `before`: a shape the scanner does not follow must
+    /// end it, not loop.
+    fn progressed(&self, before: (usize, usize)) -> Option<()> {
+        (before != (self.line, self.column)).then_some(())
     }
 
     /// A value: a nested collection or a scalar.

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::{
-    Labels, Workload,
+    Action, Labels, Workload,
     sidecar::{OutboundMode, OutboundScope},
 };
 
@@ -85,16 +85,20 @@ spec:
 
 #[test]
 fn a_service_imported_without_its_virtual_service_gets_the_default_route() {
-    // billing's service is imported by its name from any namespace, its VirtualService
-    // (in `finance`) is not: only `prod`'s VirtualServices are.
+    // billing's VirtualService lives in another namespace than its service: the root
+    // Sidecar imports the service's namespace, not the VirtualService's.
     let yaml = mesh(
         "apiVersion: networking.istio.io/v1
 kind: Sidecar
 metadata: {name: default, namespace: istio-system}
 spec:
   egress:
-  - hosts: [./*, '*/billing.finance.svc.cluster.local']
+  - hosts: [./*, finance/*]
 ",
+    )
+    .replace(
+        "metadata: {name: billing, namespace: finance}\nspec:\n  hosts: [billing]\n  http:\n  - route: [{destination: {host: billing}}]",
+        "metadata: {name: billing, namespace: routing}\nspec:\n  hosts: [billing.finance.svc.cluster.local]\n  http:\n  - route: [{destination: {host: billing.finance.svc.cluster.local}}]",
     );
     let loaded = load_str("mesh.yaml", &yaml).unwrap();
     assert!(has_timeout(&loaded.config, BILLING), "as loaded");
@@ -103,11 +107,11 @@ spec:
     assert!(!has_timeout(&prod, BILLING), "its VirtualService is not imported");
     assert_eq!(
         &*outbound(&prod).unrouted,
-        &[(Arc::from(BILLING), Arc::from("finance/billing"))]
+        &[(Arc::from(BILLING), Arc::from("routing/billing"))]
     );
     // The root namespace's Sidecar: `./` is the workload's own namespace.
     let finance = scoped(&yaml, "finance", &[]);
-    assert!(has_timeout(&finance, BILLING));
+    assert!(finance.listener(BILLING).is_some());
     assert!(finance.listener(RATINGS).is_none());
 }
 
