@@ -116,18 +116,9 @@ impl MeshConfig {
         if let Some(table) = self.listener(target) {
             return Some(table);
         }
-        let (host, port) = target.rsplit_once(':')?;
-        port.parse::<u16>().ok()?;
-        if host.ends_with(".cluster.local") || host.ends_with('.') {
-            return None;
-        }
-        [
-            format!("{host}.{namespace}.svc.cluster.local:{port}"),
-            format!("{host}.svc.cluster.local:{port}"),
-            format!("{host}.cluster.local:{port}"),
-        ]
-        .iter()
-        .find_map(|candidate| self.listener(candidate))
+        dns_search(target, namespace)?
+            .iter()
+            .find_map(|candidate| self.listener(candidate))
     }
 
     /// This configuration with the Sidecars and listener origins that
@@ -242,6 +233,21 @@ impl MeshConfig {
             ..self.clone()
         }
     }
+}
+
+/// The names Kubernetes' DNS search list tries for `target` (`host:port`) from a pod in
+/// `namespace`; `None` for a fully qualified or port-less target.
+pub(crate) fn dns_search(target: &str, namespace: &str) -> Option<[String; 3]> {
+    let (host, port) = target.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    if host.ends_with(".cluster.local") || host.ends_with('.') {
+        return None;
+    }
+    Some([
+        format!("{host}.{namespace}.svc.cluster.local:{port}"),
+        format!("{host}.svc.cluster.local:{port}"),
+        format!("{host}.cluster.local:{port}"),
+    ])
 }
 
 #[cfg(test)]

@@ -144,6 +144,20 @@ impl fmt::Display for OutboundMode {
     }
 }
 
+// === impl OutboundScope ===
+
+impl OutboundScope {
+    /// The hidden listener a workload in `namespace` means by `target`: exactly, or through
+    /// Kubernetes' DNS search list (`greeter:50051`), as listeners are looked up.
+    pub fn hidden_listener(&self, target: &str, namespace: &str) -> Option<&Arc<str>> {
+        let search = crate::config::dns_search(target, namespace);
+        let names = std::iter::once(target).chain(search.iter().flatten().map(String::as_str));
+        names
+            .into_iter()
+            .find_map(|name| self.hidden.iter().find(|h| &***h == name))
+    }
+}
+
 // === impl HostImport ===
 
 impl HostImport {

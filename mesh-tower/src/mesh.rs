@@ -253,18 +253,19 @@ impl Mesh {
     /// rate limit) and keeps everything else, the clusters with their connections, balancers
     /// and health state.
     pub fn publish_server(&self, server: Arc<mesh_core::ServerPolicy>) {
-        self.store_server(|config| config.with_server(server));
+        self.store_server(|config| config.with_server(server.clone()));
     }
 
     /// Replaces the xDS server side (the inbound listener state of each xDS-driven port) and
     /// keeps everything else. Servers of those ports follow it
     /// ([`server_tls`](Self::server_tls), [`server_layer`](Self::server_layer)).
     pub fn publish_inbound(&self, inbound: Arc<mesh_core::InboundListeners>) {
-        self.store_server(|config| config.with_inbound(inbound));
+        self.store_server(|config| config.with_inbound(inbound.clone()));
     }
 
-    /// Stores `change(current config)` with the current cluster entries.
-    fn store_server(&self, change: impl FnOnce(&MeshConfig) -> MeshConfig) {
+    /// Stores `change(current config)` with the current cluster entries (the published
+    /// configuration changed alike).
+    fn store_server(&self, change: impl Fn(&MeshConfig) -> MeshConfig) {
         let _serial = self.inner.publish.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.inner.snapshot.load_full();
         let snapshot = Snapshot {

@@ -84,7 +84,9 @@ async fn registry_only_routes_imported_hosts_and_refuses_the_rest_naming_the_sid
     let status = served_by(&mesh, &localhost).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(
-        status.message().contains(&format!("target `{localhost}` is not imported"))
+        status.message().contains(&format!(
+            "target `{localhost}` (localhost.default.svc.cluster.local:{port}) is not imported"
+        ))
             && status.message().contains("REGISTRY_ONLY of Sidecar default/web"),
         "{status:?}"
     );

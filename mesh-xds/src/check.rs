@@ -168,7 +168,7 @@ pub fn explain(config: &MeshConfig, request: &str) -> Result<String, ExplainErro
                 Ok(out)
             }
             Some(scope) => {
-                let why = if scope.hidden.iter().any(|h| **h == *target) {
+                let why = if scope.hidden_listener(&target, "default").is_some() {
                     "is not imported by its egress hosts"
                 } else {
                     "is not in the mesh registry"

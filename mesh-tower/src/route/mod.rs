@@ -288,7 +288,7 @@ fn route(
         return match snapshot.config.outbound().map(|o| (o.mode, o)) {
             Some((OutboundMode::AllowAny, _)) => pass_through(mesh, target, req, is_grpc),
             Some((OutboundMode::RegistryOnly, scope)) => {
-                Err(black_hole(&target.name, scope, is_grpc).into())
+                Err(black_hole(target, scope, is_grpc).into())
             }
             None => Err(no_route(format!(
                 "no route configuration for target `{}`",
@@ -438,12 +438,15 @@ fn passthrough_address(target: &str) -> Option<EndpointAddress> {
 
 /// The answer to a target the workload does not know under `REGISTRY_ONLY` (Envoy's
 /// `block_all` route: HTTP 502; gRPC `UNAVAILABLE`), naming the Sidecar that decided it.
-fn black_hole(target: &str, scope: &OutboundScope, is_grpc: bool) -> Response<ResponseBody> {
-    let why = if scope.hidden.iter().any(|h| &**h == target) {
-        "is not imported by its egress hosts"
-    } else {
-        "is not in the mesh registry"
+fn black_hole(target: &Target, scope: &OutboundScope, is_grpc: bool) -> Response<ResponseBody> {
+    let why = match scope.hidden_listener(&target.name, &target.namespace) {
+        Some(hidden) if **hidden == *target.name => {
+            "is not imported by its egress hosts".to_string()
+        }
+        Some(hidden) => format!("({hidden}) is not imported by its egress hosts"),
+        None => "is not in the mesh registry".to_string(),
     };
+    let target = &target.name;
     let by = match &scope.sidecar {
         Some(sidecar) => format!("Sidecar {sidecar}"),
         None => "the mesh".to_string(),
