@@ -171,7 +171,10 @@ impl MeshConfig {
             }
             let table = match (&origin.routed_by, sidecar) {
                 (Some(vs), Some(s)) if !s.imports_virtual_service(vs, origin.port, own) => {
-                    unrouted.push((target.clone(), format!("{}/{}", vs.namespace, vs.name).into()));
+                    unrouted.push((
+                        target.clone(),
+                        format!("{}/{}", vs.namespace, vs.name).into(),
+                    ));
                     vs.default_routes.clone()
                 }
                 _ => table.clone(),
@@ -179,6 +182,7 @@ impl MeshConfig {
             listeners.insert(target.clone(), table);
         }
         let outbound = OutboundScope {
+            namespace: workload.namespace.clone(),
             sidecar: sidecar.map(sidecar::Sidecar::id),
             mode,
             hidden: hidden.into(),

@@ -120,6 +120,8 @@ pub struct Visibility {
 /// target it has no listener for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct OutboundScope {
+    /// The namespace of the workload it was narrowed for.
+    pub namespace: Arc<str>,
     /// The Sidecar applied (`namespace/name`), if any.
     pub sidecar: Option<Arc<str>>,
     /// The effective mode. With an egress proxy (not supported) it is
@@ -147,10 +149,10 @@ impl fmt::Display for OutboundMode {
 // === impl OutboundScope ===
 
 impl OutboundScope {
-    /// The hidden listener a workload in `namespace` means by `target`: exactly, or through
-    /// Kubernetes' DNS search list (`greeter:50051`), as listeners are looked up.
-    pub fn hidden_listener(&self, target: &str, namespace: &str) -> Option<&Arc<str>> {
-        let search = crate::config::dns_search(target, namespace);
+    /// The hidden listener the workload means by `target`: exactly, or through Kubernetes'
+    /// DNS search list (`greeter:50051`), as listeners are looked up.
+    pub fn hidden_listener(&self, target: &str) -> Option<&Arc<str>> {
+        let search = crate::config::dns_search(target, &self.namespace);
         let names = std::iter::once(target).chain(search.iter().flatten().map(String::as_str));
         names
             .into_iter()

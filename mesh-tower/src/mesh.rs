@@ -303,13 +303,11 @@ impl Mesh {
                 (name.clone(), entry)
             })
             .collect();
-        self.inner
-            .snapshot
-            .store(Arc::new(Snapshot {
-                config,
-                published,
-                clusters,
-            }));
+        self.inner.snapshot.store(Arc::new(Snapshot {
+            config,
+            published,
+            clusters,
+        }));
         self.inner.published.send_modify(|n| *n += 1);
     }
 

@@ -15,7 +15,8 @@ use mesh_tower::{Mesh, MeshMetrics, Workload, mesh_core::Labels};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 use server_support::*;
 use support::{
-    Behavior, EchoClient, HOST, REGISTRY_ONLY, TARGET, config, request, services_yaml, virtual_service,
+    Behavior, EchoClient, HOST, REGISTRY_ONLY, TARGET, config, request, services_yaml,
+    virtual_service,
 };
 use tokio::sync::Semaphore;
 use tonic::Code;

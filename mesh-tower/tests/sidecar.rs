@@ -86,18 +86,35 @@ async fn registry_only_routes_imported_hosts_and_refuses_the_rest_naming_the_sid
     assert!(
         status.message().contains(&format!(
             "target `{localhost}` (localhost.default.svc.cluster.local:{port}) is not imported"
-        ))
-            && status.message().contains("REGISTRY_ONLY of Sidecar default/web"),
+        )) && status
+            .message()
+            .contains("REGISTRY_ONLY of Sidecar default/web"),
         "{status:?}"
     );
     // A host in no registry at all.
-    let status = served_by(&mesh, "nowhere.example.com:50051").await.unwrap_err();
+    let status = served_by(&mesh, "nowhere.example.com:50051")
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     assert!(
         status.message().contains("is not in the mesh registry"),
         "{status:?}"
     );
-    assert_eq!(direct.behavior.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // A plain HTTP caller gets Envoy's `block_all` answer: 502.
+    let req = http::Request::get(format!("http://{localhost}/anything"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(mesh.channel(localhost.as_str()), req)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        direct
+            .behavior
+            .calls
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
 }
 
 #[tokio::test]
@@ -114,7 +131,9 @@ async fn allow_any_passes_a_host_it_does_not_import_through_by_dns_without_its_r
     // `localhost` is passed through to what DNS says, not sent to echo's v1 by the
     // VirtualService the workload does not import.
     assert_eq!(
-        served_by(&mesh, &format!("localhost:{port}")).await.unwrap(),
+        served_by(&mesh, &format!("localhost:{port}"))
+            .await
+            .unwrap(),
         "direct"
     );
     assert_eq!(served_by(&mesh, TARGET).await.unwrap(), "v2");

@@ -157,7 +157,9 @@ pub fn explain(config: &MeshConfig, request: &str) -> Result<String, ExplainErro
     if let Some(scope) = config.outbound() {
         outbound(&mut out, scope);
     }
-    let Some(table) = config.listener(&target) else {
+    // Looked up as the data plane does, short names through the workload's DNS search list.
+    let namespace = config.outbound().map_or("default", |o| &*o.namespace);
+    let Some(table) = config.listener_in(&target, namespace) else {
         return match config.outbound() {
             Some(scope) if scope.mode == OutboundMode::AllowAny => {
                 let _ = writeln!(out, "request:      {method} {url}");
@@ -168,7 +170,7 @@ pub fn explain(config: &MeshConfig, request: &str) -> Result<String, ExplainErro
                 Ok(out)
             }
             Some(scope) => {
-                let why = if scope.hidden_listener(&target, "default").is_some() {
+                let why = if scope.hidden_listener(&target).is_some() {
                     "is not imported by its egress hosts"
                 } else {
                     "is not in the mesh registry"
@@ -289,7 +291,10 @@ fn outbound(out: &mut String, scope: &OutboundScope) {
     let _ = writeln!(
         out,
         "sidecar:      {} (outboundTrafficPolicy {})",
-        scope.sidecar.as_deref().unwrap_or("none: every service is visible"),
+        scope
+            .sidecar
+            .as_deref()
+            .unwrap_or("none: every service is visible"),
         scope.mode
     );
     if !scope.hidden.is_empty() {

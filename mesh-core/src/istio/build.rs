@@ -23,8 +23,8 @@ use super::{
 use crate::{
     Cluster, DEFAULT_ROOT_NAMESPACE, Endpoint, MeshConfig, PathNormalizer, RouteTable,
     ServerPolicy,
-    sidecar::{ListenerOrigin, RoutedBy, Visibility},
     route::{Action, Domain, Forward, Route, RouteMatcher, VirtualHost, WeightedClusters},
+    sidecar::{ListenerOrigin, RoutedBy, Visibility},
 };
 
 /// Assembles the configuration; `None` when errors were reported.
@@ -210,7 +210,11 @@ pub(super) fn build(
                 Some((vs, Ok(default_routes))) => Some(RoutedBy {
                     name: vs.meta.name.clone(),
                     namespace: vs.meta.namespace.clone(),
-                    hosts: vs.hosts.iter().map(|(h, _)| Arc::from(h.as_str())).collect(),
+                    hosts: vs
+                        .hosts
+                        .iter()
+                        .map(|(h, _)| Arc::from(h.as_str()))
+                        .collect(),
                     default_routes,
                 }),
                 Some((_, Err(e))) => {

@@ -284,7 +284,9 @@ fn split_documents(source: &Source<'_>, diags: &RefCell<Diags>, out: &mut Vec<(C
     let mut indexes = positions::index(text);
     if indexes.len() == parsed {
         for (ctx, _) in out.iter_mut().skip(first) {
-            let index = indexes.get_mut(ctx.document.wrapping_sub(1)).map(std::mem::take);
+            let index = indexes
+                .get_mut(ctx.document.wrapping_sub(1))
+                .map(std::mem::take);
             ctx.positions = index.map(Arc::new);
         }
     }

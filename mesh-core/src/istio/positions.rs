@@ -122,7 +122,14 @@ impl Scanner {
     }
 
     /// A block node starting at column `indent` (0-based) of line `i`.
-    fn node(&mut self, lines: &[&str], i: usize, line_no: usize, indent: usize, content: &str) -> usize {
+    fn node(
+        &mut self,
+        lines: &[&str],
+        i: usize,
+        line_no: usize,
+        indent: usize,
+        content: &str,
+    ) -> usize {
         if content == "-" || content.starts_with("- ") {
             let Some(item) = self.sequence_item(indent) else {
                 self.lost = true;
@@ -304,7 +311,10 @@ impl Scanner {
 fn key_end(text: &str) -> Option<usize> {
     let bytes = text.as_bytes();
     let first = *bytes.first()?;
-    if matches!(first, b'{' | b'[' | b'?' | b'&' | b'*' | b'!' | b'|' | b'>' | b'#') {
+    if matches!(
+        first,
+        b'{' | b'[' | b'?' | b'&' | b'*' | b'!' | b'|' | b'>' | b'#'
+    ) {
         return None;
     }
     let mut i = 0;
@@ -390,7 +400,9 @@ impl Flow<'_, '_> {
 
     fn here(&self) -> (usize, usize) {
         let line = self.lines.get(self.line).copied().unwrap_or("");
-        let chars = line.get(..self.column).map_or(self.column, |s| s.chars().count());
+        let chars = line
+            .get(..self.column)
+            .map_or(self.column, |s| s.chars().count());
         (self.line + 1, chars + 1)
     }
 
@@ -533,24 +545,43 @@ kind: DestinationRule
         assert_eq!(at(VS, 0, "metadata.namespace"), Some((3, 27)));
         assert_eq!(at(VS, 0, "spec.hosts[0]"), Some((6, 3)));
         assert_eq!(at(VS, 0, "spec.http[0]"), Some((8, 3)));
-        assert_eq!(at(VS, 0, "spec.http[0].match[0].headers.end-user.exact"), Some((10, 20)));
-        assert_eq!(at(VS, 0, "spec.http[0].route[0].destination.subset"), Some((14, 9)));
+        assert_eq!(
+            at(VS, 0, "spec.http[0].match[0].headers.end-user.exact"),
+            Some((10, 20))
+        );
+        assert_eq!(
+            at(VS, 0, "spec.http[0].route[0].destination.subset"),
+            Some((14, 9))
+        );
         assert_eq!(at(VS, 0, "spec.http[0].route[0].weigth"), Some((15, 7)));
-        assert_eq!(at(VS, 0, "spec.http[0].route[1].destination.subset"), Some((16, 37)));
+        assert_eq!(
+            at(VS, 0, "spec.http[0].route[1].destination.subset"),
+            Some((16, 37))
+        );
         assert_eq!(at(VS, 0, "spec.http[0].route[1].weight"), Some((16, 50)));
         assert_eq!(at(VS, 0, "spec.http[0].description.text"), None);
         assert_eq!(at(VS, 0, "spec.http[0].timeout"), Some((20, 5)));
         assert_eq!(
-            at(VS, 1, "spec.trafficPolicy.outlierDetection.consecutive5xxError"),
+            at(
+                VS,
+                1,
+                "spec.trafficPolicy.outlierDetection.consecutive5xxError"
+            ),
             Some((24, 38))
         );
-        assert_eq!(at(VS, 1, "spec.trafficPolicy.outlierDetection.interval"), Some((25, 5)));
+        assert_eq!(
+            at(VS, 1, "spec.trafficPolicy.outlierDetection.interval"),
+            Some((25, 5))
+        );
     }
 
     #[test]
     fn a_missing_field_is_located_at_its_nearest_ancestor() {
         let docs = index(VS);
-        assert_eq!(docs[0].find("spec.http[0].route[0].destination.port"), Some((12, 7)));
+        assert_eq!(
+            docs[0].find("spec.http[0].route[0].destination.port"),
+            Some((12, 7))
+        );
         assert_eq!(docs[0].find("nowhere"), None);
     }
 

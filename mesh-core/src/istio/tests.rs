@@ -683,7 +683,11 @@ metadata: {{name: c}}
             .enumerate()
             .find(|(_, l)| l.contains(needle))
             .unwrap();
-        format!("at line {} column {}", i + 1, line.find(needle).unwrap() + 1)
+        format!(
+            "at line {} column {}",
+            i + 1,
+            line.find(needle).unwrap() + 1
+        )
     }
 
     #[test]
@@ -702,7 +706,10 @@ metadata: {{name: c}}
         let errors = errors(&text);
         let expect = [
             ("spec.http[0].route[0].weigth: unknown field", "weigth"),
-            ("spec.http[0].route[1].destination.port.number:", "number: nine"),
+            (
+                "spec.http[0].route[1].destination.port.number:",
+                "number: nine",
+            ),
             ("spec.http[0].timeout:", "timeout: 10"),
             (
                 "spec.trafficPolicy.outlierDetection.consecutive5xxError: unknown field",

@@ -45,7 +45,11 @@ fn a_matching_selector_wins_over_the_namespace_default_which_wins_over_the_root(
         Some("istio-system/root")
     );
     assert_eq!(
-        select(&sidecars[1..4], &Workload::new("dev", Labels::default()), "istio-system"),
+        select(
+            &sidecars[1..4],
+            &Workload::new("dev", Labels::default()),
+            "istio-system"
+        ),
         None
     );
     // Several selectors match: the first by name, every time.
@@ -55,7 +59,9 @@ fn a_matching_selector_wins_over_the_namespace_default_which_wins_over_the_root(
     ];
     let web = Workload::new("prod", labels(&[("app", "web")]));
     assert_eq!(
-        select(&two, &web, "istio-system").map(|s| s.id()).as_deref(),
+        select(&two, &web, "istio-system")
+            .map(|s| s.id())
+            .as_deref(),
         Some("prod/a")
     );
 }
@@ -73,7 +79,10 @@ fn host_imports_follow_istios_namespace_and_wildcard_rules() {
     let wildcard = import("*/*.example.com");
     assert!(wildcard.imports("x", "api.example.com", own));
     assert!(wildcard.imports("x", "a.b.EXAMPLE.com", own));
-    assert!(!wildcard.imports("x", "example.com", own), "the wildcard needs a label");
+    assert!(
+        !wildcard.imports("x", "example.com", own),
+        "the wildcard needs a label"
+    );
     assert!(!wildcard.imports("x", "api.example.org", own));
     let exact = import("*/api.example.com");
     assert!(exact.imports("x", "api.example.com", own));
@@ -82,7 +91,14 @@ fn host_imports_follow_istios_namespace_and_wildcard_rules() {
 
 #[test]
 fn malformed_host_entries_are_refused_with_the_expected_form() {
-    for bad in ["api.example.com", "/x", "ns/", "ns/a/b", "ns/a.*.com", "ns/*x.com"] {
+    for bad in [
+        "api.example.com",
+        "/x",
+        "ns/",
+        "ns/a/b",
+        "ns/a.*.com",
+        "ns/*x.com",
+    ] {
         assert!(HostImport::parse(bad).is_err(), "{bad}");
     }
     let e = HostImport::parse("reviews").unwrap_err();
@@ -105,7 +121,10 @@ fn a_virtual_service_is_imported_when_its_namespace_and_a_host_match() {
         ..sidecar("prod", "default", None)
     };
     assert!(with(&["./*"], None).imports_virtual_service(&routed, 9080, "prod"));
-    assert!(with(&["*/reviews.prod.svc.cluster.local"], None).imports_virtual_service(&routed, 9080, "prod"));
+    assert!(
+        with(&["*/reviews.prod.svc.cluster.local"], None)
+            .imports_virtual_service(&routed, 9080, "prod")
+    );
     assert!(!with(&["dev/*"], None).imports_virtual_service(&routed, 9080, "prod"));
     // A port-bound egress listener imports for its port only.
     assert!(with(&["./*"], Some(9080)).imports_virtual_service(&routed, 9080, "prod"));

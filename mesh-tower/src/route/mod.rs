@@ -406,8 +406,13 @@ fn pass_through(
             cluster: ClusterEntry::build(&policy, None, mesh.tls(), None),
         }
     });
-    set_uri(req, target, None, None)
-        .map_err(|message| fail(GrpcCode::Internal, StatusCode::INTERNAL_SERVER_ERROR, message))?;
+    set_uri(req, target, None, None).map_err(|message| {
+        fail(
+            GrpcCode::Internal,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            message,
+        )
+    })?;
     let decision = RouteDecision {
         forward: passthrough.forward.clone(),
         fault: None,
@@ -439,7 +444,7 @@ fn passthrough_address(target: &str) -> Option<EndpointAddress> {
 /// The answer to a target the workload does not know under `REGISTRY_ONLY` (Envoy's
 /// `block_all` route: HTTP 502; gRPC `UNAVAILABLE`), naming the Sidecar that decided it.
 fn black_hole(target: &Target, scope: &OutboundScope, is_grpc: bool) -> Response<ResponseBody> {
-    let why = match scope.hidden_listener(&target.name, &target.namespace) {
+    let why = match scope.hidden_listener(&target.name) {
         Some(hidden) if **hidden == *target.name => {
             "is not imported by its egress hosts".to_string()
         }
@@ -455,9 +460,7 @@ fn black_hole(target: &Target, scope: &OutboundScope, is_grpc: bool) -> Response
         GrpcCode::Unavailable,
         StatusCode::BAD_GATEWAY,
         ResponseFlags::NoRoute,
-        format!(
-            "target `{target}` {why}: refused by outboundTrafficPolicy REGISTRY_ONLY of {by}"
-        ),
+        format!("target `{target}` {why}: refused by outboundTrafficPolicy REGISTRY_ONLY of {by}"),
     )
     .into_response(is_grpc)
 }

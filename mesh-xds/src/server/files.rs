@@ -73,7 +73,10 @@ async fn follow(
 
 /// Says that the Sidecars of `config` do not narrow what is served.
 fn warn_unscoped(config: &mesh_core::MeshConfig) {
-    let sidecars = config.visibility().map(|v| &v.sidecars[..]).unwrap_or_default();
+    let sidecars = config
+        .visibility()
+        .map(|v| &v.sidecars[..])
+        .unwrap_or_default();
     for sidecar in sidecars {
         tracing::warn!(
             sidecar = %sidecar.id(),

@@ -104,7 +104,10 @@ spec:
     assert!(has_timeout(&loaded.config, BILLING), "as loaded");
     let prod = scoped(&yaml, "prod", &[]);
     assert!(has_timeout(&prod, RATINGS));
-    assert!(!has_timeout(&prod, BILLING), "its VirtualService is not imported");
+    assert!(
+        !has_timeout(&prod, BILLING),
+        "its VirtualService is not imported"
+    );
     assert_eq!(
         &*outbound(&prod).unrouted,
         &[(Arc::from(BILLING), Arc::from("routing/billing"))]
@@ -129,7 +132,10 @@ spec:
 ",
     );
     let prod = scoped(&yaml, "prod", &[]);
-    assert!(prod.listener(RATINGS).is_some(), "port 9080: the port-less listener");
+    assert!(
+        prod.listener(RATINGS).is_some(),
+        "port 9080: the port-less listener"
+    );
     assert!(prod.listener(BILLING).is_none());
 }
 
@@ -162,10 +168,15 @@ spec:
         "spec.egress[0].captureMode: is not supported",
         "spec.outboundTrafficPolicy.egressProxy: is not supported",
     ] {
-        assert!(warnings.iter().any(|w| w.contains(field)), "{field}: {warnings:?}");
+        assert!(
+            warnings.iter().any(|w| w.contains(field)),
+            "{field}: {warnings:?}"
+        );
     }
     // Passing through would bypass the egress proxy: unknown hosts are refused.
-    let prod = loaded.config.for_workload(&Workload::new("prod", Labels::default()));
+    let prod = loaded
+        .config
+        .for_workload(&Workload::new("prod", Labels::default()));
     assert_eq!(outbound(&prod).mode, OutboundMode::RegistryOnly);
 }
 
@@ -194,7 +205,11 @@ fn without_a_sidecar_everything_is_visible_and_unknown_hosts_pass_through() {
     let yaml = mesh("");
     let prod = scoped(&yaml, "prod", &[]);
     assert!(prod.listener(RATINGS).is_some() && prod.listener(BILLING).is_some());
-    assert_eq!(outbound(&prod).mode, OutboundMode::AllowAny, "MeshConfig's default");
+    assert_eq!(
+        outbound(&prod).mode,
+        OutboundMode::AllowAny,
+        "MeshConfig's default"
+    );
 }
 
 #[test]
