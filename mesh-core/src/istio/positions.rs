@@ -201,15 +201,15 @@ impl Scanner {
 
     /// Makes the mapping at `indent` current: a pending key's value, the root, or an open one.
     fn mapping_at(&mut self, indent: usize) -> bool {
-        if let Some((key_indent, path)) = self.pending.take() {
-            if indent > key_indent {
-                self.frames.push(Frame {
-                    indent,
-                    path,
-                    next_item: None,
-                });
-                return true;
-            }
+        if let Some((key_indent, path)) = self.pending.take()
+            && indent > key_indent
+        {
+            self.frames.push(Frame {
+                indent,
+                path,
+                next_item: None,
+            });
+            return true;
         }
         while self
             .frames
