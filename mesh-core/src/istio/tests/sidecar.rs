@@ -233,3 +233,71 @@ spec:
     let allow = scoped(&yaml.replace("REGISTRY_ONLY", "ALLOW_ANY"), "prod", &[]);
     assert!(allow.listener("api.example.com:443").is_some());
 }
+
+/// The examples of Istio's Sidecar reference load; only what a proxyless workload cannot
+/// apply (`ingress`) is reported.
+#[test]
+fn the_sidecar_references_examples_load() {
+    let yaml = "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: default
+  namespace: istio-config
+spec:
+  egress:
+  - hosts:
+    - \"./*\"
+    - \"istio-system/*\"
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: default
+  namespace: prod-us1
+spec:
+  egress:
+  - hosts:
+    - \"prod-us1/*\"
+    - \"prod-apis/*\"
+    - \"istio-system/*\"
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: ratings
+  namespace: prod-us1
+spec:
+  workloadSelector:
+    labels:
+      app: ratings
+  ingress:
+  - port:
+      number: 9080
+      protocol: HTTP
+      name: somename
+    defaultEndpoint: unix:///var/run/someuds.sock
+  egress:
+  - port:
+      number: 9080
+      protocol: HTTP
+      name: egresshttp
+    hosts:
+    - \"prod-us1/*\"
+  - hosts:
+    - \"istio-system/*\"
+";
+    let loaded = load_str("sidecars.yaml", yaml).unwrap();
+    let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("(Sidecar ratings): spec.ingress: is not supported")
+            && warnings[0].ends_with("at line 33 column 3"),
+        "{warnings:?}"
+    );
+    let ratings = Workload::new("prod-us1", Labels::new([("app", "ratings")]).unwrap());
+    let scoped = loaded.config.for_workload(&ratings);
+    assert_eq!(
+        outbound(&scoped).sidecar.as_deref(),
+        Some("prod-us1/ratings")
+    );
+}
