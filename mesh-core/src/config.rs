@@ -11,7 +11,10 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use crate::{Action, Cluster, Error, InboundListeners, RouteTable, ServerPolicy};
+use crate::{
+    Action, Cluster, Error, InboundListeners, RouteTable, ServerPolicy, Workload,
+    sidecar::{self, OutboundMode, OutboundScope, Visibility},
+};
 
 /// One complete configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -21,6 +24,12 @@ pub struct MeshConfig {
     clusters: BTreeMap<Arc<str>, Arc<Cluster>>,
     server: Arc<ServerPolicy>,
     inbound: Arc<InboundListeners>,
+    /// The Sidecars and listener origins of a configuration loaded from Istio YAML; `None`
+    /// for one from xDS (istiod already narrowed it) or assembled by hand.
+    visibility: Option<Arc<Visibility>>,
+    /// What a target without a listener gets, once narrowed for a workload; `None`: no
+    /// route (an xDS or hand-built configuration).
+    outbound: Option<Arc<OutboundScope>>,
 }
 
 // === impl MeshConfig ===
@@ -64,6 +73,8 @@ impl MeshConfig {
             clusters,
             server: Arc::new(server),
             inbound: Arc::default(),
+            visibility: None,
+            outbound: None,
         })
     }
 
@@ -75,6 +86,8 @@ impl MeshConfig {
             clusters: BTreeMap::new(),
             server: Arc::default(),
             inbound: Arc::default(),
+            visibility: None,
+            outbound: None,
         }
     }
 
@@ -103,18 +116,83 @@ impl MeshConfig {
         if let Some(table) = self.listener(target) {
             return Some(table);
         }
-        let (host, port) = target.rsplit_once(':')?;
-        port.parse::<u16>().ok()?;
-        if host.ends_with(".cluster.local") || host.ends_with('.') {
-            return None;
+        dns_search(target, namespace)?
+            .iter()
+            .find_map(|candidate| self.listener(candidate))
+    }
+
+    /// This configuration with the Sidecars and listener origins that
+    /// [`for_workload`](Self::for_workload) narrows it by.
+    pub fn with_visibility(self, visibility: Visibility) -> Self {
+        Self {
+            visibility: Some(Arc::new(visibility)),
+            ..self
         }
-        [
-            format!("{host}.{namespace}.svc.cluster.local:{port}"),
-            format!("{host}.svc.cluster.local:{port}"),
-            format!("{host}.cluster.local:{port}"),
-        ]
-        .iter()
-        .find_map(|candidate| self.listener(candidate))
+    }
+
+    /// The Sidecars and listener origins, for a configuration loaded from Istio YAML.
+    pub fn visibility(&self) -> Option<&Arc<Visibility>> {
+        self.visibility.as_ref()
+    }
+
+    /// What a target without a listener gets, once narrowed for a workload
+    /// ([`for_workload`](Self::for_workload)); `None` answers it "no route".
+    pub fn outbound(&self) -> Option<&Arc<OutboundScope>> {
+        self.outbound.as_ref()
+    }
+
+    /// This configuration as the Sidecar that applies to `workload` narrows it, as istiod
+    /// would generate it for that workload's proxy: listeners of services no `egress[].hosts`
+    /// entry imports are removed, a listener whose VirtualService is not imported serves
+    /// Istio's default route, and [`outbound`](Self::outbound) says what other targets get
+    /// (`outboundTrafficPolicy.mode`, `ALLOW_ANY` by default). Under `REGISTRY_ONLY`, hosts
+    /// only resolved through DNS (not in the registry) are removed too. Without
+    /// [`visibility`](Self::visibility) (xDS, hand-built), the configuration is returned as is.
+    /// Always narrows the configuration as loaded, so it can be narrowed again for another
+    /// workload.
+    pub fn for_workload(&self, workload: &Workload) -> Self {
+        let Some(visibility) = &self.visibility else {
+            return self.clone();
+        };
+        let sidecar = sidecar::select(&visibility.sidecars, workload, &visibility.root_namespace);
+        let mode = sidecar.map_or(OutboundMode::AllowAny, sidecar::Sidecar::mode);
+        let own = &*workload.namespace;
+        let (mut hidden, mut unrouted) = (Vec::new(), Vec::new());
+        let mut listeners = BTreeMap::new();
+        for (target, table) in &self.listeners {
+            let Some(origin) = visibility.origins.get(target) else {
+                listeners.insert(target.clone(), table.clone());
+                continue;
+            };
+            let imported = sidecar.is_none_or(|s| s.imports(origin, own));
+            if !imported || (!origin.registered && mode == OutboundMode::RegistryOnly) {
+                hidden.push(target.clone());
+                continue;
+            }
+            let table = match (&origin.routed_by, sidecar) {
+                (Some(vs), Some(s)) if !s.imports_virtual_service(vs, origin.port, own) => {
+                    unrouted.push((
+                        target.clone(),
+                        format!("{}/{}", vs.namespace, vs.name).into(),
+                    ));
+                    vs.default_routes.clone()
+                }
+                _ => table.clone(),
+            };
+            listeners.insert(target.clone(), table);
+        }
+        let outbound = OutboundScope {
+            namespace: workload.namespace.clone(),
+            sidecar: sidecar.map(sidecar::Sidecar::id),
+            mode,
+            hidden: hidden.into(),
+            unrouted: unrouted.into(),
+        };
+        Self {
+            listeners,
+            outbound: Some(Arc::new(outbound)),
+            ..self.clone()
+        }
     }
 
     /// All listeners by target.
@@ -159,6 +237,21 @@ impl MeshConfig {
             ..self.clone()
         }
     }
+}
+
+/// The names Kubernetes' DNS search list tries for `target` (`host:port`) from a pod in
+/// `namespace`; `None` for a fully qualified or port-less target.
+pub(crate) fn dns_search(target: &str, namespace: &str) -> Option<[String; 3]> {
+    let (host, port) = target.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    if host.ends_with(".cluster.local") || host.ends_with('.') {
+        return None;
+    }
+    Some([
+        format!("{host}.{namespace}.svc.cluster.local:{port}"),
+        format!("{host}.svc.cluster.local:{port}"),
+        format!("{host}.cluster.local:{port}"),
+    ])
 }
 
 #[cfg(test)]

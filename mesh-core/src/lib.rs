@@ -34,6 +34,7 @@ mod percentage;
 mod retry;
 pub mod route;
 mod server;
+pub mod sidecar;
 #[cfg(test)]
 mod test_rng;
 mod workload;

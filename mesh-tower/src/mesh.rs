@@ -113,7 +113,11 @@ struct Inner {
 /// One configuration with the runtime entries of its clusters.
 #[derive(Debug)]
 pub(crate) struct Snapshot {
+    /// What the data plane serves: the published configuration narrowed for the local
+    /// workload by its Sidecar ([`MeshConfig::for_workload`]).
     pub(crate) config: Arc<MeshConfig>,
+    /// The configuration as published, narrowed again when the workload changes.
+    published: Arc<MeshConfig>,
     /// Looked up on every request: foldhash, several times cheaper than SipHash on names.
     pub(crate) clusters: HashMap<Arc<str>, ClusterEntry, foldhash::fast::RandomState>,
 }
@@ -175,8 +179,10 @@ pub(crate) struct ClusterState {
 impl Mesh {
     /// A mesh serving `config`.
     pub fn new(config: MeshConfig) -> Self {
+        let nothing = Arc::new(MeshConfig::empty());
         let empty = Snapshot {
-            config: Arc::new(MeshConfig::empty()),
+            config: nothing.clone(),
+            published: nothing,
             clusters: HashMap::default(),
         };
         let mesh = Self {
@@ -247,31 +253,45 @@ impl Mesh {
     /// rate limit) and keeps everything else, the clusters with their connections, balancers
     /// and health state.
     pub fn publish_server(&self, server: Arc<mesh_core::ServerPolicy>) {
-        self.store_server(|config| config.with_server(server));
+        self.store_server(|config| config.with_server(server.clone()));
     }
 
     /// Replaces the xDS server side (the inbound listener state of each xDS-driven port) and
     /// keeps everything else. Servers of those ports follow it
     /// ([`server_tls`](Self::server_tls), [`server_layer`](Self::server_layer)).
     pub fn publish_inbound(&self, inbound: Arc<mesh_core::InboundListeners>) {
-        self.store_server(|config| config.with_inbound(inbound));
+        self.store_server(|config| config.with_inbound(inbound.clone()));
     }
 
-    /// Stores `change(current config)` with the current cluster entries.
-    fn store_server(&self, change: impl FnOnce(&MeshConfig) -> MeshConfig) {
+    /// Stores `change(current config)` with the current cluster entries (the published
+    /// configuration changed alike).
+    fn store_server(&self, change: impl Fn(&MeshConfig) -> MeshConfig) {
         let _serial = self.inner.publish.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.inner.snapshot.load_full();
         let snapshot = Snapshot {
             config: Arc::new(change(&previous.config)),
+            published: Arc::new(change(&previous.published)),
             clusters: previous.clusters.clone(),
         };
         self.inner.snapshot.store(Arc::new(snapshot));
         self.inner.published.send_modify(|n| *n += 1);
     }
 
-    /// Stores `config` whole, reusing the entries of clusters still there. The caller holds
-    /// the publish lock.
-    fn store_client(&self, config: Arc<MeshConfig>) {
+    /// Stores `config` whole, narrowed for the local workload, reusing the entries of clusters
+    /// still there. The caller holds the publish lock.
+    fn store_client(&self, published: Arc<MeshConfig>) {
+        let config = match published.visibility() {
+            Some(_) => Arc::new(published.for_workload(&self.local_workload())),
+            None => published.clone(),
+        };
+        if let Some(scope) = config.outbound() {
+            tracing::debug!(
+                sidecar = scope.sidecar.as_deref().unwrap_or("-"),
+                mode = %scope.mode,
+                hidden = scope.hidden.len(),
+                "configuration narrowed for the local workload"
+            );
+        }
         let previous = self.inner.snapshot.load_full();
         let clusters = config
             .clusters()
@@ -283,9 +303,11 @@ impl Mesh {
                 (name.clone(), entry)
             })
             .collect();
-        self.inner
-            .snapshot
-            .store(Arc::new(Snapshot { config, clusters }));
+        self.inner.snapshot.store(Arc::new(Snapshot {
+            config,
+            published,
+            clusters,
+        }));
         self.inner.published.send_modify(|n| *n += 1);
     }
 
@@ -379,10 +401,12 @@ impl Mesh {
 
     /// Makes `namespace` the Kubernetes namespace of this workload: channels made afterwards
     /// resolve short targets (`greeter:50051`, `greeter.prod:50051`) as Kubernetes DNS search
-    /// would from a pod in it ([`MeshConfig::listener_in`]). Only the first call takes effect;
-    /// it returns `false` when the namespace was already set. Default is `default`.
+    /// would from a pod in it ([`MeshConfig::listener_in`]), and the Istio Sidecar that
+    /// applies to the workload is chosen again at once ([`MeshConfig::for_workload`]). Only
+    /// the first call takes effect; it returns `false` when the namespace was already set.
+    /// Default is `default`.
     pub fn set_local_namespace(&self, namespace: impl Into<Arc<str>>) -> bool {
-        self.inner.local_namespace.set(namespace.into()).is_ok()
+        self.inner.local_namespace.set(namespace.into()).is_ok() && self.republish()
     }
 
     /// The Kubernetes namespace of this workload; `default` unless set.
@@ -397,11 +421,21 @@ impl Mesh {
     /// Makes `labels` the pod labels of this workload: routes whose matches name
     /// `sourceLabels` (and `sourceNamespace`, checked against
     /// [`local_namespace`](Self::local_namespace)) apply to channels made afterwards only when
-    /// these labels satisfy them, as a sidecar of this pod would decide. Only the first call
-    /// takes effect; it returns `false` when the labels were already set. Default is no labels,
+    /// these labels satisfy them, as a sidecar of this pod would decide; the Istio Sidecar
+    /// whose `workloadSelector` they match applies at once ([`MeshConfig::for_workload`]).
+    /// Only the first call takes effect; it returns `false` when the labels were already set. Default is no labels,
     /// so a route naming `sourceLabels` never applies.
     pub fn set_local_labels(&self, labels: Labels) -> bool {
-        self.inner.local_labels.set(labels).is_ok()
+        self.inner.local_labels.set(labels).is_ok() && self.republish()
+    }
+
+    /// Stores the published configuration again, narrowed for the workload as it is now
+    /// (the Sidecar that applies depends on its namespace and labels). Returns `true`.
+    fn republish(&self) -> bool {
+        let _serial = self.inner.publish.lock().unwrap_or_else(|p| p.into_inner());
+        let published = self.inner.snapshot.load().published.clone();
+        self.store_client(published);
+        true
     }
 
     /// Makes `locality` where this workload runs: clusters with locality load balancing
@@ -417,10 +451,7 @@ impl Mesh {
         if self.inner.local_locality.set(locality).is_err() {
             return false;
         }
-        let _serial = self.inner.publish.lock().unwrap_or_else(|p| p.into_inner());
-        let config = self.inner.snapshot.load().config.clone();
-        self.store_client(config);
-        true
+        self.republish()
     }
 
     /// Makes `address` the IP address of this workload: a consistent-hash load balancer with
@@ -491,9 +522,16 @@ impl Mesh {
         self.inner.published.subscribe()
     }
 
-    /// The configuration currently served.
+    /// The configuration currently served: as published, narrowed for the local workload by
+    /// the Istio Sidecar that applies to it ([`MeshConfig::for_workload`]).
     pub fn config(&self) -> Arc<MeshConfig> {
         self.inner.snapshot.load().config.clone()
+    }
+
+    /// The configuration as published, before the local workload's Sidecar narrows it (what
+    /// a control plane serving other workloads hands out).
+    pub fn published_config(&self) -> Arc<MeshConfig> {
+        self.inner.snapshot.load().published.clone()
     }
 
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
@@ -558,7 +596,7 @@ impl ClusterEntry {
         }
     }
 
-    fn build(
+    pub(crate) fn build(
         policy: &Arc<Cluster>,
         old: Option<&ClusterEntry>,
         tls: &MeshTls,

@@ -15,7 +15,8 @@ use mesh_tower::{Mesh, MeshMetrics, Workload, mesh_core::Labels};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 use server_support::*;
 use support::{
-    Behavior, EchoClient, HOST, TARGET, config, request, services_yaml, virtual_service,
+    Behavior, EchoClient, HOST, REGISTRY_ONLY, TARGET, config, request, services_yaml,
+    virtual_service,
 };
 use tokio::sync::Semaphore;
 use tonic::Code;
@@ -282,7 +283,8 @@ async fn both_reporters_count_a_known_sequence_of_calls_with_istio_labels() {
 async fn a_call_the_route_layer_answers_itself_is_counted_by_the_client_as_nr() {
     // No server is needed: a target without configuration is answered by the route layer.
     let unused = "127.0.0.1:9".parse().unwrap();
-    let client_mesh = Mesh::new(config(&client_yaml(unused, unused)));
+    let yaml = format!("{}---\n{REGISTRY_ONLY}", client_yaml(unused, unused));
+    let client_mesh = Mesh::new(config(&yaml));
     let mut registry = Registry::default();
     MeshMetrics::install(&client_mesh, &mut registry, &client_workload()).unwrap();
     let mut client = EchoClient::new(client_mesh.channel("unknown.default.svc.cluster.local:80"));

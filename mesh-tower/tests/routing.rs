@@ -110,16 +110,16 @@ async fn beta_users_go_to_v2_and_uri_prefixes_route_by_method() {
 #[tokio::test]
 async fn what_is_missing_is_named_in_the_status() {
     let v1 = spawn_echo("v1", Behavior::default()).await;
-    let mesh = mesh(&[("v1", v1.addr)], "");
+    let mesh = mesh(&[("v1", v1.addr)], REGISTRY_ONLY);
 
-    // A target with no configuration.
+    // A target in no registry, refused (without the Sidecar, it would be passed through).
     let mut unknown = EchoClient::new(mesh.channel("ratings.default.svc.cluster.local:9080"));
     let status = unknown.say(request("x")).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     assert!(
-        status
-            .message()
-            .contains("no route configuration for target `ratings.default.svc.cluster.local:9080`"),
+        status.message().contains(
+            "target `ratings.default.svc.cluster.local:9080` is not in the mesh registry: refused by outboundTrafficPolicy REGISTRY_ONLY of Sidecar istio-system/default"
+        ),
         "{status:?}"
     );
 

@@ -14,6 +14,7 @@ use mesh_core::{
     Cluster, EjectionCap, FaultPolicy, LbPolicy, MeshConfig, RetryPolicy, TlsMode,
     istio::{self, Source},
     route::{Action, RequestHead},
+    sidecar::{OutboundMode, OutboundScope},
 };
 
 /// What checking the files found.
@@ -48,6 +49,9 @@ pub enum ExplainError {
         /// Every target, comma-separated.
         known: String,
     },
+    /// The workload's Sidecar refuses the target (`REGISTRY_ONLY`).
+    #[error("{0}")]
+    Refused(String),
     /// A listener serves the target but no route matches.
     #[error("listener `{target}`: no virtual host or route matches the request")]
     NoRoute {
@@ -149,17 +153,44 @@ pub fn explain(config: &MeshConfig, request: &str) -> Result<String, ExplainErro
             HeaderValue::from_str(value.trim()).map_err(|_| syntax("bad header value"))?,
         );
     }
-    let table = config
-        .listener(&target)
-        .ok_or_else(|| ExplainError::NoListener {
-            target: target.clone(),
-            known: config
-                .listeners()
-                .keys()
-                .map(|k| k.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
+    let mut out = String::new();
+    if let Some(scope) = config.outbound() {
+        outbound(&mut out, scope);
+    }
+    // Looked up as the data plane does, short names through the workload's DNS search list.
+    let namespace = config.outbound().map_or("default", |o| &*o.namespace);
+    let Some(table) = config.listener_in(&target, namespace) else {
+        return match config.outbound() {
+            Some(scope) if scope.mode == OutboundMode::AllowAny => {
+                let _ = writeln!(out, "request:      {method} {url}");
+                let _ = writeln!(
+                    out,
+                    "action:       pass through to {target} by DNS (ALLOW_ANY): no route, retry, timeout or cluster policy"
+                );
+                Ok(out)
+            }
+            Some(scope) => {
+                let why = if scope.hidden_listener(&target).is_some() {
+                    "is not imported by its egress hosts"
+                } else {
+                    "is not in the mesh registry"
+                };
+                let by = scope.sidecar.as_deref().unwrap_or("the mesh");
+                Err(ExplainError::Refused(format!(
+                    "{out}target `{target}` {why}: refused by outboundTrafficPolicy REGISTRY_ONLY of Sidecar {by} (UNAVAILABLE / HTTP 502)"
+                )))
+            }
+            None => Err(ExplainError::NoListener {
+                target: target.clone(),
+                known: config
+                    .listeners()
+                    .keys()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        };
+    };
     let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
     let head = RequestHead {
         method: &method,
@@ -171,7 +202,6 @@ pub fn explain(config: &MeshConfig, request: &str) -> Result<String, ExplainErro
     let found = table.find(&head).ok_or_else(|| ExplainError::NoRoute {
         target: target.clone(),
     })?;
-    let mut out = String::new();
     let route = found.route;
     let _ = writeln!(out, "request:      {method} {url}");
     let _ = writeln!(out, "listener:     {target}");
@@ -254,6 +284,29 @@ pub fn explain(config: &MeshConfig, request: &str) -> Result<String, ExplainErro
         }
     }
     Ok(out)
+}
+
+/// The Sidecar applied to the workload, its mode and what it narrows.
+fn outbound(out: &mut String, scope: &OutboundScope) {
+    let _ = writeln!(
+        out,
+        "sidecar:      {} (outboundTrafficPolicy {})",
+        scope
+            .sidecar
+            .as_deref()
+            .unwrap_or("none: every service is visible"),
+        scope.mode
+    );
+    if !scope.hidden.is_empty() {
+        let hidden: Vec<&str> = scope.hidden.iter().map(|h| &**h).collect();
+        let _ = writeln!(out, "not visible:  {}", hidden.join(", "));
+    }
+    for (target, vs) in scope.unrouted.iter() {
+        let _ = writeln!(
+            out,
+            "default route: {target} (VirtualService {vs} is not imported)"
+        );
+    }
 }
 
 fn fault(f: Option<&FaultPolicy>) -> String {

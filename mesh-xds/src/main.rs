@@ -2,13 +2,15 @@
 //! checker.
 //!
 //! Exit codes: 0 success; 1 configuration errors (or the server failed); 2 usage errors;
-//! 3 `--explain` found no listener or no route for the request.
+//! 3 `--explain` found no listener or no route for the request, or the workload's Sidecar
+//! refuses it.
 
 #![forbid(unsafe_code)]
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
+use mesh_core::{Labels, Workload};
 use mesh_xds::{
     check::{self, ExplainError},
     encode::Shape,
@@ -53,13 +55,24 @@ enum Command {
         /// A request: `METHOD URL [-H name:value]...`.
         #[arg(long)]
         explain: Option<String>,
+        /// The namespace of the workload the request is explained for (its Sidecar).
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// A label of that workload, `key=value`; repeat for more.
+        #[arg(long = "label")]
+        labels: Vec<String>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { files, explain } => run_check(&files, explain.as_deref()),
+        Command::Check {
+            files,
+            explain,
+            namespace,
+            labels,
+        } => run_check(&files, explain.as_deref(), &namespace, &labels),
         Command::Serve {
             config,
             port,
@@ -88,7 +101,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_check(files: &[PathBuf], explain: Option<&str>) -> ExitCode {
+fn run_check(
+    files: &[PathBuf],
+    explain: Option<&str>,
+    namespace: &str,
+    labels: &[String],
+) -> ExitCode {
+    let pairs: Option<Vec<(&str, &str)>> = labels.iter().map(|l| l.split_once('=')).collect();
+    let workload = match pairs.map(Labels::new) {
+        Some(Ok(labels)) => Workload::new(namespace, labels),
+        Some(Err(e)) => {
+            eprintln!("error: --label: {e}");
+            return ExitCode::from(2);
+        }
+        None => {
+            eprintln!("error: --label takes `key=value`");
+            return ExitCode::from(2);
+        }
+    };
     let mut texts = Vec::with_capacity(files.len());
     for f in files {
         match std::fs::read_to_string(f) {
@@ -123,6 +153,8 @@ fn run_check(files: &[PathBuf], explain: Option<&str>) -> ExitCode {
     let Some(request) = explain else {
         return ExitCode::SUCCESS;
     };
+    // As the workload's Sidecar narrows it, like the data plane serving that workload.
+    let config = config.for_workload(&workload);
     match check::explain(&config, request) {
         Ok(text) => {
             print!("{text}");

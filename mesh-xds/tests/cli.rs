@@ -199,20 +199,74 @@ spec:
 }
 
 #[test]
-fn explain_of_an_unknown_target_says_so_with_exit_code_3() {
+fn explain_of_an_unknown_target_says_what_the_workloads_sidecar_does_with_it() {
     let services = fixture("bookinfo-services.yaml");
-    let o = run(&[
-        "check",
-        services.to_str().unwrap(),
-        "--explain",
-        "GET http://nowhere:1/",
-    ]);
-    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let explain = |extra: &[&str]| {
+        let mut args = vec![
+            "check",
+            services.to_str().unwrap(),
+            "--explain",
+            "GET http://nowhere:1/",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    // No Sidecar: Istio's default, ALLOW_ANY, passes it through.
+    let o = explain(&[]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
     assert!(
-        stdout(&o).contains("no listener for `nowhere:1`"),
+        stdout(&o).contains(
+            "sidecar:      none: every service is visible (outboundTrafficPolicy ALLOW_ANY)"
+        ) && stdout(&o).contains("pass through to nowhere:1 by DNS (ALLOW_ANY)"),
         "{}",
         stdout(&o)
     );
+
+    // A Sidecar for `app: web` in `default` importing nothing of `default`, REGISTRY_ONLY.
+    let dir = temp_dir("explain-sidecar");
+    let sidecar = dir.join("sidecar.yaml");
+    std::fs::write(
+        &sidecar,
+        "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: web}
+spec:
+  workloadSelector: {labels: {app: web}}
+  egress:
+  - hosts: [istio-system/*]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+",
+    )
+    .unwrap();
+    let refused = run(&[
+        "check",
+        services.to_str().unwrap(),
+        sidecar.to_str().unwrap(),
+        "--label",
+        "app=web",
+        "--explain",
+        "GET http://reviews:9080/",
+    ]);
+    assert_eq!(refused.status.code(), Some(3), "{refused:?}");
+    let out = stdout(&refused);
+    assert!(
+        out.contains("sidecar:      default/web (outboundTrafficPolicy REGISTRY_ONLY)")
+            && out.contains("not visible:  ")
+            && out.contains("target `reviews:9080` is not imported by its egress hosts: refused by outboundTrafficPolicy REGISTRY_ONLY of Sidecar default/web"),
+        "{out}"
+    );
+    // Another workload of the namespace is not selected.
+    let other = run(&[
+        "check",
+        services.to_str().unwrap(),
+        sidecar.to_str().unwrap(),
+        "--label",
+        "app=api",
+        "--explain",
+        "GET http://reviews.default.svc.cluster.local:9080/",
+    ]);
+    assert_eq!(other.status.code(), Some(0), "{other:?}");
+
     let bad = run(&["check", services.to_str().unwrap(), "--explain", "nonsense"]);
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
 }

@@ -21,8 +21,10 @@ use super::{
     virtual_service::{self, Registry, VirtualService},
 };
 use crate::{
-    Cluster, Endpoint, MeshConfig, PathNormalizer, RouteTable, ServerPolicy,
+    Cluster, DEFAULT_ROOT_NAMESPACE, Endpoint, MeshConfig, PathNormalizer, RouteTable,
+    ServerPolicy,
     route::{Action, Domain, Forward, Route, RouteMatcher, VirtualHost, WeightedClusters},
+    sidecar::{ListenerOrigin, RoutedBy, Visibility},
 };
 
 /// Assembles the configuration; `None` when errors were reported.
@@ -180,32 +182,70 @@ pub(super) fn build(
         }
     }
 
-    // Listeners: one per service host × port.
+    // Listeners: one per service host × port, each with its origin for Sidecar scoping.
     let mut listeners = BTreeMap::new();
+    let mut origins = BTreeMap::new();
     for (host, se) in &services {
         for port in &se.ports {
             let p = port.number;
-            let target = format!("{host}:{p}");
-            let routes: Vec<Route> = match by_host.get(host) {
-                Some(vs) if !vs.routes.is_empty() => vs
+            let target: Arc<str> = format!("{host}:{p}").into();
+            let default_routes = || vec![default_route(&reg, &format!("outbound|{p}||{host}"))];
+            let table = |routes: Vec<Route>| {
+                VirtualHost::new(target.to_string(), domains(host, p), routes)
+                    .and_then(|vh| RouteTable::new(p.to_string(), vec![vh]))
+                    .map(Arc::new)
+            };
+            let cx = se.meta.cx(diags);
+            let vs = by_host.get(host).filter(|vs| !vs.routes.is_empty());
+            let routes = match vs {
+                Some(vs) => vs
                     .routes
                     .iter()
                     .filter(|(only, _)| only.is_none_or(|o| o == p))
                     .map(|(_, r)| r.clone())
                     .collect(),
-                _ => vec![default_route(&reg, &format!("outbound|{p}||{host}"))],
+                None => default_routes(),
             };
-            let cx = se.meta.cx(diags);
-            let vh = VirtualHost::new(target.clone(), domains(host, p), routes)
-                .and_then(|vh| RouteTable::new(p.to_string(), vec![vh]));
-            match vh {
+            let routed_by = match vs.map(|vs| (vs, table(default_routes()))) {
+                Some((vs, Ok(default_routes))) => Some(RoutedBy {
+                    name: vs.meta.name.clone(),
+                    namespace: vs.meta.namespace.clone(),
+                    hosts: vs
+                        .hosts
+                        .iter()
+                        .map(|(h, _)| Arc::from(h.as_str()))
+                        .collect(),
+                    default_routes,
+                }),
+                Some((_, Err(e))) => {
+                    cx.error("spec.hosts", e.message());
+                    None
+                }
+                None => None,
+            };
+            match table(routes) {
                 Ok(table) => {
-                    listeners.insert(Arc::from(target), Arc::new(table));
+                    listeners.insert(target.clone(), table);
                 }
                 Err(e) => cx.error("spec.hosts", e.message()),
             }
+            origins.insert(
+                target,
+                ListenerOrigin {
+                    host: host.as_str().into(),
+                    port: p,
+                    namespace: se.meta.namespace.clone(),
+                    registered: se.origin != Origin::Dns,
+                    routed_by,
+                },
+            );
         }
     }
+    let visibility = Visibility {
+        sidecars: res.sidecars.into(),
+        origins,
+        root_namespace: DEFAULT_ROOT_NAMESPACE.into(),
+    };
 
     let server = ServerPolicy {
         peer_authentication: res.peer_authentications.into(),
@@ -219,12 +259,13 @@ pub(super) fn build(
         return None;
     }
     match MeshConfig::new(version, listeners, clusters, server) {
-        Ok(c) => Some(c),
+        Ok(c) => Some(c.with_visibility(visibility)),
         Err(e) => {
             let ctx = super::cursor::Ctx {
                 file: "<all>".into(),
                 document: 0,
                 resource: None,
+                positions: None,
             };
             Cx { ctx: &ctx, diags }.error("", e.message());
             None

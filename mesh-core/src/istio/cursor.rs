@@ -10,7 +10,7 @@ use std::{cell::RefCell, sync::Arc, time::Duration};
 
 use yaml_serde::{Mapping, Value};
 
-use super::{Diagnostic, duration};
+use super::{Diagnostic, duration, positions::PositionIndex};
 
 /// Where the current document came from, stamped on every diagnostic.
 #[derive(Clone, Debug)]
@@ -18,6 +18,8 @@ pub(super) struct Ctx {
     pub(super) file: Arc<str>,
     pub(super) document: usize,
     pub(super) resource: Option<String>,
+    /// Where each field of the document is, for the line and column of its diagnostics.
+    pub(super) positions: Option<Arc<PositionIndex>>,
 }
 
 /// The collected diagnostics of a load.
@@ -68,7 +70,7 @@ impl<'a> Cx<'a> {
             resource: self.ctx.resource.clone(),
             path: path.to_string(),
             message: message.into(),
-            position: None,
+            position: self.ctx.positions.as_ref().and_then(|p| p.find(path)),
         }
     }
 

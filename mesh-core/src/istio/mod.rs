@@ -1,5 +1,7 @@
-//! Istio YAML (VirtualService, DestinationRule, ServiceEntry, WorkloadEntry,
-//! PeerAuthentication, AuthorizationPolicy) to one validated [`MeshConfig`].
+//! Istio YAML (VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar,
+//! PeerAuthentication, AuthorizationPolicy; Kubernetes Service and endpoints) to one validated
+//! [`MeshConfig`]. Sidecars apply once the local workload is known
+//! ([`MeshConfig::for_workload`]).
 //!
 //! This is the mesh's embedded default: with no control plane, the same policies an operator
 //! would `kubectl apply` load from a local file. The mapping follows what istiod generates for
@@ -21,8 +23,10 @@ mod destination_rule;
 mod duration;
 mod kubernetes;
 mod limits;
+mod positions;
 mod security;
 mod service_entry;
+mod sidecar;
 mod virtual_service;
 
 #[cfg(test)]
@@ -84,9 +88,8 @@ pub struct Diagnostic {
     pub path: String,
     /// What is wrong, in lower case.
     pub message: String,
-    /// Line and column (1-based) in the file, where the YAML parser knows them: for syntax
-    /// errors and input refused before parsing. Field errors are located by `path`, since the
-    /// parsed values carry no positions.
+    /// Line and column (1-based) in the file: of a syntax error, or of the field at `path`
+    /// (its key or list item; for a missing field, the mapping that lacks it), where known.
     pub position: Option<(usize, usize)>,
 }
 
@@ -114,9 +117,8 @@ impl LoadOptions {
 }
 
 /// Istio kinds this loader knows but does not apply: ignored with a warning, never an error.
-const UNSUPPORTED_ISTIO_KINDS: [&str; 10] = [
+const UNSUPPORTED_ISTIO_KINDS: [&str; 9] = [
     "Gateway",
-    "Sidecar",
     "EnvoyFilter",
     "WorkloadGroup",
     "ProxyConfig",
@@ -128,8 +130,9 @@ const UNSUPPORTED_ISTIO_KINDS: [&str; 10] = [
 ];
 
 /// The resource kinds this loader understands, with their API group.
-const KINDS: [(&str, &str); 6] = [
+const KINDS: [(&str, &str); 7] = [
     ("VirtualService", "networking.istio.io"),
+    ("Sidecar", "networking.istio.io"),
     ("DestinationRule", "networking.istio.io"),
     ("ServiceEntry", "networking.istio.io"),
     ("WorkloadEntry", "networking.istio.io"),
@@ -158,6 +161,7 @@ struct Resources<'a> {
     kube_endpoints: Vec<kubernetes::KubeEndpoints>,
     peer_authentications: Vec<crate::PeerAuthentication>,
     authorization_policies: Vec<crate::AuthorizationPolicy>,
+    sidecars: Vec<crate::sidecar::Sidecar>,
 }
 
 /// Loads every source into one configuration, or returns every error found.
@@ -219,6 +223,7 @@ fn split_documents(source: &Source<'_>, diags: &RefCell<Diags>, out: &mut Vec<(C
         file: file.clone(),
         document: 1,
         resource: None,
+        positions: None,
     };
     let refuse = |message: String| Cx { ctx: &whole, diags }.error("", message);
     if source.text.len() > MAX_SOURCE_BYTES {
@@ -237,11 +242,15 @@ fn split_documents(source: &Source<'_>, diags: &RefCell<Diags>, out: &mut Vec<(C
     let budget = limits::node_budget(text.len());
     let nodes_left = Cell::new(budget);
     let mut documents = 0usize;
+    let first = out.len();
+    let mut parsed = 0usize;
     for (i, doc) in yaml_serde::Deserializer::from_str(text).enumerate() {
+        parsed = i.saturating_add(1);
         let ctx = Ctx {
             file: file.clone(),
             document: i.saturating_add(1),
             resource: None,
+            positions: None,
         };
         let seed = limits::BudgetedValue {
             nodes_left: &nodes_left,
@@ -269,6 +278,16 @@ fn split_documents(source: &Source<'_>, diags: &RefCell<Diags>, out: &mut Vec<(C
                 }
                 return;
             }
+        }
+    }
+    // Field positions, used only when the scan saw the documents the parser did.
+    let mut indexes = positions::index(text);
+    if indexes.len() == parsed {
+        for (ctx, _) in out.iter_mut().skip(first) {
+            let index = indexes
+                .get_mut(ctx.document.wrapping_sub(1))
+                .map(std::mem::take);
+            ctx.positions = index.map(Arc::new);
         }
     }
 }
@@ -337,13 +356,6 @@ fn read_document<'a>(
                     "unknown kind {kind} in API group {}{hint}",
                     api_version.unwrap_or_default()
                 ),
-            );
-        } else if kind == "Sidecar" {
-            cx.warn(
-                "",
-                "kind Sidecar is not applied, ignored: `egress.hosts` does not narrow what this \
-                 workload sees (every loaded service is visible), and `outboundTrafficPolicy` is \
-                 not read (a target no loaded resource names gets no route, as REGISTRY_ONLY)",
             );
         } else if istio_group {
             cx.warn(
@@ -430,6 +442,11 @@ fn read_document<'a>(
         "DestinationRule" => {
             if let Some(dr) = destination_rule::read(meta, spec) {
                 out.destination_rules.push(dr);
+            }
+        }
+        "Sidecar" => {
+            if let Some(sc) = sidecar::read(&meta, spec) {
+                out.sidecars.push(sc);
             }
         }
         "PeerAuthentication" => {
@@ -596,7 +613,8 @@ impl std::error::Error for LoadError {}
 // === impl Diagnostic ===
 
 impl fmt::Display for Diagnostic {
-    /// `mesh.yaml: document 3 (VirtualService reviews): spec.http[0].route: message`.
+    /// `mesh.yaml: document 3 (VirtualService reviews): spec.http[0].route: message at line
+    /// 14 column 5` (the parser's own messages already end with their position).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: document {}", self.file, self.document)?;
         if let Some(r) = &self.resource {
@@ -605,6 +623,12 @@ impl fmt::Display for Diagnostic {
         if !self.path.is_empty() {
             write!(f, ": {}", self.path)?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", self.message)?;
+        match self.position {
+            Some((line, column)) if !self.message.contains(" at line ") => {
+                write!(f, " at line {line} column {column}")
+            }
+            _ => Ok(()),
+        }
     }
 }

@@ -4,6 +4,8 @@ use proptest::prelude::*;
 
 use super::*;
 
+mod sidecar;
+
 const SERVICE: &str = "\
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -113,7 +115,7 @@ fn zero_and_negative_weights_are_errors() {
     assert_eq!(
         e,
         [
-            "mesh.yaml: document 3 (VirtualService reviews): spec.http[0].route: weights sum to 0: no destination can take traffic"
+            "mesh.yaml: document 3 (VirtualService reviews): spec.http[0].route: weights sum to 0: no destination can take traffic at line 36 column 5"
         ]
     );
     let e = errors(&vs("  - route:
@@ -125,7 +127,7 @@ fn zero_and_negative_weights_are_errors() {
     assert_eq!(
         e,
         [
-            "mesh.yaml: document 3 (VirtualService reviews): spec.http[0].route[0].weight: -10 is not a non-negative integer"
+            "mesh.yaml: document 3 (VirtualService reviews): spec.http[0].route[0].weight: -10 is not a non-negative integer at line 38 column 7"
         ]
     );
 }
@@ -233,7 +235,7 @@ fn unknown_fields_are_warnings_with_their_path_when_lenient() {
     let l = load_with(&source, LoadOptions::default().lenient(true)).unwrap();
     let w: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
     assert!(
-        w.contains(&"mesh.yaml: document 3 (VirtualService reviews): spec.http[0].colour: unknown field `colour`, ignored".to_string()),
+        w.contains(&"mesh.yaml: document 3 (VirtualService reviews): spec.http[0].colour: unknown field `colour`, ignored at line 39 column 5".to_string()),
         "{w:?}"
     );
     assert!(
@@ -256,7 +258,7 @@ spec: {{ports: [{{port: 9080}}]}}
     let l = load_str("mesh.yaml", &text).unwrap();
     assert_eq!(
         l.warnings[0].to_string(),
-        "mesh.yaml: document 3 (Service reviews): metadata.name: host reviews.default.svc.cluster.local is also defined by ServiceEntry reviews, which takes precedence; ignored"
+        "mesh.yaml: document 3 (Service reviews): metadata.name: host reviews.default.svc.cluster.local is also defined by ServiceEntry reviews, which takes precedence; ignored at line 31 column 12"
     );
 }
 
@@ -674,28 +676,53 @@ metadata: {{name: c}}
         );
     }
 
-    /// A Sidecar is reported with what it would have changed, not as "not an Istio policy".
+    /// Where `needle` is in `text`: `at line N column M`, 1-based.
+    fn located(text: &str, needle: &str) -> String {
+        let (i, line) = text
+            .lines()
+            .enumerate()
+            .find(|(_, l)| l.contains(needle))
+            .unwrap();
+        format!(
+            "at line {} column {}",
+            i + 1,
+            line.find(needle).unwrap() + 1
+        )
+    }
+
     #[test]
-    fn a_sidecar_is_reported_with_what_it_does_not_change() {
-        let text = format!(
-            "{SERVICE}---
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {{name: default}}
-spec:
-  outboundTrafficPolicy: {{mode: REGISTRY_ONLY}}
-  egress:
-  - hosts: [\"./*\"]
-"
+    fn field_errors_name_the_line_and_column_of_their_key() {
+        let text = vs("  - route:
+    - destination: {host: reviews, subset: v1}
+      weigth: 80
+    - destination: {host: reviews, subset: v2, port: {number: nine}}
+      weight: 20
+    timeout: 10 seconds
+");
+        let text = text.replace(
+            "  subsets:\n",
+            "  trafficPolicy: {outlierDetection: {consecutive5xxError: 3}}\n  subsets:\n",
         );
-        let loaded = load_str("mesh.yaml", &text).unwrap();
-        let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
-        assert!(
-            warnings
-                .iter()
-                .any(|w| w.contains("egress.hosts") && w.contains("outboundTrafficPolicy")),
-            "{warnings:?}"
-        );
+        let errors = errors(&text);
+        let expect = [
+            ("spec.http[0].route[0].weigth: unknown field", "weigth"),
+            (
+                "spec.http[0].route[1].destination.port.number:",
+                "number: nine",
+            ),
+            ("spec.http[0].timeout:", "timeout: 10"),
+            (
+                "spec.trafficPolicy.outlierDetection.consecutive5xxError: unknown field",
+                "consecutive5xxError",
+            ),
+        ];
+        for (error, needle) in expect {
+            let at = located(&text, needle);
+            assert!(
+                errors.iter().any(|e| e.contains(error) && e.ends_with(&at)),
+                "{error} {at}: {errors:#?}"
+            );
+        }
     }
 
     #[test]
@@ -750,7 +777,7 @@ spec:
         let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(
-            warnings.iter().all(|w| w.ends_with(", ignored")),
+            warnings.iter().all(|w| w.contains(", ignored at line ")),
             "{warnings:?}"
         );
     }

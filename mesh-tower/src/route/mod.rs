@@ -8,12 +8,18 @@
 //! reads the live configuration. A request that cannot be routed is answered, not failed: a
 //! gRPC caller gets `UNAVAILABLE` (as gRPC's own xDS client answers an unmatched RPC), an HTTP
 //! caller 404, and the message says what was missing.
+//!
+//! A target with no listener in a configuration loaded from Istio YAML follows the workload's
+//! `outboundTrafficPolicy` ([`mesh_core::sidecar`]): `ALLOW_ANY` (Istio's default) passes it
+//! through to the target by DNS with no mesh policy, as Envoy's `PassthroughCluster`;
+//! `REGISTRY_ONLY` refuses it (`UNAVAILABLE`, HTTP 502) naming the Sidecar.
 
 mod future;
 mod mirror;
 
 use std::{
-    sync::Arc,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
     time::Duration,
 };
@@ -23,12 +29,13 @@ use http::{
     uri::{Authority, PathAndQuery, Scheme},
 };
 use mesh_core::{
-    Action, GrpcCode, Workload,
+    Action, Cluster, EndpointAddress, GrpcCode, Workload,
     matcher::PathMatch,
     route::{
         DirectResponse, Forward, HeaderMutations, PathRewrite, Redirect, RequestHead,
-        Route as RouteRule,
+        Route as RouteRule, WeightedClusters,
     },
+    sidecar::{OutboundMode, OutboundScope},
 };
 use tower::Service;
 
@@ -37,7 +44,7 @@ use crate::{
     Mesh,
     body::{BoxError, RequestBody, ResponseBody},
     decision::RouteDecision,
-    mesh::Snapshot,
+    mesh::{ClusterEntry, Snapshot},
     metrics::Recorder,
     request_path, rng,
     synthesize::{Failure, ResponseFlags},
@@ -62,6 +69,16 @@ struct Target {
     namespace: Arc<str>,
     /// The local workload, for routes scoped by source (`sourceLabels`, `sourceNamespace`).
     workload: Arc<Workload>,
+    /// The target's passthrough cluster (`ALLOW_ANY`), made on its first use.
+    passthrough: Arc<OnceLock<Passthrough>>,
+}
+
+/// Where a target the workload does not know goes under `outboundTrafficPolicy: ALLOW_ANY`:
+/// the target itself, resolved by DNS, with no mesh policy (Envoy's `PassthroughCluster`).
+#[derive(Debug)]
+struct Passthrough {
+    forward: Arc<Forward>,
+    cluster: ClusterEntry,
 }
 
 // === impl Route ===
@@ -77,6 +94,7 @@ impl<S> Route<S> {
                 name: target,
                 namespace: workload.namespace.clone(),
                 workload,
+                passthrough: Arc::default(),
             },
             inner,
         }
@@ -173,7 +191,7 @@ where
     S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>,
 {
     let is_grpc = mesh_core::route::is_grpc(req.headers());
-    match route(snapshot, target, &mut req, is_grpc) {
+    match route(mesh, snapshot, target, &mut req, is_grpc) {
         Ok((mut decision, response_headers)) => {
             mesh.request_controls()
                 .apply_overrides(&mut decision, req.headers_mut());
@@ -241,6 +259,7 @@ async fn wait_for_target(mesh: Mesh, target: Arc<str>, bound: Duration) {
 /// Matches `req` and prepares it for its cluster, or says how to answer it (boxed: the answer
 /// is the rare path).
 fn route(
+    mesh: &Mesh,
     snapshot: &Snapshot,
     target: &Target,
     req: &mut Request<RequestBody>,
@@ -266,10 +285,16 @@ fn route(
         return Err(refused.into_response(is_grpc).into());
     }
     let Some(table) = snapshot.config.listener_in(&target.name, &target.namespace) else {
-        return Err(no_route(format!(
-            "no route configuration for target `{}`",
-            target.name
-        )));
+        return match snapshot.config.outbound().map(|o| (o.mode, o)) {
+            Some((OutboundMode::AllowAny, _)) => pass_through(mesh, target, req, is_grpc),
+            Some((OutboundMode::RegistryOnly, scope)) => {
+                Err(black_hole(target, scope, is_grpc).into())
+            }
+            None => Err(no_route(format!(
+                "no route configuration for target `{}`",
+                target.name
+            ))),
+        };
     };
     // Matching reads the request in place; what the rewrite needs is computed before the
     // request is changed, so nothing is copied unless it is rewritten.
@@ -347,6 +372,97 @@ fn route(
             ])
         });
     Ok((decision, response_headers))
+}
+
+/// Routes a request for a target the workload does not know to the target itself by DNS,
+/// with no policy (no retries, no timeout), as Envoy's `PassthroughCluster` does for
+/// `ALLOW_ANY`.
+fn pass_through(
+    mesh: &Mesh,
+    target: &Target,
+    req: &mut Request<RequestBody>,
+    is_grpc: bool,
+) -> Result<(RouteDecision, Option<ResponseHeaders>), Box<Response<ResponseBody>>> {
+    let fail = |code, status, message: String| {
+        Box::new(Failure::new(code, status, ResponseFlags::NoRoute, message).into_response(is_grpc))
+    };
+    let Some(address) = passthrough_address(&target.name) else {
+        return Err(fail(
+            GrpcCode::Unavailable,
+            StatusCode::NOT_FOUND,
+            format!(
+                "target `{}` is not in the mesh registry and has no port to pass through to",
+                target.name
+            ),
+        ));
+    };
+    let passthrough = target.passthrough.get_or_init(|| {
+        let policy = Arc::new(Cluster::new(
+            PASSTHROUGH_CLUSTER,
+            vec![mesh_core::Endpoint::new(address)],
+        ));
+        Passthrough {
+            forward: Arc::new(Forward::to(WeightedClusters::single(PASSTHROUGH_CLUSTER))),
+            cluster: ClusterEntry::build(&policy, None, mesh.tls(), None),
+        }
+    });
+    set_uri(req, target, None, None).map_err(|message| {
+        fail(
+            GrpcCode::Internal,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            message,
+        )
+    })?;
+    let decision = RouteDecision {
+        forward: passthrough.forward.clone(),
+        fault: None,
+        is_grpc,
+        route_name: Some(Arc::from("allow_any")),
+        cluster: passthrough.cluster.clone(),
+        source_ip: target.workload.address,
+    };
+    Ok((decision, None))
+}
+
+/// Envoy's name for the cluster of hosts passed through under `ALLOW_ANY`.
+const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+
+/// The address a `host:port` target is passed through to.
+fn passthrough_address(target: &str) -> Option<EndpointAddress> {
+    let (host, port) = target.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some(match host.parse::<IpAddr>() {
+        Ok(ip) => EndpointAddress::Socket(SocketAddr::new(ip, port)),
+        Err(_) => EndpointAddress::Dns {
+            host: host.into(),
+            port,
+        },
+    })
+}
+
+/// The answer to a target the workload does not know under `REGISTRY_ONLY` (Envoy's
+/// `block_all` route: HTTP 502; gRPC `UNAVAILABLE`), naming the Sidecar that decided it.
+fn black_hole(target: &Target, scope: &OutboundScope, is_grpc: bool) -> Response<ResponseBody> {
+    let why = match scope.hidden_listener(&target.name) {
+        Some(hidden) if **hidden == *target.name => {
+            "is not imported by its egress hosts".to_string()
+        }
+        Some(hidden) => format!("({hidden}) is not imported by its egress hosts"),
+        None => "is not in the mesh registry".to_string(),
+    };
+    let target = &target.name;
+    let by = match &scope.sidecar {
+        Some(sidecar) => format!("Sidecar {sidecar}"),
+        None => "the mesh".to_string(),
+    };
+    Failure::new(
+        GrpcCode::Unavailable,
+        StatusCode::BAD_GATEWAY,
+        ResponseFlags::NoRoute,
+        format!("target `{target}` {why}: refused by outboundTrafficPolicy REGISTRY_ONLY of {by}"),
+    )
+    .into_response(is_grpc)
 }
 
 /// The authority the caller addressed: the URI's, else `Host`, else the channel's target.

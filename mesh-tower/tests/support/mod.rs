@@ -318,6 +318,15 @@ pub async fn spawn_echo(name: &str, behavior: Behavior) -> Running {
     }
 }
 
+/// A mesh-wide Sidecar (root namespace) refusing hosts not in the registry; without one,
+/// Istio's default `ALLOW_ANY` passes them through by DNS.
+pub const REGISTRY_ONLY: &str = "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-system}
+spec:
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+";
+
 pub const HOST: &str = "echo.default.svc.cluster.local";
 pub const TARGET: &str = "echo.default.svc.cluster.local:50051";
 

@@ -609,7 +609,7 @@ impl Inner {
             }
         }
         if !changed {
-            self.mesh.publish_client(self.mesh.config());
+            self.mesh.publish_client(self.mesh.published_config());
             return;
         }
         shared.publishes += 1;

@@ -3,7 +3,12 @@
 //! The loading, diagnostics and change detection are mesh-tower's
 //! ([`mesh_tower::Mesh::from_istio_yaml`]): it publishes each configuration that loads
 //! cleanly into a [`Mesh`] and keeps the last good one otherwise. The control plane follows
-//! that mesh: every `poll_interval` it pushes the mesh's configuration if it is a new one.
+//! that mesh: every `poll_interval` it pushes the mesh's configuration if it is a new one —
+//! as published, not as the control plane's own workload would see it through a Sidecar.
+//!
+//! Sidecars are not applied to what it serves: every node gets the same resources (istiod
+//! narrows them per proxy from its node metadata). Each configuration with a Sidecar is
+//! logged with that warning.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -40,7 +45,8 @@ pub(super) fn watch<P: AsRef<Path>>(
     shape: crate::encode::Shape,
 ) -> Result<(ControlPlane, FileWatch), StaticConfigError> {
     let (mesh, watch) = Mesh::from_istio_yaml(files, poll_interval)?;
-    let first = mesh.config();
+    let first = mesh.published_config();
+    warn_unscoped(&first);
     let cp = ControlPlane::with_shape((*first).clone(), shape);
     let task = tokio::spawn(follow(mesh, first, cp.clone(), poll_interval));
     Ok((cp, FileWatch { files: watch, task }))
@@ -56,10 +62,26 @@ async fn follow(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let current = mesh.config();
+        let current = mesh.published_config();
         if !Arc::ptr_eq(&current, &served) {
+            warn_unscoped(&current);
             cp.set_config((*current).clone());
             served = current;
         }
+    }
+}
+
+/// Says that the Sidecars of `config` do not narrow what is served.
+fn warn_unscoped(config: &mesh_core::MeshConfig) {
+    let sidecars = config
+        .visibility()
+        .map(|v| &v.sidecars[..])
+        .unwrap_or_default();
+    for sidecar in sidecars {
+        tracing::warn!(
+            sidecar = %sidecar.id(),
+            "Sidecar is not applied to xDS clients: this control plane serves every node the \
+             same resources (no per-node scoping); a mesh loading the YAML itself applies it"
+        );
     }
 }
