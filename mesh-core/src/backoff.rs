@@ -251,7 +251,10 @@ mod tests {
         for (n, want) in want.iter().enumerate() {
             let (low, high) = (b.delay(n as u32, 0), b.delay(n as u32, u64::MAX));
             assert!(low.as_secs_f64() >= want * 0.8 - 1e-9, "{n}: {low:?}");
-            assert!(high.as_secs_f64() <= (want * 1.2).min(120.0) + 1e-9, "{n}: {high:?}");
+            assert!(
+                high.as_secs_f64() <= (want * 1.2).min(120.0) + 1e-9,
+                "{n}: {high:?}"
+            );
         }
     }
 

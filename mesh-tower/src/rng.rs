@@ -8,7 +8,7 @@
 //! cryptographic; nothing here needs that.
 
 use std::{
-    cell::RefCell,
+    cell::Cell,
     collections::hash_map::RandomState,
     hash::{BuildHasher, Hasher},
 };
@@ -16,7 +16,7 @@ use std::{
 use mesh_core::lb::Draws;
 
 thread_local! {
-    static STREAM: RefCell<Draws> = RefCell::new(Draws::new({
+    static STREAM: Cell<Draws> = Cell::new(Draws::new({
         let mut h = RandomState::new().build_hasher();
         h.write_usize(std::ptr::addr_of!(h) as usize);
         h.finish()
@@ -25,6 +25,13 @@ thread_local! {
 
 /// One uniformly distributed `u64`.
 pub fn draw() -> u64 {
-    // `Draws` is endless: `next` never returns `None`.
-    STREAM.with_borrow_mut(|stream| stream.next().unwrap_or_default())
+    STREAM.with(|cell| {
+        // A `Cell` rather than a `RefCell`: moving the one-word state out and back costs
+        // nothing, a borrow flag would on every draw.
+        let mut stream = cell.replace(Draws::new(0));
+        // `Draws` is endless: `next` never returns `None`.
+        let value = stream.next().unwrap_or_default();
+        cell.set(stream);
+        value
+    })
 }

@@ -44,7 +44,8 @@ impl Format {
     /// The format for a request's `Accept` header values (`None` without the header).
     ///
     /// OpenMetrics when `application/openmetrics-text` is named with a quality above zero and
-    /// no lower than the best range that admits `text/plain`; the text format otherwise,
+    /// no lower than the quality the header gives `text/plain` (that of the most specific range
+    /// admitting it, as RFC 9110 §12.5.1 says); the text format otherwise,
     /// including for `*/*` alone, for no header and for a header that admits neither (Prometheus'
     /// client libraries answer those with the text format too rather than 406).
     pub(crate) fn negotiate<'a>(accept: impl IntoIterator<Item = &'a str>) -> Self {
