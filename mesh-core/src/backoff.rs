@@ -6,7 +6,7 @@
 //! its reference implementation has:
 //!
 //! - retries: Envoy's, ×2 and [`Jitter::Full`] ([`Backoff`](crate::Backoff));
-//! - xDS reconnects: gRPC's connection backoff (gRFC A6's "connection backoff" document),
+//! - xDS reconnects: gRPC's connection backoff (`doc/connection-backoff.md` in grpc/grpc),
 //!   [`ExponentialBackoff::GRPC_CONNECTION`];
 //! - endpoint reconnects: ×2 from 100 ms to 10 s with [`Jitter::Equal`], so a dead endpoint is
 //!   retried soon but never by every caller at once.
@@ -44,7 +44,8 @@ pub enum Jitter {
 // === impl ExponentialBackoff ===
 
 impl ExponentialBackoff {
-    /// gRPC's connection backoff (A6): 1 s × 1.6 per attempt, ± 20 % jitter, at most 120 s.
+    /// gRPC's connection backoff (`doc/connection-backoff.md` in grpc/grpc): 1 s × 1.6 per
+    /// attempt, ± 20 % jitter, at most 120 s.
     ///
     /// gRPC applies the jitter after the cap, so its delays can reach 144 s; here the jittered
     /// delay is capped too, so 120 s is a hard bound (what operators read as "max 120 s").
@@ -225,7 +226,7 @@ mod tests {
     }
 
     #[test]
-    fn grpc_connection_backoff_is_a6() {
+    fn grpc_connection_backoff_is_grpcs() {
         let b = ExponentialBackoff::GRPC_CONNECTION;
         let middle: Vec<f64> = (0..12).map(|n| b.delay(n, at(0.5)).as_secs_f64()).collect();
         let want = [
