@@ -16,6 +16,13 @@ pub mod echo;
 pub mod load;
 pub mod pki;
 
+/// The workspace README's Rust snippets, compiled as this crate's doc tests (`cargo test
+/// --doc -p mesh-examples`): this crate has every dependency they name and the echo proto they
+/// use, so a README that drifts from the API fails the build.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeSnippets;
+
 /// Code generated from `proto/*.proto`.
 pub mod proto {
     /// The echo service.

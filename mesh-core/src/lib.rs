@@ -12,12 +12,14 @@
 //!   random, least request, ring hash and the request hash.
 //! - [`outlier`]: outlier detection as a state machine (events and `now` in, ejections out).
 //! - [`path`]: request path normalization (Istio's `pathNormalization`).
+//! - [`backoff`]: the jittered exponential backoff of retries and reconnects.
 //! - [`RetryPolicy`], [`FaultPolicy`], [`Cluster`], [`Endpoint`], [`ServerPolicy`]: the policies.
 //! - [`Outcome`]: the one failure classifier every policy reads.
 //! - [`MeshConfig`]: one complete, immutable snapshot.
 
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 mod classify;
 mod cluster;
 mod config;

@@ -14,7 +14,10 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use crate::{Error, GrpcCode, Outcome, Percentage};
+use crate::{
+    Error, GrpcCode, Outcome, Percentage,
+    backoff::{ExponentialBackoff, Jitter},
+};
 
 /// The retry policy of a route.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -40,12 +43,10 @@ pub struct RetryPolicy {
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct RetryOn(u32);
 
-/// Jittered exponential backoff bounds.
+/// Envoy's retry backoff: validated bounds of an [`ExponentialBackoff`] that doubles with full
+/// jitter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-}
+pub struct Backoff(ExponentialBackoff);
 
 /// Envoy's retry budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -258,7 +259,7 @@ impl Backoff {
                 "backoff max interval {max:?} is below the base interval {base:?}"
             )));
         }
-        Ok(Self { base, max })
+        Ok(Self::envoy(base, max))
     }
 
     /// Envoy's default bounds for `base`: max is 10 × base.
@@ -266,36 +267,31 @@ impl Backoff {
         Self::new(base, base.saturating_mul(10))
     }
 
+    const fn envoy(base: Duration, max: Duration) -> Self {
+        Self(ExponentialBackoff::new(base, 2000, max, Jitter::Full))
+    }
+
     /// The base interval.
     pub fn base(self) -> Duration {
-        self.base
+        self.0.initial()
     }
 
     /// The maximum interval.
     pub fn max(self) -> Duration {
-        self.max
+        self.0.max()
     }
 
     /// The wait before retry number `retry` (1 for the first retry), from one uniform random
     /// draw: uniform in `[0, min(base × 2^(retry-1), max))`, so never above `max`.
     pub fn delay(self, retry: u32, random: u64) -> Duration {
-        let exp = retry.saturating_sub(1).min(63);
-        let ceiling = self
-            .base
-            .checked_mul(1u32.checked_shl(exp).unwrap_or(u32::MAX))
-            .map_or(self.max, |d| d.min(self.max));
-        let ceiling_nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(random % ceiling_nanos.max(1))
+        self.0.delay(retry.saturating_sub(1), random)
     }
 }
 
 impl Default for Backoff {
     /// Envoy's default: base 25 ms, max 250 ms.
     fn default() -> Self {
-        Self {
-            base: Duration::from_millis(25),
-            max: Duration::from_millis(250),
-        }
+        Self::envoy(Duration::from_millis(25), Duration::from_millis(250))
     }
 }
 

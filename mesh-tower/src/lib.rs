@@ -52,7 +52,7 @@ pub mod peer;
 mod request_controls;
 mod request_path;
 pub mod retry;
-mod rng;
+pub mod rng;
 pub mod route;
 pub mod server;
 mod static_config;

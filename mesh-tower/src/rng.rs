@@ -1,8 +1,11 @@
-//! Uniform random draws for the pure decisions of `mesh-core`, without a shared lock.
+//! The mesh's one source of random draws, for the pure decisions of `mesh-core` (weighted
+//! picks, balancing, fault and mirror sampling, outlier enforcement, backoff jitter) and for
+//! trace and request ids; mesh-xds draws its reconnect jitter here too.
 //!
-//! Each thread keeps a SplitMix64 state seeded from the standard library's per-process random
-//! hash keys, so draws are cheap (a few instructions), independent across threads, and differ
-//! between processes. They are not cryptographic; nothing here needs that.
+//! Each thread keeps a stream of mesh-core's SplitMix64 ([`Draws`]) seeded from the standard
+//! library's per-process random hash keys, so draws are cheap (a few instructions), take no
+//! lock, are independent across threads and differ between processes. They are not
+//! cryptographic; nothing here needs that.
 
 use std::{
     cell::Cell,
@@ -10,22 +13,25 @@ use std::{
     hash::{BuildHasher, Hasher},
 };
 
+use mesh_core::lb::Draws;
+
 thread_local! {
-    static STATE: Cell<u64> = Cell::new({
+    static STREAM: Cell<Draws> = Cell::new(Draws::new({
         let mut h = RandomState::new().build_hasher();
         h.write_usize(std::ptr::addr_of!(h) as usize);
         h.finish()
-    });
+    }));
 }
 
 /// One uniformly distributed `u64`.
-pub(crate) fn draw() -> u64 {
-    STATE.with(|s| {
-        let next = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
-        s.set(next);
-        let mut z = next;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+pub fn draw() -> u64 {
+    STREAM.with(|cell| {
+        // A `Cell` rather than a `RefCell`: moving the one-word state out and back costs
+        // nothing, a borrow flag would on every draw.
+        let mut stream = cell.replace(Draws::new(0));
+        // `Draws` is endless: `next` never returns `None`.
+        let value = stream.next().unwrap_or_default();
+        cell.set(stream);
+        value
     })
 }

@@ -1,6 +1,7 @@
 //! The admin endpoint against a mesh that has served real traffic on 127.0.0.1: `/clusters`
-//! shows an endpoint ejected by outlier detection, `/metrics` is OpenMetrics text with the
-//! request counts and the ejection, `/config_dump` shows the configuration and extensions.
+//! shows an endpoint ejected by outlier detection, `/metrics` is OpenMetrics text (for a
+//! Prometheus server) or the Prometheus text format (for anything else) with the request counts
+//! and the ejection, `/config_dump` shows the configuration and extensions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -101,19 +102,14 @@ async fn the_admin_endpoint_shows_an_ejected_endpoint_metrics_and_the_config() {
     assert_eq!(echo["ejections"], 1);
     assert_eq!(echo["overflows"], 0);
 
-    let response = http
-        .request(
-            http::Request::get(format!("http://{}/metrics", side.local_addr()))
-                .body(http_body_util::Full::new(bytes::Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    // What a Prometheus server asks for.
+    let openmetrics = "application/openmetrics-text;version=1.0.0,\
+        application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (content_type, text) = get_metrics(&http, side.local_addr(), Some(openmetrics)).await;
     assert_eq!(
-        response.headers()["content-type"],
+        content_type,
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
-    let (_, text) = http_call(&http, side.local_addr(), "GET", "/metrics", &[]).await;
     assert!(text.ends_with("# EOF\n"));
     samples(&text); // every line is well-formed
     let cluster = [("cluster_name", CLUSTER)];
@@ -147,6 +143,25 @@ async fn the_admin_endpoint_shows_an_ejected_endpoint_metrics_and_the_config() {
     // An independent OpenMetrics parser (Python's prometheus_client) accepts it and counts
     // the same.
     let parsed = python_openmetrics(&text);
+    assert_eq!(parsed["istio_requests"], 20.0, "{parsed}");
+    assert_eq!(
+        parsed["mesh_cluster_outlier_detection_ejections"], 1.0,
+        "{parsed}"
+    );
+
+    // Without an `Accept` header (promtool, curl): the Prometheus text format, which Python's
+    // text-format parser reads with the same counts.
+    let (content_type, text) = get_metrics(&http, side.local_addr(), None).await;
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(
+        !text.contains("# EOF") && !text.contains("# UNIT"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE istio_requests_total counter\n"),
+        "{text}"
+    );
+    let parsed = python_text_format(&text);
     assert_eq!(parsed["istio_requests"], 20.0, "{parsed}");
     assert_eq!(
         parsed["mesh_cluster_outlier_detection_ejections"], 1.0,
@@ -266,9 +281,47 @@ async fn ready_waits_for_every_watched_target_and_healthz_answers() {
     );
 }
 
+/// `GET /metrics` with `accept` as the `Accept` header: the content type and the body.
+async fn get_metrics(
+    http: &server_support::HttpClient,
+    addr: std::net::SocketAddr,
+    accept: Option<&str>,
+) -> (String, String) {
+    use http_body_util::BodyExt;
+    let mut request = http::Request::get(format!("http://{addr}/metrics"));
+    if let Some(accept) = accept {
+        request = request.header("accept", accept);
+    }
+    let response = http
+        .request(
+            request
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["vary"], "accept");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (content_type, String::from_utf8(body.to_vec()).unwrap())
+}
+
 /// Parses `text` with prometheus_client's strict OpenMetrics parser (from the virtualenv
 /// `scripts/python-env` makes) and returns, per family, the sum of its `_total` samples.
 fn python_openmetrics(text: &str) -> serde_json::Value {
+    python_parse(text, "prometheus_client.openmetrics.parser")
+}
+
+/// Like [`python_openmetrics`], with prometheus_client's Prometheus text-format parser.
+fn python_text_format(text: &str) -> serde_json::Value {
+    python_parse(text, "prometheus_client.parser")
+}
+
+fn python_parse(text: &str, parser: &str) -> serde_json::Value {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let python = root.join("target/py/bin/python");
     assert!(
@@ -277,15 +330,17 @@ fn python_openmetrics(text: &str) -> serde_json::Value {
          prometheus-client; `scripts/test` runs it before the tests)",
         python.display()
     );
-    let script = "import sys, json
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
-totals = {}
+    let script = format!(
+        "import sys, json
+from {parser} import text_string_to_metric_families
+totals = {{}}
 for family in text_string_to_metric_families(sys.stdin.read()):
     totals[family.name] = sum(s.value for s in family.samples if s.name.endswith('_total'))
 print(json.dumps(totals))
-";
+"
+    );
     let mut child = std::process::Command::new(python)
-        .args(["-c", script])
+        .args(["-c", &script])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -301,7 +356,7 @@ print(json.dumps(totals))
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "the OpenMetrics parser rejected /metrics: {}",
+        "{parser} rejected /metrics: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()

@@ -29,7 +29,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - `/metrics`: the registry in OpenMetrics text (ends with `# EOF`).
+//! - `/metrics`: the registry, in OpenMetrics 1.0.0 text when the `Accept` header asks for
+//!   `application/openmetrics-text` (as a Prometheus server does), in the Prometheus text
+//!   format 0.0.4 otherwise (promtool, curl, browsers, scrapers that send no `Accept`).
 //! - `/config_dump`: the configuration the mesh serves now, as JSON, plus what each
 //!   [`ConfigDumpExtension`] adds (the xDS client adds its resources' versions and status).
 //! - `/clusters`: per cluster, its endpoints with health, outlier ejection state and requests
@@ -44,6 +46,7 @@
 //! The admin endpoint has no authentication of its own: serve it on loopback or an internal
 //! port, as Envoy's admin interface is.
 
+mod exposition;
 mod view;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -51,12 +54,13 @@ use std::{net::SocketAddr, sync::Arc};
 use axum::{
     Json, Router,
     extract::State,
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 use prometheus_client::registry::Registry;
 
+use self::exposition::Format;
 use crate::Mesh;
 
 /// Something that adds a section to `/config_dump`: the xDS client implements it to report its
@@ -160,23 +164,33 @@ impl Drop for AdminServer {
     }
 }
 
-async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
+/// `/metrics`: the registry in the format the `Accept` header asks for (see [`exposition`]).
+async fn metrics(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
     let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &admin.registry) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => (
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &admin.registry) {
+        return (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding metrics failed: {e}"),
         )
-            .into_response(),
+            .into_response();
     }
+    if format == Format::Text {
+        text = exposition::to_text_format(&text);
+    }
+    (
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            // The answer depends on `Accept`: a cache must not serve one format for the other.
+            (header::VARY, "accept"),
+        ],
+        text,
+    )
+        .into_response()
 }
 
 async fn config_dump(State(admin): State<Arc<Admin>>) -> Json<serde_json::Value> {

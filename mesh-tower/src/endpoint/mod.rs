@@ -92,6 +92,15 @@ const DEFAULT_RTT: Duration = Duration::from_millis(30);
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Reconnect delays: doubling from [`BACKOFF_BASE`] to [`BACKOFF_MAX`], at least half of each
+/// ("equal jitter"), so a dead endpoint is tried again soon but not by every caller at once.
+const RECONNECT: mesh_core::backoff::ExponentialBackoff =
+    mesh_core::backoff::ExponentialBackoff::new(
+        BACKOFF_BASE,
+        2000,
+        BACKOFF_MAX,
+        mesh_core::backoff::Jitter::Equal,
+    );
 
 // === impl Endpoint ===
 
@@ -240,14 +249,10 @@ impl Drop for ActiveRequest {
     }
 }
 
-/// Jittered exponential backoff after `failures` failed connects: uniform in
-/// `[d/2, d]` with `d = min(base × 2^(failures-1), max)`.
+/// The backoff after `failures` failed connects: uniform in `[d/2, d)` with
+/// `d = min(base × 2^(failures-1), max)`.
 fn backoff(failures: u32, random: u64) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    let d = BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX);
-    let half = d / 2;
-    let jitter_nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
-    half + Duration::from_nanos(random % jitter_nanos)
+    RECONNECT.delay(failures.saturating_sub(1), random)
 }
 
 /// Connects to `address`: an IP directly, a DNS name by resolving it now and trying each

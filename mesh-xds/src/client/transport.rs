@@ -132,7 +132,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         }
         // No server answered (a fresh response would have dropped the persisted configuration).
         inner.restore_persisted();
-        let delay = backoff::delay(attempt, backoff::random_unit());
+        let delay = backoff::next_delay(attempt);
         attempt = attempt.saturating_add(1);
         sleep(delay).await;
     }
@@ -240,7 +240,7 @@ async fn serve(inner: &Arc<Inner>, mut stream: Stream, primary: Option<&XdsServe
 
 /// Waits the backoff delay of `attempt`, then dials `primary`.
 async fn probe_after(primary: XdsServer, attempt: u32) -> Option<Channel> {
-    sleep(backoff::delay(attempt, backoff::random_unit())).await;
+    sleep(backoff::next_delay(attempt)).await;
     connect(&primary).await.ok()
 }
 
