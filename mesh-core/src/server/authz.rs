@@ -391,7 +391,7 @@ fn parse_ip_value(value: &IstioString) -> Option<IpValue> {
 
 /// An IPv4-mapped IPv6 block (`::ffff:10.0.0.0/104`) as the IPv4 block it denotes, so that it
 /// compares with canonical source addresses.
-fn canonical_net(net: IpNet) -> IpNet {
+pub(super) fn canonical_net(net: IpNet) -> IpNet {
     match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
             Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
