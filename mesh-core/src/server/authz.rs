@@ -452,14 +452,21 @@ fn matches_bytes(pattern: &IstioString, value: &[u8]) -> bool {
 }
 
 /// The namespace of an Istio SPIFFE identity `<trust-domain>/ns/<namespace>/sa/<account>`
-/// when its trust domain is one of `trusted`. A trust domain cannot contain `/`, so the
-/// position is fixed.
+/// when its trust domain is one of `trusted`. Only that exact shape (Istio's own identity
+/// parser's) names a namespace: `td/ns/prod` or `td/ns/prod/sa/x/y` is no workload identity, so
+/// it cannot satisfy `namespaces: [prod]` (it does satisfy `notNamespaces`, which denies it
+/// under the usual "DENY notNamespaces" idiom).
 fn namespace_of<'p>(principal: &'p str, trusted: &TrustDomains) -> Option<&'p str> {
     let mut segments = principal.split('/');
-    if !trusted.contains(segments.next()?) || segments.next()? != "ns" {
-        return None;
-    }
-    segments.next().filter(|ns| !ns.is_empty())
+    let (domain, ns, namespace, sa, _account) = (
+        segments.next()?,
+        segments.next()?,
+        segments.next()?,
+        segments.next()?,
+        segments.next()?,
+    );
+    let istio_shape = ns == "ns" && sa == "sa" && segments.next().is_none();
+    (istio_shape && trusted.contains(domain) && !namespace.is_empty()).then_some(namespace)
 }
 
 /// When `pattern` (exact or prefix) names a principal of the trust domain `cluster.local` and

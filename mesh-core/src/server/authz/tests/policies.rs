@@ -331,6 +331,15 @@ fn namespaces_are_read_from_spiffe_paths_of_the_mesh_trust_domains() {
     assert_eq!(namespace_of("td/sa/x/ns/prod"), None);
     // A foreign trust domain vouches for no namespace of this mesh.
     assert_eq!(namespace_of("evil.example.org/ns/prod/sa/x"), None);
+    // Only Istio's identity shape `<td>/ns/<ns>/sa/<sa>` names a namespace.
+    assert_eq!(namespace_of("cluster.local/ns/prod"), None);
+    assert_eq!(namespace_of("cluster.local/ns/prod/sa"), None);
+    assert_eq!(namespace_of("cluster.local/ns/prod/x/y"), None);
+    assert_eq!(namespace_of("cluster.local/ns/prod/sa/x/y"), None);
+    let allow_prod = [one_source(AuthzAction::Allow, namespaces(&["prod"]))];
+    let mesh = TrustDomains::default();
+    assert!(!decide_for(&allow_prod, &["cluster.local/ns/prod"], &mesh));
+    assert!(decide_for(&allow_prod, &["cluster.local/ns/prod/sa/x"], &mesh));
 }
 
 /// Decides for a peer with `principals` (every SPIFFE SAN) under `trust_domains`.
