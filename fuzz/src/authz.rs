@@ -49,10 +49,9 @@ use arbitrary::{Result, Unstructured};
 use http::{HeaderMap, HeaderName, HeaderValue, uri::PathAndQuery};
 use ipnet::IpNet;
 use mesh_core::{
-    AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzDecision, AuthzOperation,
-    AuthzReason, AuthzRequest, AuthzRule, AuthzSource, ConditionKey, EscapedSlashesAction,
-    IstioString, Labels, PathNormalization, PathNormalizer, TrustDomains, WorkloadScope,
-    authorize,
+    AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzDecision, AuthzOperation, AuthzReason,
+    AuthzRequest, AuthzRule, AuthzSource, ConditionKey, EscapedSlashesAction, IstioString, Labels,
+    PathNormalization, PathNormalizer, TrustDomains, WorkloadScope, authorize,
 };
 
 // === vocabulary ===
@@ -377,16 +376,21 @@ pub fn authz(data: &[u8]) {
         &request,
     );
 
-    let model = |source_ip: Option<&'static str>| Model {
-        case: &case,
-        path: &path,
-        source_ip: source_ip.map(|s| canonical(ip(s))),
-    }
-    .decide();
+    let model = |source_ip: Option<&'static str>| {
+        Model {
+            case: &case,
+            path: &path,
+            source_ip: source_ip.map(|s| canonical(ip(s))),
+        }
+        .decide()
+    };
     match case.request.source_ip {
         Some(source_ip) => {
             let expected = model(Some(source_ip));
-            assert_eq!(engine, expected, "engine vs model on {case:#?}\npath {path:?}");
+            assert_eq!(
+                engine, expected,
+                "engine vs model on {case:#?}\npath {path:?}"
+            );
         }
         None => {
             let worlds: Vec<AuthzDecision> = SOURCE_IPS.iter().map(|&s| model(Some(s))).collect();
@@ -449,7 +453,9 @@ fn up_to<T>(
 impl Case {
     fn arbitrary(u: &mut Unstructured<'_>) -> Result<Self> {
         let (domain, aliases) = pick(u, &TRUST_DOMAIN_SETS)?;
-        let trust_domains = std::iter::once(domain).chain(aliases.iter().copied()).collect();
+        let trust_domains = std::iter::once(domain)
+            .chain(aliases.iter().copied())
+            .collect();
         let mut policies = up_to(u, 4, Policy::arbitrary)?;
         for (i, policy) in policies.iter_mut().enumerate() {
             policy.name = format!("p{i}");
@@ -468,7 +474,16 @@ impl Policy {
             name: String::new(),
             namespace: pick(u, &POLICY_NAMESPACES)?,
             selector: pick(u, &SELECTORS)?,
-            action: pick(u, &[Action::Allow, Action::Allow, Action::Deny, Action::Deny, Action::Audit])?,
+            action: pick(
+                u,
+                &[
+                    Action::Allow,
+                    Action::Allow,
+                    Action::Deny,
+                    Action::Deny,
+                    Action::Audit,
+                ],
+            )?,
             dry_run: u.ratio(1, 6)?,
             rules: up_to(u, 2, Rule::arbitrary)?,
         })
@@ -553,12 +568,10 @@ impl Request {
         };
         let segments = up_to(u, 4, |u| pick(u, &PATH_SEGMENTS))?;
         let separator = if u.ratio(1, 8)? { "\\" } else { "/" };
-        let raw_path = format!(
-            "/{}{}",
-            segments.join(separator),
-            pick(u, &PATH_SUFFIXES)?
-        );
-        let headers = up_to(u, 3, |u| Ok((pick(u, &HEADER_NAMES)?, pick(u, &HEADER_VALUES)?)))?;
+        let raw_path = format!("/{}{}", segments.join(separator), pick(u, &PATH_SUFFIXES)?);
+        let headers = up_to(u, 3, |u| {
+            Ok((pick(u, &HEADER_NAMES)?, pick(u, &HEADER_VALUES)?))
+        })?;
         Ok(Self {
             principals,
             source_ip,
@@ -651,7 +664,9 @@ impl Rule {
                 .iter()
                 .map(|c| AuthzCondition {
                     key: match c.key {
-                        Key::Header(name) => ConditionKey::RequestHeader(HeaderName::from_static(name)),
+                        Key::Header(name) => {
+                            ConditionKey::RequestHeader(HeaderName::from_static(name))
+                        }
                         Key::SourceIp => ConditionKey::SourceIp,
                         Key::SourceNamespace => ConditionKey::SourceNamespace,
                         Key::SourcePrincipal => ConditionKey::SourcePrincipal,
@@ -757,7 +772,9 @@ impl Model<'_> {
         field(&o.hosts, &o.not_hosts, |h| {
             istio_match(&h.to_ascii_lowercase(), &request.host.to_ascii_lowercase())
         }) && field(&o.ports, &o.not_ports, |&p| p == request.port)
-            && field(&o.methods, &o.not_methods, |m| istio_match(m, request.method))
+            && field(&o.methods, &o.not_methods, |m| {
+                istio_match(m, request.method)
+            })
             && field(&o.paths, &o.not_paths, |p| istio_match(p, self.path))
     }
 
@@ -864,11 +881,19 @@ impl Model<'_> {
         // As in Envoy, an address is only in a block of its own family.
         match (address, source) {
             (IpAddr::V4(block), IpAddr::V4(source)) => {
-                let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+                let mask = if prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - prefix)
+                };
                 u32::from(block) & mask == u32::from(source) & mask
             }
             (IpAddr::V6(block), IpAddr::V6(source)) => {
-                let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+                let mask = if prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - prefix)
+                };
                 u128::from(block) & mask == u128::from(source) & mask
             }
             _ => false,

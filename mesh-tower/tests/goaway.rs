@@ -111,7 +111,10 @@ impl Conn {
                     } else {
                         &payload[..]
                     };
-                    self.bodies.entry(stream).or_default().extend_from_slice(data);
+                    self.bodies
+                        .entry(stream)
+                        .or_default()
+                        .extend_from_slice(data);
                     if flags & END_STREAM != 0 {
                         return self.complete(stream);
                     }
@@ -165,8 +168,7 @@ impl Conn {
     }
 
     async fn reset(&mut self, stream: u32, code: u32) {
-        self.frame(RST_STREAM, 0, stream, &code.to_be_bytes())
-            .await;
+        self.frame(RST_STREAM, 0, stream, &code.to_be_bytes()).await;
     }
 }
 
@@ -207,7 +209,10 @@ async fn a_stream_above_the_goaway_last_stream_id_is_resent_on_a_new_connection(
 
         let mut second_conn = Conn::accept(&listener, "second connection").await;
         let resent = second_conn.next_request().await;
-        assert_eq!(resent.message, second.message, "the refused request is resent");
+        assert_eq!(
+            resent.message, second.message,
+            "the refused request is resent"
+        );
         second_conn.respond(&resent).await;
         // Kept open until the client has its answers.
         (first, second, first_conn, second_conn)
@@ -222,10 +227,15 @@ async fn a_stream_above_the_goaway_last_stream_id_is_resent_on_a_new_connection(
     .await;
     let a = a.expect("call a succeeds").into_inner();
     let b = b.expect("call b succeeds").into_inner();
-    let (first, second, _first_conn, _second_conn) =
-        bounded("the server", server).await.unwrap();
+    let (first, second, _first_conn, _second_conn) = bounded("the server", server).await.unwrap();
 
-    let served_by = |message: &str| if message == "a" { &a.served_by } else { &b.served_by };
+    let served_by = |message: &str| {
+        if message == "a" {
+            &a.served_by
+        } else {
+            &b.served_by
+        }
+    };
     assert_eq!(served_by(&first.message), "first connection");
     assert_eq!(served_by(&second.message), "second connection");
     // The server script above answered each request once, and saw no other.
@@ -250,7 +260,10 @@ async fn a_refused_stream_is_resent_and_succeeds() {
 
     let mut client = EchoClient::new(mesh.channel(TARGET));
     let reply = bounded("the call", client.say(request("refused once"))).await;
-    assert_eq!(reply.expect("the call succeeds").into_inner().message, "refused once");
+    assert_eq!(
+        reply.expect("the call succeeds").into_inner().message,
+        "refused once"
+    );
     let _conn = bounded("the server", server).await.unwrap();
 }
 

@@ -129,7 +129,10 @@ fn sources_match_identities_and_addresses() {
         ),
         (
             "an IPv4-mapped block in DENY ipBlocks catches the IPv4 peer it names",
-            vec![deny("no-ten", vec![from(ip_blocks(&["::ffff:10.0.0.0/104"]))])],
+            vec![deny(
+                "no-ten",
+                vec![from(ip_blocks(&["::ffff:10.0.0.0/104"]))],
+            )],
             req(),
             DENIED,
         ),

@@ -339,7 +339,11 @@ fn namespaces_are_read_from_spiffe_paths_of_the_mesh_trust_domains() {
     let allow_prod = [one_source(AuthzAction::Allow, namespaces(&["prod"]))];
     let mesh = TrustDomains::default();
     assert!(!decide_for(&allow_prod, &["cluster.local/ns/prod"], &mesh));
-    assert!(decide_for(&allow_prod, &["cluster.local/ns/prod/sa/x"], &mesh));
+    assert!(decide_for(
+        &allow_prod,
+        &["cluster.local/ns/prod/sa/x"],
+        &mesh
+    ));
 }
 
 /// Decides for a peer with `principals` (every SPIFFE SAN) under `trust_domains`.
@@ -485,16 +489,32 @@ fn cluster_local_in_a_policy_principal_is_the_mesh_trust_domain() {
     // With aliases, every one of them.
     let migrated = TrustDomains::new("new-td", ["old-td"]).unwrap();
     assert!(decide_for(&allow, &["old-td/ns/default/sa/x"], &migrated));
-    assert!(!decide_for(&allow, &["cluster.local/ns/default/sa/x"], &migrated));
+    assert!(!decide_for(
+        &allow,
+        &["cluster.local/ns/default/sa/x"],
+        &migrated
+    ));
     // When `cluster.local` is the mesh's (or an alias), it is itself.
     let default = TrustDomains::default();
-    assert!(decide_for(&allow, &["cluster.local/ns/default/sa/x"], &default));
+    assert!(decide_for(
+        &allow,
+        &["cluster.local/ns/default/sa/x"],
+        &default
+    ));
     assert!(!decide_for(&allow, &["new-td/ns/default/sa/x"], &default));
     // `notPrincipals` and `source.principal` read principals the same way.
     let deny_others = [one_source(
         AuthzAction::Deny,
         not_principals(&["cluster.local/ns/default/sa/sleep"]),
     )];
-    assert!(decide_for(&deny_others, &["new-td/ns/default/sa/sleep"], &mesh));
-    assert!(!decide_for(&deny_others, &["cluster.local/ns/default/sa/sleep"], &mesh));
+    assert!(decide_for(
+        &deny_others,
+        &["new-td/ns/default/sa/sleep"],
+        &mesh
+    ));
+    assert!(!decide_for(
+        &deny_others,
+        &["cluster.local/ns/default/sa/sleep"],
+        &mesh
+    ));
 }
