@@ -764,7 +764,7 @@ impl Model<'_> {
     fn source_matches(&self, s: &Source) -> bool {
         field(&s.principals, &s.not_principals, |p| self.has_principal(p))
             && field(&s.namespaces, &s.not_namespaces, |n| self.in_namespace(n))
-            && field(&s.ip_blocks, &s.not_ip_blocks, |b| self.from_block(b))
+            && field(&s.ip_blocks, &s.not_ip_blocks, |b| self.in_block(b))
     }
 
     fn operation_matches(&self, o: &Operation) -> bool {
@@ -796,7 +796,7 @@ impl Model<'_> {
                     istio_match(v, &values.join(","))
                 }
             }
-            Key::SourceIp => self.from_block(v),
+            Key::SourceIp => self.in_block(v),
             Key::SourceNamespace => self.in_namespace(v),
             Key::SourcePrincipal => self.has_principal(v),
             Key::DestinationPort => v.parse::<u16>() == Ok(request.port),
@@ -862,7 +862,7 @@ impl Model<'_> {
     }
 
     /// Whether the caller's address is in `block` (an address or a CIDR block).
-    fn from_block(&self, block: &str) -> bool {
+    fn in_block(&self, block: &str) -> bool {
         let Some(source) = self.source_ip else {
             unreachable!("the model is only asked with a known address");
         };

@@ -19,8 +19,11 @@ mod authz;
 
 pub use authz::authz;
 
+/// A target's body: one input, a panic on a finding.
+pub type Target = fn(&[u8]);
+
 /// The targets, by name: what `tests/replay.rs` replays `seeds/<name>/*` through.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("authz", authz),
     ("istio_yaml", istio_yaml),
     ("path_normalize", path_normalize),
