@@ -15,8 +15,16 @@ use mesh_tower::trace::{Propagation, RequestId, TraceContext};
 use mesh_xds::client::state::AdsState;
 use prost::Message;
 
+mod authz;
+
+pub use authz::authz;
+
+/// A target's body: one input, a panic on a finding.
+pub type Target = fn(&[u8]);
+
 /// The targets, by name: what `tests/replay.rs` replays `seeds/<name>/*` through.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Target); 5] = [
+    ("authz", authz),
     ("istio_yaml", istio_yaml),
     ("path_normalize", path_normalize),
     ("trace_headers", trace_headers),

@@ -49,7 +49,10 @@
 //!
 //! Principals of the mesh's trust domain and its aliases ([`TrustDomains`]) are one: a
 //! policy entry `old-td/ns/foo/sa/bar` matches a peer `new-td/ns/foo/sa/bar` when both are in
-//! the set (Istio's trust-domain migration). Namespaces come only from principals of that set:
+//! the set (Istio's trust-domain migration). As in istiod, a policy entry in the trust domain
+//! `cluster.local` names the mesh's trust domains when `cluster.local` is not one of them
+//! (`cluster.local/ns/foo/sa/bar` matches `new-td/ns/foo/sa/bar`, and not a foreign
+//! `cluster.local/ns/foo/sa/bar`). Namespaces come only from principals of that set:
 //! a caller `evil.example.org/ns/prod/sa/x` is from no namespace of this mesh, so it satisfies
 //! `namespaces: [prod]` only when `evil.example.org` is an alias, and it satisfies every
 //! `notNamespaces`, like a caller without identity.
@@ -381,14 +384,14 @@ fn parse_ip_value(value: &IstioString) -> Option<IpValue> {
             .parse::<IpNet>()
             .ok()
             .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
-            .map(|net| IpValue::Net(canonical_net(net))),
+            .map(IpValue::Net),
         IstioString::Prefix(_) | IstioString::Suffix(_) => None,
     }
 }
 
 /// An IPv4-mapped IPv6 block (`::ffff:10.0.0.0/104`) as the IPv4 block it denotes, so that it
 /// compares with canonical source addresses.
-fn canonical_net(net: IpNet) -> IpNet {
+pub(super) fn canonical_net(net: IpNet) -> IpNet {
     match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
             Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
@@ -449,14 +452,39 @@ fn matches_bytes(pattern: &IstioString, value: &[u8]) -> bool {
 }
 
 /// The namespace of an Istio SPIFFE identity `<trust-domain>/ns/<namespace>/sa/<account>`
-/// when its trust domain is one of `trusted`. A trust domain cannot contain `/`, so the
-/// position is fixed.
+/// when its trust domain is one of `trusted`. Only that exact shape (Istio's own identity
+/// parser's) names a namespace: `td/ns/prod` or `td/ns/prod/sa/x/y` is no workload identity, so
+/// it cannot satisfy `namespaces: [prod]` (it does satisfy `notNamespaces`, which denies it
+/// under the usual "DENY notNamespaces" idiom).
 fn namespace_of<'p>(principal: &'p str, trusted: &TrustDomains) -> Option<&'p str> {
     let mut segments = principal.split('/');
-    if !trusted.contains(segments.next()?) || segments.next()? != "ns" {
+    let (domain, ns, namespace, sa, _account) = (
+        segments.next()?,
+        segments.next()?,
+        segments.next()?,
+        segments.next()?,
+        segments.next()?,
+    );
+    let istio_shape = ns == "ns" && sa == "sa" && segments.next().is_none();
+    (istio_shape && trusted.contains(domain) && !namespace.is_empty()).then_some(namespace)
+}
+
+/// When `pattern` (exact or prefix) names a principal of the trust domain `cluster.local` and
+/// that is not one of the mesh's: the rest of the pattern after `cluster.local/`, and whether
+/// it is a prefix. Istio treats `cluster.local` in a policy as a pointer to the mesh's trust
+/// domain and its aliases (istiod rewrites such principals to each of them, and Istio's
+/// trust-domain migration task recommends writing policies so), so the pattern matches the
+/// mesh's callers, and not a caller whose certificate says `cluster.local` (a foreign domain).
+fn mesh_pointer<'p>(pattern: &'p IstioString, trusted: &TrustDomains) -> Option<(&'p str, bool)> {
+    const POINTER: &str = "cluster.local/";
+    if trusted.contains(super::DEFAULT_TRUST_DOMAIN) {
         return None;
     }
-    segments.next().filter(|ns| !ns.is_empty())
+    match pattern {
+        IstioString::Exact(p) => p.strip_prefix(POINTER).map(|rest| (rest, false)),
+        IstioString::Prefix(p) => p.strip_prefix(POINTER).map(|rest| (rest, true)),
+        IstioString::Suffix(_) | IstioString::Any => None,
+    }
 }
 
 /// A principal without its `spiffe://` scheme; `None` when nothing is left.
@@ -527,8 +555,22 @@ impl<'a> Facts<'a> {
     }
 
     /// Whether any principal matches `pattern`, also under every other name its trust domain
-    /// has in the mesh (the aliases).
+    /// has in the mesh (the aliases). A pattern in the trust domain `cluster.local` names the
+    /// mesh's trust domains instead when `cluster.local` is not one of them (see
+    /// [`mesh_pointer`]).
     fn principal_matches(&self, pattern: &IstioString) -> Tri {
+        if let Some((rest, is_prefix)) = mesh_pointer(pattern, self.trust_domains) {
+            return Tri::from(self.principals().any(|p| {
+                p.split_once('/').is_some_and(|(domain, path)| {
+                    self.trust_domains.contains(domain)
+                        && if is_prefix {
+                            path.starts_with(rest)
+                        } else {
+                            path == rest
+                        }
+                })
+            }));
+        }
         Tri::from(
             self.principals()
                 .any(|p| pattern.matches(p) || self.matches_as_alias(p, pattern)),
@@ -564,9 +606,12 @@ impl<'a> Facts<'a> {
         )
     }
 
+    /// Whether the peer is in `net`; an IPv4-mapped block is the IPv4 block it names, as the
+    /// peer's address is compared as IPv4 (else `ipBlocks: ["::ffff:10.0.0.0/104"]` in a DENY
+    /// would catch nobody).
     fn ip_in(&self, net: &IpNet) -> Tri {
         match self.source_ip {
-            Some(ip) => Tri::from(net.contains(&ip)),
+            Some(ip) => Tri::from(canonical_net(*net).contains(&ip)),
             None => Tri::Unknown,
         }
     }

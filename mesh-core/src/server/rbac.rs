@@ -39,7 +39,7 @@ use ipnet::IpNet;
 
 use super::{
     AuthzDecision, AuthzReason, AuthzRequest,
-    authz::{Facts, Tri},
+    authz::{Facts, Tri, canonical_net},
 };
 use crate::{
     Error,
@@ -293,8 +293,9 @@ impl Principal {
             } else {
                 identities.iter().any(|id| m.matches(id))
             }),
+            // The address is compared as IPv4 when it is IPv4-mapped, so the block too.
             Self::RemoteIp(net) => match facts.source_ip {
-                Some(ip) => Tri::from(net.contains(&canonical(ip))),
+                Some(ip) => Tri::from(canonical_net(*net).contains(&canonical(ip))),
                 None => Tri::Unknown,
             },
             Self::Header(h) => Tri::from(h.matches(facts)),

@@ -277,6 +277,28 @@ fn not_rules_and_unknown_addresses_fail_closed() {
     assert!(!Req::from(Some(REVIEWS), "/x").judge(&allow_dest).allowed);
 }
 
+/// The peer's address is compared as IPv4 when it is IPv4-mapped, so an IPv4-mapped block is
+/// the IPv4 block it names: else a DENY on `::ffff:10.0.0.0/104` would catch nobody.
+#[test]
+fn ipv4_mapped_blocks_hold_the_ipv4_peers_they_name() {
+    let mapped: IpNet = "::ffff:10.0.0.0/104".parse().unwrap();
+    let deny_mapped = [filter(
+        RbacAction::Deny,
+        vec![policy(
+            "d",
+            vec![Permission::Any],
+            vec![Principal::RemoteIp(mapped)],
+        )],
+    )];
+    assert!(!Req::from(Some(REVIEWS), "/x").judge(&deny_mapped).allowed);
+    let mut mapped_peer = Req::from(Some(REVIEWS), "/x");
+    mapped_peer.ip = Some("::ffff:10.0.0.7".parse().unwrap());
+    assert!(!mapped_peer.judge(&deny_mapped).allowed);
+    let mut elsewhere = Req::from(Some(REVIEWS), "/x");
+    elsewhere.ip = Some([192, 168, 0, 1].into());
+    assert!(elsewhere.judge(&deny_mapped).allowed);
+}
+
 #[test]
 fn headers_pseudo_headers_ports_and_metadata() {
     let header = |name: &str, value: &str| {

@@ -128,6 +128,21 @@ fn sources_match_identities_and_addresses() {
             ALLOWED,
         ),
         (
+            "an IPv4-mapped block in DENY ipBlocks catches the IPv4 peer it names",
+            vec![deny(
+                "no-ten",
+                vec![from(ip_blocks(&["::ffff:10.0.0.0/104"]))],
+            )],
+            req(),
+            DENIED,
+        ),
+        (
+            "an IPv4-mapped block in notIpBlocks excludes the IPv4 peer it names",
+            allow_from(not_ip_blocks(&["::ffff:10.0.0.5/128"])),
+            req(),
+            DENIED,
+        ),
+        (
             "notIpBlocks excludes",
             allow_from(not_ip_blocks(&["10.0.0.0/24"])),
             req(),

@@ -331,6 +331,19 @@ fn namespaces_are_read_from_spiffe_paths_of_the_mesh_trust_domains() {
     assert_eq!(namespace_of("td/sa/x/ns/prod"), None);
     // A foreign trust domain vouches for no namespace of this mesh.
     assert_eq!(namespace_of("evil.example.org/ns/prod/sa/x"), None);
+    // Only Istio's identity shape `<td>/ns/<ns>/sa/<sa>` names a namespace.
+    assert_eq!(namespace_of("cluster.local/ns/prod"), None);
+    assert_eq!(namespace_of("cluster.local/ns/prod/sa"), None);
+    assert_eq!(namespace_of("cluster.local/ns/prod/x/y"), None);
+    assert_eq!(namespace_of("cluster.local/ns/prod/sa/x/y"), None);
+    let allow_prod = [one_source(AuthzAction::Allow, namespaces(&["prod"]))];
+    let mesh = TrustDomains::default();
+    assert!(!decide_for(&allow_prod, &["cluster.local/ns/prod"], &mesh));
+    assert!(decide_for(
+        &allow_prod,
+        &["cluster.local/ns/prod/sa/x"],
+        &mesh
+    ));
 }
 
 /// Decides for a peer with `principals` (every SPIFFE SAN) under `trust_domains`.
@@ -447,4 +460,61 @@ fn principals_of_aliased_trust_domains_are_one() {
     ));
     assert!(TrustDomains::new("a/b", Vec::<&str>::new()).is_err());
     assert!(TrustDomains::new("", Vec::<&str>::new()).is_err());
+}
+
+/// Istio: `cluster.local` as the trust domain of a policy principal points to the mesh's trust
+/// domain and its aliases, whatever they are (istiod rewrites it so; the trust-domain migration
+/// task recommends writing policies that way). A caller whose certificate literally says
+/// `cluster.local` is then from a foreign trust domain.
+#[test]
+fn cluster_local_in_a_policy_principal_is_the_mesh_trust_domain() {
+    let mesh = TrustDomains::new("new-td", Vec::<&str>::new()).unwrap();
+    let deny = [one_source(
+        AuthzAction::Deny,
+        principals(&["cluster.local/ns/default/sa/sleep"]),
+    )];
+    assert!(
+        !decide_for(&deny, &["new-td/ns/default/sa/sleep"], &mesh),
+        "the mesh's own caller is denied"
+    );
+    let allow = [one_source(
+        AuthzAction::Allow,
+        principals(&["cluster.local/ns/default/*"]),
+    )];
+    assert!(decide_for(&allow, &["new-td/ns/default/sa/sleep"], &mesh));
+    assert!(
+        !decide_for(&allow, &["cluster.local/ns/default/sa/sleep"], &mesh),
+        "a foreign `cluster.local` caller is not the mesh's"
+    );
+    // With aliases, every one of them.
+    let migrated = TrustDomains::new("new-td", ["old-td"]).unwrap();
+    assert!(decide_for(&allow, &["old-td/ns/default/sa/x"], &migrated));
+    assert!(!decide_for(
+        &allow,
+        &["cluster.local/ns/default/sa/x"],
+        &migrated
+    ));
+    // When `cluster.local` is the mesh's (or an alias), it is itself.
+    let default = TrustDomains::default();
+    assert!(decide_for(
+        &allow,
+        &["cluster.local/ns/default/sa/x"],
+        &default
+    ));
+    assert!(!decide_for(&allow, &["new-td/ns/default/sa/x"], &default));
+    // `notPrincipals` and `source.principal` read principals the same way.
+    let deny_others = [one_source(
+        AuthzAction::Deny,
+        not_principals(&["cluster.local/ns/default/sa/sleep"]),
+    )];
+    assert!(decide_for(
+        &deny_others,
+        &["new-td/ns/default/sa/sleep"],
+        &mesh
+    ));
+    assert!(!decide_for(
+        &deny_others,
+        &["cluster.local/ns/default/sa/sleep"],
+        &mesh
+    ));
 }
