@@ -58,7 +58,8 @@ pub use self::{
     server::{
         AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzDecision, AuthzOperation,
         AuthzReason, AuthzRequest, AuthzRule, AuthzSource, ConditionKey, DEFAULT_ROOT_NAMESPACE,
-        DEFAULT_TRUST_DOMAIN, HeaderField, InboundListener, InboundListeners, InboundState,
+        DEFAULT_TRUST_DOMAIN, FilterChainMatch, HeaderField, InboundChain, InboundListener,
+        InboundListeners, InboundState, SourceType,
         IstioString, LocalRateLimit, MtlsMode, PeerAuthentication, Permission, Principal, Rbac,
         RbacAction, RbacFilter, RbacHeader, RbacPolicy, ServerPolicy, TokenBucket, TrustDomains,
         WorkloadScope, authorize, authorize_rbac, mtls_mode,

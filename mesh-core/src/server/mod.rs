@@ -27,7 +27,9 @@ mod trust_domain;
 
 pub use self::{
     authz::{AuthzDecision, AuthzReason, AuthzRequest, authorize},
-    inbound::{InboundListener, InboundListeners, InboundState},
+    inbound::{
+        FilterChainMatch, InboundChain, InboundListener, InboundListeners, InboundState, SourceType,
+    },
     peer_auth::mtls_mode,
     rate_limit::TokenBucket,
     rbac::{

@@ -642,7 +642,7 @@ impl Inner {
             if current.inbound().get(*port) != Some(state) {
                 match state {
                     InboundState::Serving(l) => {
-                        tracing::info!(port, listener = %l.name, mtls = ?l.mtls, "xDS server serving")
+                        tracing::info!(port, listener = %l.name, mtls = ?l.mtls_summary(), "xDS server serving")
                     }
                     InboundState::NotServing(why) => {
                         tracing::warn!(port, reason = %why, "xDS server not serving")

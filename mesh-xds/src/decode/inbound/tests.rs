@@ -285,7 +285,7 @@ fn judge(
     let headers = http::HeaderMap::new();
     let principals: Vec<std::sync::Arc<str>> = principal.into_iter().map(Into::into).collect();
     authorize_rbac(
-        &l.rbac,
+        &only(l).rbac,
         &AuthzRequest {
             principals: &principals,
             trust_domains: &mesh_core::TrustDomains::default(),
@@ -311,10 +311,10 @@ fn istiods_mtls_listener_with_a_deny_and_an_allow_filter() {
     assert!(decoded.unsupported.is_empty(), "{:?}", decoded.unsupported);
     let l = decoded.value;
     assert_eq!(&*l.name, NAME);
-    assert_eq!(l.mtls, MtlsMode::Strict);
-    assert_eq!(l.rbac.len(), 2);
-    assert_eq!(l.rbac[0].rules.as_ref().unwrap().action, RbacAction::Deny);
-    assert_eq!(l.rbac[1].rules.as_ref().unwrap().action, RbacAction::Allow);
+    assert_eq!(only(&l).mtls, MtlsMode::Strict);
+    assert_eq!(only(&l).rbac.len(), 2);
+    assert_eq!(only(&l).rbac[0].rules.as_ref().unwrap().action, RbacAction::Deny);
+    assert_eq!(only(&l).rbac[1].rules.as_ref().unwrap().action, RbacAction::Allow);
     let productpage = "cluster.local/ns/default/sa/productpage";
     assert_eq!(
         judge(&l, Some(productpage), "/ratings.Ratings/Delete").reason,
@@ -345,8 +345,8 @@ fn a_plaintext_chain_without_policies() {
     let l = decode_inbound_listener(&listener(vec![chain("plaintext", None, vec![router()])]))
         .unwrap()
         .value;
-    assert_eq!(l.mtls, MtlsMode::Disable);
-    assert!(l.rbac.is_empty());
+    assert_eq!(only(&l).mtls, MtlsMode::Disable);
+    assert!(only(&l).rbac.is_empty());
 
     // Route conditions are reported: every request is served by the non-forwarding routes.
     let mut narrow = hcm(vec![router()]);
@@ -372,11 +372,93 @@ fn the_default_filter_chain_serves_when_there_is_no_other() {
     let mut l = listener(vec![]);
     l.default_filter_chain = Some(chain("mtls", Some(mtls_socket(true)), vec![router()]));
     assert_eq!(
-        decode_inbound_listener(&l).unwrap().value.mtls,
+        only(&decode_inbound_listener(&l).unwrap().value).mtls,
         MtlsMode::Strict
     );
     l.default_filter_chain = None;
     assert!(decode_inbound_listener(&l).is_err(), "no chain at all");
+}
+
+fn matching(mut c: FilterChain, m: FilterChainMatch) -> FilterChain {
+    c.filter_chain_match = Some(m);
+    c
+}
+
+fn cidr(prefix: &str, len: Option<u32>) -> CidrRange {
+    CidrRange {
+        address_prefix: prefix.into(),
+        prefix_len: len.map(|value| UInt32Value { value }),
+    }
+}
+
+/// Envoy's PERMISSIVE shape (a `tls` chain beside a `raw_buffer` one, told apart by a TLS
+/// inspector), as another control plane might send it: gRPC has no TLS inspector, so the
+/// `tls` chain never matches and every connection gets the plaintext chain.
+#[test]
+fn envoy_style_permissive_chains_serve_plaintext_as_grpc_does() {
+    let l = listener(vec![
+        matching(
+            chain("mtls", Some(mtls_socket(true)), vec![router()]),
+            FilterChainMatch {
+                transport_protocol: "tls".into(),
+                ..Default::default()
+            },
+        ),
+        matching(
+            chain("plaintext", None, vec![router()]),
+            FilterChainMatch {
+                transport_protocol: "raw_buffer".into(),
+                ..Default::default()
+            },
+        ),
+    ]);
+    let decoded = decode_inbound_listener(&l).unwrap();
+    let fields: Vec<&str> = decoded.unsupported.iter().map(|u| u.field.as_str()).collect();
+    assert_eq!(fields, ["filter_chains[0].filter_chain_match.transport_protocol"]);
+    let chosen = decoded
+        .value
+        .select("10.0.0.1:9080".parse().unwrap(), "10.0.0.2:4000".parse().unwrap())
+        .unwrap();
+    assert_eq!((&*chosen.name, chosen.mtls), ("inbound-plaintext", MtlsMode::Disable));
+}
+
+#[test]
+fn chains_are_chosen_by_source_prefix_with_a_default_chain() {
+    let mut l = listener(vec![matching(
+        chain("plaintext", None, vec![router()]),
+        FilterChainMatch {
+            // No prefix_len is /0 in a filter chain match (A36); the low bits are ignored.
+            source_prefix_ranges: vec![cidr("10.1.2.3", Some(16)), cidr("192.168.0.0", None)],
+            ..Default::default()
+        },
+    )]);
+    l.default_filter_chain = Some(chain("mtls", Some(mtls_socket(true)), vec![router()]));
+    let decoded = decode_inbound_listener(&l).unwrap().value;
+    let mode = |remote: &str| {
+        decoded
+            .select("10.0.0.1:9080".parse().unwrap(), remote.parse().unwrap())
+            .map(|c| c.mtls)
+    };
+    assert_eq!(mode("10.1.200.1:5000"), Some(MtlsMode::Disable));
+    assert_eq!(mode("172.16.0.1:5000"), Some(MtlsMode::Disable), "/0 is every IPv4 peer");
+    assert_eq!(mode("[2001:db8::1]:5000"), Some(MtlsMode::Strict), "the default chain");
+
+    let mut bad = l.clone();
+    bad.filter_chains[0].filter_chain_match = Some(FilterChainMatch {
+        source_type: 7,
+        ..Default::default()
+    });
+    assert!(error_of(&bad).contains("source_type"));
+    bad.filter_chains[0].filter_chain_match = Some(FilterChainMatch {
+        prefix_ranges: vec![cidr("not-an-ip", Some(8))],
+        ..Default::default()
+    });
+    assert!(error_of(&bad).contains("prefix_ranges[0].address_prefix"));
+}
+
+/// The chain every connection gets.
+fn only(l: &mesh_core::InboundListener) -> &mesh_core::InboundChain {
+    l.chain_for_every_connection().expect("one chain for every connection")
 }
 
 fn error_of(l: &Listener) -> String {
@@ -394,18 +476,23 @@ fn security_weakening_or_unsupported_shapes_are_nacked() {
     )]));
     assert!(e.contains("require_client_certificate"), "{e}");
 
-    // Filter chain matching, or two chains, cannot be honoured.
-    let mut matched = chain("mtls", Some(mtls_socket(true)), vec![router()]);
-    matched.filter_chain_match = Some(FilterChainMatch {
-        destination_port: Some(UInt32Value { value: 9080 }),
-        ..Default::default()
-    });
-    assert!(error_of(&listener(vec![matched])).contains("filter_chain_match"));
+    // Two chains for the same connections: which one applies would be a guess (A36).
     let two = listener(vec![
         chain("mtls", Some(mtls_socket(true)), vec![router()]),
         chain("plaintext", None, vec![router()]),
     ]);
-    assert!(error_of(&two).contains("filter_chains"));
+    assert!(error_of(&two).contains("ambiguous"));
+    // An invalid chain is NACKed even when it could never match.
+    let mut unusable = chain("tls", Some(mtls_socket(false)), vec![router()]);
+    unusable.filter_chain_match = Some(FilterChainMatch {
+        destination_port: Some(UInt32Value { value: 9080 }),
+        ..Default::default()
+    });
+    let e = error_of(&listener(vec![
+        chain("plaintext", None, vec![router()]),
+        unusable,
+    ]));
+    assert!(e.starts_with("filter_chains[1]"), "{e}");
 
     // The router must be last, and present.
     let e = error_of(&listener(vec![chain("plaintext", None, vec![])]));
@@ -495,7 +582,7 @@ fn log_action_is_ignored_and_ip_principals_decode() {
     let decoded =
         decode_inbound_listener(&listener(vec![chain("plaintext", None, filters)])).unwrap();
     assert!(
-        decoded.value.rbac[0].rules.is_none(),
+        only(&decoded.value).rbac[0].rules.is_none(),
         "LOG enforces nothing"
     );
     assert!(
@@ -504,7 +591,7 @@ fn log_action_is_ignored_and_ip_principals_decode() {
             .iter()
             .any(|u| u.field.ends_with("rules.action"))
     );
-    let policy = &decoded.value.rbac[1].rules.as_ref().unwrap().policies[0];
+    let policy = &only(&decoded.value).rbac[1].rules.as_ref().unwrap().policies[0];
     assert_eq!(policy.permissions[0], Permission::Any);
     assert_eq!(
         policy.principals[0],
