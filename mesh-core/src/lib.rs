@@ -59,10 +59,9 @@ pub use self::{
         AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzDecision, AuthzOperation,
         AuthzReason, AuthzRequest, AuthzRule, AuthzSource, ConditionKey, DEFAULT_ROOT_NAMESPACE,
         DEFAULT_TRUST_DOMAIN, FilterChainMatch, HeaderField, InboundChain, InboundListener,
-        InboundListeners, InboundState, SourceType,
-        IstioString, LocalRateLimit, MtlsMode, PeerAuthentication, Permission, Principal, Rbac,
-        RbacAction, RbacFilter, RbacHeader, RbacPolicy, ServerPolicy, TokenBucket, TrustDomains,
-        WorkloadScope, authorize, authorize_rbac, mtls_mode,
+        InboundListeners, InboundState, IstioString, LocalRateLimit, MtlsMode, PeerAuthentication,
+        Permission, Principal, Rbac, RbacAction, RbacFilter, RbacHeader, RbacPolicy, ServerPolicy,
+        SourceType, TokenBucket, TrustDomains, WorkloadScope, authorize, authorize_rbac, mtls_mode,
     },
     workload::{SourceMatcher, Workload},
 };

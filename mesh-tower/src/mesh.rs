@@ -368,7 +368,11 @@ impl Mesh {
                 if follower.has_admission(&admission) {
                     continue;
                 }
-                tracing::info!(port, ?admission, "the server's mTLS mode or filter chains changed for new connections");
+                tracing::info!(
+                    port,
+                    ?admission,
+                    "the server's mTLS mode or filter chains changed for new connections"
+                );
                 // Cannot fail: the server was built with material.
                 let _ = follower.set_admission(admission);
             }

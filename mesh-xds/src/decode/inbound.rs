@@ -44,8 +44,7 @@ use envoy_types::pb::{
         config::{
             core::v3::{CidrRange, transport_socket},
             listener::v3::{
-                Filter, FilterChain, Listener, filter,
-                filter_chain_match::ConnectionSourceType,
+                Filter, FilterChain, Listener, filter, filter_chain_match::ConnectionSourceType,
             },
             rbac::v3::{self as pbrbac, permission::Rule, principal::Identifier},
             route::v3::{route::Action as PbRouteAction, route_match::PathSpecifier},
@@ -66,8 +65,8 @@ use envoy_types::pb::{
 };
 use ipnet::IpNet;
 use mesh_core::{
-    CertificateSource, FilterChainMatch, InboundChain, InboundListener, MtlsMode, Permission, Principal, Rbac, RbacAction,
-    RbacFilter, RbacHeader, RbacPolicy, SourceType,
+    CertificateSource, FilterChainMatch, InboundChain, InboundListener, MtlsMode, Permission,
+    Principal, Rbac, RbacAction, RbacFilter, RbacHeader, RbacPolicy, SourceType,
     matcher::{PathMatch, PathMatcher, StringMatch, StringMatcher},
 };
 use prost::Name;
@@ -170,7 +169,11 @@ fn filter_chain_match(
         never(ctx, "destination_port", "it needs use_original_dst");
     }
     if !m.server_names.is_empty() {
-        never(ctx, "server_names", "it needs a TLS inspector listener filter");
+        never(
+            ctx,
+            "server_names",
+            "it needs a TLS inspector listener filter",
+        );
     }
     if !m.application_protocols.is_empty() {
         never(
@@ -201,7 +204,11 @@ fn filter_chain_match(
     Ok(FilterChainMatch {
         destination_port,
         prefix_ranges: ranges(ctx, "prefix_ranges", &m.prefix_ranges)?,
-        server_names: m.server_names.iter().map(|s| Arc::from(s.as_str())).collect(),
+        server_names: m
+            .server_names
+            .iter()
+            .map(|s| Arc::from(s.as_str()))
+            .collect(),
         transport_protocol: m.transport_protocol.as_str().into(),
         application_protocols: m
             .application_protocols
@@ -230,7 +237,11 @@ fn match_cidr(ctx: &Ctx, path: &str, c: &CidrRange) -> Result<IpNet, DecodeError
 }
 
 /// One chain: its transport and its connection manager's RBAC filters.
-fn filter_chain(ctx: &mut Ctx, path: &str, chain: &FilterChain) -> Result<InboundChain, DecodeError> {
+fn filter_chain(
+    ctx: &mut Ctx,
+    path: &str,
+    chain: &FilterChain,
+) -> Result<InboundChain, DecodeError> {
     let mtls = transport(ctx, &at(path, "transport_socket"), chain)?;
     let [
         Filter {

@@ -29,9 +29,18 @@ fn chosen(l: &InboundListener, local: &str, remote: &str) -> Option<String> {
 #[test]
 fn one_chain_without_a_match_takes_every_connection() {
     let l = InboundListener::single("l", chain("only"));
-    assert_eq!(chosen(&l, "10.0.0.1:80", "10.0.0.2:5000").as_deref(), Some("only"));
-    assert_eq!(chosen(&l, "[::1]:80", "[::1]:5000").as_deref(), Some("only"));
-    assert_eq!(l.chain_for_every_connection().unwrap().name.as_ref(), "only");
+    assert_eq!(
+        chosen(&l, "10.0.0.1:80", "10.0.0.2:5000").as_deref(),
+        Some("only")
+    );
+    assert_eq!(
+        chosen(&l, "[::1]:80", "[::1]:5000").as_deref(),
+        Some("only")
+    );
+    assert_eq!(
+        l.chain_for_every_connection().unwrap().name.as_ref(),
+        "only"
+    );
 }
 
 #[test]
@@ -57,9 +66,18 @@ fn the_longest_destination_prefix_wins_then_the_default() {
         Some(chain("default")),
     )
     .unwrap();
-    assert_eq!(chosen(&l, "10.1.2.3:80", "1.1.1.1:1").as_deref(), Some("narrow"));
-    assert_eq!(chosen(&l, "10.2.2.3:80", "1.1.1.1:1").as_deref(), Some("wide"));
-    assert_eq!(chosen(&l, "192.168.0.1:80", "1.1.1.1:1").as_deref(), Some("default"));
+    assert_eq!(
+        chosen(&l, "10.1.2.3:80", "1.1.1.1:1").as_deref(),
+        Some("narrow")
+    );
+    assert_eq!(
+        chosen(&l, "10.2.2.3:80", "1.1.1.1:1").as_deref(),
+        Some("wide")
+    );
+    assert_eq!(
+        chosen(&l, "192.168.0.1:80", "1.1.1.1:1").as_deref(),
+        Some("default")
+    );
     assert!(l.chain_for_every_connection().is_none());
 }
 
@@ -80,8 +98,14 @@ fn an_unset_prefix_is_less_specific_than_slash_zero_which_keeps_its_family() {
         None,
     )
     .unwrap();
-    assert_eq!(chosen(&l, "10.0.0.1:80", "10.0.0.2:1").as_deref(), Some("v4"));
-    assert_eq!(chosen(&l, "[2001:db8::1]:80", "[2001:db8::2]:1").as_deref(), Some("unset"));
+    assert_eq!(
+        chosen(&l, "10.0.0.1:80", "10.0.0.2:1").as_deref(),
+        Some("v4")
+    );
+    assert_eq!(
+        chosen(&l, "[2001:db8::1]:80", "[2001:db8::2]:1").as_deref(),
+        Some("unset")
+    );
 }
 
 #[test]
@@ -104,9 +128,18 @@ fn later_stages_narrow_within_the_earlier_stage_and_fall_to_the_default() {
         Some(chain("default")),
     )
     .unwrap();
-    assert_eq!(chosen(&l, "10.0.0.1:80", "10.0.0.2:7").as_deref(), Some("narrow"));
-    assert_eq!(chosen(&l, "10.0.0.1:80", "10.0.0.2:8").as_deref(), Some("default"));
-    assert_eq!(chosen(&l, "11.0.0.1:80", "10.0.0.2:8").as_deref(), Some("any"));
+    assert_eq!(
+        chosen(&l, "10.0.0.1:80", "10.0.0.2:7").as_deref(),
+        Some("narrow")
+    );
+    assert_eq!(
+        chosen(&l, "10.0.0.1:80", "10.0.0.2:8").as_deref(),
+        Some("default")
+    );
+    assert_eq!(
+        chosen(&l, "11.0.0.1:80", "10.0.0.2:8").as_deref(),
+        Some("any")
+    );
 }
 
 #[test]
@@ -124,14 +157,30 @@ fn source_type_exact_before_any_and_loopback_or_same_ip_is_local() {
         None,
     )
     .unwrap();
-    assert_eq!(chosen(&l, "10.0.0.1:80", "127.0.0.1:1").as_deref(), Some("local"));
-    assert_eq!(chosen(&l, "10.0.0.1:80", "10.0.0.1:1").as_deref(), Some("local"));
-    assert_eq!(chosen(&l, "10.0.0.1:80", "10.0.0.2:1").as_deref(), Some("any"));
+    assert_eq!(
+        chosen(&l, "10.0.0.1:80", "127.0.0.1:1").as_deref(),
+        Some("local")
+    );
+    assert_eq!(
+        chosen(&l, "10.0.0.1:80", "10.0.0.1:1").as_deref(),
+        Some("local")
+    );
+    assert_eq!(
+        chosen(&l, "10.0.0.1:80", "10.0.0.2:1").as_deref(),
+        Some("any")
+    );
 
-    let external = InboundListener::new("l", vec![(typed(SourceType::External), chain("ext"))], None)
-        .unwrap();
-    assert_eq!(chosen(&external, "10.0.0.1:80", "10.0.0.2:1").as_deref(), Some("ext"));
-    assert_eq!(chosen(&external, "10.0.0.1:80", "127.0.0.1:1"), None, "no default: closed");
+    let external =
+        InboundListener::new("l", vec![(typed(SourceType::External), chain("ext"))], None).unwrap();
+    assert_eq!(
+        chosen(&external, "10.0.0.1:80", "10.0.0.2:1").as_deref(),
+        Some("ext")
+    );
+    assert_eq!(
+        chosen(&external, "10.0.0.1:80", "127.0.0.1:1"),
+        None,
+        "no default: closed"
+    );
 }
 
 #[test]
@@ -165,9 +214,18 @@ fn the_longest_source_prefix_then_the_exact_source_port() {
         None,
     )
     .unwrap();
-    assert_eq!(chosen(&l, "1.1.1.1:80", "10.1.0.1:1").as_deref(), Some("wide"));
-    assert_eq!(chosen(&l, "1.1.1.1:80", "10.9.0.1:1").as_deref(), Some("narrow"));
-    assert_eq!(chosen(&l, "1.1.1.1:80", "10.9.0.1:4001").as_deref(), Some("port"));
+    assert_eq!(
+        chosen(&l, "1.1.1.1:80", "10.1.0.1:1").as_deref(),
+        Some("wide")
+    );
+    assert_eq!(
+        chosen(&l, "1.1.1.1:80", "10.9.0.1:1").as_deref(),
+        Some("narrow")
+    );
+    assert_eq!(
+        chosen(&l, "1.1.1.1:80", "10.9.0.1:4001").as_deref(),
+        Some("port")
+    );
     assert_eq!(chosen(&l, "1.1.1.1:80", "11.0.0.1:1"), None);
 }
 
@@ -211,7 +269,10 @@ fn raw_buffer_before_unset_and_other_protocols_and_tls_inspection_fields_never_m
         None,
     )
     .unwrap();
-    assert_eq!(chosen(&l, "10.0.0.1:80", "10.0.0.2:1").as_deref(), Some("raw"));
+    assert_eq!(
+        chosen(&l, "10.0.0.1:80", "10.0.0.2:1").as_deref(),
+        Some("raw")
+    );
 
     let never = InboundListener::new(
         "l",
@@ -225,8 +286,14 @@ fn raw_buffer_before_unset_and_other_protocols_and_tls_inspection_fields_never_m
         Some(chain("default")),
     )
     .unwrap();
-    assert_eq!(chosen(&never, "10.0.0.1:80", "10.0.0.2:1").as_deref(), Some("default"));
-    assert_eq!(never.chain_for_every_connection().unwrap().name.as_ref(), "default");
+    assert_eq!(
+        chosen(&never, "10.0.0.1:80", "10.0.0.2:1").as_deref(),
+        Some("default")
+    );
+    assert_eq!(
+        never.chain_for_every_connection().unwrap().name.as_ref(),
+        "default"
+    );
 }
 
 #[test]
@@ -323,7 +390,10 @@ fn ipv4_mapped_addresses_match_as_ipv4() {
         None,
     )
     .unwrap();
-    assert_eq!(chosen(&l, "[::ffff:10.0.0.1]:80", "[::ffff:10.0.0.2]:1").as_deref(), Some("v4"));
+    assert_eq!(
+        chosen(&l, "[::ffff:10.0.0.1]:80", "[::ffff:10.0.0.2]:1").as_deref(),
+        Some("v4")
+    );
 }
 
 #[test]

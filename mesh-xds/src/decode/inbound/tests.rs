@@ -313,8 +313,14 @@ fn istiods_mtls_listener_with_a_deny_and_an_allow_filter() {
     assert_eq!(&*l.name, NAME);
     assert_eq!(only(&l).mtls, MtlsMode::Strict);
     assert_eq!(only(&l).rbac.len(), 2);
-    assert_eq!(only(&l).rbac[0].rules.as_ref().unwrap().action, RbacAction::Deny);
-    assert_eq!(only(&l).rbac[1].rules.as_ref().unwrap().action, RbacAction::Allow);
+    assert_eq!(
+        only(&l).rbac[0].rules.as_ref().unwrap().action,
+        RbacAction::Deny
+    );
+    assert_eq!(
+        only(&l).rbac[1].rules.as_ref().unwrap().action,
+        RbacAction::Allow
+    );
     let productpage = "cluster.local/ns/default/sa/productpage";
     assert_eq!(
         judge(&l, Some(productpage), "/ratings.Ratings/Delete").reason,
@@ -413,13 +419,26 @@ fn envoy_style_permissive_chains_serve_plaintext_as_grpc_does() {
         ),
     ]);
     let decoded = decode_inbound_listener(&l).unwrap();
-    let fields: Vec<&str> = decoded.unsupported.iter().map(|u| u.field.as_str()).collect();
-    assert_eq!(fields, ["filter_chains[0].filter_chain_match.transport_protocol"]);
+    let fields: Vec<&str> = decoded
+        .unsupported
+        .iter()
+        .map(|u| u.field.as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        ["filter_chains[0].filter_chain_match.transport_protocol"]
+    );
     let chosen = decoded
         .value
-        .select("10.0.0.1:9080".parse().unwrap(), "10.0.0.2:4000".parse().unwrap())
+        .select(
+            "10.0.0.1:9080".parse().unwrap(),
+            "10.0.0.2:4000".parse().unwrap(),
+        )
         .unwrap();
-    assert_eq!((&*chosen.name, chosen.mtls), ("inbound-plaintext", MtlsMode::Disable));
+    assert_eq!(
+        (&*chosen.name, chosen.mtls),
+        ("inbound-plaintext", MtlsMode::Disable)
+    );
 }
 
 #[test]
@@ -440,8 +459,16 @@ fn chains_are_chosen_by_source_prefix_with_a_default_chain() {
             .map(|c| c.mtls)
     };
     assert_eq!(mode("10.1.200.1:5000"), Some(MtlsMode::Disable));
-    assert_eq!(mode("172.16.0.1:5000"), Some(MtlsMode::Disable), "/0 is every IPv4 peer");
-    assert_eq!(mode("[2001:db8::1]:5000"), Some(MtlsMode::Strict), "the default chain");
+    assert_eq!(
+        mode("172.16.0.1:5000"),
+        Some(MtlsMode::Disable),
+        "/0 is every IPv4 peer"
+    );
+    assert_eq!(
+        mode("[2001:db8::1]:5000"),
+        Some(MtlsMode::Strict),
+        "the default chain"
+    );
 
     let mut bad = l.clone();
     bad.filter_chains[0].filter_chain_match = Some(FilterChainMatch {
@@ -458,7 +485,8 @@ fn chains_are_chosen_by_source_prefix_with_a_default_chain() {
 
 /// The chain every connection gets.
 fn only(l: &mesh_core::InboundListener) -> &mesh_core::InboundChain {
-    l.chain_for_every_connection().expect("one chain for every connection")
+    l.chain_for_every_connection()
+        .expect("one chain for every connection")
 }
 
 fn error_of(l: &Listener) -> String {
@@ -591,7 +619,11 @@ fn log_action_is_ignored_and_ip_principals_decode() {
             .iter()
             .any(|u| u.field.ends_with("rules.action"))
     );
-    let policy = &only(&decoded.value).rbac[1].rules.as_ref().unwrap().policies[0];
+    let policy = &only(&decoded.value).rbac[1]
+        .rules
+        .as_ref()
+        .unwrap()
+        .policies[0];
     assert_eq!(policy.permissions[0], Permission::Any);
     assert_eq!(
         policy.principals[0],
