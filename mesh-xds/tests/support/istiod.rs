@@ -468,8 +468,13 @@ fn exact(s: &str) -> StringMatcher {
     }
 }
 
-/// `and_ids[or_ids[authenticated{principal_name}...]]`.
+/// `and_ids[or_ids[authenticated{principal_name}...]]`; a rule without sources is `any`.
 fn principals(spiffe: &[String]) -> Principal {
+    if spiffe.is_empty() {
+        return Principal {
+            identifier: Some(principal::Identifier::Any(true)),
+        };
+    }
     let authenticated = spiffe
         .iter()
         .map(|s| Principal {
