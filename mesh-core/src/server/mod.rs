@@ -33,8 +33,8 @@ pub use self::{
     peer_auth::mtls_mode,
     rate_limit::TokenBucket,
     rbac::{
-        HeaderField, Permission, Principal, Rbac, RbacAction, RbacFilter, RbacHeader, RbacPolicy,
-        authorize_rbac,
+        AuditCondition, HeaderField, Permission, Principal, Rbac, RbacAction, RbacAudit,
+        RbacFilter, RbacHeader, RbacPolicy, authorize_rbac,
     },
     trust_domain::{DEFAULT_TRUST_DOMAIN, TrustDomains},
 };

@@ -236,6 +236,7 @@ async fn an_xds_served_port_follows_its_inbound_listener() {
                 permissions: Arc::from([Permission::Any]),
                 principals: Arc::from([Principal::Any]),
             }]),
+            audit: mesh_core::AuditCondition::None,
         }),
         shadow_rules: None,
     };
@@ -284,6 +285,7 @@ async fn requests_follow_the_filter_chain_of_their_connection() {
                 permissions: Arc::from([Permission::Any]),
                 principals: Arc::from([Principal::Any]),
             }]),
+            audit: mesh_core::AuditCondition::None,
         }),
         shadow_rules: None,
     };

@@ -35,7 +35,9 @@
 //!   RBAC with CEL conditions, matchers on `:scheme` or `grpc-*` headers, custom or
 //!   `uri_template` matchers (A41).
 //!
-//! RBAC with action LOG is ignored, as A41 says. Everything set and not acted on is reported.
+//! RBAC with action LOG is ignored, as A41 says. Audit logging (A59) runs Envoy's
+//! `StdoutAuditLog`; any other logger is NACKed unless optional. Everything set and not acted
+//! on is reported.
 
 use std::sync::Arc;
 
@@ -57,6 +59,7 @@ use envoy_types::pb::{
                     http_filter::ConfigType,
                 },
             },
+            rbac::audit_loggers::stream::v3::StdoutAuditLog,
             transport_sockets::tls::v3::DownstreamTlsContext,
         },
         r#type::matcher::v3::{PathMatcher as PbPathMatcher, path_matcher},
@@ -65,8 +68,8 @@ use envoy_types::pb::{
 };
 use ipnet::IpNet;
 use mesh_core::{
-    CertificateSource, FilterChainMatch, InboundChain, InboundListener, MtlsMode, Permission,
-    Principal, Rbac, RbacAction, RbacFilter, RbacHeader, RbacPolicy, SourceType,
+    AuditCondition, CertificateSource, FilterChainMatch, InboundChain, InboundListener, MtlsMode,
+    Permission, Principal, Rbac, RbacAction, RbacFilter, RbacHeader, RbacPolicy, SourceType,
     matcher::{PathMatch, PathMatcher, StringMatch, StringMatcher},
 };
 use prost::Name;
@@ -496,12 +499,12 @@ fn rbac(ctx: &mut Ctx, path: &str, r: &pbrbac::Rbac) -> Result<Option<Rbac>, Dec
         }
         Err(_) => return Err(ctx.error(at(path, "action"), "unknown action")),
     };
-    if r.audit_logging_options.is_some() {
-        ctx.unsupported(
-            at(path, "audit_logging_options"),
-            "ignored: no audit logging",
-        );
-    }
+    let audit = r
+        .audit_logging_options
+        .as_ref()
+        .map(|o| audit_logging(ctx, &at(path, "audit_logging_options"), o))
+        .transpose()?
+        .unwrap_or_default();
     let mut names: Vec<&String> = r.policies.keys().collect();
     names.sort();
     let mut policies = Vec::with_capacity(names.len());
@@ -534,7 +537,58 @@ fn rbac(ctx: &mut Ctx, path: &str, r: &pbrbac::Rbac) -> Result<Option<Rbac>, Dec
     Ok(Some(Rbac {
         action,
         policies: policies.into(),
+        audit,
     }))
+}
+
+/// Audit logging (gRFC A59): the condition, when some logger is one the mesh runs (Envoy's
+/// `StdoutAuditLog`, written as a JSON event through `tracing`, see the server stack). An
+/// unknown logger is an error unless `is_optional`, then skipped and reported.
+fn audit_logging(
+    ctx: &mut Ctx,
+    path: &str,
+    options: &pbrbac::rbac::AuditLoggingOptions,
+) -> Result<AuditCondition, DecodeError> {
+    use pbrbac::rbac::audit_logging_options::AuditCondition as Pb;
+    let condition = match Pb::try_from(options.audit_condition) {
+        Ok(Pb::None) => AuditCondition::None,
+        Ok(Pb::OnDeny) => AuditCondition::OnDeny,
+        Ok(Pb::OnAllow) => AuditCondition::OnAllow,
+        Ok(Pb::OnDenyAndAllow) => AuditCondition::OnDenyAndAllow,
+        Err(_) => return Err(ctx.error(at(path, "audit_condition"), "unknown audit condition")),
+    };
+    let mut stdout = false;
+    for (i, logger) in options.logger_configs.iter().enumerate() {
+        let logger_path = idx(path, "logger_configs", i);
+        let type_url = logger
+            .audit_logger
+            .as_ref()
+            .and_then(|l| l.typed_config.as_ref())
+            .map(|any| any.type_url.as_str());
+        match type_url {
+            Some(url) if url == StdoutAuditLog::type_url() => stdout = true,
+            other => {
+                let what = other.map_or_else(
+                    || "an audit logger without typed_config".to_string(),
+                    |url| format!("audit logger `{url}`"),
+                );
+                if logger.is_optional {
+                    ctx.unsupported(&logger_path, format!("optional {what} skipped"));
+                } else {
+                    return Err(ctx.error(
+                        at(&logger_path, "audit_logger"),
+                        format!("{what} is not supported (only StdoutAuditLog)"),
+                    ));
+                }
+            }
+        }
+    }
+    // A condition without a logger logs nothing, as A59 says.
+    Ok(if stdout {
+        condition
+    } else {
+        AuditCondition::None
+    })
 }
 
 #[allow(deprecated)] // `metadata` is still sent by control planes.

@@ -690,3 +690,89 @@ fn the_server_tls_context_is_decoded_like_the_clusters_and_names_the_workload_id
     let e = error_of(&with_common(&|c| c.validation_context_type = None));
     assert!(e.contains("validation_context"), "{e}");
 }
+
+/// An ALLOW-everything RBAC filter with `audit_logging_options` of `condition` and `loggers`
+/// (type URL, is_optional).
+fn audited(condition: i32, loggers: &[(&str, bool)]) -> HttpFilter {
+    use envoy_types::pb::{
+        envoy::config::{
+            core::v3::TypedExtensionConfig,
+            rbac::v3::rbac::{AuditLoggingOptions, audit_logging_options::AuditLoggerConfig},
+        },
+        google::protobuf::Any,
+    };
+    let logger_configs = loggers
+        .iter()
+        .map(|(url, optional)| AuditLoggerConfig {
+            audit_logger: Some(TypedExtensionConfig {
+                name: "logger".into(),
+                typed_config: Some(Any {
+                    type_url: (*url).into(),
+                    value: Vec::new(),
+                }),
+            }),
+            is_optional: *optional,
+        })
+        .collect();
+    HttpFilter {
+        name: "envoy.filters.http.rbac".into(),
+        config_type: Some(ConfigType::TypedConfig(pack(&RbacFilterConfig {
+            rules: Some(pbrbac::Rbac {
+                action: pbrbac::rbac::Action::Allow.into(),
+                audit_logging_options: Some(AuditLoggingOptions {
+                    audit_condition: condition,
+                    logger_configs,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))),
+        ..Default::default()
+    }
+}
+
+/// gRFC A59: the stdout logger runs; an unknown logger is NACKed unless optional, then skipped
+/// and reported; a condition without a logger the mesh runs logs nothing.
+#[test]
+fn audit_logging_options_decode_as_a59_says() {
+    use mesh_core::AuditCondition;
+    const STDOUT: &str =
+        "type.googleapis.com/envoy.extensions.rbac.audit_loggers.stream.v3.StdoutAuditLog";
+    const CUSTOM: &str = "type.googleapis.com/example.CustomAuditLogger";
+    let decode = |f: HttpFilter| {
+        decode_inbound_listener(&listener(vec![chain("plaintext", None, vec![f, router()])]))
+    };
+    let condition = |f: HttpFilter| {
+        let d = decode(f).unwrap();
+        let audit = only(&d.value).rbac[0].rules.as_ref().unwrap().audit;
+        let reported: Vec<String> = d.unsupported.iter().map(|u| u.field.clone()).collect();
+        (audit, reported)
+    };
+    assert_eq!(
+        condition(audited(3, &[(STDOUT, false)])),
+        (AuditCondition::OnDenyAndAllow, vec![])
+    );
+    assert_eq!(
+        condition(audited(1, &[(STDOUT, false)])).0,
+        AuditCondition::OnDeny
+    );
+    assert_eq!(
+        condition(audited(2, &[])).0,
+        AuditCondition::None,
+        "no logger"
+    );
+    let (audit, reported) = condition(audited(2, &[(CUSTOM, true), (STDOUT, false)]));
+    assert_eq!(audit, AuditCondition::OnAllow);
+    assert_eq!(
+        reported,
+        [
+            "filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.rules.audit_logging_options.logger_configs[0]"
+        ]
+    );
+    let e = decode(audited(2, &[(CUSTOM, false)])).unwrap_err();
+    assert!(e.message.contains("CustomAuditLogger"), "{}", e.message);
+    assert!(
+        decode(audited(9, &[(STDOUT, false)])).is_err(),
+        "unknown condition"
+    );
+}
