@@ -324,10 +324,10 @@ fn prefix_score(prefix: Option<IpNet>, ip: IpAddr) -> Option<i16> {
 }
 
 /// The candidates `score` matches with the highest score.
-fn most_specific<'a, S: Ord + Copy>(
-    candidates: Vec<&'a MatchEntry>,
+fn most_specific<S: Ord + Copy>(
+    candidates: Vec<&MatchEntry>,
     score: impl Fn(&MatchEntry) -> Option<S>,
-) -> Vec<&'a MatchEntry> {
+) -> Vec<&MatchEntry> {
     let scored: Vec<(S, &MatchEntry)> = candidates
         .into_iter()
         .filter_map(|e| score(e).map(|s| (s, e)))
