@@ -183,9 +183,11 @@ pub(crate) fn authorize<B>(
 }
 
 /// The answer of a port whose xDS inbound listener is not serving (not received yet, removed,
-/// or does not exist): gRPC `UNAVAILABLE` / HTTP 503, never the handler. gRFC A36 closes such
-/// connections instead; answering each request keeps the server stack independent of the
-/// listener, and no request reaches the handler under a policy the control plane did not give.
+/// or does not exist), or to a connection no filter chain takes any more: gRPC `UNAVAILABLE` /
+/// HTTP 503, never the handler. The TLS acceptor closes new connections of such a port
+/// (A36) and drains open ones; this answers the requests those open connections still send,
+/// and servers not behind a `MeshListener`, so no request reaches the handler under a policy
+/// the control plane did not give.
 pub(crate) fn not_serving_response(is_grpc: bool) -> Response<ResponseBody> {
     Failure::unflagged(
         GrpcCode::Unavailable,
