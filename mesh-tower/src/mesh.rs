@@ -39,7 +39,7 @@ use crate::{
     metrics::MeshMetrics,
     request_controls::{self, RequestControls},
     rng,
-    tls::{CertificateFiles, MeshTls, ServerTls, TlsError, UpstreamConnector},
+    tls::{Admission, CertificateFiles, MeshTls, ServerTls, TlsError, UpstreamConnector},
     trace::{self, Tracing},
 };
 
@@ -337,8 +337,9 @@ impl Mesh {
     /// The server side of this workload's `port`, in the mTLS mode the PeerAuthentication
     /// policies of the served configuration give it ([`mtls_mode`] with the workload's
     /// `namespace` and `labels`, root namespace `istio-system`) — or, when an xDS client serves
-    /// the port ([`MeshConfig::inbound`]), the mode of its inbound listener's filter chain
-    /// (STRICT while it has none) — kept current: every publish re-resolves the mode for new
+    /// the port ([`MeshConfig::inbound`]), the mode of its inbound listener's filter chain,
+    /// per connection: the chain the listener gives the connection's addresses; while the port
+    /// has no listener, connections are closed unanswered) — kept current: every publish re-resolves the mode for new
     /// connections, and a change to STRICT drains open connections without a verified client
     /// certificate (see [`ServerTls`]). Presents the workload identity and verifies
     /// clients with its trust bundle, so one must be set
@@ -353,17 +354,16 @@ impl Mesh {
     ) -> Result<ServerTls, TlsError> {
         let namespace = namespace.into();
         let resolve = move |config: &MeshConfig| match config.inbound().get(port) {
-            None => mtls_mode(
+            None => Admission::Mode(mtls_mode(
                 &config.server().peer_authentication,
                 &namespace,
                 &labels,
                 port,
                 DEFAULT_ROOT_NAMESPACE,
-            ),
-            Some(InboundState::Serving(listener)) => listener.mtls,
-            // Until the inbound listener says otherwise, nothing is accepted in plaintext (the
-            // server stack answers every request UNAVAILABLE meanwhile).
-            Some(InboundState::NotServing(_)) => MtlsMode::Strict,
+            )),
+            Some(InboundState::Serving(listener)) => Admission::Chains(listener.clone()),
+            // Until the inbound listener arrives, connections are closed unanswered (A36).
+            Some(InboundState::NotServing(_)) => Admission::NotServing,
         };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             TlsError::policy("Mesh::server_tls must be called inside a tokio runtime")
@@ -376,7 +376,9 @@ impl Mesh {
             .ok_or(TlsError::NoWorkloadIdentity)?;
         // Subscribed before the first resolution, so no publish in between goes unseen.
         let mut published = self.published();
-        let server = ServerTls::new(resolve(&self.config()), identity)?;
+        let server = ServerTls::new(MtlsMode::Strict, identity)?;
+        // Cannot fail: the server was built with material.
+        server.set_admission(resolve(&self.config()))?;
         let mesh: Weak<Inner> = Arc::downgrade(&self.inner);
         let follower = server.clone();
         runtime.spawn(async move {
@@ -384,16 +386,17 @@ impl Mesh {
             // server any more (only this task's clone is left).
             while published.changed().await.is_ok() && !follower.is_unused() {
                 let Some(inner) = mesh.upgrade() else { return };
-                let mode = resolve(&inner.snapshot.load().config);
-                if mode != follower.mode() {
-                    tracing::info!(
-                        port,
-                        ?mode,
-                        "PeerAuthentication mode changed for new connections"
-                    );
-                    // Cannot fail: the server was built with material.
-                    let _ = follower.set_mode(mode);
+                let admission = resolve(&inner.snapshot.load().config);
+                if follower.has_admission(&admission) {
+                    continue;
                 }
+                tracing::info!(
+                    port,
+                    ?admission,
+                    "the server's mTLS mode or filter chains changed for new connections"
+                );
+                // Cannot fail: the server was built with material.
+                let _ = follower.set_admission(admission);
             }
         });
         Ok(server)

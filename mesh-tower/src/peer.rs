@@ -12,6 +12,9 @@ use std::{net::SocketAddr, sync::Arc};
 pub struct Peer {
     /// The remote address of the connection; `None` when the transport has none (in-memory).
     pub address: Option<SocketAddr>,
+    /// The local address the connection was accepted on (an xDS listener's filter chain is
+    /// chosen by it); `None` when unknown.
+    pub local_address: Option<SocketAddr>,
     /// The verified identity of an mTLS peer; `None` for plaintext peers.
     pub identity: Option<PeerIdentity>,
 }

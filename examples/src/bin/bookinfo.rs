@@ -3,9 +3,11 @@
 //!
 //! The xDS bootstrap comes from `GRPC_XDS_BOOTSTRAP` (istio-agent writes it); outgoing calls go
 //! to `xds:///` targets; the workload identity is the bootstrap's `default` certificate
-//! provider (the agent's workload certificate), and the server accepts mTLS and plaintext
-//! (Istio's PERMISSIVE default) unless a PeerAuthentication in the served configuration says
-//! otherwise.
+//! provider (the agent's workload certificate). With `--serve-over-xds` the server takes its
+//! mTLS mode and RBAC from its inbound listener (gRFC A36; the bootstrap's
+//! `server_listener_resource_name_template`, as istio-agent writes it) and serves nothing
+//! until it arrives; otherwise it accepts mTLS and plaintext (Istio's PERMISSIVE default)
+//! unless a PeerAuthentication in the served configuration says otherwise.
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
@@ -39,6 +41,11 @@ struct Args {
     /// The namespace, for authorization and peer-authentication selectors.
     #[arg(long, default_value = "default")]
     namespace: String,
+    /// Take the server's mTLS mode and authorization from its xDS inbound listener. Off by
+    /// default: the port then refuses a plaintext readiness probe whenever istiod sends an
+    /// mTLS chain, so the manifests' `httpGet` probes on the same port would never pass.
+    #[arg(long)]
+    serve_over_xds: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -66,7 +73,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(identity) = workload_identity(&bootstrap) {
         mesh.set_workload_identity(identity)?;
     }
-    let _xds = XdsClient::start(bootstrap, mesh.clone())?;
+    let xds = XdsClient::start(bootstrap, mesh.clone())?;
 
     let name = match args.service {
         Service::Productpage => "productpage",
@@ -78,6 +85,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let workload = Workload::new(args.namespace.clone(), host, args.port)
         .with_name(format!("{name}-{}", args.version))
         .with_labels(labels.clone());
+    let address = SocketAddr::from(([0, 0, 0, 0], args.port));
+    if args.serve_over_xds {
+        // Before the server's TLS: the port is not serving until its listener arrives.
+        xds.serve(address)?;
+    }
     let tls = match mesh.tls().workload_identity() {
         Some(_) => mesh.server_tls(args.namespace.clone(), labels, args.port)?,
         // Without an identity there is nothing to present: plaintext only, said loudly.
@@ -86,7 +98,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             ServerTls::plaintext()
         }
     };
-    let address = SocketAddr::from(([0, 0, 0, 0], args.port));
     let listener = MeshListener::bind(address, tls).await?;
     println!("{name} {} serving on {address}", args.version);
 

@@ -87,7 +87,7 @@ use ipnet::IpNet;
 
 use super::{
     AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzOperation, AuthzRule, AuthzSource,
-    ConditionKey, IstioString, TrustDomains,
+    ConditionKey, IstioString, TrustDomains, rbac::RbacAudit,
 };
 use crate::Labels;
 
@@ -131,6 +131,9 @@ pub struct AuthzDecision {
     pub dry_run_denials: Vec<Arc<str>>,
     /// Whether an enforced AUDIT policy matched: the request should be audit-logged.
     pub audit: bool,
+    /// The RBAC decisions to audit-log (xDS RBAC filters with audit logging, gRFC A59), in
+    /// filter order; empty for local policies.
+    pub rbac_audits: Vec<RbacAudit>,
 }
 
 /// Why [`authorize`] decided as it did.
@@ -293,6 +296,7 @@ pub fn authorize(
         reason,
         dry_run_denials,
         audit,
+        rbac_audits: Vec::new(),
     }
 }
 

@@ -27,12 +27,14 @@ mod trust_domain;
 
 pub use self::{
     authz::{AuthzDecision, AuthzReason, AuthzRequest, authorize},
-    inbound::{InboundListener, InboundListeners, InboundState},
+    inbound::{
+        FilterChainMatch, InboundChain, InboundListener, InboundListeners, InboundState, SourceType,
+    },
     peer_auth::mtls_mode,
     rate_limit::TokenBucket,
     rbac::{
-        HeaderField, Permission, Principal, Rbac, RbacAction, RbacFilter, RbacHeader, RbacPolicy,
-        authorize_rbac,
+        AuditCondition, HeaderField, Permission, Principal, Rbac, RbacAction, RbacAudit,
+        RbacFilter, RbacHeader, RbacPolicy, authorize_rbac,
     },
     trust_domain::{DEFAULT_TRUST_DOMAIN, TrustDomains},
 };

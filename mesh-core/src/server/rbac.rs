@@ -65,6 +65,36 @@ pub struct Rbac {
     /// The policies, by name (sorted, as Envoy's map has no order; the first matching name is
     /// reported).
     pub policies: Arc<[RbacPolicy]>,
+    /// Which of this RBAC's decisions are audit-logged (gRFC A59); `None` when it has no
+    /// audit logger the mesh runs.
+    pub audit: AuditCondition,
+}
+
+/// When an RBAC's decision is audit-logged (Envoy's `AuditLoggingOptions.AuditCondition`).
+/// Deny and allow are this RBAC's decisions, not its action: an ALLOW RBAC that matches
+/// nothing denies, a DENY RBAC that matches nothing allows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AuditCondition {
+    /// Never.
+    #[default]
+    None,
+    /// When it denies.
+    OnDeny,
+    /// When it allows.
+    OnAllow,
+    /// Always.
+    OnDenyAndAllow,
+}
+
+/// One audit-logged RBAC decision (gRFC A59's audit context, the request's facts aside).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RbacAudit {
+    /// The RBAC filter's name.
+    pub filter: Arc<str>,
+    /// The policy that matched; `None` when none did.
+    pub matched_rule: Option<Arc<str>>,
+    /// This RBAC's decision.
+    pub authorized: bool,
 }
 
 /// What a matching [`RbacPolicy`] does.
@@ -160,6 +190,20 @@ pub enum HeaderField {
     Path,
     /// A regular header (comma-joined when repeated).
     Header(http::HeaderName),
+}
+
+// === impl AuditCondition ===
+
+impl AuditCondition {
+    /// Whether a decision (`authorized` or not) is logged.
+    pub fn applies(self, authorized: bool) -> bool {
+        match self {
+            Self::None => false,
+            Self::OnDeny => !authorized,
+            Self::OnAllow => authorized,
+            Self::OnDenyAndAllow => true,
+        }
+    }
 }
 
 // === impl RbacHeader ===
@@ -355,7 +399,9 @@ impl Rbac {
 /// names the last ALLOW policy that let it pass, or is [`AuthzReason::NoAllowPolicies`] when
 /// no ALLOW filter ran; shadow rules that would
 /// deny are listed in `dry_run_denials` by policy name (or by filter name for a shadow ALLOW
-/// that matched nothing). `audit` is always false (no audit-logging configuration is decoded).
+/// that matched nothing). Each RBAC that decides as its [`AuditCondition`] asks is listed in
+/// `rbac_audits` (A59: one event per such RBAC; a denial ends the chain, so later RBACs are not
+/// evaluated and not logged). `audit` (Istio's AUDIT action) is always false here.
 pub fn authorize_rbac(filters: &[RbacFilter], request: &AuthzRequest<'_>) -> AuthzDecision {
     let facts = Facts::new(request);
     // principal_name is compared with the URI SANs, which carry the scheme.
@@ -365,6 +411,7 @@ pub fn authorize_rbac(filters: &[RbacFilter], request: &AuthzRequest<'_>) -> Aut
         .collect();
     let identities = identities.as_slice();
     let mut dry_run_denials = Vec::new();
+    let mut audits = Vec::new();
     let mut allowed_by = None;
     for filter in filters {
         if let Some(shadow) = &filter.shadow_rules
@@ -375,7 +422,16 @@ pub fn authorize_rbac(filters: &[RbacFilter], request: &AuthzRequest<'_>) -> Aut
         let Some(rules) = &filter.rules else {
             continue;
         };
-        match rules.judge(&facts, identities) {
+        let verdict = rules.judge(&facts, identities);
+        if rules.audit.applies(verdict.is_ok()) {
+            let (Ok(matched) | Err(matched)) = &verdict;
+            audits.push(RbacAudit {
+                filter: filter.name.clone(),
+                matched_rule: matched.clone(),
+                authorized: verdict.is_ok(),
+            });
+        }
+        match verdict {
             Ok(allowed) => allowed_by = allowed.or(allowed_by),
             Err(deciding) => {
                 return AuthzDecision {
@@ -383,6 +439,7 @@ pub fn authorize_rbac(filters: &[RbacFilter], request: &AuthzRequest<'_>) -> Aut
                     reason: deciding.map_or(AuthzReason::NoAllowMatched, AuthzReason::Denied),
                     dry_run_denials,
                     audit: false,
+                    rbac_audits: audits,
                 };
             }
         }
@@ -392,6 +449,7 @@ pub fn authorize_rbac(filters: &[RbacFilter], request: &AuthzRequest<'_>) -> Aut
         reason: allowed_by.map_or(AuthzReason::NoAllowPolicies, AuthzReason::Allowed),
         dry_run_denials,
         audit: false,
+        rbac_audits: audits,
     }
 }
 

@@ -535,9 +535,7 @@ impl<S> MeshServer<S> {
         }
 
         // A port an xDS client serves follows its inbound listener, and serves nothing while
-        // it has none; any other port follows the local policy. A plaintext connection
-        // accepted before the listener's chain required mTLS is not served either (A36 drains
-        // connections whose chain changed; refusing their requests is the part security needs).
+        // it has none; any other port follows the local policy.
         let rules = match config.inbound().get(shared.workload.port) {
             None => {
                 if peer.identity.is_none()
@@ -550,19 +548,41 @@ impl<S> MeshServer<S> {
                 }
                 authz::Rules::Local(policy)
             }
-            Some(InboundState::Serving(listener))
-                if listener.mtls == MtlsMode::Strict && peer.identity.is_none() =>
-            {
-                return ServerFuture::answer(authz::not_serving_response(is_grpc), recorder);
-            }
-            // Without connection facts neither the chain nor RBAC's principals can be judged.
-            Some(InboundState::Serving(_)) if !peer_is_known => {
-                if let Some(recorder) = recorder.as_mut() {
-                    recorder.denied(None);
+            Some(InboundState::Serving(listener)) => {
+                // Each request follows the chain the current listener gives its connection: a
+                // connection whose chain changed is drained by the listener, and meanwhile its
+                // requests get the new chain's policy.
+                let chain = match (peer.local_address, peer.address) {
+                    (Some(local), Some(remote)) => listener.select(local, remote),
+                    _ => listener.chain_for_every_connection(),
+                };
+                match chain {
+                    // A plaintext connection accepted before its chain required mTLS.
+                    Some(chain) if chain.mtls == MtlsMode::Strict && peer.identity.is_none() => {
+                        return ServerFuture::answer(
+                            authz::not_serving_response(is_grpc),
+                            recorder,
+                        );
+                    }
+                    // Without connection facts neither the chain nor RBAC's principals can be
+                    // judged.
+                    Some(_) if !peer_is_known => {
+                        if let Some(recorder) = recorder.as_mut() {
+                            recorder.denied(None);
+                        }
+                        return ServerFuture::answer(authz::denied_response(is_grpc), recorder);
+                    }
+                    Some(chain) => authz::Rules::Rbac(&chain.rbac),
+                    // No chain takes this connection (any more): it is being drained, or its
+                    // addresses are unknown and the chain depends on them.
+                    None => {
+                        return ServerFuture::answer(
+                            authz::not_serving_response(is_grpc),
+                            recorder,
+                        );
+                    }
                 }
-                return ServerFuture::answer(authz::denied_response(is_grpc), recorder);
             }
-            Some(InboundState::Serving(listener)) => authz::Rules::Rbac(&listener.rbac),
             Some(InboundState::NotServing(_)) => {
                 return ServerFuture::answer(authz::not_serving_response(is_grpc), recorder);
             }
@@ -659,15 +679,16 @@ fn peer_of<B>(req: &Request<B>, connection: Option<&Peer>) -> Option<Peer> {
     if let Some(peer) = Peer::from_extensions(ext).or(connection) {
         return Some(peer.clone());
     }
-    let address = ext
+    let (address, local_address) = ext
         .get::<tonic::transport::server::TcpConnectInfo>()
-        .map(|info| info.remote_addr)
+        .map(|info| (info.remote_addr, info.local_addr))
         .or_else(|| {
             ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
-                .map(|info| Some(info.0))
+                .map(|info| (Some(info.0), None))
         })?;
     Some(Peer {
         address,
+        local_address,
         identity: None,
     })
 }

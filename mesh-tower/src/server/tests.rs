@@ -200,8 +200,8 @@ fn canonical_service_and_revision_follow_istios_label_precedence() {
 #[tokio::test]
 async fn an_xds_served_port_follows_its_inbound_listener() {
     use mesh_core::{
-        InboundListener, InboundListeners, InboundState, MtlsMode, Permission, Principal, Rbac,
-        RbacAction, RbacFilter, RbacPolicy,
+        InboundChain, InboundListener, InboundListeners, InboundState, MtlsMode, Permission,
+        Principal, Rbac, RbacAction, RbacFilter, RbacPolicy,
     };
     let mesh = mesh_with(ServerPolicy::default());
     let status = |mesh: &Mesh, port: u16| {
@@ -236,14 +236,18 @@ async fn an_xds_served_port_follows_its_inbound_listener() {
                 permissions: Arc::from([Permission::Any]),
                 principals: Arc::from([Principal::Any]),
             }]),
+            audit: mesh_core::AuditCondition::None,
         }),
         shadow_rules: None,
     };
-    publish(InboundState::Serving(Arc::new(InboundListener {
-        name: "xds.istio.io/grpc/lds/inbound/0.0.0.0:9080".into(),
-        mtls: MtlsMode::Disable,
-        rbac: Arc::from([deny_all]),
-    })));
+    publish(InboundState::Serving(Arc::new(InboundListener::single(
+        "xds.istio.io/grpc/lds/inbound/0.0.0.0:9080",
+        InboundChain {
+            name: "inbound".into(),
+            mtls: MtlsMode::Disable,
+            rbac: Arc::from([deny_all]),
+        },
+    ))));
     assert_eq!(status(&mesh, 9080).await, StatusCode::FORBIDDEN);
     // A local publish of server policy does not drop the xDS side.
     mesh.publish_server(Arc::new(ServerPolicy::default()));
@@ -252,10 +256,84 @@ async fn an_xds_served_port_follows_its_inbound_listener() {
 
     // The chain now requires mTLS: a request on a plaintext connection (accepted before) is
     // not served, even with no RBAC at all.
-    publish(InboundState::Serving(Arc::new(InboundListener {
-        name: "xds.istio.io/grpc/lds/inbound/0.0.0.0:9080".into(),
-        mtls: MtlsMode::Strict,
-        rbac: Arc::from([]),
-    })));
+    publish(InboundState::Serving(Arc::new(InboundListener::single(
+        "xds.istio.io/grpc/lds/inbound/0.0.0.0:9080",
+        InboundChain {
+            name: "inbound".into(),
+            mtls: MtlsMode::Strict,
+            rbac: Arc::from([]),
+        },
+    ))));
     assert_eq!(status(&mesh, 9080).await, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// Each request follows the filter chain its connection's addresses select (A36): peers in
+/// 10.0.0.0/8 get the chain that denies everything, other peers the default chain.
+#[tokio::test]
+async fn requests_follow_the_filter_chain_of_their_connection() {
+    use mesh_core::{
+        FilterChainMatch, InboundChain, InboundListener, InboundListeners, InboundState, MtlsMode,
+        Permission, Principal, Rbac, RbacAction, RbacFilter, RbacPolicy,
+    };
+    let mesh = mesh_with(ServerPolicy::default());
+    let deny_all = RbacFilter {
+        name: "envoy.filters.http.rbac".into(),
+        rules: Some(Rbac {
+            action: RbacAction::Deny,
+            policies: Arc::from([RbacPolicy {
+                name: "deny-all".into(),
+                permissions: Arc::from([Permission::Any]),
+                principals: Arc::from([Principal::Any]),
+            }]),
+            audit: mesh_core::AuditCondition::None,
+        }),
+        shadow_rules: None,
+    };
+    let plaintext = |name: &str, rbac: Arc<[RbacFilter]>| InboundChain {
+        name: name.into(),
+        mtls: MtlsMode::Disable,
+        rbac,
+    };
+    let listener = InboundListener::new(
+        "xds.istio.io/grpc/lds/inbound/0.0.0.0:9080",
+        vec![(
+            FilterChainMatch {
+                source_prefix_ranges: Arc::from(["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]),
+                ..Default::default()
+            },
+            plaintext("internal", Arc::from([deny_all])),
+        )],
+        Some(plaintext("default", Arc::from([]))),
+    )
+    .unwrap();
+    mesh.publish_inbound(Arc::new(InboundListeners::new(
+        [(9080, InboundState::Serving(Arc::new(listener)))]
+            .into_iter()
+            .collect(),
+    )));
+    let status = |remote: &str, local: Option<&str>| {
+        let mut svc = mesh
+            .server_layer(Workload::new("default", "ratings", 9080))
+            .layer(handler());
+        let mut req = get();
+        req.extensions_mut().insert(Peer {
+            address: Some(remote.parse().unwrap()),
+            local_address: local.map(|l| l.parse().unwrap()),
+            identity: None,
+        });
+        async move { svc.ready().await.unwrap().call(req).await.unwrap().status() }
+    };
+    assert_eq!(
+        status("10.1.1.1:5000", Some("192.168.0.1:9080")).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status("172.16.0.1:5000", Some("192.168.0.1:9080")).await,
+        StatusCode::OK
+    );
+    // Unknown local address: which chain applies depends on the connection, so not served.
+    assert_eq!(
+        status("172.16.0.1:5000", None).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 }

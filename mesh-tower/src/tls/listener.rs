@@ -144,6 +144,7 @@ impl axum::serve::Listener for MeshListener {
     fn local_addr(&self) -> io::Result<Peer> {
         Ok(Peer {
             address: Some(self.local_addr),
+            local_address: Some(self.local_addr),
             identity: None,
         })
     }

@@ -44,7 +44,7 @@ use std::sync::{Arc, OnceLock};
 
 use rustls::crypto::CryptoProvider;
 
-pub(crate) use self::client::UpstreamConnector;
+pub(crate) use self::{client::UpstreamConnector, server::Admission};
 pub use self::{
     context::MeshTls,
     error::TlsError,

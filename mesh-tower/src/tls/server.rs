@@ -13,6 +13,11 @@
 //! less than the plaintext clients PERMISSIVE already accepts. Only a verified certificate sets
 //! [`Peer::identity`](crate::Peer::identity).
 //!
+//! On a port an xDS client serves ([`Mesh::server_tls`](crate::Mesh::server_tls)), the mode is
+//! per connection: the one of the filter chain the inbound listener gives the connection's
+//! addresses ([`InboundListener::select`]). A connection no chain takes, or any connection
+//! while the port is not serving, is closed before a byte is sent (A36).
+//!
 //! Both rustls configurations are built once; the certificate presented and the bundle clients
 //! are verified with come from the watcher's current material on every handshake, and the mode
 //! can change at run time ([`ServerTls::set_mode`]).
@@ -26,7 +31,7 @@ use std::{
     time::Duration,
 };
 
-use mesh_core::MtlsMode;
+use mesh_core::{InboundChain, InboundListener, MtlsMode};
 use rustls::{ServerConfig, server::NoServerSessionStorage};
 use tokio::{net::TcpStream, sync::watch};
 use tokio_rustls::TlsAcceptor;
@@ -58,7 +63,10 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 ///
 /// When the mode becomes STRICT, connections accepted earlier without a verified client
 /// certificate (plaintext, or PERMISSIVE TLS without one) are drained, as Envoy drains the
-/// connections of a listener whose filter chain changed: from that moment the
+/// connections of a listener whose filter chain changed. On an xDS-served port, a connection
+/// is drained when the chain the current inbound listener gives it is not the one it was
+/// accepted with (changed or removed), or the port stops serving; connections whose chain is
+/// unchanged keep going (A36). From that moment the
 /// [server layer](crate::server) refuses their requests when its configuration says STRICT
 /// (the mode of [`Mesh::server_tls`](crate::Mesh::server_tls) comes from there), and
 /// after a grace period ([`ServerTls::with_drain_grace`], default [`DEFAULT_DRAIN_GRACE`]) for
@@ -69,8 +77,8 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// client sees it as a connection reset and reconnects, now in the new mode.
 #[derive(Clone, Debug)]
 pub struct ServerTls {
-    /// The current mode; open connections without a verified identity watch it to drain.
-    mode: Arc<watch::Sender<MtlsMode>>,
+    /// What new connections are accepted in; open connections watch it to drain.
+    admission: Arc<watch::Sender<Admission>>,
     configs: Option<Configs>,
     handshake_timeout: Duration,
     drain_grace: Duration,
@@ -83,6 +91,26 @@ struct Configs {
     mutual: Arc<ServerConfig>,
     /// A client certificate verified when offered (PERMISSIVE).
     optional: Arc<ServerConfig>,
+}
+
+/// What decides how a connection is accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// One mode for every connection (PeerAuthentication).
+    Mode(MtlsMode),
+    /// An xDS-served port: each connection gets its filter chain's mode.
+    Chains(Arc<InboundListener>),
+    /// An xDS-served port without a listener: connections are closed at once.
+    NotServing,
+}
+
+/// What a connection was accepted with, to tell when it must be drained.
+#[derive(Debug)]
+struct Accepted {
+    local: SocketAddr,
+    remote: SocketAddr,
+    chain: Option<Arc<InboundChain>>,
+    verified: bool,
 }
 
 /// What the accept loop did with the connections it accepted.
@@ -108,6 +136,12 @@ pub(crate) enum AcceptError {
     NoMaterial,
     #[error("the verified client certificate does not parse: {0}")]
     Identity(String),
+    #[error("the port is not serving (no inbound listener)")]
+    NotServing,
+    #[error("no filter chain of the inbound listener matches the connection")]
+    NoFilterChain,
+    #[error("the connection's local address is unknown: {0}")]
+    LocalAddress(std::io::Error),
 }
 
 // === impl ServerTls ===
@@ -145,7 +179,7 @@ impl ServerTls {
             Ok(Arc::new(config))
         };
         Ok(Self {
-            mode: Arc::new(watch::Sender::new(mode)),
+            admission: Arc::new(watch::Sender::new(Admission::Mode(mode))),
             configs: Some(Configs {
                 mutual: config(true)?,
                 optional: config(false)?,
@@ -159,7 +193,7 @@ impl ServerTls {
     /// A plaintext-only server (DISABLE); it has no material, so it cannot switch to a TLS mode.
     pub fn plaintext() -> Self {
         Self {
-            mode: Arc::new(watch::Sender::new(MtlsMode::Disable)),
+            admission: Arc::new(watch::Sender::new(Admission::Mode(MtlsMode::Disable))),
             configs: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             drain_grace: DEFAULT_DRAIN_GRACE,
@@ -180,41 +214,71 @@ impl ServerTls {
         self
     }
 
-    /// The mode new connections are accepted in.
+    /// The mode new connections are accepted in. On an xDS-served port the mode is per
+    /// connection: STRICT or DISABLE when every filter chain says so, PERMISSIVE when chains
+    /// differ, STRICT while the port is not serving (nothing is accepted in plaintext).
     pub fn mode(&self) -> MtlsMode {
-        *self.mode.borrow()
+        match &*self.admission.borrow() {
+            Admission::Mode(mode) => *mode,
+            Admission::Chains(listener) => listener.mtls_summary(),
+            Admission::NotServing => MtlsMode::Strict,
+        }
     }
 
     /// Changes the mode (a PeerAuthentication update): new connections are accepted in it, and
     /// open connections it no longer admits are drained (see [`ServerTls`]). A TLS
     /// mode on a [`plaintext`](Self::plaintext) server is refused.
     pub fn set_mode(&self, mode: MtlsMode) -> Result<(), TlsError> {
-        if mode != MtlsMode::Disable && self.configs.is_none() {
+        self.set_admission(Admission::Mode(mode))
+    }
+
+    /// Changes what new connections are accepted in; open connections it no longer admits are
+    /// drained. Unchanged admission wakes nobody. A TLS chain on a
+    /// [`plaintext`](Self::plaintext) server is refused.
+    pub(crate) fn set_admission(&self, admission: Admission) -> Result<(), TlsError> {
+        let needs_material = match &admission {
+            Admission::Mode(mode) => *mode != MtlsMode::Disable,
+            Admission::Chains(listener) => listener.mtls_summary() != MtlsMode::Disable,
+            Admission::NotServing => false,
+        };
+        if needs_material && self.configs.is_none() {
             return Err(TlsError::NoWorkloadIdentity);
         }
-        self.mode.send_replace(mode);
+        self.admission.send_if_modified(|current| {
+            let changed = *current != admission;
+            *current = admission;
+            changed
+        });
         Ok(())
     }
 
-    /// The drain of a connection accepted without a verified identity: a task that waits for
-    /// STRICT, then for the grace, then closes the connection. The task ends early when the
-    /// connection is dropped or the server is gone.
-    fn drain(&self, remote: SocketAddr) -> Drain {
+    /// Whether new connections are accepted as `admission` says already.
+    pub(crate) fn has_admission(&self, admission: &Admission) -> bool {
+        *self.admission.borrow() == *admission
+    }
+
+    /// The drain of a connection: a task that waits until the admission no longer admits it,
+    /// then for the grace, then closes the connection. The task ends early when the connection
+    /// is dropped or the server is gone.
+    fn drain(&self, accepted: Accepted) -> Drain {
         let close = CancellationToken::new();
         let gone = CancellationToken::new();
-        let mut mode = self.mode.subscribe();
+        let mut admission = self.admission.subscribe();
         let grace = self.drain_grace;
         let (close_task, gone_task) = (close.clone(), gone.clone());
         tokio::spawn(async move {
+            let remote = accepted.remote;
             tokio::select! {
                 () = gone_task.cancelled() => return,
-                strict = mode.wait_for(|m| *m == MtlsMode::Strict) => {
-                    if strict.is_err() {
-                        return;
+                changed = admission.wait_for(|a| !admits(a, &accepted)) => {
+                    let Ok(now) = changed else { return };
+                    match &*now {
+                        Admission::Mode(_) => tracing::info!(%remote, ?grace, "the port is STRICT now: draining a connection without a verified client certificate"),
+                        Admission::Chains(_) => tracing::info!(%remote, ?grace, chain = ?accepted.chain.as_ref().map(|c| &c.name), "the connection's filter chain changed: draining it"),
+                        Admission::NotServing => tracing::info!(%remote, ?grace, "the port stopped serving: draining a connection"),
                     }
                 }
             }
-            tracing::info!(%remote, ?grace, "the port is STRICT now: draining a connection without a verified client certificate");
             tokio::select! {
                 () = gone_task.cancelled() => {}
                 () = tokio::time::sleep(grace) => {
@@ -233,7 +297,7 @@ impl ServerTls {
 
     /// Whether only one handle (the caller's) is left: no listener accepts with it.
     pub(crate) fn is_unused(&self) -> bool {
-        Arc::strong_count(&self.mode) <= 1
+        Arc::strong_count(&self.admission) <= 1
     }
 
     pub(crate) fn handshake_timeout(&self) -> Duration {
@@ -246,7 +310,18 @@ impl ServerTls {
         tcp: TcpStream,
         remote: SocketAddr,
     ) -> Result<MeshStream, AcceptError> {
-        let config = match (self.mode(), &self.configs) {
+        let local = tcp.local_addr().map_err(AcceptError::LocalAddress)?;
+        // Cloned out: the watch's guard must not be held across the handshake.
+        let admission = self.admission.borrow().clone();
+        let (mode, chain) = match admission {
+            Admission::Mode(mode) => (mode, None),
+            Admission::NotServing => return Err(AcceptError::NotServing),
+            Admission::Chains(listener) => match listener.select(local, remote) {
+                Some(chain) => (chain.mtls, Some(chain.clone())),
+                None => return Err(AcceptError::NoFilterChain),
+            },
+        };
+        let config = match (mode, &self.configs) {
             (MtlsMode::Disable, _) => None,
             // Unreachable through `set_mode`; refused rather than served in plaintext.
             (_, None) => return Err(AcceptError::NoMaterial),
@@ -261,16 +336,20 @@ impl ServerTls {
                 }
             }
         };
+        let mut accepted = Accepted {
+            local,
+            remote,
+            chain,
+            verified: false,
+        };
         let Some(config) = config else {
             self.stats.plaintext.fetch_add(1, Ordering::Relaxed);
-            return Ok(MeshStream::plaintext(
-                tcp,
-                Peer {
-                    address: Some(remote),
-                    identity: None,
-                },
-            )
-            .draining(self.drain(remote)));
+            let peer = Peer {
+                address: Some(remote),
+                local_address: Some(local),
+                identity: None,
+            };
+            return Ok(MeshStream::plaintext(tcp, peer).draining(self.drain(accepted)));
         };
         let tls = TlsAcceptor::from(config)
             .accept(tcp)
@@ -285,18 +364,25 @@ impl ServerTls {
             None => &self.stats.tls_without_certificate,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let drain = identity.is_none().then(|| self.drain(remote));
-        let stream = MeshStream::tls(
-            tls,
-            Peer {
-                address: Some(remote),
-                identity,
-            },
-        );
-        Ok(match drain {
-            Some(drain) => stream.draining(drain),
-            None => stream,
-        })
+        accepted.verified = identity.is_some();
+        let peer = Peer {
+            address: Some(remote),
+            local_address: Some(local),
+            identity,
+        };
+        Ok(MeshStream::tls(tls, peer).draining(self.drain(accepted)))
+    }
+}
+
+/// Whether `admission` still admits a connection accepted as `accepted`: a connection keeps
+/// the chain it was accepted with, or a verified identity under STRICT.
+fn admits(admission: &Admission, accepted: &Accepted) -> bool {
+    match admission {
+        Admission::Mode(mode) => *mode != MtlsMode::Strict || accepted.verified,
+        Admission::NotServing => false,
+        Admission::Chains(listener) => {
+            listener.select(accepted.local, accepted.remote) == accepted.chain.as_ref()
+        }
     }
 }
 

@@ -24,13 +24,13 @@ use crate::Peer;
 pub struct MeshStream {
     io: Io,
     peer: Peer,
-    /// Set for connections a later mode may no longer admit (no verified identity).
+    /// Closes the connection once the port no longer admits it (see `ServerTls`).
     drain: Option<Drain>,
 }
 
 /// The listener's side of a connection that may have to be drained: once `closed` completes
-/// (the grace after STRICT ran out) every read and write fails. Dropping it stops the task
-/// that watches the mode.
+/// (the grace after STRICT, a filter chain change or not serving ran out) every read and write
+/// fails. Dropping it stops the task that watches the port.
 pub(crate) struct Drain {
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
     is_closed: bool,
@@ -79,7 +79,7 @@ impl MeshStream {
         drain.is_closed = true;
         Some(io::Error::new(
             io::ErrorKind::ConnectionAborted,
-            "the port's mTLS mode no longer admits this connection (drained)",
+            "the port no longer admits this connection (its mTLS mode or filter chain changed): drained",
         ))
     }
 

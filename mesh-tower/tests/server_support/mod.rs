@@ -49,6 +49,7 @@ pub fn accept_as<B>(mut req: Request<B>) -> Request<B> {
     if let Some(principal) = req.headers().get(PRINCIPAL).and_then(|v| v.to_str().ok()) {
         let peer = Peer {
             address,
+            local_address: None,
             identity: Some(PeerIdentity {
                 principal: Some(principal.into()),
                 principals: Arc::from([Arc::from(principal)]),

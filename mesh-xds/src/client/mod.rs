@@ -348,16 +348,18 @@ impl XdsClient {
     /// its inbound Listener (the bootstrap's `server_listener_resource_name_template` with
     /// `ip:port`) and publishes it to the mesh as the port's server side
     /// ([`Mesh::publish_inbound`]), so [`Mesh::server_tls`] and [`Mesh::server_layer`] of that
-    /// port follow the listener's mTLS mode and RBAC instead of the local policy.
+    /// port follow the listener instead of the local policy: each connection gets the mTLS mode
+    /// and RBAC of the filter chain that matches it, and is drained when an update changes that
+    /// chain.
     ///
     /// The server presents the mesh's workload identity. When none is set, the bootstrap's
     /// `default` certificate provider — the instance istiod's inbound listeners name — becomes
     /// it, so an istio-agent bootstrap is enough to serve.
     ///
     /// Until the listener arrives, and whenever it does not exist or was rejected with no good
-    /// version before, the port is *not serving*: its TLS acceptor requires mTLS and its
-    /// server stack answers every request UNAVAILABLE. A rejected update keeps the last good
-    /// listener serving.
+    /// version before, the port is *not serving*: its TLS acceptor closes new connections
+    /// before sending a byte, open ones are drained, and the server stack answers their
+    /// requests UNAVAILABLE. A rejected update keeps the last good listener serving.
     pub fn serve(&self, address: std::net::SocketAddr) -> Result<(), ServeError> {
         let name = self
             .inner
@@ -642,7 +644,7 @@ impl Inner {
             if current.inbound().get(*port) != Some(state) {
                 match state {
                     InboundState::Serving(l) => {
-                        tracing::info!(port, listener = %l.name, mtls = ?l.mtls, "xDS server serving")
+                        tracing::info!(port, listener = %l.name, mtls = ?l.mtls_summary(), "xDS server serving")
                     }
                     InboundState::NotServing(why) => {
                         tracing::warn!(port, reason = %why, "xDS server not serving")

@@ -3,17 +3,24 @@
 //!
 //! # Shape
 //!
-//! A socket listener named `xds.istio.io/grpc/lds/inbound/<ip>:<port>` with one filter chain,
-//! `inbound-mtls` or `inbound-plaintext`, holding one `HttpConnectionManager` whose inline
-//! `RouteConfiguration` routes everything to a non-forwarding action and whose HTTP filters
-//! are RBAC (DENY, then ALLOW) and the router.
+//! A socket listener named `xds.istio.io/grpc/lds/inbound/<ip>:<port>` with one filter chain
+//! and no `filter_chain_match`, `inbound-mtls` or `inbound-plaintext`, holding one
+//! `HttpConnectionManager` whose inline `RouteConfiguration` routes everything to a
+//! non-forwarding action and whose HTTP filters are RBAC (DENY, then ALLOW) and the router.
+//! istiod never sends two chains: PERMISSIVE becomes the plaintext chain (gRPC cannot tell an
+//! mTLS client from a plaintext one by filter chain), or the mTLS chain when the workload is
+//! labelled `security.istio.io/tlsMode: istio` (its clients then use mTLS).
 //!
+//! Other control planes may send several chains with matches, and a `default_filter_chain`:
+//! every chain is decoded, and each connection gets its chain as A36 says
+//! ([`InboundListener::select`]); matches that make a chain unusable for a proxyless server
+//! are reported.
+
 //! # What is rejected (NACKed)
 //!
 //! - An `api_listener`, `listener_filters` or `use_original_dst` (A36).
-//! - Filter chain matching: the mesh serves one chain per port, so more than one chain, or a
-//!   `filter_chain_match` with any field set, is an error rather than a guess about which
-//!   connections a policy covers. With no chain, `default_filter_chain` is the chain.
+//! - Any invalid chain, used or not (A36); two chain matches equal once normalized (which chain
+//!   a connection gets would be ambiguous); no chain usable and no `default_filter_chain`.
 //! - A transport socket other than a `DownstreamTlsContext` that requires a client
 //!   certificate with a certificate and a validation context (A29): the mesh serves mTLS or
 //!   plaintext, and never serves plaintext or one-way TLS where the chain asks for mTLS. The
@@ -28,7 +35,9 @@
 //!   RBAC with CEL conditions, matchers on `:scheme` or `grpc-*` headers, custom or
 //!   `uri_template` matchers (A41).
 //!
-//! RBAC with action LOG is ignored, as A41 says. Everything set and not acted on is reported.
+//! RBAC with action LOG is ignored, as A41 says. Audit logging (A59) runs Envoy's
+//! `StdoutAuditLog`; any other logger is NACKed unless optional. Everything set and not acted
+//! on is reported.
 
 use std::sync::Arc;
 
@@ -36,7 +45,9 @@ use envoy_types::pb::{
     envoy::{
         config::{
             core::v3::{CidrRange, transport_socket},
-            listener::v3::{Filter, FilterChain, FilterChainMatch, Listener, filter},
+            listener::v3::{
+                Filter, FilterChain, Listener, filter, filter_chain_match::ConnectionSourceType,
+            },
             rbac::v3::{self as pbrbac, permission::Rule, principal::Identifier},
             route::v3::{route::Action as PbRouteAction, route_match::PathSpecifier},
         },
@@ -48,6 +59,7 @@ use envoy_types::pb::{
                     http_filter::ConfigType,
                 },
             },
+            rbac::audit_loggers::stream::v3::StdoutAuditLog,
             transport_sockets::tls::v3::DownstreamTlsContext,
         },
         r#type::matcher::v3::{PathMatcher as PbPathMatcher, path_matcher},
@@ -56,8 +68,8 @@ use envoy_types::pb::{
 };
 use ipnet::IpNet;
 use mesh_core::{
-    CertificateSource, InboundListener, MtlsMode, Permission, Principal, Rbac, RbacAction,
-    RbacFilter, RbacHeader, RbacPolicy,
+    AuditCondition, CertificateSource, FilterChainMatch, InboundChain, InboundListener, MtlsMode,
+    Permission, Principal, Rbac, RbacAction, RbacFilter, RbacHeader, RbacPolicy, SourceType,
     matcher::{PathMatch, PathMatcher, StringMatch, StringMatcher},
 };
 use prost::Name;
@@ -121,43 +133,118 @@ pub fn decode_inbound_listener(l: &Listener) -> Result<Decoded<InboundListener>,
     if l.use_original_dst.is_some_and(|b| b.value) {
         return Err(ctx.error("use_original_dst", "not supported"));
     }
-    let (path, chain) = match (l.filter_chains.as_slice(), &l.default_filter_chain) {
-        ([one], default) => {
-            if default.is_some() {
-                ctx.unsupported(
-                    "default_filter_chain",
-                    "never used: filter_chains[0] matches every connection",
-                );
-            }
-            (idx("", "filter_chains", 0), one)
-        }
-        ([], Some(default)) => ("default_filter_chain".to_string(), default),
-        ([], None) => return Err(ctx.error("filter_chains", "no filter chain")),
-        (_, _) => {
-            return Err(ctx.error(
-                "filter_chains",
-                "several filter chains need filter chain matching, which is not supported",
-            ));
-        }
-    };
-    let value = filter_chain(&mut ctx, &path, chain, &l.name)?;
+    let mut chains = Vec::with_capacity(l.filter_chains.len());
+    for (i, chain) in l.filter_chains.iter().enumerate() {
+        let path = idx("", "filter_chains", i);
+        let matcher = filter_chain_match(&mut ctx, &at(&path, "filter_chain_match"), chain)?;
+        chains.push((matcher, filter_chain(&mut ctx, &path, chain)?));
+    }
+    let default_chain = l
+        .default_filter_chain
+        .as_ref()
+        .map(|chain| filter_chain(&mut ctx, "default_filter_chain", chain))
+        .transpose()?;
+    if chains.is_empty() && default_chain.is_none() {
+        return Err(ctx.error("filter_chains", "no filter chain"));
+    }
+    let value = InboundListener::new(l.name.clone(), chains, default_chain)
+        .map_err(|e| ctx.error("filter_chains", e.message()))?;
     Ok(ctx.done(value))
 }
 
+/// A chain's match, with the fields a proxyless server can never match reported (A36).
+fn filter_chain_match(
+    ctx: &mut Ctx,
+    path: &str,
+    chain: &FilterChain,
+) -> Result<FilterChainMatch, DecodeError> {
+    let Some(m) = &chain.filter_chain_match else {
+        return Ok(FilterChainMatch::default());
+    };
+    let never = |ctx: &mut Ctx, field: &str, why: &str| {
+        ctx.unsupported(
+            at(path, field),
+            format!("chain `{}` never matches: {why}", chain.name),
+        );
+    };
+    let destination_port = m.destination_port.map(|p| p.value);
+    if destination_port.is_some() {
+        never(ctx, "destination_port", "it needs use_original_dst");
+    }
+    if !m.server_names.is_empty() {
+        never(
+            ctx,
+            "server_names",
+            "it needs a TLS inspector listener filter",
+        );
+    }
+    if !m.application_protocols.is_empty() {
+        never(
+            ctx,
+            "application_protocols",
+            "it needs a TLS inspector listener filter",
+        );
+    }
+    if !matches!(m.transport_protocol.as_str(), "" | "raw_buffer") {
+        never(
+            ctx,
+            "transport_protocol",
+            "without listener filters every connection is `raw_buffer`, as in gRPC",
+        );
+    }
+    let source_type = match ConnectionSourceType::try_from(m.source_type) {
+        Ok(ConnectionSourceType::Any) => SourceType::Any,
+        Ok(ConnectionSourceType::SameIpOrLoopback) => SourceType::SameIpOrLoopback,
+        Ok(ConnectionSourceType::External) => SourceType::External,
+        Err(_) => return Err(ctx.error(at(path, "source_type"), "unknown source type")),
+    };
+    let ranges = |ctx: &Ctx, field: &str, list: &[CidrRange]| {
+        list.iter()
+            .enumerate()
+            .map(|(i, c)| match_cidr(ctx, &idx(path, field, i), c))
+            .collect::<Result<Arc<[IpNet]>, _>>()
+    };
+    Ok(FilterChainMatch {
+        destination_port,
+        prefix_ranges: ranges(ctx, "prefix_ranges", &m.prefix_ranges)?,
+        server_names: m
+            .server_names
+            .iter()
+            .map(|s| Arc::from(s.as_str()))
+            .collect(),
+        transport_protocol: m.transport_protocol.as_str().into(),
+        application_protocols: m
+            .application_protocols
+            .iter()
+            .map(|s| Arc::from(s.as_str()))
+            .collect(),
+        source_type,
+        source_prefix_ranges: ranges(ctx, "source_prefix_ranges", &m.source_prefix_ranges)?,
+        source_ports: m.source_ports.iter().copied().collect(),
+    })
+}
+
+/// A filter chain match's CIDR as A36 normalizes it: an absent `prefix_len` is 0, a longer one
+/// than the family allows is the family's length, and the low bits are ignored.
+fn match_cidr(ctx: &Ctx, path: &str, c: &CidrRange) -> Result<IpNet, DecodeError> {
+    let address: std::net::IpAddr = c
+        .address_prefix
+        .parse()
+        .map_err(|_| ctx.error(at(path, "address_prefix"), "not an IP address"))?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    let len = c.prefix_len.map_or(0, |l| l.value).min(max);
+    let len = u8::try_from(len).map_err(|_| ctx.error(at(path, "prefix_len"), "too long"))?;
+    IpNet::new(address, len)
+        .map(|n| n.trunc())
+        .map_err(|_| ctx.error(at(path, "prefix_len"), "too long for the address"))
+}
+
+/// One chain: its transport and its connection manager's RBAC filters.
 fn filter_chain(
     ctx: &mut Ctx,
     path: &str,
     chain: &FilterChain,
-    listener: &str,
-) -> Result<InboundListener, DecodeError> {
-    if let Some(m) = &chain.filter_chain_match
-        && *m != FilterChainMatch::default()
-    {
-        return Err(ctx.error(
-            at(path, "filter_chain_match"),
-            "filter chain matching is not supported",
-        ));
-    }
+) -> Result<InboundChain, DecodeError> {
     let mtls = transport(ctx, &at(path, "transport_socket"), chain)?;
     let [
         Filter {
@@ -183,8 +270,8 @@ fn filter_chain(
     }
     let hcm: HttpConnectionManager = unpack(ctx, &hcm_path, any)?;
     let rbac = connection_manager(ctx, &hcm_path, &hcm)?;
-    Ok(InboundListener {
-        name: listener.into(),
+    Ok(InboundChain {
+        name: chain.name.as_str().into(),
         mtls,
         rbac: rbac.into(),
     })
@@ -412,12 +499,12 @@ fn rbac(ctx: &mut Ctx, path: &str, r: &pbrbac::Rbac) -> Result<Option<Rbac>, Dec
         }
         Err(_) => return Err(ctx.error(at(path, "action"), "unknown action")),
     };
-    if r.audit_logging_options.is_some() {
-        ctx.unsupported(
-            at(path, "audit_logging_options"),
-            "ignored: no audit logging",
-        );
-    }
+    let audit = r
+        .audit_logging_options
+        .as_ref()
+        .map(|o| audit_logging(ctx, &at(path, "audit_logging_options"), o))
+        .transpose()?
+        .unwrap_or_default();
     let mut names: Vec<&String> = r.policies.keys().collect();
     names.sort();
     let mut policies = Vec::with_capacity(names.len());
@@ -450,7 +537,58 @@ fn rbac(ctx: &mut Ctx, path: &str, r: &pbrbac::Rbac) -> Result<Option<Rbac>, Dec
     Ok(Some(Rbac {
         action,
         policies: policies.into(),
+        audit,
     }))
+}
+
+/// Audit logging (gRFC A59): the condition, when some logger is one the mesh runs (Envoy's
+/// `StdoutAuditLog`, written as a JSON event through `tracing`, see the server stack). An
+/// unknown logger is an error unless `is_optional`, then skipped and reported.
+fn audit_logging(
+    ctx: &mut Ctx,
+    path: &str,
+    options: &pbrbac::rbac::AuditLoggingOptions,
+) -> Result<AuditCondition, DecodeError> {
+    use pbrbac::rbac::audit_logging_options::AuditCondition as Pb;
+    let condition = match Pb::try_from(options.audit_condition) {
+        Ok(Pb::None) => AuditCondition::None,
+        Ok(Pb::OnDeny) => AuditCondition::OnDeny,
+        Ok(Pb::OnAllow) => AuditCondition::OnAllow,
+        Ok(Pb::OnDenyAndAllow) => AuditCondition::OnDenyAndAllow,
+        Err(_) => return Err(ctx.error(at(path, "audit_condition"), "unknown audit condition")),
+    };
+    let mut stdout = false;
+    for (i, logger) in options.logger_configs.iter().enumerate() {
+        let logger_path = idx(path, "logger_configs", i);
+        let type_url = logger
+            .audit_logger
+            .as_ref()
+            .and_then(|l| l.typed_config.as_ref())
+            .map(|any| any.type_url.as_str());
+        match type_url {
+            Some(url) if url == StdoutAuditLog::type_url() => stdout = true,
+            other => {
+                let what = other.map_or_else(
+                    || "an audit logger without typed_config".to_string(),
+                    |url| format!("audit logger `{url}`"),
+                );
+                if logger.is_optional {
+                    ctx.unsupported(&logger_path, format!("optional {what} skipped"));
+                } else {
+                    return Err(ctx.error(
+                        at(&logger_path, "audit_logger"),
+                        format!("{what} is not supported (only StdoutAuditLog)"),
+                    ));
+                }
+            }
+        }
+    }
+    // A condition without a logger logs nothing, as A59 says.
+    Ok(if stdout {
+        condition
+    } else {
+        AuditCondition::None
+    })
 }
 
 #[allow(deprecated)] // `metadata` is still sent by control planes.

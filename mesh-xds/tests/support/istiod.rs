@@ -468,8 +468,13 @@ fn exact(s: &str) -> StringMatcher {
     }
 }
 
-/// `and_ids[or_ids[authenticated{principal_name}...]]`.
+/// `and_ids[or_ids[authenticated{principal_name}...]]`; a rule without sources is `any`.
 fn principals(spiffe: &[String]) -> Principal {
+    if spiffe.is_empty() {
+        return Principal {
+            identifier: Some(principal::Identifier::Any(true)),
+        };
+    }
     let authenticated = spiffe
         .iter()
         .map(|s| Principal {
@@ -555,6 +560,15 @@ fn rbac_filter(
     })
 }
 
+/// The workload's PeerAuthentication mode for the port, and whether its pod carries
+/// `security.istio.io/tlsMode: istio` (`buildInboundFilterChains` reads both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerAuthn {
+    Strict,
+    Permissive { tls_mode_label: bool },
+    Disable,
+}
+
 /// `buildInboundListeners` under STRICT mTLS with a DENY and an ALLOW AuthorizationPolicy.
 pub fn inbound_listener(
     addr: SocketAddr,
@@ -562,6 +576,31 @@ pub fn inbound_listener(
     deny: &[AuthzRule],
     allow: &[AuthzRule],
 ) -> (String, Any) {
+    inbound_listener_in(addr, shape, PeerAuthn::Strict, deny, allow)
+}
+
+/// `buildInboundListeners` in `mode`: one chain, never a `filter_chain_match`. PERMISSIVE is
+/// the mTLS chain on a pod labelled for Istio mTLS (its clients use mTLS, "gRPC doesn't
+/// support permissive"), otherwise the plaintext chain ("gRPC's filter chain match is super
+/// limited").
+pub fn inbound_listener_in(
+    addr: SocketAddr,
+    shape: TlsShape,
+    mode: PeerAuthn,
+    deny: &[AuthzRule],
+    allow: &[AuthzRule],
+) -> (String, Any) {
+    let mtls = match mode {
+        PeerAuthn::Strict
+        | PeerAuthn::Permissive {
+            tls_mode_label: true,
+        } => true,
+        PeerAuthn::Permissive {
+            tls_mode_label: false,
+        }
+        | PeerAuthn::Disable => false,
+    };
+    let suffix = if mtls { "mtls" } else { "plaintext" };
     let name = format!("xds.istio.io/grpc/lds/inbound/{addr}");
     let mut filters = Vec::new();
     filters.extend(rbac_filter(
@@ -609,12 +648,12 @@ pub fn inbound_listener(
         name: name.clone(),
         address: Some(socket(&addr.ip().to_string(), addr.port())),
         filter_chains: vec![FilterChain {
-            name: "inbound-mtls".into(),
+            name: format!("inbound-{suffix}"),
             filters: vec![Filter {
-                name: "inbound-hcmmtls".into(),
+                name: format!("inbound-hcm{suffix}"),
                 config_type: Some(filter::ConfigType::TypedConfig(pack(&hcm))),
             }],
-            transport_socket: Some(tls_socket(pack(&tls))),
+            transport_socket: mtls.then(|| tls_socket(pack(&tls))),
             ..Default::default()
         }],
         ..Default::default()

@@ -45,6 +45,7 @@ fn filter(action: RbacAction, policies: Vec<RbacPolicy>) -> RbacFilter {
         rules: Some(Rbac {
             action,
             policies: policies.into(),
+            audit: AuditCondition::None,
         }),
         shadow_rules: None,
     }
@@ -203,6 +204,7 @@ fn shadow_rules_report_but_never_deny() {
                 vec![Permission::Any],
                 vec![Principal::Any],
             )]),
+            audit: AuditCondition::None,
         }),
     };
     let decision = Req::from(None, "/x").judge(&[shadow]);
@@ -214,6 +216,7 @@ fn shadow_rules_report_but_never_deny() {
         shadow_rules: Some(Rbac {
             action: RbacAction::Allow,
             policies: Arc::from([]),
+            audit: AuditCondition::None,
         }),
     };
     let decision = Req::from(None, "/x").judge(&[shadow_allow]);
@@ -372,4 +375,68 @@ fn authenticated_without_a_name_is_any_mtls_peer() {
     )];
     assert!(Req::from(Some(REVIEWS), "/x").judge(&allow).allowed);
     assert!(!Req::from(None, "/x").judge(&allow).allowed);
+}
+
+/// gRFC A59's table for a DENY then an ALLOW RBAC audited "on deny and allow": the DENY RBAC
+/// logs its denials, the ALLOW RBAC both; each request is logged once, by the RBAC that
+/// decided it.
+#[test]
+fn audit_conditions_log_each_rbacs_own_decision() {
+    let audited = |action, policies, audit| RbacFilter {
+        name: format!("{action:?}").into(),
+        rules: Some(Rbac {
+            action,
+            policies: Arc::from(policies),
+            audit,
+        }),
+        shadow_rules: None,
+    };
+    let filters = [
+        audited(
+            RbacAction::Deny,
+            vec![policy(
+                "no-delete",
+                vec![to_path("/Delete")],
+                vec![Principal::Any],
+            )],
+            AuditCondition::OnDeny,
+        ),
+        audited(
+            RbacAction::Allow,
+            vec![policy(
+                "only-get",
+                vec![to_path("/Get")],
+                vec![Principal::Any],
+            )],
+            AuditCondition::OnDenyAndAllow,
+        ),
+    ];
+    let audits = |p| Req::from(None, p).judge(&filters).rbac_audits;
+    let entry = |filter: &str, rule: Option<&str>, authorized| RbacAudit {
+        filter: filter.into(),
+        matched_rule: rule.map(Arc::from),
+        authorized,
+    };
+    assert_eq!(audits("/Delete"), [entry("Deny", Some("no-delete"), false)]);
+    assert_eq!(audits("/Get"), [entry("Allow", Some("only-get"), true)]);
+    assert_eq!(audits("/Put"), [entry("Allow", None, false)]);
+
+    // ON_ALLOW on a DENY RBAC logs what passes it, matched by nothing.
+    let deny_on_allow = [audited(
+        RbacAction::Deny,
+        vec![policy(
+            "no-delete",
+            vec![to_path("/Delete")],
+            vec![Principal::Any],
+        )],
+        AuditCondition::OnAllow,
+    )];
+    let decision = Req::from(None, "/Get").judge(&deny_on_allow);
+    assert_eq!(decision.rbac_audits, [entry("Deny", None, true)]);
+    assert!(
+        Req::from(None, "/Delete")
+            .judge(&deny_on_allow)
+            .rbac_audits
+            .is_empty()
+    );
 }

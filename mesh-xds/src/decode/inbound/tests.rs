@@ -285,7 +285,7 @@ fn judge(
     let headers = http::HeaderMap::new();
     let principals: Vec<std::sync::Arc<str>> = principal.into_iter().map(Into::into).collect();
     authorize_rbac(
-        &l.rbac,
+        &only(l).rbac,
         &AuthzRequest {
             principals: &principals,
             trust_domains: &mesh_core::TrustDomains::default(),
@@ -311,10 +311,16 @@ fn istiods_mtls_listener_with_a_deny_and_an_allow_filter() {
     assert!(decoded.unsupported.is_empty(), "{:?}", decoded.unsupported);
     let l = decoded.value;
     assert_eq!(&*l.name, NAME);
-    assert_eq!(l.mtls, MtlsMode::Strict);
-    assert_eq!(l.rbac.len(), 2);
-    assert_eq!(l.rbac[0].rules.as_ref().unwrap().action, RbacAction::Deny);
-    assert_eq!(l.rbac[1].rules.as_ref().unwrap().action, RbacAction::Allow);
+    assert_eq!(only(&l).mtls, MtlsMode::Strict);
+    assert_eq!(only(&l).rbac.len(), 2);
+    assert_eq!(
+        only(&l).rbac[0].rules.as_ref().unwrap().action,
+        RbacAction::Deny
+    );
+    assert_eq!(
+        only(&l).rbac[1].rules.as_ref().unwrap().action,
+        RbacAction::Allow
+    );
     let productpage = "cluster.local/ns/default/sa/productpage";
     assert_eq!(
         judge(&l, Some(productpage), "/ratings.Ratings/Delete").reason,
@@ -345,8 +351,8 @@ fn a_plaintext_chain_without_policies() {
     let l = decode_inbound_listener(&listener(vec![chain("plaintext", None, vec![router()])]))
         .unwrap()
         .value;
-    assert_eq!(l.mtls, MtlsMode::Disable);
-    assert!(l.rbac.is_empty());
+    assert_eq!(only(&l).mtls, MtlsMode::Disable);
+    assert!(only(&l).rbac.is_empty());
 
     // Route conditions are reported: every request is served by the non-forwarding routes.
     let mut narrow = hcm(vec![router()]);
@@ -372,11 +378,115 @@ fn the_default_filter_chain_serves_when_there_is_no_other() {
     let mut l = listener(vec![]);
     l.default_filter_chain = Some(chain("mtls", Some(mtls_socket(true)), vec![router()]));
     assert_eq!(
-        decode_inbound_listener(&l).unwrap().value.mtls,
+        only(&decode_inbound_listener(&l).unwrap().value).mtls,
         MtlsMode::Strict
     );
     l.default_filter_chain = None;
     assert!(decode_inbound_listener(&l).is_err(), "no chain at all");
+}
+
+fn matching(mut c: FilterChain, m: FilterChainMatch) -> FilterChain {
+    c.filter_chain_match = Some(m);
+    c
+}
+
+fn cidr(prefix: &str, len: Option<u32>) -> CidrRange {
+    CidrRange {
+        address_prefix: prefix.into(),
+        prefix_len: len.map(|value| UInt32Value { value }),
+    }
+}
+
+/// Envoy's PERMISSIVE shape (a `tls` chain beside a `raw_buffer` one, told apart by a TLS
+/// inspector), as another control plane might send it: gRPC has no TLS inspector, so the
+/// `tls` chain never matches and every connection gets the plaintext chain.
+#[test]
+fn envoy_style_permissive_chains_serve_plaintext_as_grpc_does() {
+    let l = listener(vec![
+        matching(
+            chain("mtls", Some(mtls_socket(true)), vec![router()]),
+            FilterChainMatch {
+                transport_protocol: "tls".into(),
+                ..Default::default()
+            },
+        ),
+        matching(
+            chain("plaintext", None, vec![router()]),
+            FilterChainMatch {
+                transport_protocol: "raw_buffer".into(),
+                ..Default::default()
+            },
+        ),
+    ]);
+    let decoded = decode_inbound_listener(&l).unwrap();
+    let fields: Vec<&str> = decoded
+        .unsupported
+        .iter()
+        .map(|u| u.field.as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        ["filter_chains[0].filter_chain_match.transport_protocol"]
+    );
+    let chosen = decoded
+        .value
+        .select(
+            "10.0.0.1:9080".parse().unwrap(),
+            "10.0.0.2:4000".parse().unwrap(),
+        )
+        .unwrap();
+    assert_eq!(
+        (&*chosen.name, chosen.mtls),
+        ("inbound-plaintext", MtlsMode::Disable)
+    );
+}
+
+#[test]
+fn chains_are_chosen_by_source_prefix_with_a_default_chain() {
+    let mut l = listener(vec![matching(
+        chain("plaintext", None, vec![router()]),
+        FilterChainMatch {
+            // No prefix_len is /0 in a filter chain match (A36); the low bits are ignored.
+            source_prefix_ranges: vec![cidr("10.1.2.3", Some(16)), cidr("192.168.0.0", None)],
+            ..Default::default()
+        },
+    )]);
+    l.default_filter_chain = Some(chain("mtls", Some(mtls_socket(true)), vec![router()]));
+    let decoded = decode_inbound_listener(&l).unwrap().value;
+    let mode = |remote: &str| {
+        decoded
+            .select("10.0.0.1:9080".parse().unwrap(), remote.parse().unwrap())
+            .map(|c| c.mtls)
+    };
+    assert_eq!(mode("10.1.200.1:5000"), Some(MtlsMode::Disable));
+    assert_eq!(
+        mode("172.16.0.1:5000"),
+        Some(MtlsMode::Disable),
+        "/0 is every IPv4 peer"
+    );
+    assert_eq!(
+        mode("[2001:db8::1]:5000"),
+        Some(MtlsMode::Strict),
+        "the default chain"
+    );
+
+    let mut bad = l.clone();
+    bad.filter_chains[0].filter_chain_match = Some(FilterChainMatch {
+        source_type: 7,
+        ..Default::default()
+    });
+    assert!(error_of(&bad).contains("source_type"));
+    bad.filter_chains[0].filter_chain_match = Some(FilterChainMatch {
+        prefix_ranges: vec![cidr("not-an-ip", Some(8))],
+        ..Default::default()
+    });
+    assert!(error_of(&bad).contains("prefix_ranges[0].address_prefix"));
+}
+
+/// The chain every connection gets.
+fn only(l: &mesh_core::InboundListener) -> &mesh_core::InboundChain {
+    l.chain_for_every_connection()
+        .expect("one chain for every connection")
 }
 
 fn error_of(l: &Listener) -> String {
@@ -394,18 +504,23 @@ fn security_weakening_or_unsupported_shapes_are_nacked() {
     )]));
     assert!(e.contains("require_client_certificate"), "{e}");
 
-    // Filter chain matching, or two chains, cannot be honoured.
-    let mut matched = chain("mtls", Some(mtls_socket(true)), vec![router()]);
-    matched.filter_chain_match = Some(FilterChainMatch {
-        destination_port: Some(UInt32Value { value: 9080 }),
-        ..Default::default()
-    });
-    assert!(error_of(&listener(vec![matched])).contains("filter_chain_match"));
+    // Two chains for the same connections: which one applies would be a guess (A36).
     let two = listener(vec![
         chain("mtls", Some(mtls_socket(true)), vec![router()]),
         chain("plaintext", None, vec![router()]),
     ]);
-    assert!(error_of(&two).contains("filter_chains"));
+    assert!(error_of(&two).contains("ambiguous"));
+    // An invalid chain is NACKed even when it could never match.
+    let mut unusable = chain("tls", Some(mtls_socket(false)), vec![router()]);
+    unusable.filter_chain_match = Some(FilterChainMatch {
+        destination_port: Some(UInt32Value { value: 9080 }),
+        ..Default::default()
+    });
+    let e = error_of(&listener(vec![
+        chain("plaintext", None, vec![router()]),
+        unusable,
+    ]));
+    assert!(e.starts_with("filter_chains[1]"), "{e}");
 
     // The router must be last, and present.
     let e = error_of(&listener(vec![chain("plaintext", None, vec![])]));
@@ -495,7 +610,7 @@ fn log_action_is_ignored_and_ip_principals_decode() {
     let decoded =
         decode_inbound_listener(&listener(vec![chain("plaintext", None, filters)])).unwrap();
     assert!(
-        decoded.value.rbac[0].rules.is_none(),
+        only(&decoded.value).rbac[0].rules.is_none(),
         "LOG enforces nothing"
     );
     assert!(
@@ -504,7 +619,11 @@ fn log_action_is_ignored_and_ip_principals_decode() {
             .iter()
             .any(|u| u.field.ends_with("rules.action"))
     );
-    let policy = &decoded.value.rbac[1].rules.as_ref().unwrap().policies[0];
+    let policy = &only(&decoded.value).rbac[1]
+        .rules
+        .as_ref()
+        .unwrap()
+        .policies[0];
     assert_eq!(policy.permissions[0], Permission::Any);
     assert_eq!(
         policy.principals[0],
@@ -570,4 +689,90 @@ fn the_server_tls_context_is_decoded_like_the_clusters_and_names_the_workload_id
     // No trust source at all.
     let e = error_of(&with_common(&|c| c.validation_context_type = None));
     assert!(e.contains("validation_context"), "{e}");
+}
+
+/// An ALLOW-everything RBAC filter with `audit_logging_options` of `condition` and `loggers`
+/// (type URL, is_optional).
+fn audited(condition: i32, loggers: &[(&str, bool)]) -> HttpFilter {
+    use envoy_types::pb::{
+        envoy::config::{
+            core::v3::TypedExtensionConfig,
+            rbac::v3::rbac::{AuditLoggingOptions, audit_logging_options::AuditLoggerConfig},
+        },
+        google::protobuf::Any,
+    };
+    let logger_configs = loggers
+        .iter()
+        .map(|(url, optional)| AuditLoggerConfig {
+            audit_logger: Some(TypedExtensionConfig {
+                name: "logger".into(),
+                typed_config: Some(Any {
+                    type_url: (*url).into(),
+                    value: Vec::new(),
+                }),
+            }),
+            is_optional: *optional,
+        })
+        .collect();
+    HttpFilter {
+        name: "envoy.filters.http.rbac".into(),
+        config_type: Some(ConfigType::TypedConfig(pack(&RbacFilterConfig {
+            rules: Some(pbrbac::Rbac {
+                action: pbrbac::rbac::Action::Allow.into(),
+                audit_logging_options: Some(AuditLoggingOptions {
+                    audit_condition: condition,
+                    logger_configs,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))),
+        ..Default::default()
+    }
+}
+
+/// gRFC A59: the stdout logger runs; an unknown logger is NACKed unless optional, then skipped
+/// and reported; a condition without a logger the mesh runs logs nothing.
+#[test]
+fn audit_logging_options_decode_as_a59_says() {
+    use mesh_core::AuditCondition;
+    const STDOUT: &str =
+        "type.googleapis.com/envoy.extensions.rbac.audit_loggers.stream.v3.StdoutAuditLog";
+    const CUSTOM: &str = "type.googleapis.com/example.CustomAuditLogger";
+    let decode = |f: HttpFilter| {
+        decode_inbound_listener(&listener(vec![chain("plaintext", None, vec![f, router()])]))
+    };
+    let condition = |f: HttpFilter| {
+        let d = decode(f).unwrap();
+        let audit = only(&d.value).rbac[0].rules.as_ref().unwrap().audit;
+        let reported: Vec<String> = d.unsupported.iter().map(|u| u.field.clone()).collect();
+        (audit, reported)
+    };
+    assert_eq!(
+        condition(audited(3, &[(STDOUT, false)])),
+        (AuditCondition::OnDenyAndAllow, vec![])
+    );
+    assert_eq!(
+        condition(audited(1, &[(STDOUT, false)])).0,
+        AuditCondition::OnDeny
+    );
+    assert_eq!(
+        condition(audited(2, &[])).0,
+        AuditCondition::None,
+        "no logger"
+    );
+    let (audit, reported) = condition(audited(2, &[(CUSTOM, true), (STDOUT, false)]));
+    assert_eq!(audit, AuditCondition::OnAllow);
+    assert_eq!(
+        reported,
+        [
+            "filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.rules.audit_logging_options.logger_configs[0]"
+        ]
+    );
+    let e = decode(audited(2, &[(CUSTOM, false)])).unwrap_err();
+    assert!(e.message.contains("CustomAuditLogger"), "{}", e.message);
+    assert!(
+        decode(audited(9, &[(STDOUT, false)])).is_err(),
+        "unknown condition"
+    );
 }

@@ -1,0 +1,257 @@
+//! gRPC C-core's own xDS-enabled *server* (Python grpcio, `grpc.server(..., xds=True)` with
+//! xDS server credentials) takes the inbound Listeners istiod sends (the conformance fixture,
+//! built from istio's `grpcgen/lds.go`, the shapes this mesh's decoder serves) for STRICT,
+//! PERMISSIVE and DISABLE and with RBAC: it ACKs each one, and this mesh's clients calling it
+//! are let in or refused as the Listener says. The independent-peer check that the inbound
+//! shapes the mesh accepts are the ones gRPC accepts.
+//!
+//! Needs the virtualenv `scripts/python-env` creates in `target/py`. Without it the test fails
+//! and says so; it never skips.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../mesh-tower/tests/mtls/certs.rs"]
+mod certs;
+mod support;
+
+use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
+
+use mesh_tower::{Mesh, tls::CertificateFiles};
+use support::{
+    ads::{AdsServer, Snapshot},
+    echo::{EchoClient, HOST, TARGET, request},
+    istiod::{self, AuthzRule, PeerAuthn, TlsShape},
+    resources::LDS,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::Code;
+
+fn python() -> std::path::PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `scripts/python-env` (it creates the virtualenv with grpcio)",
+        python.display()
+    );
+    python
+}
+
+/// A mesh client calling the server at `addr`: ISTIO_MUTUAL as `identity`, or plaintext.
+fn client(addr: SocketAddr, identity: Option<CertificateFiles>) -> EchoClient<mesh_tower::Channel> {
+    let tls = if identity.is_some() {
+        format!(
+            "  trafficPolicy:\n    tls: {{mode: ISTIO_MUTUAL, subjectAltNames: [\"{}\"]}}\n",
+            certs::spiffe("ratings")
+        )
+    } else {
+        String::new()
+    };
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo}}
+spec:
+  hosts: [{HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {{number: 50051, name: grpc, protocol: GRPC}}
+  endpoints:
+  - address: {}
+    ports: {{grpc: {}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: echo}}
+spec:
+  host: {HOST}
+{tls}",
+        addr.ip(),
+        addr.port()
+    );
+    let mesh = Mesh::new(support::echo::config(&yaml));
+    if let Some(identity) = identity {
+        mesh.set_workload_identity(identity).unwrap();
+    }
+    EchoClient::new(mesh.channel(TARGET))
+}
+
+async fn call(client: &mut EchoClient<mesh_tower::Channel>, shout: bool) -> Code {
+    let mut req = request("hi");
+    req.set_timeout(Duration::from_secs(5));
+    let reply = if shout {
+        tokio::time::timeout(Duration::from_secs(10), client.shout(req)).await
+    } else {
+        tokio::time::timeout(Duration::from_secs(10), client.say(req)).await
+    };
+    match reply.expect("rpc hung") {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+/// Calls until one call gives `want` (the server may still be applying the Listener), at most
+/// 10 s; returns the last code.
+async fn settles_on(client: &mut EchoClient<mesh_tower::Channel>, shout: bool, want: Code) -> Code {
+    let mut last = Code::Unknown;
+    for _ in 0..50 {
+        last = call(client, shout).await;
+        if last == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    last
+}
+
+/// Waits for grpcio's ACK of LDS `version` and checks it never NACKed.
+async fn acked(ads: &AdsServer, version: &str) {
+    let ack = ads
+        .wait_request(&format!("ACK of LDS {version}"), |r| {
+            r.type_url == LDS && (r.version_info == version || r.error_detail.is_some())
+        })
+        .await;
+    assert!(
+        ack.error_detail.is_none(),
+        "grpcio NACKed the inbound listener: {:?}",
+        ack.error_detail
+    );
+}
+
+#[tokio::test]
+async fn grpc_c_core_servers_ack_and_enforce_istiods_inbound_listeners() {
+    let python = python();
+    let (ca, dir) = (certs::Ca::new("mesh"), certs::Dir::new());
+    let identity = |sa: &str| dir.identity(sa, &ca.workload(sa), &ca);
+    // The server's identity, as istio-agent writes it for the `default` certificate provider.
+    let ratings = ca.workload("ratings");
+    let (cert, key, bundle) = (
+        dir.write("server.crt", &ratings.cert_pem),
+        dir.write("server.key", &ratings.key_pem),
+        dir.write("server-ca.crt", &ca.pem()),
+    );
+
+    let ads = AdsServer::start().await;
+    istiod::behave_like_istiod(&ads);
+    // C-core xDS servers do not serve ephemeral ports (A36): pick a free one first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let bootstrap = serde_json::json!({
+        "xds_servers": [{
+            "server_uri": ads.addr.to_string(),
+            "channel_creds": [{"type": "insecure"}],
+            "server_features": ["xds_v3"],
+        }],
+        "node": {"id": "sidecar~127.0.0.1~ratings.default~default.svc.cluster.local"},
+        "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s",
+        "certificate_providers": {
+            "default": {
+                "plugin_name": "file_watcher",
+                "config": {
+                    "certificate_file": cert,
+                    "private_key_file": key,
+                    "ca_certificate_file": bundle,
+                    "refresh_interval": "900s",
+                },
+            },
+        },
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/grpcio_server.py");
+    let mut server = tokio::process::Command::new(python)
+        .arg(&script)
+        .args(["--port", &port.to_string()])
+        .env("GRPC_XDS_BOOTSTRAP_CONFIG", bootstrap.to_string())
+        .env_remove("GRPC_XDS_BOOTSTRAP")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let started = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+    assert!(
+        matches!(&started, Ok(Ok(Some(line))) if line == "started"),
+        "grpcio_server.py did not start: {started:?}"
+    );
+
+    let mut reviews = client(addr, Some(identity("reviews")));
+    let mut productpage = client(addr, Some(identity("productpage")));
+    let mut plaintext = client(addr, None);
+    let reviewer = |paths: Option<&str>, sa: &str| AuthzRule {
+        principals: vec![certs::spiffe(sa)],
+        paths: paths.map(|p| vec![p.to_string()]),
+    };
+
+    // STRICT, with DENY productpage on Shout and ALLOW reviews and productpage.
+    let push = |version: &str, mode, deny: &[AuthzRule], allow: &[AuthzRule]| {
+        let (name, listener) =
+            istiod::inbound_listener_in(addr, TlsShape::Istio1_29, mode, deny, allow);
+        ads.set_snapshot(Snapshot::new(version).with(LDS, &name, listener));
+    };
+    push(
+        "1",
+        PeerAuthn::Strict,
+        &[reviewer(Some("/echo.Echo/Shout"), "productpage")],
+        &[reviewer(None, "reviews"), reviewer(None, "productpage")],
+    );
+    acked(&ads, "1").await;
+    assert_eq!(settles_on(&mut reviews, false, Code::Ok).await, Code::Ok);
+    assert_eq!(call(&mut reviews, true).await, Code::Ok);
+    assert_eq!(call(&mut productpage, false).await, Code::Ok);
+    assert_eq!(call(&mut productpage, true).await, Code::PermissionDenied);
+    assert_ne!(
+        call(&mut plaintext, false).await,
+        Code::Ok,
+        "plaintext under STRICT"
+    );
+
+    // PERMISSIVE without the tlsMode label: istiod's plaintext chain.
+    push(
+        "2",
+        PeerAuthn::Permissive {
+            tls_mode_label: false,
+        },
+        &[],
+        &[],
+    );
+    acked(&ads, "2").await;
+    assert_eq!(settles_on(&mut plaintext, false, Code::Ok).await, Code::Ok);
+
+    // PERMISSIVE on a pod labelled for Istio mTLS: the mTLS chain.
+    push(
+        "3",
+        PeerAuthn::Permissive {
+            tls_mode_label: true,
+        },
+        &[],
+        &[reviewer(None, "reviews")],
+    );
+    acked(&ads, "3").await;
+    assert_eq!(
+        settles_on(&mut productpage, false, Code::PermissionDenied).await,
+        Code::PermissionDenied
+    );
+    assert_eq!(call(&mut reviews, false).await, Code::Ok);
+
+    // DISABLE: plaintext, with a DENY on Shout for everyone.
+    push(
+        "4",
+        PeerAuthn::Disable,
+        &[AuthzRule {
+            principals: vec![],
+            paths: Some(vec!["/echo.Echo/Shout".into()]),
+        }],
+        &[],
+    );
+    acked(&ads, "4").await;
+    assert_eq!(
+        settles_on(&mut plaintext, true, Code::PermissionDenied).await,
+        Code::PermissionDenied
+    );
+    assert_eq!(call(&mut plaintext, false).await, Code::Ok);
+
+    server.kill().await.unwrap();
+}
