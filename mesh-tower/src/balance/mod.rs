@@ -53,7 +53,10 @@ use crate::{
     decision::RouteDecision,
     endpoint::Endpoint,
     mesh::{ClusterEntry, Slot},
-    retry::{REPLAY_BUFFER_BYTES, ReplayBody},
+    retry::{
+        self, REPLAY_BUFFER_BYTES, ReplayBody,
+        head::{HandBackHead, SentHead},
+    },
     synthesize::{Failure, ResponseFlags},
 };
 
@@ -141,18 +144,19 @@ impl Service<Request<RequestBody>> for Balance {
             let mut guard = Some(guard);
             let (mut parts, body) = req.into_parts();
             // hyper reads no extensions of a request; the head kept for a resend need not copy
-            // them.
-            parts.extensions = http::Extensions::new();
+            // them. They are kept apart, for the head handed back to the retry layer.
+            let extensions = std::mem::take(&mut parts.extensions);
+            let hand_back = extensions.get::<HandBackHead>().is_some();
             let mut body = Resend::new(body);
             let mut tried = avoid_owned;
             let mut resends = 0;
-            loop {
+            let mut response = loop {
                 let Some(attempt_body) = body.next() else {
-                    return Ok(internal_error(is_grpc));
+                    break internal_error(is_grpc);
                 };
                 let attempt = Request::from_parts(clone_head(&parts), attempt_body);
                 match send(&cluster, &endpoint, &mut guard, attempt, is_grpc).await {
-                    Sent::Answer(response) => return Ok(response),
+                    Sent::Answer(response) => break response,
                     Sent::NotProcessed(address, refusal)
                         if resends < MAX_TRANSPARENT_RESENDS && body.can_resend() =>
                     {
@@ -164,7 +168,7 @@ impl Service<Request<RequestBody>> for Balance {
                             .pick(request_hash, &tried)
                             .and_then(|i| cluster.connections.get(i).cloned())
                         else {
-                            return Ok(not_processed_answer(&cluster, &endpoint, refusal, is_grpc));
+                            break not_processed_answer(&cluster, &endpoint, refusal, is_grpc);
                         };
                         endpoint = next;
                     }
@@ -172,10 +176,16 @@ impl Service<Request<RequestBody>> for Balance {
                         cluster
                             .state
                             .record_outcome(endpoint.address(), Outcome::RefusedStream);
-                        return Ok(not_processed_answer(&cluster, &endpoint, refusal, is_grpc));
+                        break not_processed_answer(&cluster, &endpoint, refusal, is_grpc);
                     }
                 }
+            };
+            if hand_back && retry::head::may_be_retried(&response) {
+                response
+                    .extensions_mut()
+                    .insert(SentHead::new(parts, extensions));
             }
+            Ok(response)
         })
     }
 }
