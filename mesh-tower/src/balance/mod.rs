@@ -56,6 +56,7 @@ use crate::{
     retry::{
         self, REPLAY_BUFFER_BYTES, ReplayBody,
         head::{HandBackHead, SentHead},
+        replay::ReplaySource,
     },
     synthesize::{Failure, ResponseFlags},
 };
@@ -146,8 +147,17 @@ impl Service<Request<RequestBody>> for Balance {
             // hyper reads no extensions of a request; the head kept for a resend need not copy
             // them. They are kept apart, for the head handed back to the retry layer.
             let extensions = std::mem::take(&mut parts.extensions);
-            let hand_back = extensions.get::<HandBackHead>().is_some();
-            let mut body = Resend::new(body);
+            let hand_back = extensions.get::<HandBackHead>();
+            let mut body = match hand_back {
+                // The body is a handle of the retry layer's replay buffer: resends draw new
+                // handles from it rather than buffering this one again.
+                Some(HandBackHead(source)) => {
+                    drop(body);
+                    Resend::Shared(source.clone())
+                }
+                None => Resend::new(body),
+            };
+            let hand_back = hand_back.is_some();
             let mut tried = avoid_owned;
             let mut resends = 0;
             let mut response = loop {
@@ -364,6 +374,8 @@ fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
 enum Resend {
     Empty,
     Replay(ReplayBody),
+    /// The retry layer's replay buffer (the request's own body is a fresh handle of it).
+    Shared(ReplaySource),
 }
 
 impl Resend {
@@ -382,6 +394,7 @@ impl Resend {
                 http_body_util::Empty::new().map_err(|e| match e {}),
             )),
             Self::Replay(body) => body.try_clone().map(BodyExt::boxed_unsync),
+            Self::Shared(source) => source.body().map(BodyExt::boxed_unsync),
         }
     }
 
@@ -389,6 +402,7 @@ impl Resend {
         match self {
             Self::Empty => true,
             Self::Replay(body) => body.is_replayable(),
+            Self::Shared(source) => source.is_replayable(),
         }
     }
 }

@@ -22,6 +22,7 @@
 
 use http::{Extensions, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 
+use super::replay::ReplaySource;
 use crate::{
     body::ResponseBody,
     names::{GRPC_STATUS, X_ENVOY_RATELIMITED},
@@ -29,8 +30,10 @@ use crate::{
 };
 
 /// In an attempt's extensions: the retry layer wants the head back with a retriable answer.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct HandBackHead;
+/// It also carries the retry layer's replay buffer of the body, which the balancer resends
+/// from rather than buffering the attempt's body (a handle of that buffer) a second time.
+#[derive(Clone, Debug)]
+pub(crate) struct HandBackHead(pub(crate) ReplaySource);
 
 /// In a response's extensions: the head of the request it answers, for the next attempt.
 #[derive(Clone, Debug)]

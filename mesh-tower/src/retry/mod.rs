@@ -36,7 +36,7 @@
 
 mod future;
 pub(crate) mod head;
-mod replay;
+pub(crate) mod replay;
 
 use std::{
     future::Future,
@@ -328,7 +328,8 @@ where
         let mut req = if self.hand_back {
             let parts = self.parts.take().ok_or(NO_HEAD)?;
             let mut req = Request::from_parts(parts, body);
-            req.extensions_mut().insert(HandBackHead);
+            req.extensions_mut()
+                .insert(HandBackHead(self.body.source()));
             req
         } else {
             let parts = self.parts.as_ref().ok_or(NO_HEAD)?;
