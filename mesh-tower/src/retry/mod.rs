@@ -14,8 +14,8 @@
 //!   first attempt streams it; a larger body is sent once and not retried.
 //! - **The head comes back for a retry.** In the mesh's channel the first attempt sends the
 //!   request's own head, and the balancer hands it back with any answer that may be retried
-//!   (module `head`); a call that is not retried copies no head. Other stacks, per-try timeouts and
-//!   hedging copy the head for each attempt.
+//!   (module `head`); a call that is not retried copies no head. Other stacks, per-try
+//!   timeouts and hedging copy the head for each attempt.
 //! - **Another endpoint.** Each retry asks the balancer to avoid the endpoints already tried.
 //! - **Per-try timeout.** An attempt that exceeds it is cancelled and counts as a timeout;
 //!   when no retry follows, the caller gets `DEADLINE_EXCEEDED` / 504.
