@@ -213,6 +213,8 @@ pub async fn run(
 async fn drive(client: &Client, spec: &LoadSpec) -> (load::Summary, Option<Histogram<u64>>) {
     match client {
         Client::Tonic(channel) => load::run_recorded(channel.clone(), spec).await,
+        Client::Headers(channel) => load::run_recorded(channel.clone(), spec).await,
+        Client::HandMade(channel) => load::run_recorded(channel.clone(), spec).await,
         Client::Mesh(channel, _mesh) => load::run_recorded(channel.clone(), spec).await,
     }
 }

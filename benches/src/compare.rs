@@ -179,6 +179,8 @@ impl Drop for ServerProcess {
 #[derive(Debug, Default)]
 struct Fleet {
     plain: Option<ServerProcess>,
+    /// The server of `a-hdr` and `e` (reads the trace headers).
+    plain_headers: Option<ServerProcess>,
     mesh: Option<ServerProcess>,
     tls: Option<ServerProcess>,
     mesh_mtls: Option<ServerProcess>,
@@ -196,6 +198,9 @@ impl Fleet {
         let tls_dir = tls_dir(spec);
         if wants(Variant::Plain) {
             fleet.plain = Some(ServerProcess::start(exe, "plain", &tls_dir)?);
+        }
+        if wants(Variant::PlainHeaders) || wants(Variant::HandMade) {
+            fleet.plain_headers = Some(ServerProcess::start(exe, "plain-hdr", &tls_dir)?);
         }
         if wants(Variant::Mesh) {
             fleet.mesh = Some(ServerProcess::start(exe, "mesh", &tls_dir)?);
@@ -264,6 +269,9 @@ impl Fleet {
         };
         match variant {
             Variant::Plain => server(&self.plain).map(|(p, w)| (p, vec![w])),
+            Variant::PlainHeaders | Variant::HandMade => {
+                server(&self.plain_headers).map(|(p, w)| (p, vec![w]))
+            }
             Variant::Mesh => server(&self.mesh).map(|(p, w)| (p, vec![w])),
             Variant::NginxOneHop => {
                 let (_, s) = server(&self.proxied)?;

@@ -1,12 +1,19 @@
-//! Instructions per request under valgrind's callgrind: the stable figure on a noisy machine.
+//! Instructions and allocations per request under valgrind's callgrind: the stable figures on a
+//! noisy machine.
 //!
-//! For each variant (`a`: plain tonic, `b`: the mesh) one process runs the echo server and the
+//! For each variant (`a`: plain tonic, `a-hdr`: plain tonic with the mesh's trace headers, `b`:
+//! the mesh, `e`: tonic with tower's own policy layers) one process runs the echo server and the
 //! client in-process on a current-thread runtime over loopback, warms up, then sends `N` calls
 //! one after another inside [`measured_requests`]. Callgrind collects only inside that function
 //! (`--collect-atstart=no --toggle-collect=*measured_requests*`), so start-up, connection setup
 //! and warm-up are not counted; because the runtime is current-thread, every task the calls
-//! wake — client, connection drivers, server — runs inside it. The difference between the two
-//! variants per call is what the mesh layers add (client and, once it lands, server side).
+//! wake — client, connection drivers, server — runs inside it. `b − a-hdr` per call is what the
+//! mesh layers add (client and server side) over the same headers on the wire.
+//!
+//! Allocations are counted by the worker's own global allocator (`stats_alloc` in `main.rs`)
+//! around the same calls, and printed as JSON on its standard output. Counting costs a few
+//! instructions per allocation (two atomic additions), included in the instruction counts of
+//! every variant alike.
 
 use std::{
     collections::BTreeMap,
@@ -31,13 +38,68 @@ pub struct InstrReport {
     pub requests: u64,
     /// Instructions per call (client and server in one process), per variant key.
     pub per_request: BTreeMap<String, f64>,
-    /// `b` minus `a`: what the mesh layers add per call.
+    /// Heap allocations per call (`alloc` and `alloc_zeroed`; reallocations apart), per variant
+    /// key.
+    #[serde(default)]
+    pub allocations_per_request: BTreeMap<String, f64>,
+    /// Reallocations per call, per variant key.
+    #[serde(default)]
+    pub reallocations_per_request: BTreeMap<String, f64>,
+    /// Bytes allocated per call, per variant key.
+    #[serde(default)]
+    pub bytes_per_request: BTreeMap<String, f64>,
+    /// `b` minus `a`: what the mesh layers and its trace headers add per call.
     pub added_per_request: f64,
     /// Whether `b` includes the mesh server stack (see
     /// [`MESH_SERVER_STACK`](crate::variant::MESH_SERVER_STACK)).
     pub includes_server_stack: bool,
     /// `valgrind --version`.
     pub valgrind: String,
+}
+
+/// Allocation counts of the worker process so far (what its global allocator counted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocations {
+    /// `alloc` and `alloc_zeroed` calls.
+    pub allocations: u64,
+    /// `realloc` calls.
+    pub reallocations: u64,
+    /// Bytes allocated (including growth by `realloc`).
+    pub bytes: u64,
+}
+
+impl Allocations {
+    fn since(self, before: Allocations) -> Allocations {
+        Allocations {
+            allocations: self.allocations.saturating_sub(before.allocations),
+            reallocations: self.reallocations.saturating_sub(before.reallocations),
+            bytes: self.bytes.saturating_sub(before.bytes),
+        }
+    }
+}
+
+// === impl InstrReport ===
+
+impl InstrReport {
+    /// Instructions per call of `variant`, when measured.
+    pub fn instructions(&self, variant: Variant) -> Option<f64> {
+        self.per_request.get(variant.key()).copied()
+    }
+
+    /// Allocations per call of `variant`, when measured.
+    pub fn allocations(&self, variant: Variant) -> Option<f64> {
+        self.allocations_per_request.get(variant.key()).copied()
+    }
+
+    /// `b − a-hdr`: instructions the mesh adds over plain tonic sending the same headers.
+    pub fn added_over_headers(&self) -> Option<f64> {
+        Some(self.instructions(Variant::Mesh)? - self.instructions(Variant::PlainHeaders)?)
+    }
+
+    /// `b − a-hdr` in allocations per call.
+    pub fn allocations_added_over_headers(&self) -> Option<f64> {
+        Some(self.allocations(Variant::Mesh)? - self.allocations(Variant::PlainHeaders)?)
+    }
 }
 
 /// An error counting instructions.
@@ -60,22 +122,44 @@ pub enum InstrError {
     /// A call failed.
     #[error("call failed: {0}")]
     Call(#[from] tonic::Status),
+    /// A variant that needs TLS material or nginx was asked for.
+    #[error("variant {0} is not counted under callgrind (a, a-hdr, b and e are)")]
+    Unsupported(Variant),
 }
 
-/// Runs `exe instr-worker` under callgrind for `a` and `b`, `requests` calls each.
-pub fn run(exe: &Path, work_dir: &Path, requests: u64) -> Result<InstrReport, InstrError> {
+/// The variants `instr` can count: in-process, without TLS material or nginx.
+pub const VARIANTS: [Variant; 4] = [
+    Variant::Plain,
+    Variant::PlainHeaders,
+    Variant::Mesh,
+    Variant::HandMade,
+];
+
+/// Runs `exe instr-worker` under callgrind for each of `variants`, `requests` calls each.
+pub fn run(
+    exe: &Path,
+    work_dir: &Path,
+    variants: &[Variant],
+    requests: u64,
+) -> Result<InstrReport, InstrError> {
+    if let Some(v) = variants.iter().find(|v| !VARIANTS.contains(v)) {
+        return Err(InstrError::Unsupported(*v));
+    }
     let valgrind = Command::new("valgrind")
         .arg("--version")
         .output()
         .map_err(|_| InstrError::NoValgrind)?;
     let valgrind = String::from_utf8_lossy(&valgrind.stdout).trim().to_owned();
     let mut per_request = BTreeMap::new();
-    for variant in [Variant::Plain, Variant::Mesh] {
+    let mut allocations_per_request = BTreeMap::new();
+    let mut reallocations_per_request = BTreeMap::new();
+    let mut bytes_per_request = BTreeMap::new();
+    for &variant in variants {
         let fail = |message: String| InstrError::Run { variant, message };
         fs::create_dir_all(work_dir).map_err(|e| fail(e.to_string()))?;
         let out_file = work_dir.join(format!("callgrind.{variant}.out"));
         eprintln!("callgrind: variant {variant}, {requests} calls");
-        let status = Command::new("valgrind")
+        let output = Command::new("valgrind")
             .args([
                 "--tool=callgrind",
                 "--collect-atstart=no",
@@ -85,13 +169,18 @@ pub fn run(exe: &Path, work_dir: &Path, requests: u64) -> Result<InstrReport, In
             .arg(exe)
             .args(["instr-worker", "--variant", variant.key()])
             .args(["--requests", &requests.to_string()])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .status()
+            .output()
             .map_err(|e| fail(e.to_string()))?;
-        if !status.success() {
-            return Err(fail(format!("exited with {status}")));
+        if !output.status.success() {
+            return Err(fail(format!("exited with {}", output.status)));
         }
+        let counted: Allocations = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .rev()
+            .find_map(|line| serde_json::from_str(line).ok())
+            .ok_or_else(|| fail("no allocation counts on standard output".into()))?;
         let text = fs::read_to_string(&out_file).map_err(|e| fail(e.to_string()))?;
         let total = summary_instructions(&text)
             .ok_or_else(|| fail(format!("no `summary:` line in {}", out_file.display())))?;
@@ -101,13 +190,21 @@ pub fn run(exe: &Path, work_dir: &Path, requests: u64) -> Result<InstrReport, In
                     .into(),
             ));
         }
-        per_request.insert(variant.key().to_owned(), total as f64 / requests as f64);
+        let n = requests as f64;
+        let key = variant.key().to_owned();
+        per_request.insert(key.clone(), total as f64 / n);
+        allocations_per_request.insert(key.clone(), counted.allocations as f64 / n);
+        reallocations_per_request.insert(key.clone(), counted.reallocations as f64 / n);
+        bytes_per_request.insert(key, counted.bytes as f64 / n);
     }
     let get = |v: Variant| per_request.get(v.key()).copied().unwrap_or_default();
     Ok(InstrReport {
         requests,
         added_per_request: get(Variant::Mesh) - get(Variant::Plain),
         per_request,
+        allocations_per_request,
+        reallocations_per_request,
+        bytes_per_request,
         includes_server_stack: variant::MESH_SERVER_STACK,
         valgrind,
     })
@@ -123,8 +220,17 @@ pub fn summary_instructions(callgrind_out: &str) -> Option<u64> {
 }
 
 /// The worker: server and client of `variant` in this process, `warmup` calls, then
-/// `requests` calls inside [`measured_requests`].
-pub fn worker(variant: Variant, requests: u64, warmup: u64) -> Result<(), InstrError> {
+/// `requests` calls inside [`measured_requests`]; prints what `allocations` (this process's
+/// allocation counter) counted during them as one JSON line.
+pub fn worker(
+    variant: Variant,
+    requests: u64,
+    warmup: u64,
+    allocations: fn() -> Allocations,
+) -> Result<(), InstrError> {
+    if !VARIANTS.contains(&variant) {
+        return Err(InstrError::Unsupported(variant));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -134,7 +240,7 @@ pub fn worker(variant: Variant, requests: u64, warmup: u64) -> Result<(), InstrE
             .await
             .map_err(SetupError::Io)?;
         let port = listener.local_addr().map_err(SetupError::Io)?.port();
-        // Only a and b are counted; neither uses TLS material.
+        // None of the counted variants uses TLS material.
         let no_tls = Path::new("");
         tokio::spawn(variant::serve(
             variant.server_stack(),
@@ -146,7 +252,12 @@ pub fn worker(variant: Variant, requests: u64, warmup: u64) -> Result<(), InstrE
         sequential_calls(&client, warmup).await?;
         Ok::<_, InstrError>(client)
     })?;
-    measured_requests(&rt, &client, requests)
+    let before = allocations();
+    measured_requests(&rt, &client, requests)?;
+    let counted = allocations().since(before);
+    // The orchestrator reads this line (serde_json of a plain struct cannot fail).
+    println!("{}", serde_json::to_string(&counted).unwrap_or_default());
+    Ok(())
 }
 
 /// The calls callgrind counts; never inlined, so `--toggle-collect` finds it by name.
@@ -158,6 +269,8 @@ pub fn measured_requests(rt: &Runtime, client: &Client, requests: u64) -> Result
 async fn sequential_calls(client: &Client, n: u64) -> Result<(), InstrError> {
     match client {
         Client::Tonic(c) => calls(EchoClient::new(c.clone()), n).await,
+        Client::Headers(c) => calls(EchoClient::new(c.clone()), n).await,
+        Client::HandMade(c) => calls(EchoClient::new(c.clone()), n).await,
         Client::Mesh(c, _) => calls(EchoClient::new(c.clone()), n).await,
     }
 }

@@ -2,7 +2,8 @@
 //! comparison against plain tonic and a sidecar-proxy hop (the `mesh-bench` tool; `benches/run`
 //! runs everything and writes `benches/RESULTS.md`).
 //!
-//! - [`variant`]: what each variant's client and server are.
+//! - [`variant`]: what each variant's client and server are; [`baseline`]: the trace headers
+//!   of `a-hdr` and the hand-made tower stack of `e`.
 //! - [`cell`]: one variant under one load shape, measured by its own client process.
 //! - [`compare`]: the interleaved comparison of all variants; [`nginx`]: the sidecar hops.
 //! - [`tls`]: the TLS baseline of variant d (tonic over rustls) and the mesh's certificates
@@ -16,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod baseline;
 pub mod cell;
 pub mod compare;
 pub mod instr;

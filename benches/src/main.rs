@@ -11,15 +11,18 @@
 
 #![forbid(unsafe_code)]
 
-use std::{fs, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{alloc::System, fs, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use mesh_benches::{
     cell::{self, Shape, Watched},
     compare::{self, CompareSpec},
-    instr, report, scale,
+    instr,
+    instr::Allocations,
+    report, scale,
     variant::{self, ServerStack, Variant},
 };
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
 /// The load comparison of the proxyless mesh.
 #[derive(Debug, Parser)]
@@ -38,8 +41,12 @@ enum Cmd {
         /// Measured seconds per cell.
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
-        /// Variants, comma-separated (a, b, c1, c2, d-tls, d-mtls).
-        #[arg(long, value_delimiter = ',', default_value = "a,b,c1,c2,d-tls,d-mtls")]
+        /// Variants, comma-separated (a, a-hdr, b, e, c1, c2, d-tls, d-mtls).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "a,a-hdr,b,e,c1,c2,d-tls,d-mtls"
+        )]
         variants: Vec<Variant>,
         /// Load shapes, comma-separated: c16 is a closed loop with 16 calls in flight, open2000 an
         /// open loop at 2000 calls per second.
@@ -52,11 +59,14 @@ enum Cmd {
         #[arg(long)]
         json: PathBuf,
     },
-    /// Counts instructions per call under callgrind for a and b and writes a JSON report.
+    /// Counts instructions and allocations per call under callgrind and writes a JSON report.
     Instr {
         /// Calls measured per variant.
         #[arg(long, default_value_t = 2000)]
         requests: u64,
+        /// Variants, comma-separated (those without TLS or nginx: a, a-hdr, b, e).
+        #[arg(long, value_delimiter = ',', default_value = "a,a-hdr,b,e")]
+        variants: Vec<Variant>,
         /// Where callgrind's output files go.
         #[arg(long, default_value = "target/bench/work")]
         work_dir: PathBuf,
@@ -105,7 +115,7 @@ enum Cmd {
     },
     /// (internal) Server and client in one process, run under callgrind by `instr`.
     InstrWorker {
-        /// The variant (a or b).
+        /// The variant (a, a-hdr, b or e).
         #[arg(long)]
         variant: Variant,
         /// Calls measured.
@@ -117,7 +127,7 @@ enum Cmd {
     },
     /// (internal) Serves the echo service and prints `listening on <address>`.
     Serve {
-        /// `plain`, `mesh`, `mesh-mtls` or `tls`.
+        /// `plain`, `plain-hdr`, `mesh`, `mesh-mtls` or `tls`.
         #[arg(long, value_parser = parse_stack)]
         stack: ServerStack,
         /// Where to listen (port 0: any free port).
@@ -158,10 +168,27 @@ enum Cmd {
 fn parse_stack(s: &str) -> Result<ServerStack, String> {
     match s {
         "plain" => Ok(ServerStack::Plain),
+        "plain-hdr" => Ok(ServerStack::PlainHeaders),
         "mesh" => Ok(ServerStack::Mesh),
         "mesh-mtls" => Ok(ServerStack::MeshMtls),
         "tls" => Ok(ServerStack::Tls),
-        _ => Err(format!("`{s}`: expected plain, mesh, mesh-mtls or tls")),
+        _ => Err(format!(
+            "`{s}`: expected plain, plain-hdr, mesh, mesh-mtls or tls"
+        )),
+    }
+}
+
+/// Counts every allocation of this process, for `instr-worker`'s allocations per call.
+#[global_allocator]
+static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// What [`ALLOCATOR`] has counted so far.
+fn allocations() -> Allocations {
+    let stats = ALLOCATOR.stats();
+    Allocations {
+        allocations: stats.allocations as u64,
+        reallocations: stats.reallocations as u64,
+        bytes: stats.bytes_allocated as u64,
     }
 }
 
@@ -209,11 +236,13 @@ fn run(cmd: Cmd) -> Result<(), String> {
         }
         Cmd::Instr {
             requests,
+            variants,
             work_dir,
             json,
         } => {
             let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
-            let report = instr::run(&exe, &work_dir, requests.max(1)).map_err(|e| e.to_string())?;
+            let report = instr::run(&exe, &work_dir, &variants, requests.max(1))
+                .map_err(|e| e.to_string())?;
             write_json(&json, &report)
         }
         Cmd::Scale {
@@ -259,7 +288,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
             variant,
             requests,
             warmup,
-        } => instr::worker(variant, requests, warmup).map_err(|e| e.to_string()),
+        } => instr::worker(variant, requests, warmup, allocations).map_err(|e| e.to_string()),
         Cmd::Serve {
             stack,
             listen,

@@ -6,11 +6,17 @@
 //! | key | client | path | server |
 //! |---|---|---|---|
 //! | `a` | plain tonic | direct | plain tonic |
+//! | `a-hdr` | plain tonic + the mesh's trace headers ([`TraceHeaders`](crate::baseline::TraceHeaders)) | direct | plain tonic reading them ([`ReadTraceHeaders`](crate::baseline::ReadTraceHeaders)) |
 //! | `b` | mesh client stack (routing, retries, breaker, outlier detection; no faults) | direct | mesh server stack ([hook](MESH_SERVER_STACK)) |
 //! | `c1` | plain tonic | one nginx `grpc_pass` hop (server-side sidecar) | plain tonic |
 //! | `c2` | plain tonic | two nginx hops (client- and server-side sidecars) | plain tonic |
 //! | `d-tls` | tonic over rustls TLS | direct | tonic over rustls TLS ([`tls`](crate::tls)) |
 //! | `d-mtls` | mesh client stack of `b`, ISTIO_MUTUAL | direct | mesh server stack of `b` behind a STRICT PeerAuthentication |
+//! | `e` | tonic + tower's timeout, retry (budget), concurrency limit, p2c balancer, the trace headers ([`hand_made`](crate::baseline::hand_made)) | direct | the server of `a-hdr` |
+//!
+//! `b − a-hdr` is what the mesh itself adds; `a-hdr − a` is the wire cost of trace propagation
+//! that any mesh, sidecar or proxyless, pays. `e` is the partial policy stack a Rust user would
+//! assemble by hand: the mesh's whole policy surface should cost no more.
 //!
 //! `d-mtls` is `b` with the mesh's mTLS on both ends (SPIFFE certificates from one CA,
 //! [`tls::write_mesh_material`](crate::tls::write_mesh_material)), so `d-mtls ÷ d-tls` compares
@@ -31,6 +37,9 @@ use mesh_tower::{
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tonic::transport::{Endpoint, server::TcpIncoming};
+use tower::Layer;
+
+use crate::baseline::{self, HandMade, ReadTraceHeadersLayer, TraceHeaders, TraceHeadersLayer};
 
 /// Whether [`serve`] wraps the echo service in the mesh server stack (trace → metrics → authz
 /// → fault → rate limit) for [`ServerStack::Mesh`]; it does, so variant `b` measures both
@@ -42,6 +51,8 @@ pub const MESH_SERVER_STACK: bool = true;
 pub enum Variant {
     /// (a) plain tonic client → plain tonic server.
     Plain,
+    /// (a-hdr) plain tonic sending the mesh's trace headers → plain tonic reading them.
+    PlainHeaders,
     /// (b) the mesh client stack → the echo server (behind the mesh server stack once it lands).
     Mesh,
     /// (c) plain tonic through one nginx `grpc_pass` hop.
@@ -52,6 +63,8 @@ pub enum Variant {
     Tls,
     /// (d) the mesh with mTLS on both ends: (b) with ISTIO_MUTUAL to a STRICT server.
     MeshMtls,
+    /// (e) tonic with tower's own policy layers and the trace headers → the server of a-hdr.
+    HandMade,
 }
 
 /// Which stack the echo server runs behind.
@@ -59,6 +72,8 @@ pub enum Variant {
 pub enum ServerStack {
     /// tonic alone.
     Plain,
+    /// tonic reading the trace headers ([`ReadTraceHeaders`](crate::baseline::ReadTraceHeaders)).
+    PlainHeaders,
     /// The mesh server stack (see [`MESH_SERVER_STACK`]).
     Mesh,
     /// tonic over rustls TLS ([`tls`](crate::tls)).
@@ -82,9 +97,11 @@ pub const MESH_CLIENT_SA: &str = "bench-client";
 
 impl Variant {
     /// Every variant, in report order.
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 8] = [
         Variant::Plain,
+        Variant::PlainHeaders,
         Variant::Mesh,
+        Variant::HandMade,
         Variant::NginxOneHop,
         Variant::NginxTwoHop,
         Variant::Tls,
@@ -95,6 +112,8 @@ impl Variant {
     pub fn key(self) -> &'static str {
         match self {
             Variant::Plain => "a",
+            Variant::PlainHeaders => "a-hdr",
+            Variant::HandMade => "e",
             Variant::Mesh => "b",
             Variant::NginxOneHop => "c1",
             Variant::NginxTwoHop => "c2",
@@ -107,6 +126,10 @@ impl Variant {
     pub fn describe(self) -> &'static str {
         match self {
             Variant::Plain => "plain tonic → tonic",
+            Variant::PlainHeaders => "plain tonic + trace headers → tonic reading them",
+            Variant::HandMade => {
+                "tonic + tower timeout, retry, limit, p2c + trace headers → tonic reading them"
+            }
             Variant::Mesh if MESH_SERVER_STACK => "mesh client stack → mesh server stack",
             Variant::Mesh => "mesh client stack → plain tonic server",
             Variant::NginxOneHop => "tonic → nginx → tonic (one hop)",
@@ -127,7 +150,8 @@ impl Variant {
             Variant::Mesh => ServerStack::Mesh,
             Variant::MeshMtls => ServerStack::MeshMtls,
             Variant::Tls => ServerStack::Tls,
-            _ => ServerStack::Plain,
+            Variant::PlainHeaders | Variant::HandMade => ServerStack::PlainHeaders,
+            Variant::Plain | Variant::NginxOneHop | Variant::NginxTwoHop => ServerStack::Plain,
         }
     }
 }
@@ -273,13 +297,23 @@ pub async fn client(variant: Variant, port: u16, tls_dir: &Path) -> Result<Clien
             crate::tls::channel(crate::tls::client_config(tls_dir)?, port).await?,
         )),
         Variant::Plain | Variant::NginxOneHop | Variant::NginxTwoHop => {
-            let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
-                .connect_timeout(Duration::from_secs(5))
-                .connect()
-                .await?;
-            Ok(Client::Tonic(channel))
+            Ok(Client::Tonic(plain_channel(port).await?))
         }
+        Variant::PlainHeaders => Ok(Client::Headers(
+            TraceHeadersLayer.layer(plain_channel(port).await?),
+        )),
+        Variant::HandMade => Ok(Client::HandMade(baseline::hand_made(vec![
+            plain_channel(port).await?,
+        ]))),
     }
+}
+
+/// A tonic channel to `port` on loopback, connected.
+async fn plain_channel(port: u16) -> Result<tonic::transport::Channel, SetupError> {
+    Ok(Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?)
 }
 
 /// A client channel of one variant.
@@ -287,6 +321,10 @@ pub async fn client(variant: Variant, port: u16, tls_dir: &Path) -> Result<Clien
 pub enum Client {
     /// A plain tonic channel.
     Tonic(tonic::transport::Channel),
+    /// A plain tonic channel writing the trace headers (`a-hdr`).
+    Headers(TraceHeaders<tonic::transport::Channel>),
+    /// The hand-made tower stack (`e`).
+    HandMade(HandMade),
     /// A mesh channel (and its mesh, kept alive with it).
     Mesh(mesh_tower::Channel, Mesh),
 }
@@ -349,6 +387,16 @@ pub async fn serve(
                     .await?
             }
         }
+        ServerStack::PlainHeaders => {
+            tonic::transport::Server::builder()
+                .layer(ReadTraceHeadersLayer)
+                .add_service(echo)
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    shutdown,
+                )
+                .await?
+        }
         ServerStack::Plain => {
             tonic::transport::Server::builder()
                 .add_service(echo)
@@ -375,9 +423,33 @@ mod tests {
         };
         let reply = match client {
             Client::Tonic(channel) => EchoClient::new(channel.clone()).say(request).await,
+            Client::Headers(channel) => EchoClient::new(channel.clone()).say(request).await,
+            Client::HandMade(channel) => EchoClient::new(channel.clone()).say(request).await,
             Client::Mesh(channel, _) => EchoClient::new(channel.clone()).say(request).await,
         };
         reply.map(tonic::Response::into_inner)
+    }
+
+    #[tokio::test]
+    async fn a_hdr_and_e_send_fresh_trace_headers_on_every_call_and_a_sends_none() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(serve(
+            ServerStack::PlainHeaders,
+            listener,
+            Path::new(""),
+            std::future::pending(),
+        ));
+        for variant in [Variant::PlainHeaders, Variant::HandMade] {
+            let client = client(variant, port, Path::new("")).await.unwrap();
+            let first = say(&client).await.unwrap().trace_id;
+            let second = say(&client).await.unwrap().trace_id;
+            assert_eq!(first.len(), 32, "{variant}: {first:?}");
+            assert_ne!(first, second, "{variant}");
+        }
+        let plain = client(Variant::Plain, port, Path::new("")).await.unwrap();
+        assert_eq!(say(&plain).await.unwrap().trace_id, "");
+        server.abort();
     }
 
     #[tokio::test]

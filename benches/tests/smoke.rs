@@ -1,5 +1,5 @@
-//! A seconds-long smoke of the load tool, for CI: `mesh-bench compare` on variants a, b, d-tls
-//! and d-mtls (real server and client processes over loopback), then `mesh-bench report` on
+//! A seconds-long smoke of the load tool, for CI: `mesh-bench compare` on variants a, a-hdr,
+//! b, e, d-tls and d-mtls (real server and client processes over loopback), then `mesh-bench report` on
 //! its output.
 //! Never the full benchmark.
 
@@ -18,14 +18,19 @@ impl Drop for TempDir {
 }
 
 #[test]
-fn a_short_comparison_of_plain_tonic_the_mesh_tls_and_mtls_produces_sane_numbers() {
+fn a_short_comparison_of_plain_tonic_the_baselines_the_mesh_tls_and_mtls_produces_sane_numbers() {
     let dir =
         TempDir(std::env::temp_dir().join(format!("mesh-bench-smoke-{}", std::process::id())));
     fs::create_dir_all(&dir.0).unwrap();
     let json = dir.0.join("load.json");
     let status = Command::new(env!("CARGO_BIN_EXE_mesh-bench"))
         .args(["compare", "--rounds", "1", "--secs", "0.5"])
-        .args(["--variants", "a,b,d-tls,d-mtls", "--shapes", "c2,open100"])
+        .args([
+            "--variants",
+            "a,a-hdr,b,e,d-tls,d-mtls",
+            "--shapes",
+            "c2,open100",
+        ])
         .arg("--work-dir")
         .arg(dir.0.join("work"))
         .arg("--json")
@@ -34,7 +39,7 @@ fn a_short_comparison_of_plain_tonic_the_mesh_tls_and_mtls_produces_sane_numbers
         .unwrap();
     assert!(status.success(), "mesh-bench compare: {status}");
     let report: LoadReport = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(report.results.len(), 8, "4 variants × 2 shapes");
+    assert_eq!(report.results.len(), 12, "6 variants × 2 shapes");
 
     for r in &report.results {
         let at = format!("{} {}", r.variant, r.shape);
@@ -97,6 +102,12 @@ fn a_short_comparison_of_plain_tonic_the_mesh_tls_and_mtls_produces_sane_numbers
     // d-mtls is measured under both shapes and compared with d-tls.
     assert_eq!(md.matches("\nd-mtls ÷ d-tls").count(), 2, "{md}");
     assert!(!md.contains("not yet available"), "{md}");
+    // The honest baselines are measured and compared.
+    assert!(md.contains("| a-hdr | plain tonic + trace headers"), "{md}");
+    assert!(
+        md.contains("| mesh throughput / a-hdr throughput, concurrency 64 |"),
+        "{md}"
+    );
     let svg = fs::read_to_string(svg).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("open loop, 100 calls/s"));
 }

@@ -105,7 +105,7 @@ impl Mesh {
     /// # Ok(()) }
     /// ```
     pub fn channel(&self, target: impl Into<Arc<str>>) -> Channel {
-        Channel::with_attempt_service(self.clone(), target.into(), Balance::new())
+        Channel::with_attempt_service(self.clone(), target.into(), Balance::new(), true)
     }
 
     /// A channel to `target` whose every attempt also passes through `layer`, between the retry
@@ -118,14 +118,27 @@ impl Mesh {
     where
         L: Layer<Balance>,
     {
-        Channel::with_attempt_service(self.clone(), target.into(), layer.layer(Balance::new()))
+        Channel::with_attempt_service(
+            self.clone(),
+            target.into(),
+            layer.layer(Balance::new()),
+            false,
+        )
     }
 }
 
 // === impl Channel ===
 
 impl<S> Channel<S> {
-    fn with_attempt_service(mesh: Mesh, target: Arc<str>, attempt: S) -> Self {
+    /// With `balancer_below_retry` (the attempt service is the mesh's balancer alone), the
+    /// balancer hands back the head a retry needs instead of the retry layer copying it up
+    /// front ([`retry::head`](crate::retry)).
+    fn with_attempt_service(
+        mesh: Mesh,
+        target: Arc<str>,
+        attempt: S,
+        balancer_below_retry: bool,
+    ) -> Self {
         let target = match discovery::strip_scheme(&target) {
             Some(name) => {
                 if let Some(discovery) = mesh.discovery() {
@@ -142,10 +155,14 @@ impl<S> Channel<S> {
                 mesh.clone(),
                 Fault::new(
                     mesh.clone(),
-                    Timeout::new(Retry::new(ClientTrace::with_shared(
-                        attempt,
-                        mesh.shared_tracing(),
-                    ))),
+                    Timeout::new({
+                        let attempt = ClientTrace::with_shared(attempt, mesh.shared_tracing());
+                        if balancer_below_retry {
+                            Retry::handing_back_heads(attempt)
+                        } else {
+                            Retry::new(attempt)
+                        }
+                    }),
                 ),
             ),
         );

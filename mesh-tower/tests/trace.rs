@@ -341,6 +341,50 @@ async fn each_attempt_of_a_retried_call_is_its_own_span() {
     );
 }
 
+#[tokio::test]
+async fn a_retried_attempt_sends_the_head_of_the_first_but_for_its_span_and_count() {
+    let chain = chain(&retries(), true, Tracing::new()).await;
+    call_from_outside(
+        chain.a,
+        &[("traceparent", &format!("00-{TRACE}-{SPAN}-01"))],
+    )
+    .await;
+
+    let attempts = chain.b_log.lock().unwrap().clone();
+    assert_eq!(attempts.len(), 2, "the first attempt was retried");
+    let count = |seen: &Seen| header(&seen.headers, "x-envoy-attempt-count").to_owned();
+    assert_eq!(count(&attempts[0]), "1");
+    assert_eq!(count(&attempts[1]), "2");
+    // The retry is built from the head the balancer hands back: the same headers but for the
+    // ones written for each attempt (HTTP/2 gives the order of regular headers no meaning). A
+    // replayed body knows its length, which hyper sends as `content-length`; the first
+    // attempt's body was still streaming.
+    let per_attempt = [
+        "traceparent",
+        "b3",
+        "x-envoy-attempt-count",
+        "content-length",
+    ];
+    let rest = |seen: &Seen| -> Vec<(String, String)> {
+        let mut rest: Vec<_> = seen
+            .headers
+            .iter()
+            .filter(|(name, _)| !per_attempt.contains(&name.as_str()))
+            .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+            .collect();
+        rest.sort();
+        rest
+    };
+    assert_eq!(rest(&attempts[0]), rest(&attempts[1]));
+    assert!(
+        rest(&attempts[0])
+            .iter()
+            .any(|(name, _)| name == "x-request-id"),
+        "{:?}",
+        attempts[0].headers
+    );
+}
+
 /// Collects the spans a tracer provider exports.
 #[derive(Clone, Debug, Default)]
 struct Collected(Arc<Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);

@@ -53,7 +53,11 @@ use crate::{
     decision::RouteDecision,
     endpoint::Endpoint,
     mesh::{ClusterEntry, Slot},
-    retry::{REPLAY_BUFFER_BYTES, ReplayBody},
+    retry::{
+        self, REPLAY_BUFFER_BYTES, ReplayBody,
+        head::{HandBackHead, SentHead},
+        replay::ReplaySource,
+    },
     synthesize::{Failure, ResponseFlags},
 };
 
@@ -141,18 +145,28 @@ impl Service<Request<RequestBody>> for Balance {
             let mut guard = Some(guard);
             let (mut parts, body) = req.into_parts();
             // hyper reads no extensions of a request; the head kept for a resend need not copy
-            // them.
-            parts.extensions = http::Extensions::new();
-            let mut body = Resend::new(body);
+            // them. They are kept apart, for the head handed back to the retry layer.
+            let extensions = std::mem::take(&mut parts.extensions);
+            let hand_back = extensions.get::<HandBackHead>();
+            let mut body = match hand_back {
+                // The body is a handle of the retry layer's replay buffer: resends draw new
+                // handles from it rather than buffering this one again.
+                Some(HandBackHead(source)) => {
+                    drop(body);
+                    Resend::Shared(source.clone())
+                }
+                None => Resend::new(body),
+            };
+            let hand_back = hand_back.is_some();
             let mut tried = avoid_owned;
             let mut resends = 0;
-            loop {
+            let mut response = loop {
                 let Some(attempt_body) = body.next() else {
-                    return Ok(internal_error(is_grpc));
+                    break internal_error(is_grpc);
                 };
                 let attempt = Request::from_parts(clone_head(&parts), attempt_body);
                 match send(&cluster, &endpoint, &mut guard, attempt, is_grpc).await {
-                    Sent::Answer(response) => return Ok(response),
+                    Sent::Answer(response) => break response,
                     Sent::NotProcessed(address, refusal)
                         if resends < MAX_TRANSPARENT_RESENDS && body.can_resend() =>
                     {
@@ -164,7 +178,7 @@ impl Service<Request<RequestBody>> for Balance {
                             .pick(request_hash, &tried)
                             .and_then(|i| cluster.connections.get(i).cloned())
                         else {
-                            return Ok(not_processed_answer(&cluster, &endpoint, refusal, is_grpc));
+                            break not_processed_answer(&cluster, &endpoint, refusal, is_grpc);
                         };
                         endpoint = next;
                     }
@@ -172,10 +186,16 @@ impl Service<Request<RequestBody>> for Balance {
                         cluster
                             .state
                             .record_outcome(endpoint.address(), Outcome::RefusedStream);
-                        return Ok(not_processed_answer(&cluster, &endpoint, refusal, is_grpc));
+                        break not_processed_answer(&cluster, &endpoint, refusal, is_grpc);
                     }
                 }
+            };
+            if hand_back && retry::head::may_be_retried(&response) {
+                response
+                    .extensions_mut()
+                    .insert(SentHead::new(parts, extensions));
             }
+            Ok(response)
         })
     }
 }
@@ -354,6 +374,8 @@ fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
 enum Resend {
     Empty,
     Replay(ReplayBody),
+    /// The retry layer's replay buffer (the request's own body is a fresh handle of it).
+    Shared(ReplaySource),
 }
 
 impl Resend {
@@ -372,6 +394,7 @@ impl Resend {
                 http_body_util::Empty::new().map_err(|e| match e {}),
             )),
             Self::Replay(body) => body.try_clone().map(BodyExt::boxed_unsync),
+            Self::Shared(source) => source.body().map(BodyExt::boxed_unsync),
         }
     }
 
@@ -379,6 +402,7 @@ impl Resend {
         match self {
             Self::Empty => true,
             Self::Replay(body) => body.is_replayable(),
+            Self::Shared(source) => source.is_replayable(),
         }
     }
 }

@@ -12,6 +12,10 @@
 //!   data (a streamed failure) is therefore not retried — as in Envoy.
 //! - **Capped replay.** The body is teed into a [`ReplayBody`] of at most 64 KiB while the
 //!   first attempt streams it; a larger body is sent once and not retried.
+//! - **The head comes back for a retry.** In the mesh's channel the first attempt sends the
+//!   request's own head, and the balancer hands it back with any answer that may be retried
+//!   (module `head`); a call that is not retried copies no head. Other stacks, per-try
+//!   timeouts and hedging copy the head for each attempt.
 //! - **Another endpoint.** Each retry asks the balancer to avoid the endpoints already tried.
 //! - **Per-try timeout.** An attempt that exceeds it is cancelled and counts as a timeout;
 //!   when no retry follows, the caller gets `DEADLINE_EXCEEDED` / 504.
@@ -31,7 +35,8 @@
 //! time a per-try timeout fires); otherwise the slow attempt is cancelled and retried as usual.
 
 mod future;
-mod replay;
+pub(crate) mod head;
+pub(crate) mod replay;
 
 use std::{
     future::Future,
@@ -48,6 +53,7 @@ use http_body_util::BodyExt;
 use mesh_core::{EndpointAddress, GrpcCode, Outcome, RetryPolicy};
 use tower::Service;
 
+use self::head::{HandBackHead, SentHead};
 pub use self::{
     future::RetryFuture,
     replay::{ReplayBody, ReplayError},
@@ -68,6 +74,9 @@ pub const REPLAY_BUFFER_BYTES: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct Retry<S> {
     inner: S,
+    /// Whether the balancer below hands the head of a retriable answer back ([`head`]), so
+    /// that no copy is made up front.
+    hand_back_heads: bool,
 }
 
 // === impl Retry ===
@@ -75,7 +84,20 @@ pub struct Retry<S> {
 impl<S> Retry<S> {
     /// Retries the requests sent to `inner`.
     pub fn new(inner: S) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            hand_back_heads: false,
+        }
+    }
+
+    /// Retries the requests sent to `inner`, which passes them to the mesh's balancer
+    /// untouched but for headers it writes again on every attempt; the balancer hands back the
+    /// head a retry needs ([`head`]).
+    pub(crate) fn handing_back_heads(inner: S) -> Self {
+        Self {
+            inner,
+            hand_back_heads: true,
+        }
     }
 
     /// The inner service.
@@ -118,12 +140,19 @@ where
         }) else {
             return RetryFuture::passthrough(self.inner.call(req));
         };
+        let hand_back = self.hand_back_heads
+            && policy.per_try_timeout.is_none()
+            && policy.hedge.is_none()
+            && !policy.retriable_status_codes.contains(&200);
         // The service made ready by `poll_ready` takes the first attempt; a fresh clone waits.
         let fresh = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, fresh);
-        RetryFuture::retrying(Box::pin(attempts(ready, policy, target, req)))
+        RetryFuture::retrying(Box::pin(attempts(ready, policy, target, req, hand_back)))
     }
 }
+
+/// An attempt started without a head to send: a state `admit_retry` keeps the loop out of.
+const NO_HEAD: &str = "retry: no request head to send the attempt with";
 
 /// The `x-envoy-attempt-count` value: a static string for the counts seen in practice (no
 /// allocation per attempt), formatted beyond them.
@@ -159,6 +188,7 @@ async fn attempts<S>(
     policy: Arc<RetryPolicy>,
     target: Target,
     req: Request<RequestBody>,
+    hand_back: bool,
 ) -> Result<Response<ResponseBody>, BoxError>
 where
     S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>
@@ -171,7 +201,8 @@ where
         inner,
         policy: policy.clone(),
         target,
-        parts,
+        parts: Some(parts),
+        hand_back,
         body: ReplayBody::new(body, REPLAY_BUFFER_BYTES),
         started: 0,
         tried: Vec::new(),
@@ -191,6 +222,7 @@ where
         match next_event(&mut outstanding, &mut timer).await {
             Event::Done(result) => {
                 let mut response = result?;
+                a.take_head_back(&mut response);
                 a.release_finished(outstanding.len());
                 let outcome = classify(&response);
                 let rate_limited = outcome.is_some() && envoy_rate_limited(&response);
@@ -267,7 +299,10 @@ struct Attempts<S> {
     inner: S,
     policy: Arc<RetryPolicy>,
     target: Target,
-    parts: http::request::Parts,
+    /// The head each attempt is made of: copied for each attempt, or (with `hand_back`) sent
+    /// itself and handed back by the balancer with an answer that may be retried.
+    parts: Option<http::request::Parts>,
+    hand_back: bool,
     /// The handle each attempt's body is cloned from; never sent itself.
     body: ReplayBody,
     started: u32,
@@ -289,13 +324,24 @@ where
             .body
             .try_clone()
             .ok_or("request body exceeded the replay buffer and cannot be sent again")?;
+        let body = body.boxed_unsync();
+        let mut req = if self.hand_back {
+            let parts = self.parts.take().ok_or(NO_HEAD)?;
+            let mut req = Request::from_parts(parts, body);
+            req.extensions_mut()
+                .insert(HandBackHead(self.body.source()));
+            req
+        } else {
+            let parts = self.parts.as_ref().ok_or(NO_HEAD)?;
+            let mut req = Request::new(body);
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = parts.uri.clone();
+            *req.version_mut() = parts.version;
+            *req.headers_mut() = parts.headers.clone();
+            *req.extensions_mut() = parts.extensions.clone();
+            req
+        };
         self.started = self.started.saturating_add(1);
-        let mut req = Request::new(body.boxed_unsync());
-        *req.method_mut() = self.parts.method.clone();
-        *req.uri_mut() = self.parts.uri.clone();
-        *req.version_mut() = self.parts.version;
-        *req.headers_mut() = self.parts.headers.clone();
-        *req.extensions_mut() = self.parts.extensions.clone();
         req.headers_mut()
             .insert(X_ENVOY_ATTEMPT_COUNT, attempt_count(self.started));
         if !self.tried.is_empty() {
@@ -314,6 +360,10 @@ where
     /// cluster's retry budget (or `max_retries`) admits it — whose slot is then held.
     fn admit_retry(&mut self) -> bool {
         if self.started > self.policy.max_retries || !self.body.is_replayable() {
+            return false;
+        }
+        if self.parts.is_none() {
+            tracing::debug!("retry not possible: the attempt's head did not come back");
             return false;
         }
         let cluster = &self.target.cluster;
@@ -340,6 +390,16 @@ where
         self.body
             .try_clone()
             .is_some_and(|clone| clone.size_hint().exact().is_some())
+    }
+
+    /// Takes the head the balancer handed back with `response` (see [`head`]), so that the
+    /// caller never sees it.
+    fn take_head_back(&mut self, response: &mut Response<ResponseBody>) {
+        if self.hand_back
+            && let Some(head) = response.extensions_mut().remove::<SentHead>()
+        {
+            self.parts = Some(head.into_parts());
+        }
     }
 
     fn note_tried(&mut self, response: &Response<ResponseBody>) {

@@ -141,6 +141,12 @@ impl ReplayBody {
         lock(&self.shared).is_replayable()
     }
 
+    /// What further handles of this body are made from, to carry where the body itself cannot
+    /// go (a request's extensions).
+    pub(crate) fn source(&self) -> ReplaySource {
+        ReplaySource(Arc::clone(&self.shared))
+    }
+
     fn handle(shared: Arc<Mutex<Shared>>) -> Self {
         Self {
             shared,
@@ -148,6 +154,31 @@ impl ReplayBody {
             bytes: 0,
             done: false,
         }
+    }
+}
+
+/// Makes handles of a [`ReplayBody`] ([`ReplayBody::source`]): the retry layer hands it to the
+/// balancer, which then resends a request from the retry layer's buffer instead of buffering
+/// the body a second time.
+#[derive(Clone)]
+pub(crate) struct ReplaySource(Arc<Mutex<Shared>>);
+
+impl ReplaySource {
+    /// A handle that replays everything read so far, as [`ReplayBody::try_clone`].
+    pub(crate) fn body(&self) -> Option<ReplayBody> {
+        self.is_replayable()
+            .then(|| ReplayBody::handle(Arc::clone(&self.0)))
+    }
+
+    /// Whether the body can still be replayed, as [`ReplayBody::is_replayable`].
+    pub(crate) fn is_replayable(&self) -> bool {
+        lock(&self.0).is_replayable()
+    }
+}
+
+impl fmt::Debug for ReplaySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReplaySource")
     }
 }
 

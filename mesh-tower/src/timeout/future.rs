@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use mesh_core::GrpcCode;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -66,10 +66,10 @@ where
             };
             let deadline = sleep.deadline();
             let expiry = if *this.is_grpc {
-                Expiry::Trailers(grpc_status_trailers(
-                    GrpcCode::DeadlineExceeded,
-                    &timed_out(*this.bound),
-                ))
+                Expiry::Trailers {
+                    bound: *this.bound,
+                    trailers: deadline_exceeded,
+                }
             } else {
                 Expiry::Reset(*this.bound)
             };
@@ -91,6 +91,11 @@ where
             None => Poll::Pending,
         }
     }
+}
+
+/// The trailers that end a gRPC response past its deadline.
+fn deadline_exceeded(bound: Duration) -> HeaderMap {
+    grpc_status_trailers(GrpcCode::DeadlineExceeded, &timed_out(bound))
 }
 
 fn timed_out(bound: Duration) -> String {

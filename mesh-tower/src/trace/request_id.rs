@@ -5,7 +5,7 @@
 //! fixed array (no `format!`, one allocation for the header value). The random source is the
 //! mesh's fast non-cryptographic generator: a request id is a correlation key, not a secret.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, header::Entry};
 
 use crate::rng;
 
@@ -64,17 +64,29 @@ impl RequestId {
         self.0.to_str().ok()
     }
 
-    /// Sets `x-request-id` on `headers` unless they already carry one.
+    /// Sets `x-request-id` on `headers` unless they already carry one (an empty one is
+    /// replaced). One lookup of the name, not one to check and one to insert.
     pub fn insert_if_absent(&self, headers: &mut HeaderMap) {
-        if present(headers).is_none() {
-            headers.insert(X_REQUEST_ID, super::context::never_indexed(self.0.clone()));
+        let value = || super::context::never_indexed(self.0.clone());
+        match headers.entry(X_REQUEST_ID) {
+            Entry::Occupied(mut present) => {
+                if blank(present.get()) {
+                    present.insert(value());
+                }
+            }
+            Entry::Vacant(absent) => {
+                absent.insert(value());
+            }
         }
     }
 }
 
 /// A non-empty `x-request-id`.
 fn present(headers: &HeaderMap) -> Option<&HeaderValue> {
-    headers
-        .get(X_REQUEST_ID)
-        .filter(|value| !value.as_bytes().trim_ascii().is_empty())
+    headers.get(X_REQUEST_ID).filter(|value| !blank(value))
+}
+
+/// An id of nothing but whitespace, which counts as none.
+fn blank(value: &HeaderValue) -> bool {
+    value.as_bytes().trim_ascii().is_empty()
 }
