@@ -394,14 +394,7 @@ async fn connect(
     slot: ConnectionSlot,
 ) -> Result<Ready, ConnectError> {
     let opened = async {
-        let stream = open(&address).await?;
-        // Latency matters more than packet count for RPCs.
-        let _ = stream.set_nodelay(true);
-        if let Some(keepalive) = &settings.tcp_keepalive {
-            set_keepalive(&stream, keepalive).map_err(|e| {
-                ConnectError::connect(&address, format!("setting TCP keepalive failed: {e}"))
-            })?;
-        }
+        let stream = open_socket(&address, &settings).await?;
         match &tls {
             None => Ok(Transport::Plaintext(stream)),
             Some(tls) => tls
@@ -426,6 +419,22 @@ async fn connect(
         Transport::Plaintext(stream) => http2_handshake(address, stream, &settings, executor).await,
         Transport::Tls(stream) => http2_handshake(address, stream, &settings, executor).await,
     }
+}
+
+/// Opens the TCP connection with the cluster's socket options.
+async fn open_socket(
+    address: &EndpointAddress,
+    settings: &PoolSettings,
+) -> Result<TcpStream, ConnectError> {
+    let stream = open(address).await?;
+    // Latency matters more than packet count for RPCs.
+    let _ = stream.set_nodelay(true);
+    if let Some(keepalive) = &settings.tcp_keepalive {
+        set_keepalive(&stream, keepalive).map_err(|e| {
+            ConnectError::connect(address, format!("setting TCP keepalive failed: {e}"))
+        })?;
+    }
+    Ok(stream)
 }
 
 /// Turns on TCP keepalive with the cluster's probe settings. The kernel counts in whole
@@ -549,6 +558,41 @@ mod tests {
             backoff(8, 0) >= Duration::from_secs(5),
             "capped at 10s, jitter keeps at least half"
         );
+    }
+
+    #[tokio::test]
+    async fn upstream_sockets_get_the_clusters_tcp_keepalive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = EndpointAddress::Socket(listener.local_addr().unwrap());
+        let mut cluster = Cluster::new("c", Vec::new());
+        let socket = |settings: PoolSettings| {
+            let address = address.clone();
+            async move { open_socket(&address, &settings).await.unwrap() }
+        };
+
+        let plain = socket(PoolSettings::of(&cluster)).await;
+        assert!(!socket2::SockRef::from(&plain).keepalive().unwrap(), "off by default");
+
+        cluster.tcp_keepalive = Some(TcpKeepalive {
+            time: Some(Duration::from_secs(7)),
+            interval: Some(Duration::from_millis(2_500)),
+            probes: Some(4),
+        });
+        let stream = socket(PoolSettings::of(&cluster)).await;
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(3),
+            "the kernel counts whole seconds: rounded up"
+        );
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
+
+        // Unset fields keep the system's values; keepalive is still on.
+        cluster.tcp_keepalive = Some(TcpKeepalive::default());
+        let defaults = socket(PoolSettings::of(&cluster)).await;
+        assert!(socket2::SockRef::from(&defaults).keepalive().unwrap());
     }
 
     #[tokio::test]
