@@ -103,7 +103,10 @@ fn enforced_pool_fields_reach_the_cluster() {
     assert_eq!(cluster.breaker.max_connections, 10);
     assert_eq!(cluster.connect_timeout, std::time::Duration::from_secs(1));
     assert_eq!(cluster.max_requests_per_connection, Some(5));
-    assert_eq!(cluster.idle_timeout, Some(std::time::Duration::from_secs(30)));
+    assert_eq!(
+        cluster.idle_timeout,
+        Some(std::time::Duration::from_secs(30))
+    );
     assert_eq!(
         cluster.tcp_keepalive,
         Some(mesh_core::TcpKeepalive {

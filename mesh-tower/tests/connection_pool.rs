@@ -101,10 +101,7 @@ async fn max_requests_per_connection_moves_new_requests_to_a_fresh_connection() 
 async fn an_idle_connection_is_closed_and_the_next_request_reconnects() {
     let (hold, behavior) = held();
     let server = spawn_echo("v1", behavior).await;
-    let mesh = pool_mesh(
-        &[("v1", server.addr)],
-        "      http: {idleTimeout: 300ms}\n",
-    );
+    let mesh = pool_mesh(&[("v1", server.addr)], "      http: {idleTimeout: 300ms}\n");
     let channel = mesh.channel(TARGET);
     let mut client = EchoClient::new(channel.clone());
 
@@ -137,10 +134,7 @@ async fn an_idle_connection_is_closed_and_the_next_request_reconnects() {
 #[tokio::test]
 async fn connections_stay_open_while_idle_when_the_timeout_is_zero() {
     let server = spawn_echo("v1", Behavior::default()).await;
-    let mesh = pool_mesh(
-        &[("v1", server.addr)],
-        "      http: {idleTimeout: 0s}\n",
-    );
+    let mesh = pool_mesh(&[("v1", server.addr)], "      http: {idleTimeout: 0s}\n");
     let mut client = EchoClient::new(mesh.channel(TARGET));
     client.say(request("one")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -190,8 +184,9 @@ async fn max_connections_counts_draining_connections_and_queues_the_next_request
 
     let text = scrape(&registry);
     assert!(
-        text.lines().any(|l| l.starts_with("mesh_cluster_upstream_cx_overflow_total{")
-            && !l.ends_with(" 0")),
+        text.lines().any(
+            |l| l.starts_with("mesh_cluster_upstream_cx_overflow_total{") && !l.ends_with(" 0")
+        ),
         "{text}"
     );
 }
@@ -206,6 +201,7 @@ async fn max_connections_never_leaves_an_endpoint_without_a_connection() {
         &[("a", a.addr), ("b", b.addr)],
         "      tcp: {maxConnections: 1}\n",
     );
+    let registry = metrics(&mesh);
     let mut client = EchoClient::new(mesh.channel(TARGET));
     let mut served = std::collections::HashSet::new();
     for i in 0..10 {
@@ -215,6 +211,13 @@ async fn max_connections_never_leaves_an_endpoint_without_a_connection() {
     assert_eq!(served.len(), 2, "both endpoints serve: {served:?}");
     assert_eq!(a.connections.accepted.load(Ordering::SeqCst), 1);
     assert_eq!(b.connections.accepted.load(Ordering::SeqCst), 1);
+    let text = scrape(&registry);
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("mesh_cluster_upstream_cx_overflow_total{") && l.ends_with(" 1")
+        ),
+        "the second endpoint's connection is counted as an overflow: {text}"
+    );
 }
 
 #[tokio::test]
@@ -233,10 +236,7 @@ async fn connect_timeout_bounds_a_connect_that_never_completes() {
         let _ = s.connect(&addr.into());
         fillers.push(s);
     }
-    let mesh = pool_mesh(
-        &[("v1", addr)],
-        "      tcp: {connectTimeout: 200ms}\n",
-    );
+    let mesh = pool_mesh(&[("v1", addr)], "      tcp: {connectTimeout: 200ms}\n");
     let mut client = EchoClient::new(mesh.channel(TARGET));
     let started = std::time::Instant::now();
     let error = tokio::time::timeout(Duration::from_secs(5), client.say(request("x")))

@@ -99,7 +99,9 @@ mod tests {
         let b = Arc::new(AtomicU32::new(0));
         let first = budget.try_open(1, &a).expect("under the threshold");
         assert!(budget.try_open(1, &a).is_none(), "a has one: it waits");
-        let forced = budget.try_open(1, &b).expect("b has none: Envoy gives it one");
+        let forced = budget
+            .try_open(1, &b)
+            .expect("b has none: Envoy gives it one");
         assert_eq!((budget.open(), budget.overflows()), (2, 2));
         drop(first);
         drop(forced);

@@ -167,7 +167,11 @@ mod tests {
         let first = life.try_lease().expect("first");
         let second = life.try_lease().expect("second, the last");
         assert!(life.try_lease().is_none(), "retired after two");
-        assert_eq!(life.next(None, Instant::now()), Next::Wait(None), "in flight");
+        assert_eq!(
+            life.next(None, Instant::now()),
+            Next::Wait(None),
+            "in flight"
+        );
         drop(first);
         drop(second);
         assert_eq!(life.next(None, Instant::now()), Next::Close, "drained");

@@ -40,11 +40,11 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 pub(crate) use self::budget::ConnectionBudget;
+pub use self::error::ConnectError;
 use self::{
     budget::ConnectionSlot,
     connection::{ConnectionLife, Lease},
 };
-pub use self::error::ConnectError;
 use crate::{body::RequestBody, tls::UpstreamConnector};
 
 type Connecting = Shared<BoxFuture<'static, Result<Ready, ConnectError>>>;
@@ -571,7 +571,10 @@ mod tests {
         };
 
         let plain = socket(PoolSettings::of(&cluster)).await;
-        assert!(!socket2::SockRef::from(&plain).keepalive().unwrap(), "off by default");
+        assert!(
+            !socket2::SockRef::from(&plain).keepalive().unwrap(),
+            "off by default"
+        );
 
         cluster.tcp_keepalive = Some(TcpKeepalive {
             time: Some(Duration::from_secs(7)),
