@@ -8,10 +8,10 @@
 //!
 //! The cluster's pool settings apply as in Envoy for an HTTP/2 upstream: a connection that has
 //! taken `max_requests_per_connection` requests, or has had none in flight for `idle_timeout`,
-//! takes no more and closes once drained, and the next request makes a fresh one
-//! ([`connection`](self::connection) internals); connections to the cluster, draining ones
-//! included, count against `max_connections` ([`budget`](self::budget) internals); sockets get
-//! the cluster's TCP keepalive.
+//! takes no more and closes once drained, and the next request makes a fresh one (the
+//! `connection` submodule); connections to the cluster, draining ones included, count against
+//! `max_connections` (the `budget` submodule, which says how an overflow is answered); sockets
+//! get the cluster's TCP keepalive.
 //!
 //! Draining is by ownership: the mesh drops an [`Endpoint`] removed from the configuration;
 //! requests in flight keep their streams, and hyper closes the connection once the last one
