@@ -116,3 +116,21 @@ fn enforced_pool_fields_reach_the_cluster() {
         })
     );
 }
+
+#[test]
+fn an_unset_idle_timeout_is_istios_hour() {
+    let services_only = RULE.split("---").next().unwrap();
+    let loaded = match load_str("mesh.yaml", services_only) {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    };
+    for cluster in loaded.config.clusters().values() {
+        assert_eq!(
+            cluster.idle_timeout,
+            Some(std::time::Duration::from_secs(3600)),
+            "{}",
+            cluster.name
+        );
+        assert_eq!(cluster.tcp_keepalive, None, "off unless asked for");
+    }
+}
