@@ -27,10 +27,15 @@ pub struct Cluster {
     pub locality_weighted: bool,
     /// Bound on establishing a connection. Default is 10 s (Istio's).
     pub connect_timeout: Duration,
-    /// Requests after which a connection is replaced; `None` is unlimited.
+    /// Requests after which a connection takes no new ones: later requests go to a fresh
+    /// connection and the old one closes once its requests finish (Envoy's
+    /// `max_requests_per_connection`). `None` is unlimited.
     pub max_requests_per_connection: Option<u32>,
-    /// Close a connection idle this long; `None` keeps it (Istio's default: 1 h).
+    /// Close a connection with no request in flight for this long; the next request
+    /// reconnects. `None` keeps idle connections open. Default is 1 h (Envoy's and Istio's).
     pub idle_timeout: Option<Duration>,
+    /// TCP keepalive on connections to the endpoints; `None` is off (the socket's default).
+    pub tcp_keepalive: Option<TcpKeepalive>,
     /// TLS to the endpoints.
     pub tls: UpstreamTls,
     /// The endpoints.
@@ -69,7 +74,10 @@ pub enum LbPolicy {
 /// request fails at once and is counted as an overflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CircuitBreakers {
-    /// Connections to all endpoints together. Default is 1,024.
+    /// Connections to all endpoints together, open or draining. Over it a request that needs
+    /// a new connection waits as a pending request for one to close, except that an endpoint
+    /// with no connection at all always gets one (Envoy's rule), so the count may exceed it by
+    /// at most the number of endpoints. Default is 1,024.
     pub max_connections: u32,
     /// Requests waiting for a connection. Default is 1,024.
     pub max_pending_requests: u32,
@@ -80,6 +88,20 @@ pub struct CircuitBreakers {
     /// Retries in flight as a share of active requests (Envoy's `retry_budget`); replaces
     /// `max_retries` when set. Default is `None`.
     pub retry_budget: Option<RetryBudget>,
+}
+
+/// TCP keepalive probes on an upstream connection (Envoy's
+/// `upstream_connection_options.tcp_keepalive`, Istio's `connectionPool.tcp.tcpKeepalive`).
+/// An unset field keeps the operating system's default, as in both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TcpKeepalive {
+    /// Idle time before the first probe (`TCP_KEEPIDLE`); `None` is the system's (Linux: 2 h).
+    pub time: Option<Duration>,
+    /// Time between unanswered probes (`TCP_KEEPINTVL`); `None` is the system's (Linux: 75 s).
+    pub interval: Option<Duration>,
+    /// Unanswered probes before the connection is dropped (`TCP_KEEPCNT`); `None` is the
+    /// system's (Linux: 9).
+    pub probes: Option<u32>,
 }
 
 /// Which breaker threshold a request or connection counts against.
@@ -265,7 +287,8 @@ impl Cluster {
             locality_weighted: false,
             connect_timeout: Duration::from_secs(10),
             max_requests_per_connection: None,
-            idle_timeout: None,
+            idle_timeout: Some(Duration::from_secs(3600)),
+            tcp_keepalive: None,
             tls: UpstreamTls::default(),
             endpoints: endpoints.into(),
         }

@@ -46,7 +46,7 @@ pub use self::{
     cluster::{
         BreakerResource, CertificateSource, CircuitBreakers, Cluster, ConsecutiveRule, EjectionCap,
         FailurePercentageRule, LbPolicy, OutlierDetection, SanKind, SanMatcher, SuccessRateRule,
-        TlsMode, UpstreamTls,
+        TcpKeepalive, TlsMode, UpstreamTls,
     },
     config::MeshConfig,
     endpoint::{Endpoint, EndpointAddress, HealthStatus, Labels, Locality},

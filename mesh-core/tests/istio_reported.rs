@@ -1,5 +1,6 @@
 //! DestinationRule fields the mesh parses but does not enforce are reported, each naming the
-//! field and why, never silently dropped.
+//! field and why, never silently dropped; the connection-pool fields it enforces reach the
+//! cluster unreported.
 
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -54,10 +55,6 @@ fn unenforced_fields_are_reported_by_name_with_the_reason() {
     };
     let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
     for field in [
-        "connectionPool.tcp.maxConnections",
-        "connectionPool.tcp.tcpKeepalive",
-        "connectionPool.http.maxRequestsPerConnection",
-        "connectionPool.http.idleTimeout",
         "connectionPool.http.h2UpgradePolicy",
         "httpCookie.ttl",
         "localityLbSetting.failover",
@@ -77,8 +74,63 @@ fn unenforced_fields_are_reported_by_name_with_the_reason() {
             "{warning}"
         );
     }
-    assert!(
-        !warnings.iter().any(|w| w.contains("connectTimeout")),
-        "connectTimeout is honoured: {warnings:#?}"
+    for enforced in [
+        "connectTimeout",
+        "maxConnections",
+        "tcpKeepalive",
+        "maxRequestsPerConnection",
+        "idleTimeout",
+    ] {
+        assert!(
+            !warnings.iter().any(|w| w.contains(enforced)),
+            "{enforced} is enforced: {warnings:#?}"
+        );
+    }
+}
+
+#[test]
+fn enforced_pool_fields_reach_the_cluster() {
+    let loaded = match load_str("mesh.yaml", RULE) {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    };
+    let cluster = loaded
+        .config
+        .clusters()
+        .values()
+        .find(|c| c.name.contains("reviews"))
+        .expect("the reviews cluster");
+    assert_eq!(cluster.breaker.max_connections, 10);
+    assert_eq!(cluster.connect_timeout, std::time::Duration::from_secs(1));
+    assert_eq!(cluster.max_requests_per_connection, Some(5));
+    assert_eq!(
+        cluster.idle_timeout,
+        Some(std::time::Duration::from_secs(30))
     );
+    assert_eq!(
+        cluster.tcp_keepalive,
+        Some(mesh_core::TcpKeepalive {
+            time: Some(std::time::Duration::from_secs(7200)),
+            interval: None,
+            probes: None,
+        })
+    );
+}
+
+#[test]
+fn an_unset_idle_timeout_is_istios_hour() {
+    let services_only = RULE.split("---").next().unwrap();
+    let loaded = match load_str("mesh.yaml", services_only) {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    };
+    for cluster in loaded.config.clusters().values() {
+        assert_eq!(
+            cluster.idle_timeout,
+            Some(std::time::Duration::from_secs(3600)),
+            "{}",
+            cluster.name
+        );
+        assert_eq!(cluster.tcp_keepalive, None, "off unless asked for");
+    }
 }

@@ -35,7 +35,7 @@ use tokio::{sync::watch, time::Instant};
 use crate::{
     Discovery,
     access_log::AccessLog,
-    endpoint::Endpoint,
+    endpoint::{ConnectionBudget, Endpoint, PoolSettings},
     metrics::MeshMetrics,
     request_controls::{self, RequestControls},
     rng,
@@ -139,6 +139,8 @@ pub(crate) struct ClusterEntry {
 pub(crate) struct ClusterStats {
     pub(crate) active_requests: u64,
     pub(crate) overflows: u64,
+    pub(crate) open_connections: u64,
+    pub(crate) connection_overflows: u64,
     pub(crate) retries: u64,
     pub(crate) ejections: u64,
     pub(crate) endpoints: u64,
@@ -165,6 +167,8 @@ pub(crate) struct ClusterState {
     pub(crate) pending_requests: AtomicU32,
     /// Requests rejected by a breaker.
     pub(crate) overflows: AtomicU64,
+    /// Open connections to the cluster (the `max_connections` breaker).
+    pub(crate) connections: Arc<ConnectionBudget>,
     /// Retries admitted.
     pub(crate) retries: AtomicU64,
     /// Endpoints ejected by outlier detection, ever.
@@ -592,6 +596,8 @@ impl ClusterEntry {
         ClusterStats {
             active_requests: u64::from(s.active_requests.load(Ordering::Relaxed)),
             overflows: s.overflows.load(Ordering::Relaxed),
+            open_connections: u64::from(s.connections.open()),
+            connection_overflows: s.connections.overflows(),
             retries: s.retries.load(Ordering::Relaxed),
             ejections: s.ejections.load(Ordering::Relaxed),
             endpoints: u64::try_from(self.policy.endpoints.len()).unwrap_or(u64::MAX),
@@ -605,11 +611,20 @@ impl ClusterEntry {
         tls: &MeshTls,
         locality: Option<Locality>,
     ) -> Self {
-        // A connection is kept only under the same TLS settings: a changed mode, trust bundle
-        // or SAN matcher must not be served by a connection negotiated under the old ones.
+        let state: Arc<ClusterState> = old.map(|o| o.state.clone()).unwrap_or_default();
+        // A connection is kept only under the same TLS and pool settings: a changed mode, trust
+        // bundle or SAN matcher must not be served by a connection negotiated under the old
+        // ones, and a changed limit applies to fresh connections (the old ones drain).
+        let pool = PoolSettings::of(policy);
         let reusable: HashMap<&EndpointAddress, &Arc<Endpoint>> = old
             .filter(|o| o.policy.tls == policy.tls)
-            .map(|o| o.connections.iter().map(|c| (c.address(), c)).collect())
+            .map(|o| {
+                o.connections
+                    .iter()
+                    .filter(|c| *c.settings() == pool)
+                    .map(|c| (c.address(), c))
+                    .collect()
+            })
             .unwrap_or_default();
         let connector = (policy.tls.mode != TlsMode::Disable)
             .then(|| UpstreamConnector::new(policy.tls.clone(), tls.clone()));
@@ -620,12 +635,12 @@ impl ClusterEntry {
                 Some(kept) => Arc::clone(kept),
                 None => Arc::new(Endpoint::with_tls(
                     e.address.clone(),
-                    policy.connect_timeout,
+                    pool.clone(),
                     connector.clone(),
+                    state.connections.clone(),
                 )),
             })
             .collect();
-        let state = old.map(|o| o.state.clone()).unwrap_or_default();
         state.update_outlier(policy);
         let generation = state.health_generation.load(Ordering::Acquire);
         let healthy = state.healthy_flags(policy);

@@ -422,6 +422,24 @@ fn cluster(out: &mut String, c: &Arc<Cluster>) {
             ))
             .unwrap_or_default()
     );
+    let _ = writeln!(
+        out,
+        "  connections: {} requests each, idle timeout {}, tcp keepalive {}",
+        c.max_requests_per_connection
+            .map_or("unlimited".into(), |n| n.to_string()),
+        c.idle_timeout.map_or("none".into(), |t| format!("{t:?}")),
+        c.tcp_keepalive.map_or("off".into(), |k| {
+            let or_system = |d: Option<std::time::Duration>| {
+                d.map_or("system default".into(), |d| format!("{d:?}"))
+            };
+            format!(
+                "time {}, interval {}, probes {}",
+                or_system(k.time),
+                or_system(k.interval),
+                k.probes.map_or("system default".into(), |n| n.to_string())
+            )
+        }),
+    );
     match &c.outlier {
         None => {
             let _ = writeln!(out, "  outlier detection: none");

@@ -72,15 +72,28 @@ fn check_reports_errors_with_their_path_and_fails() {
 
 #[test]
 fn check_prints_warnings_and_still_succeeds() {
-    // The example's connection limits are kept but not enforced, which is reported.
-    let policies = fixture("destination-policies.yaml");
-    let o = run(&["check", policies.to_str().unwrap()]);
-    assert!(o.status.success(), "{o:?}");
-    assert!(
-        stdout(&o).contains("warning: ") && stdout(&o).contains("maxConnections"),
-        "{}",
-        stdout(&o)
+    // A field a proxyless mesh cannot act on is kept and reported.
+    let dir = temp_dir("warnings");
+    let rule = dir.join("rule.yaml");
+    let text = std::fs::read_to_string(fixture("destination-policies.yaml")).unwrap();
+    let upgraded = text.replace(
+        "        maxRetries: 5\n",
+        "        maxRetries: 5\n        h2UpgradePolicy: UPGRADE\n",
     );
+    assert_ne!(upgraded, text);
+    std::fs::write(&rule, upgraded).unwrap();
+    let o = run(&["check", rule.to_str().unwrap()]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    assert!(
+        out.contains("warning: ") && out.contains("h2UpgradePolicy"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("maxConnections"),
+        "enforced, not reported: {out}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -171,8 +184,8 @@ spec:
   trafficPolicy:
     loadBalancer: {simple: LEAST_REQUEST}
     connectionPool:
-      tcp: {maxConnections: 100}
-      http: {http2MaxRequests: 1000, maxRetries: 5}
+      tcp: {maxConnections: 100, tcpKeepalive: {time: 600s, probes: 3}}
+      http: {http2MaxRequests: 1000, maxRetries: 5, maxRequestsPerConnection: 10}
     outlierDetection: {consecutive5xxErrors: 7, interval: 5m}
 ",
     )
@@ -190,8 +203,13 @@ spec:
         "circuit breaker: max requests 1000 (http2MaxRequests)",
         "load balancer: least request of 2, as load_balancing_policy",
         "dropped for a gRPC client (sent only with `serve --mesh-extensions`):",
-        "connection-pool limits other than http2MaxRequests: maxConnections 100, maxRetries 5",
+        "connection-pool limits other than http2MaxRequests: maxConnections 100, maxRetries 5, \
+         maxRequestsPerConnection 10, tcpKeepalive",
         "outlierDetection",
+        // What the mesh itself enforces on the cluster's connections.
+        "breaker: max connections 100,",
+        "connections: 10 requests each, idle timeout 3600s, tcp keepalive time 600s, \
+         interval system default, probes 3",
     ] {
         assert!(out.contains(line), "{line} missing: {out}");
     }

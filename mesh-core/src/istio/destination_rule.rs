@@ -14,7 +14,8 @@ use super::{
 };
 use crate::{
     CertificateSource, Cluster, ConsecutiveRule, Labels, LbPolicy, OutlierDetection, Percentage,
-    SanKind, SanMatcher, TlsMode, UpstreamTls, matcher::StringMatcher, route::HashSource,
+    SanKind, SanMatcher, TcpKeepalive, TlsMode, UpstreamTls, matcher::StringMatcher,
+    route::HashSource,
 };
 
 /// Istio's default ring size for consistent hashing.
@@ -73,6 +74,7 @@ pub(super) struct Pool {
     max_requests_per_connection: Option<u32>,
     max_retries: Option<u32>,
     idle_timeout: Option<Duration>,
+    tcp_keepalive: Option<TcpKeepalive>,
 }
 
 /// Reads a DestinationRule `spec`.
@@ -268,25 +270,16 @@ fn read_hash_source(ch: &mut Obj<'_>) -> Option<HashSource> {
 
 fn read_pool(mut o: Obj<'_>) -> Pool {
     let mut pool = Pool::default();
-    // Fields kept in the configuration (and its dump) that the data plane does not enforce
-    // are reported, each with why, so a limit is never silently absent.
+    // A field the data plane does not enforce is reported, with why, so a limit is never
+    // silently absent.
     if let Some(mut tcp) = o.obj("tcp") {
         pool.max_connections = tcp.u32("maxConnections");
-        if pool.max_connections.is_some() {
-            tcp.warn(
-                "maxConnections",
-                "is not enforced: a proxyless mesh keeps one multiplexed HTTP/2 connection per \
-                 endpoint (http2MaxRequests bounds the requests)",
-            );
-        }
         pool.connect_timeout = tcp.duration("connectTimeout");
-        if tcp.has("tcpKeepalive") {
-            tcp.warn(
-                "tcpKeepalive",
-                "is not applied: upstream connections are made without TCP keepalive",
-            );
-            tcp.skip("tcpKeepalive");
-        }
+        pool.tcp_keepalive = tcp.obj("tcpKeepalive").map(|mut k| TcpKeepalive {
+            time: k.duration("time"),
+            interval: k.duration("interval"),
+            probes: k.u32("probes"),
+        });
         tcp.unsupported("maxConnectionDuration");
         tcp.unsupported("idleTimeout");
     }
@@ -294,22 +287,8 @@ fn read_pool(mut o: Obj<'_>) -> Pool {
         pool.max_pending_requests = h.u32("http1MaxPendingRequests");
         pool.max_requests = h.u32("http2MaxRequests");
         pool.max_requests_per_connection = h.u32("maxRequestsPerConnection");
-        if pool.max_requests_per_connection.is_some_and(|n| n > 0) {
-            h.warn(
-                "maxRequestsPerConnection",
-                "is not enforced: an endpoint's connection is not recycled after a number of \
-                 requests",
-            );
-        }
         pool.max_retries = h.u32("maxRetries");
         pool.idle_timeout = h.duration("idleTimeout");
-        if pool.idle_timeout.is_some() {
-            h.warn(
-                "idleTimeout",
-                "is not enforced: an endpoint's connection stays open while the endpoint is \
-                 configured, until the peer closes it",
-            );
-        }
         if h.has("h2UpgradePolicy") {
             h.warn(
                 "h2UpgradePolicy",
@@ -504,8 +483,12 @@ impl Groups {
             if let Some(n) = p.max_requests_per_connection {
                 c.max_requests_per_connection = (n > 0).then_some(n);
             }
+            // Unset keeps the default hour; 0 disables, as in Envoy.
             if let Some(t) = p.idle_timeout {
-                c.idle_timeout = Some(t);
+                c.idle_timeout = (!t.is_zero()).then_some(t);
+            }
+            if let Some(k) = p.tcp_keepalive {
+                c.tcp_keepalive = Some(k);
             }
         }
         if let Some((od, panic)) = &self.outlier {

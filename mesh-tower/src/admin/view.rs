@@ -143,6 +143,8 @@ pub(super) fn clusters(mesh: &Mesh) -> Value {
                 "name": &*entry.policy.name,
                 "active_requests": stats.active_requests,
                 "overflows": stats.overflows,
+                "connections": stats.open_connections,
+                "connection_overflows": stats.connection_overflows,
                 "retries": stats.retries,
                 "ejections": stats.ejections,
                 "endpoints": endpoints,

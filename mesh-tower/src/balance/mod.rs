@@ -246,8 +246,8 @@ async fn send(
             }
         }
     };
-    let active = endpoint.start_request();
-    let mut sender = match endpoint.connection().await {
+    let mut active = endpoint.start_request();
+    let mut sender = match active.connection().await {
         Ok(sender) => {
             drop(pending);
             sender

@@ -6,10 +6,19 @@
 //! a connect failure instead of waiting: the balancer and retries can go elsewhere, and a dead
 //! endpoint costs nothing per request.
 //!
+//! The cluster's pool settings apply as in Envoy for an HTTP/2 upstream: a connection that has
+//! taken `max_requests_per_connection` requests, or has had none in flight for `idle_timeout`,
+//! takes no more and closes once drained, and the next request makes a fresh one (the
+//! `connection` submodule); connections to the cluster, draining ones included, count against
+//! `max_connections` (the `budget` submodule, which says how an overflow is answered); sockets
+//! get the cluster's TCP keepalive.
+//!
 //! Draining is by ownership: the mesh drops an [`Endpoint`] removed from the configuration;
-//! requests in flight hold their own handle to the connection, and hyper closes it once the last
-//! one finishes.
+//! requests in flight keep their streams, and hyper closes the connection once the last one
+//! finishes.
 
+mod budget;
+mod connection;
 mod error;
 
 use std::{
@@ -26,22 +35,42 @@ use futures::{
 };
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use mesh_core::EndpointAddress;
+use mesh_core::{Cluster, EndpointAddress, TcpKeepalive};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+pub(crate) use self::budget::ConnectionBudget;
 pub use self::error::ConnectError;
+use self::{
+    budget::ConnectionSlot,
+    connection::{ConnectionLife, Lease},
+};
 use crate::{body::RequestBody, tls::UpstreamConnector};
 
-type Connecting = Shared<BoxFuture<'static, Result<SendRequest<RequestBody>, ConnectError>>>;
+type Connecting = Shared<BoxFuture<'static, Result<Ready, ConnectError>>>;
+
+/// How a cluster's connections are made, limited and retired: its pool settings. An endpoint
+/// is kept across configuration versions only while these stay the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PoolSettings {
+    connect_timeout: Duration,
+    max_connections: u32,
+    max_requests_per_connection: Option<u32>,
+    idle_timeout: Option<Duration>,
+    tcp_keepalive: Option<TcpKeepalive>,
+}
 
 /// An upstream endpoint, its connection and its load.
 #[derive(Debug)]
 pub struct Endpoint {
     address: EndpointAddress,
-    connect_timeout: Duration,
+    settings: PoolSettings,
     /// TLS over the TCP connection; `None` is plaintext (the cluster's mode is DISABLE).
     tls: Option<UpstreamConnector>,
+    /// The cluster's open connections (`max_connections`).
+    budget: Arc<ConnectionBudget>,
+    /// This endpoint's open connections, draining ones included.
+    open: Arc<AtomicU32>,
     state: Mutex<State>,
     /// Requests in flight to this endpoint (least request, peak EWMA).
     active: AtomicU32,
@@ -57,9 +86,29 @@ struct PeakEwma {
     updated: Option<Instant>,
 }
 
-/// Counts a request in flight to an endpoint until dropped.
+/// Counts a request in flight to an endpoint until dropped, and holds the connection it was
+/// sent on (keeping that connection from closing idle or retired under it).
 #[derive(Debug)]
-pub(crate) struct ActiveRequest(Arc<Endpoint>);
+pub(crate) struct ActiveRequest {
+    endpoint: Arc<Endpoint>,
+    lease: Option<Lease>,
+}
+
+/// A connection that completed its handshake.
+#[derive(Clone, Debug)]
+struct Ready {
+    sender: SendRequest<RequestBody>,
+    life: Arc<ConnectionLife>,
+}
+
+/// What a request does next to get a connection.
+enum Step {
+    Leased(SendRequest<RequestBody>, Lease),
+    Failed(ConnectError),
+    Await(Connecting),
+    /// The cluster is at `max_connections` and this endpoint has a (draining) connection.
+    WaitForSlot,
+}
 
 #[derive(Debug, Default)]
 enum State {
@@ -70,7 +119,7 @@ enum State {
         /// Failed connects before this one, for the next backoff.
         failures: u32,
     },
-    Ready(SendRequest<RequestBody>),
+    Ready(Ready),
     BackingOff {
         until: Instant,
         failures: u32,
@@ -105,21 +154,33 @@ const RECONNECT: mesh_core::backoff::ExponentialBackoff =
 // === impl Endpoint ===
 
 impl Endpoint {
-    /// An endpoint at `address`; nothing is connected until the first request.
+    /// An endpoint at `address`; nothing is connected until the first request. Its connections
+    /// take any number of requests and stay open while idle.
     pub fn new(address: EndpointAddress, connect_timeout: Duration) -> Self {
-        Self::with_tls(address, connect_timeout, None)
+        let settings = PoolSettings {
+            connect_timeout,
+            max_connections: u32::MAX,
+            max_requests_per_connection: None,
+            idle_timeout: None,
+            tcp_keepalive: None,
+        };
+        Self::with_tls(address, settings, None, Arc::default())
     }
 
-    /// An endpoint whose connections run TLS with `tls`, or plaintext with `None`.
+    /// An endpoint of a cluster with `settings` and the cluster's connection `budget`, whose
+    /// connections run TLS with `tls`, or plaintext with `None`.
     pub(crate) fn with_tls(
         address: EndpointAddress,
-        connect_timeout: Duration,
+        settings: PoolSettings,
         tls: Option<UpstreamConnector>,
+        budget: Arc<ConnectionBudget>,
     ) -> Self {
         Self {
             address,
-            connect_timeout,
+            settings,
             tls,
+            budget,
+            open: Arc::default(),
             state: Mutex::new(State::Idle),
             active: AtomicU32::new(0),
             latency: Mutex::new(PeakEwma {
@@ -127,6 +188,11 @@ impl Endpoint {
                 updated: None,
             }),
         }
+    }
+
+    /// The pool settings the endpoint was made with.
+    pub(crate) fn settings(&self) -> &PoolSettings {
+        &self.settings
     }
 
     /// Requests in flight to this endpoint.
@@ -137,7 +203,10 @@ impl Endpoint {
     /// Counts a request in flight until the returned guard is dropped.
     pub(crate) fn start_request(self: &Arc<Self>) -> ActiveRequest {
         self.active.fetch_add(1, Ordering::Relaxed);
-        ActiveRequest(self.clone())
+        ActiveRequest {
+            endpoint: self.clone(),
+            lease: None,
+        }
     }
 
     /// Feeds one round-trip sample into the peak-EWMA estimate.
@@ -173,48 +242,85 @@ impl Endpoint {
         &self.address
     }
 
-    /// A handle to the endpoint's connection, connecting first when there is none. Fails at once
-    /// while the endpoint is backing off after a failed connect.
-    pub async fn connection(&self) -> Result<SendRequest<RequestBody>, ConnectError> {
-        let connecting = {
-            let mut state = self.lock();
-            match &*state {
-                State::Ready(sender) if !sender.is_closed() => return Ok(sender.clone()),
-                State::Connecting { future, .. } => future.0.clone(),
-                State::BackingOff { until, error, .. } if Instant::now() < *until => {
-                    return Err(error.clone());
+    /// A connection for one request, connecting first when none takes requests. Fails at once
+    /// while the endpoint is backing off after a failed connect. When the cluster is at
+    /// `max_connections` and this endpoint still has a draining connection, waits for a
+    /// connection of the cluster to close (the caller holds a pending slot meanwhile).
+    async fn lease(&self) -> Result<(SendRequest<RequestBody>, Lease), ConnectError> {
+        let mut next = self.step();
+        loop {
+            next = match next {
+                Step::Leased(sender, lease) => return Ok((sender, lease)),
+                Step::Failed(error) => return Err(error),
+                Step::Await(connecting) => {
+                    let result = connecting.await;
+                    self.record(&result);
+                    result?;
+                    // Then lease it like any other: concurrent requests may have used it up.
+                    self.step()
                 }
-                _ => {
-                    let failures = match &*state {
-                        State::BackingOff { failures, .. } => *failures,
-                        _ => 0,
-                    };
-                    let future =
-                        connect(self.address.clone(), self.connect_timeout, self.tls.clone())
-                            .boxed()
-                            .shared();
-                    *state = State::Connecting {
-                        future: ConnectingDebug(future.clone()),
-                        failures,
-                    };
-                    future
+                Step::WaitForSlot => {
+                    let closed = self.budget.closed();
+                    tokio::pin!(closed);
+                    closed.as_mut().enable();
+                    // A close between the last look and `enable` would be missed: look again.
+                    match self.step() {
+                        Step::WaitForSlot => {
+                            closed.await;
+                            self.step()
+                        }
+                        other => other,
+                    }
                 }
+            };
+        }
+    }
+
+    /// Leases the current connection, or decides how to get one.
+    fn step(&self) -> Step {
+        let mut state = self.lock();
+        let failures = match &*state {
+            State::Ready(ready) if !ready.sender.is_closed() => match ready.life.try_lease() {
+                Some(lease) => return Step::Leased(ready.sender.clone(), lease),
+                None => 0,
+            },
+            State::Idle | State::Ready(_) => 0,
+            State::Connecting { future, .. } => return Step::Await(future.0.clone()),
+            State::BackingOff { until, error, .. } if Instant::now() < *until => {
+                return Step::Failed(error.clone());
             }
+            State::BackingOff { failures, .. } => *failures,
         };
-        let result = connecting.await;
-        self.record(&result);
-        result
+        let Some(slot) = self
+            .budget
+            .try_open(self.settings.max_connections, &self.open)
+        else {
+            return Step::WaitForSlot;
+        };
+        let future = connect(
+            self.address.clone(),
+            self.settings.clone(),
+            self.tls.clone(),
+            slot,
+        )
+        .boxed()
+        .shared();
+        *state = State::Connecting {
+            future: ConnectingDebug(future.clone()),
+            failures,
+        };
+        Step::Await(future)
     }
 
     /// Records a finished connect. Every waiter calls this, so the result is recorded even when
     /// the request that started the connect was cancelled; only the first call changes state.
-    fn record(&self, result: &Result<SendRequest<RequestBody>, ConnectError>) {
+    fn record(&self, result: &Result<Ready, ConnectError>) {
         let mut state = self.lock();
         let State::Connecting { failures, .. } = &*state else {
             return;
         };
         *state = match result {
-            Ok(sender) => State::Ready(sender.clone()),
+            Ok(ready) => State::Ready(ready.clone()),
             Err(error) => {
                 let failures = failures.saturating_add(1);
                 State::BackingOff {
@@ -226,9 +332,10 @@ impl Endpoint {
         };
     }
 
-    /// Whether a live connection is in hand (a request need not wait to be sent).
+    /// Whether a live connection takes requests (a request need not wait to be sent).
     pub(crate) fn is_connected(&self) -> bool {
-        matches!(&*self.lock(), State::Ready(sender) if !sender.is_closed())
+        matches!(&*self.lock(), State::Ready(ready)
+            if !ready.sender.is_closed() && ready.life.is_taking_requests())
     }
 
     /// Whether the endpoint is backing off after a failed connect (for the balancer).
@@ -243,9 +350,36 @@ impl Endpoint {
     }
 }
 
+// === impl ActiveRequest ===
+
+impl ActiveRequest {
+    /// A connection of the endpoint for this request, held until the request is dropped. See
+    /// [`Endpoint`]'s connection rules: fails at once while backing off.
+    pub(crate) async fn connection(&mut self) -> Result<SendRequest<RequestBody>, ConnectError> {
+        let (sender, lease) = self.endpoint.lease().await?;
+        self.lease = Some(lease);
+        Ok(sender)
+    }
+}
+
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+// === impl PoolSettings ===
+
+impl PoolSettings {
+    /// The pool settings of `cluster`.
+    pub(crate) fn of(cluster: &Cluster) -> Self {
+        Self {
+            connect_timeout: cluster.connect_timeout,
+            max_connections: cluster.breaker.max_connections,
+            max_requests_per_connection: cluster.max_requests_per_connection,
+            idle_timeout: cluster.idle_timeout,
+            tcp_keepalive: cluster.tcp_keepalive,
+        }
     }
 }
 
@@ -257,16 +391,15 @@ fn backoff(failures: u32, random: u64) -> Duration {
 
 /// Connects to `address`: an IP directly, a DNS name by resolving it now and trying each
 /// address in turn (so a reconnect follows DNS changes); then the TLS handshake when the cluster
-/// has TLS. The timeout bounds both.
+/// has TLS. The connect timeout bounds both. `slot` counts the connection until it closes.
 async fn connect(
     address: EndpointAddress,
-    timeout: Duration,
+    settings: PoolSettings,
     tls: Option<UpstreamConnector>,
-) -> Result<SendRequest<RequestBody>, ConnectError> {
+    slot: ConnectionSlot,
+) -> Result<Ready, ConnectError> {
     let opened = async {
-        let stream = open(&address).await?;
-        // Latency matters more than packet count for RPCs.
-        let _ = stream.set_nodelay(true);
+        let stream = open_socket(&address, &settings).await?;
         match &tls {
             None => Ok(Transport::Plaintext(stream)),
             Some(tls) => tls
@@ -281,31 +414,80 @@ async fn connect(
     } else {
         "connect timed out"
     };
-    match tokio::time::timeout(timeout, opened)
+    let executor = ConnectionExecutor {
+        slot: Arc::new(slot),
+    };
+    match tokio::time::timeout(settings.connect_timeout, opened)
         .await
         .map_err(|_| ConnectError::connect(&address, what))??
     {
-        Transport::Plaintext(stream) => http2_handshake(address, stream).await,
-        Transport::Tls(stream) => http2_handshake(address, stream).await,
+        Transport::Plaintext(stream) => http2_handshake(address, stream, &settings, executor).await,
+        Transport::Tls(stream) => http2_handshake(address, stream, &settings, executor).await,
     }
 }
 
-/// Spawns hyper's per-request tasks boxed.
+/// Opens the TCP connection with the cluster's socket options.
+async fn open_socket(
+    address: &EndpointAddress,
+    settings: &PoolSettings,
+) -> Result<TcpStream, ConnectError> {
+    let stream = open(address).await?;
+    // Latency matters more than packet count for RPCs.
+    let _ = stream.set_nodelay(true);
+    if let Some(keepalive) = &settings.tcp_keepalive {
+        set_keepalive(&stream, keepalive).map_err(|e| {
+            ConnectError::connect(address, format!("setting TCP keepalive failed: {e}"))
+        })?;
+    }
+    Ok(stream)
+}
+
+/// Turns on TCP keepalive with the cluster's probe settings. The kernel counts in whole
+/// seconds: a fraction rounds up, so a sub-second setting never becomes 0 (which Linux
+/// refuses).
+fn set_keepalive(stream: &TcpStream, keepalive: &TcpKeepalive) -> std::io::Result<()> {
+    let whole_seconds = |d: Duration| Duration::from_secs(d.as_secs_f64().ceil().max(1.0) as u64);
+    let mut params = socket2::TcpKeepalive::new();
+    if let Some(time) = keepalive.time {
+        params = params.with_time(whole_seconds(time));
+    }
+    if let Some(interval) = keepalive.interval {
+        params = params.with_interval(whole_seconds(interval));
+    }
+    if let Some(probes) = keepalive.probes {
+        params = params.with_retries(probes);
+    }
+    socket2::SockRef::from(stream).set_tcp_keepalive(&params)
+}
+
+/// Spawns hyper's tasks of one connection boxed, each holding the connection's slot in the
+/// cluster's connection count.
 ///
 /// Hyper spawns one future type for a connection and for each request's body and response
 /// (an enum as large as the whole connection state). Spawned as is, every request's task moves
 /// that whole enum into the task cell and again when the task finishes; boxed, one move into
 /// the heap remains and the task cell holds a pointer.
-#[derive(Clone, Copy, Debug)]
-struct BoxingExecutor;
+///
+/// The connection task owns the socket, so the slot is released when the last of these tasks
+/// ends: when the socket has closed, however the connection ended (retired, idle, closed by the
+/// peer, or its endpoint removed from the configuration while requests drain).
+#[derive(Clone, Debug)]
+struct ConnectionExecutor {
+    slot: Arc<ConnectionSlot>,
+}
 
-impl<F> hyper::rt::Executor<F> for BoxingExecutor
+impl<F> hyper::rt::Executor<F> for ConnectionExecutor
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     fn execute(&self, future: F) {
-        tokio::spawn(Box::pin(future));
+        let slot = self.slot.clone();
+        tokio::spawn(Box::pin(async move {
+            let output = future.await;
+            drop(slot);
+            output
+        }));
     }
 }
 
@@ -318,21 +500,25 @@ enum Transport {
 async fn http2_handshake<T>(
     address: EndpointAddress,
     io: T,
-) -> Result<SendRequest<RequestBody>, ConnectError>
+    settings: &PoolSettings,
+    executor: ConnectionExecutor,
+) -> Result<Ready, ConnectError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, connection) = hyper::client::conn::http2::Builder::new(BoxingExecutor)
+    let (sender, dispatcher) = hyper::client::conn::http2::Builder::new(executor)
         .timer(TokioTimer::new())
         .handshake(TokioIo::new(io))
         .await
         .map_err(|e| ConnectError::connect(&address, e))?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%address, %error, "upstream connection closed with an error");
-        }
-    });
-    Ok(sender)
+    let life = ConnectionLife::new(settings.max_requests_per_connection, Instant::now());
+    tokio::spawn(connection::drive(
+        dispatcher,
+        life.clone(),
+        settings.idle_timeout,
+        address,
+    ));
+    Ok(Ready { sender, life })
 }
 
 async fn open(address: &EndpointAddress) -> Result<TcpStream, ConnectError> {
@@ -380,6 +566,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn upstream_sockets_get_the_clusters_tcp_keepalive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = EndpointAddress::Socket(listener.local_addr().unwrap());
+        let mut cluster = Cluster::new("c", Vec::new());
+        let socket = |settings: PoolSettings| {
+            let address = address.clone();
+            async move { open_socket(&address, &settings).await.unwrap() }
+        };
+
+        let plain = socket(PoolSettings::of(&cluster)).await;
+        assert!(
+            !socket2::SockRef::from(&plain).keepalive().unwrap(),
+            "off by default"
+        );
+
+        cluster.tcp_keepalive = Some(TcpKeepalive {
+            time: Some(Duration::from_secs(7)),
+            interval: Some(Duration::from_millis(2_500)),
+            probes: Some(4),
+        });
+        let stream = socket(PoolSettings::of(&cluster)).await;
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(3),
+            "the kernel counts whole seconds: rounded up"
+        );
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
+
+        // Unset fields keep the system's values; keepalive is still on.
+        cluster.tcp_keepalive = Some(TcpKeepalive::default());
+        let defaults = socket(PoolSettings::of(&cluster)).await;
+        assert!(socket2::SockRef::from(&defaults).keepalive().unwrap());
+    }
+
+    #[tokio::test]
     async fn a_refused_connect_fails_fast_until_the_backoff_ends() {
         // Bind then drop a listener to get a loopback port nothing listens on.
         let addr = {
@@ -387,11 +611,11 @@ mod tests {
             l.local_addr().unwrap()
         };
         let ep = Endpoint::new(EndpointAddress::Socket(addr), Duration::from_secs(1));
-        let first = ep.connection().await.unwrap_err();
+        let first = ep.lease().await.unwrap_err();
         assert_eq!(first.address(), &EndpointAddress::Socket(addr));
         assert!(ep.is_backing_off());
         // Served from the backoff state: the same error, without a new connect.
-        let second = ep.connection().await.unwrap_err();
+        let second = ep.lease().await.unwrap_err();
         assert_eq!(second.to_string(), first.to_string());
     }
 }

@@ -33,8 +33,8 @@
 //! # Mesh internals
 //!
 //! [`MeshCollector`] reports per cluster, at scrape time, from the state the data plane already
-//! keeps: requests in flight, breaker overflows, retries, outlier ejections and currently ejected
-//! endpoints. [`XdsMetrics`] holds counters the xDS client updates (updates accepted and
+//! keeps: requests in flight, open connections, breaker overflows (requests and connections),
+//! retries, outlier ejections and currently ejected endpoints. [`XdsMetrics`] holds counters the xDS client updates (updates accepted and
 //! rejected per type URL) and reports the age of the configuration.
 
 mod labels;
@@ -405,11 +405,16 @@ impl Collector for MeshCollector {
             .collect();
 
         type Read = fn(&crate::mesh::ClusterStats) -> u64;
-        let counters: [(&str, &str, Read); 3] = [
+        let counters: [(&str, &str, Read); 4] = [
             (
                 "mesh_cluster_upstream_rq_overflow",
                 "Requests rejected by the cluster's circuit breakers",
                 |s| s.overflows,
+            ),
+            (
+                "mesh_cluster_upstream_cx_overflow",
+                "New connections that found the cluster at its max_connections threshold",
+                |s| s.connection_overflows,
             ),
             (
                 "mesh_cluster_upstream_rq_retry",
@@ -428,11 +433,16 @@ impl Collector for MeshCollector {
                 ConstCounter::new(value(s)).encode(metric.encode_family(labels)?)?;
             }
         }
-        let gauges: [(&str, &str, Read); 3] = [
+        let gauges: [(&str, &str, Read); 4] = [
             (
                 "mesh_cluster_upstream_rq_active",
                 "Requests in flight to the cluster",
                 |s| s.active_requests,
+            ),
+            (
+                "mesh_cluster_upstream_cx_active",
+                "Connections open to the cluster, draining ones included",
+                |s| s.open_connections,
             ),
             ("mesh_cluster_endpoints", "Endpoints of the cluster", |s| {
                 s.endpoints

@@ -35,6 +35,7 @@ use envoy_types::pb::envoy::{
     config::{
         cluster::v3::{
             CircuitBreakers as PbBreakers, Cluster, OutlierDetection as PbOutlier,
+            UpstreamConnectionOptions,
             cluster::{self, ClusterDiscoveryType, DiscoveryType, common_lb_config},
         },
         core::v3::{self as core, RoutingPriority, config_source},
@@ -45,7 +46,7 @@ use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 use mesh_core::{
     CircuitBreakers, Cluster as MeshCluster, ConsecutiveRule, EjectionCap, Endpoint,
     EndpointAddress, FailurePercentageRule, OutlierDetection, Percentage, RetryBudget,
-    SuccessRateRule,
+    SuccessRateRule, TcpKeepalive,
 };
 
 use super::{Ctx, DecodeError, Decoded, endpoint, fields};
@@ -124,6 +125,9 @@ pub fn decode_cluster(c: &Cluster) -> Result<Decoded<DecodedCluster>, DecodeErro
         common_lb(&mut ctx, common, &mut mc)?;
     }
     protocol_options(&mut ctx, c, &mut mc)?;
+    if let Some(o) = &c.upstream_connection_options {
+        upstream_connection_options(&mut ctx, o, &mut mc);
+    }
     mc.tls = tls::transport_socket(&mut ctx, c)?;
     report_ignored(&mut ctx, c);
     Ok(ctx.done(DecodedCluster {
@@ -529,6 +533,27 @@ fn protocol_options(ctx: &mut Ctx, c: &Cluster, mc: &mut MeshCluster) -> Result<
     Ok(())
 }
 
+/// `upstream_connection_options`: the TCP keepalive of upstream sockets. Envoy's fields are
+/// whole seconds; an unset one keeps the system's value.
+fn upstream_connection_options(ctx: &mut Ctx, o: &UpstreamConnectionOptions, mc: &mut MeshCluster) {
+    const P: &str = "upstream_connection_options";
+    let seconds = |v: Option<UInt32Value>| v.map(|v| Duration::from_secs(u64::from(v.value)));
+    mc.tcp_keepalive = o.tcp_keepalive.as_ref().map(|k| TcpKeepalive {
+        time: seconds(k.keepalive_time),
+        interval: seconds(k.keepalive_interval),
+        probes: k.keepalive_probes.map(|v| v.value),
+    });
+    if o.set_local_interface_name_on_upstream_connections {
+        ctx.unsupported(
+            format!("{P}.set_local_interface_name_on_upstream_connections"),
+            "ignored",
+        );
+    }
+    if o.happy_eyeballs_config.is_some() {
+        ctx.unsupported(format!("{P}.happy_eyeballs_config"), "ignored");
+    }
+}
+
 /// Envoy's `core.v3.HttpProtocolOptions` for upstream connections.
 fn common_http(
     ctx: &mut Ctx,
@@ -612,10 +637,6 @@ fn report_ignored(ctx: &mut Ctx, c: &Cluster) {
         (c.lb_subset_config.is_some(), "lb_subset_config"),
         (c.metadata.is_some(), "metadata"),
         (c.protocol_selection != 0, "protocol_selection"),
-        (
-            c.upstream_connection_options.is_some(),
-            "upstream_connection_options",
-        ),
         (
             c.close_connections_on_host_health_failure,
             "close_connections_on_host_health_failure",

@@ -10,13 +10,14 @@
 //! of [`super`] for the two deviations).
 
 // istiod still sends the deprecated-but-read fields; we write the current ones only.
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use envoy_types::pb::{
     envoy::{
         config::{
             cluster::v3::{
                 Cluster as PbCluster, LoadBalancingPolicy, OutlierDetection as PbOutlier,
+                UpstreamConnectionOptions,
                 circuit_breakers::{Thresholds, thresholds::RetryBudget as PbRetryBudget},
                 cluster::{
                     self, ClusterDiscoveryType, CommonLbConfig, DiscoveryType, EdsClusterConfig,
@@ -26,8 +27,8 @@ use envoy_types::pb::{
                 load_balancing_policy::Policy,
             },
             core::v3::{
-                self as core, DataSource, RoutingPriority, TransportSocket, TypedExtensionConfig,
-                data_source, transport_socket,
+                self as core, DataSource, RoutingPriority, TcpKeepalive as PbTcpKeepalive,
+                TransportSocket, TypedExtensionConfig, data_source, transport_socket,
             },
         },
         extensions::{
@@ -124,8 +125,22 @@ pub(super) fn encode(c: &Cluster) -> PbCluster {
             any(&protocol),
         )]),
         transport_socket: transport_socket(&c.tls),
+        upstream_connection_options: c.tcp_keepalive.map(|k| UpstreamConnectionOptions {
+            tcp_keepalive: Some(PbTcpKeepalive {
+                keepalive_probes: k.probes.map(u32v),
+                keepalive_time: k.time.map(whole_seconds),
+                keepalive_interval: k.interval.map(whole_seconds),
+            }),
+            ..UpstreamConnectionOptions::default()
+        }),
         ..PbCluster::default()
     }
+}
+
+/// Envoy's keepalive fields are whole seconds: a fraction rounds up, never to 0.
+fn whole_seconds(d: Duration) -> UInt32Value {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    u32v(u32::try_from(secs.max(1)).unwrap_or(u32::MAX))
 }
 
 /// The cluster as istiod's `grpcgen` writes it for a DestinationRule, or `None` when its TLS
@@ -239,10 +254,16 @@ pub fn istiod_view(c: &Cluster) -> IstiodView {
     if let Some(n) = c.max_requests_per_connection {
         limits.push(format!("maxRequestsPerConnection {n}"));
     }
-    if let Some(t) = c.idle_timeout {
-        limits.push(format!("idleTimeout {t:?}"));
-    }
     let defaults = Cluster::new(c.name.to_string(), Vec::new());
+    if c.idle_timeout != defaults.idle_timeout {
+        limits.push(match c.idle_timeout {
+            Some(t) => format!("idleTimeout {t:?}"),
+            None => "idleTimeout 0s".into(),
+        });
+    }
+    if c.tcp_keepalive.is_some() {
+        limits.push("tcpKeepalive".into());
+    }
     if c.connect_timeout != defaults.connect_timeout {
         limits.push(format!("connectTimeout {:?}", c.connect_timeout));
     }

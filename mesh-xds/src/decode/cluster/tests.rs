@@ -791,6 +791,40 @@ fn http_protocol_options_and_panic_threshold() {
     assert_eq!(c.panic_threshold, Percentage::ZERO);
 }
 
+#[test]
+fn upstream_tcp_keepalive_and_max_connections() {
+    let c = Cluster {
+        upstream_connection_options: Some(UpstreamConnectionOptions {
+            tcp_keepalive: Some(envoy_types::pb::envoy::config::core::v3::TcpKeepalive {
+                keepalive_probes: u32v(4),
+                keepalive_time: u32v(7200),
+                keepalive_interval: None,
+            }),
+            ..Default::default()
+        }),
+        circuit_breakers: Some(PbBreakers {
+            thresholds: vec![Thresholds {
+                max_connections: u32v(10),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..eds("reviews")
+    };
+    let d = decode(&c);
+    assert!(unsupported_fields(&d).is_empty(), "{:?}", d.unsupported);
+    let c = d.value.cluster;
+    assert_eq!(
+        c.tcp_keepalive,
+        Some(mesh_core::TcpKeepalive {
+            time: Some(Duration::from_secs(7200)),
+            interval: None,
+            probes: Some(4),
+        })
+    );
+    assert_eq!(c.breaker.max_connections, 10);
+}
+
 fn socket(address: &str, port: u32) -> LbEndpoint {
     LbEndpoint {
         host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(

@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue};
 use mesh_core::{
     AbortStatus, Backoff, CircuitBreakers, Endpoint, EndpointAddress, FaultAbort, FaultDelay,
     FaultPolicy, GrpcCode, HealthStatus, HedgePolicy, Locality, OutlierDetection, RetryOn,
-    RetryPolicy,
+    RetryPolicy, TcpKeepalive,
     matcher::{HeaderMatch, HeaderMatcher, PathMatch, PathMatcher, StringMatcher},
     route::{
         Domain, Forward, HashPolicy, HashSource, HeaderMutations, Mirror, Route, RouteMatcher,
@@ -90,10 +90,15 @@ fn cluster(name: String) -> impl Strategy<Value = Cluster> {
         1u64..30_000,
         proptest::option::of(1u32..1000),
         proptest::option::of(1u64..7200),
+        proptest::option::of((
+            proptest::option::of(1u64..7200),
+            proptest::option::of(1u64..600),
+            proptest::option::of(1u32..20),
+        )),
         proptest::collection::vec(endpoint(), 0..6),
     )
         .prop_map(
-            move |(lb, b, outlier, panic, lw, connect_ms, mrpc, idle, endpoints)| {
+            move |(lb, b, outlier, panic, lw, connect_ms, mrpc, idle, keepalive, endpoints)| {
                 let mut c = Cluster::new(name.as_str(), endpoints);
                 c.lb = lb;
                 c.breaker = CircuitBreakers {
@@ -109,6 +114,11 @@ fn cluster(name: String) -> impl Strategy<Value = Cluster> {
                 c.connect_timeout = Duration::from_millis(connect_ms);
                 c.max_requests_per_connection = mrpc;
                 c.idle_timeout = idle.map(Duration::from_secs);
+                c.tcp_keepalive = keepalive.map(|(time, interval, probes)| TcpKeepalive {
+                    time: time.map(Duration::from_secs),
+                    interval: interval.map(Duration::from_secs),
+                    probes,
+                });
                 c
             },
         )
