@@ -41,6 +41,7 @@ pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod channel;
+mod cluster;
 mod decision;
 pub mod discovery;
 pub mod endpoint;

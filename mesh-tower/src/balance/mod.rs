@@ -49,10 +49,10 @@ use tokio::time::Instant;
 use tower::Service;
 
 use crate::{
-    body::{BoxError, InFlight, RequestBody, ResponseBody},
+    body::{BoxError, RequestBody, ResponseBody},
+    cluster::{ClusterEntry, InFlight, Slot},
     decision::RouteDecision,
     endpoint::Endpoint,
-    mesh::{ClusterEntry, Slot},
     retry::{REPLAY_BUFFER_BYTES, ReplayBody},
     synthesize::{Failure, ResponseFlags},
 };

@@ -404,7 +404,7 @@ impl Collector for MeshCollector {
             .map(|(name, entry)| ([("cluster_name", name.to_string())], entry.stats()))
             .collect();
 
-        type Read = fn(&crate::mesh::ClusterStats) -> u64;
+        type Read = fn(&crate::cluster::ClusterStats) -> u64;
         let counters: [(&str, &str, Read); 3] = [
             (
                 "mesh_cluster_upstream_rq_overflow",
