@@ -14,19 +14,16 @@ use std::{
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{Full, combinators::UnsyncBoxBody};
+use http_body_util::Full;
 use mesh_core::Outcome;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+mod erased;
+
+pub use self::erased::{BoxError, RequestBody};
 pub use crate::cluster::InFlight;
 use crate::metrics::{Recorder, recorder};
-
-/// The error type of bodies and services in the stack.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A type-erased request body.
-pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
 
 pin_project! {
     /// A response body: streamed from the upstream, or synthesized by the mesh.
