@@ -451,6 +451,17 @@ impl Mesh {
         &self.inner.metrics
     }
 
+    /// Makes `metrics` the metrics the mesh's client and server stacks record into. Only the
+    /// first call takes effect; it returns `false` when metrics were already set.
+    pub fn set_metrics(&self, metrics: MeshMetrics) -> bool {
+        self.metrics_cell().set(metrics).is_ok()
+    }
+
+    /// The installed metrics, if any.
+    pub fn metrics(&self) -> Option<&MeshMetrics> {
+        self.metrics_cell().get()
+    }
+
     /// Makes `log` the access log of the mesh's client and server stacks, including those made
     /// already: one line per request on each. Only the first call takes effect; it returns
     /// `false` when an access log was already set. Default is no access log.

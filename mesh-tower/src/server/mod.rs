@@ -102,11 +102,8 @@ use mesh_core::{InboundState, MtlsMode, PathNormalizer};
 use tower::{Layer, Service};
 
 use self::{authz::Authorized, rate_limit::RateLimiter};
-pub use self::{
-    body::{MeteredRequestBody, ServerBody},
-    future::ServerFuture,
-    workload::Workload,
-};
+pub use self::{body::ServerBody, future::ServerFuture, workload::Workload};
+pub use crate::metrics::metered::MeteredRequestBody;
 use crate::{
     Mesh, Peer,
     fault::{ActiveFault, injected_abort},
