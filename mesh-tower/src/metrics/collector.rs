@@ -11,7 +11,7 @@ use prometheus_client::{
 use super::MeshMetrics;
 use crate::{Mesh, server::Workload};
 
-/// Reports the mesh's internal state per cluster at scrape time; see the [module docs](self).
+/// Reports the mesh's internal state per cluster at scrape time; see the [module docs](crate::metrics).
 #[derive(Debug)]
 pub struct MeshCollector {
     mesh: Mesh,

@@ -97,8 +97,9 @@ struct Series {
     response_bytes: Histogram,
 }
 
-/// The mesh's request metrics: install with [`MeshMetrics::install`] (or [`Mesh::set_metrics`])
-/// and the client and server stacks record into them. Cheap to clone.
+/// The mesh's request metrics: install with [`MeshMetrics::install`] (or
+/// [`Mesh::set_metrics`](crate::Mesh::set_metrics)) and the client and server stacks record into
+/// them. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct MeshMetrics {
     inner: Arc<Inner>,
