@@ -4,7 +4,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use mesh_core::{FaultPolicy, route::Forward};
 
-use crate::mesh::ClusterEntry;
+use crate::cluster::ClusterEntry;
 
 /// The route and cluster chosen for a request, from the one snapshot it was routed with.
 ///

@@ -1,10 +1,37 @@
 //! Tower layers and the client stack that enforce `mesh-core` policies in-process, around tonic
 //! and axum.
 //!
+//! # The stacks
+//!
 //! ```text
-//! Mesh::channel(target):  route → metrics → fault → timeout → retry → breaker + balance → endpoint (HTTP/2)
-//! Mesh::server_layer(w):  (trace) → metrics → authorization → fault → local rate limit → handler
+//! Mesh::channel(target):  route → metrics → fault → timeout → retry → trace
+//!                         → (your per-attempt layer) → breaker + balance → endpoint (HTTP/2)
+//! Mesh::server_layer(w):  (TLS accept: Peer) → trace → metrics → normalization
+//!                         → authorization → fault → local rate limit → handler
 //! ```
+//!
+//! The client order is [`Channel`]'s type (see [`channel`]): the metrics layer follows the route
+//! layer so it can label a call with the chosen cluster, and sees each call once, around every
+//! retry; trace is inside retry so every attempt is a span of its own. The server steps are one
+//! service ([`server`]), since each reads the same snapshot and a denied request must reach no
+//! later step.
+//!
+//! # The publish path
+//!
+//! ```text
+//! Istio YAML (ConfigWatch) ─┐
+//! xDS client (mesh-xds)    ─┼─→ Mesh::publish | publish_client | publish_server | publish_inbound
+//! a MeshConfig you build   ─┘     under one publish lock: a new Snapshot = the config with the
+//!                                 sources' other parts kept + one ClusterEntry per cluster,
+//!                                 reusing the connections of endpoints still there (same TLS)
+//!                                 and the state of clusters still there (breakers, outliers)
+//!                             ─→ one ArcSwap store; `published` bumped (pending targets wake)
+//! per request, client:  the route layer loads the snapshot once → RouteDecision in extensions
+//! per request, server:  the server layer loads the configuration once
+//! per connection:       ServerTls follows the mTLS mode each publish gives the port
+//! ```
+//!
+//! # Modules
 //!
 //! - [`Mesh`] holds the configuration snapshot and the per-cluster runtime state; publish a new
 //!   [`MeshConfig`](mesh_core::MeshConfig) with [`Mesh::publish`].
@@ -33,6 +60,39 @@
 //! Failures the mesh decides (no route, fault abort, timeout, breaker overflow, no endpoint,
 //! connect failure) are answered with a gRPC-correct response for gRPC callers (trailers-only,
 //! `grpc-status`) and an HTTP status for HTTP callers; see [`ResponseFlags`].
+//!
+//! # Module order
+//!
+//! Modules depend one way: each uses only what its own layer and the layers before it in this
+//! list define, so the crate reads from the top of the list down and no two modules need each
+//! other. A path stands for the module and its submodules, except those listed on their own.
+//! `scripts/check-layers` (run by `scripts/test`) fails on an import against this order.
+//!
+//! ```text
+//!  0. shared types:   names, rng, request_path, peer, discovery, body::erased,
+//!                     synthesize::flags, server::workload, balance::upstream
+//!  1. tls, trace:     tls, trace
+//!  2. endpoint:       endpoint
+//!  3. cluster:        cluster
+//!  4. route decision: decision, request_controls
+//!  5. access log:     access_log
+//!  6. metrics:        metrics
+//!  7. mesh state:     mesh
+//!  8. recorder:       metrics::recorder
+//!  9. bodies:         body
+//! 10. mesh answers:   synthesize
+//! 11. retry:          retry
+//! 12. balance:        balance
+//! 13. layers:         timeout, fault, metrics::layer
+//! 14. route:          route
+//! 15. handles:        channel, server, admin, static_config, metrics::collector
+//! ```
+//!
+//! Where this is not the stack's order, the code says why: the route decision sits low because
+//! the access log reads it from a request's extensions; `mesh` (the configuration and state
+//! handle) sits below the recorder, which finds the mesh's metrics and access log per request;
+//! `retry` sits below `balance` because the balancer resends a request whose connection failed
+//! with the retry layer's replay body.
 
 #![forbid(unsafe_code)]
 
@@ -41,6 +101,7 @@ pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod channel;
+mod cluster;
 mod decision;
 pub mod discovery;
 pub mod endpoint;

@@ -32,6 +32,8 @@
 //! The response future is boxed: hyper's send future cannot be named. It is the stack's only
 //! allocation per request besides the type-erased request body.
 
+mod upstream;
+
 use std::{
     sync::Arc,
     task::{Context, Poll},
@@ -48,11 +50,13 @@ use mesh_core::{
 use tokio::time::Instant;
 use tower::Service;
 
+pub(crate) use self::upstream::TriedEndpoints;
+pub use self::upstream::UpstreamAddress;
 use crate::{
-    body::{BoxError, InFlight, RequestBody, ResponseBody},
+    body::{BoxError, RequestBody, ResponseBody},
+    cluster::{ClusterEntry, InFlight, Slot},
     decision::RouteDecision,
     endpoint::Endpoint,
-    mesh::{ClusterEntry, Slot},
     retry::{
         self, REPLAY_BUFFER_BYTES, ReplayBody,
         head::{HandBackHead, SentHead},
@@ -406,11 +410,3 @@ impl Resend {
         }
     }
 }
-
-/// The endpoints earlier attempts of a request went to; the balancer avoids them when it can.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct TriedEndpoints(pub(crate) Vec<EndpointAddress>);
-
-/// The endpoint that served (or failed) a response, in its extensions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamAddress(pub EndpointAddress);

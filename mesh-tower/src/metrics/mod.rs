@@ -37,8 +37,10 @@
 //! retries, outlier ejections and currently ejected endpoints. [`XdsMetrics`] holds counters the xDS client updates (updates accepted and
 //! rejected per type URL) and reports the age of the configuration.
 
+mod collector;
 mod labels;
 mod layer;
+pub(crate) mod metered;
 pub(crate) mod recorder;
 mod xds;
 
@@ -56,15 +58,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{
-        MetricType,
-        counter::{ConstCounter, Counter},
-        family::Family,
-        gauge::ConstGauge,
-        histogram::Histogram,
-    },
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
     registry::Registry,
 };
 
@@ -72,10 +66,11 @@ use self::labels::{PeerLabels, PolicyLabels, RequestLabels, ServiceLabels};
 pub(crate) use self::recorder::Recorder as ServerRecorder;
 pub(crate) use self::recorder::Recorder;
 pub use self::{
+    collector::MeshCollector,
     layer::{ClientMetrics, ClientMetricsFuture},
     xds::XdsMetrics,
 };
-use crate::{Mesh, server::Workload};
+use crate::server::Workload;
 
 /// Envoy's default histogram buckets, which Istio's standard histograms use.
 const BUCKETS: [f64; 19] = [
@@ -102,8 +97,9 @@ struct Series {
     response_bytes: Histogram,
 }
 
-/// The mesh's request metrics: install with [`MeshMetrics::install`] (or [`Mesh::set_metrics`])
-/// and the client and server stacks record into them. Cheap to clone.
+/// The mesh's request metrics: install with [`MeshMetrics::install`] (or
+/// [`Mesh::set_metrics`](crate::Mesh::set_metrics)) and the client and server stacks record into
+/// them. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct MeshMetrics {
     inner: Arc<Inner>,
@@ -148,12 +144,6 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// Reports the mesh's internal state per cluster at scrape time; see the [module docs](self).
-#[derive(Debug)]
-pub struct MeshCollector {
-    mesh: Mesh,
-}
-
 // === impl MeshMetrics ===
 
 impl MeshMetrics {
@@ -179,18 +169,6 @@ impl MeshMetrics {
                 series: RwLock::default(),
             }),
         }
-    }
-
-    /// Creates the metrics for `local`, registers them and the [`MeshCollector`] of `mesh` in
-    /// `registry`, and installs them in `mesh`. Returns `None` when `mesh` already had metrics.
-    pub fn install(mesh: &Mesh, registry: &mut Registry, local: &Workload) -> Option<Self> {
-        let metrics = Self::new(local);
-        if !mesh.set_metrics(metrics.clone()) {
-            return None;
-        }
-        metrics.register(registry);
-        registry.register_collector(Box::new(MeshCollector::new(mesh.clone())));
-        Some(metrics)
     }
 
     /// Registers the metric families in `registry`.
@@ -367,99 +345,5 @@ impl<B: Body<Data = Bytes>> Body for CountingBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-// === impl Mesh ===
-
-impl Mesh {
-    /// Makes `metrics` the metrics the mesh's client and server stacks record into. Only the
-    /// first call takes effect; it returns `false` when metrics were already set.
-    pub fn set_metrics(&self, metrics: MeshMetrics) -> bool {
-        self.metrics_cell().set(metrics).is_ok()
-    }
-
-    /// The installed metrics, if any.
-    pub fn metrics(&self) -> Option<&MeshMetrics> {
-        self.metrics_cell().get()
-    }
-}
-
-// === impl MeshCollector ===
-
-impl MeshCollector {
-    /// Reports `mesh`'s clusters.
-    pub fn new(mesh: Mesh) -> Self {
-        Self { mesh }
-    }
-}
-
-impl Collector for MeshCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let snapshot = self.mesh.snapshot();
-        let mut clusters: Vec<_> = snapshot.clusters.iter().collect();
-        clusters.sort_by(|a, b| a.0.cmp(b.0));
-        let stats: Vec<_> = clusters
-            .iter()
-            .map(|(name, entry)| ([("cluster_name", name.to_string())], entry.stats()))
-            .collect();
-
-        type Read = fn(&crate::mesh::ClusterStats) -> u64;
-        let counters: [(&str, &str, Read); 4] = [
-            (
-                "mesh_cluster_upstream_rq_overflow",
-                "Requests rejected by the cluster's circuit breakers",
-                |s| s.overflows,
-            ),
-            (
-                "mesh_cluster_upstream_cx_overflow",
-                "New connections that found the cluster at its max_connections threshold",
-                |s| s.connection_overflows,
-            ),
-            (
-                "mesh_cluster_upstream_rq_retry",
-                "Retries sent to the cluster",
-                |s| s.retries,
-            ),
-            (
-                "mesh_cluster_outlier_detection_ejections",
-                "Endpoints ejected by outlier detection",
-                |s| s.ejections,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (labels, s) in &stats {
-                ConstCounter::new(value(s)).encode(metric.encode_family(labels)?)?;
-            }
-        }
-        let gauges: [(&str, &str, Read); 4] = [
-            (
-                "mesh_cluster_upstream_rq_active",
-                "Requests in flight to the cluster",
-                |s| s.active_requests,
-            ),
-            (
-                "mesh_cluster_upstream_cx_active",
-                "Connections open to the cluster, draining ones included",
-                |s| s.open_connections,
-            ),
-            ("mesh_cluster_endpoints", "Endpoints of the cluster", |s| {
-                s.endpoints
-            }),
-            (
-                "mesh_cluster_outlier_detection_ejections_active",
-                "Endpoints currently ejected by outlier detection",
-                |s| s.ejected,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (labels, s) in &stats {
-                let v = i64::try_from(value(s)).unwrap_or(i64::MAX);
-                ConstGauge::new(v).encode(metric.encode_family(labels)?)?;
-            }
-        }
-        Ok(())
     }
 }

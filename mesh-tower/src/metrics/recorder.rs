@@ -140,7 +140,7 @@ impl Recorder {
     }
 
     /// Wraps `req`'s body so its bytes are counted.
-    pub(crate) fn meter_request<B: crate::server::MeteredRequestBody>(
+    pub(crate) fn meter_request<B: crate::metrics::metered::MeteredRequestBody>(
         &self,
         req: Request<B>,
     ) -> Request<B> {

@@ -290,7 +290,7 @@ where
 /// What the attempts need of the route decision (which itself travels in the request's
 /// extensions, copied into every attempt).
 struct Target {
-    cluster: crate::mesh::ClusterEntry,
+    cluster: crate::cluster::ClusterEntry,
     is_grpc: bool,
 }
 
@@ -308,7 +308,7 @@ struct Attempts<S> {
     started: u32,
     tried: Vec<EndpointAddress>,
     /// The cluster's retry slots held by the retries in flight.
-    retry_slots: Vec<crate::mesh::Slot>,
+    retry_slots: Vec<crate::cluster::Slot>,
 }
 
 type AttemptFuture = BoxFuture<'static, Result<Response<ResponseBody>, BoxError>>;

@@ -1,9 +1,9 @@
-//! The server stack's bodies: the response either from the handler or answered by the mesh,
-//! observed for metrics; and the request body, metered without changing its type.
+//! The server stack's response body: the handler's or one the mesh answered with, observed for
+//! metrics. (The request body is metered without changing its type:
+//! [`MeteredRequestBody`](crate::server::MeteredRequestBody).)
 
 use std::{
     pin::Pin,
-    sync::{Arc, atomic::AtomicU64},
     task::{Context, Poll},
 };
 
@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 
 use crate::{
     body::{BoxError, ResponseBody},
-    metrics::{CountingBody, ServerRecorder, recorder},
+    metrics::{ServerRecorder, recorder},
 };
 
 pin_project! {
@@ -35,13 +35,6 @@ pin_project! {
         Handler { #[pin] body: B },
         Mesh { #[pin] body: ResponseBody },
     }
-}
-
-/// A request body type the server stack can meter (count the bytes of) while keeping its type:
-/// tonic's and axum's bodies, which both erase an inner body.
-pub trait MeteredRequestBody: Body<Data = Bytes> + Sized + Send + 'static {
-    /// This body, counting the bytes of its data frames into `count`.
-    fn metered(self, count: Arc<AtomicU64>) -> Self;
 }
 
 // === impl ServerBody ===
@@ -97,19 +90,5 @@ where
             Kind::Handler { body } => body.size_hint(),
             Kind::Mesh { body } => body.size_hint(),
         }
-    }
-}
-
-// === impl MeteredRequestBody ===
-
-impl MeteredRequestBody for tonic::body::Body {
-    fn metered(self, count: Arc<AtomicU64>) -> Self {
-        tonic::body::Body::new(CountingBody::new(self, count))
-    }
-}
-
-impl MeteredRequestBody for axum::body::Body {
-    fn metered(self, count: Arc<AtomicU64>) -> Self {
-        axum::body::Body::new(CountingBody::new(self, count))
     }
 }

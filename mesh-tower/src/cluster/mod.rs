@@ -1,0 +1,379 @@
+//! A cluster's runtime state: its endpoints' connections, its balancer, its breaker slots and
+//! its outlier detection, which live across configuration versions while the cluster does.
+
+mod in_flight;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
+};
+
+use mesh_core::{
+    CircuitBreakers, Cluster, EndpointAddress, LbPolicy, Locality, Outcome, OutlierDetector,
+    OutlierEvent, TlsMode, lb::Balancer,
+};
+use tokio::time::Instant;
+
+pub use self::in_flight::InFlight;
+use crate::{
+    endpoint::{ConnectionBudget, Endpoint, PoolSettings},
+    rng,
+    tls::{MeshTls, UpstreamConnector},
+};
+
+/// A cluster as one snapshot sees it.
+#[derive(Clone, Debug)]
+pub(crate) struct ClusterEntry {
+    pub(crate) policy: Arc<Cluster>,
+    /// The connection of each of the policy's endpoints, by the same index.
+    pub(crate) connections: Arc<[Arc<Endpoint>]>,
+    /// The balancer of this configuration of the cluster.
+    pub(crate) balancer: Arc<Mutex<BalancerState>>,
+    /// State that outlives configuration versions.
+    pub(crate) state: Arc<ClusterState>,
+}
+
+/// A cluster's counters at one instant, for metrics and the admin endpoint.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ClusterStats {
+    pub(crate) active_requests: u64,
+    pub(crate) overflows: u64,
+    pub(crate) open_connections: u64,
+    pub(crate) connection_overflows: u64,
+    pub(crate) retries: u64,
+    pub(crate) ejections: u64,
+    pub(crate) endpoints: u64,
+    pub(crate) ejected: u64,
+}
+
+/// A balancer and the health generation its health flags reflect.
+#[derive(Debug)]
+pub(crate) struct BalancerState {
+    balancer: Balancer,
+    generation: u64,
+    /// The local workload's locality the balancer ranks endpoints by.
+    locality: Option<Locality>,
+}
+
+/// Per-cluster state shared by all snapshots in which the cluster exists.
+#[derive(Debug, Default)]
+pub(crate) struct ClusterState {
+    /// Requests in flight (the `max_requests` breaker, the retry budget).
+    pub(crate) active_requests: AtomicU32,
+    /// Retries in flight (the `max_retries` breaker, the retry budget).
+    pub(crate) active_retries: AtomicU32,
+    /// Requests waiting for a connection to be made (the `max_pending_requests` breaker).
+    pub(crate) pending_requests: AtomicU32,
+    /// Requests rejected by a breaker.
+    pub(crate) overflows: AtomicU64,
+    /// Open connections to the cluster (the `max_connections` breaker).
+    pub(crate) connections: Arc<ConnectionBudget>,
+    /// Retries admitted.
+    pub(crate) retries: AtomicU64,
+    /// Endpoints ejected by outlier detection, ever.
+    pub(crate) ejections: AtomicU64,
+    /// Passive health: `None` when the cluster has no outlier detection.
+    outlier: Mutex<Option<OutlierDetector>>,
+    /// Bumped on every ejection and return, so balancers know to refresh health.
+    health_generation: AtomicU64,
+}
+
+// === impl ClusterEntry ===
+
+impl ClusterEntry {
+    /// The cluster's counters now.
+    pub(crate) fn stats(&self) -> ClusterStats {
+        let s = &self.state;
+        let ejected = self
+            .policy
+            .endpoints
+            .iter()
+            .filter(|e| s.is_ejected(&e.address))
+            .count();
+        ClusterStats {
+            active_requests: u64::from(s.active_requests.load(Ordering::Relaxed)),
+            overflows: s.overflows.load(Ordering::Relaxed),
+            open_connections: u64::from(s.connections.open()),
+            connection_overflows: s.connections.overflows(),
+            retries: s.retries.load(Ordering::Relaxed),
+            ejections: s.ejections.load(Ordering::Relaxed),
+            endpoints: u64::try_from(self.policy.endpoints.len()).unwrap_or(u64::MAX),
+            ejected: u64::try_from(ejected).unwrap_or(u64::MAX),
+        }
+    }
+
+    pub(crate) fn build(
+        policy: &Arc<Cluster>,
+        old: Option<&ClusterEntry>,
+        tls: &MeshTls,
+        locality: Option<Locality>,
+    ) -> Self {
+        let state: Arc<ClusterState> = old.map(|o| o.state.clone()).unwrap_or_default();
+        // A connection is kept only under the same TLS and pool settings: a changed mode, trust
+        // bundle or SAN matcher must not be served by a connection negotiated under the old
+        // ones, and a changed limit applies to fresh connections (the old ones drain).
+        let pool = PoolSettings::of(policy);
+        let reusable: HashMap<&EndpointAddress, &Arc<Endpoint>> = old
+            .filter(|o| o.policy.tls == policy.tls)
+            .map(|o| {
+                o.connections
+                    .iter()
+                    .filter(|c| *c.settings() == pool)
+                    .map(|c| (c.address(), c))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let connector = (policy.tls.mode != TlsMode::Disable)
+            .then(|| UpstreamConnector::new(policy.tls.clone(), tls.clone()));
+        let connections: Arc<[Arc<Endpoint>]> = policy
+            .endpoints
+            .iter()
+            .map(|e| match reusable.get(&e.address) {
+                Some(kept) => Arc::clone(kept),
+                None => Arc::new(Endpoint::with_tls(
+                    e.address.clone(),
+                    pool.clone(),
+                    connector.clone(),
+                    state.connections.clone(),
+                )),
+            })
+            .collect();
+        state.update_outlier(policy);
+        let generation = state.health_generation.load(Ordering::Acquire);
+        let healthy = state.healthy_flags(policy);
+        Self {
+            balancer: Arc::new(Mutex::new(BalancerState {
+                balancer: Balancer::new(policy, &healthy, locality.as_ref()),
+                generation,
+                locality,
+            })),
+            policy: policy.clone(),
+            connections,
+            state,
+        }
+    }
+
+    /// Picks an endpoint index with the cluster's policy, first refreshing health if an
+    /// ejection or return happened since the balancer last looked, and running the outlier
+    /// detector's timer when it is due (it is driven by traffic: with no requests nothing needs
+    /// to return).
+    pub(crate) fn pick(
+        &self,
+        request_hash: Option<u64>,
+        avoid: &[EndpointAddress],
+    ) -> Option<usize> {
+        self.state.outlier_tick();
+        let mut b = self.balancer.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = self.state.health_generation.load(Ordering::Acquire);
+        if b.generation != generation {
+            let healthy = self.state.healthy_flags(&self.policy);
+            let BalancerState {
+                balancer, locality, ..
+            } = &mut *b;
+            balancer.update(&self.policy, &healthy, locality.as_ref());
+            b.generation = generation;
+        }
+        let load = |i: usize| match (&self.policy.lb, self.connections.get(i)) {
+            (LbPolicy::PeakEwma { .. }, Some(c)) => c.peak_ewma_cost(),
+            (_, Some(c)) => u64::from(c.active_requests()),
+            _ => u64::MAX,
+        };
+        let tried = |i: usize| {
+            self.connections
+                .get(i)
+                .is_some_and(|c| avoid.contains(c.address()))
+        };
+        // A retry prefers an endpoint not tried yet (Envoy's previous-hosts predicate, which
+        // Istio sets with up to 5 selection attempts)...
+        let mut picked = b.balancer.pick(request_hash, load, rng::draw())?;
+        for _ in 1..5 {
+            if !tried(picked) {
+                return Some(picked);
+            }
+            picked = b.balancer.pick(request_hash, load, rng::draw())?;
+        }
+        if !tried(picked) {
+            return Some(picked);
+        }
+        drop(b);
+        // ...and, unlike Envoy, does not give up after those: any healthy untried endpoint,
+        // from a random start, beats a second try of one that just failed. With none left,
+        // the balancer's choice stands.
+        let healthy = self.state.healthy_flags(&self.policy);
+        let n = healthy.len();
+        let start = usize::try_from(rng::draw() % n.max(1) as u64).unwrap_or(0);
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| healthy.get(i).copied().unwrap_or(false) && !tried(i))
+            .or(Some(picked))
+    }
+}
+
+// === impl ClusterState ===
+
+impl ClusterState {
+    /// Takes a request slot if the cluster is under `max_requests`.
+    pub(crate) fn try_admit_request(self: &Arc<Self>, max: u32) -> Option<Slot> {
+        self.try_admit(SlotKind::Request, |n| n < max)
+    }
+
+    /// Takes a pending slot (a request waiting for its endpoint's connection to be made) if the
+    /// cluster is under `max_pending_requests`.
+    pub(crate) fn try_admit_pending(self: &Arc<Self>, max: u32) -> Option<Slot> {
+        self.try_admit(SlotKind::Pending, |n| n < max)
+    }
+
+    /// Takes a retry slot if the cluster's retry budget (or, without one, its `max_retries`
+    /// threshold) allows one more retry in flight.
+    pub(crate) fn try_admit_retry(self: &Arc<Self>, breakers: &CircuitBreakers) -> Option<Slot> {
+        self.try_admit(SlotKind::Retry, |retries| {
+            breakers.admits_retry(self.active_requests.load(Ordering::Acquire), retries)
+        })
+    }
+
+    /// Increments `kind`'s counter if `admits` it; counts an overflow otherwise.
+    fn try_admit(self: &Arc<Self>, kind: SlotKind, admits: impl Fn(u32) -> bool) -> Option<Slot> {
+        let admitted = self
+            .counter(kind)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                admits(n).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            if matches!(kind, SlotKind::Retry) {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Slot {
+                state: self.clone(),
+                kind,
+            })
+        } else {
+            self.overflows.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+
+    fn counter(&self, kind: SlotKind) -> &AtomicU32 {
+        match kind {
+            SlotKind::Request => &self.active_requests,
+            SlotKind::Pending => &self.pending_requests,
+            SlotKind::Retry => &self.active_retries,
+        }
+    }
+
+    /// Feeds one classified outcome of `host` to outlier detection.
+    pub(crate) fn record_outcome(&self, host: &EndpointAddress, outcome: Outcome) {
+        let mut outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(detector) = outlier.as_mut() else {
+            return;
+        };
+        let now = Instant::now().into_std();
+        let event = detector.record(host, outcome, now, rng::draw());
+        if let Some(event) = event {
+            self.on_event(&event);
+            self.health_generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn outlier_tick(&self) {
+        let mut outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(detector) = outlier.as_mut() else {
+            return;
+        };
+        let now = Instant::now().into_std();
+        if detector.poll_timeout().is_some_and(|due| due <= now) {
+            let events = detector.on_timeout(now, rng::draw());
+            if !events.is_empty() {
+                events.iter().for_each(|e| self.on_event(e));
+                self.health_generation.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Keeps the detector (and its ejections) across a configuration change of the same
+    /// settings; new settings start a fresh detector.
+    fn update_outlier(&self, policy: &Cluster) {
+        let now = Instant::now().into_std();
+        let mut outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
+        let hosts = policy.endpoints.iter().map(|e| e.address.clone());
+        match (&policy.outlier, outlier.as_mut()) {
+            (None, _) => *outlier = None,
+            (Some(config), Some(detector)) if detector.config() == config => {
+                let events = detector.set_hosts(hosts, now);
+                events.iter().for_each(|e| self.on_event(e));
+            }
+            (Some(config), _) => {
+                let mut detector = OutlierDetector::new(config.clone(), now);
+                detector.set_hosts(hosts, now);
+                *outlier = Some(detector);
+            }
+        }
+        self.health_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether outlier detection has ejected `host` now.
+    pub(crate) fn is_ejected(&self, host: &EndpointAddress) -> bool {
+        let outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
+        outlier.as_ref().is_some_and(|d| d.is_ejected(host))
+    }
+
+    /// Logs an outlier event and counts ejections.
+    fn on_event(&self, event: &OutlierEvent) {
+        if matches!(event, OutlierEvent::Ejected { .. }) {
+            self.ejections.fetch_add(1, Ordering::Relaxed);
+        }
+        log_event(event);
+    }
+
+    /// `healthy[i]`: the control plane says healthy and outlier detection has not ejected it.
+    fn healthy_flags(&self, policy: &Cluster) -> Vec<bool> {
+        let outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
+        policy
+            .endpoints
+            .iter()
+            .map(|e| e.is_healthy() && !outlier.as_ref().is_some_and(|d| d.is_ejected(&e.address)))
+            .collect()
+    }
+}
+
+fn log_event(event: &OutlierEvent) {
+    match event {
+        OutlierEvent::Ejected {
+            host,
+            reason,
+            until,
+        } => {
+            tracing::info!(%host, ?reason, ?until, "endpoint ejected by outlier detection");
+        }
+        OutlierEvent::Returned { host } => {
+            tracing::info!(%host, "endpoint returned from outlier ejection");
+        }
+    }
+}
+
+/// One of the cluster's breaker slots (a request, a pending request or a retry), held until
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    state: Arc<ClusterState>,
+    kind: SlotKind,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum SlotKind {
+    Request,
+    Pending,
+    Retry,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.state.counter(self.kind).fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests;
