@@ -46,7 +46,7 @@ pub use self::{
         TlsMode, UpstreamTls,
     },
     config::MeshConfig,
-    endpoint::{Endpoint, EndpointAddress, HealthStatus, Labels, Locality},
+    endpoint::{Endpoint, EndpointAddress, HealthStatus, HealthStatusSet, Labels, Locality},
     error::Error,
     fault::{AbortStatus, FaultAbort, FaultDecision, FaultDelay, FaultPolicy, HeaderFaultShare},
     grpc::GrpcCode,
