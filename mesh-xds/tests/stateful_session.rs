@@ -282,11 +282,13 @@ async fn a_route_cookie_hash_with_a_ttl_generates_the_cookie() {
 }
 
 #[tokio::test]
-async fn a_route_cookie_hash_without_a_ttl_generates_nothing() {
+async fn a_route_cookie_hash_generates_the_cookie_only_with_a_ttl() {
     let b = backends().await;
-    let (_ads, _xds, mut client) = start(&Stickiness::HashCookie(None), &b).await;
-    for _ in 0..5 {
-        let (_, headers) = call(&mut client, &[]).await;
-        assert_eq!(header(&headers, "set-cookie"), None);
+    for (ttl, generated) in [(None, false), (Some(PbDuration::default()), true)] {
+        let (_ads, _xds, mut client) = start(&Stickiness::HashCookie(ttl), &b).await;
+        for _ in 0..5 {
+            let (_, headers) = call(&mut client, &[]).await;
+            assert_eq!(header(&headers, "set-cookie").is_some(), generated, "{ttl:?}");
+        }
     }
 }
