@@ -145,10 +145,22 @@ fn with_session(
     session: SessionState,
     edit: impl Fn(&mut Cluster),
 ) -> MeshConfig {
-    let session = Arc::new(SessionAffinity {
-        state: session,
-        strict: false,
-    });
+    with_affinity(
+        config,
+        SessionAffinity {
+            state: session,
+            strict: false,
+        },
+        edit,
+    )
+}
+
+fn with_affinity(
+    config: &MeshConfig,
+    session: SessionAffinity,
+    edit: impl Fn(&mut Cluster),
+) -> MeshConfig {
+    let session = Arc::new(session);
     let listeners = config
         .listeners()
         .iter()
@@ -337,4 +349,75 @@ async fn a_session_header_pins_its_endpoint_while_its_health_allows() {
             "no new session drains"
         );
     }
+}
+
+#[tokio::test]
+async fn an_ejected_endpoint_loses_its_sessions_to_another_with_a_new_cookie() {
+    let bad = spawn_echo(
+        "bad",
+        Behavior {
+            fail: Some((1, 1)),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let good = spawn_echo("good", Behavior::default()).await;
+    let yaml = services_yaml(&[("bad", bad.addr), ("good", good.addr)]).replace(
+        "  subsets:\n",
+        "  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1, interval: 10s, baseEjectionTime: 60s, maxEjectionPercent: 100}
+  subsets:\n",
+    );
+    let no_retries = virtual_service(&format!(
+        "  - retries: {{attempts: 0}}\n    route:\n    - destination: {{host: {HOST}}}\n"
+    ));
+    let mesh = mesh_tower::Mesh::new(with_session(
+        &config(&format!("{yaml}---\n{no_retries}")),
+        cookie_session("/"),
+        |_| {},
+    ));
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    let pinned = format!("sticky=\"{}\"", encode_host(bad.addr));
+
+    // Pinned to `bad`: its failure reaches the caller and ejects it...
+    let mut req = request("hi");
+    req.metadata_mut().insert("cookie", pinned.parse().unwrap());
+    assert_eq!(
+        client.say(req).await.unwrap_err().code(),
+        tonic::Code::Unavailable
+    );
+    // ...and the session moves to `good`, with a cookie naming it.
+    let (served_by, headers) = call(&mut client, &[("cookie", pinned.clone())]).await;
+    assert_eq!(served_by, "good");
+    let set = set_cookie(&headers).expect("a new cookie");
+    assert_eq!(decode_host(cookie_value(&set, "sticky")), Some(good.addr));
+    assert_eq!(
+        bad.behavior.calls.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_strict_session_whose_endpoint_is_gone_is_refused() {
+    let (_servers, addrs) = three().await;
+    let strict = SessionAffinity {
+        state: SessionState::Header(http::HeaderName::from_static("x-session")),
+        strict: true,
+    };
+    let mesh = mesh_tower::Mesh::new(with_affinity(&plain(&addrs), strict, |_| {}));
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    let gone: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let mut req = request("hi");
+    req.metadata_mut()
+        .insert("x-session", encode_host(gone).parse().unwrap());
+    let status = client.say(req).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // Without a value, a strict session balances as any other.
+    let (served_by, headers) = call(&mut client, &[]).await;
+    assert_eq!(
+        headers
+            .get("x-session")
+            .map(|v| decode_host(v.to_str().unwrap())),
+        Some(Some(addrs[&served_by]))
+    );
 }

@@ -288,7 +288,11 @@ async fn a_route_cookie_hash_generates_the_cookie_only_with_a_ttl() {
         let (_ads, _xds, mut client) = start(&Stickiness::HashCookie(ttl), &b).await;
         for _ in 0..5 {
             let (_, headers) = call(&mut client, &[]).await;
-            assert_eq!(header(&headers, "set-cookie").is_some(), generated, "{ttl:?}");
+            assert_eq!(
+                header(&headers, "set-cookie").is_some(),
+                generated,
+                "{ttl:?}"
+            );
         }
     }
 }
