@@ -6,7 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::{Endpoint, Error, Percentage, RetryBudget, matcher::StringMatcher};
+use crate::{Endpoint, Error, HealthStatusSet, Percentage, RetryBudget, matcher::StringMatcher};
 
 /// An upstream cluster: a set of endpoints and how traffic to them is managed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -40,6 +40,10 @@ pub struct Cluster {
     pub tls: UpstreamTls,
     /// The endpoints.
     pub endpoints: Arc<[Endpoint]>,
+    /// The health an endpoint needs to take a request pinned to it by a session (Envoy's
+    /// `common_lb_config.override_host_status`); an endpoint ejected by outlier detection counts
+    /// as unhealthy. Default is Envoy's: unknown, healthy or degraded.
+    pub override_host_status: HealthStatusSet,
 }
 
 /// How an endpoint is chosen.
@@ -291,6 +295,7 @@ impl Cluster {
             tcp_keepalive: None,
             tls: UpstreamTls::default(),
             endpoints: endpoints.into(),
+            override_host_status: HealthStatusSet::default(),
         }
     }
 }

@@ -64,6 +64,10 @@ pub enum HealthStatus {
     Degraded,
 }
 
+/// A set of [`HealthStatus`]es (Envoy's `HealthStatusSet`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HealthStatusSet(u8);
+
 /// Endpoint labels, sorted by key, keys unique.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Labels(Arc<[(Arc<str>, Arc<str>)]>);
@@ -86,6 +90,55 @@ impl Endpoint {
     /// Whether the control plane allows traffic to it outside panic mode.
     pub fn is_healthy(&self) -> bool {
         matches!(self.health, HealthStatus::Unknown | HealthStatus::Healthy)
+    }
+}
+
+// === impl HealthStatus ===
+
+impl HealthStatus {
+    fn bit(self) -> u8 {
+        match self {
+            Self::Unknown => 1,
+            Self::Healthy => 1 << 1,
+            Self::Unhealthy => 1 << 2,
+            Self::Draining => 1 << 3,
+            Self::Timeout => 1 << 4,
+            Self::Degraded => 1 << 5,
+        }
+    }
+}
+
+// === impl HealthStatusSet ===
+
+impl HealthStatusSet {
+    /// No status: session overrides are ignored (Envoy's explicitly empty set).
+    pub const EMPTY: Self = Self(0);
+
+    /// This set and `status`.
+    #[must_use]
+    pub fn with(self, status: HealthStatus) -> Self {
+        Self(self.0 | status.bit())
+    }
+
+    /// Whether `status` is in the set.
+    pub fn contains(self, status: HealthStatus) -> bool {
+        self.0 & status.bit() != 0
+    }
+}
+
+impl Default for HealthStatusSet {
+    /// Envoy's default when `override_host_status` is unset: unknown, healthy, degraded.
+    fn default() -> Self {
+        Self::EMPTY
+            .with(HealthStatus::Unknown)
+            .with(HealthStatus::Healthy)
+            .with(HealthStatus::Degraded)
+    }
+}
+
+impl FromIterator<HealthStatus> for HealthStatusSet {
+    fn from_iter<I: IntoIterator<Item = HealthStatus>>(iter: I) -> Self {
+        iter.into_iter().fold(Self::EMPTY, Self::with)
     }
 }
 

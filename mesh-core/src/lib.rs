@@ -49,7 +49,7 @@ pub use self::{
         TcpKeepalive, TlsMode, UpstreamTls,
     },
     config::MeshConfig,
-    endpoint::{Endpoint, EndpointAddress, HealthStatus, Labels, Locality},
+    endpoint::{Endpoint, EndpointAddress, HealthStatus, HealthStatusSet, Labels, Locality},
     error::Error,
     fault::{AbortStatus, FaultAbort, FaultDecision, FaultDelay, FaultPolicy, HeaderFaultShare},
     grpc::GrpcCode,

@@ -284,7 +284,8 @@ fn destination_rule_policies() {
         f.hash_policy[0].source,
         HashSource::Cookie {
             name: "user".into(),
-            ttl: None,
+            // `ttl: 0s`, passed to Envoy as is: a session cookie is generated when absent.
+            ttl: Some(std::time::Duration::ZERO),
             path: None
         }
     );

@@ -275,6 +275,9 @@ pub fn explain(config: &MeshConfig, request: &str) -> Result<String, ExplainErro
             if !f.hash_policy.is_empty() {
                 let _ = writeln!(out, "hash policy:  {:?}", f.hash_policy);
             }
+            if let Some(session) = &f.session {
+                let _ = writeln!(out, "session:      {:?}", session.state);
+            }
             for wc in f.clusters.clusters() {
                 if let Some(c) = config.cluster(&wc.name) {
                     cluster(&mut out, c);

@@ -532,3 +532,71 @@ async fn grpc_c_core_acks_everything_served_for_the_demo_configurations() {
         assert_acked_everything(&cp, &node, &version, &name);
     }
 }
+
+/// istiod's persistent-session shapes (`support::istiod`): the stateful session filter
+/// prepended to the listener's filters and the cluster's `override_host_status`. gRPC C-core
+/// (gRFC A55) ACKs the cookie shape and routes; it NACKs the header shape ("unsupported
+/// session state type": A55 specifies cookies only), which Envoy and this mesh
+/// (`tests/stateful_session.rs`) accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_c_core_accepts_istiods_persistent_session_shapes() {
+    use envoy_types::pb::envoy::{
+        config::core::v3::{HealthStatus, HealthStatusSet},
+        extensions::filters::network::http_connection_manager::v3::HttpConnectionManager,
+    };
+    use prost::Message;
+    use support::istiod::{PersistentSession, stateful_session_filter};
+
+    python();
+    let (cp, addr, _) = start().await;
+    for session in [
+        PersistentSession::Cookie("sticky:/echo.Echo".into()),
+        PersistentSession::Header("x-session".into()),
+    ] {
+        let (version, observed) = with_resources(&cp, addr, |r| {
+            for l in &mut r.listeners {
+                let any = l
+                    .api_listener
+                    .as_mut()
+                    .unwrap()
+                    .api_listener
+                    .as_mut()
+                    .unwrap();
+                let mut hcm = HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+                hcm.http_filters
+                    .insert(0, stateful_session_filter(&session));
+                any.value = hcm.encode_to_vec();
+            }
+            for c in &mut r.clusters {
+                c.common_lb_config
+                    .get_or_insert_with(Default::default)
+                    .override_host_status = Some(HealthStatusSet {
+                    statuses: vec![
+                        HealthStatus::Healthy.into(),
+                        HealthStatus::Draining.into(),
+                        HealthStatus::Unknown.into(),
+                        HealthStatus::Degraded.into(),
+                    ],
+                });
+            }
+        })
+        .await;
+        if let PersistentSession::Header(_) = session {
+            assert_eq!(observed.by_status.get("OK"), None, "{observed:?}");
+            assert!(
+                cp.nacks()
+                    .iter()
+                    .any(|n| n.error.contains("unsupported session state type")),
+                "{:#?}",
+                cp.nacks()
+            );
+            continue;
+        }
+        assert_eq!(
+            observed.by_status.get("OK"),
+            Some(&2),
+            "{session:?}: {observed:?}"
+        );
+        assert_acked_everything(&cp, "grpcio-interop", &version, &format!("{session:?}"));
+    }
+}

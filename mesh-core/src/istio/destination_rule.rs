@@ -232,20 +232,15 @@ fn read_hash_source(ch: &mut Obj<'_>) -> Option<HashSource> {
     }
     if let Some(mut c) = ch.obj("httpCookie") {
         let name = c.req_str("name");
+        // Istio passes `ttl` to Envoy as is: set, a request without the cookie gets one
+        // generated (zero: a session cookie); unset, it is balanced without a hash.
         let ttl = c.duration("ttl");
-        if ttl.is_some_and(|t| !t.is_zero()) {
-            c.warn(
-                "ttl",
-                "no cookie is generated: a request without the cookie is balanced as if it had \
-                 no hash (Envoy would set one on the response)",
-            );
-        }
         let path = c.str("path").map(str::to_string);
         c.unsupported("attributes");
         if let Some(name) = name {
             found.push(HashSource::Cookie {
                 name: name.to_string(),
-                ttl: ttl.filter(|t| !t.is_zero()),
+                ttl,
                 path,
             });
         }

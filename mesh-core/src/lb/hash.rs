@@ -4,9 +4,11 @@
 //! Each [`HashPolicy`] may produce a value:
 //! - `Header`: xxh64 of the header's value; with several values, Envoy sorts them and chains
 //!   xxh64 with each hash as the next seed.
-//! - `Cookie`: xxh64 of the first cookie of that name in the `cookie` header(s). Envoy
-//!   *generates* a cookie when it is absent and a `ttl` is set; that is a response side effect,
-//!   left to the data plane — here an absent cookie produces nothing.
+//! - `Cookie`: xxh64 of the first cookie of that name in the `cookie` header(s). When it is
+//!   absent and a `ttl` is set, [`request_hash_generating`] generates one, as Envoy does: a
+//!   value of 16 hex digits, hashed like a received cookie (so the next request carrying it
+//!   lands on the same endpoint), returned for the response's `Set-Cookie`. [`request_hash`]
+//!   never generates: an absent cookie produces nothing.
 //! - `SourceIp`: xxh64 of the caller's IP as text without port (`10.0.0.1`, `::1`).
 //! - `QueryParameter`: xxh64 of the first value of that parameter, as written (not
 //!   percent-decoded, as Envoy); a parameter without `=` has the empty value.
@@ -17,7 +19,7 @@
 //! so do we. `None` means no policy produced a value: the caller then picks with a random hash
 //! (Envoy's behaviour), which is no stickiness at all.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
 use http::{HeaderMap, header::COOKIE};
 use xxhash_rust::xxh64::xxh64;
@@ -35,11 +37,63 @@ pub struct RequestView<'a> {
     pub source_ip: Option<IpAddr>,
 }
 
+/// A cookie generated for a cookie hash policy the request did not satisfy; the request was
+/// hashed on it and the response must set it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeneratedCookie {
+    /// Cookie name.
+    pub name: String,
+    /// Its value: 16 lowercase hex digits.
+    pub value: String,
+    /// Its path; `None` sets none.
+    pub path: Option<String>,
+    /// Its lifetime; under a second is a session cookie.
+    pub ttl: Duration,
+}
+
+// === impl GeneratedCookie ===
+
+impl GeneratedCookie {
+    /// The `Set-Cookie` value, in Envoy's format.
+    pub fn set_cookie(&self) -> String {
+        super::session::set_cookie(&self.name, &self.value, self.path.as_deref(), self.ttl)
+    }
+}
+
 /// The request's hash under `policies`, or `None` when none of them produced a value.
 pub fn request_hash(policies: &[HashPolicy], request: &RequestView<'_>) -> Option<u64> {
+    hash_policies(policies, request, None)
+}
+
+/// The request's hash under `policies`, generating the cookie of each cookie policy with a
+/// `ttl` whose cookie the request lacks (Envoy's `RouteAction.HashPolicy.Cookie`): its value is
+/// `fresh` as 16 hex digits, the request is hashed on it, and it is pushed to `generated` for
+/// the response. Envoy derives the value from the downstream connection's addresses; a
+/// proxyless mesh has no downstream connection, so the caller passes a random draw.
+pub fn request_hash_generating(
+    policies: &[HashPolicy],
+    request: &RequestView<'_>,
+    fresh: u64,
+    generated: &mut Vec<GeneratedCookie>,
+) -> Option<u64> {
+    hash_policies(policies, request, Some((fresh, generated)))
+}
+
+fn hash_policies(
+    policies: &[HashPolicy],
+    request: &RequestView<'_>,
+    mut generate: Option<(u64, &mut Vec<GeneratedCookie>)>,
+) -> Option<u64> {
     let mut hash: Option<u64> = None;
     for policy in policies {
-        if let Some(next) = policy_hash(&policy.source, request) {
+        let own = policy_hash(&policy.source, request).or_else(|| {
+            let (fresh, generated) = generate.as_mut()?;
+            let cookie = generated_cookie(&policy.source, *fresh)?;
+            let hash = xxh64(cookie.value.as_bytes(), 0);
+            generated.push(cookie);
+            Some(hash)
+        });
+        if let Some(next) = own {
             hash = Some(hash.map_or(0, |h| h.rotate_left(1)) ^ next);
         }
         if policy.terminal && hash.is_some() {
@@ -47,6 +101,23 @@ pub fn request_hash(policies: &[HashPolicy], request: &RequestView<'_>) -> Optio
         }
     }
     hash
+}
+
+/// The cookie a cookie policy with a `ttl` generates when its cookie is absent.
+fn generated_cookie(source: &HashSource, fresh: u64) -> Option<GeneratedCookie> {
+    match source {
+        HashSource::Cookie {
+            name,
+            ttl: Some(ttl),
+            path,
+        } => Some(GeneratedCookie {
+            name: name.clone(),
+            value: format!("{fresh:016x}"),
+            path: path.clone(),
+            ttl: *ttl,
+        }),
+        _ => None,
+    }
 }
 
 /// One policy's value.
@@ -79,7 +150,7 @@ fn policy_hash(source: &HashSource, request: &RequestView<'_>) -> Option<u64> {
 
 /// The first value of cookie `name` across the `cookie` headers (`a=1; b=2`). Values in
 /// double quotes are unquoted, as Envoy's cookie parser does.
-fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub(super) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -208,5 +279,49 @@ mod tests {
         // Nothing produced: the caller hashes randomly.
         assert_eq!(request_hash(&[policy(header("x-none"), false)], &r), None);
         assert_eq!(request_hash(&[], &r), None);
+    }
+
+    #[test]
+    fn an_absent_cookie_with_a_ttl_is_generated_and_hashed_like_a_received_one() {
+        let with_ttl = |ttl| HashSource::Cookie {
+            name: "user".into(),
+            ttl,
+            path: Some("/cart".into()),
+        };
+        let p = [policy(with_ttl(Some(Duration::from_secs(60))), false)];
+        let empty = HeaderMap::new();
+        let mut generated = Vec::new();
+        let hash = request_hash_generating(&p, &view(&empty, "/", None), 0xab, &mut generated);
+        assert_eq!(generated.len(), 1);
+        assert_eq!(generated[0].value, "00000000000000ab");
+        assert_eq!(
+            generated[0].set_cookie(),
+            "user=\"00000000000000ab\"; Max-Age=60; Path=/cart; HttpOnly"
+        );
+        // The next request, carrying the cookie, hashes the same.
+        let mut back = HeaderMap::new();
+        back.insert(
+            COOKIE,
+            HeaderValue::from_static("user=\"00000000000000ab\""),
+        );
+        assert_eq!(hash, request_hash(&p, &view(&back, "/", None)));
+        assert_eq!(hash, Some(x("00000000000000ab")));
+        // A present cookie, or no ttl, generates nothing; plain `request_hash` never does.
+        let mut none = Vec::new();
+        request_hash_generating(&p, &view(&back, "/", None), 1, &mut none);
+        let no_ttl = [policy(with_ttl(None), false)];
+        assert_eq!(
+            request_hash_generating(&no_ttl, &view(&empty, "/", None), 1, &mut none),
+            None
+        );
+        assert!(none.is_empty());
+        assert_eq!(request_hash(&p, &view(&empty, "/", None)), None);
+        // A zero ttl is a session cookie.
+        let session = [policy(with_ttl(Some(Duration::ZERO)), false)];
+        request_hash_generating(&session, &view(&empty, "/", None), 1, &mut none);
+        assert_eq!(
+            none[0].set_cookie(),
+            "user=\"0000000000000001\"; Path=/cart; HttpOnly"
+        );
     }
 }

@@ -32,16 +32,21 @@ mod priority;
 mod random;
 mod ring_hash;
 mod round_robin;
+mod session;
 
 pub use self::{
     balancer::Balancer,
-    hash::{RequestView, request_hash},
+    hash::{GeneratedCookie, RequestView, request_hash, request_hash_generating},
     least_request::pick_least_request,
     locality::{locality_priority, locality_tier},
     priority::{Candidates, PrioritySet, healthy_flags},
     random::pick_weighted_random,
     ring_hash::Ring,
     round_robin::WeightedRoundRobin,
+    session::{
+        SessionRequest, decode_host, encode_host, path_matches, session_request, session_response,
+        set_cookie,
+    },
 };
 
 /// An endless stream of well-mixed `u64`s derived from one random draw (SplitMix64).

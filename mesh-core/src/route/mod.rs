@@ -124,6 +124,39 @@ pub struct Forward {
     pub mirrors: Arc<[Mirror]>,
     /// What a consistent-hash load balancer hashes; empty is a random hash.
     pub hash_policy: Arc<[HashPolicy]>,
+    /// Stateful session affinity (Envoy's `stateful_session` filter, gRFC A55); `None` is off.
+    pub session: Option<Arc<SessionAffinity>>,
+}
+
+/// Stateful session affinity: a request naming an endpoint of the cluster (in a cookie or a
+/// header, base64 of `ip:port`) goes to that endpoint while its health allows it (the
+/// cluster's `override_host_status`), bypassing the load balancer; otherwise the balancer
+/// picks and the response carries the new session value. Unlike a hash, the pin survives
+/// endpoints joining or leaving the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SessionAffinity {
+    /// Where the session value travels.
+    pub state: SessionState,
+    /// Answer `UNAVAILABLE` / 503 rather than balance when the requested endpoint cannot take
+    /// the request (Envoy's `strict`). Default is `false`.
+    pub strict: bool,
+}
+
+/// Where a session's endpoint is carried (Envoy's session state extensions).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SessionState {
+    /// A cookie (`CookieBasedSessionState`).
+    Cookie {
+        /// Cookie name.
+        name: String,
+        /// The cookie's path: requests outside it are neither pinned nor given a cookie
+        /// (RFC 6265 path-match). Default is `/`.
+        path: String,
+        /// The cookie's `Max-Age`; zero is a session cookie (no `Max-Age`).
+        ttl: Duration,
+    },
+    /// A request and response header (`HeaderBasedSessionState`).
+    Header(HeaderName),
 }
 
 /// A path rewrite.
@@ -191,12 +224,13 @@ pub struct HashPolicy {
 pub enum HashSource {
     /// A request header's value.
     Header(HeaderName),
-    /// A cookie's value. When the cookie is absent and `ttl` is set, Envoy generates one; the
-    /// data plane decides whether to do so.
+    /// A cookie's value. When the cookie is absent and `ttl` is set, a cookie is generated (as
+    /// Envoy does): the request is hashed on the generated value and the response sets it.
     Cookie {
         /// Cookie name.
         name: String,
-        /// Lifetime of a generated cookie; `None` never generates one.
+        /// Lifetime of a generated cookie: `None` never generates one; zero generates a session
+        /// cookie (no `Max-Age`).
         ttl: Option<Duration>,
         /// Path of a generated cookie.
         path: Option<String>,
@@ -372,6 +406,7 @@ impl Forward {
             retry: None,
             mirrors: Arc::from([]),
             hash_policy: Arc::from([]),
+            session: None,
         }
     }
 }

@@ -29,9 +29,13 @@
 //! `mesh_core::lb::Balancer` decides purely; and an Envoy breaker fails fast per cluster, where
 //! `ConcurrencyLimit` waits per service.
 //!
+//! Session pins and generated hash cookies are read before the pick and written on the
+//! response in [`affinity`].
+//!
 //! The response future is boxed: hyper's send future cannot be named. It is the stack's only
 //! allocation per request besides the type-erased request body.
 
+mod affinity;
 mod upstream;
 
 use std::{
@@ -43,13 +47,11 @@ use futures::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
-use mesh_core::{
-    EndpointAddress, GrpcCode, LbPolicy, Outcome,
-    lb::{RequestView, request_hash},
-};
+use mesh_core::{EndpointAddress, GrpcCode, LbPolicy, Outcome};
 use tokio::time::Instant;
 use tower::Service;
 
+use self::affinity::{Affinity, Pin};
 pub(crate) use self::upstream::TriedEndpoints;
 pub use self::upstream::UpstreamAddress;
 use crate::{
@@ -112,23 +114,27 @@ impl Service<Request<RequestBody>> for Balance {
             );
             return Box::pin(std::future::ready(Ok(failure.into_response(is_grpc))));
         };
-        let request_hash = if decision.forward.hash_policy.is_empty() {
-            None
-        } else {
-            let view = RequestView {
-                headers: req.headers(),
-                path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
-                source_ip: decision.source_ip,
-            };
-            request_hash(&decision.forward.hash_policy, &view)
-        };
+        let (affinity, request_hash) = Affinity::read(&decision, &req);
         let avoid = req
             .extensions()
             .get::<TriedEndpoints>()
             .map_or(&[][..], |t| t.0.as_slice());
-        let picked = cluster
-            .pick(request_hash, avoid)
-            .and_then(|i| cluster.connections.get(i).cloned());
+        let index = match affinity.pin(cluster) {
+            Pin::Endpoint(i) => Some(i),
+            Pin::Balance => cluster.pick(request_hash, avoid),
+            Pin::Refused(host) => {
+                let failure = Failure::new(
+                    GrpcCode::Unavailable,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ResponseFlags::NoHealthyUpstream,
+                    format!(
+                        "cluster `{name}`: the session's endpoint {host} cannot take the request (strict session)"
+                    ),
+                );
+                return Box::pin(std::future::ready(Ok(failure.into_response(is_grpc))));
+            }
+        };
+        let picked = index.and_then(|i| cluster.connections.get(i).cloned());
         let avoid_owned = avoid.to_vec();
         let Some(endpoint) = picked else {
             let failure = Failure::new(
@@ -144,7 +150,7 @@ impl Service<Request<RequestBody>> for Balance {
             return Box::pin(std::future::ready(Ok(failure.into_response(is_grpc))));
         };
         let cluster = cluster.clone();
-        Box::pin(async move {
+        let sending: Self::Future = Box::pin(async move {
             let mut endpoint = endpoint;
             let mut guard = Some(guard);
             let (mut parts, body) = req.into_parts();
@@ -199,6 +205,14 @@ impl Service<Request<RequestBody>> for Balance {
                     .extensions_mut()
                     .insert(SentHead::new(parts, extensions));
             }
+            Ok(response)
+        });
+        if affinity.is_inert() {
+            return sending;
+        }
+        Box::pin(async move {
+            let mut response = sending.await?;
+            affinity.write(&mut response);
             Ok(response)
         })
     }

@@ -278,7 +278,7 @@ impl ClusterState {
         }
     }
 
-    fn outlier_tick(&self) {
+    pub(crate) fn outlier_tick(&self) {
         let mut outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
         let Some(detector) = outlier.as_mut() else {
             return;

@@ -45,8 +45,8 @@ use envoy_types::pb::envoy::{
 use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 use mesh_core::{
     CircuitBreakers, Cluster as MeshCluster, ConsecutiveRule, EjectionCap, Endpoint,
-    EndpointAddress, FailurePercentageRule, OutlierDetection, Percentage, RetryBudget,
-    SuccessRateRule, TcpKeepalive,
+    EndpointAddress, FailurePercentageRule, HealthStatus, HealthStatusSet, OutlierDetection,
+    Percentage, RetryBudget, SuccessRateRule, TcpKeepalive,
 };
 
 use super::{Ctx, DecodeError, Decoded, endpoint, fields};
@@ -429,7 +429,7 @@ fn outlier(ctx: &mut Ctx, od: &PbOutlier) -> Result<OutlierDetection, DecodeErro
     Ok(out)
 }
 
-/// Panic threshold and locality weighting.
+/// Panic threshold, locality weighting and the health a session's endpoint needs.
 fn common_lb(
     ctx: &mut Ctx,
     common: &cluster::CommonLbConfig,
@@ -438,6 +438,27 @@ fn common_lb(
     const P: &str = "common_lb_config";
     if let Some(p) = &common.healthy_panic_threshold {
         mc.panic_threshold = fields::percent(ctx, &format!("{P}.healthy_panic_threshold"), p)?;
+    }
+    if let Some(set) = &common.override_host_status {
+        let mut statuses = HealthStatusSet::EMPTY;
+        for (i, &status) in set.statuses.iter().enumerate() {
+            let status = match core::HealthStatus::try_from(status) {
+                Ok(core::HealthStatus::Unknown) => HealthStatus::Unknown,
+                Ok(core::HealthStatus::Healthy) => HealthStatus::Healthy,
+                Ok(core::HealthStatus::Unhealthy) => HealthStatus::Unhealthy,
+                Ok(core::HealthStatus::Draining) => HealthStatus::Draining,
+                Ok(core::HealthStatus::Timeout) => HealthStatus::Timeout,
+                Ok(core::HealthStatus::Degraded) => HealthStatus::Degraded,
+                Err(_) => {
+                    return Err(ctx.error(
+                        format!("{P}.override_host_status.statuses[{i}]"),
+                        format!("unknown value {status}"),
+                    ));
+                }
+            };
+            statuses = statuses.with(status);
+        }
+        mc.override_host_status = statuses;
     }
     match &common.locality_config_specifier {
         None => {}
@@ -461,10 +482,6 @@ fn common_lb(
         (
             common.consistent_hashing_lb_config.is_some(),
             "consistent_hashing_lb_config",
-        ),
-        (
-            common.override_host_status.is_some(),
-            "override_host_status",
         ),
     ] {
         if set {

@@ -8,12 +8,11 @@
 //! then route configuration, then the filter's own top-level config.
 //!
 //! istiod's stateful-session filter (`envoy.filters.http.stateful_session`, prepended with
-//! `PILOT_ENABLE_PERSISTENT_SESSION_FILTER` to services labelled for cookie or header sessions)
-//! is decoded — a malformed one is an error — and skipped loudly: the mesh does not pin a
-//! session to an endpoint yet, and losing stickiness degrades balancing, not security. istiod
-//! does not mark the filter optional, yet it is the one non-optional filter whose absence only
-//! loses an optimisation, so NACKing the whole Listener (every call to the service failing)
-//! would be far worse than serving it without affinity.
+//! `PILOT_ENABLE_PERSISTENT_SESSION_FILTER` to services labelled for cookie or header sessions,
+//! or, in istiod's Envoy shape, an empty filter overridden per virtual host or route by a
+//! `StatefulSessionPerRoute`) pins a session to an endpoint as Envoy and gRFC A55 do: see
+//! `mesh_core::lb::session_request`. The most specific config wins: route, then virtual
+//! host, then route configuration, then the filter's own.
 //!
 //! A fault whose conditions the mesh cannot evaluate (`headers`, `downstream_nodes`,
 //! `upstream_cluster`, header-controlled delays or aborts) is *dropped*, not widened: injecting
@@ -31,7 +30,10 @@ use envoy_types::pb::{
                     fault::v3::{FaultAbort as PbAbort, HttpFault, fault_abort::ErrorType},
                     rbac::v3::Rbac,
                     router::v3::Router,
-                    stateful_session::v3::StatefulSession,
+                    stateful_session::v3::{
+                        StatefulSession, StatefulSessionPerRoute,
+                        stateful_session_per_route::Override as SessionOverride,
+                    },
                 },
                 network::http_connection_manager::v3::{HttpFilter, http_filter::ConfigType},
             },
@@ -43,7 +45,11 @@ use envoy_types::pb::{
     },
     google::protobuf::Any,
 };
-use mesh_core::{AbortStatus, FaultAbort, FaultDelay, FaultPolicy, GrpcCode, HeaderFaultShare};
+use http::HeaderName;
+use mesh_core::{
+    AbortStatus, FaultAbort, FaultDelay, FaultPolicy, GrpcCode, HeaderFaultShare,
+    route::{SessionAffinity, SessionState},
+};
 use prost::Name;
 
 use super::{
@@ -63,6 +69,9 @@ pub struct HttpFilters {
     /// The name of the RBAC filter, if the chain has one. Client-side RBAC is not enforced (the
     /// server side is where the mesh authorizes); its presence is reported. Default is `None`.
     pub rbac: Option<String>,
+    /// The stateful session filter; `None` when the chain has none, and then per-route session
+    /// configs have no effect (they are reported). Default is `None`.
+    pub session: Option<SessionFilter>,
     /// Every filter's name, in chain order, for the config dump.
     pub names: Vec<String>,
     /// The connection manager's `common_http_protocol_options.max_stream_duration`: the
@@ -82,6 +91,20 @@ pub struct FaultFilter {
     pub default: Option<Arc<FaultPolicy>>,
 }
 
+/// The stateful session filter of a chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionFilter {
+    /// Its name in the chain: the key of its `typed_per_filter_config` entries.
+    pub name: String,
+    /// The session of routes without an override; `None` pins nothing (istiod's empty filter,
+    /// or one `disabled` until a route enables it).
+    pub default: Option<Arc<SessionAffinity>>,
+}
+
+/// A session config found at one level: `None` disables sessions there, `Some` replaces the
+/// less specific one.
+pub(crate) type SessionConfig = Option<Arc<SessionAffinity>>;
+
 /// A fault config found at one level: `None` disables faults there (a `FilterConfig` with
 /// `disabled: true`), `Some` replaces the less specific policy.
 pub(crate) type FaultOverride = Option<Arc<FaultPolicy>>;
@@ -100,6 +123,7 @@ impl HttpFilters {
                     .map(Arc::new),
             }),
             rbac: None,
+            session: None,
             names: vec![
                 FAULT_FILTER.to_string(),
                 "envoy.filters.http.router".to_string(),
@@ -166,15 +190,19 @@ pub(crate) fn http_filters(
             ctx.unsupported(&path, "ignored: RBAC is not enforced on the client side");
             out.rbac = Some(name.clone());
         } else if typed.type_url == StatefulSession::type_url() {
-            let session = stateful_session(ctx, &cfg, &unpack(ctx, &cfg, typed)?)?;
-            if !*disabled {
-                ctx.unsupported(
-                    &path,
-                    format!(
-                        "skipped: session affinity ({session}) is not implemented; requests are balanced without it"
-                    ),
-                );
+            if out.session.is_some() {
+                ctx.unsupported(&path, "ignored: a second stateful session filter");
+                continue;
             }
+            let session = stateful_session(ctx, &cfg, &unpack(ctx, &cfg, typed)?)?;
+            out.session = Some(SessionFilter {
+                name: name.clone(),
+                default: if *disabled {
+                    None
+                } else {
+                    session.map(Arc::new)
+                },
+            });
         } else if *is_optional {
             ctx.unsupported(
                 &path,
@@ -196,43 +224,116 @@ pub(crate) fn http_filters(
     Ok(out)
 }
 
-/// A `StatefulSession` filter config, described for the report: which cookie or header would
-/// carry the session. An unknown or malformed session state is an error, as in Envoy.
+/// A `StatefulSession` config; `None` when it has no session state (Envoy: the filter then
+/// does nothing). An unknown or malformed session state is an error, as in Envoy.
 fn stateful_session(
     ctx: &mut Ctx,
     path: &str,
     session: &StatefulSession,
-) -> Result<String, DecodeError> {
+) -> Result<Option<SessionAffinity>, DecodeError> {
+    let StatefulSession {
+        session_state,
+        strict,
+        stat_prefix,
+        status_on_strict_destination_not_found,
+    } = session;
+    ignore_fields!(ctx, path; stat_prefix);
+    if !matches!(status_on_strict_destination_not_found, 0 | 503) {
+        ctx.unsupported(
+            at(path, "status_on_strict_destination_not_found"),
+            "ignored: a strict session whose endpoint is gone is answered 503 (gRPC UNAVAILABLE)",
+        );
+    }
     let spath = at(path, "session_state");
-    let Some(state) = &session.session_state else {
-        // Envoy: no session state, no stickiness; the filter does nothing.
-        return Ok("no session state".to_string());
+    let Some(state) = session_state else {
+        return Ok(None);
     };
     let tpath = at(&spath, "typed_config");
     let Some(typed) = &state.typed_config else {
         return Err(ctx.error(tpath, "required field is missing"));
     };
-    if typed.type_url == CookieBasedSessionState::type_url() {
+    let state = if typed.type_url == CookieBasedSessionState::type_url() {
         let cookie: CookieBasedSessionState = unpack(ctx, &tpath, typed)?;
-        match cookie.cookie {
-            Some(c) if !c.name.is_empty() => Ok(format!(
-                "cookie `{}` path `{}`",
-                c.name,
-                if c.path.is_empty() { "/" } else { &c.path }
-            )),
-            _ => Err(ctx.error(at(&tpath, "cookie.name"), "required field is missing")),
+        let Some(c) = cookie.cookie.filter(|c| !c.name.is_empty()) else {
+            return Err(ctx.error(at(&tpath, "cookie.name"), "required field is missing"));
+        };
+        let cpath = at(&tpath, "cookie");
+        if !c.attributes.is_empty() {
+            ctx.unsupported(at(&cpath, "attributes"), "ignored: not set on the cookie");
+        }
+        let ttl = match &c.ttl {
+            Some(d) => duration(ctx, &at(&cpath, "ttl"), d)?,
+            None => Duration::ZERO,
+        };
+        SessionState::Cookie {
+            name: c.name,
+            // Envoy's and A55's default: the whole site.
+            path: if c.path.is_empty() {
+                "/".into()
+            } else {
+                c.path
+            },
+            ttl,
         }
     } else if typed.type_url == HeaderBasedSessionState::type_url() {
         let header: HeaderBasedSessionState = unpack(ctx, &tpath, typed)?;
         if header.name.is_empty() {
             return Err(ctx.error(at(&tpath, "name"), "required field is missing"));
         }
-        Ok(format!("header `{}`", header.name))
+        SessionState::Header(HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| {
+            ctx.error(
+                at(&tpath, "name"),
+                format!("`{}` is not a valid header name", header.name),
+            )
+        })?)
     } else {
-        Err(ctx.error(
+        return Err(ctx.error(
             tpath,
             format!("session state type `{}` is not supported", typed.type_url),
-        ))
+        ));
+    };
+    Ok(Some(SessionAffinity {
+        state,
+        strict: *strict,
+    }))
+}
+
+/// The session override at one level (`base` is the owner of `typed_per_filter_config`);
+/// `None` when this level has none.
+pub(crate) fn session_override(
+    ctx: &mut Ctx,
+    base: &str,
+    configs: &HashMap<String, Any>,
+    filters: &HttpFilters,
+) -> Result<Option<SessionConfig>, DecodeError> {
+    let Some(filter) = &filters.session else {
+        return Ok(None);
+    };
+    let Some(value) = configs.get(&filter.name) else {
+        return Ok(None);
+    };
+    let path = format!("{}[{}]", at(base, "typed_per_filter_config"), filter.name);
+    let (per_route, path) = if value.type_url == FilterConfig::type_url() {
+        let FilterConfig {
+            config, disabled, ..
+        } = unpack(ctx, &path, value)?;
+        if disabled {
+            return Ok(Some(None));
+        }
+        let inner = at(&path, "config");
+        match config {
+            Some(c) => (unpack::<StatefulSessionPerRoute>(ctx, &inner, &c)?, inner),
+            None => return Err(ctx.error(inner, "required field is missing")),
+        }
+    } else {
+        (unpack::<StatefulSessionPerRoute>(ctx, &path, value)?, path)
+    };
+    match per_route.r#override {
+        Some(SessionOverride::Disabled(true)) => Ok(Some(None)),
+        Some(SessionOverride::Disabled(false)) | None => Ok(None),
+        Some(SessionOverride::StatefulSession(s)) => Ok(Some(
+            stateful_session(ctx, &at(&path, "stateful_session"), &s)?.map(Arc::new),
+        )),
     }
 }
 
@@ -257,6 +358,8 @@ pub(crate) fn fault_override(
             None if key == FAULT_FILTER => {
                 ctx.unsupported(path, "ignored: the listener has no fault filter");
             }
+            // Read by `session_override`.
+            _ if filters.session.as_ref().is_some_and(|s| s.name == *key) => {}
             _ if filters.rbac.as_deref() == Some(key.as_str()) => {
                 ctx.unsupported(path, "ignored: RBAC is not enforced on the client side");
             }

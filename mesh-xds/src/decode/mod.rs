@@ -19,7 +19,7 @@ pub mod route;
 pub use self::{
     cluster::{DecodedCluster, EndpointSource, InlineKind, decode_cluster},
     endpoint::decode_load_assignment,
-    filter::{FaultFilter, HttpFilters},
+    filter::{FaultFilter, HttpFilters, SessionFilter},
     inbound::decode_inbound_listener,
 };
 

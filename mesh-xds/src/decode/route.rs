@@ -28,13 +28,16 @@ use envoy_types::pb::envoy::config::{
 use http::{HeaderName, HeaderValue};
 use mesh_core::{
     FaultPolicy, HedgePolicy, RetryPolicy, RouteTable,
-    route::{Action, DirectResponse, Domain, HeaderMutations, Mirror, Route, VirtualHost},
+    route::{
+        Action, DirectResponse, Domain, HeaderMutations, Mirror, Route, SessionAffinity,
+        VirtualHost,
+    },
 };
 
 use super::{
     Ctx, DecodeError, Decoded, HttpFilters,
     fields::{at, idx, ignore_fields},
-    filter::{FaultOverride, fault_override},
+    filter::{FaultOverride, fault_override, session_override},
 };
 
 mod action;
@@ -59,6 +62,8 @@ struct Scope<'a> {
     filters: &'a HttpFilters,
     /// The fault policy of a route without its own fault config.
     fault: Option<Arc<FaultPolicy>>,
+    /// The session affinity of a route without its own session config.
+    session: Option<Arc<SessionAffinity>>,
     retry: Option<RetryPolicy>,
     hedge: Option<HedgePolicy>,
     mirrors: Arc<[Mirror]>,
@@ -113,6 +118,10 @@ pub(crate) fn route_configuration(
         Some(o) => o,
         None => filters.fault.as_ref().and_then(|f| f.default.clone()),
     };
+    let session = match session_override(ctx, base, typed_per_filter_config, filters)? {
+        Some(o) => o,
+        None => filters.session.as_ref().and_then(|s| s.default.clone()),
+    };
     let request = level(
         ctx,
         base,
@@ -133,6 +142,7 @@ pub(crate) fn route_configuration(
         let scope = Scope {
             filters,
             fault: fault.clone(),
+            session: session.clone(),
             retry: None,
             hedge: None,
             mirrors: mirrors.clone(),
@@ -196,6 +206,9 @@ fn virtual_host(
     }
     if let Some(o) = fault_override(ctx, base, typed_per_filter_config, scope.filters)? {
         scope.fault = o;
+    }
+    if let Some(o) = session_override(ctx, base, typed_per_filter_config, scope.filters)? {
+        scope.session = o;
     }
     scope.request.insert(
         0,
@@ -276,6 +289,10 @@ fn route(
         Some(o) => o,
         None => scope.fault.clone(),
     };
+    let session = match session_override(ctx, base, typed_per_filter_config, scope.filters)? {
+        Some(o) => o,
+        None => scope.session.clone(),
+    };
     let request = level(
         ctx,
         base,
@@ -292,12 +309,11 @@ fn route(
     )?;
     use pb::route::Action as A;
     let action = match action {
-        Some(A::Route(ra)) => Action::Forward(Arc::new(action::forward(
-            ctx,
-            &at(base, "route"),
-            ra,
-            scope,
-        )?)),
+        Some(A::Route(ra)) => {
+            let mut forward = action::forward(ctx, &at(base, "route"), ra, scope)?;
+            forward.session = session;
+            Action::Forward(Arc::new(forward))
+        }
         Some(A::Redirect(rd)) => {
             Action::Redirect(Arc::new(action::redirect(ctx, &at(base, "redirect"), rd)?))
         }

@@ -16,6 +16,11 @@
 //! - `core/route/route.go`: routes with `timeout: 0s`, `max_stream_duration` 0s/0s, a decorator,
 //!   the fault as `typed_per_filter_config["envoy.filters.http.fault"]` with percentages in
 //!   millionths; `core/route/retry/retry.go`: the default retry policy.
+//! - Persistent sessions (`PILOT_ENABLE_PERSISTENT_SESSION_FILTER` with a service labelled
+//!   `istio.io/persistent-session` or `istio.io/persistent-session-header`):
+//!   `util.BuildStatefulSessionFilter` prepended to the listener's filters (lds.go), and the
+//!   cluster's `override_host_status` of `SupportsDrainingEndpoints` (cds.go).
+//! - `core/route/route.go` `consistentHashToHashPolicy`: `httpCookie` as a cookie hash policy.
 //! - `pilot/pkg/xds/discovery.go`: versions `RFC3339/<counter>`, nonces `<version><uuid>`.
 
 use std::{
@@ -30,9 +35,9 @@ use envoy_types::pb::{
         config::{
             cluster::v3::{Cluster, cluster},
             core::v3::{
-                Address, AggregatedConfigSource, ConfigSource, HealthStatus, Locality,
-                SocketAddress, TransportSocket, address, config_source, socket_address,
-                transport_socket,
+                Address, AggregatedConfigSource, ConfigSource, HealthStatus, HealthStatusSet,
+                Locality, SocketAddress, TransportSocket, TypedExtensionConfig, address,
+                config_source, socket_address, transport_socket,
             },
             endpoint::v3::{
                 ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -53,11 +58,15 @@ use envoy_types::pb::{
                     fault::v3::{FaultAbort, HttpFault, fault_abort::ErrorType},
                     rbac::v3::Rbac,
                     router::v3::Router,
+                    stateful_session::v3::StatefulSession,
                 },
                 network::http_connection_manager::v3::{
                     HttpConnectionManager, HttpFilter, Rds,
                     http_connection_manager::RouteSpecifier, http_filter::ConfigType,
                 },
+            },
+            http::stateful_session::{
+                cookie::v3::CookieBasedSessionState, header::v3::HeaderBasedSessionState,
             },
             retry::host::previous_hosts::v3::PreviousHostsPredicate,
             transport_sockets::tls::v3::{
@@ -66,6 +75,7 @@ use envoy_types::pb::{
             },
         },
         r#type::{
+            http::v3::Cookie,
             matcher::v3::{PathMatcher, StringMatcher, path_matcher, string_matcher::MatchPattern},
             v3::{FractionalPercent, fractional_percent::DenominatorType},
         },
@@ -172,9 +182,31 @@ fn router_filter() -> HttpFilter {
 
 /// `buildOutboundListeners`: the API listener `host:port` of a service without a VIP.
 pub fn outbound_listener(host: &str, port: u16) -> (String, Any) {
+    api_listener(host, port, vec![fault_filter(), router_filter()])
+}
+
+/// The same listener for a service with a persistent-session label: lds.go prepends
+/// `util.BuildStatefulSessionFilter(sv)` to the supported filters.
+pub fn outbound_listener_with_session(
+    host: &str,
+    port: u16,
+    session: &PersistentSession,
+) -> (String, Any) {
+    api_listener(
+        host,
+        port,
+        vec![
+            stateful_session_filter(session),
+            fault_filter(),
+            router_filter(),
+        ],
+    )
+}
+
+fn api_listener(host: &str, port: u16, http_filters: Vec<HttpFilter>) -> (String, Any) {
     let name = format!("{host}:{port}");
     let hcm = HttpConnectionManager {
-        http_filters: vec![fault_filter(), router_filter()],
+        http_filters,
         route_specifier: Some(RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
             route_config_name: cluster_name("", host, port),
@@ -190,6 +222,78 @@ pub fn outbound_listener(host: &str, port: u16) -> (String, Any) {
         ..Default::default()
     };
     (name, pack(&listener))
+}
+
+/// A service's persistent-session label, as `util.MaybeBuildStatefulSessionFilterConfig`
+/// reads it.
+#[derive(Clone, Debug)]
+pub enum PersistentSession {
+    /// `istio.io/persistent-session: <name>[:<path>]`.
+    Cookie(String),
+    /// `istio.io/persistent-session-header: <name>`.
+    Header(String),
+}
+
+/// `util.BuildStatefulSessionFilter`: a cookie session with the label's name and path (`/`
+/// when the label has none) and no ttl (a session cookie), or a header session.
+pub fn stateful_session_filter(session: &PersistentSession) -> HttpFilter {
+    let state = match session {
+        PersistentSession::Cookie(label) => {
+            let (name, path) = label.split_once(':').unwrap_or((label, "/"));
+            TypedExtensionConfig {
+                name: "envoy.http.stateful_session.cookie".into(),
+                typed_config: Some(pack(&CookieBasedSessionState {
+                    cookie: Some(Cookie {
+                        name: name.into(),
+                        path: path.into(),
+                        ..Default::default()
+                    }),
+                })),
+            }
+        }
+        PersistentSession::Header(name) => TypedExtensionConfig {
+            name: "envoy.http.stateful_session.header".into(),
+            typed_config: Some(pack(&HeaderBasedSessionState { name: name.clone() })),
+        },
+    };
+    HttpFilter {
+        name: "envoy.filters.http.stateful_session".into(),
+        config_type: Some(ConfigType::TypedConfig(pack(&StatefulSession {
+            session_state: Some(state),
+            ..Default::default()
+        }))),
+        ..Default::default()
+    }
+}
+
+/// cds.go for a service that `SupportsDrainingEndpoints` (it has a persistent-session label):
+/// sessions stay on healthy, draining, unknown and degraded endpoints.
+pub fn with_session_override_host_status(cluster: Any) -> Any {
+    let mut c = Cluster::decode(cluster.value.as_slice()).unwrap();
+    c.common_lb_config
+        .get_or_insert_with(Default::default)
+        .override_host_status = Some(HealthStatusSet {
+        statuses: vec![
+            HealthStatus::Healthy.into(),
+            HealthStatus::Draining.into(),
+            HealthStatus::Unknown.into(),
+            HealthStatus::Degraded.into(),
+        ],
+    });
+    pack(&c)
+}
+
+/// `consistentHashToHashPolicy` for `httpCookie: {name, path, ttl}`.
+pub fn cookie_hash_policy(name: &str, path: &str, ttl: Option<PbDuration>) -> HashPolicy {
+    HashPolicy {
+        policy_specifier: Some(hash_policy::PolicySpecifier::Cookie(hash_policy::Cookie {
+            name: name.into(),
+            ttl,
+            path: path.into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
 }
 
 /// Where a route sends requests.
@@ -427,14 +531,24 @@ pub fn cluster(name: &str, policy: &TrafficPolicy) -> Any {
 
 /// The endpoints of cluster `name`, healthy, in the proxy's (empty) locality.
 pub fn cluster_load_assignment(name: &str, addrs: &[SocketAddr]) -> Any {
-    let lb_endpoints: Vec<LbEndpoint> = addrs
+    let healthy: Vec<_> = addrs.iter().map(|a| (*a, HealthStatus::Healthy)).collect();
+    cluster_load_assignment_with_health(name, &healthy)
+}
+
+/// The endpoints of cluster `name` with their health (istiod sends draining endpoints of
+/// services that support them, for sessions).
+pub fn cluster_load_assignment_with_health(
+    name: &str,
+    endpoints: &[(SocketAddr, HealthStatus)],
+) -> Any {
+    let lb_endpoints: Vec<LbEndpoint> = endpoints
         .iter()
-        .map(|a| LbEndpoint {
+        .map(|(a, health)| LbEndpoint {
             host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
                 address: Some(socket(&a.ip().to_string(), a.port())),
                 ..Default::default()
             })),
-            health_status: HealthStatus::Healthy.into(),
+            health_status: (*health).into(),
             load_balancing_weight: Some(UInt32Value { value: 1 }),
             ..Default::default()
         })

@@ -940,3 +940,50 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn override_host_status_is_decoded_as_istiod_sends_it_for_session_services() {
+    use envoy_types::pb::envoy::config::core::v3::{HealthStatus as PbHealth, HealthStatusSet};
+    use mesh_core::{HealthStatus, HealthStatusSet as Statuses};
+
+    let with = |statuses: Vec<i32>| Cluster {
+        common_lb_config: Some(cluster::CommonLbConfig {
+            override_host_status: Some(HealthStatusSet { statuses }),
+            ..Default::default()
+        }),
+        ..eds("reviews")
+    };
+    // grpcgen/cds.go, `SupportsDrainingEndpoints`.
+    let istiod = with(vec![
+        PbHealth::Healthy as i32,
+        PbHealth::Draining as i32,
+        PbHealth::Unknown as i32,
+        PbHealth::Degraded as i32,
+    ]);
+    let d = decode(&istiod);
+    assert!(d.unsupported.is_empty(), "{:?}", d.unsupported);
+    let set = d.value.cluster.override_host_status;
+    for (status, allowed) in [
+        (HealthStatus::Healthy, true),
+        (HealthStatus::Draining, true),
+        (HealthStatus::Unknown, true),
+        (HealthStatus::Degraded, true),
+        (HealthStatus::Unhealthy, false),
+        (HealthStatus::Timeout, false),
+    ] {
+        assert_eq!(set.contains(status), allowed, "{status:?}");
+    }
+    // Unset: Envoy's default; explicitly empty: overrides ignored.
+    assert_eq!(
+        decode(&eds("reviews")).value.cluster.override_host_status,
+        Statuses::default()
+    );
+    assert_eq!(
+        decode(&with(Vec::new())).value.cluster.override_host_status,
+        Statuses::EMPTY
+    );
+    assert_eq!(
+        error_field(&with(vec![42])),
+        "common_lb_config.override_host_status.statuses[0]"
+    );
+}

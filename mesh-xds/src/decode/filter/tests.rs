@@ -90,14 +90,23 @@ fn decode(filters: &[HttpFilter]) -> Result<(HttpFilters, Vec<Unsupported>), Dec
 }
 
 #[test]
-fn istiods_persistent_session_filters_are_skipped_loudly_not_nacked() {
+fn istiods_persistent_session_filters_pin_sessions() {
     let (plain, _) = decode(&istiod_filters()).unwrap();
-    for (session, what) in [
+    assert_eq!(plain.session, None);
+    for (session, expected) in [
         (
             istiod_cookie_session(),
-            "cookie `test-cookie` path `/Service/Method`",
+            SessionState::Cookie {
+                name: "test-cookie".into(),
+                path: "/Service/Method".into(),
+                // istiod sends no ttl: a session cookie.
+                ttl: Duration::ZERO,
+            },
         ),
-        (istiod_header_session(), "header `x-session`"),
+        (
+            istiod_header_session(),
+            SessionState::Header(HeaderName::from_static("x-session")),
+        ),
     ] {
         // lds.go: the session filter is prepended to the supported filters.
         let mut chain = vec![session];
@@ -105,17 +114,30 @@ fn istiods_persistent_session_filters_are_skipped_loudly_not_nacked() {
         let (filters, unsupported) = decode(&chain).unwrap();
         assert_eq!(filters.fault, plain.fault);
         assert_eq!(filters.names[0], "envoy.filters.http.stateful_session");
-        assert_eq!(unsupported.len(), 1, "{unsupported:?}");
+        assert!(unsupported.is_empty(), "{unsupported:?}");
+        let session = filters.session.unwrap();
+        assert_eq!(session.name, "envoy.filters.http.stateful_session");
         assert_eq!(
-            unsupported[0].field,
-            "api_listener.api_listener.http_filters[0]"
-        );
-        assert!(
-            unsupported[0].note.contains(what),
-            "{}",
-            unsupported[0].note
+            session.default.as_deref(),
+            Some(&SessionAffinity {
+                state: expected,
+                strict: false,
+            })
         );
     }
+}
+
+#[test]
+fn istiods_empty_session_filter_pins_nothing_until_a_route_says_so() {
+    // xdsfilters.EmptySessionFilter: a StatefulSession without session state.
+    let mut chain = vec![filter(
+        "envoy.filters.http.stateful_session",
+        pack(&StatefulSession::default()),
+    )];
+    chain.extend(istiod_filters());
+    let (filters, unsupported) = decode(&chain).unwrap();
+    assert!(unsupported.is_empty(), "{unsupported:?}");
+    assert_eq!(filters.session.unwrap().default, None);
 }
 
 #[test]

@@ -41,6 +41,7 @@ const V3: &str = "outbound|9080|v3|reviews.default.svc.cluster.local";
 
 mod fault;
 mod fuzz;
+mod session;
 
 // === builders ===
 
