@@ -43,8 +43,8 @@ pub use self::future::RouteFuture;
 use crate::{
     Mesh,
     body::{BoxError, RequestBody, ResponseBody},
-    decision::RouteDecision,
     cluster::ClusterEntry,
+    decision::RouteDecision,
     mesh::Snapshot,
     metrics::Recorder,
     request_path, rng,
