@@ -30,7 +30,7 @@
 //! `ConcurrencyLimit` waits per service.
 //!
 //! Session pins and generated hash cookies are read before the pick and written on the
-//! response in [`affinity`].
+//! response in the `affinity` module.
 //!
 //! The response future is boxed: hyper's send future cannot be named. It is the stack's only
 //! allocation per request besides the type-erased request body.
