@@ -174,8 +174,9 @@ pub struct OutboundScope {
     /// The effective mode. With an egress proxy (not supported) it is
     /// [`OutboundMode::RegistryOnly`].
     pub mode: OutboundMode,
-    /// Listeners hidden because no egress host imports them (or, under `REGISTRY_ONLY`,
-    /// because their host is only resolved through DNS).
+    /// Listeners hidden because no egress host imports them, because their service is not
+    /// exported to the namespace (`exportTo`), or, under `REGISTRY_ONLY`, because their host
+    /// is only resolved through DNS.
     pub hidden: Arc<[Arc<str>]>,
     /// Listeners that serve Istio's default route because their VirtualService is not
     /// imported (or not exported to the namespace), with the VirtualService (`namespace/name`).
