@@ -9,7 +9,10 @@
 //! combined snapshot once per request, so a request never sees two versions and never a
 //! dangling reference.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use crate::{
     Action, Cluster, Error, InboundListeners, RouteTable, ServerPolicy, Workload,
@@ -141,15 +144,24 @@ impl MeshConfig {
         self.outbound.as_ref()
     }
 
-    /// This configuration as the Sidecar that applies to `workload` narrows it, as istiod
-    /// would generate it for that workload's proxy: listeners of services no `egress[].hosts`
+    /// This configuration as istiod would generate it for `workload`'s proxy.
+    ///
+    /// The Sidecar that applies to it narrows it: listeners of services no `egress[].hosts`
     /// entry imports are removed, a listener whose VirtualService is not imported serves
     /// Istio's default route, and [`outbound`](Self::outbound) says what other targets get
     /// (`outboundTrafficPolicy.mode`, `ALLOW_ANY` by default). Under `REGISTRY_ONLY`, hosts
-    /// only resolved through DNS (not in the registry) are removed too. Without
-    /// [`visibility`](Self::visibility) (xDS, hand-built), the configuration is returned as is.
-    /// Always narrows the configuration as loaded, so it can be narrowed again for another
-    /// workload.
+    /// only resolved through DNS (not in the registry) are removed too. `exportTo` narrows it
+    /// the same way: a service not exported to the workload's namespace is removed, a
+    /// VirtualService not exported leaves Istio's default route. The clusters of a removed
+    /// service are removed too, so a visible route to one answers as a missing cluster (`NC`:
+    /// gRPC `UNAVAILABLE`, HTTP 503), as Envoy does. A cluster keeps its DestinationRule only
+    /// where istiod would look the rule up for this workload: in the workload's namespace, the
+    /// service's or the root namespace, exported to the workload's namespace; otherwise it is
+    /// the cluster without the rule, and a subset's cluster is removed.
+    ///
+    /// Without [`visibility`](Self::visibility) (xDS, hand-built), the configuration is
+    /// returned as is. Always narrows the configuration as loaded, so it can be narrowed again
+    /// for another workload.
     pub fn for_workload(&self, workload: &Workload) -> Self {
         let Some(visibility) = &self.visibility else {
             return self.clone();
@@ -159,18 +171,25 @@ impl MeshConfig {
         let own = &*workload.namespace;
         let (mut hidden, mut unrouted) = (Vec::new(), Vec::new());
         let mut listeners = BTreeMap::new();
+        let mut visible_hosts = BTreeSet::new();
         for (target, table) in &self.listeners {
             let Some(origin) = visibility.origins.get(target) else {
                 listeners.insert(target.clone(), table.clone());
                 continue;
             };
-            let imported = sidecar.is_none_or(|s| s.imports(origin, own));
+            let imported =
+                origin.export_to.includes(own) && sidecar.is_none_or(|s| s.imports(origin, own));
             if !imported || (!origin.registered && mode == OutboundMode::RegistryOnly) {
                 hidden.push(target.clone());
                 continue;
             }
-            let table = match (&origin.routed_by, sidecar) {
-                (Some(vs), Some(s)) if !s.imports_virtual_service(vs, origin.port, own) => {
+            visible_hosts.insert(origin.host.clone());
+            let table = match &origin.routed_by {
+                Some(vs)
+                    if !vs.export_to.includes(own)
+                        || sidecar
+                            .is_some_and(|s| !s.imports_virtual_service(vs, origin.port, own)) =>
+                {
                     unrouted.push((
                         target.clone(),
                         format!("{}/{}", vs.namespace, vs.name).into(),
@@ -181,15 +200,48 @@ impl MeshConfig {
             };
             listeners.insert(target.clone(), table);
         }
+        let mut clusters = BTreeMap::new();
+        let (mut hidden_clusters, mut unshaped) = (Vec::new(), Vec::new());
+        for (name, cluster) in &self.clusters {
+            let Some(origin) = visibility.clusters.get(name) else {
+                clusters.insert(name.clone(), cluster.clone());
+                continue;
+            };
+            if !visible_hosts.contains(&origin.host) {
+                hidden_clusters.push(name.clone());
+                continue;
+            }
+            let cluster = match &origin.rule {
+                Some(rule)
+                    if !rule.export_to.includes(own)
+                        || ![own, &*origin.service_namespace, &*visibility.root_namespace]
+                            .contains(&&*rule.namespace) =>
+                {
+                    unshaped.push((
+                        name.clone(),
+                        format!("{}/{}", rule.namespace, rule.name).into(),
+                    ));
+                    match &rule.without {
+                        Some(without) => without.clone(),
+                        None => continue,
+                    }
+                }
+                _ => cluster.clone(),
+            };
+            clusters.insert(name.clone(), cluster);
+        }
         let outbound = OutboundScope {
             namespace: workload.namespace.clone(),
             sidecar: sidecar.map(sidecar::Sidecar::id),
             mode,
             hidden: hidden.into(),
             unrouted: unrouted.into(),
+            hidden_clusters: hidden_clusters.into(),
+            unshaped: unshaped.into(),
         };
         Self {
             listeners,
+            clusters,
             outbound: Some(Arc::new(outbound)),
             ..self.clone()
         }

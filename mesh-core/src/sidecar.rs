@@ -13,7 +13,7 @@
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
-use crate::{Labels, RouteTable, Workload};
+use crate::{Cluster, Labels, RouteTable, Workload};
 
 /// What a call to a host the workload does not know gets (`outboundTrafficPolicy.mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -75,6 +75,19 @@ pub struct Sidecar {
     pub egress_proxy: Option<Arc<str>>,
 }
 
+/// The namespaces a VirtualService, DestinationRule or service (ServiceEntry, Kubernetes
+/// Service) is visible to (`exportTo`). A resource not exported to a workload's namespace does
+/// not apply to it, as istiod leaves it out of that workload's configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ExportTo {
+    /// `*`, or `exportTo` absent: every namespace (Istio's default, with MeshConfig's
+    /// `defaultVirtualServiceExportTo` and friends left at `*`).
+    #[default]
+    All,
+    /// These namespaces only (`.` stands for the resource's own); empty for `~`.
+    Namespaces(Arc<[Arc<str>]>),
+}
+
 /// What one listener (`host:port`) came from: the service and the VirtualService routing it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ListenerOrigin {
@@ -87,8 +100,38 @@ pub struct ListenerOrigin {
     pub namespace: Arc<str>,
     /// Whether the host is in the service registry (not only resolved through DNS).
     pub registered: bool,
+    /// The service's `exportTo` (a Kubernetes Service's `networking.istio.io/exportTo`
+    /// annotation).
+    pub export_to: ExportTo,
     /// The VirtualService whose routes the listener serves, if any.
     pub routed_by: Option<RoutedBy>,
+}
+
+/// What one cluster came from: its service, and the DestinationRule that shaped it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClusterOrigin {
+    /// The service host: the cluster exists for a workload only while that host is visible
+    /// to it (one of its listeners is), as istiod builds clusters only for the services in a
+    /// proxy's scope.
+    pub host: Arc<str>,
+    /// The namespace of the service's registry entry.
+    pub service_namespace: Arc<str>,
+    /// The DestinationRule applied to the cluster, if any.
+    pub rule: Option<RuleOrigin>,
+}
+
+/// The DestinationRule of a cluster, and the cluster without it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RuleOrigin {
+    /// `metadata.name`.
+    pub name: Arc<str>,
+    /// `metadata.namespace`.
+    pub namespace: Arc<str>,
+    /// Its `exportTo`.
+    pub export_to: ExportTo,
+    /// The cluster as it is without the rule; `None` for a subset's cluster, which only the
+    /// rule defines.
+    pub without: Option<Arc<Cluster>>,
 }
 
 /// The VirtualService of a listener, and the routes the listener has without it.
@@ -100,6 +143,8 @@ pub struct RoutedBy {
     pub namespace: Arc<str>,
     /// Its `hosts`, fully qualified.
     pub hosts: Arc<[Arc<str>]>,
+    /// Its `exportTo`.
+    pub export_to: ExportTo,
     /// The listener's routes when the VirtualService is not imported (Istio's default route).
     pub default_routes: Arc<RouteTable>,
 }
@@ -112,6 +157,8 @@ pub struct Visibility {
     pub sidecars: Arc<[Sidecar]>,
     /// Each listener's origin, by target.
     pub origins: BTreeMap<Arc<str>, ListenerOrigin>,
+    /// Each cluster's origin, by name.
+    pub clusters: BTreeMap<Arc<str>, ClusterOrigin>,
     /// The root namespace, whose selector-less Sidecar is every namespace's default.
     pub root_namespace: Arc<str>,
 }
@@ -127,12 +174,82 @@ pub struct OutboundScope {
     /// The effective mode. With an egress proxy (not supported) it is
     /// [`OutboundMode::RegistryOnly`].
     pub mode: OutboundMode,
-    /// Listeners hidden because no egress host imports them (or, under `REGISTRY_ONLY`,
-    /// because their host is only resolved through DNS).
+    /// Listeners hidden because no egress host imports them, because their service is not
+    /// exported to the namespace (`exportTo`), or, under `REGISTRY_ONLY`, because their host
+    /// is only resolved through DNS.
     pub hidden: Arc<[Arc<str>]>,
     /// Listeners that serve Istio's default route because their VirtualService is not
-    /// imported, with the VirtualService (`namespace/name`).
+    /// imported (or not exported to the namespace), with the VirtualService (`namespace/name`).
     pub unrouted: Arc<[(Arc<str>, Arc<str>)]>,
+    /// Clusters removed because their service is not visible: a route to one answers as a
+    /// missing cluster (`NC`).
+    pub hidden_clusters: Arc<[Arc<str>]>,
+    /// Clusters served without their DestinationRule (`namespace/name`), which does not apply
+    /// to the workload's namespace; a subset's cluster is then removed.
+    pub unshaped: Arc<[(Arc<str>, Arc<str>)]>,
+}
+
+// === impl ExportTo ===
+
+impl ExportTo {
+    /// Parses `exportTo` of a resource in `namespace` as Istio validates it: `*`, `.`, or
+    /// namespace names, each once; `*` alone; `~` (no namespace) alone and only where
+    /// `allow_none` (services: a ServiceEntry or Kubernetes Service may be visible to no one).
+    /// An empty list is every namespace.
+    pub fn parse(entries: &[&str], namespace: &str, allow_none: bool) -> Result<Self, String> {
+        if entries.is_empty() {
+            return Ok(Self::All);
+        }
+        let mut names: Vec<Arc<str>> = Vec::new();
+        for entry in entries {
+            let name = match *entry {
+                "*" | "~" if entries.len() > 1 => {
+                    return Err(format!(
+                        "`{entry}` cannot be combined with other entries ({})",
+                        entries.join(", ")
+                    ));
+                }
+                "*" => return Ok(Self::All),
+                "~" if allow_none => return Ok(Self::Namespaces(Arc::from([]))),
+                "~" => {
+                    return Err(
+                        "`~` (no namespace) is only allowed for services (ServiceEntry)".into(),
+                    );
+                }
+                "." => namespace,
+                name if is_dns_label(name) => name,
+                name => {
+                    return Err(format!("`{name}` is not `*`, `.`, `~` or a namespace name"));
+                }
+            };
+            if names.iter().any(|n| &**n == name) {
+                return Err(format!(
+                    "namespace `{name}` is listed twice (`.` is `{namespace}`)"
+                ));
+            }
+            names.push(name.into());
+        }
+        Ok(Self::Namespaces(names.into()))
+    }
+
+    /// Whether a workload in `namespace` sees the resource.
+    pub fn includes(&self, namespace: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Namespaces(names) => names.iter().any(|n| &**n == namespace),
+        }
+    }
+}
+
+/// Whether `name` is a Kubernetes namespace name (an RFC 1123 label).
+fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
 // === impl OutboundMode ===

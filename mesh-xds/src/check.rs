@@ -171,9 +171,12 @@ pub fn explain(config: &MeshConfig, request: &str) -> Result<String, ExplainErro
             }
             Some(scope) => {
                 let why = if scope.hidden_listener(&target).is_some() {
-                    "is not imported by its egress hosts"
+                    format!(
+                        "is not imported by its egress hosts or not exported to namespace `{}`",
+                        scope.namespace
+                    )
                 } else {
-                    "is not in the mesh registry"
+                    "is not in the mesh registry".to_string()
                 };
                 let by = scope.sidecar.as_deref().unwrap_or("the mesh");
                 Err(ExplainError::Refused(format!(
@@ -279,9 +282,18 @@ pub fn explain(config: &MeshConfig, request: &str) -> Result<String, ExplainErro
                 let _ = writeln!(out, "session:      {:?}", session.state);
             }
             for wc in f.clusters.clusters() {
-                if let Some(c) = config.cluster(&wc.name) {
-                    cluster(&mut out, c);
-                    grpc_view(&mut out, c);
+                match config.cluster(&wc.name) {
+                    Some(c) => {
+                        cluster(&mut out, c);
+                        grpc_view(&mut out, c);
+                    }
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "cluster:      {} is not visible to this workload: 503 NC",
+                            wc.name
+                        );
+                    }
                 }
             }
         }
@@ -307,7 +319,18 @@ fn outbound(out: &mut String, scope: &OutboundScope) {
     for (target, vs) in scope.unrouted.iter() {
         let _ = writeln!(
             out,
-            "default route: {target} (VirtualService {vs} is not imported)"
+            "default route: {target} (VirtualService {vs} is not imported or not exported here)"
+        );
+    }
+    if !scope.hidden_clusters.is_empty() {
+        let hidden: Vec<&str> = scope.hidden_clusters.iter().map(|h| &**h).collect();
+        let _ = writeln!(out, "no cluster (NC): {}", hidden.join(", "));
+    }
+    for (cluster, rule) in scope.unshaped.iter() {
+        let _ = writeln!(
+            out,
+            "without rule: {cluster} (DestinationRule {rule} does not apply to namespace {})",
+            scope.namespace
         );
     }
 }

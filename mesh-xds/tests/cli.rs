@@ -270,7 +270,7 @@ spec:
     assert!(
         out.contains("sidecar:      default/web (outboundTrafficPolicy REGISTRY_ONLY)")
             && out.contains("not visible:  ")
-            && out.contains("target `reviews:9080` is not imported by its egress hosts: refused by outboundTrafficPolicy REGISTRY_ONLY of Sidecar default/web"),
+            && out.contains("target `reviews:9080` is not imported by its egress hosts or not exported to namespace `default`: refused by outboundTrafficPolicy REGISTRY_ONLY of Sidecar default/web"),
         "{out}"
     );
     // Another workload of the namespace is not selected.

@@ -24,7 +24,7 @@ use crate::{
     Cluster, DEFAULT_ROOT_NAMESPACE, Endpoint, MeshConfig, PathNormalizer, RouteTable,
     ServerPolicy,
     route::{Action, Domain, Forward, Route, RouteMatcher, VirtualHost, WeightedClusters},
-    sidecar::{ListenerOrigin, RoutedBy, Visibility},
+    sidecar::{ClusterOrigin, ExportTo, ListenerOrigin, RoutedBy, RuleOrigin, Visibility},
 };
 
 /// Assembles the configuration; `None` when errors were reported.
@@ -104,7 +104,18 @@ pub(super) fn build(
         ..Registry::default()
     };
     let mut clusters: BTreeMap<Arc<str>, Arc<Cluster>> = BTreeMap::new();
+    let mut cluster_origins: BTreeMap<Arc<str>, ClusterOrigin> = BTreeMap::new();
     for (host, se) in &services {
+        let origin = |rule: Option<(&DestinationRule, Option<&Cluster>)>| ClusterOrigin {
+            host: host.as_str().into(),
+            service_namespace: se.meta.namespace.clone(),
+            rule: rule.map(|(dr, without)| RuleOrigin {
+                name: dr.meta.name.clone(),
+                namespace: dr.meta.namespace.clone(),
+                export_to: dr.export_to.clone(),
+                without: without.map(|c| Arc::new(c.clone())),
+            }),
+        };
         reg.services
             .insert(host.clone(), se.ports.iter().map(|p| p.number).collect());
         let raw = endpoints_of(se, host, &res);
@@ -120,7 +131,9 @@ pub(super) fn build(
                 raw.iter().map(|r| (endpoint(r, port), r)).collect();
             let name = format!("outbound|{}||{host}", port.number);
             let mut c = istio_cluster(&name, eps.iter().map(|(e, _)| e.clone()).collect());
+            let mut port_origin = origin(None);
             if let Some(dr) = dr {
+                port_origin = origin(Some((dr, Some(&c))));
                 let g = dr.policy.on_port(port.number);
                 g.apply(&mut c);
                 if let Some(h) = g.hash() {
@@ -154,10 +167,14 @@ pub(super) fn build(
                     if let Some(h) = g.hash() {
                         reg.hash.insert(sname.clone(), h.clone());
                     }
-                    clusters.insert(sname.into(), Arc::new(sc));
+                    let sname: Arc<str> = sname.into();
+                    cluster_origins.insert(sname.clone(), origin(Some((dr, None))));
+                    clusters.insert(sname, Arc::new(sc));
                 }
             }
-            clusters.insert(name.into(), Arc::new(c));
+            let name: Arc<str> = name.into();
+            cluster_origins.insert(name.clone(), port_origin);
+            clusters.insert(name, Arc::new(c));
         }
     }
 
@@ -215,6 +232,7 @@ pub(super) fn build(
                         .iter()
                         .map(|(h, _)| Arc::from(h.as_str()))
                         .collect(),
+                    export_to: vs.export_to.clone(),
                     default_routes,
                 }),
                 Some((_, Err(e))) => {
@@ -236,6 +254,7 @@ pub(super) fn build(
                     port: p,
                     namespace: se.meta.namespace.clone(),
                     registered: se.origin != Origin::Dns,
+                    export_to: se.export_to.clone(),
                     routed_by,
                 },
             );
@@ -244,6 +263,7 @@ pub(super) fn build(
     let visibility = Visibility {
         sidecars: res.sidecars.into(),
         origins,
+        clusters: cluster_origins,
         root_namespace: DEFAULT_ROOT_NAMESPACE.into(),
     };
 
@@ -486,6 +506,7 @@ fn dns_fallback(res: &mut Resources<'_>, diags: &RefCell<Diags>) -> BTreeSet<Str
             resolution: Resolution::Dns,
             endpoints: Vec::new(),
             selector: None,
+            export_to: ExportTo::All,
         });
     }
     unresolvable

@@ -15,7 +15,7 @@ use super::{
 use crate::{
     CertificateSource, Cluster, ConsecutiveRule, Labels, LbPolicy, OutlierDetection, Percentage,
     SanKind, SanMatcher, TcpKeepalive, TlsMode, UpstreamTls, matcher::StringMatcher,
-    route::HashSource,
+    route::HashSource, sidecar::ExportTo,
 };
 
 /// Istio's default ring size for consistent hashing.
@@ -30,6 +30,7 @@ pub(super) struct DestinationRule {
     pub(super) host: String,
     pub(super) policy: TrafficPolicy,
     pub(super) subsets: Vec<Subset>,
+    pub(super) export_to: ExportTo,
 }
 
 /// One subset.
@@ -108,7 +109,7 @@ pub(super) fn read(meta: Meta, mut spec: Obj<'_>) -> Option<DestinationRule> {
             policy,
         });
     }
-    spec.unsupported("exportTo");
+    let export_to = super::read_export_to(&mut spec, &meta.namespace, false);
     spec.unsupported("workloadSelector");
     drop(spec);
     if cx.error_count() != errors {
@@ -119,6 +120,7 @@ pub(super) fn read(meta: Meta, mut spec: Obj<'_>) -> Option<DestinationRule> {
         host: host?,
         policy,
         subsets,
+        export_to,
     })
 }
 

@@ -13,20 +13,25 @@
 //! Only the fields that decide routing are read; the rest of these objects (cluster IPs,
 //! conditions, owner references, status) is Kubernetes bookkeeping and is skipped silently.
 
-use std::{net::IpAddr, num::NonZeroU32};
+use std::{net::IpAddr, num::NonZeroU32, sync::Arc};
 
 use super::{
     Meta,
     cursor::Obj,
     service_entry::{Origin, RawEndpoint, Resolution, ServiceEntry, ServicePort},
 };
-use crate::{Labels, Locality};
+use crate::{Labels, Locality, sidecar::ExportTo};
+
+/// The annotation that sets a Service's `exportTo`, as on a ServiceEntry.
+const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
 
 /// A Kubernetes Service, before its endpoints are joined.
 #[derive(Debug)]
 pub(super) struct KubeService {
     pub(super) meta: Meta,
     pub(super) ports: Vec<ServicePort>,
+    /// The `networking.istio.io/exportTo` annotation (comma-separated, as istiod reads it).
+    pub(super) export_to: ExportTo,
 }
 
 /// The addresses of one EndpointSlice or Endpoints object, with the service they belong to.
@@ -63,6 +68,23 @@ pub(super) fn read_service(meta: Meta, mut spec: Obj<'_>) -> Option<KubeService>
         }
     }
     spec.ignore_rest();
+    let export_to = match meta
+        .annotations
+        .iter()
+        .find(|(k, _)| k == EXPORT_TO_ANNOTATION)
+    {
+        Some((_, v)) => {
+            let entries: Vec<&str> = v.split(',').map(str::trim).collect();
+            ExportTo::parse(&entries, &meta.namespace, true).unwrap_or_else(|e| {
+                spec.cx().error(
+                    "metadata.annotations",
+                    format!("{EXPORT_TO_ANNOTATION}: {e}"),
+                );
+                ExportTo::Namespaces(Arc::from([]))
+            })
+        }
+        None => ExportTo::All,
+    };
     if spec.cx().error_count() != errors {
         return None;
     }
@@ -70,7 +92,11 @@ pub(super) fn read_service(meta: Meta, mut spec: Obj<'_>) -> Option<KubeService>
         spec.warn("ports", "a Service without ports cannot be routed, ignored");
         return None;
     }
-    Some(KubeService { meta, ports })
+    Some(KubeService {
+        meta,
+        ports,
+        export_to,
+    })
 }
 
 /// Reads an `EndpointSlice` (the whole document: its fields are not under `spec`).
@@ -216,5 +242,6 @@ pub(super) fn to_service_entry(svc: KubeService, endpoints: &[KubeEndpoints]) ->
         },
         endpoints: mine,
         selector: None,
+        export_to: svc.export_to,
     }
 }

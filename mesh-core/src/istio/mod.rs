@@ -43,7 +43,7 @@ use serde::de::DeserializeSeed as _;
 use yaml_serde::Value;
 
 use self::cursor::{Ctx, Cx, Diags, Node};
-use crate::MeshConfig;
+use crate::{MeshConfig, sidecar::ExportTo};
 
 pub use self::limits::MAX_SOURCE_BYTES;
 
@@ -566,6 +566,17 @@ fn read_metadata(doc: &mut cursor::Obj<'_>, ctx: &Ctx) -> Option<Meta> {
         namespace: namespace.into(),
         annotations,
         ctx: ctx.clone(),
+    })
+}
+
+/// Reads `exportTo` of a resource in `namespace`. An invalid list is an error (the load fails)
+/// and is taken as exporting to no namespace: never wider than what was written.
+fn read_export_to(spec: &mut cursor::Obj<'_>, namespace: &str, allow_none: bool) -> ExportTo {
+    let entries = spec.str_list("exportTo");
+    let entries: Vec<&str> = entries.iter().map(|(_, e)| *e).collect();
+    ExportTo::parse(&entries, namespace, allow_none).unwrap_or_else(|e| {
+        spec.error("exportTo", e);
+        ExportTo::Namespaces(Arc::from([]))
     })
 }
 

@@ -11,7 +11,7 @@ use super::{
     Meta,
     cursor::{Node, Obj},
 };
-use crate::{EndpointAddress, Labels, Locality};
+use crate::{EndpointAddress, Labels, Locality, sidecar::ExportTo};
 
 /// A parsed ServiceEntry.
 #[derive(Debug)]
@@ -26,6 +26,8 @@ pub(super) struct ServiceEntry {
     pub(super) resolution: Resolution,
     pub(super) endpoints: Vec<RawEndpoint>,
     pub(super) selector: Option<Labels>,
+    /// `exportTo` (a Kubernetes Service's `networking.istio.io/exportTo` annotation).
+    pub(super) export_to: ExportTo,
 }
 
 /// One port of a service.
@@ -132,7 +134,7 @@ pub(super) fn read_service_entry(meta: Meta, mut spec: Obj<'_>) -> Option<Servic
         };
     spec.skip("location");
     spec.unsupported("addresses");
-    spec.unsupported("exportTo");
+    let export_to = super::read_export_to(&mut spec, &meta.namespace, true);
     spec.unsupported("subjectAltNames");
     let mut endpoints = Vec::new();
     for n in spec.list("endpoints") {
@@ -160,6 +162,7 @@ pub(super) fn read_service_entry(meta: Meta, mut spec: Obj<'_>) -> Option<Servic
         resolution,
         endpoints,
         selector,
+        export_to,
     })
 }
 

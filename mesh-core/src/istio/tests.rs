@@ -4,6 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 
+mod export_to;
 mod sidecar;
 
 const SERVICE: &str = "\

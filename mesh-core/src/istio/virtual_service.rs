@@ -29,6 +29,7 @@ use crate::{
         PathRewrite, Redirect, RedirectStatus, Route, RouteMatcher, WeightedCluster,
         WeightedClusters,
     },
+    sidecar::ExportTo,
 };
 
 /// What a VirtualService may refer to.
@@ -53,6 +54,7 @@ pub(super) struct VirtualService {
     pub(super) hosts: Vec<(String, String)>,
     /// Routes in order, each with the only port it applies to (`match[].port`).
     pub(super) routes: Vec<(Option<u16>, Route)>,
+    pub(super) export_to: ExportTo,
 }
 
 /// Istio's default retry policy, applied when a route says nothing about retries.
@@ -151,7 +153,7 @@ pub(super) fn read(meta: Meta, spec: Node<'_>, reg: &Registry) -> Option<Virtual
     }
     spec.unsupported("tcp");
     spec.unsupported("tls");
-    spec.unsupported("exportTo");
+    let export_to = super::read_export_to(&mut spec, r.ns, false);
     let mut routes = Vec::new();
     for n in spec.list("http") {
         if let Some(h) = n.obj() {
@@ -166,6 +168,7 @@ pub(super) fn read(meta: Meta, spec: Node<'_>, reg: &Registry) -> Option<Virtual
         meta,
         hosts,
         routes,
+        export_to,
     })
 }
 

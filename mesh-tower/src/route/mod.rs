@@ -445,11 +445,13 @@ fn passthrough_address(target: &str) -> Option<EndpointAddress> {
 /// The answer to a target the workload does not know under `REGISTRY_ONLY` (Envoy's
 /// `block_all` route: HTTP 502; gRPC `UNAVAILABLE`), naming the Sidecar that decided it.
 fn black_hole(target: &Target, scope: &OutboundScope, is_grpc: bool) -> Response<ResponseBody> {
+    let hidden_why = format!(
+        "is not imported by its egress hosts or not exported to namespace `{}`",
+        scope.namespace
+    );
     let why = match scope.hidden_listener(&target.name) {
-        Some(hidden) if **hidden == *target.name => {
-            "is not imported by its egress hosts".to_string()
-        }
-        Some(hidden) => format!("({hidden}) is not imported by its egress hosts"),
+        Some(hidden) if **hidden == *target.name => hidden_why,
+        Some(hidden) => format!("({hidden}) {hidden_why}"),
         None => "is not in the mesh registry".to_string(),
     };
     let target = &target.name;
