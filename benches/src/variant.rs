@@ -6,7 +6,7 @@
 //! | key | client | path | server |
 //! |---|---|---|---|
 //! | `a` | plain tonic | direct | plain tonic |
-//! | `a-hdr` | plain tonic + the mesh's trace headers ([`TraceHeaders`](crate::baseline::TraceHeaders)) | direct | plain tonic reading them ([`ReadTraceHeaders`](crate::baseline::ReadTraceHeaders)) |
+//! | `a-hdr` | plain tonic + the mesh's trace headers ([`TraceHeaders`]) | direct | plain tonic reading them ([`ReadTraceHeaders`](crate::baseline::ReadTraceHeaders)) |
 //! | `b` | mesh client stack (routing, retries, breaker, outlier detection; no faults) | direct | mesh server stack ([hook](MESH_SERVER_STACK)) |
 //! | `c1` | plain tonic | one nginx `grpc_pass` hop (server-side sidecar) | plain tonic |
 //! | `c2` | plain tonic | two nginx hops (client- and server-side sidecars) | plain tonic |

@@ -66,8 +66,8 @@ pub struct InboundChain {
 /// an empty list or `None` is unset. Prefixes are truncated to their length.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FilterChainMatch {
-    /// The connection's destination port; a proxyless server never matches it (see the
-    /// [module docs](self)).
+    /// The connection's destination port; a proxyless server never matches it (A36:
+    /// gRPC servers do not match on it).
     pub destination_port: Option<u32>,
     /// Ranges the connection's local address must be in.
     pub prefix_ranges: Arc<[IpNet]>,
@@ -147,8 +147,8 @@ impl InboundListener {
     }
 
     /// A listener with `chains` (in listener order) and the chain of connections none
-    /// matches. Fails when two matches are equal once normalized (see the
-    /// [module docs](self)), or when no chain can ever be chosen.
+    /// matches. Fails when two matches are equal once normalized (A36
+    /// requires a NACK), or when no chain can ever be chosen.
     pub fn new(
         name: impl Into<Arc<str>>,
         chains: Vec<(FilterChainMatch, InboundChain)>,
