@@ -87,11 +87,16 @@ use mesh_core::{
 
 mod cluster;
 mod endpoint;
+mod inbound;
 mod listener;
 mod route;
 #[cfg(test)]
 mod tests;
 
+pub use self::inbound::{
+    InboundView, RBAC_ALLOW_FILTER, RBAC_DENY_FILTER, Workload, encode_inbound, inbound_address,
+    inbound_view,
+};
 pub use self::cluster::{
     IstiodView, ROOT_CA_CERTIFICATE, WORKLOAD_CERTIFICATE, WORKLOAD_PROVIDER, istiod_view,
 };
