@@ -17,8 +17,8 @@
 //!   them with authenticated principals (`and_ids` of one `or_ids` per field, `not_id` for
 //!   negations; `and_rules`/`or_rules`/`not_rule` for permissions).
 //!
-//! What istiod does not send gRPC ([`InboundView::dropped`]): AUDIT policies (grpcgen lists
-//! only ALLOW and DENY). Where this differs from istiod, it is narrower: a dry-run policy goes
+//! What istiod does not send gRPC ([`InboundView::dropped`], [`not_enforced`]): AUDIT
+//! policies (grpcgen lists only ALLOW and DENY). Where this differs from istiod, it is narrower: a dry-run policy goes
 //! to the filter's `shadow_rules` (istiod's gRPC generator ignores the annotation and enforces
 //! it; gRPC ignores shadow rules, this mesh logs them).
 
@@ -98,6 +98,24 @@ pub struct InboundView {
     pub dropped: Vec<String>,
 }
 
+/// Why `policy` is not enforced as written by a proxyless gRPC server, if it is not: AUDIT is
+/// not sent (istiod's gRPC generator lists only ALLOW and DENY); a dry-run policy is sent as
+/// shadow rules, which gRPC ignores and this mesh logs.
+pub fn not_enforced(policy: &AuthorizationPolicy) -> Option<String> {
+    let name = format!("AuthorizationPolicy {}/{}", policy.scope.namespace, policy.name);
+    if policy.action == AuthzAction::Audit {
+        Some(format!(
+            "{name}: AUDIT is not sent to proxyless gRPC servers (istiod sends only ALLOW and DENY)"
+        ))
+    } else if policy.dry_run {
+        Some(format!(
+            "{name}: dry-run is sent as RBAC shadow rules; gRPC servers ignore them, this mesh's servers log them"
+        ))
+    } else {
+        None
+    }
+}
+
 /// `ip:port` of an inbound listener name; `None` for other names.
 pub fn inbound_address(name: &str) -> Option<std::net::SocketAddr> {
     name.strip_prefix(INBOUND_LISTENER_PREFIX)?.parse().ok()
@@ -135,13 +153,7 @@ pub fn inbound_view(name: &str, policy: &ServerPolicy, workload: &Workload) -> O
                 .applies_to(&workload.namespace, &workload.labels, root)
         })
         .collect();
-    let mut dropped = Vec::new();
-    for p in applying.iter().filter(|p| p.action == AuthzAction::Audit) {
-        dropped.push(format!(
-            "AuthorizationPolicy {}/{}: AUDIT is not sent to gRPC servers",
-            p.scope.namespace, p.name
-        ));
-    }
+    let dropped = applying.iter().filter_map(|p| not_enforced(p)).collect();
     let mut http_filters = Vec::with_capacity(3);
     for (action, filter_name, pb_action) in [
         (
@@ -603,4 +615,158 @@ fn regex_quote(s: &str) -> String {
                 .chain(std::iter::once(c))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_core::{InboundChain, istio::load_str};
+
+    use super::*;
+    use crate::decode::inbound::decode_inbound_listener;
+
+    const NAME: &str = "xds.istio.io/grpc/lds/inbound/10.0.0.1:8080";
+
+    fn policy(yaml: &str) -> ServerPolicy {
+        (**load_str("p.yaml", yaml).unwrap().config.server()).clone()
+    }
+
+    fn workload(labels: &[(&str, &str)]) -> Workload {
+        Workload {
+            namespace: "default".into(),
+            labels: Labels::new(labels.iter().copied()).unwrap(),
+        }
+    }
+
+    /// The listener as this mesh's server decodes it: its one chain, nothing unsupported.
+    fn chain(policy: &ServerPolicy, w: &Workload) -> std::sync::Arc<InboundChain> {
+        let l = encode_inbound(NAME, policy, w).unwrap();
+        let decoded = decode_inbound_listener(&l).unwrap();
+        assert!(decoded.unsupported.is_empty(), "{:?}", decoded.unsupported);
+        decoded
+            .value
+            .chain_for_every_connection()
+            .cloned()
+            .unwrap()
+    }
+
+    fn peer_authn(mode: &str) -> String {
+        format!(
+            "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: default}}
+spec:
+  mtls: {{mode: {mode}}}
+"
+        )
+    }
+
+    #[test]
+    fn only_inbound_names_with_an_address_are_built() {
+        let p = ServerPolicy::default();
+        let w = workload(&[]);
+        assert!(encode_inbound("echo.default.svc.cluster.local:80", &p, &w).is_none());
+        assert!(encode_inbound("xds.istio.io/grpc/lds/inbound/nope", &p, &w).is_none());
+        assert!(encode_inbound(NAME, &p, &w).is_some());
+    }
+
+    #[test]
+    fn the_chain_follows_peer_authentication_as_istiod_does_for_grpc() {
+        let labelled = workload(&[("security.istio.io/tlsMode", "istio")]);
+        let plain = workload(&[]);
+        for (mode, w, want) in [
+            ("STRICT", &plain, MtlsMode::Strict),
+            ("PERMISSIVE", &plain, MtlsMode::Disable),
+            ("PERMISSIVE", &labelled, MtlsMode::Strict),
+            ("DISABLE", &labelled, MtlsMode::Disable),
+        ] {
+            let c = chain(&policy(&peer_authn(mode)), w);
+            assert_eq!(c.mtls, want, "{mode} {w:?}");
+            let suffix = if want == MtlsMode::Strict {
+                "mtls"
+            } else {
+                "plaintext"
+            };
+            assert_eq!(&*c.name, format!("inbound-{suffix}"));
+        }
+        // No PeerAuthentication: Istio's default PERMISSIVE, plaintext without the label.
+        assert_eq!(
+            chain(&ServerPolicy::default(), &plain).mtls,
+            MtlsMode::Disable
+        );
+        // A port-level override on a selected workload.
+        let yaml = "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: ports, namespace: default}
+spec:
+  selector: {matchLabels: {app: echo}}
+  mtls: {mode: DISABLE}
+  portLevelMtls: {\"8080\": {mode: STRICT}}
+";
+        assert_eq!(
+            chain(&policy(yaml), &workload(&[("app", "echo")])).mtls,
+            MtlsMode::Strict
+        );
+    }
+
+    #[test]
+    fn rbac_is_deny_then_allow_for_the_selected_workload_only() {
+        let yaml = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow, namespace: default}
+spec:
+  selector: {matchLabels: {app: echo}}
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/reviews], namespaces: [\"prod*\"]}}]
+    to: [{operation: {paths: [\"/echo.Echo/*\"], methods: [POST], ports: [\"8080\"]}}]
+    when: [{key: \"request.headers[x-user]\", values: [jason]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny, namespace: default}
+spec:
+  selector: {matchLabels: {app: echo}}
+  action: DENY
+  rules:
+  - from: [{source: {notPrincipals: [\"*\"], ipBlocks: [10.0.0.0/8]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: audit, namespace: default}
+spec:
+  action: AUDIT
+  rules: [{}]
+";
+        let p = policy(yaml);
+        let echo = workload(&[("app", "echo")]);
+        let c = chain(&p, &echo);
+        let names: Vec<&str> = c.rbac.iter().map(|f| &*f.name).collect();
+        assert_eq!(names, [RBAC_DENY_FILTER, RBAC_ALLOW_FILTER]);
+        let deny = c.rbac[0].rules.as_ref().unwrap();
+        assert_eq!(deny.action, mesh_core::RbacAction::Deny);
+        assert_eq!(&*deny.policies[0].name, "default-deny-0");
+        let allow = c.rbac[1].rules.as_ref().unwrap();
+        assert_eq!(&*allow.policies[0].name, "default-allow-0");
+        let view = inbound_view(NAME, &p, &echo).unwrap();
+        assert_eq!(view.dropped.len(), 1, "{:?}", view.dropped);
+        assert!(view.dropped[0].contains("default/audit"), "{:?}", view.dropped);
+        // Another workload of the namespace: no selected policy, no RBAC filter.
+        assert!(chain(&p, &workload(&[("app", "other")])).rbac.is_empty());
+    }
+
+    #[test]
+    fn principals_are_written_as_istiod_writes_them() {
+        assert_eq!(
+            with_prefix("cluster.local/ns/a/sa/b", "spiffe://"),
+            exact("spiffe://cluster.local/ns/a/sa/b".into())
+        );
+        assert_eq!(with_prefix("*", "spiffe://"), regex(".+".into()));
+        assert_eq!(
+            with_prefix("*/sa/b", "spiffe://"),
+            regex("spiffe://.*/sa/b".into())
+        );
+        assert_eq!(
+            namespace_matcher("prod*"),
+            regex(".*/ns/prod.*/.*".into())
+        );
+    }
 }

@@ -95,7 +95,7 @@ mod tests;
 
 pub use self::inbound::{
     InboundView, RBAC_ALLOW_FILTER, RBAC_DENY_FILTER, Workload, encode_inbound, inbound_address,
-    inbound_view,
+    inbound_view, not_enforced,
 };
 pub use self::cluster::{
     IstiodView, ROOT_CA_CERTIFICATE, WORKLOAD_CERTIFICATE, WORKLOAD_PROVIDER, istiod_view,
