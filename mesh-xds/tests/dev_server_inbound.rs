@@ -160,7 +160,10 @@ async fn backend(cp: SocketAddr, pki: &Pki, tcp: tokio::net::TcpListener) -> Bac
 fn caller(cp: SocketAddr, pki: &Pki, sa: &str) -> (XdsClient, Client) {
     let mesh = Mesh::new(MeshConfig::empty());
     let xds = XdsClient::start(bootstrap(cp, pki, sa), mesh.clone()).unwrap();
-    (xds, EchoClient::new(mesh.channel(format!("xds:///{TARGET}"))))
+    (
+        xds,
+        EchoClient::new(mesh.channel(format!("xds:///{TARGET}"))),
+    )
 }
 
 async fn call(client: &mut Client) -> Code {
@@ -217,15 +220,23 @@ async fn a_server_follows_the_inbound_listener_the_dev_control_plane_builds() {
     );
 
     // STRICT: a plaintext caller never reaches the handler.
-    let served = echo.behavior.calls.load(std::sync::atomic::Ordering::SeqCst);
+    let served = echo
+        .behavior
+        .calls
+        .load(std::sync::atomic::Ordering::SeqCst);
     let plaintext_mesh = Mesh::new(support::echo::config(&support::echo::services_yaml(&[(
-        "v1",
-        echo.addr,
+        "v1", echo.addr,
     )])));
     let mut plaintext = EchoClient::new(plaintext_mesh.channel(TARGET));
-    assert_ne!(call(&mut plaintext).await, Code::Ok, "plaintext under STRICT");
+    assert_ne!(
+        call(&mut plaintext).await,
+        Code::Ok,
+        "plaintext under STRICT"
+    );
     assert_eq!(
-        echo.behavior.calls.load(std::sync::atomic::Ordering::SeqCst),
+        echo.behavior
+            .calls
+            .load(std::sync::atomic::Ordering::SeqCst),
         served
     );
     assert!(cp.nacks().is_empty(), "{:?}", cp.nacks());

@@ -552,7 +552,10 @@ fn spiffe_exact(m: &StringMatcher) -> bool {
     !m.ignore_case() && matches!(m.kind(), StringMatch::Exact(v) if v.starts_with("spiffe://"))
 }
 
-pub(super) fn provider_instance(instance: &str, certificate_name: &str) -> CertificateProviderPluginInstance {
+pub(super) fn provider_instance(
+    instance: &str,
+    certificate_name: &str,
+) -> CertificateProviderPluginInstance {
     CertificateProviderPluginInstance {
         instance_name: instance.to_string(),
         certificate_name: certificate_name.to_string(),

@@ -49,8 +49,7 @@ use envoy_types::pb::{
                 },
             },
             transport_sockets::tls::v3::{
-                CommonTlsContext, DownstreamTlsContext,
-                common_tls_context::ValidationContextType,
+                CommonTlsContext, DownstreamTlsContext, common_tls_context::ValidationContextType,
             },
         },
         r#type::matcher::v3::{
@@ -61,8 +60,8 @@ use envoy_types::pb::{
 };
 use ipnet::IpNet;
 use mesh_core::{
-    AuthorizationPolicy, AuthzAction, AuthzRule, ConditionKey, DEFAULT_ROOT_NAMESPACE,
-    IstioString, Labels, MtlsMode, ServerPolicy, mtls_mode,
+    AuthorizationPolicy, AuthzAction, AuthzRule, ConditionKey, DEFAULT_ROOT_NAMESPACE, IstioString,
+    Labels, MtlsMode, ServerPolicy, mtls_mode,
 };
 
 use super::{
@@ -102,7 +101,10 @@ pub struct InboundView {
 /// not sent (istiod's gRPC generator lists only ALLOW and DENY); a dry-run policy is sent as
 /// shadow rules, which gRPC ignores and this mesh logs.
 pub fn not_enforced(policy: &AuthorizationPolicy) -> Option<String> {
-    let name = format!("AuthorizationPolicy {}/{}", policy.scope.namespace, policy.name);
+    let name = format!(
+        "AuthorizationPolicy {}/{}",
+        policy.scope.namespace, policy.name
+    );
     if policy.action == AuthzAction::Audit {
         Some(format!(
             "{name}: AUDIT is not sent to proxyless gRPC servers (istiod sends only ALLOW and DENY)"
@@ -348,10 +350,8 @@ fn policy(rule: &AuthzRule, action: pbrbac::rbac::Action) -> Policy {
     let mut base_principal: Vec<Field<Principal>> = Vec::new();
     for c in rule.when.iter() {
         match &c.key {
-            ConditionKey::DestinationPort => base_permission.push(field(
-                &c.values,
-                &c.not_values,
-                |v| match v {
+            ConditionKey::DestinationPort => {
+                base_permission.push(field(&c.values, &c.not_values, |v| match v {
                     IstioString::Exact(p) => p.parse::<u32>().map_or_else(
                         |_| unparsable_permission(),
                         |port| Permission {
@@ -359,24 +359,24 @@ fn policy(rule: &AuthzRule, action: pbrbac::rbac::Action) -> Policy {
                         },
                     ),
                     _ => unparsable_permission(),
-                },
-            )),
+                }))
+            }
             ConditionKey::SourceIp => base_principal.push(field(&c.values, &c.not_values, |v| {
                 let text = written(v);
                 text.parse::<IpNet>()
                     .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
                     .map_or_else(|_| unparsable_principal(), |n| direct_remote_ip(&n))
             })),
-            ConditionKey::SourceNamespace => base_principal.push(field(
-                &c.values,
-                &c.not_values,
-                |v| authenticated(namespace_matcher(&written(v))),
-            )),
-            ConditionKey::SourcePrincipal => base_principal.push(field(
-                &c.values,
-                &c.not_values,
-                |v| authenticated(with_prefix(&written(v), "spiffe://")),
-            )),
+            ConditionKey::SourceNamespace => {
+                base_principal.push(field(&c.values, &c.not_values, |v| {
+                    authenticated(namespace_matcher(&written(v)))
+                }))
+            }
+            ConditionKey::SourcePrincipal => {
+                base_principal.push(field(&c.values, &c.not_values, |v| {
+                    authenticated(with_prefix(&written(v), "spiffe://"))
+                }))
+            }
             ConditionKey::RequestHeader(name) => {
                 base_principal.push(field(&c.values, &c.not_values, |v| Principal {
                     identifier: Some(Identifier::Header(header_matcher(
@@ -392,7 +392,11 @@ fn policy(rule: &AuthzRule, action: pbrbac::rbac::Action) -> Policy {
     for to in rule.to.iter() {
         let mut fields = vec![
             field(&to.hosts, &to.not_hosts, |v| Permission {
-                rule: Some(Rule::Header(header_matcher(":authority", &written(v), true))),
+                rule: Some(Rule::Header(header_matcher(
+                    ":authority",
+                    &written(v),
+                    true,
+                ))),
             }),
             field(&to.methods, &to.not_methods, |v| Permission {
                 rule: Some(Rule::Header(header_matcher(":method", &written(v), false))),
@@ -642,11 +646,7 @@ mod tests {
         let l = encode_inbound(NAME, policy, w).unwrap();
         let decoded = decode_inbound_listener(&l).unwrap();
         assert!(decoded.unsupported.is_empty(), "{:?}", decoded.unsupported);
-        decoded
-            .value
-            .chain_for_every_connection()
-            .cloned()
-            .unwrap()
+        decoded.value.chain_for_every_connection().cloned().unwrap()
     }
 
     fn peer_authn(mode: &str) -> String {
@@ -748,7 +748,11 @@ spec:
         assert_eq!(&*allow.policies[0].name, "default-allow-0");
         let view = inbound_view(NAME, &p, &echo).unwrap();
         assert_eq!(view.dropped.len(), 1, "{:?}", view.dropped);
-        assert!(view.dropped[0].contains("default/audit"), "{:?}", view.dropped);
+        assert!(
+            view.dropped[0].contains("default/audit"),
+            "{:?}",
+            view.dropped
+        );
         // Another workload of the namespace: no selected policy, no RBAC filter.
         assert!(chain(&p, &workload(&[("app", "other")])).rbac.is_empty());
     }
@@ -764,9 +768,6 @@ spec:
             with_prefix("*/sa/b", "spiffe://"),
             regex("spiffe://.*/sa/b".into())
         );
-        assert_eq!(
-            namespace_matcher("prod*"),
-            regex(".*/ns/prod.*/.*".into())
-        );
+        assert_eq!(namespace_matcher("prod*"), regex(".*/ns/prod.*/.*".into()));
     }
 }

@@ -93,12 +93,12 @@ mod route;
 #[cfg(test)]
 mod tests;
 
+pub use self::cluster::{
+    IstiodView, ROOT_CA_CERTIFICATE, WORKLOAD_CERTIFICATE, WORKLOAD_PROVIDER, istiod_view,
+};
 pub use self::inbound::{
     InboundView, RBAC_ALLOW_FILTER, RBAC_DENY_FILTER, Workload, encode_inbound, inbound_address,
     inbound_view, not_enforced,
-};
-pub use self::cluster::{
-    IstiodView, ROOT_CA_CERTIFICATE, WORKLOAD_CERTIFICATE, WORKLOAD_PROVIDER, istiod_view,
 };
 
 /// Type URL of `Listener` (LDS).
