@@ -757,6 +757,95 @@ spec:
         assert!(chain(&p, &workload(&[("app", "other")])).rbac.is_empty());
     }
 
+    /// The RBAC sent decides every request of a grid exactly as the mesh's own authorization
+    /// engine decides it from the YAML.
+    #[test]
+    fn the_rbac_sent_decides_as_the_authorization_policies_do() {
+        let yaml = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow, namespace: default}
+spec:
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/reviews]}}, {source: {namespaces: [\"prod*\"]}}]
+    to: [{operation: {paths: [\"/echo.Echo/*\"], methods: [POST], ports: [\"8080\"]}}]
+  - to: [{operation: {paths: [/health]}}]
+    when: [{key: \"request.headers[x-user]\", values: [jason]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny, namespace: default}
+spec:
+  action: DENY
+  rules:
+  - from: [{source: {notPrincipals: [\"*\"], ipBlocks: [10.0.0.0/8]}}]
+  - to: [{operation: {notPaths: [\"*Say\", /health, \"/echo.Echo/*\"]}}]
+  - when: [{key: source.ip, values: [192.168.7.7]}]
+";
+        let p = policy(yaml);
+        let w = workload(&[]);
+        let filters = chain(&p, &w).rbac.clone();
+        let trust = mesh_core::TrustDomains::default();
+        let none = http::HeaderMap::new();
+        let mut jason = http::HeaderMap::new();
+        jason.insert("x-user", http::HeaderValue::from_static("jason"));
+        let (mut allowed, mut denied) = (0, 0);
+        for (principal, namespace) in [
+            (Some("cluster.local/ns/default/sa/reviews"), "default"),
+            (Some("cluster.local/ns/production/sa/x"), "production"),
+            (Some("cluster.local/ns/other/sa/y"), "other"),
+            (None, ""),
+        ] {
+            let principals: Vec<std::sync::Arc<str>> =
+                principal.into_iter().map(Into::into).collect();
+            for ip in ["10.1.2.3", "192.168.0.1", "192.168.7.7"] {
+                for port in [8080, 9090] {
+                    for path in [
+                        "/echo.Echo/Say",
+                        "/echo.Echo/Shout",
+                        "/health",
+                        "/x.Y/Say",
+                        "/x.Y/Z",
+                    ] {
+                        for method in ["POST", "GET"] {
+                            for headers in [&none, &jason] {
+                                let request = mesh_core::AuthzRequest {
+                                    principals: &principals,
+                                    trust_domains: &trust,
+                                    source_namespace: principal.map(|_| namespace),
+                                    source_ip: Some(ip.parse().unwrap()),
+                                    destination_port: port,
+                                    host: "echo.default.svc.cluster.local",
+                                    method,
+                                    path,
+                                    headers,
+                                };
+                                let want = p
+                                    .authorize(
+                                        "default",
+                                        &w.labels,
+                                        DEFAULT_ROOT_NAMESPACE,
+                                        &request,
+                                    )
+                                    .allowed;
+                                let got = mesh_core::authorize_rbac(&filters, &request).allowed;
+                                assert_eq!(got, want, "{request:?}");
+                                if want {
+                                    allowed += 1;
+                                } else {
+                                    denied += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            allowed > 0 && denied > 0,
+            "{allowed} allowed, {denied} denied"
+        );
+    }
+
     #[test]
     fn principals_are_written_as_istiod_writes_them() {
         assert_eq!(
