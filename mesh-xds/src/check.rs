@@ -113,6 +113,14 @@ fn lost_over_xds(config: &MeshConfig) -> Vec<String> {
             ));
         }
     }
+    // Server policy reaches proxyless servers as their inbound listeners.
+    out.extend(
+        config
+            .server()
+            .authorization
+            .iter()
+            .filter_map(crate::encode::not_enforced),
+    );
     out
 }
 

@@ -66,7 +66,7 @@ pub const ROOT_CA_CERTIFICATE: &str = "ROOTCA";
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 /// The TLS transport socket's conventional name.
-const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
+pub(super) const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 
 pub(super) fn encode(c: &Cluster) -> PbCluster {
     let (lb_policy, lb_config, load_balancing_policy) = lb(&c.lb);
@@ -552,7 +552,10 @@ fn spiffe_exact(m: &StringMatcher) -> bool {
     !m.ignore_case() && matches!(m.kind(), StringMatch::Exact(v) if v.starts_with("spiffe://"))
 }
 
-fn provider_instance(instance: &str, certificate_name: &str) -> CertificateProviderPluginInstance {
+pub(super) fn provider_instance(
+    instance: &str,
+    certificate_name: &str,
+) -> CertificateProviderPluginInstance {
     CertificateProviderPluginInstance {
         instance_name: instance.to_string(),
         certificate_name: certificate_name.to_string(),

@@ -87,6 +87,7 @@ use mesh_core::{
 
 mod cluster;
 mod endpoint;
+mod inbound;
 mod listener;
 mod route;
 #[cfg(test)]
@@ -94,6 +95,10 @@ mod tests;
 
 pub use self::cluster::{
     IstiodView, ROOT_CA_CERTIFICATE, WORKLOAD_CERTIFICATE, WORKLOAD_PROVIDER, istiod_view,
+};
+pub use self::inbound::{
+    InboundView, RBAC_ALLOW_FILTER, RBAC_DENY_FILTER, Workload, encode_inbound, inbound_address,
+    inbound_view, not_enforced,
 };
 
 /// Type URL of `Listener` (LDS).

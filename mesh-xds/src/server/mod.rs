@@ -19,6 +19,13 @@
 //!   [`ControlPlane::nacks`], [`ControlPlane::log`]); a NACK is also logged with its detail.
 //! - [`ControlPlane::set_config`] publishes a new snapshot through a `tokio::sync::watch`; each
 //!   stream then sends every subscribed type whose resources changed.
+//! - A listener subscribed by an istiod inbound name (`xds.istio.io/grpc/lds/inbound/<ip>:<port>`,
+//!   what an xDS-enabled gRPC server asks for) is built per stream, as istiod builds it for the
+//!   requesting node: mTLS mode and RBAC from the configuration's PeerAuthentication and
+//!   AuthorizationPolicy for the workload its node metadata names (`NAMESPACE`, `LABELS`) and
+//!   the port of the name ([`encode::inbound_view`]). Every such name is answered (with no
+//!   policy: plaintext, no RBAC, as istiod under its default PERMISSIVE); a wildcard does not
+//!   include them.
 //!
 //! The incremental (delta) protocol is not served: it answers `UNIMPLEMENTED`.
 //!

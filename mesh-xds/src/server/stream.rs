@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Ack, ControlPlane, Nack, Snapshot};
-use crate::encode::{CLUSTER_TYPE, LISTENER_TYPE};
+use crate::encode::{self, CLUSTER_TYPE, LISTENER_TYPE, Workload};
 
 /// Responses buffered per stream before the stream task waits for the client to read.
 const RESPONSE_BUFFER: usize = 16;
@@ -47,6 +47,9 @@ struct TypeState {
 #[derive(Debug, Default)]
 pub(super) struct StreamState {
     node: String,
+    /// The node's workload (istio-agent's metadata `NAMESPACE` and `LABELS`), whose policy
+    /// its inbound listeners carry.
+    workload: Workload,
     types: HashMap<String, TypeState>,
     nonces: u64,
 }
@@ -164,6 +167,7 @@ impl StreamState {
             && self.node.is_empty()
         {
             self.node = node.id.clone();
+            self.workload = workload_of(node);
         }
         let wildcard_type = req.type_url == LISTENER_TYPE || req.type_url == CLUSTER_TYPE;
         let names: Option<BTreeSet<String>> = {
@@ -211,7 +215,8 @@ impl StreamState {
         types.sort();
         types.retain(|t| {
             self.types.get(t).is_some_and(|state| {
-                state.sent.as_ref() != Some(&select(snapshot, t, state.names.as_ref()))
+                state.sent.as_ref()
+                    != Some(&select(snapshot, t, state.names.as_ref(), &self.workload))
             })
         });
         types
@@ -224,7 +229,7 @@ impl StreamState {
         self.nonces += 1;
         let nonce = self.nonces.to_string();
         let state = self.types.entry(type_url.to_string()).or_default();
-        let resources = select(snapshot, type_url, state.names.as_ref());
+        let resources = select(snapshot, type_url, state.names.as_ref(), &self.workload);
         state.nonce = nonce.clone();
         let response = DiscoveryResponse {
             version_info: snapshot.version.clone(),
@@ -238,22 +243,56 @@ impl StreamState {
     }
 }
 
-/// The resources of `type_url` that `names` subscribes to (`None`: all).
+/// The resources of `type_url` that `names` subscribes to (`None`: all). A listener named
+/// like istiod's inbound listeners (`xds.istio.io/grpc/lds/inbound/<ip>:<port>`) is built
+/// for `workload` from the snapshot's server policy; a wildcard does not include them (a
+/// gRPC server subscribes to its listener by name).
 fn select(
     snapshot: &Snapshot,
     type_url: &str,
     names: Option<&BTreeSet<String>>,
+    workload: &Workload,
 ) -> BTreeMap<String, Any> {
-    let Some(all) = snapshot.resources.get(type_url) else {
-        return BTreeMap::new();
-    };
+    let empty = BTreeMap::new();
+    let all = snapshot.resources.get(type_url).unwrap_or(&empty);
     match names {
         None => all.clone(),
         Some(names) => names
             .iter()
-            .filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone())))
+            .filter_map(|n| {
+                let found = all.get(n).cloned().or_else(|| {
+                    (type_url == LISTENER_TYPE)
+                        .then(|| encode::encode_inbound(n, snapshot.config.server(), workload))
+                        .flatten()
+                        .map(|l| encode::any(&l))
+                });
+                found.map(|r| (n.clone(), r))
+            })
             .collect(),
     }
+}
+
+/// The workload of `node` from istio-agent's metadata: `NAMESPACE` (`default` when absent)
+/// and `LABELS` (string values; others skipped).
+fn workload_of(node: &envoy_types::pb::envoy::config::core::v3::Node) -> Workload {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let field = |key: &str| node.metadata.as_ref()?.fields.get(key)?.kind.as_ref();
+    let namespace = match field("NAMESPACE") {
+        Some(Kind::StringValue(ns)) if !ns.is_empty() => ns.clone(),
+        _ => "default".to_string(),
+    };
+    let labels = match field("LABELS") {
+        Some(Kind::StructValue(s)) => {
+            let pairs = s.fields.iter().filter_map(|(k, v)| match &v.kind {
+                Some(Kind::StringValue(v)) => Some((k.as_str(), v.as_str())),
+                _ => None,
+            });
+            // Struct keys are unique, so the labels are valid.
+            mesh_core::Labels::new(pairs).unwrap_or_default()
+        }
+        _ => mesh_core::Labels::default(),
+    };
+    Workload { namespace, labels }
 }
 
 #[cfg(test)]
