@@ -737,6 +737,8 @@ impl Model<'_> {
             reason,
             dry_run_denials,
             audit,
+            // Local (Istio) policies never carry xDS RBAC audit entries (gRFC A59).
+            rbac_audits: Vec::new(),
         }
     }
 
