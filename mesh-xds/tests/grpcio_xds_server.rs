@@ -79,6 +79,67 @@ spec:
     EchoClient::new(mesh.channel(TARGET))
 }
 
+/// Starts grpcio's xDS server (`tests/interop/grpcio_server.py`) as node `node`, fed by the
+/// management server at `xds`, its `default` certificate provider reading the `ratings`
+/// identity as istio-agent writes it; returns the process and its address once it is up. C-core
+/// xDS servers do not serve ephemeral ports (A36): a free port is picked first.
+async fn start_grpcio_server(
+    xds: SocketAddr,
+    node: serde_json::Value,
+    dir: &certs::Dir,
+    ca: &certs::Ca,
+) -> (tokio::process::Child, SocketAddr) {
+    let ratings = ca.workload("ratings");
+    let (cert, key, bundle) = (
+        dir.write("server.crt", &ratings.cert_pem),
+        dir.write("server.key", &ratings.key_pem),
+        dir.write("server-ca.crt", &ca.pem()),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let bootstrap = serde_json::json!({
+        "xds_servers": [{
+            "server_uri": xds.to_string(),
+            "channel_creds": [{"type": "insecure"}],
+            "server_features": ["xds_v3"],
+        }],
+        "node": node,
+        "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s",
+        "certificate_providers": {
+            "default": {
+                "plugin_name": "file_watcher",
+                "config": {
+                    "certificate_file": cert,
+                    "private_key_file": key,
+                    "ca_certificate_file": bundle,
+                    "refresh_interval": "900s",
+                },
+            },
+        },
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/grpcio_server.py");
+    let mut server = tokio::process::Command::new(python())
+        .arg(&script)
+        .args(["--port", &port.to_string()])
+        .env("GRPC_XDS_BOOTSTRAP_CONFIG", bootstrap.to_string())
+        .env_remove("GRPC_XDS_BOOTSTRAP")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let started = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+    assert!(
+        matches!(&started, Ok(Ok(Some(line))) if line == "started"),
+        "grpcio_server.py did not start: {started:?}"
+    );
+    (server, addr)
+}
+
 async fn call(client: &mut EchoClient<mesh_tower::Channel>, shout: bool) -> Code {
     let mut req = request("hi");
     req.set_timeout(Duration::from_secs(5));
@@ -123,62 +184,19 @@ async fn acked(ads: &AdsServer, version: &str) {
 
 #[tokio::test]
 async fn grpc_c_core_servers_ack_and_enforce_istiods_inbound_listeners() {
-    let python = python();
     let (ca, dir) = (certs::Ca::new("mesh"), certs::Dir::new());
     let identity = |sa: &str| dir.identity(sa, &ca.workload(sa), &ca);
-    // The server's identity, as istio-agent writes it for the `default` certificate provider.
-    let ratings = ca.workload("ratings");
-    let (cert, key, bundle) = (
-        dir.write("server.crt", &ratings.cert_pem),
-        dir.write("server.key", &ratings.key_pem),
-        dir.write("server-ca.crt", &ca.pem()),
-    );
 
     let ads = AdsServer::start().await;
     istiod::behave_like_istiod(&ads);
-    // C-core xDS servers do not serve ephemeral ports (A36): pick a free one first.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let bootstrap = serde_json::json!({
-        "xds_servers": [{
-            "server_uri": ads.addr.to_string(),
-            "channel_creds": [{"type": "insecure"}],
-            "server_features": ["xds_v3"],
-        }],
-        "node": {"id": "sidecar~127.0.0.1~ratings.default~default.svc.cluster.local"},
-        "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s",
-        "certificate_providers": {
-            "default": {
-                "plugin_name": "file_watcher",
-                "config": {
-                    "certificate_file": cert,
-                    "private_key_file": key,
-                    "ca_certificate_file": bundle,
-                    "refresh_interval": "900s",
-                },
-            },
-        },
-    });
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/grpcio_server.py");
-    let mut server = tokio::process::Command::new(python)
-        .arg(&script)
-        .args(["--port", &port.to_string()])
-        .env("GRPC_XDS_BOOTSTRAP_CONFIG", bootstrap.to_string())
-        .env_remove("GRPC_XDS_BOOTSTRAP")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let started = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
-    assert!(
-        matches!(&started, Ok(Ok(Some(line))) if line == "started"),
-        "grpcio_server.py did not start: {started:?}"
-    );
+    let (mut server, addr) = start_grpcio_server(
+        ads.addr,
+        serde_json::json!({"id": "sidecar~127.0.0.1~ratings.default~default.svc.cluster.local"}
+        ),
+        &dir,
+        &ca,
+    )
+    .await;
 
     let mut reviews = client(addr, Some(identity("reviews")));
     let mut productpage = client(addr, Some(identity("productpage")));
@@ -326,15 +344,8 @@ async fn dev_acked(cp: &mesh_xds::server::ControlPlane, version: &str) {
 
 #[tokio::test]
 async fn grpc_c_core_servers_ack_and_enforce_the_dev_control_planes_inbound_listeners() {
-    let python = python();
     let (ca, dir) = (certs::Ca::new("mesh"), certs::Dir::new());
     let identity = |sa: &str| dir.identity(sa, &ca.workload(sa), &ca);
-    let ratings = ca.workload("ratings");
-    let (cert, key, bundle) = (
-        dir.write("server.crt", &ratings.cert_pem),
-        dir.write("server.key", &ratings.key_pem),
-        dir.write("server-ca.crt", &ca.pem()),
-    );
     let shout = "/echo.Echo/Shout";
     let reviews_sa = "cluster.local/ns/default/sa/reviews";
     let productpage_sa = "cluster.local/ns/default/sa/productpage";
@@ -354,55 +365,21 @@ async fn grpc_c_core_servers_ack_and_enforce_the_dev_control_planes_inbound_list
         let cp = cp.clone();
         async move { cp.serve(cp_listener).await }
     });
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     // The pod is labelled for Istio mTLS, as istio-agent reports it.
-    let bootstrap = serde_json::json!({
-        "xds_servers": [{
-            "server_uri": cp_addr.to_string(),
-            "channel_creds": [{"type": "insecure"}],
-            "server_features": ["xds_v3"],
-        }],
-        "node": {
+    let (mut server, addr) = start_grpcio_server(
+        cp_addr,
+        serde_json::json!({
             "id": "sidecar~127.0.0.1~ratings.default~default.svc.cluster.local",
             "metadata": {
                 "NAMESPACE": "default",
                 "LABELS": {"app": "ratings", "security.istio.io/tlsMode": "istio"},
             },
-        },
-        "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s",
-        "certificate_providers": {
-            "default": {
-                "plugin_name": "file_watcher",
-                "config": {
-                    "certificate_file": cert,
-                    "private_key_file": key,
-                    "ca_certificate_file": bundle,
-                    "refresh_interval": "900s",
-                },
-            },
-        },
-    });
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/grpcio_server.py");
-    let mut server = tokio::process::Command::new(python)
-        .arg(&script)
-        .args(["--port", &port.to_string()])
-        .env("GRPC_XDS_BOOTSTRAP_CONFIG", bootstrap.to_string())
-        .env_remove("GRPC_XDS_BOOTSTRAP")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let started = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
-    assert!(
-        matches!(&started, Ok(Ok(Some(line))) if line == "started"),
-        "grpcio_server.py did not start: {started:?}"
-    );
+        }
+        ),
+        &dir,
+        &ca,
+    )
+    .await;
 
     let mut reviews = client(addr, Some(identity("reviews")));
     let mut productpage = client(addr, Some(identity("productpage")));
