@@ -38,6 +38,11 @@ use crate::{
     trace::{self, Tracing},
 };
 
+mod builder;
+mod error;
+
+pub use self::{builder::MeshBuilder, error::AlreadySet};
+
 /// The mesh of this process: cheap to clone, shared by every channel.
 ///
 /// Build it from Istio YAML ([`Mesh::from_istio_yaml`]), from a [`MeshConfig`] you assemble
@@ -120,15 +125,23 @@ pub(crate) struct Snapshot {
 // === impl Mesh ===
 
 impl Mesh {
-    /// A mesh serving `config`.
+    /// A mesh serving `config`, with every setting at its default; [`Mesh::builder`] gives
+    /// them up front.
     pub fn new(config: MeshConfig) -> Self {
+        let mesh = Self::unpublished();
+        mesh.publish(Arc::new(config));
+        mesh
+    }
+
+    /// A mesh with an empty snapshot and no settings, for [`MeshBuilder::build`].
+    fn unpublished() -> Self {
         let nothing = Arc::new(MeshConfig::empty());
         let empty = Snapshot {
             config: nothing.clone(),
             published: nothing,
             clusters: HashMap::default(),
         };
-        let mesh = Self {
+        Self {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(empty),
                 publish: Mutex::new(()),
@@ -145,9 +158,7 @@ impl Mesh {
                 request_controls: OnceLock::new(),
                 access_log: OnceLock::new(),
             }),
-        };
-        mesh.publish(Arc::new(config));
-        mesh
+        }
     }
 
     /// Replaces the client half (listeners, clusters) and the local server policy
@@ -254,10 +265,17 @@ impl Mesh {
         self.inner.published.send_modify(|n| *n += 1);
     }
 
-    /// Makes `discovery` the resolver of `xds:///` targets. Only the first call takes effect; it
-    /// returns `false` when a discovery source was already set.
-    pub fn set_discovery(&self, discovery: Arc<dyn Discovery>) -> bool {
-        self.inner.discovery.set(discovery).is_ok()
+    /// Makes `discovery` the resolver of `xds:///` targets. Only the first call takes effect; a
+    /// later one is an [`AlreadySet`] error handing `discovery` back.
+    #[must_use = "a discovery source set already is kept and this one returned"]
+    pub fn set_discovery(
+        &self,
+        discovery: Arc<dyn Discovery>,
+    ) -> Result<(), AlreadySet<Arc<dyn Discovery>>> {
+        self.inner
+            .discovery
+            .set(discovery)
+            .map_err(|d| AlreadySet::new("discovery source", d))
     }
 
     /// Sets the workload's identity: its certificate chain and private key, and the mesh trust
@@ -349,10 +367,19 @@ impl Mesh {
     /// resolve short targets (`greeter:50051`, `greeter.prod:50051`) as Kubernetes DNS search
     /// would from a pod in it ([`MeshConfig::listener_in`]), and the Istio Sidecar that
     /// applies to the workload is chosen again at once ([`MeshConfig::for_workload`]). Only
-    /// the first call takes effect; it returns `false` when the namespace was already set.
-    /// Default is `default`.
-    pub fn set_local_namespace(&self, namespace: impl Into<Arc<str>>) -> bool {
-        self.inner.local_namespace.set(namespace.into()).is_ok() && self.republish()
+    /// the first call takes effect; a later one is an [`AlreadySet`] error. Default is
+    /// `default`.
+    #[must_use = "a namespace set already is kept and this one returned"]
+    pub fn set_local_namespace(
+        &self,
+        namespace: impl Into<Arc<str>>,
+    ) -> Result<(), AlreadySet<Arc<str>>> {
+        self.inner
+            .local_namespace
+            .set(namespace.into())
+            .map_err(|n| AlreadySet::new("local namespace", n))?;
+        self.republish();
+        Ok(())
     }
 
     /// The Kubernetes namespace of this workload; `default` unless set.
@@ -369,45 +396,56 @@ impl Mesh {
     /// [`local_namespace`](Self::local_namespace)) apply to channels made afterwards only when
     /// these labels satisfy them, as a sidecar of this pod would decide; the Istio Sidecar
     /// whose `workloadSelector` they match applies at once ([`MeshConfig::for_workload`]).
-    /// Only the first call takes effect; it returns `false` when the labels were already set. Default is no labels,
-    /// so a route naming `sourceLabels` never applies.
-    pub fn set_local_labels(&self, labels: Labels) -> bool {
-        self.inner.local_labels.set(labels).is_ok() && self.republish()
+    /// Only the first call takes effect; a later one is an [`AlreadySet`] error. Default is no
+    /// labels, so a route naming `sourceLabels` never applies.
+    #[must_use = "labels set already are kept and these returned"]
+    pub fn set_local_labels(&self, labels: Labels) -> Result<(), AlreadySet<Labels>> {
+        self.inner
+            .local_labels
+            .set(labels)
+            .map_err(|l| AlreadySet::new("local labels", l))?;
+        self.republish();
+        Ok(())
     }
 
     /// Stores the published configuration again, narrowed for the workload as it is now
-    /// (the Sidecar that applies depends on its namespace and labels). Returns `true`.
-    fn republish(&self) -> bool {
+    /// (the Sidecar that applies depends on its namespace and labels).
+    fn republish(&self) {
         let _serial = self.inner.publish.lock().unwrap_or_else(|p| p.into_inner());
         let published = self.inner.snapshot.load().published.clone();
         self.store_client(published);
-        true
     }
 
     /// Makes `locality` where this workload runs: clusters with locality load balancing
     /// ([`Cluster::locality_weighted`], set by a DestinationRule's `localityLbSetting`)
     /// prefer endpoints in the same region, zone and sub-zone and fail over outward as those
     /// become unhealthy, as a sidecar in that locality would. Applies at once (the current
-    /// configuration is republished, connections kept). Only the first call takes effect; it
-    /// returns `false` when the locality was already set. Default is none: every endpoint is
-    /// equally near.
+    /// configuration is republished, connections kept). Only the first call takes effect; a
+    /// later one is an [`AlreadySet`] error. Default is none: every endpoint is equally near.
     ///
     /// [`Cluster::locality_weighted`]: mesh_core::Cluster::locality_weighted
-    pub fn set_local_locality(&self, locality: Locality) -> bool {
-        if self.inner.local_locality.set(locality).is_err() {
-            return false;
-        }
-        self.republish()
+    #[must_use = "a locality set already is kept and this one returned"]
+    pub fn set_local_locality(&self, locality: Locality) -> Result<(), AlreadySet<Locality>> {
+        self.inner
+            .local_locality
+            .set(locality)
+            .map_err(|l| AlreadySet::new("local locality", l))?;
+        self.republish();
+        Ok(())
     }
 
     /// Makes `address` the IP address of this workload: a consistent-hash load balancer with
     /// `useSourceIp` hashes it, as the sidecar of this workload would hash its application's
     /// address, so every request of this workload goes to the same endpoint. Applies to
-    /// channels made afterwards. Only the first call takes effect; it returns `false` when the
-    /// address was already set. Default is none: `useSourceIp` yields no hash and the pick is
+    /// channels made afterwards. Only the first call takes effect; a later one is an
+    /// [`AlreadySet`] error. Default is none: `useSourceIp` yields no hash and the pick is
     /// random, as Envoy's is for a request whose hash policy produced nothing.
-    pub fn set_local_address(&self, address: IpAddr) -> bool {
-        self.inner.local_address.set(address).is_ok()
+    #[must_use = "an address set already is kept and this one returned"]
+    pub fn set_local_address(&self, address: IpAddr) -> Result<(), AlreadySet<IpAddr>> {
+        self.inner
+            .local_address
+            .set(address)
+            .map_err(|a| AlreadySet::new("local address", a))
     }
 
     /// Where this workload runs, when set.
@@ -431,10 +469,14 @@ impl Mesh {
     }
 
     /// Makes `tracing` the trace settings of every channel of this mesh, including those made
-    /// already. Only the first call takes effect; it returns `false` when tracing was already
-    /// set. Until then channels propagate W3C + B3 headers and record no spans.
-    pub fn set_tracing(&self, tracing: Tracing) -> bool {
-        self.inner.tracing.set(tracing).is_ok()
+    /// already. Only the first call takes effect; a later one is an [`AlreadySet`] error.
+    /// Until then channels propagate W3C + B3 headers and record no spans.
+    #[must_use = "tracing set already is kept and this one returned"]
+    pub fn set_tracing(&self, tracing: Tracing) -> Result<(), AlreadySet<Tracing>> {
+        self.inner
+            .tracing
+            .set(tracing)
+            .map_err(|t| AlreadySet::new("tracing", t))
     }
 
     /// The trace settings of this mesh's channels.
@@ -444,10 +486,17 @@ impl Mesh {
 
     /// Makes `controls` say which `x-envoy-*` request headers every channel of this mesh
     /// honours (header-driven faults, trusted timeout and retry overrides). Only the first call
-    /// takes effect; it returns `false` when they were already set. Default is none: fault
-    /// headers are ignored and override headers stripped unread.
-    pub fn set_request_controls(&self, controls: RequestControls) -> bool {
-        self.inner.request_controls.set(controls).is_ok()
+    /// takes effect; a later one is an [`AlreadySet`] error. Default is none: fault headers are
+    /// ignored and override headers stripped unread.
+    #[must_use = "request controls set already are kept and these returned"]
+    pub fn set_request_controls(
+        &self,
+        controls: RequestControls,
+    ) -> Result<(), AlreadySet<RequestControls>> {
+        self.inner
+            .request_controls
+            .set(controls)
+            .map_err(|c| AlreadySet::new("request controls", c))
     }
 
     /// The `x-envoy-*` request headers this mesh honours.
@@ -493,9 +542,12 @@ impl Mesh {
     }
 
     /// Makes `metrics` the metrics the mesh's client and server stacks record into. Only the
-    /// first call takes effect; it returns `false` when metrics were already set.
-    pub fn set_metrics(&self, metrics: MeshMetrics) -> bool {
-        self.metrics_cell().set(metrics).is_ok()
+    /// first call takes effect; a later one is an [`AlreadySet`] error.
+    #[must_use = "metrics set already are kept and these returned"]
+    pub fn set_metrics(&self, metrics: MeshMetrics) -> Result<(), AlreadySet<MeshMetrics>> {
+        self.metrics_cell()
+            .set(metrics)
+            .map_err(|m| AlreadySet::new("metrics", m))
     }
 
     /// The installed metrics, if any.
@@ -504,10 +556,14 @@ impl Mesh {
     }
 
     /// Makes `log` the access log of the mesh's client and server stacks, including those made
-    /// already: one line per request on each. Only the first call takes effect; it returns
-    /// `false` when an access log was already set. Default is no access log.
-    pub fn set_access_log(&self, log: AccessLog) -> bool {
-        self.inner.access_log.set(log).is_ok()
+    /// already: one line per request on each. Only the first call takes effect; a later one is
+    /// an [`AlreadySet`] error. Default is no access log.
+    #[must_use = "an access log set already is kept and this one returned"]
+    pub fn set_access_log(&self, log: AccessLog) -> Result<(), AlreadySet<AccessLog>> {
+        self.inner
+            .access_log
+            .set(log)
+            .map_err(|l| AlreadySet::new("access log", l))
     }
 
     /// The access log, if one is set.

@@ -24,7 +24,7 @@ use std::{
 
 use mesh_core::istio::{self, Diagnostic, LoadError, Source};
 
-use crate::Mesh;
+use crate::{Mesh, MeshBuilder, tls::TlsError};
 
 /// Why the files could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,9 @@ pub enum StaticConfigError {
         /// The budget.
         budget: Duration,
     },
+    /// The workload identity given to the [`MeshBuilder`] did not load.
+    #[error("loading the workload identity: {0}")]
+    Identity(#[from] TlsError),
     /// The blocking task that read or parsed the files ended without an answer.
     #[error("the configuration task failed: {0}")]
     Task(String),
@@ -115,6 +118,22 @@ impl Mesh {
         files: &[P],
         poll_interval: Duration,
     ) -> Result<(Self, ConfigWatch), StaticConfigError> {
+        Self::builder().build_from_istio_yaml(files, poll_interval)
+    }
+}
+
+// === impl MeshBuilder ===
+
+impl MeshBuilder {
+    /// The mesh, configured by Istio YAML `files` and reloaded when they change, as
+    /// [`Mesh::from_istio_yaml`] makes it, with this builder's settings. Must be called within
+    /// a tokio runtime.
+    #[must_use = "dropping the returned ConfigWatch stops hot reload"]
+    pub fn build_from_istio_yaml<P: AsRef<Path>>(
+        self,
+        files: &[P],
+        poll_interval: Duration,
+    ) -> Result<(Mesh, ConfigWatch), StaticConfigError> {
         let paths: Vec<PathBuf> = files.iter().map(|p| p.as_ref().to_path_buf()).collect();
         let texts = read(&paths)?;
         let (config, warnings) = parse(&paths, &texts)?;
@@ -128,7 +147,7 @@ impl Mesh {
         for w in &warnings {
             tracing::warn!(%w, "configuration warning");
         }
-        let mesh = Self::new(config);
+        let mesh = self.build(config)?;
         let task = tokio::spawn(watch(
             mesh.clone(),
             paths,

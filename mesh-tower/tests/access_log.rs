@@ -28,7 +28,7 @@ async fn meshes(
     server_log: AccessLog,
 ) -> (mesh_tower::Channel, std::net::SocketAddr) {
     let server_mesh = Mesh::new(MeshConfig::empty());
-    assert!(server_mesh.set_access_log(server_log));
+    assert!(server_mesh.set_access_log(server_log).is_ok());
     let workload = mesh_tower::Workload::new("default", HOST, 50051);
     let grpc = spawn_grpc(server_mesh.server_layer(workload)).await;
     let routes = virtual_service(&format!(
@@ -38,7 +38,7 @@ async fn meshes(
         "{}---\n{routes}",
         services_yaml(&[("v1", grpc)])
     )));
-    assert!(client_mesh.set_access_log(client_log));
+    assert!(client_mesh.set_access_log(client_log).is_ok());
     (client_mesh.channel(TARGET), grpc)
 }
 

@@ -250,7 +250,7 @@ async fn ready_waits_for_every_watched_target_and_healthz_answers() {
         reason: "waiting for Cluster outbound|50051||echo".into(),
     }];
     let mesh = Mesh::new(config(""));
-    assert!(mesh.set_discovery(Arc::new(targets.clone())));
+    assert!(mesh.set_discovery(Arc::new(targets.clone())).is_ok());
     let side = admin::serve(
         "127.0.0.1:0".parse().unwrap(),
         admin::router(&mesh, Arc::new(Registry::default())),

@@ -143,6 +143,7 @@ async fn fault_headers_abort_only_when_the_mesh_enables_them() {
         on.set_request_controls(
             RequestControls::default().header_faults(HeaderFaultShare::HUNDRED)
         )
+        .is_ok()
     );
     assert_eq!(status(&on, &abort).await, 503);
     assert_eq!(
@@ -167,7 +168,8 @@ async fn fault_header_percentages_are_capped_by_the_configured_share() {
     let mesh = mesh_with(&upstream, "retries: {attempts: 0}\n");
     mesh.set_request_controls(
         RequestControls::default().header_faults(HeaderFaultShare::new(20, 100).unwrap()),
-    );
+    )
+    .unwrap();
     let n = 1_000;
     let mut aborted = 0;
     for _ in 0..n {
@@ -204,7 +206,8 @@ async fn fault_headers_delay_only_when_enabled() {
     );
 
     let on = mesh_with(&upstream, "retries: {attempts: 0}\n");
-    on.set_request_controls(RequestControls::default().header_faults(HeaderFaultShare::HUNDRED));
+    on.set_request_controls(RequestControls::default().header_faults(HeaderFaultShare::HUNDRED))
+        .unwrap();
     let started = tokio::time::Instant::now();
     assert_eq!(status(&on, &delay).await, 200);
     assert!(
@@ -221,7 +224,8 @@ async fn a_route_fault_replaces_the_mesh_wide_header_faults() {
     let abort = [("x-envoy-fault-abort-request", "503")];
     let without_fault = mesh_with(&upstream, "retries: {attempts: 0}\n");
     without_fault
-        .set_request_controls(RequestControls::default().header_faults(HeaderFaultShare::HUNDRED));
+        .set_request_controls(RequestControls::default().header_faults(HeaderFaultShare::HUNDRED))
+        .unwrap();
     assert_eq!(
         status(&without_fault, &abort).await,
         503,
@@ -232,7 +236,8 @@ async fn a_route_fault_replaces_the_mesh_wide_header_faults() {
         &upstream,
         "retries: {attempts: 0}\n    fault:\n      delay: {fixedDelay: 1ms, percentage: {value: 100}}\n",
     );
-    mesh.set_request_controls(RequestControls::default().header_faults(HeaderFaultShare::HUNDRED));
+    mesh.set_request_controls(RequestControls::default().header_faults(HeaderFaultShare::HUNDRED))
+        .unwrap();
     assert_eq!(
         status(&mesh, &[("x-envoy-fault-abort-request", "503")]).await,
         200
@@ -269,7 +274,11 @@ async fn retry_headers_are_honoured_only_from_a_trusted_application() {
 
     let trusted_upstream = spawn_upstream(vec![Answer::Status(503)]).await;
     let trusted = mesh_with(&trusted_upstream, "retries: {attempts: 0}\n");
-    assert!(trusted.set_request_controls(RequestControls::default().trust_override_headers(true)));
+    assert!(
+        trusted
+            .set_request_controls(RequestControls::default().trust_override_headers(true))
+            .is_ok()
+    );
     assert_eq!(status(&trusted, &all_overrides()).await, 200, "retried");
     assert_eq!(trusted_upstream.calls(), 2);
 
@@ -285,7 +294,8 @@ async fn the_max_retries_header_replaces_the_route_limit_when_trusted() {
     let script = vec![Answer::Status(503); 3];
     let upstream = spawn_upstream(script.clone()).await;
     let mesh = mesh_with(&upstream, "retries: {attempts: 1, retryOn: 5xx}\n");
-    mesh.set_request_controls(RequestControls::default().trust_override_headers(true));
+    mesh.set_request_controls(RequestControls::default().trust_override_headers(true))
+        .unwrap();
     assert_eq!(status(&mesh, &[("x-envoy-max-retries", "3")]).await, 200);
     assert_eq!(upstream.calls(), 4);
 
@@ -307,7 +317,9 @@ async fn the_timeout_header_is_honoured_only_from_a_trusted_application() {
     let asked = [("x-envoy-upstream-rq-timeout-ms", "100")];
 
     let trusted = mesh_with(&upstream, "retries: {attempts: 0}\n    timeout: 20s\n");
-    trusted.set_request_controls(RequestControls::default().trust_override_headers(true));
+    trusted
+        .set_request_controls(RequestControls::default().trust_override_headers(true))
+        .unwrap();
     assert_eq!(status(&trusted, &asked).await, 504, "the caller's 100 ms");
 
     let untrusted = mesh_with(&upstream, "retries: {attempts: 0}\n    timeout: 20s\n");
@@ -327,7 +339,8 @@ async fn the_per_try_timeout_header_is_honoured_when_trusted() {
         &upstream,
         "retries: {attempts: 1, retryOn: reset}\n    timeout: 20s\n",
     );
-    mesh.set_request_controls(RequestControls::default().trust_override_headers(true));
+    mesh.set_request_controls(RequestControls::default().trust_override_headers(true))
+        .unwrap();
     let asked = [("x-envoy-upstream-rq-per-try-timeout-ms", "100")];
     assert_eq!(
         status(&mesh, &asked).await,

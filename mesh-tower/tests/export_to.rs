@@ -69,7 +69,7 @@ async fn served_by(mesh: &Mesh, target: &str) -> Result<String, tonic::Status> {
 fn mesh_in(yaml: &str, namespace: &str) -> Mesh {
     let mesh = Mesh::new(config(yaml));
     if namespace != "default" {
-        assert!(mesh.set_local_namespace(namespace));
+        assert!(mesh.set_local_namespace(namespace).is_ok());
     }
     mesh
 }
@@ -186,7 +186,10 @@ spec:
     let mesh = Mesh::new(config(&yaml(&v1, &v2, port, &exports, sidecar)));
     assert_eq!(served_by(&mesh, &localhost).await.unwrap(), "v1");
 
-    assert!(mesh.set_local_labels(Labels::new([("app", "web")]).unwrap()));
+    assert!(
+        mesh.set_local_labels(Labels::new([("app", "web")]).unwrap())
+            .is_ok()
+    );
     // `localhost` and its VirtualService are imported; echo, where it routes, is not: Envoy
     // has no cluster for it and answers 503 with flag NC.
     let status = served_by(&mesh, &localhost).await.unwrap_err();

@@ -98,8 +98,14 @@ async fn traffic_stays_in_the_local_zone_and_fails_over_to_the_region_then_furth
         ("far", far.addr, "us-east1/us-east1-a"),
     ]);
     let mesh = mesh_tower::Mesh::new(config(&yaml));
-    assert!(mesh.set_local_locality(locality("eu-west1", "eu-west1-a")));
-    assert!(!mesh.set_local_locality(locality("us-east1", "us-east1-a")));
+    assert!(
+        mesh.set_local_locality(locality("eu-west1", "eu-west1-a"))
+            .is_ok()
+    );
+    assert!(
+        mesh.set_local_locality(locality("us-east1", "us-east1-a"))
+            .is_err()
+    );
     let mut client = EchoClient::new(mesh.channel(TARGET));
 
     // The first call goes to the local zone, fails and ejects it; every later call goes to the
@@ -120,7 +126,10 @@ async fn a_healthy_local_zone_takes_all_the_traffic() {
         ("near", near.addr, "eu-west1/eu-west1-a"),
     ]);
     let mesh = mesh_tower::Mesh::new(config(&yaml));
-    assert!(mesh.set_local_locality(locality("eu-west1", "eu-west1-a")));
+    assert!(
+        mesh.set_local_locality(locality("eu-west1", "eu-west1-a"))
+            .is_ok()
+    );
     let mut client = EchoClient::new(mesh.channel(TARGET));
     let counts = served_by(&mut client, 20).await;
     assert_eq!(counts.get("near"), Some(&20), "{counts:?}");
@@ -136,7 +145,7 @@ async fn use_source_ip_sends_every_request_of_this_workload_to_one_endpoint() {
         "  trafficPolicy:\n    loadBalancer: {consistentHash: {useSourceIp: true}}\n  subsets:\n",
     );
     let mesh = mesh_tower::Mesh::new(config(&yaml));
-    assert!(mesh.set_local_address("10.1.2.3".parse().unwrap()));
+    assert!(mesh.set_local_address("10.1.2.3".parse().unwrap()).is_ok());
     let mut client = EchoClient::new(mesh.channel(TARGET));
     let counts = served_by(&mut client, 30).await;
     assert_eq!(counts.len(), 1, "one endpoint for one source: {counts:?}");

@@ -75,7 +75,7 @@ async fn registry_only_routes_imported_hosts_and_refuses_the_rest_naming_the_sid
     // VirtualService applies.
     assert_eq!(served_by(&mesh, &localhost).await.unwrap(), "v1");
 
-    assert!(mesh.set_local_labels(web()));
+    assert!(mesh.set_local_labels(web()).is_ok());
     // The imported host, with its VirtualService.
     for _ in 0..4 {
         assert_eq!(served_by(&mesh, TARGET).await.unwrap(), "v2");
@@ -126,7 +126,7 @@ async fn allow_any_passes_a_host_it_does_not_import_through_by_dns_without_its_r
     let direct = spawn_echo("direct", Behavior::default()).await;
     let port = direct.addr.port();
     let mesh = Mesh::new(config(&yaml(&v1, &v2, port, "ALLOW_ANY")));
-    assert!(mesh.set_local_labels(web()));
+    assert!(mesh.set_local_labels(web()).is_ok());
 
     // `localhost` is passed through to what DNS says, not sent to echo's v1 by the
     // VirtualService the workload does not import.

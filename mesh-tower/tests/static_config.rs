@@ -262,7 +262,7 @@ async fn short_and_namespace_qualified_targets_resolve_like_kubernetes_dns() {
 
     // A workload in `prod` reaches its own namespace's service by its short name.
     let (mesh, _watch, dir) = mesh_from_file("short-names-prod", &yaml);
-    assert!(mesh.set_local_namespace("prod"));
+    assert!(mesh.set_local_namespace("prod").is_ok());
     let mut client = EchoClient::new(mesh.channel("greeter:50051"));
     let reply = client.say(request("short")).await.unwrap().into_inner();
     assert_eq!(reply.served_by, "prod");

@@ -151,7 +151,7 @@ async fn chain(policy: &str, b_fails_first_attempts: bool, tracing: Tracing) -> 
         "{}---\n{policy}",
         services_yaml(&[("b", b)])
     )));
-    mesh_of_a.set_tracing(tracing.clone());
+    mesh_of_a.set_tracing(tracing.clone()).unwrap();
     let a_log = Log::default();
     let a = serve(
         Hop {
@@ -422,7 +422,8 @@ async fn a_call_that_starts_a_trace_exports_its_root_and_every_parent_it_names()
         services_yaml(&[("b", b)]),
         retries()
     )));
-    mesh.set_tracing(Tracing::new().with_tracer_provider(&provider));
+    mesh.set_tracing(Tracing::new().with_tracer_provider(&provider))
+        .unwrap();
     // No server scope and no trace headers: this call starts the trace.
     let mut client = EchoClient::new(mesh.channel(TARGET));
     client.say(request("hi")).await.unwrap();

@@ -7,10 +7,10 @@ mod support;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use mesh_tower::{Discovery, Mesh, XdsMetrics, mesh_core::MeshConfig};
+use mesh_tower::{Discovery, Mesh, mesh_core::MeshConfig};
 use mesh_xds::{
     bootstrap::{Bootstrap, ChannelCreds, XdsServer},
-    client::{ResourceStatus, XdsClient, XdsClientOptions},
+    client::{ResourceStatus, XdsClient, XdsClientOptions, XdsMetrics},
 };
 use support::{
     ads::{AdsServer, Snapshot},
@@ -151,7 +151,7 @@ async fn readiness_follows_watched_targets_and_the_age_follows_the_stream() {
     let server = AdsServer::start().await;
     let (_mesh, xds, mut client) = start(&[server.addr]);
     let metrics = XdsMetrics::new();
-    assert!(xds.set_metrics(metrics.clone()));
+    assert!(xds.set_metrics(metrics.clone()).is_ok());
     let config_age = || metrics.config_age(std::time::SystemTime::now());
     assert_eq!(config_age(), None);
 
@@ -226,7 +226,7 @@ async fn a_cold_start_without_the_control_plane_serves_the_persisted_configurati
     // A new process: the control plane is down.
     let (xds, mut client) = start_persisting(bootstrap(&[addr]), &path);
     let metrics = XdsMetrics::new();
-    xds.set_metrics(metrics.clone());
+    xds.set_metrics(metrics.clone()).unwrap();
     assert_eq!(say(&mut client).await.unwrap(), "v1");
     assert_eq!(
         xds.unready_targets(),
@@ -393,8 +393,8 @@ async fn a_nack_keeps_the_last_good_resource_and_carries_error_detail() {
     let server = AdsServer::start().await;
     server.set_snapshot(snapshot("1", &[(V1, 100, &[v1.addr])]));
     let (_mesh, xds, mut client) = start(&[server.addr]);
-    let metrics = mesh_tower::XdsMetrics::new();
-    assert!(xds.set_metrics(metrics.clone()));
+    let metrics = XdsMetrics::new();
+    assert!(xds.set_metrics(metrics.clone()).is_ok());
     assert_eq!(say(&mut client).await.unwrap(), "v1");
     server.send(response(CDS, "2", "bad-nonce", vec![bad_cluster(V1)]));
     let nack = server

@@ -15,13 +15,13 @@ use std::{fmt::Write as _, net::SocketAddr, sync::Arc};
 
 use mesh_core::{Labels, MeshConfig};
 use mesh_tower::{
-    Mesh, MeshMetrics, Workload, XdsMetrics,
+    Mesh, MeshMetrics, Workload,
     admin::{Admin, AdminServer},
     tls::{MeshListener, TlsError},
 };
 use mesh_xds::{
     bootstrap::{Bootstrap, CertificateProvider, FileWatcherConfig},
-    client::XdsClient,
+    client::{XdsClient, XdsMetrics},
     server::ControlPlane,
 };
 use prometheus_client::registry::Registry;
@@ -400,7 +400,8 @@ async fn serve_admin(
     if let Some(client) = xds_client {
         let metrics = XdsMetrics::new();
         metrics.register(&mut registry);
-        client.set_metrics(metrics);
+        // A new client: its metrics are not set yet.
+        let _ = client.set_metrics(metrics);
     }
     let mut admin = Admin::new(mesh, Arc::new(registry));
     if let Some(client) = xds_client {

@@ -24,7 +24,7 @@ impl MeshMetrics {
     /// `registry`, and installs them in `mesh`. Returns `None` when `mesh` already had metrics.
     pub fn install(mesh: &Mesh, registry: &mut Registry, local: &Workload) -> Option<Self> {
         let metrics = Self::new(local);
-        if !mesh.set_metrics(metrics.clone()) {
+        if mesh.set_metrics(metrics.clone()).is_err() {
             return None;
         }
         metrics.register(registry);

@@ -34,15 +34,15 @@
 //!
 //! [`MeshCollector`] reports per cluster, at scrape time, from the state the data plane already
 //! keeps: requests in flight, open connections, breaker overflows (requests and connections),
-//! retries, outlier ejections and currently ejected endpoints. [`XdsMetrics`] holds counters the xDS client updates (updates accepted and
-//! rejected per type URL) and reports the age of the configuration.
+//! retries, outlier ejections and currently ejected endpoints. The xDS client's own metrics
+//! (updates accepted and rejected, the configuration's age) live with it, in mesh-xds
+//! (`mesh_xds::client::XdsMetrics`).
 
 mod collector;
 mod labels;
 mod layer;
 pub(crate) mod metered;
 pub(crate) mod recorder;
-mod xds;
 
 use std::{
     collections::HashMap,
@@ -68,7 +68,6 @@ pub(crate) use self::recorder::Recorder;
 pub use self::{
     collector::MeshCollector,
     layer::{ClientMetrics, ClientMetricsFuture},
-    xds::XdsMetrics,
 };
 use crate::server::Workload;
 

@@ -145,7 +145,7 @@ fn discovering_mesh() -> (crate::Mesh, std::sync::Arc<FakeDiscovery>) {
     discovery
         .pending
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    assert!(mesh.set_discovery(discovery.clone()));
+    assert!(mesh.set_discovery(discovery.clone()).is_ok());
     (mesh, discovery)
 }
 

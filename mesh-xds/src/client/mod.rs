@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::{
     service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
 };
 use mesh_tower::{
-    Discovery, Mesh, UnreadyTarget, XdsMetrics,
+    AlreadySet, Discovery, Mesh, UnreadyTarget,
     admin::ConfigDumpExtension,
     mesh_core::{InboundListeners, InboundState},
     tls::{CertificateFiles, ProviderFiles, TlsError},
@@ -36,12 +36,14 @@ use crate::bootstrap::{Bootstrap, CertificateProvider};
 mod assembly;
 pub mod backoff;
 pub mod dump;
+mod metrics;
 mod persist;
 pub mod state;
 mod transport;
 
 pub use self::{
     dump::{ConfigDump, CsdsService, ResourceDump, StaleDump},
+    metrics::XdsMetrics,
     state::{Counters, DEFAULT_DOES_NOT_EXIST_TIMEOUT, ResourceStatus, ResourceType},
 };
 
@@ -265,24 +267,25 @@ impl XdsClient {
             owner,
         });
         let client = Self { inner };
-        if !mesh.set_discovery(Arc::new(client.clone())) {
+        if mesh.set_discovery(Arc::new(client.clone())).is_err() {
             return Err(StartError::DiscoveryAlreadySet);
         }
         // The workload's identity for source-scoped policy and short names; what the
-        // application set before starting the client wins (both are set-once).
+        // application set before starting the client wins (each is set-once), so a setting
+        // already set is no error here.
         let node = &client.inner.bootstrap.node;
         if let Some(namespace) = node.workload_namespace() {
-            mesh.set_local_namespace(namespace);
+            let _ = mesh.set_local_namespace(namespace);
         }
         let labels = node.workload_labels();
         if !labels.is_empty() {
-            mesh.set_local_labels(labels);
+            let _ = mesh.set_local_labels(labels);
         }
         if let Some(address) = node.workload_address() {
-            mesh.set_local_address(address);
+            let _ = mesh.set_local_address(address);
         }
         if let Some(locality) = node.workload_locality() {
-            mesh.set_local_locality(locality);
+            let _ = mesh.set_local_locality(locality);
         }
         register_certificate_providers(&client.inner.bootstrap, &mesh);
         let task = runtime.spawn(transport::run(client.inner.clone()));
@@ -310,9 +313,10 @@ impl XdsClient {
 
     /// Counts every accepted and rejected update in `metrics` (`mesh_xds_updates_*_total`)
     /// and reports the configuration's age (`mesh_xds_config_age_seconds`: 0 while the stream
-    /// is healthy, the time since it was otherwise). Only the first call takes effect; it
-    /// returns `false` when metrics were already set.
-    pub fn set_metrics(&self, metrics: XdsMetrics) -> bool {
+    /// is healthy, the time since it was otherwise). Only the first call takes effect; a later
+    /// one is an [`AlreadySet`] error handing `metrics` back.
+    #[must_use = "metrics set already are kept and these returned"]
+    pub fn set_metrics(&self, metrics: XdsMetrics) -> Result<(), AlreadySet<XdsMetrics>> {
         let shared = self.inner.lock();
         if shared.stream_healthy {
             metrics.record_stream_healthy();
@@ -320,7 +324,10 @@ impl XdsClient {
             metrics.record_stale_since(since);
         }
         drop(shared);
-        self.inner.metrics.set(metrics).is_ok()
+        self.inner
+            .metrics
+            .set(metrics)
+            .map_err(|m| AlreadySet::new("xDS client metrics", m))
     }
 
     /// The `server_uri` of the server of the current stream, if one is up.

@@ -1,4 +1,8 @@
-//! Hooks for the xDS client: updates accepted and rejected, and the configuration's age.
+//! The xDS client's metrics: updates accepted and rejected, and the configuration's age.
+//!
+//! They live with the client that updates them and need only the metrics registry crate
+//! mesh-tower re-exports ([`mesh_tower::prometheus_client`]), so an application registers them
+//! in the same registry as the mesh's own ([`mesh_tower::MeshMetrics`]).
 //!
 //! The age is the time since the ADS stream was last known healthy, not since the last change:
 //! istiod sends nothing while nothing changes, so an idle, healthy mesh has age 0, and the age
@@ -9,7 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use prometheus_client::{
+use mesh_tower::prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder},
     metrics::{MetricType, counter::Counter, family::Family, gauge::ConstGauge},
@@ -173,7 +177,7 @@ mod tests {
 
     fn scrape(registry: &Registry) -> String {
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        mesh_tower::prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
         text
     }
 
