@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 mod erased;
 
 pub use self::erased::{BoxError, RequestBody};
-pub use crate::cluster::InFlight;
+pub(crate) use crate::cluster::InFlight;
 use crate::metrics::{Recorder, recorder};
 
 pin_project! {

@@ -28,19 +28,26 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tower::{Layer, Service};
-use tracing::{Instrument as _, instrument::Instrumented};
+use tracing::Instrument as _;
 
 use crate::{
     Mesh,
-    balance::Balance,
     body::{BoxError, RequestBody, ResponseBody},
     discovery,
     fault::Fault,
     metrics::ClientMetrics,
     retry::Retry,
-    route::{Route, RouteFuture},
+    route::Route,
     timeout::Timeout,
     trace::{self, ClientTrace, SpanFuture},
+};
+
+mod future;
+
+pub use self::future::ResponseFuture;
+pub use crate::{
+    balance::{Balance, UpstreamAddress},
+    endpoint::ConnectError,
 };
 
 /// A channel to one target (`host:port`): route → metrics → fault → timeout → retry → trace →
@@ -182,8 +189,7 @@ where
 {
     type Response = Response<ResponseBody>;
     type Error = BoxError;
-    type Future =
-        SpanFuture<Instrumented<RouteFuture<<Routed<S> as Service<Request<RequestBody>>>::Future>>>;
+    type Future = ResponseFuture<S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.stack.poll_ready(cx)
@@ -208,6 +214,6 @@ where
             );
         }
         let future = span.in_scope(|| self.stack.call(req));
-        SpanFuture::new(future.instrument(span), call_span)
+        ResponseFuture::new(SpanFuture::new(future.instrument(span), call_span))
     }
 }

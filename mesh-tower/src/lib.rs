@@ -98,29 +98,29 @@
 
 pub mod access_log;
 pub mod admin;
-pub mod balance;
+mod balance;
 pub mod body;
 pub mod channel;
 mod cluster;
 mod decision;
 pub mod discovery;
-pub mod endpoint;
-pub mod fault;
+mod endpoint;
+mod fault;
 mod mesh;
 pub mod metrics;
 mod names;
 pub mod peer;
 mod request_controls;
 mod request_path;
-pub mod retry;
+mod retry;
 pub mod rng;
-pub mod route;
+mod route;
 pub mod server;
 mod static_config;
 mod synthesize;
 #[cfg(test)]
 mod test_util;
-pub mod timeout;
+mod timeout;
 pub mod tls;
 pub mod trace;
 

@@ -85,7 +85,7 @@ pub mod authz;
 mod body;
 mod future;
 mod normalize;
-pub mod rate_limit;
+mod rate_limit;
 mod workload;
 
 use std::{
