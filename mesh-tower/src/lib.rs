@@ -31,15 +31,26 @@
 //! per connection:       ServerTls follows the mTLS mode each publish gives the port
 //! ```
 //!
-//! # Modules
+//! # The public API
+//!
+//! What an application names, as tonic's `transport` module does, and nothing it cannot put
+//! together itself; `public-api.txt` beside `Cargo.toml` lists every item
+//! (`scripts/public-api --check`), so a change to it shows in review.
 //!
 //! - [`Mesh`] holds the configuration snapshot and the per-cluster runtime state; publish a new
-//!   [`MeshConfig`](mesh_core::MeshConfig) with [`Mesh::publish`].
-//! - [`Channel`] is the client stack for one target; tonic clients accept it unchanged.
-//! - Each middleware is its own module ([`route`], [`fault`], [`timeout`], [`retry`],
-//!   [`balance`], [`endpoint`]). The route layer loads the snapshot once per request and puts its
-//!   [`RouteDecision`] in the request's extensions; later layers read only that, so a request
+//!   [`MeshConfig`](mesh_core::MeshConfig) with [`Mesh::publish`]. Its settings (identity,
+//!   tracing, metrics, access log, request controls, discovery, the local workload) are given
+//!   once, up front with [`Mesh::builder`] or late with a `Mesh::set_*` setter, which refuses a
+//!   second value ([`AlreadySet`]).
+//! - [`Channel`] is the client stack for one target; tonic clients accept it unchanged. Its
+//!   [`channel`] module names what its type and its calls expose: the response future, the
+//!   balancer a per-attempt layer wraps, the endpoint a response came from, the connect error.
+//! - Each middleware is its own private module (`route`, `fault`, `timeout`, `retry`,
+//!   `balance`, `endpoint`): they only work stacked as [`Channel`] stacks them. The route layer
+//!   loads the snapshot once per request and puts its [`RouteDecision`] in the request's
+//!   extensions; later layers, and a per-attempt layer of yours, read only that, so a request
 //!   never sees two configuration versions.
+//! - [`body`]: the request and response body types of the stacks.
 //! - [`server`]: the server stack as one layer for tonic and axum ([`Mesh::server_layer`]).
 //! - [`metrics`]: Istio's standard metrics from both sides, and the mesh's internals
 //!   ([`MeshMetrics::install`]); [`admin`]: `/metrics`, `/config_dump`, `/clusters`.

@@ -21,7 +21,7 @@ use crate::endpoint::ActiveRequest;
 ///   fail, so it is not counted as a failure; judging it at all keeps the consecutive-failure
 ///   counts honest (Envoy judges every stream when it completes or is reset).
 #[derive(Debug)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     _request: Slot,
     _endpoint: ActiveRequest,
     judge: Option<Judge>,

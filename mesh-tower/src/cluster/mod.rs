@@ -17,7 +17,7 @@ use mesh_core::{
 };
 use tokio::time::Instant;
 
-pub use self::in_flight::InFlight;
+pub(crate) use self::in_flight::InFlight;
 use crate::{
     endpoint::{ConnectionBudget, Endpoint, PoolSettings},
     rng,

@@ -62,7 +62,7 @@ pub(crate) struct PoolSettings {
 
 /// An upstream endpoint, its connection and its load.
 #[derive(Debug)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     address: EndpointAddress,
     settings: PoolSettings,
     /// TLS over the TCP connection; `None` is plaintext (the cluster's mode is DISABLE).
@@ -156,7 +156,8 @@ const RECONNECT: mesh_core::backoff::ExponentialBackoff =
 impl Endpoint {
     /// An endpoint at `address`; nothing is connected until the first request. Its connections
     /// take any number of requests and stay open while idle.
-    pub fn new(address: EndpointAddress, connect_timeout: Duration) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(address: EndpointAddress, connect_timeout: Duration) -> Self {
         let settings = PoolSettings {
             connect_timeout,
             max_connections: u32::MAX,
@@ -196,7 +197,7 @@ impl Endpoint {
     }
 
     /// Requests in flight to this endpoint.
-    pub fn active_requests(&self) -> u32 {
+    pub(crate) fn active_requests(&self) -> u32 {
         self.active.load(Ordering::Relaxed)
     }
 
@@ -238,7 +239,7 @@ impl Endpoint {
     }
 
     /// The endpoint's address.
-    pub fn address(&self) -> &EndpointAddress {
+    pub(crate) fn address(&self) -> &EndpointAddress {
         &self.address
     }
 
@@ -338,8 +339,9 @@ impl Endpoint {
             if !ready.sender.is_closed() && ready.life.is_taking_requests())
     }
 
-    /// Whether the endpoint is backing off after a failed connect (for the balancer).
-    pub fn is_backing_off(&self) -> bool {
+    /// Whether the endpoint is backing off after a failed connect.
+    #[cfg(test)]
+    pub(crate) fn is_backing_off(&self) -> bool {
         matches!(&*self.lock(), State::BackingOff { until, .. } if Instant::now() < *until)
     }
 

@@ -17,7 +17,7 @@ use crate::body::{BoxError, RequestBody, ResponseBody};
 
 pin_project! {
     /// Forwards, waits out an injected delay, or answers an injected abort.
-    pub struct FaultFuture<S: Service<Request<RequestBody>>> {
+    pub(crate) struct FaultFuture<S: Service<Request<RequestBody>>> {
         #[pin]
         kind: Kind<S>,
     }

@@ -24,7 +24,7 @@ use http::{Request, Response, StatusCode};
 use mesh_core::AbortStatus;
 use tower::Service;
 
-pub use self::future::FaultFuture;
+pub(crate) use self::future::FaultFuture;
 use crate::{
     Mesh,
     body::{BoxError, RequestBody, ResponseBody},
@@ -35,7 +35,7 @@ use crate::{
 
 /// Injects faults; see the module docs.
 #[derive(Clone, Debug)]
-pub struct Fault<S> {
+pub(crate) struct Fault<S> {
     mesh: Mesh,
     inner: S,
 }
@@ -48,18 +48,8 @@ pub(crate) struct ActiveFault(Mesh);
 
 impl<S> Fault<S> {
     /// Injects the faults of each request's route, then calls `inner`.
-    pub fn new(mesh: Mesh, inner: S) -> Self {
+    pub(crate) fn new(mesh: Mesh, inner: S) -> Self {
         Self { mesh, inner }
-    }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
     }
 }
 

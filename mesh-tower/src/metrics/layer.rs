@@ -27,7 +27,7 @@ use crate::{
 /// Records Istio's standard metrics for each routed call, after the route layer (see
 /// [`crate::metrics`]).
 #[derive(Clone, Debug)]
-pub struct ClientMetrics<S> {
+pub(crate) struct ClientMetrics<S> {
     mesh: Mesh,
     inner: S,
 }
@@ -35,7 +35,7 @@ pub struct ClientMetrics<S> {
 pin_project! {
     /// Attaches the record to the response body, which writes it when it ends.
     #[derive(Debug)]
-    pub struct ClientMetricsFuture<F> {
+    pub(crate) struct ClientMetricsFuture<F> {
         #[pin]
         inner: F,
         recorder: Option<Recorder>,
@@ -46,18 +46,8 @@ pin_project! {
 
 impl<S> ClientMetrics<S> {
     /// Records the calls that go through `inner`, when `mesh` has metrics.
-    pub fn new(mesh: Mesh, inner: S) -> Self {
+    pub(crate) fn new(mesh: Mesh, inner: S) -> Self {
         Self { mesh, inner }
-    }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
     }
 }
 

@@ -62,11 +62,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
+pub use self::collector::MeshCollector;
 use self::labels::{PeerLabels, PolicyLabels, RequestLabels, ServiceLabels};
+pub(crate) use self::layer::ClientMetrics;
 pub(crate) use self::recorder::Recorder as ServerRecorder;
 pub(crate) use self::recorder::Recorder;
-pub use self::collector::MeshCollector;
-pub(crate) use self::layer::ClientMetrics;
 use crate::server::Workload;
 
 /// Envoy's default histogram buckets, which Istio's standard histograms use.

@@ -14,7 +14,7 @@ use crate::body::{BoxError, ResponseBody};
 
 pin_project! {
     /// The inner future when the route has no retry policy, else the boxed attempt loop.
-    pub struct RetryFuture<F> {
+    pub(crate) struct RetryFuture<F> {
         #[pin]
         kind: Kind<F>,
     }

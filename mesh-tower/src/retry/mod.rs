@@ -54,10 +54,7 @@ use mesh_core::{EndpointAddress, GrpcCode, Outcome, RetryPolicy};
 use tower::Service;
 
 use self::head::{HandBackHead, SentHead};
-pub use self::{
-    future::RetryFuture,
-    replay::{ReplayBody, ReplayError},
-};
+pub(crate) use self::{future::RetryFuture, replay::ReplayBody};
 use crate::{
     balance::{TriedEndpoints, UpstreamAddress},
     body::{BoxError, RequestBody, ResponseBody},
@@ -68,11 +65,11 @@ use crate::{
 };
 
 /// The most request-body bytes kept for replay; larger bodies are not retried.
-pub const REPLAY_BUFFER_BYTES: usize = 64 * 1024;
+pub(crate) const REPLAY_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Retries requests by their route's policy; see the module docs.
 #[derive(Clone, Debug)]
-pub struct Retry<S> {
+pub(crate) struct Retry<S> {
     inner: S,
     /// Whether the balancer below hands the head of a retriable answer back ([`head`]), so
     /// that no copy is made up front.
@@ -83,7 +80,7 @@ pub struct Retry<S> {
 
 impl<S> Retry<S> {
     /// Retries the requests sent to `inner`.
-    pub fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S) -> Self {
         Self {
             inner,
             hand_back_heads: false,
@@ -98,16 +95,6 @@ impl<S> Retry<S> {
             inner,
             hand_back_heads: true,
         }
-    }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
     }
 }
 

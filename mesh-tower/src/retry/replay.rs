@@ -54,7 +54,7 @@ mod tests;
 /// Data is forwarded as it arrives and a copy is kept, up to the cap given to
 /// [`ReplayBody::new`]; past it, the handle streaming keeps streaming but no clone can be made,
 /// and earlier clones fail with a [`ReplayError`] rather than send a truncated body.
-pub struct ReplayBody {
+pub(crate) struct ReplayBody {
     shared: Arc<Mutex<Shared>>,
     /// How many recorded (non-empty data) frames this handle has yielded.
     frames: usize,
@@ -66,7 +66,7 @@ pub struct ReplayBody {
 
 /// Why a [`ReplayBody`] cannot send the body again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplayError {
+pub(crate) struct ReplayError {
     kind: ErrorKind,
 }
 
@@ -110,7 +110,7 @@ struct Buffer {
 impl ReplayBody {
     /// Wraps `body`, buffering up to `cap` bytes of data so it can be replayed (the mesh uses
     /// 64 KiB).
-    pub fn new(body: RequestBody, cap: usize) -> Self {
+    pub(crate) fn new(body: RequestBody, cap: usize) -> Self {
         let shared = Shared {
             cap,
             original: Original::Streaming(body),
@@ -129,7 +129,7 @@ impl ReplayBody {
     ///
     /// `None` once the body can no longer be replayed: it exceeded the cap, or the original
     /// failed.
-    pub fn try_clone(&self) -> Option<Self> {
+    pub(crate) fn try_clone(&self) -> Option<Self> {
         if !self.is_replayable() {
             return None;
         }
@@ -137,7 +137,7 @@ impl ReplayBody {
     }
 
     /// Whether the body can still be replayed (it has not exceeded the cap nor failed).
-    pub fn is_replayable(&self) -> bool {
+    pub(crate) fn is_replayable(&self) -> bool {
         lock(&self.shared).is_replayable()
     }
 
@@ -378,12 +378,14 @@ impl ReplayError {
     }
 
     /// The body exceeded the replay buffer's cap before this attempt could send it.
-    pub fn is_capped(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_capped(&self) -> bool {
         self.kind == ErrorKind::Capped
     }
 
     /// The original body failed on an earlier attempt.
-    pub fn is_failed(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_failed(&self) -> bool {
         self.kind == ErrorKind::Failed
     }
 }

@@ -16,7 +16,7 @@ pin_project! {
     /// Either the inner service's response (with the route's response-header changes applied)
     /// or an answer the route layer made itself.
     #[derive(Debug)]
-    pub struct RouteFuture<F> {
+    pub(crate) struct RouteFuture<F> {
         #[pin]
         kind: Kind<F>,
     }

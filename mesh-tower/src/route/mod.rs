@@ -39,7 +39,7 @@ use mesh_core::{
 };
 use tower::Service;
 
-pub use self::future::RouteFuture;
+pub(crate) use self::future::RouteFuture;
 use crate::{
     Mesh,
     body::{BoxError, RequestBody, ResponseBody},
@@ -53,7 +53,7 @@ use crate::{
 
 /// Routes requests for one target; see the module docs.
 #[derive(Clone, Debug)]
-pub struct Route<S> {
+pub(crate) struct Route<S> {
     mesh: Mesh,
     target: Target,
     inner: S,
@@ -86,7 +86,7 @@ struct Passthrough {
 
 impl<S> Route<S> {
     /// Routes requests for `target` with `mesh`'s configuration, then calls `inner`.
-    pub fn new(mesh: Mesh, target: Arc<str>, inner: S) -> Self {
+    pub(crate) fn new(mesh: Mesh, target: Arc<str>, inner: S) -> Self {
         let workload = Arc::new(mesh.local_workload());
         Self {
             mesh,
@@ -109,16 +109,6 @@ impl<S> Route<S> {
     /// The channel's target (`host:port`).
     pub(crate) fn target_name(&self) -> &str {
         &self.target.name
-    }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
     }
 }
 

@@ -38,8 +38,8 @@
 //! its RBAC filters; while it has none, every request is answered UNAVAILABLE). The steps are one service rather
 //! than four stacked ones because every step reads the same snapshot and the same request
 //! facts (is it gRPC, who is the peer), and a denied request must never reach the later steps;
-//! each step's logic lives in its own module ([`authz`], [`rate_limit`], the shared
-//! [`crate::fault`] decision).
+//! each step's logic lives in its own module ([`authz`], `rate_limit`, the fault decision the
+//! client's fault layer shares).
 //!
 //! Everything the server answers itself is gRPC-correct for gRPC callers (trailers-only
 //! `PERMISSION_DENIED`, `RESOURCE_EXHAUSTED`, the fault's status) and an HTTP status otherwise

@@ -19,7 +19,7 @@ use crate::{
 
 /// The server's token bucket, shared by every connection and clone of its layer.
 #[derive(Clone, Debug, Default)]
-pub struct RateLimiter {
+pub(super) struct RateLimiter {
     bucket: Arc<Mutex<Option<TokenBucket>>>,
 }
 
@@ -27,7 +27,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// Takes a token under `limit` now; `false` means the request is over the limit.
-    pub fn try_acquire(&self, limit: LocalRateLimit) -> bool {
+    pub(super) fn try_acquire(&self, limit: LocalRateLimit) -> bool {
         let now = Instant::now().into_std();
         let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
         match bucket.as_mut() {

@@ -20,7 +20,7 @@ use crate::{
 pin_project! {
     /// The inner response, or a timeout answer when the bound expires first.
     #[derive(Debug)]
-    pub struct TimeoutFuture<F> {
+    pub(crate) struct TimeoutFuture<F> {
         #[pin]
         inner: F,
         #[pin]

@@ -28,7 +28,7 @@ use std::{
 use http::{Request, Response};
 use tower::Service;
 
-pub use self::future::TimeoutFuture;
+pub(crate) use self::future::TimeoutFuture;
 use crate::{
     body::{BoxError, RequestBody, ResponseBody},
     decision::RouteDecision,
@@ -36,7 +36,7 @@ use crate::{
 
 /// Bounds each request by its route's timeout; see the module docs.
 #[derive(Clone, Debug)]
-pub struct Timeout<S> {
+pub(crate) struct Timeout<S> {
     inner: S,
 }
 
@@ -44,18 +44,8 @@ pub struct Timeout<S> {
 
 impl<S> Timeout<S> {
     /// Bounds the requests sent to `inner`.
-    pub fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S) -> Self {
         Self { inner }
-    }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
     }
 }
 
