@@ -69,10 +69,11 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let bootstrap = Bootstrap::from_env()?;
-    let mesh = Mesh::new(MeshConfig::empty());
+    let mut mesh = Mesh::builder();
     if let Some(identity) = workload_identity(&bootstrap) {
-        mesh.set_workload_identity(identity)?;
+        mesh = mesh.workload_identity(identity);
     }
+    let mesh = mesh.build(MeshConfig::empty())?;
     let xds = XdsClient::start(bootstrap, mesh.clone())?;
 
     let name = match args.service {

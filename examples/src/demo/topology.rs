@@ -178,7 +178,6 @@ impl Topology {
         let pki = Pki::temporary()?;
         let mut clients = Vec::new();
         let mut new_mesh = |node: &str, sa: &str| -> Result<Mesh, TopologyError> {
-            let mesh = Mesh::new(MeshConfig::empty());
             let identity = pki.identity("default", sa)?;
             // As istio-agent writes it for proxyless gRPC: one `default` file_watcher
             // instance with the workload certificate, its key and the mesh trust bundle.
@@ -193,7 +192,9 @@ impl Topology {
                     refresh_interval: std::time::Duration::from_secs(600),
                 }),
             );
-            mesh.set_workload_identity(identity)?;
+            let mesh = Mesh::builder()
+                .workload_identity(identity)
+                .build(MeshConfig::empty())?;
             clients.push(XdsClient::start(bootstrap, mesh.clone())?);
             Ok(mesh)
         };
@@ -215,8 +216,9 @@ impl Topology {
         let mut ratings = Vec::new();
         let mut ratings_meshes = Vec::new();
         for _ in 0..2 {
-            let mesh = Mesh::new(ratings_server_config(false)?);
-            mesh.set_workload_identity(pki.identity("default", "bookinfo-ratings")?)?;
+            let mesh = Mesh::builder()
+                .workload_identity(pki.identity("default", "bookinfo-ratings")?)
+                .build(ratings_server_config(false)?)?;
             let labels = app_labels("ratings", "v1")?;
             let tls = mesh.server_tls("default", labels.clone(), 9080)?;
             let listener = MeshListener::new(TcpListener::bind("127.0.0.1:0").await?, tls)?;
