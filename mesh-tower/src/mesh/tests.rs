@@ -73,3 +73,64 @@ fn a_client_publish_keeps_the_server_half() {
     mesh.publish_server(rate_limited());
     assert!(Arc::ptr_eq(mesh.config().inbound(), &inbound));
 }
+
+#[test]
+fn a_setting_set_again_is_refused_with_the_value_handed_back() {
+    let mesh = Mesh::new(MeshConfig::empty());
+    assert!(mesh.set_local_namespace("prod").is_ok());
+    let refused = mesh.set_local_namespace("staging").unwrap_err();
+    assert_eq!(refused.setting(), "local namespace");
+    assert_eq!(&*refused.into_inner(), "staging");
+    assert_eq!(&*mesh.local_namespace(), "prod", "the first value is kept");
+
+    let address: IpAddr = "10.0.0.1".parse().unwrap();
+    assert!(mesh.set_local_address(address).is_ok());
+    let refused = mesh
+        .set_local_address("10.0.0.2".parse().unwrap())
+        .unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "the mesh's local address was already set"
+    );
+    assert_eq!(mesh.local_workload().address, Some(address));
+}
+
+#[test]
+fn a_builder_sets_every_setting_before_the_first_publish() {
+    let labels = Labels::new([("app", "web")]).unwrap();
+    let locality = Locality {
+        region: "eu-west1".into(),
+        zone: "eu-west1-a".into(),
+        sub_zone: "".into(),
+    };
+    let mesh = Mesh::builder()
+        .local_namespace("prod")
+        .local_labels(labels.clone())
+        .local_locality(locality.clone())
+        .local_address("10.0.0.1".parse().unwrap())
+        .request_controls(RequestControls::default().trust_override_headers(true))
+        .access_log(AccessLog::new())
+        .build((*client_config("v1", &["a"])).clone())
+        .unwrap();
+    assert_eq!(&*mesh.local_namespace(), "prod");
+    assert_eq!(mesh.local_workload().labels, labels);
+    assert_eq!(mesh.local_locality(), Some(&locality));
+    assert!(mesh.access_log().is_some());
+    assert_eq!(mesh.config().version(), "v1");
+    // Set by the builder, so set once: a late setter is refused.
+    assert!(mesh.set_local_labels(Labels::default()).is_err());
+    assert!(mesh.set_access_log(AccessLog::new()).is_err());
+    // Left out, so still free for late binding.
+    assert!(mesh.set_tracing(Tracing::new()).is_ok());
+}
+
+#[test]
+fn a_builder_whose_identity_does_not_load_fails() {
+    let missing = CertificateFiles::identity("/nonexistent/chain.pem", "/nonexistent/key.pem");
+    assert!(
+        Mesh::builder()
+            .workload_identity(missing)
+            .build(MeshConfig::empty())
+            .is_err()
+    );
+}
