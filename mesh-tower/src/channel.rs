@@ -54,7 +54,8 @@ pub use crate::{
 /// (your per-attempt layer) → breaker and balance → endpoint.
 ///
 /// Every attempt is a new client span of the caller's trace, written into its headers (see
-/// [`trace`]; settings from [`Mesh::set_tracing`]).
+/// [`trace`]; settings from [`MeshBuilder::tracing`](crate::MeshBuilder::tracing) or
+/// [`Mesh::set_tracing`]).
 ///
 /// It is a `tower::Service<http::Request<B>>` for any body `B`, so a tonic-generated client
 /// takes it as is (`ReviewsClient::new(mesh.channel("reviews.default.svc.cluster.local:9080"))`)

@@ -55,7 +55,7 @@
 //! - [`metrics`]: Istio's standard metrics from both sides, and the mesh's internals
 //!   ([`MeshMetrics::install`]); [`admin`]: `/metrics`, `/config_dump`, `/clusters`.
 //! - [`access_log`]: one line per request on both sides, Istio's text format or JSON
-//!   ([`Mesh::set_access_log`]).
+//!   ([`MeshBuilder::access_log`], [`Mesh::set_access_log`]).
 //! - Diagnostics: with `RUST_LOG=mesh_tower=debug`, each call's route decision, retries (with
 //!   their reason and backoff) and every answer the mesh makes itself (no route, fault, timeout,
 //!   breaker overflow, no healthy endpoint, denial) are logged inside a span carrying the call's

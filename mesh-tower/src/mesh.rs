@@ -14,6 +14,24 @@
 //! ([`Mesh::publish_server`], e.g. Istio YAML) and the xDS server side
 //! ([`Mesh::publish_inbound`]). Each is one store of a snapshot combining the new part with the
 //! others as they are, under one publish lock, so a request still loads one snapshot.
+//!
+//! # Settings
+//!
+//! What the mesh is given once (identity, tracing, metrics, access log, request controls,
+//! discovery, the local workload) is read by channels already made, so it never changes under
+//! a running call: [`Mesh::builder`] gives it up front and publishes the configuration once,
+//! after every setting is in place; a `Mesh::set_*` setter binds one late (an xDS client
+//! learning the node after start), once, and a second call is an [`AlreadySet`] error carrying
+//! the refused value back.
+//!
+//! # Where `impl Mesh` lives
+//!
+//! One file per concern, each next to what it builds, so this module need not know the stacks:
+//! this file holds the state and the publish path and the settings; [`MeshBuilder`] is in
+//! `mesh/builder.rs`; [`Mesh::channel`] in `channel.rs` (the client stack);
+//! [`Mesh::server_layer`] in `server/mod.rs` (the server stack); [`Mesh::from_istio_yaml`] in
+//! `static_config.rs` (the YAML files and their reload). The module order of `lib.rs` puts the
+//! mesh below the stacks; each of those files extends it from above.
 
 use std::{
     collections::HashMap,
@@ -47,7 +65,8 @@ pub use self::{builder::MeshBuilder, error::AlreadySet};
 ///
 /// Build it from Istio YAML ([`Mesh::from_istio_yaml`]), from a [`MeshConfig`] you assemble
 /// ([`Mesh::new`], then [`Mesh::publish`]), or empty with an xDS client filling it in
-/// (`mesh_xds::client::XdsClient::start`). Warnings and errors are reported through
+/// (`mesh_xds::client::XdsClient::start`); with settings (identity, tracing, metrics, the local
+/// workload), through [`Mesh::builder`]. Warnings and errors are reported through
 /// [`tracing`](https://docs.rs/tracing): install a subscriber (e.g. `tracing_subscriber::fmt()`)
 /// to see them.
 ///

@@ -13,11 +13,14 @@
 //!
 //! ```no_run
 //! use opentelemetry_otlp::WithExportConfig;
-//! use mesh_tower::trace::{ServerTraceLayer, Tracing};
+//! use mesh_tower::{
+//!     Mesh,
+//!     mesh_core::MeshConfig,
+//!     trace::{ServerTraceLayer, Tracing},
+//! };
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let mesh = mesh_tower::Mesh::new(mesh_tower::mesh_core::MeshConfig::empty());
 //! let exporter = opentelemetry_otlp::SpanExporter::builder()
 //!     .with_tonic()
 //!     .with_endpoint("http://otel-collector:4317")
@@ -26,7 +29,9 @@
 //!     .with_batch_exporter(exporter)
 //!     .build();
 //! let tracing = Tracing::new().with_tracer_provider(&provider);
-//! mesh.set_tracing(tracing.clone()); // a client span per attempt of every channel
+//! // A client span per attempt of every channel of the mesh.
+//! let mesh = Mesh::builder().tracing(tracing.clone()).build(MeshConfig::empty())?;
+//! # let _ = mesh;
 //! let server = tonic::transport::Server::builder()
 //!     .layer(ServerTraceLayer::with_tracing(tracing)); // a server span per request
 //! # let _ = server;
