@@ -34,7 +34,8 @@
 //!
 //! [`MeshCollector`] reports per cluster, at scrape time, from the state the data plane already
 //! keeps: requests in flight, open connections, breaker overflows (requests and connections),
-//! retries, outlier ejections and currently ejected endpoints. [`XdsMetrics`] holds counters the xDS client updates (updates accepted and
+//! retries, outlier ejections, currently ejected endpoints and outcomes outlier detection
+//! dropped (its queue full). [`XdsMetrics`] holds counters the xDS client updates (updates accepted and
 //! rejected per type URL) and reports the age of the configuration.
 
 mod collector;
