@@ -198,7 +198,8 @@ impl Outliers {
         let mut machine = shared.lock();
         // Outcomes queued so far were judged under the previous settings and endpoints.
         shared.apply(&mut machine, None);
-        let hosts: Vec<EndpointAddress> = policy.endpoints.iter().map(|e| e.address.clone()).collect();
+        let hosts: Vec<EndpointAddress> =
+            policy.endpoints.iter().map(|e| e.address.clone()).collect();
         match (&policy.outlier, machine.detector.as_mut()) {
             (None, _) => machine.detector = None,
             (Some(config), Some(detector)) if detector.config() == config => {

@@ -40,7 +40,10 @@ fn cluster(name: &str, detecting: bool) -> Arc<Cluster> {
 }
 
 fn config(clusters: &[Arc<Cluster>]) -> MeshConfig {
-    let clusters = clusters.iter().map(|c| (c.name.clone(), c.clone())).collect();
+    let clusters = clusters
+        .iter()
+        .map(|c| (c.name.clone(), c.clone()))
+        .collect();
     MeshConfig::new(
         "v",
         Default::default(),
@@ -127,7 +130,11 @@ async fn an_ejection_ends_on_time_with_no_traffic() {
 async fn the_task_ends_when_the_cluster_is_removed() {
     let baseline = settle_to(0).await;
     let mesh = Mesh::new(config(&[cluster("c", true), cluster("plain", false)]));
-    assert_eq!(settle_to(baseline).await, baseline, "no task before traffic");
+    assert_eq!(
+        settle_to(baseline).await,
+        baseline,
+        "no task before traffic"
+    );
     record(&mesh, "plain", &address(1), FAILURE, 5);
     assert_eq!(
         settle_to(baseline).await,
@@ -136,9 +143,16 @@ async fn the_task_ends_when_the_cluster_is_removed() {
     );
     record(&mesh, "c", &address(1), SUCCESS, 5);
     record(&mesh, "c", &address(2), FAILURE, 3);
-    assert_eq!(settle_to(baseline + 1).await, baseline + 1, "one per cluster");
+    assert_eq!(
+        settle_to(baseline + 1).await,
+        baseline + 1,
+        "one per cluster"
+    );
     // Republishing the cluster keeps its state and its task.
-    mesh.publish(Arc::new(config(&[cluster("c", true), cluster("plain", false)])));
+    mesh.publish(Arc::new(config(&[
+        cluster("c", true),
+        cluster("plain", false),
+    ])));
     assert_eq!(settle_to(baseline + 1).await, baseline + 1);
     assert!(ejected(&mesh, "c", &address(2)), "its ejection kept");
 
