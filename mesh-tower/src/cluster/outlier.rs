@@ -28,7 +28,8 @@
 //! built outside a tokio runtime, and an outcome comes from a request, which runs inside one.
 //! A cluster without outlier detection queues nothing and has no task. The task ends when the
 //! cluster's state is dropped (the cluster is gone from every snapshot and its last request
-//! has ended).
+//! has ended). If it dies with its runtime instead, the next outcome, or the next read of the
+//! health while an endpoint is ejected, spawns another on the runtime at hand.
 //!
 //! [`poll_timeout`]: mesh_core::OutlierDetector::poll_timeout
 
@@ -70,7 +71,6 @@ pub(crate) struct Outliers {
     shared: Arc<Shared>,
     /// The outcome queue, made on the first outcome (a cluster without traffic keeps none).
     queue: OnceLock<mpsc::Sender<(EndpointAddress, Outcome)>>,
-    spawned: AtomicBool,
 }
 
 /// What the request path, the publisher and the task share.
@@ -84,6 +84,8 @@ struct Shared {
     health: ArcSwap<Health>,
     /// Wakes the task: a failure it must apply, a filling queue, a publish, the end.
     wake: Notify,
+    /// Whether the task runs; cleared when it ends, e.g. with its runtime.
+    spawned: AtomicBool,
     closed: AtomicBool,
     /// Endpoints ejected, ever.
     ejections: AtomicU64,
@@ -129,9 +131,14 @@ impl Health {
 // === impl Outliers ===
 
 impl Outliers {
-    /// The endpoints' health now; lock-free.
+    /// The endpoints' health now; lock-free. While an endpoint is ejected this also makes
+    /// sure a task will return it (its first one died with a runtime that was shut down).
     pub(crate) fn health(&self) -> Guard<Arc<Health>> {
-        self.shared.health.load()
+        let health = self.shared.health.load();
+        if !health.ejected.is_empty() && !self.shared.spawned.load(Ordering::Relaxed) {
+            self.spawn();
+        }
+        health
     }
 
     /// Endpoints ejected, ever.
@@ -174,7 +181,7 @@ impl Outliers {
                 shared.wake.notify_one();
             }
         }
-        if !self.spawned.load(Ordering::Relaxed) {
+        if !shared.spawned.load(Ordering::Relaxed) {
             self.spawn();
         }
     }
@@ -184,8 +191,8 @@ impl Outliers {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if !self.spawned.swap(true, Ordering::AcqRel) {
-            runtime.spawn(run(self.shared.clone()));
+        if !self.shared.spawned.swap(true, Ordering::AcqRel) {
+            runtime.spawn(run(Running(self.shared.clone())));
         }
     }
 
@@ -312,9 +319,20 @@ impl Shared {
     }
 }
 
+/// The task's hold on the shared state. Clears `spawned` however the task ends — even
+/// dropped unpolled by a runtime shutting down — so the next outcome or pick spawns another.
+struct Running(Arc<Shared>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.spawned.store(false, Ordering::Release);
+    }
+}
+
 /// The cluster's task: applies queued outcomes when woken and the detector's timer when due,
 /// until the cluster's state is dropped.
-async fn run(shared: Arc<Shared>) {
+async fn run(running: Running) {
+    let shared = &running.0;
     while !shared.closed.load(Ordering::Acquire) {
         match shared.tick() {
             Some(due) => {

@@ -195,3 +195,33 @@ fn a_full_queue_drops_and_counts_outcomes_and_successes_keep_their_place() {
     assert_eq!(entry.stats().outcomes_dropped, 76);
     assert_eq!(entry.stats().ejections, 1);
 }
+
+#[test]
+fn a_task_that_died_with_its_runtime_is_replaced() {
+    let mesh = Mesh::new(config(&[cluster("c", true)]));
+    let host = address(1);
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    first.block_on(async {
+        record(&mesh, "c", &host, FAILURE, 3);
+        assert_eq!(settle_to(1).await, 1);
+    });
+    drop(first);
+    assert!(ejected(&mesh, "c", &host));
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    second.block_on(async {
+        // A pick (or `/clusters`) reads the health; with an endpoint ejected and no task, it
+        // spawns one, which returns the endpoint on time.
+        let entry = mesh.snapshot().clusters["c"].clone();
+        assert!(entry.pick(None, &[]).is_some());
+        assert_eq!(settle_to(1).await, 1, "a new task");
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert!(!ejected(&mesh, "c", &host));
+    });
+}
