@@ -13,10 +13,12 @@
 //!   request never waits for it. A success only queues; the task is woken when the queue fills
 //!   past a quarter of its capacity, so a busy cluster hands its successes over in batches.
 //! - **Failures apply at once.** A failure (a 5xx or a local-origin outcome: the only outcomes
-//!   that can eject) applies the queue and then itself right there if the detector is free
-//!   (`try_lock`); else it is queued and wakes the task. A consecutive-failure ejection is
-//!   therefore in the health snapshot before the next pick, as the synchronous detector's was,
-//!   without a pick or a success ever taking a lock.
+//!   that can eject) takes the detector's lock and applies the queue, then itself. A
+//!   consecutive-failure ejection is therefore in the health snapshot before the next pick,
+//!   as the synchronous detector's was, on any runtime; the lock is held for the few
+//!   microseconds of that work and is never taken by a pick or a success. (Queuing a failure
+//!   for the task instead would let a multi-threaded caller send more requests to a host
+//!   already past its threshold.)
 //! - **Timer.** The task sleeps until the detector's [`poll_timeout`]
 //!   (`OutlierDetector::poll_timeout`): the next interval tick or the end of an ejection. An
 //!   ejected endpoint returns on time with no traffic at all, and the statistical rules run at
@@ -36,7 +38,7 @@
 use std::{
     collections::HashSet,
     sync::{
-        Arc, Mutex, MutexGuard, OnceLock, TryLockError,
+        Arc, Mutex, MutexGuard, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
@@ -78,11 +80,11 @@ pub(crate) struct Outliers {
 struct Shared {
     /// Whether the cluster has outlier detection: outcomes are queued only then.
     detecting: AtomicBool,
-    /// Taken by the task, by publishes and by a failure's response; never by a pick or a
+    /// Taken by the task, by publishes and by a failed response; never by a pick or a
     /// success.
     machine: Mutex<Machine>,
     health: ArcSwap<Health>,
-    /// Wakes the task: a failure it must apply, a filling queue, a publish, the end.
+    /// Wakes the task: a filling queue, a publish, the end.
     wake: Notify,
     /// Whether the task runs; cleared when it ends, e.g. with its runtime.
     spawned: AtomicBool,
@@ -152,7 +154,7 @@ impl Outliers {
     }
 
     /// Queues one classified outcome of `host` (see the module docs). Takes no lock for a
-    /// success; a failure applies the queue if the detector is free.
+    /// success; a failure applies the queue and itself under the detector's lock.
     pub(crate) fn record(&self, host: EndpointAddress, outcome: Outcome) {
         let shared = &self.shared;
         if !shared.detecting.load(Ordering::Relaxed) {
@@ -163,21 +165,15 @@ impl Outliers {
             shared.lock().outcomes = Some(rx);
             tx
         });
-        let failure = outcome.is_5xx() || outcome.origin() == Origin::Local;
-        let free = match failure.then(|| shared.machine.try_lock()) {
-            Some(Ok(machine)) => Some(machine),
-            Some(Err(TryLockError::Poisoned(p))) => Some(p.into_inner()),
-            Some(Err(TryLockError::WouldBlock)) | None => None,
-        };
-        if let Some(mut machine) = free {
+        if outcome.is_5xx() || outcome.origin() == Origin::Local {
             // After what is queued, so the detector sees the outcomes in order.
-            shared.apply(&mut machine, Some((host, outcome)));
+            shared.apply(&mut shared.lock(), Some((host, outcome)));
         } else {
             if queue.try_send((host, outcome)).is_err() {
                 // Full: the receiver lives as long as `shared`, so it is never closed.
                 shared.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            if failure || queue.capacity() < QUEUE - WAKE_AT {
+            if queue.capacity() < QUEUE - WAKE_AT {
                 shared.wake.notify_one();
             }
         }
