@@ -147,6 +147,7 @@ pub(super) fn clusters(mesh: &Mesh) -> Value {
                 "connection_overflows": stats.connection_overflows,
                 "retries": stats.retries,
                 "ejections": stats.ejections,
+                "outcomes_dropped": stats.outcomes_dropped,
                 "endpoints": endpoints,
             })
         })

@@ -95,8 +95,6 @@ impl Affinity {
         let Some(host) = read.host() else {
             return Pin::Balance;
         };
-        // A pinned request bypasses `pick`, which also runs outlier detection's timer.
-        cluster.state.outlier_tick();
         let address = EndpointAddress::Socket(host);
         let ejected = cluster.state.is_ejected(&address);
         let usable = cluster

@@ -91,7 +91,7 @@ impl InFlight {
     /// Judges the response as `outcome` (a no-op once judged).
     pub(crate) fn fail(&mut self, outcome: Outcome) {
         if let Some(j) = self.judge.take() {
-            j.state.record_outcome(&j.host, outcome);
+            j.state.outliers.record(j.host, outcome);
         }
     }
 }

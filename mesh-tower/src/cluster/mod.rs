@@ -2,6 +2,7 @@
 //! its outlier detection, which live across configuration versions while the cluster does.
 
 mod in_flight;
+mod outlier;
 
 use std::{
     collections::HashMap,
@@ -12,12 +13,11 @@ use std::{
 };
 
 use mesh_core::{
-    CircuitBreakers, Cluster, EndpointAddress, LbPolicy, Locality, Outcome, OutlierDetector,
-    OutlierEvent, TlsMode, lb::Balancer,
+    CircuitBreakers, Cluster, EndpointAddress, LbPolicy, Locality, Outcome, TlsMode, lb::Balancer,
 };
-use tokio::time::Instant;
 
 pub(crate) use self::in_flight::InFlight;
+use self::outlier::Outliers;
 use crate::{
     endpoint::{ConnectionBudget, Endpoint, PoolSettings},
     rng,
@@ -47,6 +47,8 @@ pub(crate) struct ClusterStats {
     pub(crate) ejections: u64,
     pub(crate) endpoints: u64,
     pub(crate) ejected: u64,
+    /// Outcomes outlier detection dropped because its queue was full.
+    pub(crate) outcomes_dropped: u64,
 }
 
 /// A balancer and the health generation its health flags reflect.
@@ -73,12 +75,8 @@ pub(crate) struct ClusterState {
     pub(crate) connections: Arc<ConnectionBudget>,
     /// Retries admitted.
     pub(crate) retries: AtomicU64,
-    /// Endpoints ejected by outlier detection, ever.
-    pub(crate) ejections: AtomicU64,
-    /// Passive health: `None` when the cluster has no outlier detection.
-    outlier: Mutex<Option<OutlierDetector>>,
-    /// Bumped on every ejection and return, so balancers know to refresh health.
-    health_generation: AtomicU64,
+    /// Passive health: outcomes in, a health snapshot out, the detector in a task of its own.
+    outliers: Outliers,
 }
 
 // === impl ClusterEntry ===
@@ -87,11 +85,12 @@ impl ClusterEntry {
     /// The cluster's counters now.
     pub(crate) fn stats(&self) -> ClusterStats {
         let s = &self.state;
+        let health = s.outliers.health();
         let ejected = self
             .policy
             .endpoints
             .iter()
-            .filter(|e| s.is_ejected(&e.address))
+            .filter(|e| health.is_ejected(&e.address))
             .count();
         ClusterStats {
             active_requests: u64::from(s.active_requests.load(Ordering::Relaxed)),
@@ -99,9 +98,10 @@ impl ClusterEntry {
             open_connections: u64::from(s.connections.open()),
             connection_overflows: s.connections.overflows(),
             retries: s.retries.load(Ordering::Relaxed),
-            ejections: s.ejections.load(Ordering::Relaxed),
+            ejections: s.outliers.ejections(),
             endpoints: u64::try_from(self.policy.endpoints.len()).unwrap_or(u64::MAX),
             ejected: u64::try_from(ejected).unwrap_or(u64::MAX),
+            outcomes_dropped: s.outliers.dropped(),
         }
     }
 
@@ -141,13 +141,13 @@ impl ClusterEntry {
                 )),
             })
             .collect();
-        state.update_outlier(policy);
-        let generation = state.health_generation.load(Ordering::Acquire);
-        let healthy = state.healthy_flags(policy);
+        state.outliers.configure(policy);
+        let health = state.outliers.health();
+        let healthy = health.healthy_flags(policy);
         Self {
             balancer: Arc::new(Mutex::new(BalancerState {
                 balancer: Balancer::new(policy, &healthy, locality.as_ref()),
-                generation,
+                generation: health.generation(),
                 locality,
             })),
             policy: policy.clone(),
@@ -157,24 +157,23 @@ impl ClusterEntry {
     }
 
     /// Picks an endpoint index with the cluster's policy, first refreshing health if an
-    /// ejection or return happened since the balancer last looked, and running the outlier
-    /// detector's timer when it is due (it is driven by traffic: with no requests nothing needs
-    /// to return).
+    /// ejection or return was published since the balancer last looked. Reads the health
+    /// snapshot without a lock and takes only the balancer's own lock (round-robin progress);
+    /// outlier detection's timer runs in its own task.
     pub(crate) fn pick(
         &self,
         request_hash: Option<u64>,
         avoid: &[EndpointAddress],
     ) -> Option<usize> {
-        self.state.outlier_tick();
+        let health = self.state.outliers.health();
         let mut b = self.balancer.lock().unwrap_or_else(|p| p.into_inner());
-        let generation = self.state.health_generation.load(Ordering::Acquire);
-        if b.generation != generation {
-            let healthy = self.state.healthy_flags(&self.policy);
+        if b.generation != health.generation() {
+            let healthy = health.healthy_flags(&self.policy);
             let BalancerState {
                 balancer, locality, ..
             } = &mut *b;
             balancer.update(&self.policy, &healthy, locality.as_ref());
-            b.generation = generation;
+            b.generation = health.generation();
         }
         let load = |i: usize| match (&self.policy.lb, self.connections.get(i)) {
             (LbPolicy::PeakEwma { .. }, Some(c)) => c.peak_ewma_cost(),
@@ -202,7 +201,7 @@ impl ClusterEntry {
         // ...and, unlike Envoy, does not give up after those: any healthy untried endpoint,
         // from a random start, beats a second try of one that just failed. With none left,
         // the balancer's choice stands.
-        let healthy = self.state.healthy_flags(&self.policy);
+        let healthy = health.healthy_flags(&self.policy);
         let n = healthy.len();
         let start = usize::try_from(rng::draw() % n.max(1) as u64).unwrap_or(0);
         (0..n)
@@ -266,91 +265,12 @@ impl ClusterState {
 
     /// Feeds one classified outcome of `host` to outlier detection.
     pub(crate) fn record_outcome(&self, host: &EndpointAddress, outcome: Outcome) {
-        let mut outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(detector) = outlier.as_mut() else {
-            return;
-        };
-        let now = Instant::now().into_std();
-        let event = detector.record(host, outcome, now, rng::draw());
-        if let Some(event) = event {
-            self.on_event(&event);
-            self.health_generation.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-
-    pub(crate) fn outlier_tick(&self) {
-        let mut outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(detector) = outlier.as_mut() else {
-            return;
-        };
-        let now = Instant::now().into_std();
-        if detector.poll_timeout().is_some_and(|due| due <= now) {
-            let events = detector.on_timeout(now, rng::draw());
-            if !events.is_empty() {
-                events.iter().for_each(|e| self.on_event(e));
-                self.health_generation.fetch_add(1, Ordering::AcqRel);
-            }
-        }
-    }
-
-    /// Keeps the detector (and its ejections) across a configuration change of the same
-    /// settings; new settings start a fresh detector.
-    fn update_outlier(&self, policy: &Cluster) {
-        let now = Instant::now().into_std();
-        let mut outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
-        let hosts = policy.endpoints.iter().map(|e| e.address.clone());
-        match (&policy.outlier, outlier.as_mut()) {
-            (None, _) => *outlier = None,
-            (Some(config), Some(detector)) if detector.config() == config => {
-                let events = detector.set_hosts(hosts, now);
-                events.iter().for_each(|e| self.on_event(e));
-            }
-            (Some(config), _) => {
-                let mut detector = OutlierDetector::new(config.clone(), now);
-                detector.set_hosts(hosts, now);
-                *outlier = Some(detector);
-            }
-        }
-        self.health_generation.fetch_add(1, Ordering::AcqRel);
+        self.outliers.record(host.clone(), outcome);
     }
 
     /// Whether outlier detection has ejected `host` now.
     pub(crate) fn is_ejected(&self, host: &EndpointAddress) -> bool {
-        let outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
-        outlier.as_ref().is_some_and(|d| d.is_ejected(host))
-    }
-
-    /// Logs an outlier event and counts ejections.
-    fn on_event(&self, event: &OutlierEvent) {
-        if matches!(event, OutlierEvent::Ejected { .. }) {
-            self.ejections.fetch_add(1, Ordering::Relaxed);
-        }
-        log_event(event);
-    }
-
-    /// `healthy[i]`: the control plane says healthy and outlier detection has not ejected it.
-    fn healthy_flags(&self, policy: &Cluster) -> Vec<bool> {
-        let outlier = self.outlier.lock().unwrap_or_else(|p| p.into_inner());
-        policy
-            .endpoints
-            .iter()
-            .map(|e| e.is_healthy() && !outlier.as_ref().is_some_and(|d| d.is_ejected(&e.address)))
-            .collect()
-    }
-}
-
-fn log_event(event: &OutlierEvent) {
-    match event {
-        OutlierEvent::Ejected {
-            host,
-            reason,
-            until,
-        } => {
-            tracing::info!(%host, ?reason, ?until, "endpoint ejected by outlier detection");
-        }
-        OutlierEvent::Returned { host } => {
-            tracing::info!(%host, "endpoint returned from outlier ejection");
-        }
+        self.outliers.health().is_ejected(host)
     }
 }
 
@@ -375,5 +295,7 @@ impl Drop for Slot {
     }
 }
 
+#[cfg(test)]
+mod outlier_tests;
 #[cfg(test)]
 mod tests;

@@ -53,7 +53,7 @@ impl Collector for MeshCollector {
             .collect();
 
         type Read = fn(&crate::cluster::ClusterStats) -> u64;
-        let counters: [(&str, &str, Read); 4] = [
+        let counters: [(&str, &str, Read); 5] = [
             (
                 "mesh_cluster_upstream_rq_overflow",
                 "Requests rejected by the cluster's circuit breakers",
@@ -73,6 +73,11 @@ impl Collector for MeshCollector {
                 "mesh_cluster_outlier_detection_ejections",
                 "Endpoints ejected by outlier detection",
                 |s| s.ejections,
+            ),
+            (
+                "mesh_cluster_outlier_detection_outcomes_dropped",
+                "Response outcomes outlier detection dropped because its queue was full",
+                |s| s.outcomes_dropped,
             ),
         ];
         for (name, help, value) in counters {

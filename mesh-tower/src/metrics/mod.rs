@@ -34,9 +34,9 @@
 //!
 //! [`MeshCollector`] reports per cluster, at scrape time, from the state the data plane already
 //! keeps: requests in flight, open connections, breaker overflows (requests and connections),
-//! retries, outlier ejections and currently ejected endpoints. The xDS client's own metrics
-//! (updates accepted and rejected, the configuration's age) live with it, in mesh-xds
-//! (`mesh_xds::client::XdsMetrics`).
+//! retries, outlier ejections, currently ejected endpoints and outcomes outlier detection
+//! dropped (its queue full). The xDS client's own metrics (updates accepted and rejected, the
+//! configuration's age) live with it, in mesh-xds (`mesh_xds::client::XdsMetrics`).
 
 mod collector;
 mod labels;
