@@ -92,7 +92,9 @@ impl Service<Request<RequestBody>> for Balance {
     }
 
     fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
-        let Some(decision) = req.extensions().get::<RouteDecision>().cloned() else {
+        // Read in place: the decision stays in the request's extensions (handed back to the
+        // retry layer with the head) and is not copied.
+        let Some(decision) = req.extensions().get::<RouteDecision>() else {
             let failure = Failure::new(
                 GrpcCode::Internal,
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -114,7 +116,7 @@ impl Service<Request<RequestBody>> for Balance {
             );
             return Box::pin(std::future::ready(Ok(failure.into_response(is_grpc))));
         };
-        let (affinity, request_hash) = Affinity::read(&decision, &req);
+        let (affinity, request_hash) = Affinity::read(decision, &req);
         let avoid = req
             .extensions()
             .get::<TriedEndpoints>()
@@ -158,20 +160,17 @@ impl Service<Request<RequestBody>> for Balance {
             // them. They are kept apart, for the head handed back to the retry layer.
             let extensions = std::mem::take(&mut parts.extensions);
             let hand_back = extensions.get::<HandBackHead>();
-            let mut body = match hand_back {
-                // The body is a handle of the retry layer's replay buffer: resends draw new
-                // handles from it rather than buffering this one again.
-                Some(HandBackHead(source)) => {
-                    drop(body);
-                    Resend::Shared(source.clone())
-                }
-                None => Resend::new(body),
+            // The body is a fresh handle of the retry layer's replay buffer: it is sent as is,
+            // and resends draw new handles from the buffer rather than buffering it again.
+            let (mut first, mut body) = match hand_back {
+                Some(HandBackHead(source)) => (Some(body), Resend::Shared(source.clone())),
+                None => (None, Resend::new(body)),
             };
             let hand_back = hand_back.is_some();
             let mut tried = avoid_owned;
             let mut resends = 0;
             let mut response = loop {
-                let Some(attempt_body) = body.next() else {
+                let Some(attempt_body) = first.take().or_else(|| body.next()) else {
                     break internal_error(is_grpc);
                 };
                 let attempt = Request::from_parts(clone_head(&parts), attempt_body);
