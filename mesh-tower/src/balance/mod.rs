@@ -61,7 +61,7 @@ use crate::{
     endpoint::Endpoint,
     retry::{
         self, REPLAY_BUFFER_BYTES, ReplayBody,
-        head::{HandBackHead, SentHead},
+        head::SentHead,
         replay::ReplaySource,
     },
     synthesize::{Failure, ResponseFlags},
@@ -152,6 +152,9 @@ impl Service<Request<RequestBody>> for Balance {
             return Box::pin(std::future::ready(Ok(failure.into_response(is_grpc))));
         };
         let cluster = cluster.clone();
+        // The retry layer's replay buffer, when it wants the head back with a retriable answer.
+        let replay = decision.hand_back.clone();
+        let hand_back = replay.is_some();
         let sending: Self::Future = Box::pin(async move {
             let mut endpoint = endpoint;
             let mut guard = Some(guard);
@@ -159,14 +162,12 @@ impl Service<Request<RequestBody>> for Balance {
             // hyper reads no extensions of a request; the head kept for a resend need not copy
             // them. They are kept apart, for the head handed back to the retry layer.
             let extensions = std::mem::take(&mut parts.extensions);
-            let hand_back = extensions.get::<HandBackHead>();
             // The body is a fresh handle of the retry layer's replay buffer: it is sent as is,
             // and resends draw new handles from the buffer rather than buffering it again.
-            let (mut first, mut body) = match hand_back {
-                Some(HandBackHead(source)) => (Some(body), Resend::Shared(source.clone())),
+            let (mut first, mut body) = match replay {
+                Some(source) => (Some(body), Resend::Shared(source)),
                 None => (None, Resend::new(body)),
             };
-            let hand_back = hand_back.is_some();
             let mut tried = avoid_owned;
             let mut resends = 0;
             let mut response = loop {

@@ -49,6 +49,7 @@ use crate::{
     metrics::Recorder,
     request_path, rng,
     synthesize::{Failure, ResponseFlags},
+    trace::RequestTrace,
 };
 
 /// Routes requests for one target; see the module docs.
@@ -139,6 +140,24 @@ where
     }
 
     fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
+        self.call_traced(req, None)
+    }
+}
+
+impl<S> Route<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    /// Routes `req`, with `trace` (the trace the channel pinned to the call) in its decision.
+    pub(crate) fn call_traced(
+        &mut self,
+        req: Request<RequestBody>,
+        trace: Option<RequestTrace>,
+    ) -> RouteFuture<S::Future> {
         let snapshot = self.mesh.snapshot();
         if snapshot
             .config
@@ -156,10 +175,12 @@ where
             let wait = wait_for_target(mesh.clone(), target.name.clone(), bound);
             return RouteFuture::waiting(
                 Box::pin(wait),
-                Box::new(move || dispatch(&mesh, &mesh.snapshot(), &target, &mut inner, req)),
+                Box::new(move || {
+                    dispatch(&mesh, &mesh.snapshot(), &target, &mut inner, req, trace)
+                }),
             );
         }
-        dispatch(&self.mesh, &snapshot, &self.target, &mut self.inner, req)
+        dispatch(&self.mesh, &snapshot, &self.target, &mut self.inner, req, trace)
     }
 }
 
@@ -187,6 +208,7 @@ fn dispatch<S>(
     target: &Target,
     inner: &mut S,
     mut req: Request<RequestBody>,
+    trace: Option<RequestTrace>,
 ) -> RouteFuture<S::Future>
 where
     S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>,
@@ -206,10 +228,15 @@ where
                 let forward = decision.forward.clone();
                 req = mirror::start(snapshot, &forward, &decision, req);
             }
+            decision.trace = trace;
             req.extensions_mut().insert(decision);
             RouteFuture::inner(inner.call(req), response_headers)
         }
         Err(response) => {
+            // The access log reads the call's trace from the request.
+            if let Some(trace) = trace {
+                req.extensions_mut().insert(trace);
+            }
             tracing::debug!(
                 target = %target.name,
                 path = req.uri().path(),
@@ -363,6 +390,8 @@ fn route(
         route_name: rule.name.clone(),
         cluster: cluster.clone(),
         source_ip: target.workload.address,
+        trace: None,
+        hand_back: None,
     };
     // Most routes change no response headers: then nothing is copied or kept for the response.
     let response_headers =
@@ -421,6 +450,8 @@ fn pass_through(
         route_name: Some(Arc::from("allow_any")),
         cluster: passthrough.cluster.clone(),
         source_ip: target.workload.address,
+        trace: None,
+        hand_back: None,
     };
     Ok((decision, None))
 }
