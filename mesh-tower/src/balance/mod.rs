@@ -282,12 +282,13 @@ async fn send(
             return Sent::Answer(with_address(r, address));
         }
     };
-    let sent = Instant::now();
+    // The clock is read only for the balancer that uses round trips.
+    let sent = matches!(cluster.policy.lb, LbPolicy::PeakEwma { .. }).then(Instant::now);
     match sender.try_send_request(req).await {
         Ok(response) => {
-            let now = Instant::now();
-            if let LbPolicy::PeakEwma { decay } = cluster.policy.lb {
-                endpoint.observe_latency(now - sent, decay, now);
+            if let (LbPolicy::PeakEwma { decay }, Some(sent)) = (&cluster.policy.lb, sent) {
+                let now = Instant::now();
+                endpoint.observe_latency(now - sent, *decay, now);
             }
             let (mut head, body) = response.into_parts();
             let Some(guard) = guard.take() else {
