@@ -59,11 +59,7 @@ use crate::{
     cluster::{ClusterEntry, InFlight, Slot},
     decision::RouteDecision,
     endpoint::Endpoint,
-    retry::{
-        self, REPLAY_BUFFER_BYTES, ReplayBody,
-        head::SentHead,
-        replay::ReplaySource,
-    },
+    retry::{self, REPLAY_BUFFER_BYTES, ReplayBody, head::SentHead, replay::ReplaySource},
     synthesize::{Failure, ResponseFlags},
 };
 

@@ -180,7 +180,14 @@ where
                 }),
             );
         }
-        dispatch(&self.mesh, &snapshot, &self.target, &mut self.inner, req, trace)
+        dispatch(
+            &self.mesh,
+            &snapshot,
+            &self.target,
+            &mut self.inner,
+            req,
+            trace,
+        )
     }
 }
 
