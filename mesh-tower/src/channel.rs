@@ -211,7 +211,8 @@ where
                 tracing::field::display(trace.context().trace_id()),
             );
         }
-        let future = span.in_scope(|| self.stack.call_traced(req, pinned));
+        self.stack.pin_trace(pinned);
+        let future = span.in_scope(|| self.stack.call(req));
         SpanFuture::new(future.instrument(span), call_span)
     }
 }

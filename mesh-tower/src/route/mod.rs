@@ -58,6 +58,8 @@ pub struct Route<S> {
     mesh: Mesh,
     target: Target,
     inner: S,
+    /// The trace the channel pinned to the next call, for its decision ([`Route::pin_trace`]).
+    pinned: Option<RequestTrace>,
 }
 
 /// The channel's target: its name (`host:port`), and that name parsed as the authority of
@@ -99,7 +101,13 @@ impl<S> Route<S> {
                 passthrough: Arc::default(),
             },
             inner,
+            pinned: None,
         }
+    }
+
+    /// Routes the next call with `trace` (the trace the channel pinned to it) in its decision.
+    pub(crate) fn pin_trace(&mut self, trace: Option<RequestTrace>) {
+        self.pinned = trace;
     }
 
     /// The mesh it routes with.
@@ -140,24 +148,7 @@ where
     }
 
     fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
-        self.call_traced(req, None)
-    }
-}
-
-impl<S> Route<S>
-where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    /// Routes `req`, with `trace` (the trace the channel pinned to the call) in its decision.
-    pub(crate) fn call_traced(
-        &mut self,
-        req: Request<RequestBody>,
-        trace: Option<RequestTrace>,
-    ) -> RouteFuture<S::Future> {
+        let trace = self.pinned.take();
         let snapshot = self.mesh.snapshot();
         if snapshot
             .config
