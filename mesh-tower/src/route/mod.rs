@@ -58,7 +58,7 @@ pub struct Route<S> {
     mesh: Mesh,
     target: Target,
     inner: S,
-    /// The trace the channel pinned to the next call, for its decision ([`Route::pin_trace`]).
+    /// The trace the channel pinned to the next call, for its decision (`pin_trace`).
     pinned: Option<RequestTrace>,
 }
 
