@@ -204,7 +204,7 @@ impl AccessLog {
     /// Starts a request's entry, with what its head says.
     pub(crate) fn entry<B>(&self, side: Side, req: &Request<B>) -> Entry {
         let headers = req.headers();
-        let trace = req.extensions().get::<RequestTrace>().cloned();
+        let trace = RouteDecision::pinned_trace(req.extensions()).cloned();
         let request_id = RequestId::from_headers(headers)
             .or_else(|| trace.as_ref().map(|t| t.request_id().clone()));
         let decision = req.extensions().get::<RouteDecision>();

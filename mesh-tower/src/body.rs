@@ -17,7 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use mesh_core::Outcome;
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 mod erased;
 
@@ -112,13 +112,11 @@ impl ResponseBody {
         }
     }
 
-    /// This body, ended by `expiry` if it has not ended by `deadline`.
-    pub(crate) fn with_deadline(mut self, deadline: Instant, expiry: Expiry) -> Self {
+    /// This body, ended by `expiry` if it has not ended when `sleep` (the request's own
+    /// timer, handed over: no second timer is made) completes.
+    pub(crate) fn with_deadline(mut self, sleep: Pin<Box<Sleep>>, expiry: Expiry) -> Self {
         if !self.is_end_stream() {
-            self.deadline = Some(Deadline {
-                sleep: Box::pin(tokio::time::sleep_until(deadline)),
-                expiry,
-            });
+            self.deadline = Some(Deadline { sleep, expiry });
         }
         self
     }

@@ -33,6 +33,7 @@ use tracing::Instrument as _;
 use crate::{
     Mesh,
     body::{BoxError, RequestBody, ResponseBody},
+    decision::RouteDecision,
     discovery,
     fault::Fault,
     metrics::ClientMetrics,
@@ -164,7 +165,8 @@ impl<S> Channel<S> {
                 Fault::new(
                     mesh.clone(),
                     Timeout::new({
-                        let attempt = ClientTrace::with_shared(attempt, mesh.shared_tracing());
+                        let attempt = ClientTrace::with_shared(attempt, mesh.shared_tracing())
+                            .with_pinned(RouteDecision::pinned_trace);
                         if balancer_below_retry {
                             Retry::handing_back_heads(attempt)
                         } else {
@@ -197,8 +199,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let mut req = req.map(|body| body.map_err(Into::into).boxed_unsync());
-        let call_span = trace::pin_caller_trace(&mut req, self.stack.mesh().tracing());
+        let req = req.map(|body| body.map_err(Into::into).boxed_unsync());
+        let (pinned, call_span) = trace::pin_caller_trace(&req, self.stack.mesh().tracing());
         // The call's diagnostics (route, retries, synthesized answers) carry its trace id; the
         // span costs a callsite check when debug logging is off.
         let span = tracing::debug_span!(
@@ -207,13 +209,16 @@ where
             target = %self.stack.target_name(),
         );
         if !span.is_disabled()
-            && let Some(trace) = req.extensions().get::<trace::RequestTrace>()
+            && let Some(trace) = pinned
+                .as_ref()
+                .or_else(|| req.extensions().get::<trace::RequestTrace>())
         {
             span.record(
                 "trace_id",
                 tracing::field::display(trace.context().trace_id()),
             );
         }
+        self.stack.pin_trace(pinned);
         let future = span.in_scope(|| self.stack.call(req));
         ResponseFuture::new(SpanFuture::new(future.instrument(span), call_span))
     }

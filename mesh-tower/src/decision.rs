@@ -4,7 +4,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use mesh_core::{FaultPolicy, route::Forward};
 
-use crate::cluster::ClusterEntry;
+use crate::{cluster::ClusterEntry, retry::replay::ReplaySource, trace::RequestTrace};
 
 /// The route and cluster chosen for a request, from the one snapshot it was routed with.
 ///
@@ -25,6 +25,13 @@ pub struct RouteDecision {
     pub(crate) cluster: ClusterEntry,
     /// The local workload's address: the source a sidecar would see, for `useSourceIp`.
     pub(crate) source_ip: Option<IpAddr>,
+    /// The call's trace, pinned by the channel before its attempts (every attempt is a span of
+    /// it). Carried here rather than as an extension of its own: one allocation per call less.
+    pub(crate) trace: Option<RequestTrace>,
+    /// Set by the retry layer on an attempt whose head the balancer is to hand back with a
+    /// retriable answer (`retry::head`): the retry layer's replay buffer of the body, which the
+    /// balancer resends from. Here rather than an extension of its own, as `trace`.
+    pub(crate) hand_back: Option<ReplaySource>,
 }
 
 // === impl RouteDecision ===
@@ -53,5 +60,14 @@ impl RouteDecision {
     /// Whether the caller speaks gRPC (decides how the mesh's own answers are encoded).
     pub fn is_grpc(&self) -> bool {
         self.is_grpc
+    }
+
+    /// The trace pinned to the call in `extensions`: the route decision's, else a
+    /// [`RequestTrace`] of its own there.
+    pub(crate) fn pinned_trace(extensions: &http::Extensions) -> Option<&RequestTrace> {
+        extensions
+            .get::<RouteDecision>()
+            .and_then(|d| d.trace.as_ref())
+            .or_else(|| extensions.get::<RequestTrace>())
     }
 }

@@ -81,7 +81,7 @@
 //!
 //! ```text
 //!  0. shared types:   names, rng, request_path, peer, discovery, body::erased,
-//!                     synthesize::flags, server::workload, balance::upstream
+//!                     synthesize::flags, server::workload, balance::upstream, retry::replay
 //!  1. tls, trace:     tls, trace
 //!  2. endpoint:       endpoint
 //!  3. cluster:        cluster
@@ -100,7 +100,8 @@
 //! ```
 //!
 //! Where this is not the stack's order, the code says why: the route decision sits low because
-//! the access log reads it from a request's extensions; `mesh` (the configuration and state
+//! the access log reads it from a request's extensions, and `retry::replay` sits lower still
+//! because the decision carries the replay buffer the balancer resends from; `mesh` (the configuration and state
 //! handle) sits below the recorder, which finds the mesh's metrics and access log per request;
 //! `retry` sits below `balance` because the balancer resends a request whose connection failed
 //! with the retry layer's replay body.

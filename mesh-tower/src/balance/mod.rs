@@ -59,11 +59,7 @@ use crate::{
     cluster::{ClusterEntry, InFlight, Slot},
     decision::RouteDecision,
     endpoint::Endpoint,
-    retry::{
-        self, REPLAY_BUFFER_BYTES, ReplayBody,
-        head::{HandBackHead, SentHead},
-        replay::ReplaySource,
-    },
+    retry::{self, REPLAY_BUFFER_BYTES, ReplayBody, head::SentHead, replay::ReplaySource},
     synthesize::{Failure, ResponseFlags},
 };
 
@@ -92,7 +88,9 @@ impl Service<Request<RequestBody>> for Balance {
     }
 
     fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
-        let Some(decision) = req.extensions().get::<RouteDecision>().cloned() else {
+        // Read in place: the decision stays in the request's extensions (handed back to the
+        // retry layer with the head) and is not copied.
+        let Some(decision) = req.extensions().get::<RouteDecision>() else {
             let failure = Failure::new(
                 GrpcCode::Internal,
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -114,7 +112,7 @@ impl Service<Request<RequestBody>> for Balance {
             );
             return Box::pin(std::future::ready(Ok(failure.into_response(is_grpc))));
         };
-        let (affinity, request_hash) = Affinity::read(&decision, &req);
+        let (affinity, request_hash) = Affinity::read(decision, &req);
         let avoid = req
             .extensions()
             .get::<TriedEndpoints>()
@@ -150,6 +148,9 @@ impl Service<Request<RequestBody>> for Balance {
             return Box::pin(std::future::ready(Ok(failure.into_response(is_grpc))));
         };
         let cluster = cluster.clone();
+        // The retry layer's replay buffer, when it wants the head back with a retriable answer.
+        let replay = decision.hand_back.clone();
+        let hand_back = replay.is_some();
         let sending: Self::Future = Box::pin(async move {
             let mut endpoint = endpoint;
             let mut guard = Some(guard);
@@ -157,21 +158,16 @@ impl Service<Request<RequestBody>> for Balance {
             // hyper reads no extensions of a request; the head kept for a resend need not copy
             // them. They are kept apart, for the head handed back to the retry layer.
             let extensions = std::mem::take(&mut parts.extensions);
-            let hand_back = extensions.get::<HandBackHead>();
-            let mut body = match hand_back {
-                // The body is a handle of the retry layer's replay buffer: resends draw new
-                // handles from it rather than buffering this one again.
-                Some(HandBackHead(source)) => {
-                    drop(body);
-                    Resend::Shared(source.clone())
-                }
-                None => Resend::new(body),
+            // The body is a fresh handle of the retry layer's replay buffer: it is sent as is,
+            // and resends draw new handles from the buffer rather than buffering it again.
+            let (mut first, mut body) = match replay {
+                Some(source) => (Some(body), Resend::Shared(source)),
+                None => (None, Resend::new(body)),
             };
-            let hand_back = hand_back.is_some();
             let mut tried = avoid_owned;
             let mut resends = 0;
             let mut response = loop {
-                let Some(attempt_body) = body.next() else {
+                let Some(attempt_body) = first.take().or_else(|| body.next()) else {
                     break internal_error(is_grpc);
                 };
                 let attempt = Request::from_parts(clone_head(&parts), attempt_body);
@@ -282,12 +278,13 @@ async fn send(
             return Sent::Answer(with_address(r, address));
         }
     };
-    let sent = Instant::now();
+    // The clock is read only for the balancer that uses round trips.
+    let sent = matches!(cluster.policy.lb, LbPolicy::PeakEwma { .. }).then(Instant::now);
     match sender.try_send_request(req).await {
         Ok(response) => {
-            let now = Instant::now();
-            if let LbPolicy::PeakEwma { decay } = cluster.policy.lb {
-                endpoint.observe_latency(now - sent, decay, now);
+            if let (LbPolicy::PeakEwma { decay }, Some(sent)) = (&cluster.policy.lb, sent) {
+                let now = Instant::now();
+                endpoint.observe_latency(now - sent, *decay, now);
             }
             let (mut head, body) = response.into_parts();
             let Some(guard) = guard.take() else {

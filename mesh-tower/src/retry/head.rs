@@ -5,10 +5,10 @@
 //! (header map and extensions) for every call and dropping the copy unused cost about 4,000
 //! instructions and 5 allocations per call (`mesh-bench instr`). The balancer keeps a copy of
 //! the head anyway, to resend a request an upstream provably did not process. When the retry
-//! layer asks for it ([`HandBackHead`] in the attempt's extensions), the balancer hands that
-//! copy back, with the request's extensions, in the extensions of every response a retry could
-//! follow ([`may_be_retried`]). The retry layer removes it before anything else sees the response
-//! and builds the next attempt from it. What the attempt layers added to the head
+//! layer asks for it (its replay buffer in the attempt's route decision, `hand_back`), the
+//! balancer hands that copy back, with the request's extensions, in the extensions of every
+//! response a retry could follow ([`may_be_retried`]). The retry layer removes it before anything
+//! else sees the response and builds the next attempt from it. What the attempt layers added to the head
 //! (`x-envoy-attempt-count`, the trace headers, `x-request-id`) is written again on the next
 //! attempt exactly as on the first (the count replaced, every trace header replaced by a new span
 //! of the same trace, the call's own `x-request-id` kept), so the wire is the same as with a copy
@@ -22,18 +22,11 @@
 
 use http::{Extensions, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 
-use super::replay::ReplaySource;
 use crate::{
     body::ResponseBody,
     names::{GRPC_STATUS, X_ENVOY_RATELIMITED},
     synthesize::ResponseFlags,
 };
-
-/// In an attempt's extensions: the retry layer wants the head back with a retriable answer.
-/// It also carries the retry layer's replay buffer of the body, which the balancer resends
-/// from rather than buffering the attempt's body (a handle of that buffer) a second time.
-#[derive(Clone, Debug)]
-pub(crate) struct HandBackHead(pub(crate) ReplaySource);
 
 /// In a response's extensions: the head of the request it answers, for the next attempt.
 #[derive(Clone, Debug)]

@@ -53,7 +53,7 @@ use http_body_util::BodyExt;
 use mesh_core::{EndpointAddress, GrpcCode, Outcome, RetryPolicy};
 use tower::Service;
 
-use self::head::{HandBackHead, SentHead};
+use self::head::SentHead;
 pub(crate) use self::{future::RetryFuture, replay::ReplayBody};
 use crate::{
     balance::{TriedEndpoints, UpstreamAddress},
@@ -200,7 +200,7 @@ where
         Some(h) if a.body_complete() => h.initial_attempts(rng::draw()),
         _ => 1,
     };
-    let mut outstanding = Vec::new();
+    let mut outstanding = Outstanding::default();
     for _ in 0..initial {
         outstanding.push(a.start().await?);
     }
@@ -315,8 +315,9 @@ where
         let mut req = if self.hand_back {
             let parts = self.parts.take().ok_or(NO_HEAD)?;
             let mut req = Request::from_parts(parts, body);
-            req.extensions_mut()
-                .insert(HandBackHead(self.body.source()));
+            if let Some(decision) = req.extensions_mut().get_mut::<RouteDecision>() {
+                decision.hand_back = Some(self.body.source());
+            }
             req
         } else {
             let parts = self.parts.as_ref().ok_or(NO_HEAD)?;
@@ -396,6 +397,59 @@ where
     }
 }
 
+/// The attempts in flight, in the order of a `Vec` (`swap_remove` as a `Vec`'s): the first
+/// kept inline, for most calls make one attempt and a `Vec` would cost an allocation for it.
+#[derive(Default)]
+struct Outstanding {
+    first: Option<AttemptFuture>,
+    rest: Vec<AttemptFuture>,
+}
+
+impl Outstanding {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn push(&mut self, attempt: AttemptFuture) {
+        if self.first.is_none() {
+            self.first = Some(attempt);
+        } else {
+            self.rest.push(attempt);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.first = None;
+        self.rest.clear();
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut AttemptFuture> {
+        match i.checked_sub(1) {
+            None => self.first.as_mut(),
+            Some(i) => self.rest.get_mut(i),
+        }
+    }
+
+    /// Removes the `i`th attempt, moving the last into its place.
+    fn swap_remove(&mut self, i: usize) -> Option<AttemptFuture> {
+        match i.checked_sub(1) {
+            Some(i) if i < self.rest.len() => Some(self.rest.swap_remove(i)),
+            Some(_) => None,
+            None => {
+                let last = self.rest.pop();
+                match last {
+                    Some(last) => self.first.replace(last),
+                    None => self.first.take(),
+                }
+            }
+        }
+    }
+}
+
 /// The per-try timeout of the latest attempt.
 struct PerTryTimer {
     bound: Option<Duration>,
@@ -426,7 +480,7 @@ enum Event {
 }
 
 /// The first attempt to finish (removed from `outstanding`), or the per-try timer.
-async fn next_event(outstanding: &mut Vec<AttemptFuture>, timer: &mut PerTryTimer) -> Event {
+async fn next_event(outstanding: &mut Outstanding, timer: &mut PerTryTimer) -> Event {
     std::future::poll_fn(|cx| {
         for i in 0..outstanding.len() {
             if let Some(Poll::Ready(result)) = outstanding.get_mut(i).map(|f| f.as_mut().poll(cx)) {

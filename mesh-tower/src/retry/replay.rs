@@ -101,8 +101,16 @@ enum Original {
 
 /// The recorded data frames, in order. Invariant: `chunks.len() == Shared::read`.
 struct Buffer {
-    chunks: Vec<Bytes>,
+    chunks: Chunks,
     len: usize,
+}
+
+/// Frames in order: the first kept inline, for a unary call's one message costs no allocation
+/// beside the shared state's.
+#[derive(Default)]
+struct Chunks {
+    first: Option<Bytes>,
+    rest: Vec<Bytes>,
 }
 
 // === impl ReplayBody ===
@@ -116,7 +124,7 @@ impl ReplayBody {
             original: Original::Streaming(body),
             read: 0,
             buffer: Some(Buffer {
-                chunks: Vec::new(),
+                chunks: Chunks::default(),
                 len: 0,
             }),
             trailers: None,
@@ -347,6 +355,29 @@ impl Shared {
                 buffer.chunks.push(data.clone());
             }
         }
+    }
+}
+
+// === impl Chunks ===
+
+impl Chunks {
+    fn get(&self, i: usize) -> Option<&Bytes> {
+        match i.checked_sub(1) {
+            None => self.first.as_ref(),
+            Some(i) => self.rest.get(i),
+        }
+    }
+
+    fn push(&mut self, data: Bytes) {
+        if self.first.is_none() {
+            self.first = Some(data);
+        } else {
+            self.rest.push(data);
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
     }
 }
 

@@ -49,6 +49,7 @@ use crate::{
     metrics::Recorder,
     request_path, rng,
     synthesize::{Failure, ResponseFlags},
+    trace::RequestTrace,
 };
 
 /// Routes requests for one target; see the module docs.
@@ -57,6 +58,8 @@ pub(crate) struct Route<S> {
     mesh: Mesh,
     target: Target,
     inner: S,
+    /// The trace the channel pinned to the next call, for its decision (`pin_trace`).
+    pinned: Option<RequestTrace>,
 }
 
 /// The channel's target: its name (`host:port`), and that name parsed as the authority of
@@ -98,7 +101,13 @@ impl<S> Route<S> {
                 passthrough: Arc::default(),
             },
             inner,
+            pinned: None,
         }
+    }
+
+    /// Routes the next call with `trace` (the trace the channel pinned to it) in its decision.
+    pub(crate) fn pin_trace(&mut self, trace: Option<RequestTrace>) {
+        self.pinned = trace;
     }
 
     /// The mesh it routes with.
@@ -129,6 +138,7 @@ where
     }
 
     fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
+        let trace = self.pinned.take();
         let snapshot = self.mesh.snapshot();
         if snapshot
             .config
@@ -146,10 +156,19 @@ where
             let wait = wait_for_target(mesh.clone(), target.name.clone(), bound);
             return RouteFuture::waiting(
                 Box::pin(wait),
-                Box::new(move || dispatch(&mesh, &mesh.snapshot(), &target, &mut inner, req)),
+                Box::new(move || {
+                    dispatch(&mesh, &mesh.snapshot(), &target, &mut inner, req, trace)
+                }),
             );
         }
-        dispatch(&self.mesh, &snapshot, &self.target, &mut self.inner, req)
+        dispatch(
+            &self.mesh,
+            &snapshot,
+            &self.target,
+            &mut self.inner,
+            req,
+            trace,
+        )
     }
 }
 
@@ -177,6 +196,7 @@ fn dispatch<S>(
     target: &Target,
     inner: &mut S,
     mut req: Request<RequestBody>,
+    trace: Option<RequestTrace>,
 ) -> RouteFuture<S::Future>
 where
     S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = BoxError>,
@@ -196,10 +216,15 @@ where
                 let forward = decision.forward.clone();
                 req = mirror::start(snapshot, &forward, &decision, req);
             }
+            decision.trace = trace;
             req.extensions_mut().insert(decision);
             RouteFuture::inner(inner.call(req), response_headers)
         }
         Err(response) => {
+            // The access log reads the call's trace from the request.
+            if let Some(trace) = trace {
+                req.extensions_mut().insert(trace);
+            }
             tracing::debug!(
                 target = %target.name,
                 path = req.uri().path(),
@@ -353,6 +378,8 @@ fn route(
         route_name: rule.name.clone(),
         cluster: cluster.clone(),
         source_ip: target.workload.address,
+        trace: None,
+        hand_back: None,
     };
     // Most routes change no response headers: then nothing is copied or kept for the response.
     let response_headers =
@@ -411,6 +438,8 @@ fn pass_through(
         route_name: Some(Arc::from("allow_any")),
         cluster: passthrough.cluster.clone(),
         source_ip: target.workload.address,
+        trace: None,
+        hand_back: None,
     };
     Ok((decision, None))
 }

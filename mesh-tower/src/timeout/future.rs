@@ -23,8 +23,8 @@ pin_project! {
     pub(crate) struct TimeoutFuture<F> {
         #[pin]
         inner: F,
-        #[pin]
-        sleep: Option<Sleep>,
+        // Boxed: it is handed over to the response body, whose deadline it stays.
+        sleep: Option<Pin<Box<Sleep>>>,
         bound: Duration,
         is_grpc: bool,
     }
@@ -43,7 +43,7 @@ impl<F> TimeoutFuture<F> {
     pub(crate) fn bounded(inner: F, bound: Duration, is_grpc: bool) -> Self {
         Self {
             inner,
-            sleep: Some(tokio::time::sleep(bound)),
+            sleep: Some(Box::pin(tokio::time::sleep(bound))),
             bound,
             is_grpc,
         }
@@ -61,10 +61,9 @@ where
         if let Poll::Ready(out) = this.inner.poll(cx) {
             // The rest of the bound covers the body: a response whose headers came in time
             // can still stall.
-            let Some(sleep) = this.sleep.as_pin_mut() else {
+            let Some(sleep) = this.sleep.take() else {
                 return Poll::Ready(out);
             };
-            let deadline = sleep.deadline();
             let expiry = if *this.is_grpc {
                 Expiry::Trailers {
                     bound: *this.bound,
@@ -74,12 +73,12 @@ where
                 Expiry::Reset(*this.bound)
             };
             return Poll::Ready(
-                out.map(|response| response.map(|body| body.with_deadline(deadline, expiry))),
+                out.map(|response| response.map(|body| body.with_deadline(sleep, expiry))),
             );
         }
-        match this.sleep.as_pin_mut() {
+        match this.sleep.as_mut() {
             Some(sleep) => {
-                std::task::ready!(sleep.poll(cx));
+                std::task::ready!(sleep.as_mut().poll(cx));
                 Poll::Ready(Ok(Failure::new(
                     GrpcCode::DeadlineExceeded,
                     StatusCode::GATEWAY_TIMEOUT,

@@ -25,7 +25,7 @@ use std::{
     time::Duration,
 };
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use tower::Service;
 
 pub(crate) use self::future::TimeoutFuture;
@@ -38,6 +38,9 @@ use crate::{
 #[derive(Clone, Debug)]
 pub(crate) struct Timeout<S> {
     inner: S,
+    /// The last bound sent as `grpc-timeout`, encoded: most calls are bounded by their route's
+    /// timeout alone, the same every time, and a copy of the value costs no allocation.
+    last_sent: Option<(Duration, HeaderValue)>,
 }
 
 // === impl Timeout ===
@@ -45,7 +48,22 @@ pub(crate) struct Timeout<S> {
 impl<S> Timeout<S> {
     /// Bounds the requests sent to `inner`.
     pub(crate) fn new(inner: S) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            last_sent: None,
+        }
+    }
+
+    /// `bound` as a `grpc-timeout` value.
+    fn grpc_timeout(&mut self, bound: Duration) -> HeaderValue {
+        match &self.last_sent {
+            Some((sent, value)) if *sent == bound => value.clone(),
+            _ => {
+                let value = grpc_timeout::encode(bound);
+                self.last_sent = Some((bound, value.clone()));
+                value
+            }
+        }
     }
 }
 
@@ -70,8 +88,8 @@ where
             return TimeoutFuture::unbounded(self.inner.call(req));
         };
         if is_grpc {
-            req.headers_mut()
-                .insert(crate::names::GRPC_TIMEOUT, grpc_timeout::encode(bound));
+            let value = self.grpc_timeout(bound);
+            req.headers_mut().insert(crate::names::GRPC_TIMEOUT, value);
         }
         TimeoutFuture::bounded(self.inner.call(req), bound, is_grpc)
     }

@@ -1,9 +1,9 @@
 //! The client side: each attempt is a new span, child of the caller's, written into the
 //! attempt's headers.
 //!
-//! The caller's span is, in order: a [`RequestTrace`] in the request's extensions (the channel
-//! pins one there before retries, so every attempt of a call shares its trace and its
-//! `x-request-id`), the task-local [`current`](super::current) trace of the request being
+//! The caller's span is, in order: the trace the channel pinned to the call before its retries
+//! (in the route decision, so every attempt of a call shares its trace and its `x-request-id`),
+//! a [`RequestTrace`] in the request's extensions, the task-local [`current`](super::current) trace of the request being
 //! handled, trace headers already on the request, or else a new root trace. Each attempt gets
 //! a fresh span id — retries and hedged attempts are told apart — and the headers of every
 //! format are replaced by the configured ones ([`Propagation`](super::Propagation)).
@@ -33,6 +33,17 @@ use super::{
 pub struct ClientTrace<S> {
     inner: S,
     tracing: Arc<OnceLock<Tracing>>,
+    /// Finds the caller's trace in a request's extensions: a [`RequestTrace`] there, or (in a
+    /// channel) the trace pinned to the call, which travels in the route decision so that a
+    /// call carries one extension rather than two.
+    pinned: Pinned,
+}
+
+/// Where [`ClientTrace`] finds the trace pinned to a request.
+pub(crate) type Pinned = fn(&http::Extensions) -> Option<&RequestTrace>;
+
+fn request_trace(extensions: &http::Extensions) -> Option<&RequestTrace> {
+    extensions.get::<RequestTrace>()
 }
 
 /// A [`Layer`] of [`ClientTrace`].
@@ -52,13 +63,25 @@ impl<S> ClientTrace<S> {
         Self {
             inner,
             tracing: Arc::new(OnceLock::from(tracing)),
+            pinned: request_trace,
         }
     }
 
     /// Traces the requests sent to `inner` with whatever `tracing` holds when they are sent
     /// (the mesh's settings, which may be set after its channels are made).
     pub(crate) fn with_shared(inner: S, tracing: Arc<OnceLock<Tracing>>) -> Self {
-        Self { inner, tracing }
+        Self {
+            inner,
+            tracing,
+            pinned: request_trace,
+        }
+    }
+
+    /// Finds the caller's trace with `pinned` (a channel's: in its route decision, else a
+    /// [`RequestTrace`] extension).
+    pub(crate) fn with_pinned(mut self, pinned: Pinned) -> Self {
+        self.pinned = pinned;
+        self
     }
 
     /// The inner service.
@@ -87,7 +110,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let tracing = self.tracing.get().unwrap_or(&DEFAULT);
-        let (parent, request_id) = match req.extensions().get::<RequestTrace>() {
+        let (parent, request_id) = match (self.pinned)(req.extensions()) {
             Some(trace) => (
                 Some(trace.context().clone()),
                 Some(trace.request_id().clone()),
@@ -152,16 +175,21 @@ impl<S> Layer<S> for ClientTraceLayer {
     }
 }
 
-/// Pins the caller's trace to a request before its attempts are made, so that every attempt
-/// shares the trace and `x-request-id` (a call with no caller trace starts one here).
+/// The caller's trace to pin to a request before its attempts are made, so that every attempt
+/// shares the trace and `x-request-id` (a call with no caller trace starts one here); `None`
+/// when the request carries its own [`RequestTrace`]. The channel pins it in the request's route
+/// decision.
 ///
 /// A call that starts a new trace is its root: with a tracer, that root is recorded as the
 /// call's own client span (returned, to be ended when the call's response head arrives), and
 /// every attempt is its child, as gRPC's call and attempt spans are (gRFC A72). Without it the
 /// attempts would name as their parent a span id that no process ever exports.
-pub(crate) fn pin_caller_trace<B>(req: &mut Request<B>, tracing: &Tracing) -> Option<Span> {
+pub(crate) fn pin_caller_trace<B>(
+    req: &Request<B>,
+    tracing: &Tracing,
+) -> (Option<RequestTrace>, Option<Span>) {
     if req.extensions().get::<RequestTrace>().is_some() {
-        return None;
+        return (None, None);
     }
     let mut call_span = None;
     let trace = match scope::current() {
@@ -187,6 +215,5 @@ pub(crate) fn pin_caller_trace<B>(req: &mut Request<B>, tracing: &Tracing) -> Op
             }
         }
     };
-    req.extensions_mut().insert(trace);
-    call_span
+    (Some(trace), call_span)
 }
