@@ -13,10 +13,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../mesh-tower/tests/mtls/certs.rs"]
-mod certs;
 mod support;
 
+use mesh_test_support::pki as certs;
 use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
 use mesh_tower::{Mesh, tls::CertificateFiles};

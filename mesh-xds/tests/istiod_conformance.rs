@@ -10,10 +10,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../mesh-tower/tests/mtls/certs.rs"]
-mod certs;
 mod support;
 
+use mesh_test_support::pki as certs;
 use std::{
     collections::{BTreeMap, HashMap},
     net::SocketAddr,

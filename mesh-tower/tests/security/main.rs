@@ -6,8 +6,8 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../mtls/certs.rs"]
-mod certs;
+use mesh_test_support::pki as certs;
+
 mod drain;
 mod fixture;
 #[allow(dead_code)]
