@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod log_support;
-mod server_support;
-mod support;
+use mesh_test_support::echo as support;
+use mesh_test_support::server as server_support;
 
 use std::time::Duration;
 

@@ -5,18 +5,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod server_support;
-mod support;
+use mesh_test_support::echo as support;
+use mesh_test_support::server as server_support;
 
 use std::sync::{Arc, Mutex};
 
 use axum::{Router, routing::get};
+use mesh_test_support::metrics::{samples, sum};
 use mesh_tower::{
     Discovery, Mesh, MeshMetrics, UnreadyTarget, Workload,
     admin::{self, Admin, ConfigDumpExtension},
 };
 use prometheus_client::registry::Registry;
-use server_support::{http_call, http_client, samples, sum};
+use server_support::{http_call, http_client};
 use support::*;
 
 #[derive(Debug)]

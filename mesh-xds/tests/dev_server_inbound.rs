@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use mesh_test_support as support;
 
 use mesh_test_support::pki as certs;
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};

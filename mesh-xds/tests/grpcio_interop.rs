@@ -28,7 +28,7 @@ use tonic::{
     server::{Grpc, NamedService, UnaryService},
 };
 
-mod support;
+use mesh_test_support as support;
 
 /// The echo protocol of `examples/proto/echo.proto`, the fields this test reads.
 #[derive(Clone, PartialEq, prost::Message)]

@@ -23,7 +23,7 @@ use support::{
     echo::{Behavior, spawn_echo},
 };
 
-mod support;
+use mesh_test_support as support;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

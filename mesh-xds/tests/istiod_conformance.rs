@@ -10,7 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use mesh_test_support as support;
 
 use mesh_test_support::pki as certs;
 use std::{

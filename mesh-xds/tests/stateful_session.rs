@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use mesh_test_support as support;
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 

@@ -10,5 +10,4 @@ use mesh_test_support::pki as certs;
 mod harness;
 mod matrix;
 mod rotation;
-#[path = "../support/mod.rs"]
-mod support;
+use mesh_test_support::echo as support;

@@ -16,7 +16,5 @@ mod harness;
 mod identity;
 mod paths;
 mod rotation;
-#[path = "../server_support/mod.rs"]
-mod server_support;
-#[path = "../support/mod.rs"]
-mod support;
+use mesh_test_support::echo as support;
+use mesh_test_support::server as server_support;

@@ -84,7 +84,7 @@ use envoy_types::pb::{
 };
 use prost::{Message, Name};
 
-use super::ads::AdsServer;
+use crate::ads::AdsServer;
 
 /// The time of istiod's pushes in these tests (`time.Now().Format(time.RFC3339)`).
 pub const PUSH_TIME: &str = "2026-12-07T20:00:00Z";

@@ -1,14 +1,6 @@
 //! Test fixtures: a real tonic Echo service on 127.0.0.1, its client written exactly as
 //! tonic-build generates one, and Istio YAML for a mesh of echo servers.
 
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    missing_docs,
-    unreachable_pub
-)]
-
 use std::{
     convert::Infallible,
     future::Future,
