@@ -5,13 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use mesh_test_support::echo as support;
-use mesh_test_support::server as server_support;
-
 use std::sync::{Arc, Mutex};
 
 use axum::{Router, routing::get};
+use mesh_test_support::echo as support;
 use mesh_test_support::metrics::{samples, sum};
+use mesh_test_support::server as server_support;
 use mesh_tower::{
     Discovery, Mesh, MeshMetrics, UnreadyTarget, Workload,
     admin::{self, Admin, ConfigDumpExtension},

@@ -8,10 +8,9 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use mesh_test_support::echo as support;
-
 use std::{collections::HashMap, future::Future, time::Duration};
 
+use mesh_test_support::echo as support;
 use prost::Message;
 use support::*;
 use tokio::{
@@ -146,7 +145,7 @@ impl Conn {
         let reply = EchoReply {
             message: request.message.clone(),
             served_by: self.name.into(),
-            config_version: String::new(),
+            ..EchoReply::default()
         }
         .encode_to_vec();
         let mut data = vec![0];

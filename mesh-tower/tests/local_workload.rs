@@ -5,10 +5,9 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use mesh_test_support::echo as support;
-
 use std::{collections::HashMap, net::SocketAddr, sync::atomic::Ordering};
 
+use mesh_test_support::echo as support;
 use mesh_tower::mesh_core::Locality;
 use support::*;
 

@@ -4,14 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use mesh_test_support::echo as support;
-use mesh_test_support::server as server_support;
-
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use mesh_test_support::echo as support;
 use mesh_test_support::metrics::sum;
+use mesh_test_support::server as server_support;
 use mesh_tower::{Mesh, MeshMetrics, Workload, mesh_core::Labels};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 use server_support::*;

@@ -4,10 +4,9 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use mesh_test_support::echo as support;
-
 use std::collections::HashMap;
 
+use mesh_test_support::echo as support;
 use support::*;
 use tonic::Code;
 

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use mesh_test_support::echo as support;
-
 use mesh_tower::{Mesh, mesh_core::Labels};
 use support::*;
 use tonic::Code;

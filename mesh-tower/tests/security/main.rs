@@ -6,7 +6,7 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use mesh_test_support::pki as certs;
+use mesh_test_support::{echo as support, pki as certs, server as server_support};
 
 mod drain;
 mod fixture;
@@ -16,5 +16,3 @@ mod harness;
 mod identity;
 mod paths;
 mod rotation;
-use mesh_test_support::echo as support;
-use mesh_test_support::server as server_support;
