@@ -175,9 +175,7 @@ impl Conn {
 async fn mesh_without_retries() -> (TcpListener, mesh_tower::Mesh) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let route = virtual_service(&format!(
-        "  - retries: {{attempts: 0}}\n    route:\n    - destination: {{host: {HOST}}}\n"
-    ));
+    let route = no_retries();
     (listener, mesh(&[("raw", addr)], &route))
 }
 

@@ -122,7 +122,9 @@ pub struct Behavior {
 
 /// A hook a test gives [`Behavior::on_request`].
 #[derive(Clone)]
-pub struct OnRequest(Arc<dyn Fn(&http::Request<Body>) + Send + Sync>);
+pub struct OnRequest(Arc<RequestHook>);
+
+type RequestHook = dyn Fn(&http::Request<Body>) + Send + Sync;
 
 impl OnRequest {
     pub fn new(hook: impl Fn(&http::Request<Body>) + Send + Sync + 'static) -> Self {
@@ -397,23 +399,10 @@ spec:
 pub const HOST: &str = "echo.default.svc.cluster.local";
 pub const TARGET: &str = "echo.default.svc.cluster.local:50051";
 
-/// A ServiceEntry for `echo` whose endpoints are the given servers, labelled `version: <name>`,
-/// and a DestinationRule with one subset per version.
-pub fn services_yaml(servers: &[(&str, SocketAddr)]) -> String {
-    let mut endpoints = String::new();
-    for (version, addr) in servers {
-        endpoints.push_str(&format!(
-            "  - address: {}\n    ports: {{grpc: {}}}\n    labels: {{version: {version}}}\n",
-            addr.ip(),
-            addr.port()
-        ));
-    }
-    let mut subsets = String::new();
-    for (version, _) in servers {
-        subsets.push_str(&format!(
-            "  - name: {version}\n    labels: {{version: {version}}}\n"
-        ));
-    }
+/// A ServiceEntry for `echo` (STATIC, inside the mesh) with `endpoints` (its `endpoints:`
+/// list, indented by two spaces), and a DestinationRule whose `spec` goes on with
+/// `destination_rule` after its `host:` (indented by two spaces; empty for none).
+pub fn echo_yaml(endpoints: &str, destination_rule: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -431,9 +420,28 @@ kind: DestinationRule
 metadata: {{name: echo}}
 spec:
   host: {HOST}
-  subsets:
-{subsets}"
+{destination_rule}"
     )
+}
+
+/// A ServiceEntry for `echo` whose endpoints are the given servers, labelled `version: <name>`,
+/// and a DestinationRule with one subset per version.
+pub fn services_yaml(servers: &[(&str, SocketAddr)]) -> String {
+    let mut endpoints = String::new();
+    for (version, addr) in servers {
+        endpoints.push_str(&format!(
+            "  - address: {}\n    ports: {{grpc: {}}}\n    labels: {{version: {version}}}\n",
+            addr.ip(),
+            addr.port()
+        ));
+    }
+    let mut subsets = String::from("  subsets:\n");
+    for (version, _) in servers {
+        subsets.push_str(&format!(
+            "  - name: {version}\n    labels: {{version: {version}}}\n"
+        ));
+    }
+    echo_yaml(&endpoints, &subsets)
 }
 
 /// A ServiceEntry for `echo` with one endpoint, `addr`, and a DestinationRule with `tls` as
@@ -444,29 +452,12 @@ pub fn single_endpoint_yaml(addr: SocketAddr, tls: &str) -> String {
     } else {
         format!("  trafficPolicy:\n    tls: {tls}\n")
     };
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: echo}}
-spec:
-  hosts: [{HOST}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports:
-  - {{number: 50051, name: grpc, protocol: GRPC}}
-  endpoints:
-  - address: {}
-    ports: {{grpc: {}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: echo}}
-spec:
-  host: {HOST}
-{traffic_policy}",
+    let endpoint = format!(
+        "  - address: {}\n    ports: {{grpc: {}}}\n",
         addr.ip(),
         addr.port()
-    )
+    );
+    echo_yaml(&endpoint, &traffic_policy)
 }
 
 /// A mesh client of the echo server at `addr`: ISTIO_MUTUAL as `identity`, expecting the
@@ -501,6 +492,26 @@ spec:
   http:
 {http}"
     )
+}
+
+/// The echo VirtualService with one route to every version and retries off, so each failure
+/// is seen.
+pub fn no_retries() -> String {
+    virtual_service(&format!(
+        "  - retries: {{attempts: 0}}\n    route:\n    - destination: {{host: {HOST}}}\n"
+    ))
+}
+
+/// The echo VirtualService splitting traffic between subsets `v1` and `v2` by weight.
+pub fn split(v1: u32, v2: u32) -> String {
+    virtual_service(&format!(
+        "  - route:
+    - destination: {{host: {HOST}, subset: v1}}
+      weight: {v1}
+    - destination: {{host: {HOST}, subset: v2}}
+      weight: {v2}
+"
+    ))
 }
 
 /// Loads YAML documents into a config, panicking with every diagnostic on error.
