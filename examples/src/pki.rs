@@ -16,11 +16,8 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
+use mesh_test_support::pki::{Ca, Validity};
 use mesh_tower::tls::CertificateFiles;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
-};
 
 /// The trust domain of every identity.
 pub const TRUST_DOMAIN: &str = "cluster.local";
@@ -32,7 +29,7 @@ const KEY_FILE: &str = "key.pem";
 /// A certificate authority and the directory of the files it writes.
 #[derive(Debug)]
 pub struct Pki {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+    ca: Ca,
     dir: PathBuf,
     bundle: PathBuf,
     /// Whether the directory is removed on drop (it is for [`Pki::temporary`]).
@@ -90,17 +87,11 @@ impl Pki {
     pub fn in_dir(dir: impl Into<PathBuf>) -> Result<Self, PkiError> {
         let dir = dir.into();
         create_dir(&dir)?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "mesh-examples root CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
+        let ca = Ca::try_new("mesh-examples root CA")?;
         let bundle = dir.join(BUNDLE_FILE);
-        write(&bundle, &issuer.pem())?;
+        write(&bundle, &ca.pem())?;
         Ok(Self {
-            issuer,
+            ca,
             dir,
             bundle,
             remove_on_drop: false,
@@ -117,22 +108,11 @@ impl Pki {
     /// the identity files: chain, key and the CA bundle. Issuing again replaces the files.
     pub fn identity(&self, namespace: &str, sa: &str) -> Result<CertificateFiles, PkiError> {
         let own = own_dir(&self.dir, namespace, sa)?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
         let uri = format!("spiffe://{}", principal(namespace, sa));
-        params.subject_alt_names = vec![SanType::URI(uri.as_str().try_into()?)];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &self.issuer)?;
+        let leaf = self.ca.try_leaf(&[&uri], &[], Validity::Now)?;
         create_dir(&own)?;
-        write(&own.join(CHAIN_FILE), &cert.pem())?;
-        write(&own.join(KEY_FILE), &key.serialize_pem())?;
+        write(&own.join(CHAIN_FILE), &leaf.cert_pem)?;
+        write(&own.join(KEY_FILE), &leaf.key_pem)?;
         Ok(files(&own, &self.bundle))
     }
 }

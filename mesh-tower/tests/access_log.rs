@@ -4,12 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod log_support;
-mod server_support;
-mod support;
 
 use std::time::Duration;
 
 use log_support::{Capture, Captured};
+use mesh_test_support::echo as support;
+use mesh_test_support::server as server_support;
 use mesh_tower::{
     Mesh,
     access_log::{self, AccessLog, Encoding, Filter},

@@ -5,18 +5,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod server_support;
-mod support;
-
 use std::sync::{Arc, Mutex};
 
 use axum::{Router, routing::get};
+use mesh_test_support::echo as support;
+use mesh_test_support::metrics::{samples, sum};
+use mesh_test_support::server as server_support;
 use mesh_tower::{
     Discovery, Mesh, MeshMetrics, UnreadyTarget, Workload,
     admin::{self, Admin, ConfigDumpExtension},
 };
 use prometheus_client::registry::Registry;
-use server_support::{http_call, http_client, samples, sum};
+use server_support::{http_call, http_client};
 use support::*;
 
 #[derive(Debug)]
@@ -51,9 +51,7 @@ async fn the_admin_endpoint_shows_an_ejected_endpoint_metrics_and_the_config() {
     outlierDetection: {consecutive5xxErrors: 3, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 50}
   subsets:\n",
     );
-    let no_retries = virtual_service(&format!(
-        "  - retries: {{attempts: 0}}\n    route:\n    - destination: {{host: {HOST}}}\n"
-    ));
+    let no_retries = no_retries();
     let mesh = Mesh::new(config(&format!("{yaml}---\n{no_retries}")));
     let mut registry = Registry::default();
     let workload = Workload::new("default", "frontend.default.svc.cluster.local", 8080);

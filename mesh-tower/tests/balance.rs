@@ -3,10 +3,9 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 
+use mesh_test_support::echo as support;
 use support::*;
 
 #[tokio::test]

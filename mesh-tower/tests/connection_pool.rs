@@ -7,8 +7,6 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{
     sync::{
         Arc,
@@ -17,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use mesh_test_support::echo as support;
 use mesh_tower::{Mesh, MeshMetrics, Workload};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 use support::*;

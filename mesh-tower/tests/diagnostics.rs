@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod log_support;
-mod support;
 
+use mesh_test_support::echo as support;
 use support::{
     Behavior, EchoClient, HOST, TARGET, config, request, services_yaml, spawn_echo, virtual_service,
 };

@@ -5,26 +5,14 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
+use mesh_test_support::echo as support;
 use support::*;
 use tokio::sync::Semaphore;
-
-fn split(v1: u32, v2: u32) -> String {
-    virtual_service(&format!(
-        "  - route:
-    - destination: {{host: {HOST}, subset: v1}}
-      weight: {v1}
-    - destination: {{host: {HOST}, subset: v2}}
-      weight: {v2}
-"
-    ))
-}
 
 #[tokio::test]
 async fn connections_are_shared_kept_across_changes_and_drained_on_removal() {

@@ -6,8 +6,6 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -18,6 +16,7 @@ use std::{
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_test_support::echo as support;
 use mesh_tower::{RequestControls, mesh_core::HeaderFaultShare};
 use support::*;
 use tower::ServiceExt;

@@ -8,10 +8,9 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{collections::HashMap, future::Future, time::Duration};
 
+use mesh_test_support::echo as support;
 use prost::Message;
 use support::*;
 use tokio::{
@@ -146,7 +145,7 @@ impl Conn {
         let reply = EchoReply {
             message: request.message.clone(),
             served_by: self.name.into(),
-            config_version: String::new(),
+            ..EchoReply::default()
         }
         .encode_to_vec();
         let mut data = vec![0];
@@ -176,9 +175,7 @@ impl Conn {
 async fn mesh_without_retries() -> (TcpListener, mesh_tower::Mesh) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let route = virtual_service(&format!(
-        "  - retries: {{attempts: 0}}\n    route:\n    - destination: {{host: {HOST}}}\n"
-    ));
+    let route = no_retries();
     (listener, mesh(&[("raw", addr)], &route))
 }
 

@@ -5,10 +5,9 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{collections::HashMap, net::SocketAddr, sync::atomic::Ordering};
 
+use mesh_test_support::echo as support;
 use mesh_tower::mesh_core::Locality;
 use support::*;
 
@@ -23,37 +22,20 @@ fn localized(servers: &[(&str, SocketAddr, &str)]) -> String {
             addr.port()
         ));
     }
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: echo}}
-spec:
-  hosts: [{HOST}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports:
-  - {{number: 50051, name: grpc, protocol: GRPC}}
-  endpoints:
-{endpoints}---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: echo}}
-spec:
-  host: {HOST}
-  trafficPolicy:
+    let destination_rule = "  trafficPolicy:
     loadBalancer:
       simple: ROUND_ROBIN
-      localityLbSetting: {{enabled: true}}
+      localityLbSetting: {enabled: true}
     outlierDetection:
       consecutive5xxErrors: 1
       interval: 10s
       baseEjectionTime: 30s
       maxEjectionPercent: 100
----
-{}",
-        virtual_service(&format!(
-            "  - retries: {{attempts: 0}}\n    route:\n    - destination: {{host: {HOST}}}\n"
-        ))
+";
+    format!(
+        "{}---\n{}",
+        echo_yaml(&endpoints, destination_rule),
+        no_retries()
     )
 }
 

@@ -4,19 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod server_support;
-mod support;
-
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use mesh_test_support::echo as support;
+use mesh_test_support::metrics::sum;
+use mesh_test_support::server as server_support;
 use mesh_tower::{Mesh, MeshMetrics, Workload, mesh_core::Labels};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 use server_support::*;
 use support::{
-    Behavior, EchoClient, HOST, REGISTRY_ONLY, TARGET, config, request, services_yaml,
-    virtual_service,
+    Behavior, EchoClient, HOST, REGISTRY_ONLY, TARGET, config, no_retries, request, services_yaml,
 };
 use tokio::sync::Semaphore;
 use tonic::Code;
@@ -49,9 +48,7 @@ fn client_yaml(grpc: std::net::SocketAddr, http: std::net::SocketAddr) -> String
         "  subsets:\n",
         "  trafficPolicy:\n    connectionPool:\n      http: {http2MaxRequests: 1}\n  subsets:\n",
     );
-    let no_retries = virtual_service(&format!(
-        "  - retries: {{attempts: 0}}\n    route:\n    - destination: {{host: {HOST}}}\n"
-    ));
+    let no_retries = no_retries();
     format!(
         "{echo}---\n{no_retries}---
 apiVersion: networking.istio.io/v1

@@ -4,14 +4,13 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{
     net::SocketAddr,
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
+use mesh_test_support::echo as support;
 use support::*;
 use tokio::sync::Semaphore;
 

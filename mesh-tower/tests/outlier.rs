@@ -8,13 +8,12 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
+use mesh_test_support::echo as support;
 use support::*;
 
 /// The services with outlier detection on, and retries off so every failure reaches the caller

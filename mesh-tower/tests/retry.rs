@@ -3,13 +3,12 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
+use mesh_test_support::echo as support;
 use mesh_tower::mesh_core::{MeshConfig, Percentage, RetryBudget};
 use support::*;
 use tokio::sync::Semaphore;

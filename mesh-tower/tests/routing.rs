@@ -4,23 +4,11 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::HashMap;
 
+use mesh_test_support::echo as support;
 use support::*;
 use tonic::Code;
-
-fn canary(v1: u32, v2: u32) -> String {
-    virtual_service(&format!(
-        "  - route:
-    - destination: {{host: {HOST}, subset: v1}}
-      weight: {v1}
-    - destination: {{host: {HOST}, subset: v2}}
-      weight: {v2}
-"
-    ))
-}
 
 async fn count_by_server(
     client: &mut EchoClient<mesh_tower::Channel>,
@@ -42,7 +30,7 @@ async fn a_ninety_ten_split_holds_and_moves_at_once_when_republished() {
     let v1 = spawn_echo("v1", Behavior::default()).await;
     let v2 = spawn_echo("v2", Behavior::default()).await;
     let servers = [("v1", v1.addr), ("v2", v2.addr)];
-    let mesh = mesh(&servers, &canary(90, 10));
+    let mesh = mesh(&servers, &split(90, 10));
     let mut client = EchoClient::new(mesh.channel(TARGET));
 
     let counts = count_by_server(&mut client, 2_000).await;
@@ -57,7 +45,7 @@ async fn a_ninety_ten_split_holds_and_moves_at_once_when_republished() {
         config(&format!(
             "{}---\n{}",
             services_yaml(&servers),
-            canary(0, 100)
+            split(0, 100)
         ))
         .into(),
     );

@@ -4,11 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod server_support;
-mod support;
-
 use std::{sync::Arc, time::Duration};
 
+use mesh_test_support::echo as support;
+use mesh_test_support::server as server_support;
 use mesh_tower::{
     Mesh, MeshMetrics, Workload,
     mesh_core::{

@@ -5,8 +5,7 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
+use mesh_test_support::echo as support;
 use mesh_tower::{Mesh, mesh_core::Labels};
 use support::*;
 use tonic::Code;

@@ -4,14 +4,13 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
+use mesh_test_support::echo as support;
 use mesh_tower::Mesh;
 use support::*;
 

@@ -5,10 +5,9 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
+use mesh_test_support::echo as support;
 use mesh_tower::mesh_core::{
     Action, Cluster, HealthStatus, HealthStatusSet, MeshConfig, RouteTable,
     lb::{decode_host, encode_host},

@@ -4,8 +4,6 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -21,6 +19,7 @@ use futures::StreamExt;
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_test_support::echo as support;
 use support::*;
 use tower::ServiceExt;
 

@@ -5,8 +5,6 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{
     convert::Infallible,
     future::Future,
@@ -17,6 +15,7 @@ use std::{
 };
 
 use http::HeaderMap;
+use mesh_test_support::echo as support;
 use mesh_tower::{
     Mesh,
     trace::{RequestTrace, ServerTraceLayer, TraceContext, Tracing},
@@ -35,76 +34,33 @@ type Log = Arc<Mutex<Vec<Seen>>>;
 
 /// An echo service that records each request and, with `next`, answers by calling the echo
 /// service through a mesh channel — the handler never looks at trace headers.
-#[derive(Clone)]
 struct Hop {
     log: Log,
     next: Option<Mesh>,
     fail_first_attempts: bool,
 }
 
-impl NamedService for Hop {
-    const NAME: &'static str = "echo.Echo";
-}
-
-impl tower::Service<http::Request<Body>> for Hop {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        self.log.lock().unwrap().push(Seen {
-            headers: req.headers().clone(),
-            trace: req.extensions().get::<RequestTrace>().cloned(),
-        });
-        let handler = self.clone();
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
-            Ok(grpc.unary(handler, req).await)
-        })
-    }
-}
-
-impl tower::Service<tonic::Request<EchoRequest>> for Hop {
-    type Response = tonic::Response<EchoReply>;
-    type Error = Status;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Status>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: tonic::Request<EchoRequest>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let first = req
-                .metadata()
-                .get("x-envoy-attempt-count")
-                .is_some_and(|v| v == "1");
-            if this.fail_first_attempts && first {
-                return Err(Status::unavailable("first attempts fail"));
-            }
-            let message = req.into_inner().message;
-            match this.next {
-                Some(mesh) => {
-                    EchoClient::new(mesh.channel(TARGET))
-                        .say(request(&message))
-                        .await
-                }
-                None => Ok(tonic::Response::new(EchoReply {
-                    message,
-                    ..EchoReply::default()
-                })),
-            }
-        })
-    }
-}
-
-/// Serves `hop` on 127.0.0.1 behind `layer`.
+/// Serves `hop` (the echo service with those knobs) on 127.0.0.1 behind `layer`.
 async fn serve(hop: Hop, layer: ServerTraceLayer) -> SocketAddr {
+    let Hop {
+        log,
+        next,
+        fail_first_attempts,
+    } = hop;
+    let hop = echo_service(
+        "",
+        Arc::new(Behavior {
+            on_request: Some(OnRequest::new(move |req| {
+                log.lock().unwrap().push(Seen {
+                    headers: req.headers().clone(),
+                    trace: req.extensions().get::<RequestTrace>().cloned(),
+                });
+            })),
+            forward: next,
+            fail_first_attempts,
+            ..Behavior::default()
+        }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let incoming = futures::stream::unfold(listener, |listener| async move {

@@ -6,8 +6,6 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{
     net::SocketAddr,
     sync::{
@@ -17,6 +15,7 @@ use std::{
     time::Duration,
 };
 
+use mesh_test_support::echo as support;
 use support::*;
 
 /// An HTTP/2 server that refuses every stream with `REFUSED_STREAM`; counts them.

@@ -3,10 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
+use mesh_test_support as support;
 use mesh_tower::{Discovery, Mesh, mesh_core::MeshConfig};
 use mesh_xds::{
     bootstrap::{Bootstrap, ChannelCreds, XdsServer},
@@ -15,6 +14,7 @@ use mesh_xds::{
 use support::{
     ads::{AdsServer, Snapshot},
     echo::{Behavior, EchoClient, Running, request, spawn_echo},
+    eventually,
     resources::*,
 };
 
@@ -74,17 +74,6 @@ async fn count(client: &mut EchoClient<mesh_tower::Channel>, n: usize) -> HashMa
             .or_default() += 1;
     }
     counts
-}
-
-/// Waits (bounded) until `f` holds, checking on every mesh publish or each 10 ms.
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..1_000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{what}: not within 10 s");
 }
 
 async fn echo(name: &str) -> Running {

@@ -3,10 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{collections::HashMap, time::Duration};
 
+use mesh_test_support as support;
 use mesh_tower::{
     Mesh,
     mesh_core::{MeshConfig, istio},

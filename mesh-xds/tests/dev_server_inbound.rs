@@ -8,12 +8,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../mesh-tower/tests/mtls/certs.rs"]
-mod certs;
-mod support;
-
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
+use mesh_test_support as support;
+use mesh_test_support::pki as certs;
 use mesh_tower::{
     Mesh, Workload,
     mesh_core::{InboundState, Labels, MeshConfig, MtlsMode},

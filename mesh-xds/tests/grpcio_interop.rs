@@ -10,94 +10,21 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    collections::HashMap,
-    convert::Infallible,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use mesh_core::{MeshConfig, istio::load_str};
+use mesh_test_support as support;
 use mesh_xds::{encode, server::ControlPlane};
-use support::demo;
-use tonic::{
-    body::Body,
-    codegen::{BoxFuture, Service},
-    server::{Grpc, NamedService, UnaryService},
+use support::{
+    demo,
+    echo::{Behavior, EchoReply, EchoRequest, spawn_echo},
+    interop::{client_bootstrap, python, repo_root},
 };
 
-mod support;
-
-/// The echo protocol of `examples/proto/echo.proto`, the fields this test reads.
-#[derive(Clone, PartialEq, prost::Message)]
-struct EchoRequest {
-    #[prost(string, tag = "1")]
-    message: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct EchoReply {
-    #[prost(string, tag = "1")]
-    message: String,
-    #[prost(string, tag = "2")]
-    service: String,
-    #[prost(string, tag = "3")]
-    version: String,
-}
-
-/// `echo.Echo/Say`, answering with its version label: a real tonic server.
-#[derive(Clone, Debug)]
-struct Echo {
-    version: &'static str,
-}
-
-impl NamedService for Echo {
-    const NAME: &'static str = "echo.Echo";
-}
-
-impl UnaryService<EchoRequest> for Echo {
-    type Response = EchoReply;
-    type Future = BoxFuture<tonic::Response<EchoReply>, tonic::Status>;
-
-    fn call(&mut self, request: tonic::Request<EchoRequest>) -> Self::Future {
-        let reply = EchoReply {
-            message: request.into_inner().message,
-            service: "echo".into(),
-            version: self.version.into(),
-        };
-        Box::pin(async move { Ok(tonic::Response::new(reply)) })
-    }
-}
-
-impl Service<http::Request<Body>> for Echo {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let echo = self.clone();
-        Box::pin(async move {
-            let mut grpc = Grpc::new(tonic_prost::ProstCodec::<EchoReply, EchoRequest>::default());
-            Ok(grpc.unary(echo, request).await)
-        })
-    }
-}
-
+/// An echo server answering `echo` and its version label (fields 2 and 3, which
+/// grpcio_client.py reads as `service/version`).
 async fn echo_server(version: &'static str) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(Echo { version })
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
-    port
+    spawn_echo(version, Behavior::default()).await.addr.port()
 }
 
 const TARGET: &str = "echo.default.svc.cluster.local:50051";
@@ -143,21 +70,6 @@ spec:
         .config
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn python() -> PathBuf {
-    let python = repo_root().join("target/py/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `scripts/python-env` (it creates the virtualenv with grpcio; \
-         `scripts/test` runs it before the tests)",
-        python.display()
-    );
-    python
-}
-
 /// What grpcio_client.py observed.
 #[derive(Debug, serde::Deserialize)]
 struct Observed {
@@ -192,25 +104,7 @@ async fn grpcio_targets(
     calls: u32,
     timeout_secs: u32,
 ) -> Observed {
-    let bootstrap = serde_json::json!({
-        "xds_servers": [{
-            "server_uri": control_plane.to_string(),
-            "channel_creds": [{"type": "insecure"}],
-            "server_features": ["xds_v3"],
-        }],
-        "node": {"id": node, "locality": {"zone": "test"}},
-        "certificate_providers": {
-            "default": {
-                "plugin_name": "file_watcher",
-                "config": {
-                    "certificate_file": "/var/run/secrets/workload-spiffe-credentials/certificates.pem",
-                    "private_key_file": "/var/run/secrets/workload-spiffe-credentials/private_key.pem",
-                    "ca_certificate_file": "/var/run/secrets/workload-spiffe-credentials/ca_certificates.pem",
-                    "refresh_interval": "900s",
-                },
-            },
-        },
-    });
+    let bootstrap = client_bootstrap(control_plane, node);
     let script = repo_root().join("mesh-xds/tests/interop/grpcio_client.py");
     let output = tokio::process::Command::new(python())
         .arg(&script)
@@ -270,7 +164,7 @@ async fn mesh_calls(config: MeshConfig, calls: u32) -> Observed {
                 let r = r.into_inner();
                 *observed
                     .by_version
-                    .entry(format!("{}/{}", r.service, r.version))
+                    .entry(format!("{}/{}", r.service, r.served_by))
                     .or_default() += 1;
                 "OK".to_string()
             }

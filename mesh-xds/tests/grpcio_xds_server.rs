@@ -13,71 +13,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../mesh-tower/tests/mtls/certs.rs"]
-mod certs;
-mod support;
-
 use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
-use mesh_tower::{Mesh, tls::CertificateFiles};
+use mesh_test_support as support;
+use mesh_test_support::pki as certs;
 use support::{
     ads::{AdsServer, Snapshot},
-    echo::{EchoClient, HOST, TARGET, request},
+    echo::{EchoClient, istio_mutual_client as client, request},
+    interop::python,
     istiod::{self, AuthzRule, PeerAuthn, TlsShape},
     resources::LDS,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::Code;
-
-fn python() -> std::path::PathBuf {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `scripts/python-env` (it creates the virtualenv with grpcio)",
-        python.display()
-    );
-    python
-}
-
-/// A mesh client calling the server at `addr`: ISTIO_MUTUAL as `identity`, or plaintext.
-fn client(addr: SocketAddr, identity: Option<CertificateFiles>) -> EchoClient<mesh_tower::Channel> {
-    let tls = if identity.is_some() {
-        format!(
-            "  trafficPolicy:\n    tls: {{mode: ISTIO_MUTUAL, subjectAltNames: [\"{}\"]}}\n",
-            certs::spiffe("ratings")
-        )
-    } else {
-        String::new()
-    };
-    let yaml = format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: echo}}
-spec:
-  hosts: [{HOST}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports:
-  - {{number: 50051, name: grpc, protocol: GRPC}}
-  endpoints:
-  - address: {}
-    ports: {{grpc: {}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: echo}}
-spec:
-  host: {HOST}
-{tls}",
-        addr.ip(),
-        addr.port()
-    );
-    let mesh = Mesh::new(support::echo::config(&yaml));
-    if let Some(identity) = identity {
-        mesh.set_workload_identity(identity).unwrap();
-    }
-    EchoClient::new(mesh.channel(TARGET))
-}
 
 /// Starts grpcio's xDS server (`tests/interop/grpcio_server.py`) as node `node`, fed by the
 /// management server at `xds`, its `default` certificate provider reading the `ratings`

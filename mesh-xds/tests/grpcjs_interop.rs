@@ -9,37 +9,16 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use mesh_core::MeshConfig;
+use mesh_test_support as support;
 use mesh_xds::{encode, server::ControlPlane};
 use support::{
     demo,
     echo::{Behavior, spawn_echo},
+    interop::{client_bootstrap, node_modules, repo_root},
 };
-
-mod support;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `target/node/node_modules`, failing clearly when `scripts/node-env` has not run.
-fn node_modules() -> PathBuf {
-    let modules = repo_root().join("target/node/node_modules");
-    assert!(
-        modules.join("@grpc/grpc-js-xds").exists(),
-        "{} lacks @grpc/grpc-js-xds: run `scripts/node-env` (it installs grpc-js and \
-         grpc-js-xds with npm; `scripts/test` runs it before the tests)",
-        modules.display()
-    );
-    modules
-}
 
 /// What grpcjs_client.js observed.
 #[derive(Debug, serde::Deserialize)]
@@ -57,25 +36,7 @@ async fn grpcjs_targets(
     targets: &[&str],
     timeout_secs: u32,
 ) -> Observed {
-    let bootstrap = serde_json::json!({
-        "xds_servers": [{
-            "server_uri": control_plane.to_string(),
-            "channel_creds": [{"type": "insecure"}],
-            "server_features": ["xds_v3"],
-        }],
-        "node": {"id": node, "locality": {"zone": "test"}},
-        "certificate_providers": {
-            "default": {
-                "plugin_name": "file_watcher",
-                "config": {
-                    "certificate_file": "/var/run/secrets/workload-spiffe-credentials/certificates.pem",
-                    "private_key_file": "/var/run/secrets/workload-spiffe-credentials/private_key.pem",
-                    "ca_certificate_file": "/var/run/secrets/workload-spiffe-credentials/ca_certificates.pem",
-                    "refresh_interval": "900s",
-                },
-            },
-        },
-    });
+    let bootstrap = client_bootstrap(control_plane, node);
     let script = repo_root().join("mesh-xds/tests/interop/grpcjs_client.js");
     let output = tokio::process::Command::new("node")
         .arg(&script)

@@ -4,33 +4,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{collections::HashMap, path::PathBuf, process::Stdio, time::Duration};
 
+use mesh_test_support as support;
 use mesh_tower::{Mesh, mesh_core::MeshConfig};
 use mesh_xds::{
     bootstrap::Bootstrap,
     client::{ResourceStatus, XdsClient},
 };
-use support::echo::{Behavior, EchoClient, request, spawn_echo};
+use support::{
+    echo::{Behavior, EchoClient, request, spawn_echo},
+    interop::python,
+};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::Command,
 };
 
 const TARGET: &str = "echo.default.svc.cluster.local:50051";
-
-fn python() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = root.join("target/py/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `scripts/python-env` (creates the pinned grpcio + xds-protos virtualenv)",
-        python.display()
-    );
-    python
-}
 
 #[tokio::test]
 async fn our_client_accepts_an_independent_grpcio_management_server() {

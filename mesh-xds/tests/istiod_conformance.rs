@@ -10,10 +10,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../mesh-tower/tests/mtls/certs.rs"]
-mod certs;
-mod support;
-
 use std::{
     collections::{BTreeMap, HashMap},
     net::SocketAddr,
@@ -24,6 +20,8 @@ use std::{
     time::Duration,
 };
 
+use mesh_test_support as support;
+use mesh_test_support::pki as certs;
 use mesh_tower::{
     Mesh, Workload,
     mesh_core::{InboundState, Labels, MeshConfig},
@@ -36,6 +34,7 @@ use mesh_xds::{
 use support::{
     ads::{AdsServer, Snapshot},
     echo::{Behavior, EchoClient, echo_service, request},
+    eventually,
     istiod::{
         self, AuthzRule, Destination, HttpRoute, TlsShape, TrafficPolicy, cluster_name,
         push_version,
@@ -308,17 +307,6 @@ fn code(result: &Result<String, tonic::Status>) -> Code {
         Ok(_) => Code::Ok,
         Err(status) => status.code(),
     }
-}
-
-/// Waits (bounded) until `f` holds.
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..1_000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{what}: not within 10 s");
 }
 
 fn serving(backend: &Backend) -> Option<InboundState> {

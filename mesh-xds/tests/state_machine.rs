@@ -3,15 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "support/resources.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod resources;
-
 use std::time::{Duration, Instant, SystemTime};
 
 use envoy_types::pb::envoy::{config::core::v3::Node, service::discovery::v3::DiscoveryRequest};
+use mesh_test_support::resources::*;
 use mesh_xds::client::state::{AdsState, Resource, ResourceStatus, ResourceType};
-use resources::*;
 
 const TARGET: &str = "echo.default.svc.cluster.local:50051";
 const ROUTE: &str = "echo-routes";

@@ -5,20 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "support/resources.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod resources;
-
 use std::time::{Duration, Instant, SystemTime};
 
 use envoy_types::pb::{
     envoy::{config::core::v3::Node, service::discovery::v3::DiscoveryResponse},
     google::protobuf::Any,
 };
+use mesh_test_support::resources::*;
 use mesh_xds::client::state::{AdsState, ResourceType};
 use proptest::prelude::*;
 use prost::Message;
-use resources::*;
 
 const TARGET: &str = "t:80";
 const NAMES: [&str; 4] = ["t:80", "r", "c1", "c2"];

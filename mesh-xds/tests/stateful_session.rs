@@ -6,14 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use envoy_types::pb::{
     envoy::config::{core::v3::HealthStatus, route::v3::RouteConfiguration},
     google::protobuf::Duration as PbDuration,
 };
+use mesh_test_support as support;
 use mesh_tower::{
     Mesh,
     mesh_core::{

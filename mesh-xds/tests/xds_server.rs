@@ -4,10 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../mesh-tower/tests/mtls/certs.rs"]
-mod certs;
-mod support;
-
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use envoy_types::pb::{
@@ -38,6 +34,8 @@ use envoy_types::pb::{
     },
     google::protobuf::{Any, BoolValue, UInt32Value},
 };
+use mesh_test_support as support;
+use mesh_test_support::pki as certs;
 use mesh_tower::{
     Mesh, Workload,
     mesh_core::{Labels, MeshConfig},
@@ -49,7 +47,8 @@ use mesh_xds::{
 };
 use support::{
     ads::{AdsServer, Snapshot},
-    echo::{EchoClient, HOST, TARGET, echo_service, request},
+    echo::{EchoClient, echo_service, istio_mutual_client as client, request},
+    eventually,
     resources::{LDS, pack},
 };
 use tonic::Code;
@@ -267,47 +266,6 @@ fn bootstrap(ads: SocketAddr) -> Bootstrap {
     b
 }
 
-/// A client mesh calling the echo service at `addr`, with ISTIO_MUTUAL as `identity` or in
-/// plaintext without one.
-fn client(addr: SocketAddr, identity: Option<CertificateFiles>) -> EchoClient<mesh_tower::Channel> {
-    let tls = if identity.is_some() {
-        format!(
-            "  trafficPolicy:\n    tls: {{mode: ISTIO_MUTUAL, subjectAltNames: [\"{}\"]}}\n",
-            certs::spiffe("ratings")
-        )
-    } else {
-        String::new()
-    };
-    let yaml = format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: echo}}
-spec:
-  hosts: [{HOST}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports:
-  - {{number: 50051, name: grpc, protocol: GRPC}}
-  endpoints:
-  - address: {}
-    ports: {{grpc: {}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: echo}}
-spec:
-  host: {HOST}
-{tls}",
-        addr.ip(),
-        addr.port()
-    );
-    let mesh = Mesh::new(support::echo::config(&yaml));
-    if let Some(identity) = identity {
-        mesh.set_workload_identity(identity).unwrap();
-    }
-    EchoClient::new(mesh.channel(TARGET))
-}
-
 async fn say(client: &mut EchoClient<mesh_tower::Channel>) -> Result<(), tonic::Status> {
     let mut req = request("hi");
     req.set_timeout(Duration::from_secs(10));
@@ -324,17 +282,6 @@ async fn shout(client: &mut EchoClient<mesh_tower::Channel>) -> Result<(), tonic
         .await
         .expect("rpc hung")
         .map(drop)
-}
-
-/// Waits (bounded) until `f` holds.
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..1_000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{what}: not within 10 s");
 }
 
 fn code(result: Result<(), tonic::Status>) -> Code {

@@ -1,78 +1,34 @@
-//! The harness: a tonic service that reports its caller, mesh servers and clients, and the
+//! The harness: an echo server that reports its caller, mesh servers and clients, and the
 //! helpers the tests share.
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    net::SocketAddr,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use mesh_tower::{
-    Mesh, Peer,
+    Mesh,
     mesh_core::{MeshConfig, MtlsMode, UpstreamTls},
     tls::{CertificateFiles, MeshListener, MeshTls, ServerTls},
 };
-use tonic::{Code, Status, body::Body, server::NamedService};
+use tonic::{Code, Status};
 
 use crate::{
     certs::{Ca, Dir, spiffe},
-    support::{self, EchoClient, EchoReply, EchoRequest, HOST, TARGET, request},
+    support::{self, Behavior, EchoClient, EchoReply, HOST, TARGET, echo_service, request},
 };
 
-/// A gRPC `echo.Echo` service that answers with who called: `message` is the caller's
-/// principal (empty without one), `config_version` says whether the connection was TLS.
-#[derive(Clone)]
-pub(crate) struct WhoAmI;
-
-impl NamedService for WhoAmI {
-    const NAME: &'static str = "echo.Echo";
-}
-
-impl tower::Service<http::Request<Body>> for WhoAmI {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        Box::pin(async move {
-            let handler = tower::service_fn(|req: tonic::Request<EchoRequest>| async move {
-                let peer = req
-                    .extensions()
-                    .get::<Peer>()
-                    .cloned()
-                    .ok_or_else(|| Status::internal("no Peer in the request's extensions"))?;
-                Ok::<_, Status>(tonic::Response::new(EchoReply {
-                    message: peer.principal().unwrap_or_default().to_owned(),
-                    served_by: peer.address.map(|a| a.ip().to_string()).unwrap_or_default(),
-                    config_version: if peer.identity.is_some() {
-                        "mtls"
-                    } else {
-                        "none"
-                    }
-                    .into(),
-                }))
-            });
-            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
-            Ok(grpc.unary(handler, req).await)
-        })
-    }
-}
-
-/// Serves [`WhoAmI`] on 127.0.0.1 with `tls`.
+/// Serves an echo service that answers with who called ([`Behavior::who_am_i`]) on 127.0.0.1
+/// with `tls`.
 pub(crate) async fn serve(tls: ServerTls) -> SocketAddr {
     let listener = MeshListener::bind("127.0.0.1:0", tls).await.unwrap();
     let addr = listener.local_addr();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(WhoAmI)
+            .add_service(echo_service(
+                "",
+                Arc::new(Behavior {
+                    who_am_i: true,
+                    ..Behavior::default()
+                }),
+            ))
             .serve_with_incoming(listener),
     );
     addr
@@ -96,34 +52,9 @@ pub(crate) async fn server(mode: MtlsMode, files: CertificateFiles) -> (SocketAd
 /// Istio YAML for the echo service at `addr` with `tls` as the DestinationRule's
 /// `trafficPolicy.tls` (flow style), or no TLS when empty.
 pub(crate) fn client_config(addr: SocketAddr, tls: &str) -> MeshConfig {
-    let traffic_policy = if tls.is_empty() {
-        String::new()
-    } else {
-        format!("  trafficPolicy:\n    tls: {tls}\n")
-    };
     support::config(&format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: echo}}
-spec:
-  hosts: [{HOST}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports:
-  - {{number: 50051, name: grpc, protocol: GRPC}}
-  endpoints:
-  - address: {}
-    ports: {{grpc: {}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: echo}}
-spec:
-  host: {HOST}
-{traffic_policy}---
-{}",
-        addr.ip(),
-        addr.port(),
+        "{}---\n{}",
+        support::single_endpoint_yaml(addr, tls),
         support::virtual_service(&format!(
             "  - route:\n    - destination: {{host: {HOST}}}\n"
         ))

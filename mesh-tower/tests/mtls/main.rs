@@ -5,9 +5,8 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod certs;
+use mesh_test_support::{echo as support, pki as certs};
+
 mod harness;
 mod matrix;
 mod rotation;
-#[path = "../support/mod.rs"]
-mod support;

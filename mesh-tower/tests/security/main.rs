@@ -6,8 +6,8 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../mtls/certs.rs"]
-mod certs;
+use mesh_test_support::{echo as support, pki as certs, server as server_support};
+
 mod drain;
 mod fixture;
 #[allow(dead_code)]
@@ -16,7 +16,3 @@ mod harness;
 mod identity;
 mod paths;
 mod rotation;
-#[path = "../server_support/mod.rs"]
-mod server_support;
-#[path = "../support/mod.rs"]
-mod support;

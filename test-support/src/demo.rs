@@ -227,7 +227,7 @@ pub fn k8s_scenarios() -> Vec<(String, MeshConfig)> {
 
 /// The repository's Istio example, `examples/config/echo.yaml`, and its target.
 pub fn echo_example() -> (MeshConfig, &'static str) {
-    let text = include_str!("../../../examples/config/echo.yaml");
+    let text = include_str!("../../examples/config/echo.yaml");
     let config = load_str("echo.yaml", text)
         .unwrap_or_else(|e| panic!("echo.yaml: {e}"))
         .config;

@@ -1,14 +1,6 @@
 //! Fixtures for the server-stack tests: a tonic echo server and an axum app behind
 //! `mesh.server_layer(..)` on 127.0.0.1, with a stand-in for the mTLS acceptor, and clients.
 
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    missing_docs,
-    unreachable_pub
-)]
-
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -29,7 +21,7 @@ use mesh_tower::{
 use tonic::server::NamedService;
 use tower::util::MapRequestLayer;
 
-use crate::support::{Behavior, EchoClient, EchoServer, echo_service};
+use crate::echo::{Behavior, EchoClient, EchoServer, echo_service};
 
 /// The header the stand-in acceptor reads the caller's principal from. The real mTLS acceptor
 /// takes it from the verified certificate; these tests are about what happens after.
@@ -179,8 +171,8 @@ pub async fn grpc_client(addr: SocketAddr) -> EchoClient<tonic::transport::Chann
 }
 
 /// A request with the caller's principal, if any.
-pub fn grpc_request(principal: Option<&str>) -> tonic::Request<crate::support::EchoRequest> {
-    let mut req = crate::support::request("hi");
+pub fn grpc_request(principal: Option<&str>) -> tonic::Request<crate::echo::EchoRequest> {
+    let mut req = crate::echo::request("hi");
     if let Some(p) = principal {
         req.metadata_mut().insert(PRINCIPAL, p.parse().unwrap());
     }
@@ -232,69 +224,5 @@ pub fn with_server(config: MeshConfig, edit: impl FnOnce(&mut ServerPolicy)) -> 
 
 /// A mesh with only these server-side YAML documents.
 pub fn mesh(yaml: &str) -> Mesh {
-    Mesh::new(crate::support::config(yaml))
-}
-
-/// One sample: name, labels, value.
-pub type Sample = (String, Vec<(String, String)>, f64);
-
-/// The samples of metric `name` (a full sample name, e.g. `istio_requests_total`) whose labels
-/// include all of `want`, summed.
-pub fn sum(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
-    samples(text)
-        .into_iter()
-        .filter(|(n, labels, _)| {
-            n == name
-                && want
-                    .iter()
-                    .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
-        })
-        .map(|(_, _, v)| v)
-        .sum()
-}
-
-/// Parses OpenMetrics text strictly enough for these tests: every line is a `# HELP`,
-/// `# TYPE`, `# UNIT` or a sample `name{k="v",...} value`, and the text ends with `# EOF`.
-pub fn samples(text: &str) -> Vec<Sample> {
-    assert!(
-        text.ends_with("# EOF\n"),
-        "OpenMetrics text ends with # EOF"
-    );
-    let mut out = Vec::new();
-    for line in text.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# ") {
-            let kind = rest.split(' ').next().unwrap();
-            assert!(["HELP", "TYPE", "UNIT"].contains(&kind), "bad line {line}");
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect("sample line");
-        let value: f64 = value.parse().expect("sample value");
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let body = rest.strip_suffix('}').expect("closing brace");
-                let mut labels = Vec::new();
-                let mut rest = body;
-                while !rest.is_empty() {
-                    let (key, after) = rest.split_once("=\"").expect("label key");
-                    let end = after.find('"').expect("label value end");
-                    labels.push((key.to_owned(), after[..end].to_owned()));
-                    rest = after[end + 1..]
-                        .strip_prefix(',')
-                        .unwrap_or(&after[end + 1..]);
-                }
-                (name, labels)
-            }
-            None => (series, Vec::new()),
-        };
-        assert!(
-            name.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "bad metric name in {line}"
-        );
-        out.push((name.to_owned(), labels, value));
-    }
-    out
+    Mesh::new(crate::echo::config(yaml))
 }

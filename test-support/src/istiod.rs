@@ -84,7 +84,7 @@ use envoy_types::pb::{
 };
 use prost::{Message, Name};
 
-use super::ads::AdsServer;
+use crate::ads::AdsServer;
 
 /// The time of istiod's pushes in these tests (`time.Now().Format(time.RFC3339)`).
 pub const PUSH_TIME: &str = "2026-12-07T20:00:00Z";
@@ -582,11 +582,17 @@ fn exact(s: &str) -> StringMatcher {
     }
 }
 
-/// `and_ids[or_ids[authenticated{principal_name}...]]`; a rule without sources is `any`.
+/// `and_ids[or_ids[authenticated{principal_name}...]]`; a rule without sources is
+/// `and_ids[any]` (`generatePrincipal` ands what it has, `principalAny()` when nothing).
 fn principals(spiffe: &[String]) -> Principal {
     if spiffe.is_empty() {
-        return Principal {
+        let any = Principal {
             identifier: Some(principal::Identifier::Any(true)),
+        };
+        return Principal {
+            identifier: Some(principal::Identifier::AndIds(principal::Set {
+                ids: vec![any],
+            })),
         };
     }
     let authenticated = spiffe
@@ -611,11 +617,17 @@ fn principals(spiffe: &[String]) -> Principal {
     }
 }
 
-/// `and_rules[or_rules[url_path...]]`, or `any` without paths.
+/// `and_rules[or_rules[url_path...]]`, or `and_rules[any]` without paths
+/// (`generatePermission` ands what it has, `permissionAny()` when nothing).
 fn permission(paths: &Option<Vec<String>>) -> Permission {
     let Some(paths) = paths else {
-        return Permission {
+        let any = Permission {
             rule: Some(permission::Rule::Any(true)),
+        };
+        return Permission {
+            rule: Some(permission::Rule::AndRules(permission::Set {
+                rules: vec![any],
+            })),
         };
     };
     let urls = paths
@@ -636,7 +648,9 @@ fn permission(paths: &Option<Vec<String>>) -> Permission {
     }
 }
 
-/// `buildRBAC`: policies named `<namespace>-<name>-<rule index>`.
+/// `buildRBAC`: policies named `<namespace>-<name>-<rule index>` (grpcgen's own
+/// `fmt.Sprintf("%s-%s-%d", ..)`, not the Envoy builder's `ns[..]-policy[..]-rule[..]`), here
+/// for policies `deny` and `allow` in `default`.
 fn rbac_filter(
     name: &str,
     action: pbrbac::rbac::Action,
@@ -718,7 +732,7 @@ pub fn inbound_listener_in(
     let name = format!("xds.istio.io/grpc/lds/inbound/{addr}");
     let mut filters = Vec::new();
     filters.extend(rbac_filter(
-        "envoy.filters.http.rbac-deny",
+        "envoy.filters.http.rbac.DENY",
         pbrbac::rbac::Action::Deny,
         "deny",
         deny,

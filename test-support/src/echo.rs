@@ -1,13 +1,10 @@
-//! Test fixtures: a real tonic Echo service on 127.0.0.1, its client written exactly as
+//! The echo service of every test: a real tonic `echo.Echo` server on 127.0.0.1 whose
+//! [`Behavior`] knobs make it fail, hold, record or forward calls, its client written exactly as
 //! tonic-build generates one, and Istio YAML for a mesh of echo servers.
-
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    missing_docs,
-    unreachable_pub
-)]
+//!
+//! The messages keep the field numbers of `examples/proto/echo.proto` where they share a
+//! meaning (the interop scripts in `mesh-xds/tests/interop` read them by number): `message` 1,
+//! `service` 2, the version label (`served_by`) 3.
 
 use std::{
     convert::Infallible,
@@ -21,7 +18,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use mesh_tower::{Mesh, mesh_core::istio};
+use mesh_tower::{Mesh, Peer, mesh_core::istio, tls::CertificateFiles};
 use tokio::sync::Semaphore;
 use tonic::{Status, body::Body, server::NamedService};
 
@@ -35,11 +32,14 @@ pub struct EchoRequest {
 pub struct EchoReply {
     #[prost(string, tag = "1")]
     pub message: String,
-    /// The name of the server that answered (e.g. `v1`).
+    /// The service that answered: `echo`.
     #[prost(string, tag = "2")]
+    pub service: String,
+    /// The name of the server that answered (e.g. `v1`), its version label.
+    #[prost(string, tag = "3")]
     pub served_by: String,
     /// The `x-config-version` request header the server saw.
-    #[prost(string, tag = "3")]
+    #[prost(string, tag = "7")]
     pub config_version: String,
 }
 
@@ -97,6 +97,17 @@ where
 /// What an echo server does besides echoing.
 #[derive(Debug, Default)]
 pub struct Behavior {
+    /// Called with each request as it arrives, before anything else.
+    pub on_request: Option<OnRequest>,
+    /// First attempts (an `x-envoy-attempt-count: 1` header) fail at once with UNAVAILABLE.
+    pub fail_first_attempts: bool,
+    /// Answers by calling the echo service ([`TARGET`]) through this mesh with the same
+    /// message: the reply is the next hop's.
+    pub forward: Option<Mesh>,
+    /// Answers with who called: `message` is the caller's principal (empty without one),
+    /// `served_by` its IP address, `config_version` `mtls` or `none`; fails with INTERNAL
+    /// without a [`Peer`] in the request.
+    pub who_am_i: bool,
     /// Fail `n` of every `of` calls with UNAVAILABLE: `(n, of)`.
     pub fail: Option<(u32, u32)>,
     /// Each call takes a permit and holds it until the call ends; tests hand out permits to
@@ -107,6 +118,24 @@ pub struct Behavior {
     pub hold_retries: Option<Arc<Semaphore>>,
     pub calls: AtomicU32,
     pub in_flight: AtomicU32,
+}
+
+/// A hook a test gives [`Behavior::on_request`].
+#[derive(Clone)]
+pub struct OnRequest(Arc<RequestHook>);
+
+type RequestHook = dyn Fn(&http::Request<Body>) + Send + Sync;
+
+impl OnRequest {
+    pub fn new(hook: impl Fn(&http::Request<Body>) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(hook))
+    }
+}
+
+impl std::fmt::Debug for OnRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnRequest(..)")
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -129,6 +158,9 @@ impl tower::Service<http::Request<Body>> for EchoServer {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if let Some(hook) = &self.behavior.on_request {
+            (hook.0)(&req);
+        }
         let handler = Handler {
             name: self.name.clone(),
             behavior: self.behavior.clone(),
@@ -162,6 +194,17 @@ impl tower::Service<tonic::Request<EchoRequest>> for Handler {
         Box::pin(async move {
             let b = &this.behavior;
             let n = b.calls.fetch_add(1, Ordering::SeqCst);
+            if b.fail_first_attempts
+                && req
+                    .metadata()
+                    .get("x-envoy-attempt-count")
+                    .is_some_and(|v| v == "1")
+            {
+                return Err(Status::unavailable("first attempts fail"));
+            }
+            if b.who_am_i {
+                return who_am_i(&req);
+            }
             if let Some(sem) = &b.hold_retries {
                 let attempt = req
                     .metadata()
@@ -196,17 +239,43 @@ impl tower::Service<tonic::Request<EchoRequest>> for Handler {
                 .unwrap_or("")
                 .to_owned();
             let message = req.into_inner().message;
+            if let Some(mesh) = &b.forward {
+                return EchoClient::new(mesh.channel(TARGET))
+                    .say(request(&message))
+                    .await;
+            }
             Ok(tonic::Response::new(EchoReply {
                 message: if this.shout {
                     message.to_uppercase()
                 } else {
                     message
                 },
+                service: "echo".into(),
                 served_by: this.name.to_string(),
                 config_version,
             }))
         })
     }
+}
+
+/// The reply of [`Behavior::who_am_i`].
+fn who_am_i(req: &tonic::Request<EchoRequest>) -> Result<tonic::Response<EchoReply>, Status> {
+    let peer = req
+        .extensions()
+        .get::<Peer>()
+        .cloned()
+        .ok_or_else(|| Status::internal("no Peer in the request's extensions"))?;
+    Ok(tonic::Response::new(EchoReply {
+        message: peer.principal().unwrap_or_default().to_owned(),
+        served_by: peer.address.map(|a| a.ip().to_string()).unwrap_or_default(),
+        config_version: if peer.identity.is_some() {
+            "mtls"
+        } else {
+            "none"
+        }
+        .into(),
+        ..EchoReply::default()
+    }))
 }
 
 /// A running echo server.
@@ -330,23 +399,10 @@ spec:
 pub const HOST: &str = "echo.default.svc.cluster.local";
 pub const TARGET: &str = "echo.default.svc.cluster.local:50051";
 
-/// A ServiceEntry for `echo` whose endpoints are the given servers, labelled `version: <name>`,
-/// and a DestinationRule with one subset per version.
-pub fn services_yaml(servers: &[(&str, SocketAddr)]) -> String {
-    let mut endpoints = String::new();
-    for (version, addr) in servers {
-        endpoints.push_str(&format!(
-            "  - address: {}\n    ports: {{grpc: {}}}\n    labels: {{version: {version}}}\n",
-            addr.ip(),
-            addr.port()
-        ));
-    }
-    let mut subsets = String::new();
-    for (version, _) in servers {
-        subsets.push_str(&format!(
-            "  - name: {version}\n    labels: {{version: {version}}}\n"
-        ));
-    }
+/// A ServiceEntry for `echo` (STATIC, inside the mesh) with `endpoints` (its `endpoints:`
+/// list, indented by two spaces), and a DestinationRule whose `spec` goes on with
+/// `destination_rule` after its `host:` (indented by two spaces; empty for none).
+pub fn echo_yaml(endpoints: &str, destination_rule: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -364,9 +420,65 @@ kind: DestinationRule
 metadata: {{name: echo}}
 spec:
   host: {HOST}
-  subsets:
-{subsets}"
+{destination_rule}"
     )
+}
+
+/// A ServiceEntry for `echo` whose endpoints are the given servers, labelled `version: <name>`,
+/// and a DestinationRule with one subset per version.
+pub fn services_yaml(servers: &[(&str, SocketAddr)]) -> String {
+    let mut endpoints = String::new();
+    for (version, addr) in servers {
+        endpoints.push_str(&format!(
+            "  - address: {}\n    ports: {{grpc: {}}}\n    labels: {{version: {version}}}\n",
+            addr.ip(),
+            addr.port()
+        ));
+    }
+    let mut subsets = String::from("  subsets:\n");
+    for (version, _) in servers {
+        subsets.push_str(&format!(
+            "  - name: {version}\n    labels: {{version: {version}}}\n"
+        ));
+    }
+    echo_yaml(&endpoints, &subsets)
+}
+
+/// A ServiceEntry for `echo` with one endpoint, `addr`, and a DestinationRule with `tls` as
+/// its `trafficPolicy.tls` (flow style), or no traffic policy when `tls` is empty.
+pub fn single_endpoint_yaml(addr: SocketAddr, tls: &str) -> String {
+    let traffic_policy = if tls.is_empty() {
+        String::new()
+    } else {
+        format!("  trafficPolicy:\n    tls: {tls}\n")
+    };
+    let endpoint = format!(
+        "  - address: {}\n    ports: {{grpc: {}}}\n",
+        addr.ip(),
+        addr.port()
+    );
+    echo_yaml(&endpoint, &traffic_policy)
+}
+
+/// A mesh client of the echo server at `addr`: ISTIO_MUTUAL as `identity`, expecting the
+/// server to be service account `ratings`, or plaintext without an identity.
+pub fn istio_mutual_client(
+    addr: SocketAddr,
+    identity: Option<CertificateFiles>,
+) -> EchoClient<mesh_tower::Channel> {
+    let tls = if identity.is_some() {
+        format!(
+            "{{mode: ISTIO_MUTUAL, subjectAltNames: [\"{}\"]}}",
+            crate::pki::spiffe("ratings")
+        )
+    } else {
+        String::new()
+    };
+    let mesh = Mesh::new(config(&single_endpoint_yaml(addr, &tls)));
+    if let Some(identity) = identity {
+        mesh.set_workload_identity(identity).unwrap();
+    }
+    EchoClient::new(mesh.channel(TARGET))
 }
 
 /// A VirtualService for the echo host with the given `http:` list (indented by two spaces).
@@ -380,6 +492,26 @@ spec:
   http:
 {http}"
     )
+}
+
+/// The echo VirtualService with one route to every version and retries off, so each failure
+/// is seen.
+pub fn no_retries() -> String {
+    virtual_service(&format!(
+        "  - retries: {{attempts: 0}}\n    route:\n    - destination: {{host: {HOST}}}\n"
+    ))
+}
+
+/// The echo VirtualService splitting traffic between subsets `v1` and `v2` by weight.
+pub fn split(v1: u32, v2: u32) -> String {
+    virtual_service(&format!(
+        "  - route:
+    - destination: {{host: {HOST}, subset: v1}}
+      weight: {v1}
+    - destination: {{host: {HOST}, subset: v2}}
+      weight: {v2}
+"
+    ))
 }
 
 /// Loads YAML documents into a config, panicking with every diagnostic on error.

@@ -1,7 +1,8 @@
 //! rcgen-made certificate authorities and workload certificates with SPIFFE URI SANs, written
 //! to PEM files in a per-test directory.
-
-#![allow(unreachable_pub, missing_docs, dead_code)]
+//!
+//! The one place the repository makes certificates: the examples' `Pki` (the demo's file
+//! layout) issues through [`Ca::try_new`] and [`Ca::try_leaf`] too.
 
 use std::{
     path::{Path, PathBuf},
@@ -14,6 +15,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, SanType,
 };
 
+/// The trust domain of every identity.
 pub const TRUST_DOMAIN: &str = "cluster.local";
 
 /// The SPIFFE ID of service account `sa` in namespace `default`.
@@ -22,35 +24,48 @@ pub fn spiffe(sa: &str) -> String {
 }
 
 /// A certificate authority.
+#[derive(Debug)]
 pub struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// A leaf certificate and its key, PEM.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Leaf {
+    /// The certificate.
     pub cert_pem: String,
+    /// Its private key (PKCS#8).
     pub key_pem: String,
 }
 
 /// When a leaf is valid.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub enum Validity {
+    /// Valid today (rcgen's default window).
     Now,
+    /// Valid in 2000 only.
     Expired,
+    /// Valid from 2090.
     NotYetValid,
 }
 
 impl Ca {
+    /// A self-signed CA with common name `name`; panics if rcgen refuses.
     pub fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        Self::try_new(name).unwrap()
+    }
+
+    /// A self-signed CA with common name `name`.
+    pub fn try_new(name: &str) -> Result<Self, rcgen::Error> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Self { issuer }
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
+        Ok(Self { issuer })
     }
 
+    /// The CA certificate (the trust bundle).
     pub fn pem(&self) -> String {
         self.issuer.pem()
     }
@@ -61,16 +76,25 @@ impl Ca {
         self.leaf(&[&spiffe(sa)], &[], Validity::Now)
     }
 
+    /// A leaf with URI SANs `uris` and DNS SANs `dns`, usable by clients and servers; panics if
+    /// rcgen refuses.
     pub fn leaf(&self, uris: &[&str], dns: &[&str], validity: Validity) -> Leaf {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        self.try_leaf(uris, dns, validity).unwrap()
+    }
+
+    /// A leaf with URI SANs `uris` and DNS SANs `dns`, usable by clients and servers.
+    pub fn try_leaf(
+        &self,
+        uris: &[&str],
+        dns: &[&str],
+        validity: Validity,
+    ) -> Result<Leaf, rcgen::Error> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.subject_alt_names = uris
             .iter()
-            .map(|u| SanType::URI((*u).try_into().unwrap()))
-            .chain(
-                dns.iter()
-                    .map(|d| SanType::DnsName((*d).try_into().unwrap())),
-            )
-            .collect();
+            .map(|u| Ok(SanType::URI((*u).try_into()?)))
+            .chain(dns.iter().map(|d| Ok(SanType::DnsName((*d).try_into()?))))
+            .collect::<Result<_, rcgen::Error>>()?;
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
@@ -90,21 +114,29 @@ impl Ca {
                 params.not_after = rcgen::date_time_ymd(2091, 1, 1);
             }
         }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Leaf {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
-        }
+        })
     }
 }
 
 /// A directory of PEM files, removed when dropped.
+#[derive(Debug)]
 pub struct Dir {
     path: PathBuf,
 }
 
+impl Default for Dir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Dir {
+    /// A fresh directory under the system's temporary directory.
     pub fn new() -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let path = std::env::temp_dir().join(format!(
@@ -116,10 +148,12 @@ impl Dir {
         Self { path }
     }
 
+    /// The path of file `name` in the directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
 
+    /// Writes file `name`; returns its path.
     pub fn write(&self, name: &str, content: &str) -> PathBuf {
         let path = self.path(name);
         std::fs::write(&path, content).unwrap();
