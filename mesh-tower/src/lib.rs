@@ -134,6 +134,7 @@ pub use self::{
     channel::Channel,
     decision::RouteDecision,
     discovery::{Discovery, UnreadyTarget},
+    endpoint::Connector,
     mesh::Mesh,
     metrics::{MeshMetrics, XdsMetrics},
     peer::Peer,
