@@ -1,5 +1,6 @@
-//! Test fixtures: a real tonic Echo service on 127.0.0.1, its client written exactly as
-//! tonic-build generates one, and Istio YAML for a mesh of echo servers.
+//! Test fixtures: a real tonic Echo service on 127.0.0.1 (or on the in-memory network,
+//! [`memnet`]), its client written exactly as tonic-build generates one, and Istio YAML for a
+//! mesh of echo servers.
 
 #![allow(
     dead_code,
@@ -24,6 +25,8 @@ use std::{
 use mesh_tower::{Mesh, mesh_core::istio};
 use tokio::sync::Semaphore;
 use tonic::{Status, body::Body, server::NamedService};
+
+pub mod memnet;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct EchoRequest {
@@ -216,12 +219,9 @@ pub struct Running {
     pub connections: Arc<Connections>,
 }
 
-/// TCP connections a server accepted, and how many are still open.
-#[derive(Debug, Default)]
-pub struct Connections {
-    pub accepted: AtomicU32,
-    pub open: AtomicU32,
-}
+/// Connections a server accepted, and how many are still open: the in-memory network's
+/// counters, which the TCP servers here keep too.
+pub use mesh_test_support::memnet::Connections;
 
 /// A server-side connection that keeps [`Connections::open`] honest.
 struct Counted {
