@@ -305,6 +305,56 @@ async fn connect_timeout_bounds_a_delayed_connect_exactly() {
     assert_eq!(server.connections.accepted.load(Ordering::SeqCst), 0);
 }
 
+/// A mesh over `net` with `pool` and retries off, so a call is exactly one attempt.
+fn one_attempt_mesh(net: &MemNet, server: &Running, pool: &str) -> Mesh {
+    let no_retries = virtual_service(&format!(
+        "  - retries: {{attempts: 0}}\n    route:\n    - destination: {{host: {HOST}}}\n"
+    ));
+    let pool = pool_yaml(&[("v1", server.addr)], pool);
+    Mesh::with_connector(config(&format!("{pool}---\n{no_retries}")), net.connector())
+}
+
+/// A connection the server resets is not reused: the next request makes a fresh one.
+#[tokio::test(start_paused = true)]
+async fn a_reset_connection_is_replaced_by_the_next_request() {
+    let net = MemNet::new();
+    let server = spawn_echo_in(&net, "v1", Behavior::default());
+    let mesh = one_attempt_mesh(&net, &server, "      tcp: {maxConnections: 1}\n");
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    client.say(request("one")).await.unwrap();
+    net.host(server.addr).unwrap().reset_connections();
+    assert_eq!(wait_for(&server.connections.open, 0).await, 0, "reset");
+    client
+        .say(request("two"))
+        .await
+        .expect("a fresh connection");
+    assert_eq!(server.connections.accepted.load(Ordering::SeqCst), 2);
+}
+
+/// A refused connect puts the endpoint in its reconnect backoff (under 100 ms after one
+/// failure): calls fail at once without dialing until it ends, then reconnect.
+#[tokio::test(start_paused = true)]
+async fn a_refused_endpoint_is_not_dialed_again_until_its_backoff_ends() {
+    let net = MemNet::new();
+    let server = spawn_echo_in(&net, "v1", Behavior::default());
+    let host = net.host(server.addr).unwrap();
+    let mesh = one_attempt_mesh(&net, &server, "      tcp: {connectTimeout: 1s}\n");
+    let mut client = EchoClient::new(mesh.channel(TARGET));
+    host.refuse_connections(true);
+    let refused = client.say(request("x")).await.expect_err("refused");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("refused"), "{refused:?}");
+
+    host.refuse_connections(false);
+    let backing_off = client.say(request("x")).await.expect_err("backing off");
+    assert_eq!(backing_off.message(), refused.message(), "the same failure");
+    assert_eq!(server.connections.accepted.load(Ordering::SeqCst), 0);
+
+    tokio::time::advance(Duration::from_millis(100)).await;
+    client.say(request("x")).await.expect("reconnected");
+    assert_eq!(server.connections.accepted.load(Ordering::SeqCst), 1);
+}
+
 fn metrics(mesh: &Mesh) -> Registry {
     let mut registry = Registry::default();
     let workload = Workload::new("default", "client.default.svc.cluster.local", 8080);
