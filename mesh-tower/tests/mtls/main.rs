@@ -7,6 +7,7 @@
 
 mod certs;
 mod harness;
+mod in_memory;
 mod matrix;
 mod rotation;
 #[path = "../support/mod.rs"]
