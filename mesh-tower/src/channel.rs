@@ -2,7 +2,7 @@
 //! layers go.
 //!
 //! The metrics layer sits right after the route layer rather than before it: it labels each
-//! call with the destination the route layer chose (the [`RouteDecision`](crate::RouteDecision)
+//! call with the destination the route layer chose (the [`RouteDecision`]
 //! in the request's extensions), and it still sees each call once, around every retry.
 //! Calls the route layer answers itself (no route, direct responses) never reach it: the route
 //! layer records those itself, with the channel's target as their destination.
@@ -13,7 +13,7 @@
 //!   the layer sees each call once, before routing — authentication headers, client-side rate
 //!   limits, logging of what the application asked for.
 //! - **Per attempt**, with [`Mesh::channel_with_attempt_layer`]: the layer sits between the retry
-//!   layer and the balancer and sees every attempt, with the [`RouteDecision`](crate::RouteDecision)
+//!   layer and the balancer and sees every attempt, with the [`RouteDecision`]
 //!   in the request's extensions and `x-envoy-attempt-count` set — per-attempt spans and
 //!   metrics, request signing that must be fresh per attempt. Its service must be always ready
 //!   or cheap to make ready, like the balancer it wraps.

@@ -63,6 +63,9 @@
 //! - [`tls`] is mutual TLS with SPIFFE identities: the endpoint connections follow each
 //!   cluster's `UpstreamTls`, and [`tls::MeshListener`] accepts tonic and axum connections in the
 //!   PeerAuthentication mode, putting the verified [`Peer`] in request extensions.
+//! - [`Connector`]: how endpoint connections are opened, TCP unless the mesh is made with
+//!   another ([`Mesh::with_connector`]: an in-memory network in tests, a Unix socket, a tunnel);
+//!   the cluster's TLS and HTTP/2 run over it either way.
 //!
 //! Warnings and errors (a configuration warning, a rejected reload, a refused certificate, a
 //! failed accept) are reported through [`tracing`](https://docs.rs/tracing): install a
@@ -146,6 +149,7 @@ pub use self::{
     channel::Channel,
     decision::RouteDecision,
     discovery::{Discovery, UnreadyTarget},
+    endpoint::Connector,
     mesh::{AlreadySet, Mesh, MeshBuilder},
     metrics::MeshMetrics,
     peer::Peer,

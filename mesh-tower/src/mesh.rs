@@ -50,6 +50,7 @@ use crate::{
     Discovery,
     access_log::AccessLog,
     cluster::ClusterEntry,
+    endpoint::Connector,
     metrics::MeshMetrics,
     request_controls::{self, RequestControls},
     tls::{Admission, CertificateFiles, MeshTls, ServerTls, TlsError},
@@ -121,6 +122,8 @@ struct Inner {
     tracing: Arc<OnceLock<Tracing>>,
     /// The workload identity, certificate providers and TLS configurations.
     tls: MeshTls,
+    /// How endpoint connections are opened; fixed for the mesh's life.
+    connector: Connector,
     /// Where requests are recorded; set once.
     metrics: OnceLock<MeshMetrics>,
     /// The `x-envoy-*` request headers honoured; set once.
@@ -144,16 +147,29 @@ pub(crate) struct Snapshot {
 // === impl Mesh ===
 
 impl Mesh {
-    /// A mesh serving `config`, with every setting at its default; [`Mesh::builder`] gives
-    /// them up front.
+    /// A mesh serving `config`, with every setting at its default and its endpoints connected
+    /// over TCP; [`Mesh::builder`] gives the settings up front.
     pub fn new(config: MeshConfig) -> Self {
-        let mesh = Self::unpublished();
+        Self::with_connector(config, Connector::tcp())
+    }
+
+    /// A mesh serving `config` whose endpoint connections are opened by `connector` (with the
+    /// cluster's TLS and HTTP/2 still run by the mesh over the stream it returns), e.g. an
+    /// in-memory network in tests. [`Mesh::new`] is this with [`Connector::tcp`];
+    /// [`MeshBuilder::connector`] is the same with the other settings.
+    ///
+    /// The connector is fixed at construction, not a setter: endpoints are made when a
+    /// configuration is published, the first time inside this constructor, so a connector
+    /// set afterwards would leave those endpoints on TCP (or would have to drop their
+    /// connections). Every endpoint of the mesh uses it.
+    pub fn with_connector(config: MeshConfig, connector: Connector) -> Self {
+        let mesh = Self::unpublished(connector);
         mesh.publish(Arc::new(config));
         mesh
     }
 
     /// A mesh with an empty snapshot and no settings, for [`MeshBuilder::build`].
-    fn unpublished() -> Self {
+    fn unpublished(connector: Connector) -> Self {
         let nothing = Arc::new(MeshConfig::empty());
         let empty = Snapshot {
             config: nothing.clone(),
@@ -173,6 +189,7 @@ impl Mesh {
                 published: watch::Sender::new(0),
                 tracing: Arc::default(),
                 tls: MeshTls::default(),
+                connector,
                 metrics: OnceLock::new(),
                 request_controls: OnceLock::new(),
                 access_log: OnceLock::new(),
@@ -272,7 +289,13 @@ impl Mesh {
             .map(|(name, policy)| {
                 let old = previous.clusters.get(name);
                 let locality = self.inner.local_locality.get().cloned();
-                let entry = ClusterEntry::build(policy, old, &self.inner.tls, locality);
+                let entry = ClusterEntry::build(
+                    policy,
+                    old,
+                    &self.inner.tls,
+                    &self.inner.connector,
+                    locality,
+                );
                 (name.clone(), entry)
             })
             .collect();
@@ -305,6 +328,11 @@ impl Mesh {
     /// now on use it; open connections keep theirs.
     pub fn set_workload_identity(&self, files: CertificateFiles) -> Result<(), TlsError> {
         self.inner.tls.set_workload_identity(files)
+    }
+
+    /// How the mesh opens endpoint connections.
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.inner.connector
     }
 
     /// The mesh's TLS context: the workload identity, the certificate-provider registry the

@@ -1,9 +1,9 @@
-//! Outlier detection through a mesh channel against real tonic servers on 127.0.0.1: a failing
-//! endpoint is ejected after its consecutive failures, gets no traffic while ejected, returns
-//! after the ejection time, and the ejection cap holds.
+//! Outlier detection through a mesh channel against tonic servers: a failing endpoint is
+//! ejected after its consecutive failures, gets no traffic while ejected, returns after the
+//! ejection time, and the ejection cap holds.
 //!
-//! Traffic runs in real time; only the ejection wait is skipped, by pausing the clock,
-//! advancing it and resuming — no network I/O happens while time is paused.
+//! The ejection time is checked on the in-memory network under a paused clock, advanced to
+//! just before and just after it; the rest runs against real servers on 127.0.0.1.
 
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,7 +14,7 @@ use std::{
 };
 
 use mesh_test_support::echo as support;
-use support::*;
+use support::{memnet::*, *};
 
 /// The services with outlier detection on, and retries off so every failure reaches the caller
 /// (Istio's default retries would hide them).
@@ -53,23 +53,24 @@ async fn send(client: &mut EchoClient<mesh_tower::Channel>, n: usize) -> usize {
     failures
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failing_endpoint_is_ejected_and_returns_after_its_ejection_time() {
-    let good_a = spawn_echo("a", Behavior::default()).await;
-    let good_b = spawn_echo("b", Behavior::default()).await;
-    let bad = spawn_echo(
+    let net = MemNet::new();
+    let good_a = spawn_echo_in(&net, "a", Behavior::default());
+    let good_b = spawn_echo_in(&net, "b", Behavior::default());
+    let bad = spawn_echo_in(
+        &net,
         "bad",
         Behavior {
             fail: Some((1, 1)),
             ..Behavior::default()
         },
-    )
-    .await;
+    );
     let yaml = with_outlier_detection(
         services_yaml(&[("a", good_a.addr), ("b", good_b.addr), ("bad", bad.addr)]),
         50,
     );
-    let mesh = mesh_tower::Mesh::new(config(&yaml));
+    let mesh = mesh_tower::Mesh::with_connector(config(&yaml), net.connector());
     let mut client = EchoClient::new(mesh.channel(TARGET));
 
     // Round robin sends every third call to `bad` until its third consecutive failure.
@@ -83,14 +84,11 @@ async fn a_failing_endpoint_is_ejected_and_returns_after_its_ejection_time() {
     assert_eq!(send(&mut client, 30).await, 0, "no traffic while ejected");
     assert_eq!(bad.behavior.calls.load(Ordering::SeqCst), 3);
 
-    // Just before the ejection ends it is still out; just after, it is back.
-    tokio::time::pause();
+    // Just before the ejection ends it is still out; just after, it is back. (In-memory
+    // traffic never leaves every task idle, so the paused clock stays where it is put.)
     tokio::time::advance(Duration::from_secs(29)).await;
-    tokio::time::resume();
     assert_eq!(send(&mut client, 9).await, 0);
-    tokio::time::pause();
     tokio::time::advance(Duration::from_secs(2)).await;
-    tokio::time::resume();
     let failures = send(&mut client, 30).await;
     assert_eq!(
         failures, 3,

@@ -1,4 +1,5 @@
-//! Retries through a mesh channel against real tonic servers on 127.0.0.1.
+//! Retries through a mesh channel against tonic servers: on the in-memory network with paused
+//! time where backoffs and waits would otherwise take real time, and on 127.0.0.1.
 
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,8 +10,11 @@ use std::{
 };
 
 use mesh_test_support::echo as support;
-use mesh_tower::mesh_core::{MeshConfig, Percentage, RetryBudget};
-use support::*;
+use mesh_tower::{
+    Connector,
+    mesh_core::{MeshConfig, Percentage, RetryBudget},
+};
+use support::{memnet::*, *};
 use tokio::sync::Semaphore;
 use tonic::Code;
 
@@ -31,25 +35,35 @@ spec:
     ))
 }
 
-fn mesh_with(servers: &[(&str, std::net::SocketAddr)], policy: &str) -> mesh_tower::Mesh {
+/// A mesh connecting through `connector` to the servers, with `policy`.
+fn mesh_with(
+    connector: Connector,
+    servers: &[(&str, std::net::SocketAddr)],
+    policy: &str,
+) -> mesh_tower::Mesh {
     // The fixture's DestinationRule has the subsets; this test's one sets the LB, so drop the
     // fixture's (one DestinationRule per host).
     let services = services_yaml(servers);
     let service_entry = services.split("---\n").next().unwrap();
-    mesh_tower::Mesh::new(config(&format!("{service_entry}---\n{policy}")))
+    mesh_tower::Mesh::with_connector(config(&format!("{service_entry}---\n{policy}")), connector)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn two_failures_in_three_are_hidden_by_retries_and_attempts_stop_at_the_limit() {
-    let flaky = spawn_echo(
+    let net = MemNet::new();
+    let flaky = spawn_echo_in(
+        &net,
         "flaky",
         Behavior {
             fail: Some((2, 3)),
             ..Behavior::default()
         },
-    )
-    .await;
-    let mesh = mesh_with(&[("flaky", flaky.addr)], &retries(2, "ROUND_ROBIN"));
+    );
+    let mesh = mesh_with(
+        net.connector(),
+        &[("flaky", flaky.addr)],
+        &retries(2, "ROUND_ROBIN"),
+    );
     let mut client = EchoClient::new(mesh.channel(TARGET));
     for i in 0..100 {
         client
@@ -63,15 +77,19 @@ async fn two_failures_in_three_are_hidden_by_retries_and_attempts_stop_at_the_li
         "each request took three attempts"
     );
 
-    let down = spawn_echo(
+    let down = spawn_echo_in(
+        &net,
         "down",
         Behavior {
             fail: Some((1, 1)),
             ..Behavior::default()
         },
-    )
-    .await;
-    let mesh = mesh_with(&[("down", down.addr)], &retries(3, "ROUND_ROBIN"));
+    );
+    let mesh = mesh_with(
+        net.connector(),
+        &[("down", down.addr)],
+        &retries(3, "ROUND_ROBIN"),
+    );
     let mut client = EchoClient::new(mesh.channel(TARGET));
     for _ in 0..10 {
         let status = client.say(request("x")).await.unwrap_err();
@@ -88,20 +106,22 @@ async fn two_failures_in_three_are_hidden_by_retries_and_attempts_stop_at_the_li
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_retry_goes_to_an_endpoint_not_tried_yet() {
-    let good = spawn_echo("good", Behavior::default()).await;
-    let bad = spawn_echo(
+    let net = MemNet::new();
+    let good = spawn_echo_in(&net, "good", Behavior::default());
+    let bad = spawn_echo_in(
+        &net,
         "bad",
         Behavior {
             fail: Some((1, 1)),
             ..Behavior::default()
         },
-    )
-    .await;
+    );
     // Random balancing: without avoiding the tried endpoint, about half of the retries of
     // requests that first went to `bad` would go there again and fail.
     let mesh = mesh_with(
+        net.connector(),
         &[("good", good.addr), ("bad", bad.addr)],
         &retries(1, "RANDOM"),
     );
@@ -165,18 +185,19 @@ async fn retries_in_flight(mesh: &mesh_tower::Mesh, server: &Running, n: usize) 
     (server.behavior.in_flight.load(Ordering::SeqCst), answered)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn with_every_first_attempt_failing_the_budget_keeps_retries_to_its_share() {
     const N: usize = 50;
+    let net = MemNet::new();
     let hold = Arc::new(Semaphore::new(0));
-    let server = spawn_echo(
+    let server = spawn_echo_in(
+        &net,
         "s",
         Behavior {
             hold_retries: Some(hold.clone()),
             ..Behavior::default()
         },
-    )
-    .await;
+    );
     let base = config(&format!(
         "{}---\n{}",
         services_yaml(&[("s", server.addr)])
@@ -187,7 +208,7 @@ async fn with_every_first_attempt_failing_the_budget_keeps_retries_to_its_share(
     ));
 
     // Without a budget (Istio leaves max_retries unbounded) every failed request retries.
-    let unbounded = mesh_tower::Mesh::new(base.clone());
+    let unbounded = mesh_tower::Mesh::with_connector(base.clone(), net.connector());
     let (held, answered) = retries_in_flight(&unbounded, &server, N).await;
     assert_eq!((held as usize, answered), (N, 0));
     hold.add_permits(N);
@@ -204,7 +225,7 @@ async fn with_every_first_attempt_failing_the_budget_keeps_retries_to_its_share(
         budget_percent: Percentage::from_percent(20).unwrap(),
         min_retry_concurrency: 3,
     };
-    let budgeted = mesh_tower::Mesh::new(with_budget(&base, budget));
+    let budgeted = mesh_tower::Mesh::with_connector(with_budget(&base, budget), net.connector());
     let (held, answered) = retries_in_flight(&budgeted, &server, N).await;
     assert!((3..=12).contains(&held), "{held} retries in flight");
     assert_eq!(held as usize + answered, N);
@@ -248,6 +269,7 @@ where
     }
 }
 
+/// On 127.0.0.1: retries over real connections.
 #[tokio::test]
 async fn a_per_attempt_layer_sees_every_attempt_with_its_route_decision() {
     let flaky = spawn_echo(
@@ -258,7 +280,11 @@ async fn a_per_attempt_layer_sees_every_attempt_with_its_route_decision() {
         },
     )
     .await;
-    let mesh = mesh_with(&[("flaky", flaky.addr)], &retries(2, "ROUND_ROBIN"));
+    let mesh = mesh_with(
+        Connector::tcp(),
+        &[("flaky", flaky.addr)],
+        &retries(2, "ROUND_ROBIN"),
+    );
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let recorder = seen.clone();
     let layer = tower::layer::layer_fn(move |inner| Recording {

@@ -22,6 +22,8 @@ use mesh_tower::{Mesh, Peer, mesh_core::istio, tls::CertificateFiles};
 use tokio::sync::Semaphore;
 use tonic::{Status, body::Body, server::NamedService};
 
+pub mod memnet;
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct EchoRequest {
     #[prost(string, tag = "1")]
@@ -285,12 +287,9 @@ pub struct Running {
     pub connections: Arc<Connections>,
 }
 
-/// TCP connections a server accepted, and how many are still open.
-#[derive(Debug, Default)]
-pub struct Connections {
-    pub accepted: AtomicU32,
-    pub open: AtomicU32,
-}
+/// Connections a server accepted, and how many are still open: the in-memory network's
+/// counters, which the TCP servers here keep too.
+pub use crate::memnet::Connections;
 
 /// A server-side connection that keeps [`Connections::open`] honest.
 struct Counted {

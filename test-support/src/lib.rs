@@ -3,6 +3,8 @@
 //!
 //! - [`echo`]: the echo service with behaviour knobs, its client, and Istio YAML for a mesh of
 //!   echo servers; [`server`]: servers behind `mesh.server_layer(..)` and their clients.
+//! - [`memnet`]: an in-memory network (a mesh connector over `tokio::io::duplex`) for tests
+//!   under paused time.
 //! - [`pki`]: certificate authorities and workload certificates.
 //! - [`metrics`]: the `/metrics` text parsed for assertions; [`eventually`]: a bounded wait.
 //! - [`interop`]: gRPC's own implementations (grpcio, grpc-js) as peers.
@@ -24,6 +26,7 @@ pub mod echo;
 pub mod interop;
 #[allow(missing_docs, missing_debug_implementations)]
 pub mod istiod;
+pub mod memnet;
 pub mod metrics;
 pub mod pki;
 #[allow(missing_docs, missing_debug_implementations)]

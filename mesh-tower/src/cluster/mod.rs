@@ -19,7 +19,7 @@ use mesh_core::{
 pub(crate) use self::in_flight::InFlight;
 use self::outlier::Outliers;
 use crate::{
-    endpoint::{ConnectionBudget, Endpoint, PoolSettings},
+    endpoint::{ConnectionBudget, Connector, Endpoint, PoolSettings},
     rng,
     tls::{MeshTls, UpstreamConnector},
 };
@@ -109,6 +109,7 @@ impl ClusterEntry {
         policy: &Arc<Cluster>,
         old: Option<&ClusterEntry>,
         tls: &MeshTls,
+        connector: &Connector,
         locality: Option<Locality>,
     ) -> Self {
         let state: Arc<ClusterState> = old.map(|o| o.state.clone()).unwrap_or_default();
@@ -126,7 +127,7 @@ impl ClusterEntry {
                     .collect()
             })
             .unwrap_or_default();
-        let connector = (policy.tls.mode != TlsMode::Disable)
+        let tls_connector = (policy.tls.mode != TlsMode::Disable)
             .then(|| UpstreamConnector::new(policy.tls.clone(), tls.clone()));
         let connections: Arc<[Arc<Endpoint>]> = policy
             .endpoints
@@ -136,6 +137,7 @@ impl ClusterEntry {
                 None => Arc::new(Endpoint::with_tls(
                     e.address.clone(),
                     pool.clone(),
+                    tls_connector.clone(),
                     connector.clone(),
                     state.connections.clone(),
                 )),

@@ -13,12 +13,16 @@
 //! `max_connections` (the `budget` submodule, which says how an overflow is answered); sockets
 //! get the cluster's TCP keepalive.
 //!
+//! The transport under a connection is TCP unless the mesh was made with a [`Connector`] (the
+//! `connector` submodule): the cluster's TLS and HTTP/2 then run over the connector's stream.
+//!
 //! Draining is by ownership: the mesh drops an [`Endpoint`] removed from the configuration;
 //! requests in flight keep their streams, and hyper closes the connection once the last one
 //! finishes.
 
 mod budget;
 mod connection;
+mod connector;
 mod error;
 
 use std::{
@@ -40,11 +44,12 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 pub(crate) use self::budget::ConnectionBudget;
-pub use self::error::ConnectError;
 use self::{
     budget::ConnectionSlot,
     connection::{ConnectionLife, Lease},
+    connector::BoxedIo,
 };
+pub use self::{connector::Connector, error::ConnectError};
 use crate::{body::RequestBody, tls::UpstreamConnector};
 
 type Connecting = Shared<BoxFuture<'static, Result<Ready, ConnectError>>>;
@@ -65,8 +70,10 @@ pub(crate) struct PoolSettings {
 pub(crate) struct Endpoint {
     address: EndpointAddress,
     settings: PoolSettings,
-    /// TLS over the TCP connection; `None` is plaintext (the cluster's mode is DISABLE).
+    /// TLS over the transport; `None` is plaintext (the cluster's mode is DISABLE).
     tls: Option<UpstreamConnector>,
+    /// How the transport is opened: TCP unless the mesh was given a connector.
+    connector: Connector,
     /// The cluster's open connections (`max_connections`).
     budget: Arc<ConnectionBudget>,
     /// This endpoint's open connections, draining ones included.
@@ -165,21 +172,24 @@ impl Endpoint {
             idle_timeout: None,
             tcp_keepalive: None,
         };
-        Self::with_tls(address, settings, None, Arc::default())
+        Self::with_tls(address, settings, None, Connector::tcp(), Arc::default())
     }
 
     /// An endpoint of a cluster with `settings` and the cluster's connection `budget`, whose
-    /// connections run TLS with `tls`, or plaintext with `None`.
+    /// connections run TLS with `tls`, or plaintext with `None`, over transports `connector`
+    /// opens.
     pub(crate) fn with_tls(
         address: EndpointAddress,
         settings: PoolSettings,
         tls: Option<UpstreamConnector>,
+        connector: Connector,
         budget: Arc<ConnectionBudget>,
     ) -> Self {
         Self {
             address,
             settings,
             tls,
+            connector,
             budget,
             open: Arc::default(),
             state: Mutex::new(State::Idle),
@@ -302,6 +312,7 @@ impl Endpoint {
             self.address.clone(),
             self.settings.clone(),
             self.tls.clone(),
+            self.connector.clone(),
             slot,
         )
         .boxed()
@@ -391,24 +402,40 @@ fn backoff(failures: u32, random: u64) -> Duration {
     RECONNECT.delay(failures.saturating_sub(1), random)
 }
 
-/// Connects to `address`: an IP directly, a DNS name by resolving it now and trying each
-/// address in turn (so a reconnect follows DNS changes); then the TLS handshake when the cluster
-/// has TLS. The connect timeout bounds both. `slot` counts the connection until it closes.
+/// Connects to `address`: with the mesh's connector when it has one; else over TCP, an IP
+/// directly, a DNS name by resolving it now and trying each address in turn (so a reconnect
+/// follows DNS changes); then the TLS handshake when the cluster has TLS. The connect timeout
+/// bounds both. `slot` counts the connection until it closes.
 async fn connect(
     address: EndpointAddress,
     settings: PoolSettings,
     tls: Option<UpstreamConnector>,
+    connector: Connector,
     slot: ConnectionSlot,
 ) -> Result<Ready, ConnectError> {
+    let handshake_failed = |reason: String| ConnectError::connect(&address, reason);
     let opened = async {
-        let stream = open_socket(&address, &settings).await?;
-        match &tls {
-            None => Ok(Transport::Plaintext(stream)),
-            Some(tls) => tls
-                .connect(&address, stream)
-                .await
-                .map(|s| Transport::Tls(Box::new(s)))
-                .map_err(|reason| ConnectError::connect(&address, reason)),
+        match (connector.custom(&address), &tls) {
+            (None, None) => Ok(Transport::Plaintext(
+                open_socket(&address, &settings).await?,
+            )),
+            (None, Some(tls)) => {
+                let stream = open_socket(&address, &settings).await?;
+                let stream = tls.connect(&address, stream).await;
+                Ok(Transport::Tls(Box::new(stream.map_err(handshake_failed)?)))
+            }
+            (Some(custom), tls) => {
+                let stream = custom
+                    .await
+                    .map_err(|e| ConnectError::connect(&address, e))?;
+                Ok(Transport::Custom(match tls {
+                    None => stream,
+                    Some(tls) => {
+                        let stream = tls.connect(&address, stream).await;
+                        Box::new(stream.map_err(handshake_failed)?)
+                    }
+                }))
+            }
         }
     };
     let what = if tls.is_some() {
@@ -425,6 +452,7 @@ async fn connect(
     {
         Transport::Plaintext(stream) => http2_handshake(address, stream, &settings, executor).await,
         Transport::Tls(stream) => http2_handshake(address, stream, &settings, executor).await,
+        Transport::Custom(stream) => http2_handshake(address, stream, &settings, executor).await,
     }
 }
 
@@ -497,6 +525,8 @@ where
 enum Transport {
     Plaintext(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A custom connector's stream, with the cluster's TLS over it when it has TLS.
+    Custom(BoxedIo),
 }
 
 async fn http2_handshake<T>(
@@ -549,6 +579,8 @@ async fn open(address: &EndpointAddress) -> Result<TcpStream, ConnectError> {
 
 #[cfg(test)]
 mod tests {
+    use http_body_util::BodyExt as _;
+
     use super::*;
 
     #[test]
@@ -603,6 +635,83 @@ mod tests {
         cluster.tcp_keepalive = Some(TcpKeepalive::default());
         let defaults = socket(PoolSettings::of(&cluster)).await;
         assert!(socket2::SockRef::from(&defaults).keepalive().unwrap());
+    }
+
+    /// An endpoint dialing through `connector`, with `connect_timeout`.
+    fn through(connector: Connector, connect_timeout: Duration) -> Endpoint {
+        let address = EndpointAddress::Socket(([10, 0, 0, 1], 80).into());
+        let settings = PoolSettings {
+            connect_timeout,
+            ..PoolSettings::of(&Cluster::new("c", Vec::new()))
+        };
+        Endpoint::with_tls(address, settings, None, connector, Arc::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_custom_connector_carries_the_connection_and_is_asked_once_per_connection() {
+        let dials = Arc::new(AtomicU32::new(0));
+        let dialed = dials.clone();
+        let connector = Connector::new(tower::service_fn(move |address: EndpointAddress| {
+            dialed.fetch_add(1, Ordering::SeqCst);
+            async move {
+                assert_eq!(address.to_string(), "10.0.0.1:80");
+                let (client, server) = tokio::io::duplex(64 * 1024);
+                let ok =
+                    hyper::service::service_fn(|_: http::Request<hyper::body::Incoming>| async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(server), ok),
+                );
+                Ok::<_, std::io::Error>(client)
+            }
+        }));
+        let ep = Arc::new(through(connector, Duration::from_secs(1)));
+        for _ in 0..3 {
+            let mut request = ep.start_request();
+            let mut sender = request.connection().await.unwrap();
+            let empty = http_body_util::Empty::new()
+                .map_err(|e| match e {})
+                .boxed_unsync();
+            let response = sender
+                .send_request(http::Request::get("http://x/").body(empty).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), http::StatusCode::OK);
+        }
+        assert_eq!(
+            dials.load(Ordering::SeqCst),
+            1,
+            "one HTTP/2 connection, reused"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connect_timeout_bounds_a_custom_connector_and_a_failure_backs_off() {
+        let stalled = Connector::new(tower::service_fn(|_: EndpointAddress| async {
+            std::future::pending::<Result<tokio::io::DuplexStream, std::io::Error>>().await
+        }));
+        let ep = through(stalled, Duration::from_secs(2));
+        let started = Instant::now();
+        let error = ep.lease().await.unwrap_err();
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(2),
+            "paused time: exactly"
+        );
+        assert!(error.to_string().ends_with("connect timed out"), "{error}");
+        assert!(ep.is_backing_off());
+
+        let refusing = Connector::new(tower::service_fn(|_: EndpointAddress| async {
+            Err::<tokio::io::DuplexStream, _>(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            ))
+        }));
+        let ep = through(refusing, Duration::from_secs(2));
+        let error = ep.lease().await.unwrap_err();
+        assert!(error.to_string().contains("refused"), "{error}");
+        assert!(ep.is_backing_off());
     }
 
     #[tokio::test]

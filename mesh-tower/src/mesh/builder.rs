@@ -8,6 +8,7 @@ use super::Mesh;
 use crate::{
     Discovery,
     access_log::AccessLog,
+    endpoint::Connector,
     metrics::MeshMetrics,
     request_controls::RequestControls,
     tls::{CertificateFiles, TlsError},
@@ -53,6 +54,7 @@ pub struct MeshBuilder {
     labels: Option<Labels>,
     locality: Option<Locality>,
     address: Option<IpAddr>,
+    connector: Connector,
 }
 
 // === impl Mesh ===
@@ -138,10 +140,17 @@ impl MeshBuilder {
         self
     }
 
+    /// How the mesh opens its endpoint connections (TCP unless given); see
+    /// [`Mesh::with_connector`].
+    pub fn connector(mut self, connector: Connector) -> Self {
+        self.connector = connector;
+        self
+    }
+
     /// The mesh, serving `config` (`MeshConfig::empty()` for one an xDS client fills in).
     /// Fails when the workload identity's files do not load.
     pub fn build(self, config: MeshConfig) -> Result<Mesh, TlsError> {
-        let mesh = Mesh::unpublished();
+        let mesh = Mesh::unpublished(self.connector);
         let inner = &mesh.inner;
         if let Some(files) = self.identity {
             inner.tls.set_workload_identity(files)?;

@@ -421,7 +421,7 @@ fn pass_through(
         ));
         Passthrough {
             forward: Arc::new(Forward::to(WeightedClusters::single(PASSTHROUGH_CLUSTER))),
-            cluster: ClusterEntry::build(&policy, None, mesh.tls(), None),
+            cluster: ClusterEntry::build(&policy, None, mesh.tls(), mesh.connector(), None),
         }
     });
     set_uri(req, target, None, None).map_err(|message| {

@@ -1,5 +1,5 @@
-//! The client side: TLS over an endpoint's TCP connection, as the cluster's [`UpstreamTls`]
-//! says.
+//! The client side: TLS over an endpoint's transport (TCP, or a custom connector's stream), as
+//! the cluster's [`UpstreamTls`] says.
 //!
 //! Every failure (no material, unreadable files, a refused handshake) is a connect error whose
 //! message starts with `TLS` and says why; the request fails with it (gRPC `UNAVAILABLE`). There
@@ -7,7 +7,7 @@
 
 use mesh_core::{EndpointAddress, UpstreamTls};
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
 use super::MeshTls;
@@ -26,19 +26,22 @@ impl UpstreamConnector {
         Self { policy, tls }
     }
 
-    /// Runs the TLS handshake over `tcp`; the error is the reason for a connect error.
-    pub(crate) async fn connect(
+    /// Runs the TLS handshake over `transport`; the error is the reason for a connect error.
+    pub(crate) async fn connect<T>(
         &self,
         address: &EndpointAddress,
-        tcp: TcpStream,
-    ) -> Result<TlsStream<TcpStream>, String> {
+        transport: T,
+    ) -> Result<TlsStream<T>, String>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
         let config = self
             .tls
             .client_config(&self.policy)
             .map_err(|e| e.to_string())?;
         let name = server_name(self.policy.sni.as_deref(), address)?;
         TlsConnector::from(config)
-            .connect(name, tcp)
+            .connect(name, transport)
             .await
             .map_err(|e| format!("TLS handshake failed: {}", describe(&e)))
     }

@@ -8,5 +8,6 @@
 use mesh_test_support::{echo as support, pki as certs};
 
 mod harness;
+mod in_memory;
 mod matrix;
 mod rotation;
