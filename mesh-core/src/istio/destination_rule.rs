@@ -29,6 +29,9 @@ pub(super) struct DestinationRule {
     pub(super) meta: Meta,
     pub(super) host: String,
     pub(super) policy: TrafficPolicy,
+    /// Whether `trafficPolicy` is set: istiod merging rules of one namespace takes a later
+    /// rule's policy only when the earlier has none.
+    pub(super) has_policy: bool,
     pub(super) subsets: Vec<Subset>,
     pub(super) export_to: ExportTo,
 }
@@ -83,10 +86,9 @@ pub(super) fn read(meta: Meta, mut spec: Obj<'_>) -> Option<DestinationRule> {
     let cx = spec.cx();
     let errors = cx.error_count();
     let host = spec.req_str("host").map(|h| fqdn(h, &meta.namespace));
-    let policy = spec
-        .obj("trafficPolicy")
-        .map(read_policy)
-        .unwrap_or_default();
+    let policy = spec.obj("trafficPolicy").map(read_policy);
+    let has_policy = policy.is_some();
+    let policy = policy.unwrap_or_default();
     let mut subsets: Vec<Subset> = Vec::new();
     for n in spec.list("subsets") {
         let Some(mut s) = n.obj() else { continue };
@@ -119,6 +121,7 @@ pub(super) fn read(meta: Meta, mut spec: Obj<'_>) -> Option<DestinationRule> {
         meta,
         host: host?,
         policy,
+        has_policy,
         subsets,
         export_to,
     })
