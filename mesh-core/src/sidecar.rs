@@ -163,6 +163,9 @@ pub struct Visibility {
     pub root_namespace: Arc<str>,
 }
 
+/// A host or listener, and the resource chosen for it (`namespace/name`), or `None`.
+pub type Chosen = (Arc<str>, Option<Arc<str>>);
+
 /// The outbound policy a narrowed configuration serves: what the data plane does with a
 /// target it has no listener for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -189,10 +192,10 @@ pub struct OutboundScope {
     pub unshaped: Arc<[(Arc<str>, Arc<str>)]>,
     /// For each visible host with DestinationRules, the consolidated rule that applies to the
     /// workload ([`RuleEntry::id`]), or `None` when none does.
-    pub rules: Arc<[(Arc<str>, Option<Arc<str>>)]>,
+    pub rules: Arc<[Chosen]>,
     /// For each visible listener whose host has several VirtualServices, the one that routes
     /// it for the workload (`namespace/name`), or `None` for Istio's default route.
-    pub routed: Arc<[(Arc<str>, Option<Arc<str>>)]>,
+    pub routed: Arc<[Chosen]>,
 }
 
 // === impl ExportTo ===

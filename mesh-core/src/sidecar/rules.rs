@@ -84,8 +84,7 @@ impl HostRules {
             self.entries
                 .iter()
                 .filter(|e| e.index == index && &*e.namespace == namespace)
-                .filter(|e| !exported_to_own || e.export_to.includes(own))
-                .last()
+                .rfind(|e| !exported_to_own || e.export_to.includes(own))
         };
         let local = if own == root {
             last(RuleIndex::RootLocal, root, false)
