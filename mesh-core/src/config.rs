@@ -238,6 +238,12 @@ impl MeshConfig {
             clusters.extend(shaped.iter().map(|(n, c)| (n.clone(), c.clone())));
         }
         unshaped.sort();
+        // `failoverPriority` ranks endpoints by the workload's labels, as istiod does per proxy.
+        for cluster in clusters.values_mut() {
+            if let Some(ranked) = rank_by_labels(cluster, &workload.labels) {
+                *cluster = Arc::new(ranked);
+            }
+        }
         let outbound = OutboundScope {
             namespace: workload.namespace.clone(),
             sidecar: sidecar.map(sidecar::Sidecar::id),
@@ -299,6 +305,23 @@ impl MeshConfig {
             ..self.clone()
         }
     }
+}
+
+/// `cluster` with each endpoint's priority its `failoverPriority` rank for a workload with
+/// `labels`; `None` when the cluster has no `failoverPriority` in effect or the workload no
+/// labels.
+fn rank_by_labels(cluster: &Cluster, labels: &crate::Labels) -> Option<Cluster> {
+    let order = &cluster.locality_failover.priority_labels;
+    if !cluster.locality_weighted || order.is_empty() || labels.is_empty() {
+        return None;
+    }
+    let mut ranked = cluster.clone();
+    let mut endpoints = ranked.endpoints.to_vec();
+    for e in &mut endpoints {
+        e.priority = crate::lb::label_priority(order, labels, &e.labels)?;
+    }
+    ranked.endpoints = endpoints.into();
+    Some(ranked)
 }
 
 /// The names Kubernetes' DNS search list tries for `target` (`host:port`) from a pod in

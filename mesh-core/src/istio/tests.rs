@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use super::*;
 
 mod export_to;
+mod failover;
 mod precedence;
 mod sidecar;
 
