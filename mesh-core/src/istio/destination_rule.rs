@@ -253,7 +253,7 @@ fn read_failover(l: &mut Obj<'_>) -> LocalityFailover {
         }
         regions.push((from.into(), to.into()));
     }
-    let mut priority_labels: Vec<(Arc<str>, Option<Arc<str>>)> = Vec::new();
+    let mut priority_labels: Vec<crate::lb::PriorityLabel> = Vec::new();
     for (path, entry) in l.str_list("failoverPriority") {
         let (label, value) = match entry.split_once('=') {
             Some((label, value)) => (label, Some(Arc::from(value))),

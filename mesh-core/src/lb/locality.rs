@@ -29,6 +29,10 @@ use crate::{Endpoint, Labels, Locality};
 /// the endpoint after every endpoint of the caller's network, not first among the mismatches.
 const NETWORK_LABEL: &str = "topology.istio.io/network";
 
+/// A `failoverPriority` entry: the label name, and the value to compare with (`label=value`)
+/// or `None` for the caller's own value.
+pub type PriorityLabel = (Arc<str>, Option<Arc<str>>);
+
 /// A DestinationRule's `localityLbSetting.failover` and `failoverPriority`, in effect (istiod
 /// applies them only with `outlierDetection`, without which Envoy never fails over).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -38,7 +42,7 @@ pub struct LocalityFailover {
     pub regions: Arc<[(Arc<str>, Arc<str>)]>,
     /// `failoverPriority`: label names in order, each with the value to compare with
     /// (`label=value`) or `None` for the caller's own value. Empty is off.
-    pub priority_labels: Arc<[(Arc<str>, Option<Arc<str>>)]>,
+    pub priority_labels: Arc<[PriorityLabel]>,
 }
 
 /// How far `endpoint` is from `caller`: 0 (same sub-zone) to 3 (another region). An empty
@@ -94,7 +98,7 @@ pub fn locality_priority(
 /// mismatch of a leading network label adds `n` instead. `None` when the caller has no labels
 /// (istiod then leaves priorities alone).
 pub fn label_priority(
-    labels: &[(Arc<str>, Option<Arc<str>>)],
+    labels: &[PriorityLabel],
     caller_labels: &Labels,
     endpoint_labels: &Labels,
 ) -> Option<u32> {
