@@ -19,17 +19,9 @@ fn yaml(endpoints: &[(&str, &str, &str)], lb: &str, outlier: bool) -> String {
     } else {
         ""
     };
+    let entry = super::precedence::billing_entry(&endpoints);
     format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: billing, namespace: finance}}
-spec:
-  hosts: [billing.finance.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 9080, name: grpc}}]
-  endpoints:
-{endpoints}---
+        "{entry}---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: billing, namespace: finance}}

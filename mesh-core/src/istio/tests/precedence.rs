@@ -57,8 +57,8 @@ spec:
 const BILLING: &str = "billing.finance.svc.cluster.local:9080";
 const BILLING_CLUSTER: &str = "outbound|9080||billing.finance.svc.cluster.local";
 
-/// `billing` in `finance` (one endpoint, labelled `version: v1`), then `extra`.
-fn billing(extra: &str) -> String {
+/// `billing` in `finance` with `endpoints` (YAML list items, each ending in a newline).
+pub(super) fn billing_entry(endpoints: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -68,9 +68,14 @@ spec:
   location: MESH_INTERNAL
   resolution: STATIC
   ports: [{{number: 9080, name: grpc}}]
-  endpoints: [{{address: 10.0.0.1, labels: {{version: v1}}}}]
-{extra}"
+  endpoints:
+{endpoints}"
     )
+}
+
+/// `billing` in `finance` (one endpoint, labelled `version: v1`), then `extra`.
+fn billing(extra: &str) -> String {
+    billing_entry("  - {address: 10.0.0.1, labels: {version: v1}}\n") + extra
 }
 
 /// A DestinationRule `namespace/name` for billing limiting requests to `max`, with `rest`
