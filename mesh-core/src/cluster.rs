@@ -25,6 +25,9 @@ pub struct Cluster {
     /// Prefer endpoints in the caller's locality (Envoy's locality-weighted / zone-aware
     /// balancing); priorities always fail over in order. Default is `false`.
     pub locality_weighted: bool,
+    /// Istio's `failover` and `failoverPriority`, applied with
+    /// [`locality_weighted`](Self::locality_weighted). Default is off (empty).
+    pub locality_failover: crate::lb::LocalityFailover,
     /// Bound on establishing a connection. Default is 10 s (Istio's).
     pub connect_timeout: Duration,
     /// Requests after which a connection takes no new ones: later requests go to a fresh
@@ -289,6 +292,7 @@ impl Cluster {
             outlier: None,
             panic_threshold: Percentage::from_ppm(500_000).unwrap_or(Percentage::ZERO),
             locality_weighted: false,
+            locality_failover: crate::lb::LocalityFailover::default(),
             connect_timeout: Duration::from_secs(10),
             max_requests_per_connection: None,
             idle_timeout: Some(Duration::from_secs(3600)),

@@ -154,10 +154,10 @@ impl MeshConfig {
     /// the same way: a service not exported to the workload's namespace is removed, a
     /// VirtualService not exported leaves Istio's default route. The clusters of a removed
     /// service are removed too, so a visible route to one answers as a missing cluster (`NC`:
-    /// gRPC `UNAVAILABLE`, HTTP 503), as Envoy does. A cluster keeps its DestinationRule only
-    /// where istiod would look the rule up for this workload: in the workload's namespace, the
-    /// service's or the root namespace, exported to the workload's namespace; otherwise it is
-    /// the cluster without the rule, and a subset's cluster is removed.
+    /// gRPC `UNAVAILABLE`, HTTP 503), as Envoy does. Where several VirtualServices or
+    /// DestinationRules name one host, the one istiod would give this workload applies
+    /// (the workload's namespace first; see [`sidecar`](crate::sidecar)'s precedence rules); a
+    /// host none applies to has the clusters without a rule, and no subset clusters.
     ///
     /// Without [`visibility`](Self::visibility) (xDS, hand-built), the configuration is
     /// returned as is. Always narrows the configuration as loaded, so it can be narrowed again
@@ -169,7 +169,7 @@ impl MeshConfig {
         let sidecar = sidecar::select(&visibility.sidecars, workload, &visibility.root_namespace);
         let mode = sidecar.map_or(OutboundMode::AllowAny, sidecar::Sidecar::mode);
         let own = &*workload.namespace;
-        let (mut hidden, mut unrouted) = (Vec::new(), Vec::new());
+        let (mut hidden, mut unrouted, mut routed) = (Vec::new(), Vec::new(), Vec::new());
         let mut listeners = BTreeMap::new();
         let mut visible_hosts = BTreeSet::new();
         for (target, table) in &self.listeners {
@@ -184,24 +184,24 @@ impl MeshConfig {
                 continue;
             }
             visible_hosts.insert(origin.host.clone());
-            let table = match &origin.routed_by {
-                Some(vs)
-                    if !vs.export_to.includes(own)
-                        || sidecar
-                            .is_some_and(|s| !s.imports_virtual_service(vs, origin.port, own)) =>
-                {
-                    unrouted.push((
-                        target.clone(),
-                        format!("{}/{}", vs.namespace, vs.name).into(),
-                    ));
+            let chosen = sidecar::choose_virtual_service(&origin.candidates, own, |vs| {
+                sidecar.is_none_or(|s| s.imports_virtual_service(vs, origin.port, own))
+            });
+            if origin.candidates.len() > 1 {
+                routed.push((target.clone(), chosen.map(sidecar::RoutedBy::id)));
+            }
+            let table = match (chosen, &origin.routed_by) {
+                (Some(vs), _) => vs.routes.clone(),
+                (None, Some(vs)) => {
+                    unrouted.push((target.clone(), vs.id()));
                     vs.default_routes.clone()
                 }
-                _ => table.clone(),
+                (None, None) => table.clone(),
             };
             listeners.insert(target.clone(), table);
         }
         let mut clusters = BTreeMap::new();
-        let (mut hidden_clusters, mut unshaped) = (Vec::new(), Vec::new());
+        let (mut hidden_clusters, mut unshaped, mut rules) = (Vec::new(), Vec::new(), Vec::new());
         for (name, cluster) in &self.clusters {
             let Some(origin) = visibility.clusters.get(name) else {
                 clusters.insert(name.clone(), cluster.clone());
@@ -209,26 +209,40 @@ impl MeshConfig {
             };
             if !visible_hosts.contains(&origin.host) {
                 hidden_clusters.push(name.clone());
+            } else if !visibility.rules.contains_key(&origin.host) {
+                clusters.insert(name.clone(), cluster.clone());
+            }
+        }
+        // A host with DestinationRules gets the clusters of the one that applies here.
+        let root = &*visibility.root_namespace;
+        for (host, host_rules) in &visibility.rules {
+            if !visible_hosts.contains(host) {
                 continue;
             }
-            let cluster = match &origin.rule {
-                Some(rule)
-                    if !rule.export_to.includes(own)
-                        || ![own, &*origin.service_namespace, &*visibility.root_namespace]
-                            .contains(&&*rule.namespace) =>
-                {
-                    unshaped.push((
-                        name.clone(),
-                        format!("{}/{}", rule.namespace, rule.name).into(),
-                    ));
-                    match &rule.without {
-                        Some(without) => without.clone(),
-                        None => continue,
+            let chosen = host_rules.choose(own, root);
+            rules.push((host.clone(), chosen.map(sidecar::RuleEntry::id)));
+            let shaped = match chosen {
+                Some(entry) => &entry.clusters,
+                None => {
+                    if let Some(default) = host_rules.unnarrowed(root) {
+                        unshaped.extend(
+                            default
+                                .clusters
+                                .iter()
+                                .map(|(n, _)| (n.clone(), default.id())),
+                        );
                     }
+                    &host_rules.base
                 }
-                _ => cluster.clone(),
             };
-            clusters.insert(name.clone(), cluster);
+            clusters.extend(shaped.iter().map(|(n, c)| (n.clone(), c.clone())));
+        }
+        unshaped.sort();
+        // `failoverPriority` ranks endpoints by the workload's labels, as istiod does per proxy.
+        for cluster in clusters.values_mut() {
+            if let Some(ranked) = rank_by_labels(cluster, &workload.labels) {
+                *cluster = Arc::new(ranked);
+            }
         }
         let outbound = OutboundScope {
             namespace: workload.namespace.clone(),
@@ -238,6 +252,8 @@ impl MeshConfig {
             unrouted: unrouted.into(),
             hidden_clusters: hidden_clusters.into(),
             unshaped: unshaped.into(),
+            rules: rules.into(),
+            routed: routed.into(),
         };
         Self {
             listeners,
@@ -289,6 +305,23 @@ impl MeshConfig {
             ..self.clone()
         }
     }
+}
+
+/// `cluster` with each endpoint's priority its `failoverPriority` rank for a workload with
+/// `labels`; `None` when the cluster has no `failoverPriority` in effect or the workload no
+/// labels.
+fn rank_by_labels(cluster: &Cluster, labels: &crate::Labels) -> Option<Cluster> {
+    let order = &cluster.locality_failover.priority_labels;
+    if !cluster.locality_weighted || order.is_empty() || labels.is_empty() {
+        return None;
+    }
+    let mut ranked = cluster.clone();
+    let mut endpoints = ranked.endpoints.to_vec();
+    for e in &mut endpoints {
+        e.priority = crate::lb::label_priority(order, labels, &e.labels)?;
+    }
+    ranked.endpoints = endpoints.into();
+    Some(ranked)
 }
 
 /// The names Kubernetes' DNS search list tries for `target` (`host:port`) from a pod in

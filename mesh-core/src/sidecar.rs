@@ -13,7 +13,13 @@
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
-use crate::{Cluster, Labels, RouteTable, Workload};
+use crate::{Labels, RouteTable, Workload};
+
+mod rules;
+
+pub use self::rules::{
+    HostRules, RuleEntry, RuleIndex, choose_virtual_service, unnarrowed_virtual_service,
+};
 
 /// What a call to a host the workload does not know gets (`outboundTrafficPolicy.mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -103,8 +109,13 @@ pub struct ListenerOrigin {
     /// The service's `exportTo` (a Kubernetes Service's `networking.istio.io/exportTo`
     /// annotation).
     pub export_to: ExportTo,
-    /// The VirtualService whose routes the listener serves, if any.
+    /// The VirtualService whose routes the listener serves in the un-narrowed configuration,
+    /// if any.
     pub routed_by: Option<RoutedBy>,
+    /// Every VirtualService for the host with routes on the port, in load order: which one
+    /// applies depends on the workload's namespace and Sidecar
+    /// ([`choose_virtual_service`]).
+    pub candidates: Arc<[RoutedBy]>,
 }
 
 /// What one cluster came from: its service, and the DestinationRule that shaped it.
@@ -116,22 +127,6 @@ pub struct ClusterOrigin {
     pub host: Arc<str>,
     /// The namespace of the service's registry entry.
     pub service_namespace: Arc<str>,
-    /// The DestinationRule applied to the cluster, if any.
-    pub rule: Option<RuleOrigin>,
-}
-
-/// The DestinationRule of a cluster, and the cluster without it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct RuleOrigin {
-    /// `metadata.name`.
-    pub name: Arc<str>,
-    /// `metadata.namespace`.
-    pub namespace: Arc<str>,
-    /// Its `exportTo`.
-    pub export_to: ExportTo,
-    /// The cluster as it is without the rule; `None` for a subset's cluster, which only the
-    /// rule defines.
-    pub without: Option<Arc<Cluster>>,
 }
 
 /// The VirtualService of a listener, and the routes the listener has without it.
@@ -147,6 +142,8 @@ pub struct RoutedBy {
     pub export_to: ExportTo,
     /// The listener's routes when the VirtualService is not imported (Istio's default route).
     pub default_routes: Arc<RouteTable>,
+    /// The listener's routes with this VirtualService.
+    pub routes: Arc<RouteTable>,
 }
 
 /// The Sidecars of a configuration and the origin of each of its listeners: what
@@ -159,9 +156,15 @@ pub struct Visibility {
     pub origins: BTreeMap<Arc<str>, ListenerOrigin>,
     /// Each cluster's origin, by name.
     pub clusters: BTreeMap<Arc<str>, ClusterOrigin>,
+    /// The DestinationRules of each host that has any, by host: the clusters of the host are
+    /// those of the rule that applies to the workload ([`HostRules::choose`]).
+    pub rules: BTreeMap<Arc<str>, HostRules>,
     /// The root namespace, whose selector-less Sidecar is every namespace's default.
     pub root_namespace: Arc<str>,
 }
+
+/// A host or listener, and the resource chosen for it (`namespace/name`), or `None`.
+pub type Chosen = (Arc<str>, Option<Arc<str>>);
 
 /// The outbound policy a narrowed configuration serves: what the data plane does with a
 /// target it has no listener for.
@@ -187,6 +190,12 @@ pub struct OutboundScope {
     /// Clusters served without their DestinationRule (`namespace/name`), which does not apply
     /// to the workload's namespace; a subset's cluster is then removed.
     pub unshaped: Arc<[(Arc<str>, Arc<str>)]>,
+    /// For each visible host with DestinationRules, the consolidated rule that applies to the
+    /// workload ([`RuleEntry::id`]), or `None` when none does.
+    pub rules: Arc<[Chosen]>,
+    /// For each visible listener whose host has several VirtualServices, the one that routes
+    /// it for the workload (`namespace/name`), or `None` for Istio's default route.
+    pub routed: Arc<[Chosen]>,
 }
 
 // === impl ExportTo ===
@@ -274,6 +283,15 @@ impl OutboundScope {
         names
             .into_iter()
             .find_map(|name| self.hidden.iter().find(|h| &***h == name))
+    }
+}
+
+// === impl RoutedBy ===
+
+impl RoutedBy {
+    /// `namespace/name`.
+    pub fn id(&self) -> Arc<str> {
+        format!("{}/{}", self.namespace, self.name).into()
     }
 }
 

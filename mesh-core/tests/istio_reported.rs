@@ -13,7 +13,7 @@ kind: ServiceEntry
 metadata:
   name: reviews
 spec:
-  hosts: [reviews]
+  hosts: [reviews.default.svc.cluster.local]
   ports:
   - number: 9080
     name: http

@@ -38,7 +38,7 @@ apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: direct}}
 spec:
-  hosts: [localhost]
+  hosts: [localhost.default.svc.cluster.local]
   exportTo: {}
   resolution: STATIC
   ports:

@@ -21,7 +21,7 @@ apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: direct}}
 spec:
-  hosts: [localhost]
+  hosts: [localhost.default.svc.cluster.local]
   resolution: DNS
   ports:
   - {{number: {direct_port}, name: grpc, protocol: GRPC}}

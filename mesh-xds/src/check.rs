@@ -293,6 +293,7 @@ pub fn explain(config: &MeshConfig, request: &str) -> Result<String, ExplainErro
                 match config.cluster(&wc.name) {
                     Some(c) => {
                         cluster(&mut out, c);
+                        destination_rule(&mut out, config, &wc.name);
                         grpc_view(&mut out, c);
                     }
                     None => {
@@ -309,6 +310,25 @@ pub fn explain(config: &MeshConfig, request: &str) -> Result<String, ExplainErro
     Ok(out)
 }
 
+/// The DestinationRule the workload's namespace gets for the host of `cluster`, where the
+/// configuration was narrowed for a workload.
+fn destination_rule(out: &mut String, config: &MeshConfig, cluster: &str) {
+    let Some(scope) = config.outbound() else {
+        return;
+    };
+    let Some(host) = cluster.rsplit('|').next() else {
+        return;
+    };
+    if let Some((_, rule)) = scope.rules.iter().find(|(h, _)| &**h == host) {
+        let _ = writeln!(
+            out,
+            "  DestinationRule for namespace {}: {}",
+            scope.namespace,
+            rule.as_deref().unwrap_or("none applies")
+        );
+    }
+}
+
 /// The Sidecar applied to the workload, its mode and what it narrows.
 fn outbound(out: &mut String, scope: &OutboundScope) {
     let _ = writeln!(
@@ -323,6 +343,14 @@ fn outbound(out: &mut String, scope: &OutboundScope) {
     if !scope.hidden.is_empty() {
         let hidden: Vec<&str> = scope.hidden.iter().map(|h| &**h).collect();
         let _ = writeln!(out, "not visible:  {}", hidden.join(", "));
+    }
+    for (target, vs) in scope.routed.iter() {
+        let _ = writeln!(
+            out,
+            "routed by:    {target}: VirtualService {} (of several for the host, as istiod picks for namespace {})",
+            vs.as_deref().unwrap_or("none (default route)"),
+            scope.namespace
+        );
     }
     for (target, vs) in scope.unrouted.iter() {
         let _ = writeln!(

@@ -518,3 +518,71 @@ fn serve_refuses_to_start_on_a_bad_file_and_says_why() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn explain_names_the_virtual_service_and_destination_rule_istiod_picks_for_the_namespace() {
+    let dir = temp_dir("explain-precedence");
+    let yaml = dir.join("billing.yaml");
+    let mut text = String::from(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: billing, namespace: finance}
+spec:
+  hosts: [billing.finance.svc.cluster.local]
+  ports: [{number: 9080, name: grpc}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.2.1}]
+",
+    );
+    for ns in ["finance", "prod"] {
+        text.push_str(&format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: billing, namespace: {ns}}}
+spec:
+  host: billing.finance.svc.cluster.local
+  exportTo: [.]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: billing, namespace: {ns}}}
+spec:
+  hosts: [billing.finance.svc.cluster.local]
+  exportTo: [.]
+  http: [{{route: [{{destination: {{host: billing.finance.svc.cluster.local}}}}]}}]
+"
+        ));
+    }
+    std::fs::write(&yaml, text).unwrap();
+    let explain = |namespace: &str| {
+        let out = run(&[
+            "check",
+            yaml.to_str().unwrap(),
+            "--namespace",
+            namespace,
+            "--explain",
+            "GET http://billing.finance.svc.cluster.local:9080/",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        stdout(&out)
+    };
+    let prod = explain("prod");
+    assert!(
+        prod.contains(
+            "routed by:    billing.finance.svc.cluster.local:9080: VirtualService prod/billing"
+        ),
+        "{prod}"
+    );
+    assert!(
+        prod.contains("DestinationRule for namespace prod: prod/billing"),
+        "{prod}"
+    );
+    let web = explain("web");
+    assert!(web.contains("VirtualService none (default route)"), "{web}");
+    assert!(
+        web.contains("DestinationRule for namespace web: none applies"),
+        "{web}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -17,14 +17,19 @@ use super::{
     cursor::{Cx, Diags, Node},
     destination_rule::DestinationRule,
     kubernetes,
+    precedence::{self, Merged},
     service_entry::{Origin, RawEndpoint, Resolution, ServiceEntry, ServicePort, fqdn},
     virtual_service::{self, Registry, VirtualService},
 };
 use crate::{
     Cluster, DEFAULT_ROOT_NAMESPACE, Endpoint, MeshConfig, PathNormalizer, RouteTable,
     ServerPolicy,
-    route::{Action, Domain, Forward, Route, RouteMatcher, VirtualHost, WeightedClusters},
-    sidecar::{ClusterOrigin, ExportTo, ListenerOrigin, RoutedBy, RuleOrigin, Visibility},
+    route::{
+        Action, Domain, Forward, HashSource, Route, RouteMatcher, VirtualHost, WeightedClusters,
+    },
+    sidecar::{
+        self, ClusterOrigin, ExportTo, HostRules, ListenerOrigin, RoutedBy, RuleEntry, Visibility,
+    },
 };
 
 /// Assembles the configuration; `None` when errors were reported.
@@ -71,12 +76,11 @@ pub(super) fn build(
         }
     }
 
-    // DestinationRules by host.
-    let mut rules: BTreeMap<&str, &DestinationRule> = BTreeMap::new();
+    // DestinationRules by host, in load order.
+    let mut rules: BTreeMap<&str, Vec<&DestinationRule>> = BTreeMap::new();
     for dr in &res.destination_rules {
-        let cx = dr.meta.cx(diags);
         if !services.contains_key(&dr.host) {
-            cx.warn(
+            dr.meta.cx(diags).warn(
                 "spec.host",
                 format!(
                     "host {} is not a known service (no ServiceEntry), the rule has no effect",
@@ -85,17 +89,7 @@ pub(super) fn build(
             );
             continue;
         }
-        if let Some(other) = rules.get(dr.host.as_str()) {
-            cx.error(
-                "spec.host",
-                format!(
-                    "host {} already has DestinationRule {}",
-                    dr.host, other.meta.name
-                ),
-            );
-            continue;
-        }
-        rules.insert(&dr.host, dr);
+        rules.entry(&dr.host).or_default().push(dr);
     }
 
     // Clusters, and what VirtualServices may refer to.
@@ -105,81 +99,83 @@ pub(super) fn build(
     };
     let mut clusters: BTreeMap<Arc<str>, Arc<Cluster>> = BTreeMap::new();
     let mut cluster_origins: BTreeMap<Arc<str>, ClusterOrigin> = BTreeMap::new();
+    let mut host_rules: BTreeMap<Arc<str>, HostRules> = BTreeMap::new();
     for (host, se) in &services {
-        let origin = |rule: Option<(&DestinationRule, Option<&Cluster>)>| ClusterOrigin {
-            host: host.as_str().into(),
-            service_namespace: se.meta.namespace.clone(),
-            rule: rule.map(|(dr, without)| RuleOrigin {
-                name: dr.meta.name.clone(),
-                namespace: dr.meta.namespace.clone(),
-                export_to: dr.export_to.clone(),
-                without: without.map(|c| Arc::new(c.clone())),
-            }),
-        };
         reg.services
             .insert(host.clone(), se.ports.iter().map(|p| p.number).collect());
         let raw = endpoints_of(se, host, &res);
-        let dr = rules.get(host.as_str());
-        if let Some(dr) = dr {
-            reg.subsets.insert(
-                host.clone(),
-                dr.subsets.iter().map(|s| s.name.clone()).collect(),
-            );
-        }
-        for port in &se.ports {
-            let eps: Vec<(Endpoint, &RawEndpoint)> =
-                raw.iter().map(|r| (endpoint(r, port), r)).collect();
-            let name = format!("outbound|{}||{host}", port.number);
-            let mut c = istio_cluster(&name, eps.iter().map(|(e, _)| e.clone()).collect());
-            let mut port_origin = origin(None);
-            if let Some(dr) = dr {
-                port_origin = origin(Some((dr, Some(&c))));
-                let g = dr.policy.on_port(port.number);
-                g.apply(&mut c);
-                if let Some(h) = g.hash() {
-                    reg.hash.insert(name.clone(), h.clone());
-                }
-                for subset in &dr.subsets {
-                    let sname = format!("outbound|{}|{}|{host}", port.number, subset.name);
-                    let selected: Vec<Endpoint> = eps
-                        .iter()
-                        .filter(|(_, r)| r.labels.contains_all(&subset.labels))
-                        .map(|(e, _)| e.clone())
-                        .collect();
-                    if selected.is_empty() && !eps.is_empty() {
-                        let why = if eps.iter().all(|(_, r)| r.labels.is_empty()) {
-                            "its endpoints (from DNS or Kubernetes endpoints) carry no labels; the subset is unresolvable until labelled endpoints (ServiceEntry endpoints or WorkloadEntries) are known"
-                        } else {
-                            "no endpoint has its labels"
-                        };
-                        dr.meta.cx(diags).warn(
-                            "spec.subsets",
-                            format!(
-                                "subset `{}` of host {host} selects no endpoint: {why}",
-                                subset.name
-                            ),
-                        );
-                    }
-                    let mut sc = istio_cluster(&sname, selected);
-                    let mut g = dr.policy.on_port(port.number);
-                    g.overlay(&subset.policy.on_port(port.number));
-                    g.apply(&mut sc);
-                    if let Some(h) = g.hash() {
-                        reg.hash.insert(sname.clone(), h.clone());
-                    }
-                    let sname: Arc<str> = sname.into();
-                    cluster_origins.insert(sname.clone(), origin(Some((dr, None))));
-                    clusters.insert(sname, Arc::new(sc));
+        let drs = rules
+            .get(host.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        // A VirtualService may name a subset of any rule: the rule a workload gets decides
+        // whether the subset's cluster exists for it.
+        let mut subsets: Vec<String> = Vec::new();
+        for dr in drs {
+            warn_empty_subsets(dr, host, &raw, diags);
+            for subset in &dr.subsets {
+                if !subsets.contains(&subset.name) {
+                    subsets.push(subset.name.clone());
                 }
             }
-            let name: Arc<str> = name.into();
-            cluster_origins.insert(name.clone(), port_origin);
-            clusters.insert(name, Arc::new(c));
+        }
+        if !drs.is_empty() {
+            reg.subsets.insert(host.clone(), subsets);
+        }
+        let base = shape(host, se, &raw, None);
+        let merged =
+            precedence::consolidate(host, drs, &se.meta.namespace, DEFAULT_ROOT_NAMESPACE, diags);
+        let entries: Vec<RuleEntry> = merged
+            .iter()
+            .map(|m| RuleEntry {
+                index: m.index,
+                namespace: m.namespace(),
+                names: m.names(),
+                export_to: m.export_to(),
+                clusters: shape(host, se, &raw, Some(m))
+                    .into_iter()
+                    .map(|(n, c, _)| (n, c))
+                    .collect(),
+            })
+            .collect();
+        let hr = HostRules {
+            service_namespace: se.meta.namespace.clone(),
+            base: base
+                .iter()
+                .map(|(n, c, _)| (n.clone(), c.clone()))
+                .collect(),
+            entries: entries.into(),
+        };
+        // The un-narrowed configuration has the rule of the service's own namespace.
+        let chosen = hr
+            .unnarrowed(DEFAULT_ROOT_NAMESPACE)
+            .and_then(|e| hr.entries.iter().position(|x| x == e))
+            .and_then(|i| merged.get(i));
+        let shaped = match chosen {
+            Some(m) => shape(host, se, &raw, Some(m)),
+            None => base,
+        };
+        for (name, cluster, hash) in shaped {
+            if let Some(h) = hash {
+                reg.hash.insert(name.to_string(), h);
+            }
+            cluster_origins.insert(
+                name.clone(),
+                ClusterOrigin {
+                    host: host.as_str().into(),
+                    service_namespace: se.meta.namespace.clone(),
+                },
+            );
+            clusters.insert(name, cluster);
+        }
+        if !hr.entries.is_empty() {
+            host_rules.insert(host.as_str().into(), hr);
         }
     }
 
-    // VirtualServices, now that references can be checked.
-    let mut by_host: BTreeMap<String, Arc<VirtualService>> = BTreeMap::new();
+    // VirtualServices, now that references can be checked; several may name one host.
+    let mut by_host: BTreeMap<String, Vec<Arc<VirtualService>>> = BTreeMap::new();
+    let mut first_path: BTreeMap<String, String> = BTreeMap::new();
     for (meta, spec) in res.virtual_services {
         let ctx = meta.ctx.clone();
         let cx = Cx { ctx: &ctx, diags };
@@ -188,15 +184,19 @@ pub(super) fn build(
         };
         let vs = Arc::new(vs);
         for (host, path) in &vs.hosts {
-            if let Some(other) = by_host.get(host) {
-                cx.error(
-                    path,
-                    format!("host {host} already has VirtualService {}", other.meta.name),
-                );
+            let list = by_host.entry(host.clone()).or_default();
+            if list.iter().any(|other| Arc::ptr_eq(other, &vs)) {
                 continue;
             }
-            by_host.insert(host.clone(), vs.clone());
+            first_path
+                .entry(host.clone())
+                .or_insert_with(|| path.clone());
+            list.push(vs.clone());
         }
+    }
+    for (host, list) in &by_host {
+        let path = first_path.get(host).map(String::as_str).unwrap_or_default();
+        precedence::warn_virtual_services(host, path, list, diags);
     }
 
     // Listeners: one per service host × port, each with its origin for Sidecar scoping.
@@ -206,47 +206,53 @@ pub(super) fn build(
         for port in &se.ports {
             let p = port.number;
             let target: Arc<str> = format!("{host}:{p}").into();
-            let default_routes = || vec![default_route(&reg, &format!("outbound|{p}||{host}"))];
             let table = |routes: Vec<Route>| {
                 VirtualHost::new(target.to_string(), domains(host, p), routes)
                     .and_then(|vh| RouteTable::new(p.to_string(), vec![vh]))
                     .map(Arc::new)
             };
             let cx = se.meta.cx(diags);
-            let vs = by_host.get(host).filter(|vs| !vs.routes.is_empty());
-            let routes = match vs {
-                Some(vs) => vs
+            let default_routes =
+                match table(vec![default_route(&reg, &format!("outbound|{p}||{host}"))]) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        cx.error("spec.hosts", e.message());
+                        continue;
+                    }
+                };
+            let mut candidates = Vec::new();
+            for vs in by_host.get(host).into_iter().flatten() {
+                if vs.routes.is_empty() {
+                    continue;
+                }
+                let routes = vs
                     .routes
                     .iter()
                     .filter(|(only, _)| only.is_none_or(|o| o == p))
                     .map(|(_, r)| r.clone())
-                    .collect(),
-                None => default_routes(),
-            };
-            let routed_by = match vs.map(|vs| (vs, table(default_routes()))) {
-                Some((vs, Ok(default_routes))) => Some(RoutedBy {
-                    name: vs.meta.name.clone(),
-                    namespace: vs.meta.namespace.clone(),
-                    hosts: vs
-                        .hosts
-                        .iter()
-                        .map(|(h, _)| Arc::from(h.as_str()))
-                        .collect(),
-                    export_to: vs.export_to.clone(),
-                    default_routes,
-                }),
-                Some((_, Err(e))) => {
-                    cx.error("spec.hosts", e.message());
-                    None
+                    .collect();
+                match table(routes) {
+                    Ok(routes) => candidates.push(RoutedBy {
+                        name: vs.meta.name.clone(),
+                        namespace: vs.meta.namespace.clone(),
+                        hosts: vs
+                            .hosts
+                            .iter()
+                            .map(|(h, _)| Arc::from(h.as_str()))
+                            .collect(),
+                        export_to: vs.export_to.clone(),
+                        default_routes: default_routes.clone(),
+                        routes,
+                    }),
+                    Err(e) => cx.error("spec.hosts", e.message()),
                 }
-                None => None,
-            };
-            match table(routes) {
-                Ok(table) => {
-                    listeners.insert(target.clone(), table);
-                }
-                Err(e) => cx.error("spec.hosts", e.message()),
             }
+            let routed_by =
+                sidecar::unnarrowed_virtual_service(&candidates, &se.meta.namespace).cloned();
+            let served = routed_by
+                .as_ref()
+                .map_or_else(|| default_routes.clone(), |vs| vs.routes.clone());
+            listeners.insert(target.clone(), served);
             origins.insert(
                 target,
                 ListenerOrigin {
@@ -256,6 +262,7 @@ pub(super) fn build(
                     registered: se.origin != Origin::Dns,
                     export_to: se.export_to.clone(),
                     routed_by,
+                    candidates: candidates.into(),
                 },
             );
         }
@@ -264,6 +271,7 @@ pub(super) fn build(
         sidecars: res.sidecars.into(),
         origins,
         clusters: cluster_origins,
+        rules: host_rules,
         root_namespace: DEFAULT_ROOT_NAMESPACE.into(),
     };
 
@@ -290,6 +298,74 @@ pub(super) fn build(
             Cx { ctx: &ctx, diags }.error("", e.message());
             None
         }
+    }
+}
+
+/// The clusters of `host` (one per port, and with a rule one per subset and port) shaped by
+/// `rule`, each with the hash its consistent-hash balancer needs.
+fn shape(
+    host: &str,
+    se: &ServiceEntry,
+    raw: &[RawEndpoint],
+    rule: Option<&Merged<'_>>,
+) -> Vec<(Arc<str>, Arc<Cluster>, Option<HashSource>)> {
+    let mut out = Vec::new();
+    for port in &se.ports {
+        let eps: Vec<(Endpoint, &RawEndpoint)> =
+            raw.iter().map(|r| (endpoint(r, port), r)).collect();
+        let name = format!("outbound|{}||{host}", port.number);
+        let mut c = istio_cluster(&name, eps.iter().map(|(e, _)| e.clone()).collect());
+        let Some(rule) = rule else {
+            out.push((name.into(), Arc::new(c), None));
+            continue;
+        };
+        let policy = rule.policy();
+        let g = policy.map(|p| p.on_port(port.number)).unwrap_or_default();
+        g.apply(&mut c);
+        out.push((name.into(), Arc::new(c), g.hash().cloned()));
+        for subset in rule.subsets() {
+            let sname = format!("outbound|{}|{}|{host}", port.number, subset.name);
+            let selected: Vec<Endpoint> = eps
+                .iter()
+                .filter(|(_, r)| r.labels.contains_all(&subset.labels))
+                .map(|(e, _)| e.clone())
+                .collect();
+            let mut sc = istio_cluster(&sname, selected);
+            let mut g = policy.map(|p| p.on_port(port.number)).unwrap_or_default();
+            g.overlay(&subset.policy.on_port(port.number));
+            g.apply(&mut sc);
+            out.push((sname.into(), Arc::new(sc), g.hash().cloned()));
+        }
+    }
+    out
+}
+
+/// Warns about each subset of `dr` that selects no endpoint of `host`.
+fn warn_empty_subsets(
+    dr: &DestinationRule,
+    host: &str,
+    raw: &[RawEndpoint],
+    diags: &RefCell<Diags>,
+) {
+    if raw.is_empty() {
+        return;
+    }
+    for subset in &dr.subsets {
+        if raw.iter().any(|r| r.labels.contains_all(&subset.labels)) {
+            continue;
+        }
+        let why = if raw.iter().all(|r| r.labels.is_empty()) {
+            "its endpoints (from DNS or Kubernetes endpoints) carry no labels; the subset is unresolvable until labelled endpoints (ServiceEntry endpoints or WorkloadEntries) are known"
+        } else {
+            "no endpoint has its labels"
+        };
+        dr.meta.cx(diags).warn(
+            "spec.subsets",
+            format!(
+                "subset `{}` of host {host} selects no endpoint: {why}",
+                subset.name
+            ),
+        );
     }
 }
 

@@ -5,7 +5,7 @@
 //! a port-level setting replaces the top-level group of the same kind, and a subset's policy
 //! replaces the DestinationRule's, group by group.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use super::{
     Meta,
@@ -14,8 +14,8 @@ use super::{
 };
 use crate::{
     CertificateSource, Cluster, ConsecutiveRule, Labels, LbPolicy, OutlierDetection, Percentage,
-    SanKind, SanMatcher, TcpKeepalive, TlsMode, UpstreamTls, matcher::StringMatcher,
-    route::HashSource, sidecar::ExportTo,
+    SanKind, SanMatcher, TcpKeepalive, TlsMode, UpstreamTls, lb::LocalityFailover,
+    matcher::StringMatcher, route::HashSource, sidecar::ExportTo,
 };
 
 /// Istio's default ring size for consistent hashing.
@@ -29,6 +29,9 @@ pub(super) struct DestinationRule {
     pub(super) meta: Meta,
     pub(super) host: String,
     pub(super) policy: TrafficPolicy,
+    /// Whether `trafficPolicy` is set: istiod merging rules of one namespace takes a later
+    /// rule's policy only when the earlier has none.
+    pub(super) has_policy: bool,
     pub(super) subsets: Vec<Subset>,
     pub(super) export_to: ExportTo,
 }
@@ -63,6 +66,8 @@ pub(super) struct Lb {
     pub(super) policy: LbPolicy,
     pub(super) hash: Option<HashSource>,
     pub(super) locality_weighted: bool,
+    /// `failover` and `failoverPriority`; in effect only with outlier detection.
+    pub(super) failover: LocalityFailover,
 }
 
 /// `connectionPool`.
@@ -83,10 +88,9 @@ pub(super) fn read(meta: Meta, mut spec: Obj<'_>) -> Option<DestinationRule> {
     let cx = spec.cx();
     let errors = cx.error_count();
     let host = spec.req_str("host").map(|h| fqdn(h, &meta.namespace));
-    let policy = spec
-        .obj("trafficPolicy")
-        .map(read_policy)
-        .unwrap_or_default();
+    let policy = spec.obj("trafficPolicy").map(read_policy);
+    let has_policy = policy.is_some();
+    let policy = policy.unwrap_or_default();
     let mut subsets: Vec<Subset> = Vec::new();
     for n in spec.list("subsets") {
         let Some(mut s) = n.obj() else { continue };
@@ -119,6 +123,7 @@ pub(super) fn read(meta: Meta, mut spec: Obj<'_>) -> Option<DestinationRule> {
         meta,
         host: host?,
         policy,
+        has_policy,
         subsets,
         export_to,
     })
@@ -143,12 +148,23 @@ fn read_policy(mut o: Obj<'_>) -> TrafficPolicy {
 }
 
 fn read_groups(o: &mut Obj<'_>) -> Groups {
-    Groups {
+    let g = Groups {
         lb: o.obj("loadBalancer").and_then(read_lb),
         pool: o.obj("connectionPool").map(read_pool),
         outlier: o.obj("outlierDetection").and_then(read_outlier),
         tls: o.obj("tls").and_then(read_tls),
+    };
+    let failover = g.lb.as_ref().map(|lb| &lb.failover);
+    if g.outlier.is_none()
+        && failover.is_some_and(|f| !f.regions.is_empty() || !f.priority_labels.is_empty())
+    {
+        o.warn(
+            "loadBalancer.localityLbSetting",
+            "failover and failoverPriority take effect only with outlierDetection in the same \
+             policy, as in Istio (without it Envoy never fails over)",
+        );
     }
+    g
 }
 
 fn read_lb(mut o: Obj<'_>) -> Option<Lb> {
@@ -198,20 +214,10 @@ fn read_lb(mut o: Obj<'_>) -> Option<Lb> {
         }
     }
     let mut locality_weighted = false;
+    let mut failover = LocalityFailover::default();
     if let Some(mut l) = o.obj("localityLbSetting") {
         locality_weighted = l.bool("enabled").unwrap_or(true);
-        for key in ["distribute", "failover", "failoverPriority"] {
-            if l.has(key) {
-                l.warn(
-                    key,
-                    "is not supported, ignored: endpoints are ranked by locality proximity \
-                     only (same zone, then region, then anywhere)",
-                );
-            }
-        }
-        l.skip("distribute");
-        l.skip("failover");
-        l.skip("failoverPriority");
+        failover = read_failover(&mut l);
     }
     o.unsupported("warmupDurationSecs");
     o.unsupported("warmup");
@@ -219,7 +225,69 @@ fn read_lb(mut o: Obj<'_>) -> Option<Lb> {
         policy,
         hash,
         locality_weighted,
+        failover,
     })
+}
+
+/// Reads `failover` and `failoverPriority` of a `localityLbSetting`; `distribute` is reported
+/// (not supported) and, as istiod applies it instead of both, turns them off.
+fn read_failover(l: &mut Obj<'_>) -> LocalityFailover {
+    let mut regions: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+    for n in l.list("failover") {
+        let Some(mut f) = n.obj() else { continue };
+        let (Some(from), Some(to)) = (f.req_str("from"), f.req_str("to")) else {
+            continue;
+        };
+        if from == to {
+            f.error("to", format!("failover from `{from}` to the same region"));
+            continue;
+        }
+        if regions.iter().any(|(r, _)| **r == *from) {
+            f.warn(
+                "from",
+                format!(
+                    "region `{from}` has an earlier failover entry, which istiod applies; ignored"
+                ),
+            );
+            continue;
+        }
+        regions.push((from.into(), to.into()));
+    }
+    let mut priority_labels: Vec<crate::lb::PriorityLabel> = Vec::new();
+    for (path, entry) in l.str_list("failoverPriority") {
+        let (label, value) = match entry.split_once('=') {
+            Some((label, value)) => (label, Some(Arc::from(value))),
+            None => (entry, None),
+        };
+        if label.is_empty() {
+            l.cx()
+                .error(&path, "a failoverPriority entry needs a label name");
+            continue;
+        }
+        priority_labels.push((label.into(), value));
+    }
+    if l.has("distribute") {
+        l.warn(
+            "distribute",
+            "is not supported, ignored: endpoints are ranked by locality proximity (same \
+             zone, then region, then anywhere) and by failover/failoverPriority",
+        );
+        for key in ["failover", "failoverPriority"] {
+            if l.has(key) {
+                l.warn(
+                    key,
+                    "is not applied: `distribute` is set, which istiod applies instead",
+                );
+            }
+        }
+        regions.clear();
+        priority_labels.clear();
+    }
+    l.skip("distribute");
+    LocalityFailover {
+        regions: regions.into(),
+        priority_labels: priority_labels.into(),
+    }
 }
 
 fn read_hash_source(ch: &mut Obj<'_>) -> Option<HashSource> {
@@ -466,6 +534,12 @@ impl Groups {
         if let Some(lb) = &self.lb {
             c.lb = lb.policy.clone();
             c.locality_weighted = lb.locality_weighted;
+            // istiod applies failover only with outlier detection.
+            c.locality_failover = if self.outlier.is_some() {
+                lb.failover.clone()
+            } else {
+                LocalityFailover::default()
+            };
         }
         if let Some(p) = &self.pool {
             let b = &mut c.breaker;

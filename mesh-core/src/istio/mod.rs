@@ -24,6 +24,7 @@ mod duration;
 mod kubernetes;
 mod limits;
 mod positions;
+mod precedence;
 mod security;
 mod service_entry;
 mod sidecar;

@@ -96,7 +96,19 @@ pub(super) fn read_service_entry(meta: Meta, mut spec: Obj<'_>) -> Option<Servic
             spec.cx().error(&path, format!("`{h}` is not a valid host"));
             continue;
         }
-        hosts.push((fqdn(h, &meta.namespace), path));
+        // Istio takes ServiceEntry hosts literally: only VirtualService and DestinationRule
+        // short names are expanded with the resource's namespace.
+        let host = h.to_ascii_lowercase();
+        if !host.contains('.') && host != "*" {
+            spec.cx().warn(
+                &path,
+                format!(
+                    "host `{host}` is taken literally, as Istio does: a VirtualService or DestinationRule naming `{host}` means `{}`, not this host",
+                    fqdn(&host, &meta.namespace)
+                ),
+            );
+        }
+        hosts.push((host, path));
     }
     if hosts.is_empty() && spec.cx().error_count() == errors {
         spec.error("hosts", "at least one host is required");

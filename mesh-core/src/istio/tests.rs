@@ -5,6 +5,8 @@ use proptest::prelude::*;
 use super::*;
 
 mod export_to;
+mod failover;
+mod precedence;
 mod sidecar;
 
 const SERVICE: &str = "\
@@ -13,7 +15,7 @@ kind: ServiceEntry
 metadata:
   name: reviews
 spec:
-  hosts: [reviews]
+  hosts: [reviews.default.svc.cluster.local]
   ports:
   - number: 9080
     name: http

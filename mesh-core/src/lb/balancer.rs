@@ -113,7 +113,7 @@ impl Balancer {
         self.priorities = match locality.filter(|_| cluster.locality_weighted) {
             Some(caller) => PrioritySet::with_priorities(
                 &cluster.endpoints,
-                |_, e| locality_priority(caller, e),
+                |_, e| locality_priority(caller, e, &cluster.locality_failover),
                 healthy,
                 cluster.panic_threshold,
             ),

@@ -38,7 +38,10 @@ pub use self::{
     balancer::Balancer,
     hash::{GeneratedCookie, RequestView, request_hash, request_hash_generating},
     least_request::pick_least_request,
-    locality::{locality_priority, locality_tier},
+    locality::{
+        LocalityFailover, PriorityLabel, failover_tier, label_priority, locality_priority,
+        locality_tier,
+    },
     priority::{Candidates, PrioritySet, healthy_flags},
     random::pick_weighted_random,
     ring_hash::Ring,

@@ -113,6 +113,7 @@ fn a_virtual_service_is_imported_when_its_namespace_and_a_host_match() {
         hosts: Arc::from([Arc::from("reviews.prod.svc.cluster.local")]),
         export_to: ExportTo::All,
         default_routes: Arc::new(RouteTable::new("9080", vec![]).unwrap()),
+        routes: Arc::new(RouteTable::new("9080", vec![]).unwrap()),
     };
     let with = |entries: &[&str], port: Option<u16>| Sidecar {
         egress: Some(Arc::from([EgressListener {
