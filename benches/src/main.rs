@@ -251,8 +251,13 @@ fn run(cmd: Cmd) -> Result<(), String> {
             repeat,
             json,
         } => {
-            let report =
-                scale::run(clusters, endpoints_per_cluster, repeat).map_err(|e| e.to_string())?;
+            let heap = || {
+                // A reallocation's growth or shrinkage is already in these two.
+                let s = ALLOCATOR.stats();
+                u64::try_from(s.bytes_allocated.saturating_sub(s.bytes_deallocated)).unwrap_or(0)
+            };
+            let report = scale::run(clusters, endpoints_per_cluster, repeat, &heap)
+                .map_err(|e| e.to_string())?;
             write_json(&json, &report)
         }
         Cmd::Report {

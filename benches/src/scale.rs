@@ -1,8 +1,14 @@
 //! Configuration scale: what it costs to load and apply a large configuration (1,000 clusters
 //! with 10,000 endpoints) and to look a route up among 1,000 routes.
 //!
-//! Times are wall-clock medians of a few repetitions in a fresh process; memory is the growth of
-//! this process's resident set (`VmRSS`), so it includes allocator slack — an upper bound.
+//! Times are wall-clock medians of a few repetitions in a fresh process. Memory is measured two
+//! ways: the growth of this process's resident set (`VmRSS`), which includes allocator slack —
+//! an upper bound — and the heap bytes held, counted by the bench binary's allocator (exact,
+//! without slack).
+//!
+//! Two updates are timed beside the one-endpoint change: publishing a new version of one
+//! cluster of 10,000 endpoints (every endpoint in a fresh list, 1 % of them moved) next to
+//! 999 unchanged clusters, the shape of a large EDS update.
 
 use std::{
     fmt::Write as _,
@@ -46,7 +52,27 @@ pub struct ScaleReport {
     /// Route lookups: routes in the table → nanoseconds per lookup of the last route (the
     /// worst case of first-match-wins).
     pub route_lookup_ns: Vec<(usize, f64)>,
+    /// Heap held by one parsed `MeshConfig`, KiB (counting allocator).
+    #[serde(default)]
+    pub config_heap_kib: u64,
+    /// Heap held by a mesh with the configuration published over an empty mesh (the runtime
+    /// state; the configuration itself is shared), KiB (counting allocator).
+    #[serde(default)]
+    pub publish_heap_kib: u64,
+    /// `Mesh::publish` of a new version of one cluster of 10,000 endpoints (1 % moved) beside
+    /// 999 unchanged clusters, ms (median).
+    #[serde(default)]
+    pub eds_10k_publish_ms: f64,
+    /// Like `publish_heap_kib`, every cluster without outlier detection.
+    #[serde(default)]
+    pub publish_heap_kib_without_outlier: u64,
+    /// Like `publish_heap_kib`, every cluster without endpoints.
+    #[serde(default)]
+    pub publish_heap_kib_without_endpoints: u64,
 }
+
+/// Heap bytes in use now, from the bench binary's counting allocator (0 without one).
+pub type HeapMeter<'a> = &'a dyn Fn() -> u64;
 
 /// An error of the scale run.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +153,7 @@ pub fn run(
     clusters: usize,
     endpoints_per_cluster: usize,
     repeat: usize,
+    heap: HeapMeter<'_>,
 ) -> Result<ScaleReport, ScaleError> {
     let repeat = repeat.max(1);
     let me = std::process::id();
@@ -181,6 +208,28 @@ pub fn run(
         })
         .collect();
 
+    drop(mesh);
+
+    // Heap held: one parsed config, then the runtime state of one mesh it is published into.
+    let empty = Mesh::new(MeshConfig::empty());
+    let before = heap();
+    let held = Arc::new(load(&text)?);
+    let parsed = heap();
+    let loaded = Mesh::new(MeshConfig::empty());
+    loaded.publish(held.clone());
+    let published = heap();
+    let config_heap_kib = parsed.saturating_sub(before) / 1024;
+    let publish_heap_kib = published.saturating_sub(parsed) / 1024;
+    drop((loaded, held, empty));
+    // Where the runtime state goes: the same clusters without outlier detection, and without
+    // endpoints (what every cluster costs whatever its size).
+    let publish_heap_kib_without_outlier =
+        runtime_heap(heap, &reshaped(&config, |c| c.outlier = None)?) / 1024;
+    let publish_heap_kib_without_endpoints =
+        runtime_heap(heap, &reshaped(&config, |c| c.endpoints = Arc::from([]))?) / 1024;
+
+    let eds_10k_publish_ms = eds_update(&config, 10_000, repeat)?;
+
     let mut route_lookup_ns = Vec::new();
     for routes in [10usize, 1_000, 10_000] {
         route_lookup_ns.push((routes, route_lookup(routes)?));
@@ -197,7 +246,84 @@ pub fn run(
         config_rss_kib: growth_per_copy(&rss_after_configs),
         publish_rss_kib: growth_per_copy(&rss_after_meshes),
         route_lookup_ns,
+        config_heap_kib,
+        publish_heap_kib,
+        publish_heap_kib_without_outlier,
+        publish_heap_kib_without_endpoints,
+        eds_10k_publish_ms,
     })
+}
+
+/// `config` with `change` made to every cluster.
+fn reshaped(
+    config: &MeshConfig,
+    change: impl Fn(&mut mesh_core::Cluster),
+) -> Result<Arc<MeshConfig>, ScaleError> {
+    let clusters = config
+        .clusters()
+        .iter()
+        .map(|(name, c)| {
+            let mut c = (**c).clone();
+            change(&mut c);
+            (name.clone(), Arc::new(c))
+        })
+        .collect();
+    let server = mesh_core::ServerPolicy::default();
+    MeshConfig::new("reshaped", config.listeners().clone(), clusters, server)
+        .map(Arc::new)
+        .map_err(|e| ScaleError::Config(e.to_string()))
+}
+
+/// Heap bytes a mesh with `config` published holds over an empty mesh.
+fn runtime_heap(heap: HeapMeter<'_>, config: &Arc<MeshConfig>) -> u64 {
+    let before = heap();
+    let mesh = Mesh::new(MeshConfig::empty());
+    mesh.publish(config.clone());
+    let held = heap().saturating_sub(before);
+    drop(mesh);
+    held
+}
+
+/// Median ms of `Mesh::publish` of a new version of one cluster of `endpoints` endpoints (in a
+/// fresh list, 1 % of them moved) beside `config`'s other clusters, unchanged.
+fn eds_update(config: &MeshConfig, endpoints: usize, repeat: usize) -> Result<f64, ScaleError> {
+    let Some((name, first)) = config.clusters().iter().next() else {
+        return Ok(0.0);
+    };
+    let version = |moved: usize| -> Result<Arc<MeshConfig>, ScaleError> {
+        let list: Vec<mesh_core::Endpoint> = (0..endpoints)
+            .map(|j| {
+                // 1 % of the endpoints move by `moved` addresses each version.
+                let k = if j % 100 == 0 {
+                    j + moved * endpoints
+                } else {
+                    j
+                };
+                let ip = std::net::Ipv4Addr::from(0x0a80_0000 + u32::try_from(k).unwrap_or(0));
+                let address = std::net::SocketAddr::from((ip, 8080));
+                mesh_core::Endpoint::new(mesh_core::EndpointAddress::Socket(address))
+            })
+            .collect();
+        let mut cluster = (**first).clone();
+        cluster.endpoints = list.into();
+        let mut clusters = config.clusters().clone();
+        clusters.insert(name.clone(), Arc::new(cluster));
+        let listeners = config.listeners().clone();
+        let server = mesh_core::ServerPolicy::default();
+        MeshConfig::new(format!("eds-{moved}"), listeners, clusters, server)
+            .map(Arc::new)
+            .map_err(|e| ScaleError::Config(e.to_string()))
+    };
+    let mesh = Mesh::new(MeshConfig::empty());
+    mesh.publish(version(0)?);
+    let mut times = Vec::new();
+    for moved in 1..=repeat.max(1) {
+        let next = version(moved)?;
+        let started = Instant::now();
+        mesh.publish(next);
+        times.push(started.elapsed());
+    }
+    Ok(median_ms(times))
 }
 
 /// Nanoseconds per lookup of the last specific route in a table of `routes` prefix routes.

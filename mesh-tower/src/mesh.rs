@@ -3,9 +3,10 @@
 //!
 //! A [`Mesh`] holds one [`Snapshot`] behind an `ArcSwap`: the immutable [`MeshConfig`] plus, per
 //! cluster, its endpoint connections and its long-lived state (load counters). Publishing a new
-//! configuration builds a new snapshot that *reuses* the connection of every endpoint that is
-//! still there and the state of every cluster that is still there, then swaps it in with one
-//! store. A request loads the snapshot once (in the route layer) and carries what it needs in its
+//! configuration builds a new snapshot incrementally, then swaps it in with one store: an
+//! unchanged cluster keeps its entry as it is (connections, balancer, health); a changed one
+//! keeps its state, the connection of every endpoint still there and its balancer's progress
+//! (round robin continues, a hash ring is rebuilt only when its hosts changed). A request loads the snapshot once (in the route layer) and carries what it needs in its
 //! extensions, so it is served entirely by one configuration version; what a config change
 //! removes lives until its last request ends.
 //!
@@ -268,7 +269,7 @@ impl Mesh {
     }
 
     /// Stores `config` whole, narrowed for the local workload, reusing the entries of clusters
-    /// still there. The caller holds the publish lock.
+    /// still there ([`ClusterEntry::build`]). The caller holds the publish lock.
     fn store_client(&self, published: Arc<MeshConfig>) {
         let config = match published.visibility() {
             Some(_) => Arc::new(published.for_workload(&self.local_workload())),

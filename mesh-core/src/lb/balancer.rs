@@ -14,13 +14,13 @@
 //! `PeakEwma` is balanced here as power of two choices over the caller's `load`: pass the
 //! peak-EWMA cost (latency estimate × (active + 1), scaled to an integer) as the load.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use super::{
     Draws, PrioritySet, Ring, WeightedRoundRobin, locality_priority, pick_least_request,
     pick_weighted_random,
 };
-use crate::{Cluster, Endpoint, LbPolicy, Locality};
+use crate::{Cluster, Endpoint, EndpointAddress, LbPolicy, Locality};
 
 /// The balancing state of one cluster.
 #[derive(Clone, Debug)]
@@ -52,16 +52,71 @@ impl Balancer {
     }
 
     /// Recomputes levels, loads, panic and rings for a changed cluster or changed health.
-    /// Round-robin progress survives when the endpoint list is unchanged.
+    ///
+    /// Round-robin progress follows each host by address, so the hosts that stay keep their
+    /// place in the rotation when others are added or removed (an EDS update does not restart
+    /// it). A level's hash ring is rebuilt only when the level's hosts (address and weight)
+    /// or the ring sizes changed, so keys keep their hosts across an unrelated change.
     pub fn update(&mut self, cluster: &Cluster, healthy: &[bool], locality: Option<&Locality>) {
-        if !Arc::ptr_eq(&self.endpoints, &cluster.endpoints)
-            && *self.endpoints != *cluster.endpoints
-        {
-            self.round_robin.reset();
+        let same_endpoints = Arc::ptr_eq(&self.endpoints, &cluster.endpoints)
+            || *self.endpoints == *cluster.endpoints;
+        if !same_endpoints {
+            let previous: HashMap<&EndpointAddress, usize, foldhash::fast::RandomState> = self
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (&e.address, i))
+                .collect();
+            self.round_robin.remap(cluster.endpoints.len(), |new| {
+                cluster
+                    .endpoints
+                    .get(new)
+                    .and_then(|e| previous.get(&e.address).copied())
+            });
         }
+        let old_levels = std::mem::take(&mut self.priorities);
+        let old_rings = std::mem::take(&mut self.rings);
+        let old_endpoints = std::mem::replace(&mut self.endpoints, cluster.endpoints.clone());
+        let same_rings = self.policy == cluster.lb;
         self.policy = cluster.lb.clone();
-        self.endpoints = cluster.endpoints.clone();
-        self.rebuild(cluster, healthy, locality);
+        self.priorities = Self::levels_of(cluster, healthy, locality);
+        let LbPolicy::RingHash {
+            min_ring_size,
+            max_ring_size,
+        } = cluster.lb
+        else {
+            return;
+        };
+        // Same indices (checked first), so the same hosts when each keeps address and weight.
+        let same_hosts = |hosts: &[usize]| {
+            hosts.iter().all(|&i| {
+                let key = |e: &Endpoint| (e.address.clone(), e.weight);
+                old_endpoints.get(i).map(key) == cluster.endpoints.get(i).map(key)
+            })
+        };
+        let mut old = old_levels.levels().zip(old_rings);
+        self.rings = self
+            .priorities
+            .levels()
+            .map(|level| {
+                // Indices are compared too: a kept ring names hosts by index.
+                match old.next() {
+                    Some((was, ring))
+                        if same_rings
+                            && was.hosts == level.hosts
+                            && (same_endpoints || same_hosts(level.hosts)) =>
+                    {
+                        ring
+                    }
+                    _ => Ring::new(
+                        &cluster.endpoints,
+                        level.hosts,
+                        min_ring_size,
+                        max_ring_size,
+                    ),
+                }
+            })
+            .collect();
     }
 
     /// The priority levels, for metrics and the config dump.
@@ -110,15 +165,7 @@ impl Balancer {
     }
 
     fn rebuild(&mut self, cluster: &Cluster, healthy: &[bool], locality: Option<&Locality>) {
-        self.priorities = match locality.filter(|_| cluster.locality_weighted) {
-            Some(caller) => PrioritySet::with_priorities(
-                &cluster.endpoints,
-                |_, e| locality_priority(caller, e, &cluster.locality_failover),
-                healthy,
-                cluster.panic_threshold,
-            ),
-            None => PrioritySet::new(&cluster.endpoints, healthy, cluster.panic_threshold),
-        };
+        self.priorities = Self::levels_of(cluster, healthy, locality);
         self.rings = match cluster.lb {
             LbPolicy::RingHash {
                 min_ring_size,
@@ -130,6 +177,18 @@ impl Balancer {
                 .collect(),
             _ => Vec::new(),
         };
+    }
+
+    fn levels_of(cluster: &Cluster, healthy: &[bool], locality: Option<&Locality>) -> PrioritySet {
+        match locality.filter(|_| cluster.locality_weighted) {
+            Some(caller) => PrioritySet::with_priorities(
+                &cluster.endpoints,
+                |_, e| locality_priority(caller, e, &cluster.locality_failover),
+                healthy,
+                cluster.panic_threshold,
+            ),
+            None => PrioritySet::new(&cluster.endpoints, healthy, cluster.panic_threshold),
+        }
     }
 }
 
@@ -227,6 +286,60 @@ mod tests {
             moved >= was_on_3 && moved < 200,
             "{moved}, {was_on_3} were on host 3"
         );
+    }
+
+    fn with_endpoints(c: &Cluster, endpoints: &[Endpoint]) -> Cluster {
+        let mut c = c.clone();
+        c.endpoints = endpoints.into();
+        c
+    }
+
+    #[test]
+    fn round_robin_follows_its_hosts_across_an_endpoint_change() {
+        let c = cluster(3, LbPolicy::RoundRobin);
+        let mut b = Balancer::new(&c, &[true; 3], None);
+        assert_eq!(b.pick(None, |_| 0, 0), Some(0));
+        assert_eq!(b.pick(None, |_| 0, 0), Some(1));
+        // The first host goes: the rotation goes on with the third, now at index 1 (a reset
+        // would start over at the second, which just had its turn).
+        let fewer = with_endpoints(&c, &c.endpoints[1..]);
+        b.update(&fewer, &[true; 2], None);
+        assert_eq!(b.pick(None, |_| 0, 0), Some(1));
+        // A host is added at the end: it joins the rotation, which stays even.
+        let more = cluster(4, LbPolicy::RoundRobin);
+        let more = with_endpoints(&more, &more.endpoints[1..]);
+        b.update(&more, &[true; 3], None);
+        let picks: Vec<_> = (0..6).map(|_| b.pick(None, |_| 0, 0).unwrap()).collect();
+        let mut counts = [0; 3];
+        picks.iter().for_each(|&p| counts[p] += 1);
+        assert_eq!(counts, [2; 3], "{picks:?}");
+    }
+
+    #[test]
+    fn a_ring_is_kept_when_its_hosts_did_not_change() {
+        let c = cluster(10, LbPolicy::default_ring_hash());
+        let mut b = Balancer::new(&c, &[true; 10], None);
+        let ring = b.rings[0].entries.as_ptr();
+        // The same endpoints in a fresh list (a new configuration version), another breaker:
+        // the ring stays.
+        let mut same = with_endpoints(&c, &c.endpoints);
+        same.breaker.max_requests = 7;
+        b.update(&same, &[true; 10], None);
+        assert_eq!(b.rings[0].entries.as_ptr(), ring, "ring rebuilt");
+        // A weight changed: rebuilt.
+        let mut heavier = c.endpoints.to_vec();
+        heavier[2].weight = NonZeroU32::new(3).unwrap();
+        let heavier = with_endpoints(&c, &heavier);
+        b.update(&heavier, &[true; 10], None);
+        assert_ne!(
+            b.rings[0],
+            Ring::new(&c.endpoints, &(0..10).collect::<Vec<_>>(), 1024, 1 << 23)
+        );
+        // An ejection: rebuilt without the host.
+        let mut healthy = [true; 10];
+        healthy[4] = false;
+        b.update(&heavier, &healthy, None);
+        assert!((0..1000).all(|k| b.pick(Some(k << 50), |_| 0, 0) != Some(4)));
     }
 
     #[test]

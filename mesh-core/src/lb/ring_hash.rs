@@ -28,7 +28,7 @@ use crate::Endpoint;
 /// A built hash ring: `(hash, host index)` entries sorted by hash.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ring {
-    entries: Box<[(u64, usize)]>,
+    pub(super) entries: Box<[(u64, usize)]>,
 }
 
 // === impl Ring ===

@@ -73,6 +73,25 @@ impl WeightedRoundRobin {
     pub fn reset(&mut self) {
         self.current.clear();
     }
+
+    /// Carries the progress over to a new host list of `hosts` entries: host `i` of the new
+    /// list takes the progress of host `previous(i)` of the old one, a new host (`None`)
+    /// starts at zero. Hosts that stay keep their place in the rotation when others come or
+    /// go; the skew this leaves is at most one total weight's worth of picks, as after an
+    /// ejection.
+    pub fn remap(&mut self, hosts: usize, previous: impl Fn(usize) -> Option<usize>) {
+        if self.current.is_empty() {
+            return;
+        }
+        let current = (0..hosts)
+            .map(|i| {
+                previous(i)
+                    .and_then(|p| self.current.get(p).copied())
+                    .unwrap_or(0)
+            })
+            .collect();
+        self.current = current;
+    }
 }
 
 #[cfg(test)]

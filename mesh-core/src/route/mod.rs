@@ -26,12 +26,15 @@ use crate::{
 
 /// The routes of one listener (one target such as `reviews.default.svc.cluster.local:9080`).
 ///
-/// Equality and hashing look at the configuration only, not at the derived domain index.
+/// Equality and hashing look at the configuration only, not at the derived domain and path
+/// indices.
 #[derive(Clone, Debug)]
 pub struct RouteTable {
     name: Arc<str>,
     virtual_hosts: Arc<[VirtualHost]>,
     index: Arc<find::DomainIndex>,
+    /// Per virtual host, by the same index.
+    paths: Arc<[find::PathIndex]>,
 }
 
 /// A set of domains and the routes that serve them.
@@ -269,10 +272,15 @@ impl RouteTable {
             }
         }
         let index = Arc::new(find::DomainIndex::build(&virtual_hosts));
+        let paths = virtual_hosts
+            .iter()
+            .map(|vh| find::PathIndex::build(&vh.routes))
+            .collect();
         Ok(Self {
             name: name.into(),
             virtual_hosts: virtual_hosts.into(),
             index,
+            paths,
         })
     }
 

@@ -382,3 +382,61 @@ proptest! {
         prop_assert_eq!(without_exact.virtual_host(&host).unwrap().name(), expected);
     }
 }
+
+fn path_route(kind: u8, pattern: &str, ignore_case: bool) -> Route {
+    let kind = match kind % 4 {
+        0 => PathMatch::Prefix(pattern.into()),
+        1 => PathMatch::Exact(pattern.into()),
+        2 => PathMatch::Regex(crate::matcher::Regex::new(&format!("{pattern}.*")).unwrap()),
+        _ => PathMatch::Any,
+    };
+    Route::new(
+        RouteMatcher {
+            path: PathMatcher::new(kind, ignore_case),
+            ..RouteMatcher::default()
+        },
+        forward("c"),
+    )
+}
+
+#[test]
+fn a_route_per_method_is_found_without_trying_the_others_first() {
+    // A gRPC-style table: exact methods, service prefixes, and a catch-all last.
+    let mut routes: Vec<Route> = (0..300u16)
+        .map(|i| path_route((i % 2) as u8, &format!("/svc{}/M{i}", i / 3), false))
+        .collect();
+    routes.push(path_route(0, "/", false));
+    let table = RouteTable::new("t", vec![vhost("v", &["*"], routes.clone())]).unwrap();
+    for (path, expected) in [
+        ("/svc10/M30", Some(30)),
+        ("/svc10/M31?x=1", Some(31)),
+        ("/svc10/M31extra", Some(300)),
+        ("/svc10/M30extra", Some(30)),
+        ("/svc99/M299", Some(299)),
+        ("/nothing", Some(300)),
+    ] {
+        let found = table
+            .find(&Req::new("host", path).head())
+            .map(|m| m.route_index);
+        assert_eq!(found, expected, "{path}");
+    }
+}
+
+proptest! {
+    /// The indexed lookup finds what a scan of every route in order finds, whatever the mix of
+    /// exact, prefix, regex and any-path routes, with and without ignored case.
+    #[test]
+    fn the_path_index_agrees_with_a_scan(
+        specs in prop::collection::vec((0u8..4, "/[aB/]{0,4}", any::<bool>()), 1..12),
+        path in "/[abAB/]{0,6}(\\?[a/]{0,2})?",
+    ) {
+        let routes: Vec<Route> = specs.iter().map(|(k, p, ic)| path_route(*k, p, *ic)).collect();
+        let table = RouteTable::new("t", vec![vhost("v", &["*"], routes.clone())]).unwrap();
+        let req = Req::new("host", &path);
+        let head = req.head();
+        let (p, q) = path.split_once('?').unwrap_or((&path, ""));
+        let expected = routes.iter().position(|r| r.matcher.matches(&head, p, q));
+        let found = table.find(&head).map(|m| m.route_index);
+        prop_assert_eq!(found, expected);
+    }
+}

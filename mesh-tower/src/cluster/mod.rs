@@ -105,7 +105,40 @@ impl ClusterEntry {
         }
     }
 
+    /// The entry of `policy` in a new snapshot, given the cluster's entry in the previous one.
+    ///
+    /// An unchanged cluster (the same policy, or an equal one, seen from the same locality)
+    /// keeps its entry as it is: connections, balancer (round-robin position, hash rings)
+    /// and health. A changed one keeps its state, the connections of the endpoints still
+    /// there under the same TLS and pool settings, and its balancer's progress, updated for
+    /// the new endpoints ([`Balancer::update`]: round robin follows its hosts, a hash ring is
+    /// rebuilt only when its hosts changed).
     pub(crate) fn build(
+        policy: &Arc<Cluster>,
+        old: Option<&ClusterEntry>,
+        tls: &MeshTls,
+        connector: &Connector,
+        locality: Option<Locality>,
+    ) -> Self {
+        match old {
+            Some(old) if old.serves(policy, locality.as_ref()) => Self {
+                // Equal content: the new policy's endpoints are the old ones, index for index.
+                policy: policy.clone(),
+                ..old.clone()
+            },
+            _ => Self::update(policy, old, tls, connector, locality),
+        }
+    }
+
+    /// Whether this entry serves `policy` as is: the same (or an equal) policy, balanced for
+    /// the same local locality.
+    fn serves(&self, policy: &Arc<Cluster>, locality: Option<&Locality>) -> bool {
+        // `Arc`'s equality compares pointers first, and so do the policy's shared lists.
+        let b = self.balancer.lock().unwrap_or_else(|p| p.into_inner());
+        b.locality.as_ref() == locality && self.policy == *policy
+    }
+
+    fn update(
         policy: &Arc<Cluster>,
         old: Option<&ClusterEntry>,
         tls: &MeshTls,
@@ -146,9 +179,22 @@ impl ClusterEntry {
         state.outliers.configure(policy);
         let health = state.outliers.health();
         let healthy = health.healthy_flags(policy);
+        // The old snapshot's requests keep picking from the old balancer (its indices are
+        // the old policy's); this one continues from a copy of it.
+        let previous = old.map(|o| {
+            let b = o.balancer.lock().unwrap_or_else(|p| p.into_inner());
+            b.balancer.clone()
+        });
+        let balancer = match previous {
+            Some(mut balancer) => {
+                balancer.update(policy, &healthy, locality.as_ref());
+                balancer
+            }
+            None => Balancer::new(policy, &healthy, locality.as_ref()),
+        };
         Self {
             balancer: Arc::new(Mutex::new(BalancerState {
-                balancer: Balancer::new(policy, &healthy, locality.as_ref()),
+                balancer,
                 generation: health.generation(),
                 locality,
             })),

@@ -134,3 +134,89 @@ fn a_builder_whose_identity_does_not_load_fails() {
             .is_err()
     );
 }
+
+fn cluster(name: &str, hosts: std::ops::Range<u8>, lb: mesh_core::LbPolicy) -> Arc<Cluster> {
+    let endpoints = hosts
+        .map(|i| {
+            let address = format!("10.0.0.{i}:80").parse().unwrap();
+            mesh_core::Endpoint::new(mesh_core::EndpointAddress::Socket(address))
+        })
+        .collect();
+    let mut c = Cluster::new(name, endpoints);
+    c.lb = lb;
+    Arc::new(c)
+}
+
+fn config_of(clusters: &[&Arc<Cluster>]) -> Arc<MeshConfig> {
+    let clusters = clusters
+        .iter()
+        .map(|c| (c.name.clone(), Arc::clone(c)))
+        .collect();
+    let policy = mesh_core::ServerPolicy::default();
+    Arc::new(MeshConfig::new("v", Default::default(), clusters, policy).unwrap())
+}
+
+fn pick(mesh: &Mesh, cluster: &str) -> usize {
+    mesh.snapshot().clusters[cluster].pick(None, &[]).unwrap()
+}
+
+#[test]
+fn a_publish_keeps_the_entry_of_an_unchanged_cluster_as_it_is() {
+    let a = cluster("a", 1..4, mesh_core::LbPolicy::RoundRobin);
+    let b = cluster("b", 1..4, mesh_core::LbPolicy::RoundRobin);
+    let mesh = Mesh::new((*config_of(&[&a, &b])).clone());
+    assert_eq!((pick(&mesh, "a"), pick(&mesh, "a")), (0, 1));
+    let before = mesh.snapshot();
+    // Another cluster's endpoints change.
+    mesh.publish(config_of(&[
+        &a,
+        &cluster("b", 2..6, mesh_core::LbPolicy::RoundRobin),
+    ]));
+    let after = mesh.snapshot();
+    let (was, is) = (&before.clusters["a"], &after.clusters["a"]);
+    assert!(Arc::ptr_eq(&was.balancer, &is.balancer), "balancer rebuilt");
+    assert!(Arc::ptr_eq(&was.connections, &is.connections));
+    // The rotation goes on where it was.
+    assert_eq!(pick(&mesh, "a"), 2);
+    // An equal policy in a new configuration (a reloaded file, a new xDS version) too.
+    let reloaded = cluster("a", 1..4, mesh_core::LbPolicy::RoundRobin);
+    mesh.publish(config_of(&[&reloaded]));
+    let again = mesh.snapshot();
+    assert!(Arc::ptr_eq(&is.balancer, &again.clusters["a"].balancer));
+    assert!(Arc::ptr_eq(&again.clusters["a"].policy, &reloaded));
+    assert_eq!(pick(&mesh, "a"), 0);
+}
+
+#[test]
+fn a_changed_cluster_keeps_its_rotation_and_its_hash_ring_mapping() {
+    let rr = cluster("rr", 1..4, mesh_core::LbPolicy::RoundRobin);
+    let ring = cluster("ring", 1..11, mesh_core::LbPolicy::default_ring_hash());
+    let mesh = Mesh::new((*config_of(&[&rr, &ring])).clone());
+    assert_eq!((pick(&mesh, "rr"), pick(&mesh, "rr")), (0, 1));
+    let keys: Vec<u64> = (0..200u64)
+        .map(|k| k.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .collect();
+    let owner = |mesh: &Mesh, k: u64| {
+        let snapshot = mesh.snapshot();
+        let entry = &snapshot.clusters["ring"];
+        let i = entry.pick(Some(k), &[]).unwrap();
+        entry.policy.endpoints[i].address.clone()
+    };
+    let owners: Vec<_> = keys.iter().map(|&k| owner(&mesh, k)).collect();
+    // A new endpoint for `rr`; a breaker change for `ring` (its endpoints are the same).
+    let mut limited = (*ring).clone();
+    limited.breaker.max_requests = 7;
+    mesh.publish(config_of(&[
+        &cluster("rr", 1..5, mesh_core::LbPolicy::RoundRobin),
+        &Arc::new(limited),
+    ]));
+    // The third host's turn, then the new one joins.
+    assert_eq!(pick(&mesh, "rr"), 2);
+    let next: Vec<_> = (0..4).map(|_| pick(&mesh, "rr")).collect();
+    assert!(next.contains(&3), "{next:?}");
+    assert!(
+        keys.iter()
+            .zip(&owners)
+            .all(|(&k, o)| owner(&mesh, k) == *o)
+    );
+}
