@@ -213,12 +213,13 @@ impl<K: Clone + Eq + Hash> OutlierDetector<K> {
             let hash = self.hasher.hash_one(&host.key);
             let (hosts, hasher) = (&self.hosts, &self.hasher);
             self.index.insert_unique(hash, position, |&i| {
-                hosts
-                    .get(i as usize)
-                    .map_or(0, |h| hasher.hash_one(&h.key))
+                hosts.get(i as usize).map_or(0, |h| hasher.hash_one(&h.key))
             });
             self.hosts.push(host);
         }
+        // Pushing grew `hosts` to the next power of two; a cluster of 10 would hold 16 hosts'
+        // room for as long as it lives.
+        self.hosts.shrink_to_fit();
         self.ejected = self
             .hosts
             .iter()
