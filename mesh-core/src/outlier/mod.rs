@@ -88,9 +88,11 @@ mod tests;
 
 use std::{
     collections::HashMap,
-    hash::Hash,
+    hash::{BuildHasher, Hash},
     time::{Duration, Instant},
 };
+
+use hashbrown::HashTable;
 
 use crate::{EndpointAddress, Origin, Outcome, OutlierDetection, lb::Draws};
 
@@ -101,8 +103,10 @@ pub struct OutlierDetector<K = EndpointAddress> {
     config: OutlierDetection,
     /// Hosts in the order last given to `set_hosts`.
     hosts: Vec<Host<K>>,
-    /// Key → position in `hosts`.
-    index: HashMap<K, usize>,
+    /// Key → position in `hosts`: positions only, hashed by the host's key, so a key is held
+    /// once (in `hosts`) and an entry costs 4 bytes, not a cloned key.
+    index: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     /// Number of hosts with an ejection.
     ejected: usize,
     /// When the next interval evaluation is due.
@@ -173,7 +177,8 @@ impl<K: Clone + Eq + Hash> OutlierDetector<K> {
         Self {
             config,
             hosts: Vec::new(),
-            index: HashMap::new(),
+            index: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
             ejected: 0,
             next_tick,
             interval_start: now,
@@ -198,13 +203,23 @@ impl<K: Clone + Eq + Hash> OutlierDetector<K> {
             self.hosts.drain(..).map(|h| (h.key.clone(), h)).collect();
         self.index.clear();
         for key in hosts {
-            if self.index.contains_key(&key) {
+            if self.position(&key).is_some() {
                 continue;
             }
-            let host = old.remove(&key).unwrap_or_else(|| Host::new(key.clone()));
-            self.index.insert(key, self.hosts.len());
+            let Ok(position) = u32::try_from(self.hosts.len()) else {
+                break;
+            };
+            let host = old.remove(&key).unwrap_or_else(|| Host::new(key));
+            let hash = self.hasher.hash_one(&host.key);
+            let (hosts, hasher) = (&self.hosts, &self.hasher);
+            self.index.insert_unique(hash, position, |&i| {
+                hosts.get(i as usize).map_or(0, |h| hasher.hash_one(&h.key))
+            });
             self.hosts.push(host);
         }
+        // Pushing grew `hosts` to the next power of two; a cluster of 10 would hold 16 hosts'
+        // room for as long as it lives.
+        self.hosts.shrink_to_fit();
         self.ejected = self
             .hosts
             .iter()
@@ -239,7 +254,7 @@ impl<K: Clone + Eq + Hash> OutlierDetector<K> {
         now: Instant,
         random: u64,
     ) -> Option<OutlierEvent<K>> {
-        let &i = self.index.get(host)?;
+        let i = self.position(host)?;
         let split = self.config.split_external_local_origin_errors;
         let h = self.hosts.get_mut(i)?;
         if h.ejected_until.is_some() {
@@ -368,10 +383,17 @@ impl<K: Clone + Eq + Hash> OutlierDetector<K> {
 
     /// Whether `host` is ejected.
     pub fn is_ejected(&self, host: &K) -> bool {
-        self.index
-            .get(host)
-            .and_then(|&i| self.hosts.get(i))
+        self.position(host)
+            .and_then(|i| self.hosts.get(i))
             .is_some_and(|h| h.ejected_until.is_some())
+    }
+
+    /// The hosts ejected now, in host order.
+    pub fn ejected_hosts(&self) -> impl Iterator<Item = &K> {
+        self.hosts
+            .iter()
+            .filter(|h| h.ejected_until.is_some())
+            .map(|h| &h.key)
     }
 
     /// The number of hosts ejected now.
@@ -382,6 +404,16 @@ impl<K: Clone + Eq + Hash> OutlierDetector<K> {
     /// The number of hosts.
     pub fn host_count(&self) -> usize {
         self.hosts.len()
+    }
+
+    /// The position of `host` in `hosts`.
+    fn position(&self, host: &K) -> Option<usize> {
+        let hash = self.hasher.hash_one(host);
+        let hosts = &self.hosts;
+        let found = self.index.find(hash, |&i| {
+            hosts.get(i as usize).is_some_and(|h| h.key == *host)
+        });
+        found.map(|&i| i as usize)
     }
 
     /// The most hosts that may be ejected at once (law 1).

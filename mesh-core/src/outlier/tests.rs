@@ -210,6 +210,7 @@ fn the_cap_follows_envoy_and_ejects_at_least_one_host() {
     }
     assert_eq!(d.ejected_count(), 2);
     assert!(d.is_ejected(&0) && d.is_ejected(&1) && !d.is_ejected(&2));
+    assert_eq!(d.ejected_hosts().copied().collect::<Vec<_>>(), vec![0, 1]);
     // Istio's default 10 % of 3 hosts rounds to zero: one host is ejected anyway, not two.
     let mut d = detector(
         OutlierDetection {

@@ -19,7 +19,7 @@ use mesh_core::{
 pub(crate) use self::in_flight::InFlight;
 use self::outlier::Outliers;
 use crate::{
-    endpoint::{ConnectionBudget, Connector, Endpoint, PoolSettings},
+    endpoint::{ConnectionBudget, Connector, Endpoint, Pool, PoolSettings},
     rng,
     tls::{MeshTls, UpstreamConnector},
 };
@@ -162,18 +162,18 @@ impl ClusterEntry {
             .unwrap_or_default();
         let tls_connector = (policy.tls.mode != TlsMode::Disable)
             .then(|| UpstreamConnector::new(policy.tls.clone(), tls.clone()));
+        let shared = Pool::new(
+            pool,
+            tls_connector,
+            connector.clone(),
+            state.connections.clone(),
+        );
         let connections: Arc<[Arc<Endpoint>]> = policy
             .endpoints
             .iter()
             .map(|e| match reusable.get(&e.address) {
                 Some(kept) => Arc::clone(kept),
-                None => Arc::new(Endpoint::with_tls(
-                    e.address.clone(),
-                    pool.clone(),
-                    tls_connector.clone(),
-                    connector.clone(),
-                    state.connections.clone(),
-                )),
+                None => Arc::new(Endpoint::in_pool(e.address.clone(), shared.clone())),
             })
             .collect();
         state.outliers.configure(policy);

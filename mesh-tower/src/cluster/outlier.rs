@@ -99,8 +99,6 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Machine {
     detector: Option<OutlierDetector>,
-    /// The cluster's endpoint addresses, as last published.
-    hosts: Vec<EndpointAddress>,
     /// The queue's receiving end, drained with `try_recv` only: no waker is ever registered,
     /// so queuing an outcome never schedules the task.
     outcomes: Option<mpsc::Receiver<(EndpointAddress, Outcome)>>,
@@ -201,21 +199,19 @@ impl Outliers {
         let mut machine = shared.lock();
         // Outcomes queued so far were judged under the previous settings and endpoints.
         shared.apply(&mut machine, None);
-        let hosts: Vec<EndpointAddress> =
-            policy.endpoints.iter().map(|e| e.address.clone()).collect();
+        let hosts = || policy.endpoints.iter().map(|e| e.address.clone());
         match (&policy.outlier, machine.detector.as_mut()) {
             (None, _) => machine.detector = None,
             (Some(config), Some(detector)) if detector.config() == config => {
-                let events = detector.set_hosts(hosts.iter().cloned(), now);
+                let events = detector.set_hosts(hosts(), now);
                 events.iter().for_each(|e| shared.on_event(e));
             }
             (Some(config), _) => {
                 let mut detector = OutlierDetector::new(config.clone(), now);
-                detector.set_hosts(hosts.iter().cloned(), now);
+                detector.set_hosts(hosts(), now);
                 machine.detector = Some(detector);
             }
         }
-        machine.hosts = hosts;
         shared
             .detecting
             .store(policy.outlier.is_some(), Ordering::Relaxed);
@@ -282,12 +278,7 @@ impl Shared {
     /// Stores the health the detector gives the cluster's endpoints now.
     fn publish(&self, machine: &Machine) {
         let ejected = match &machine.detector {
-            Some(d) if d.ejected_count() > 0 => machine
-                .hosts
-                .iter()
-                .filter(|h| d.is_ejected(h))
-                .cloned()
-                .collect(),
+            Some(d) if d.ejected_count() > 0 => d.ejected_hosts().cloned().collect(),
             _ => HashSet::new(),
         };
         let generation = self.health.load().generation.wrapping_add(1);

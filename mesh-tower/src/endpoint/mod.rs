@@ -65,10 +65,10 @@ pub(crate) struct PoolSettings {
     tcp_keepalive: Option<TcpKeepalive>,
 }
 
-/// An upstream endpoint, its connection and its load.
+/// What the endpoints of one cluster version share: made once per cluster, not copied into
+/// every endpoint (most of an endpoint's size, with thousands of them).
 #[derive(Debug)]
-pub(crate) struct Endpoint {
-    address: EndpointAddress,
+pub(crate) struct Pool {
     settings: PoolSettings,
     /// TLS over the transport; `None` is plaintext (the cluster's mode is DISABLE).
     tls: Option<UpstreamConnector>,
@@ -76,6 +76,14 @@ pub(crate) struct Endpoint {
     connector: Connector,
     /// The cluster's open connections (`max_connections`).
     budget: Arc<ConnectionBudget>,
+}
+
+/// An upstream endpoint, its connection and its load.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    address: EndpointAddress,
+    /// The cluster's settings, TLS, connector and connection budget.
+    pool: Arc<Pool>,
     /// This endpoint's open connections, draining ones included.
     open: Arc<AtomicU32>,
     state: Mutex<State>,
@@ -130,7 +138,8 @@ enum State {
     BackingOff {
         until: Instant,
         failures: u32,
-        error: ConnectError,
+        /// Boxed: the largest variant otherwise, and every endpoint's state is sized by it.
+        error: Box<ConnectError>,
     },
 }
 
@@ -178,6 +187,7 @@ impl Endpoint {
     /// An endpoint of a cluster with `settings` and the cluster's connection `budget`, whose
     /// connections run TLS with `tls`, or plaintext with `None`, over transports `connector`
     /// opens.
+    #[cfg(test)]
     pub(crate) fn with_tls(
         address: EndpointAddress,
         settings: PoolSettings,
@@ -185,12 +195,14 @@ impl Endpoint {
         connector: Connector,
         budget: Arc<ConnectionBudget>,
     ) -> Self {
+        Self::in_pool(address, Pool::new(settings, tls, connector, budget))
+    }
+
+    /// An endpoint at `address` of the cluster whose endpoints share `pool`.
+    pub(crate) fn in_pool(address: EndpointAddress, pool: Arc<Pool>) -> Self {
         Self {
             address,
-            settings,
-            tls,
-            connector,
-            budget,
+            pool,
             open: Arc::default(),
             state: Mutex::new(State::Idle),
             active: AtomicU32::new(0),
@@ -203,7 +215,7 @@ impl Endpoint {
 
     /// The pool settings the endpoint was made with.
     pub(crate) fn settings(&self) -> &PoolSettings {
-        &self.settings
+        &self.pool.settings
     }
 
     /// Requests in flight to this endpoint.
@@ -271,7 +283,7 @@ impl Endpoint {
                     self.step()
                 }
                 Step::WaitForSlot => {
-                    let closed = self.budget.closed();
+                    let closed = self.pool.budget.closed();
                     tokio::pin!(closed);
                     closed.as_mut().enable();
                     // A close between the last look and `enable` would be missed: look again.
@@ -298,21 +310,22 @@ impl Endpoint {
             State::Idle | State::Ready(_) => 0,
             State::Connecting { future, .. } => return Step::Await(future.0.clone()),
             State::BackingOff { until, error, .. } if Instant::now() < *until => {
-                return Step::Failed(error.clone());
+                return Step::Failed(ConnectError::clone(error));
             }
             State::BackingOff { failures, .. } => *failures,
         };
         let Some(slot) = self
+            .pool
             .budget
-            .try_open(self.settings.max_connections, &self.open)
+            .try_open(self.pool.settings.max_connections, &self.open)
         else {
             return Step::WaitForSlot;
         };
         let future = connect(
             self.address.clone(),
-            self.settings.clone(),
-            self.tls.clone(),
-            self.connector.clone(),
+            self.pool.settings.clone(),
+            self.pool.tls.clone(),
+            self.pool.connector.clone(),
             slot,
         )
         .boxed()
@@ -338,7 +351,7 @@ impl Endpoint {
                 State::BackingOff {
                     until: Instant::now() + backoff(failures, crate::rng::draw()),
                     failures,
-                    error: error.clone(),
+                    error: Box::new(error.clone()),
                 }
             }
         };
@@ -378,6 +391,27 @@ impl ActiveRequest {
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
         self.endpoint.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+// === impl Pool ===
+
+impl Pool {
+    /// What a cluster's endpoints share: their connections are made with `settings`, run TLS
+    /// with `tls` (plaintext with `None`) over transports `connector` opens, and count against
+    /// the cluster's `budget`.
+    pub(crate) fn new(
+        settings: PoolSettings,
+        tls: Option<UpstreamConnector>,
+        connector: Connector,
+        budget: Arc<ConnectionBudget>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            tls,
+            connector,
+            budget,
+        })
     }
 }
 
