@@ -1,5 +1,5 @@
-//! The harness: an echo server that reports its caller, mesh servers and clients, and the
-//! helpers the tests share.
+//! The harness: an echo server that reports its caller, mesh servers, a PKI and a TLS probe;
+//! the mesh clients, shared with the security suite, come from `mesh_test_support::mtls`.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
