@@ -5,7 +5,8 @@
 //!   echo servers; [`server`]: servers behind `mesh.server_layer(..)` and their clients.
 //! - [`memnet`]: an in-memory network (a mesh connector over `tokio::io::duplex`) for tests
 //!   under paused time.
-//! - [`pki`]: certificate authorities and workload certificates.
+//! - [`pki`]: certificate authorities and workload certificates; [`mtls`]: mesh clients of the
+//!   echo service over mTLS.
 //! - [`metrics`]: the `/metrics` text parsed for assertions; [`eventually`]: a bounded wait.
 //! - [`interop`]: gRPC's own implementations (grpcio, grpc-js) as peers.
 //! - [`ads`], [`resources`], [`istiod`], [`demo`]: a scripted ADS server, Envoy resources shaped
@@ -28,6 +29,7 @@ pub mod interop;
 pub mod istiod;
 pub mod memnet;
 pub mod metrics;
+pub mod mtls;
 pub mod pki;
 #[allow(missing_docs, missing_debug_implementations)]
 pub mod resources;

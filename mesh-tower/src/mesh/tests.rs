@@ -5,6 +5,7 @@ use std::sync::Arc;
 use mesh_core::Cluster;
 
 use super::*;
+use crate::tls::CertificateFiles;
 
 fn client_config(version: &str, clusters: &[&str]) -> Arc<MeshConfig> {
     let clusters = clusters

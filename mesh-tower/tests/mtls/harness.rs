@@ -1,18 +1,19 @@
-//! The harness: an echo server that reports its caller, mesh servers and clients, and the
-//! helpers the tests share.
+//! The harness: an echo server that reports its caller, mesh servers, a PKI and a TLS probe;
+//! the mesh clients, shared with the security suite, come from `mesh_test_support::mtls`.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use mesh_tower::{
-    Mesh,
     mesh_core::{MeshConfig, MtlsMode, UpstreamTls},
     tls::{CertificateFiles, MeshListener, MeshTls, ServerTls},
 };
 use tonic::{Code, Status};
 
+pub(crate) use mesh_test_support::mtls::{client, client_config, istio_mutual, say, wait_for};
+
 use crate::{
-    certs::{Ca, Dir, spiffe},
-    support::{self, Behavior, EchoClient, EchoReply, HOST, TARGET, echo_service, request},
+    certs::{Ca, Dir},
+    support::{Behavior, EchoReply, echo_service},
 };
 
 /// Serves an echo service that answers with who called ([`Behavior::who_am_i`]) on 127.0.0.1
@@ -49,18 +50,6 @@ pub(crate) async fn server(mode: MtlsMode, files: CertificateFiles) -> (SocketAd
 
 // === clients ===
 
-/// Istio YAML for the echo service at `addr` with `tls` as the DestinationRule's
-/// `trafficPolicy.tls` (flow style), or no TLS when empty.
-pub(crate) fn client_config(addr: SocketAddr, tls: &str) -> MeshConfig {
-    support::config(&format!(
-        "{}---\n{}",
-        support::single_endpoint_yaml(addr, tls),
-        support::virtual_service(&format!(
-            "  - route:\n    - destination: {{host: {HOST}}}\n"
-        ))
-    ))
-}
-
 /// `config` with every cluster's TLS replaced by `tls` (what the xDS decoder produces for
 /// certificate-provider instances, which Istio YAML cannot express).
 pub(crate) fn with_tls(config: &MeshConfig, tls: &UpstreamTls) -> MeshConfig {
@@ -80,30 +69,6 @@ pub(crate) fn with_tls(config: &MeshConfig, tls: &UpstreamTls) -> MeshConfig {
         (**config.server()).clone(),
     )
     .unwrap()
-}
-
-/// ISTIO_MUTUAL expecting the server to be service account `server`.
-pub(crate) fn istio_mutual(sa: &str) -> String {
-    format!(
-        "{{mode: ISTIO_MUTUAL, subjectAltNames: [\"{}\"]}}",
-        spiffe(sa)
-    )
-}
-
-/// A mesh client with workload identity `files` (when given) and `config`.
-pub(crate) fn client(files: Option<CertificateFiles>, config: MeshConfig) -> Mesh {
-    let mesh = Mesh::new(config);
-    if let Some(files) = files {
-        mesh.set_workload_identity(files).unwrap();
-    }
-    mesh
-}
-
-pub(crate) async fn say(mesh: &Mesh) -> Result<EchoReply, Status> {
-    EchoClient::new(mesh.channel(TARGET))
-        .say(request("hi"))
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 /// Asserts a mesh-synthesized TLS failure: UNAVAILABLE, and a message that says TLS and
@@ -137,18 +102,6 @@ pub(crate) fn pki() -> Pki {
         server,
         client,
     }
-}
-
-/// Waits for `condition`, polling every 10 ms for at most 5 s: for effects the server records
-/// after the client has already seen the connection fail.
-pub(crate) async fn wait_for(condition: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition not met within 5 s");
 }
 
 pub(crate) fn pem_der(pem: &str) -> Vec<u8> {

@@ -6,13 +6,10 @@
 // A test crate: its helpers may panic, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use mesh_test_support::{echo as support, pki as certs, server as server_support};
+use mesh_test_support::{echo as support, mtls as harness, pki as certs, server as server_support};
 
 mod drain;
 mod fixture;
-#[allow(dead_code)]
-#[path = "../mtls/harness.rs"]
-mod harness;
 mod identity;
 mod paths;
 mod rotation;
